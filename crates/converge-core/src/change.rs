@@ -1,0 +1,351 @@
+//! From a document change to a changelog row.
+//!
+//! [`DocumentChange`] is one Firestore event, decoded (by `converge-events`) but not yet
+//! interpreted. [`ChangeRow::from_change`] applies the rules of DESIGN.md: the op
+//! follows from which of `value` / `old_value` are present, the version is the
+//! source's commit time (see [`crate::version`]), deletes become tombstones, promoted
+//! fields are typed or the change is refused as a schema violation.
+
+use serde::Serialize;
+
+use crate::config::{ColumnType, PromotedColumn, RoutedPath};
+use crate::hash::content_hash;
+use crate::value::{fields_to_json, Document, Fields, Timestamp, Value};
+use crate::version::{delete_version, RowOrder, Version};
+
+/// One document change as Eventarc reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentChange {
+    /// The CloudEvent `id`: unique per change, repeated on redelivery.
+    pub event_id: String,
+    /// The CloudEvent `type`, e.g. `google.cloud.firestore.document.v1.written`.
+    pub event_type: String,
+    /// The CloudEvent `time`.
+    pub event_time: Timestamp,
+    /// Path relative to the documents root (`document` extension), e.g. `orgs/a/records/r1`.
+    pub document: String,
+    /// The document after the change; absent for a delete.
+    pub value: Option<Document>,
+    /// The document before the change; absent for a create.
+    pub old_value: Option<Document>,
+    pub update_mask: Vec<String>,
+}
+
+/// What a changelog row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    Rebuild,
+    Repair,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "CREATE",
+            Op::Update => "UPDATE",
+            Op::Delete => "DELETE",
+            Op::Rebuild => "REBUILD",
+            Op::Repair => "REPAIR",
+        }
+    }
+
+    /// The `action` part of a sync error id.
+    pub fn action(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Rebuild => "rebuild",
+            Op::Repair => "repair",
+        }
+    }
+}
+
+/// A promoted column's typed value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum PromotedValue {
+    String(String),
+    Int64(i64),
+    Float64(f64),
+    Bool(bool),
+    /// Microseconds since the epoch.
+    Timestamp(i64),
+    /// Days since 1970-01-01.
+    Date(i32),
+}
+
+/// Who wrote a row, for the audit columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowContext {
+    pub ingested_at: Timestamp,
+    pub run_id: String,
+    pub code_version: String,
+}
+
+/// One appended changelog row. The warehouse never updates or deletes one in place.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeRow {
+    /// The changelog table this row goes to (not a column).
+    #[serde(skip)]
+    pub table: String,
+    pub tenant: String,
+    pub collection: String,
+    pub doc_id: String,
+    pub doc_path: String,
+    pub op: Op,
+    pub is_deleted: bool,
+    pub version: Version,
+    pub event_id: String,
+    /// `None` for tombstones.
+    pub content_hash: Option<String>,
+    /// Converge JSON of the fields (see [`crate::value`]); `None` for tombstones.
+    pub data: Option<String>,
+    /// One entry per promoted column of the route, in configuration order.
+    pub promoted: Vec<Option<PromotedValue>>,
+    pub ingested_at: i64,
+    pub run_id: String,
+    pub code_version: String,
+}
+
+/// Why a change cannot become a row. Permanent: the event is quarantined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    #[error("field `{field}` (column `{column}`): expected {expected}, found {found}; fix the document or the route's promoted column type")]
+    SchemaViolation { column: String, field: String, expected: &'static str, found: String },
+    #[error("event names document `{event}` but its payload is for `{payload}`")]
+    PathMismatch { event: String, payload: String },
+}
+
+impl ChangeRow {
+    /// The row for one change, or `None` when the event carries no state at all (the
+    /// Firestore emulator fires such events for deletes of missing documents).
+    pub fn from_change(routed: &RoutedPath<'_>, change: &DocumentChange, ctx: &RowContext) -> Result<Option<Self>, RowError> {
+        for doc in change.value.iter().chain(change.old_value.iter()) {
+            if doc.path != change.document {
+                return Err(RowError::PathMismatch { event: change.document.clone(), payload: doc.path.clone() });
+            }
+        }
+        let row = match (&change.value, &change.old_value) {
+            (Some(doc), old) => {
+                let op = if old.is_some() { Op::Update } else { Op::Create };
+                Self::live(routed, op, doc, &change.event_id, ctx)?
+            }
+            (None, Some(old)) => {
+                Self::tombstone(routed, &change.document, delete_version(change.event_time, Some(old.update_time)), &change.event_id, ctx)
+            }
+            (None, None) if is_delete_type(&change.event_type) => {
+                Self::tombstone(routed, &change.document, delete_version(change.event_time, None), &change.event_id, ctx)
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(row))
+    }
+
+    /// A row carrying a document's state: a create, update, rebuild or repair.
+    pub fn live(routed: &RoutedPath<'_>, op: Op, doc: &Document, event_id: &str, ctx: &RowContext) -> Result<Self, RowError> {
+        let promoted = promote(&routed.route.promoted, &doc.fields)?;
+        Ok(Self {
+            table: routed.route.table.clone(),
+            tenant: routed.tenant.clone(),
+            collection: routed.collection.clone(),
+            doc_id: routed.doc_id.clone(),
+            doc_path: doc.path.clone(),
+            op,
+            is_deleted: false,
+            version: doc.update_time.as_micros(),
+            event_id: event_id.to_owned(),
+            content_hash: Some(content_hash(&doc.fields)),
+            data: Some(fields_to_json(&doc.fields).to_string()),
+            promoted,
+            ingested_at: ctx.ingested_at.as_micros(),
+            run_id: ctx.run_id.clone(),
+            code_version: ctx.code_version.clone(),
+        })
+    }
+
+    /// A tombstone: the document is gone as of `version`.
+    pub fn tombstone(routed: &RoutedPath<'_>, doc_path: &str, version: Version, event_id: &str, ctx: &RowContext) -> Self {
+        Self {
+            table: routed.route.table.clone(),
+            tenant: routed.tenant.clone(),
+            collection: routed.collection.clone(),
+            doc_id: routed.doc_id.clone(),
+            doc_path: doc_path.to_owned(),
+            op: Op::Delete,
+            is_deleted: true,
+            version,
+            event_id: event_id.to_owned(),
+            content_hash: None,
+            data: None,
+            promoted: vec![None; routed.route.promoted.len()],
+            ingested_at: ctx.ingested_at.as_micros(),
+            run_id: ctx.run_id.clone(),
+            code_version: ctx.code_version.clone(),
+        }
+    }
+
+    pub fn order(&self) -> RowOrder<'_> {
+        RowOrder { version: self.version, is_deleted: self.is_deleted, event_id: &self.event_id }
+    }
+
+    /// The deterministic id of this row's sync error record.
+    pub fn error_id(&self) -> String {
+        error_id(&self.tenant, &self.doc_id, self.op.action())
+    }
+}
+
+fn is_delete_type(event_type: &str) -> bool {
+    event_type.starts_with("google.cloud.firestore.document.v1.deleted")
+}
+
+/// `{tenant}_{doc_id}_{action}`: the same failure always lands on the same record.
+pub fn error_id(tenant: &str, doc_id: &str, action: &str) -> String {
+    format!("{tenant}_{doc_id}_{action}")
+}
+
+/// The winning row among a document's rows (the latest view's rule), if any.
+pub fn winner<'a>(rows: impl IntoIterator<Item = &'a ChangeRow>) -> Option<&'a ChangeRow> {
+    rows.into_iter().max_by(|a, b| a.order().cmp(&b.order()))
+}
+
+fn promote(columns: &[PromotedColumn], fields: &Fields) -> Result<Vec<Option<PromotedValue>>, RowError> {
+    columns.iter().map(|column| promote_one(column, lookup(fields, &column.field))).collect()
+}
+
+fn lookup<'f>(fields: &'f Fields, path: &str) -> Option<&'f Value> {
+    let mut parts = path.split('.');
+    let mut current = fields.get(parts.next()?)?;
+    for part in parts {
+        match current {
+            Value::Map(inner) => current = inner.get(part)?,
+            _ => return None,
+        }
+    }
+    Some(current)
+}
+
+fn promote_one(column: &PromotedColumn, value: Option<&Value>) -> Result<Option<PromotedValue>, RowError> {
+    let Some(value) = value else { return Ok(None) };
+    let converted = match (column.column_type, value) {
+        (_, Value::Null) => return Ok(None),
+        (ColumnType::String, Value::String(s)) => Some(PromotedValue::String(s.clone())),
+        (ColumnType::Int64, Value::Integer(i)) => Some(PromotedValue::Int64(*i)),
+        (ColumnType::Int64, Value::Double(d)) if d.fract() == 0.0 && d.abs() < 9.0e15 => Some(PromotedValue::Int64(*d as i64)),
+        (ColumnType::Float64, Value::Double(d)) => Some(PromotedValue::Float64(*d)),
+        // Firestore clients write whole numbers as integers even in money fields.
+        (ColumnType::Float64, Value::Integer(i)) => Some(PromotedValue::Float64(*i as f64)),
+        (ColumnType::Bool, Value::Boolean(b)) => Some(PromotedValue::Bool(*b)),
+        (ColumnType::Timestamp, Value::Timestamp(ts)) => Some(PromotedValue::Timestamp(ts.as_micros())),
+        (ColumnType::Date, Value::Timestamp(ts)) => Some(PromotedValue::Date(ts.seconds.div_euclid(86_400) as i32)),
+        (ColumnType::Date, Value::String(s)) => {
+            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(|d| PromotedValue::Date(days_since_epoch(d)))
+        }
+        _ => None,
+    };
+    converted.map(Some).ok_or_else(|| RowError::SchemaViolation {
+        column: column.column.clone(),
+        field: column.field.clone(),
+        expected: column.column_type.name(),
+        found: describe(value),
+    })
+}
+
+fn days_since_epoch(date: chrono::NaiveDate) -> i32 {
+    (date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch is a date")).num_days() as i32
+}
+
+fn describe(value: &Value) -> String {
+    let mut text = value.to_json().to_string();
+    if text.len() > 60 {
+        let cut = (0..=60).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    format!("{} {text}", value.type_name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MirrorConfig;
+    use crate::value::fields_from_json;
+
+    fn ctx() -> RowContext {
+        RowContext { ingested_at: Timestamp::new(9_999, 0), run_id: "run".into(), code_version: "test".into() }
+    }
+
+    fn doc(path: &str, update_secs: i64, json: serde_json::Value) -> Document {
+        Document {
+            path: path.into(),
+            fields: fields_from_json(&json).unwrap(),
+            create_time: Timestamp::new(1, 0),
+            update_time: Timestamp::new(update_secs, 0),
+        }
+    }
+
+    fn change(id: &str, value: Option<Document>, old_value: Option<Document>, time: i64) -> DocumentChange {
+        DocumentChange {
+            event_id: id.into(),
+            event_type: "google.cloud.firestore.document.v1.written".into(),
+            event_time: Timestamp::new(time, 0),
+            document: "orgs/t/records/d".into(),
+            value,
+            old_value,
+            update_mask: vec![],
+        }
+    }
+
+    #[test]
+    fn ops_follow_the_payload() {
+        let config = MirrorConfig::default();
+        let routed = config.route("orgs/t/records/d").unwrap();
+        let a = doc("orgs/t/records/d", 10, serde_json::json!({"amount": 5, "account": "A"}));
+        let create = ChangeRow::from_change(&routed, &change("1", Some(a.clone()), None, 10), &ctx()).unwrap().unwrap();
+        assert_eq!((create.op, create.version, create.is_deleted), (Op::Create, 10_000_000, false));
+        assert_eq!(create.promoted[0], Some(PromotedValue::String("A".into())));
+        assert_eq!(create.promoted[4], Some(PromotedValue::Float64(5.0)));
+        let update = ChangeRow::from_change(&routed, &change("2", Some(a.clone()), Some(a.clone()), 10), &ctx()).unwrap().unwrap();
+        assert_eq!(update.op, Op::Update);
+        let delete = ChangeRow::from_change(&routed, &change("3", None, Some(a), 9), &ctx()).unwrap().unwrap();
+        assert_eq!((delete.op, delete.version, delete.is_deleted, delete.data.as_deref()), (Op::Delete, 10_000_000, true, None));
+        assert_eq!(delete.error_id(), "t_d_delete");
+        assert_eq!(ChangeRow::from_change(&routed, &change("4", None, None, 9), &ctx()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_wrong_promoted_type_is_a_schema_violation() {
+        let config = MirrorConfig::default();
+        let routed = config.route("orgs/t/records/d").unwrap();
+        let bad = doc("orgs/t/records/d", 10, serde_json::json!({"amount": "twelve"}));
+        let err = ChangeRow::from_change(&routed, &change("1", Some(bad), None, 10), &ctx()).unwrap_err();
+        assert_eq!(err.to_string(), "field `amount` (column `amount`): expected float64, found string \"twelve\"; fix the document or the route's promoted column type");
+    }
+
+    #[test]
+    fn dates_promote_from_timestamps_and_iso_strings() {
+        let config = MirrorConfig::default();
+        let routed = config.route("orgs/t/records/d").unwrap();
+        let d1 = doc("orgs/t/records/d", 10, serde_json::json!({"date": {"$timestamp": "2024-03-01T23:59:59Z"}}));
+        let d2 = doc("orgs/t/records/d", 10, serde_json::json!({"date": "2024-03-01"}));
+        let r1 = ChangeRow::live(&routed, Op::Create, &d1, "e", &ctx()).unwrap();
+        let r2 = ChangeRow::live(&routed, Op::Create, &d2, "e", &ctx()).unwrap();
+        assert_eq!(r1.promoted[2], Some(PromotedValue::Date(19_783)));
+        assert_eq!(r1.promoted[2], r2.promoted[2]);
+    }
+
+    #[test]
+    fn a_payload_for_another_document_is_refused() {
+        let config = MirrorConfig::default();
+        let routed = config.route("orgs/t/records/d").unwrap();
+        let other = doc("orgs/t/records/other", 10, serde_json::json!({}));
+        assert!(matches!(
+            ChangeRow::from_change(&routed, &change("1", Some(other), None, 10), &ctx()),
+            Err(RowError::PathMismatch { .. })
+        ));
+    }
+}

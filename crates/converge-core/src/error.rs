@@ -1,0 +1,58 @@
+//! Errors of the core and of every backend behind its traits.
+//!
+//! Backends report a [`StoreError`] with a small [`ErrorKind`]; callers decide on the
+//! kind alone (retry, answer 4xx, answer 5xx), never on message text.
+
+/// What a caller can do about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Transient: the same call may succeed later (timeouts, lock contention,
+    /// unavailable backend). The platform redelivers: answer 5xx.
+    Retryable,
+    /// The input can never succeed as it is: quarantine and answer 4xx.
+    InvalidInput,
+    /// The thing asked for does not exist.
+    NotFound,
+    /// Someone else holds it (a rebuild already running).
+    Conflict,
+    /// A bug or a broken backend that retrying will not fix.
+    Permanent,
+}
+
+/// A failure of a source store, warehouse or error log.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{backend}: {message}")]
+pub struct StoreError {
+    pub kind: ErrorKind,
+    pub backend: &'static str,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(kind: ErrorKind, backend: &'static str, message: impl Into<String>) -> Self {
+        Self { kind, backend, message: message.into() }
+    }
+
+    pub fn retryable(backend: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Retryable, backend, message)
+    }
+
+    pub fn permanent(backend: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Permanent, backend, message)
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ErrorKind::Retryable
+    }
+}
+
+/// A configuration that cannot be used; the message names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("mirror configuration is not valid TOML: {0}")]
+    Parse(String),
+    #[error("route pattern `{pattern}` is invalid: {reason}")]
+    InvalidPattern { pattern: String, reason: String },
+    #[error("mirror configuration: {0}")]
+    Invalid(String),
+}

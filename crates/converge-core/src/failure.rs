@@ -1,0 +1,82 @@
+//! Failures are data: the records a failed sync or a bad event leaves behind.
+
+use serde::{Deserialize, Serialize};
+
+use crate::value::Timestamp;
+
+/// `sync_errors/{tenant}_{doc_id}_{action}`: a change that could not be written.
+/// Recording the same failure again merges into the same record and increments
+/// `attempts`; it never creates a duplicate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncErrorRecord {
+    pub id: String,
+    pub tenant: String,
+    pub doc_id: String,
+    pub doc_path: String,
+    pub action: String,
+    /// The last event that failed.
+    pub event_id: String,
+    /// The last error, as text.
+    pub error: String,
+    pub attempts: u32,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub resolved: bool,
+}
+
+/// Why an event was quarantined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineReason {
+    /// Not a CloudEvent, or a CloudEvent whose data cannot be decoded.
+    Malformed,
+    /// A content type Converge does not read.
+    UnsupportedContentType,
+    /// Not a Firestore document event.
+    UnknownEventType,
+    /// A document path that no route matches.
+    Unroutable,
+    /// A promoted field of the wrong type.
+    SchemaViolation,
+    /// A body over the size limit.
+    Oversized,
+}
+
+impl QuarantineReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuarantineReason::Malformed => "malformed",
+            QuarantineReason::UnsupportedContentType => "unsupported_content_type",
+            QuarantineReason::UnknownEventType => "unknown_event_type",
+            QuarantineReason::Unroutable => "unroutable",
+            QuarantineReason::SchemaViolation => "schema_violation",
+            QuarantineReason::Oversized => "oversized",
+        }
+    }
+}
+
+/// Bad input kept with its raw payload and the reason it was refused. Keyed by the
+/// event id when there is one (a redelivery lands on the same record) and otherwise
+/// by a hash of what arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineRecord {
+    pub id: String,
+    pub reason: QuarantineReason,
+    /// The full explanation given to the sender.
+    pub detail: String,
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub content_type: Option<String>,
+    /// The request headers, as JSON object text.
+    pub headers_json: String,
+    /// The body as received, up to [`QUARANTINE_PAYLOAD_LIMIT`] bytes.
+    pub payload: Vec<u8>,
+    /// The full size of the body (declared size for bodies too large to read).
+    pub payload_bytes: u64,
+    pub received_at: Timestamp,
+    pub attempts: u32,
+}
+
+/// How much of a bad body a quarantine record keeps. The record always holds the
+/// full size; a larger body is kept only in part (Firestore documents hold 1 MiB).
+pub const QUARANTINE_PAYLOAD_LIMIT: usize = 256 * 1024;

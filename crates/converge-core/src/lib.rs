@@ -1,0 +1,38 @@
+//! Converge's core: the rules that make the analytics copy trustworthy, free of I/O.
+//!
+//! # Layout
+//!
+//! - [`config`]: mirror routes (document path pattern → changelog table, promoted columns).
+//! - [`value`]: Firestore values and their type-exact JSON form.
+//! - [`hash`]: the canonical content hash of a document's fields.
+//! - [`version`]: row versions (the source's commit time) and the winner order.
+//! - [`change`]: a document change → a [`ChangeRow`] or tombstone; error ids.
+//! - [`failure`]: sync error and quarantine records.
+//! - [`drift`]: comparing source and derived states.
+//! - [`store`]: the traits behind which every external system sits.
+//! - [`clock`]: the injected clock.
+//! - [`error`]: error kinds shared by every backend.
+
+pub mod change;
+pub mod clock;
+pub mod config;
+pub mod drift;
+pub mod error;
+pub mod failure;
+pub mod hash;
+pub mod store;
+pub mod value;
+pub mod version;
+
+pub use change::{ChangeRow, DocumentChange, Op, PromotedValue, RowContext, RowError};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{ColumnType, MirrorConfig, PathPattern, PromotedColumn, Route, RoutedPath};
+pub use drift::DriftReport;
+pub use error::{ConfigError, ErrorKind, StoreError};
+pub use failure::{QuarantineReason, QuarantineRecord, SyncErrorRecord};
+pub use store::{AppendReceipt, DocState, DocWrite, ErrorLog, Scan, SourceStore, Warehouse};
+pub use value::{Document, Fields, GeoPoint, Timestamp, Value};
+pub use version::Version;
+
+/// The version of Converge that wrote a row (the changelog's `code_version`).
+pub const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,98 @@
+//! The traits every external system sits behind, one per system. Each has an
+//! embedded implementation (SQLite, DuckDB) and a cloud one (Firestore, BigQuery),
+//! and both pass the same contract suite.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::change::ChangeRow;
+use crate::config::MirrorConfig;
+use crate::error::StoreError;
+use crate::failure::{QuarantineRecord, SyncErrorRecord};
+use crate::value::{Document, Fields, Timestamp};
+use crate::version::Version;
+
+/// The compact state of one document, enough to compare source and derived data
+/// without reading whole documents.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DocState {
+    pub doc_path: String,
+    pub version: Version,
+    pub content_hash: String,
+}
+
+/// A consistent scan: every item reflects the store as of `read_time`.
+pub struct Scan<T> {
+    pub read_time: Timestamp,
+    /// Items in ascending `doc_path` order, streamed (never a whole tenant in memory).
+    pub items: BoxStream<'static, Result<T, StoreError>>,
+}
+
+/// One write in a batch applied to the source store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocWrite {
+    /// Create or replace the document at `path`.
+    Set { path: String, fields: Fields },
+    /// Delete the document at `path`; deleting a missing document is not an error.
+    Delete { path: String },
+}
+
+/// The operational database: Firestore in the cloud, SQLite embedded.
+#[async_trait]
+pub trait SourceStore: Send + Sync + 'static {
+    /// Reads one document.
+    async fn get(&self, path: &str) -> Result<Option<Document>, StoreError>;
+
+    /// Applies writes atomically with one commit time, which it returns.
+    async fn apply(&self, writes: Vec<DocWrite>) -> Result<Timestamp, StoreError>;
+
+    /// States of every document directly in `collection_path`, at one read time.
+    async fn scan_states(&self, collection_path: &str) -> Result<Scan<DocState>, StoreError>;
+
+    /// Number of documents directly in `collection_path`.
+    async fn count(&self, collection_path: &str) -> Result<u64, StoreError>;
+}
+
+/// Where failures are recorded: next to the source data, so that a failing warehouse
+/// cannot also swallow the record of its failure.
+#[async_trait]
+pub trait ErrorLog: Send + Sync + 'static {
+    /// Creates or merges `sync_errors/{id}`: attempts incremented, last error kept,
+    /// `resolved` cleared.
+    async fn record_sync_error(&self, record: SyncErrorRecord) -> Result<(), StoreError>;
+
+    /// Open (unresolved) sync errors, optionally of one tenant.
+    async fn open_sync_errors(&self, tenant: Option<&str>) -> Result<Vec<SyncErrorRecord>, StoreError>;
+
+    /// Stores a quarantine record, merging by id (attempts incremented).
+    async fn quarantine(&self, record: QuarantineRecord) -> Result<(), StoreError>;
+
+    /// The most recent quarantine records, newest first.
+    async fn quarantined(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError>;
+}
+
+/// The analytics copy: BigQuery in the cloud, DuckDB embedded. Append-only.
+#[async_trait]
+pub trait Warehouse: Send + Sync + 'static {
+    /// Creates every changelog table and its views for `config`, if missing.
+    async fn ensure_tables(&self, config: &MirrorConfig) -> Result<(), StoreError>;
+
+    /// Appends rows (any tables) durably: when this returns `Ok`, they survive a crash.
+    /// A row whose `event_id` is already stored is skipped, so redelivery is harmless.
+    async fn append(&self, rows: Vec<ChangeRow>) -> Result<AppendReceipt, StoreError>;
+
+    /// Latest states of one tenant's documents in `table`, tombstones hidden.
+    async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError>;
+
+    /// Number of live documents of `tenant` in `table`'s latest view.
+    async fn latest_count(&self, table: &str, tenant: &str) -> Result<u64, StoreError>;
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendReceipt {
+    /// Rows newly stored.
+    pub written: u64,
+    /// Rows skipped because their event id was already stored.
+    pub duplicates: u64,
+}
