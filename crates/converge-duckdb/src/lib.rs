@@ -1,0 +1,15 @@
+//! The embedded warehouse: Converge's changelog tables and views in DuckDB.
+//!
+//! # Layout
+//!
+//! - [`schema`]: the DDL of a changelog table, its `_latest` view and `_as_of` macro.
+//! - [`warehouse`]: [`DuckWarehouse`], the [`converge_core::Warehouse`] implementation.
+//!
+//! DuckDB allows one writing process per database file, so the embedded setup opens
+//! one [`DuckWarehouse`] per process and shares it: one writer connection (appends
+//! are group-committed by the caller) and a cloned connection per reader.
+
+pub mod schema;
+pub mod warehouse;
+
+pub use warehouse::DuckWarehouse;

@@ -1,0 +1,78 @@
+//! DDL for one mirrored table. Names come from the validated mirror configuration
+//! (plain identifiers only, see `converge_core::config`); no input is spliced in.
+
+use converge_core::config::{ColumnType, Route};
+use converge_core::version::WINNER_ORDER_SQL;
+
+/// The fixed columns of every changelog table, in append order. Promoted columns
+/// follow `data`.
+pub const LEADING_COLUMNS: &[(&str, &str)] = &[
+    ("tenant", "VARCHAR NOT NULL"),
+    ("collection", "VARCHAR NOT NULL"),
+    ("doc_id", "VARCHAR NOT NULL"),
+    ("doc_path", "VARCHAR NOT NULL"),
+    ("op", "VARCHAR NOT NULL"),
+    ("is_deleted", "BOOLEAN NOT NULL"),
+    ("version", "TIMESTAMP NOT NULL"),
+    // The primary key makes redelivery harmless: a row whose event is already stored
+    // is skipped (INSERT OR IGNORE), and the latest view never sees duplicates.
+    ("event_id", "VARCHAR NOT NULL PRIMARY KEY"),
+    ("content_hash", "VARCHAR"),
+    ("data", "JSON"),
+];
+
+pub const TRAILING_COLUMNS: &[(&str, &str)] =
+    &[("ingested_at", "TIMESTAMP NOT NULL"), ("run_id", "VARCHAR NOT NULL"), ("code_version", "VARCHAR NOT NULL")];
+
+fn sql_type(column_type: ColumnType) -> &'static str {
+    match column_type {
+        ColumnType::String => "VARCHAR",
+        ColumnType::Int64 => "BIGINT",
+        ColumnType::Float64 => "DOUBLE",
+        ColumnType::Bool => "BOOLEAN",
+        ColumnType::Timestamp => "TIMESTAMP",
+        ColumnType::Date => "DATE",
+    }
+}
+
+fn column_list(route: &Route, with_constraints: bool) -> String {
+    let promoted = route.promoted.iter().map(|c| (c.column.as_str(), sql_type(c.column_type)));
+    LEADING_COLUMNS
+        .iter()
+        .copied()
+        .chain(promoted)
+        .chain(TRAILING_COLUMNS.iter().copied())
+        .map(|(name, ty)| {
+            let ty = if with_constraints { ty } else { ty.split(' ').next().unwrap_or(ty) };
+            format!("{name} {ty}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The name of the per-table staging table appends go through.
+pub fn staging_table(table: &str) -> String {
+    format!("_converge_staging_{table}")
+}
+
+/// Statements that create the changelog table, its staging table, the latest view and
+/// the as-of macro. Idempotent.
+pub fn create_statements(route: &Route) -> Vec<String> {
+    let t = &route.table;
+    // Ranking inside one document: the winner order of `converge_core::version`.
+    let ranked = |filter: &str| {
+        format!(
+            "SELECT * EXCLUDE (_rank) FROM (
+                SELECT *, row_number() OVER (PARTITION BY tenant, doc_path ORDER BY {WINNER_ORDER_SQL}) AS _rank
+                FROM {t} {filter}
+             ) WHERE _rank = 1 AND NOT is_deleted"
+        )
+    };
+    vec![
+        format!("CREATE TABLE IF NOT EXISTS {t} ({})", column_list(route, true)),
+        format!("CREATE TEMP TABLE IF NOT EXISTS {} ({})", staging_table(t), column_list(route, false)),
+        format!("CREATE OR REPLACE VIEW {t}_latest AS {}", ranked("")),
+        // State at any past instant of the source: rows committed at or before `as_of`.
+        format!("CREATE OR REPLACE MACRO {t}_as_of(as_of) AS TABLE {}", ranked("WHERE version <= as_of")),
+    ]
+}

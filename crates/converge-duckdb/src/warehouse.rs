@@ -1,0 +1,338 @@
+//! [`DuckWarehouse`]: the changelog in a DuckDB database file.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use converge_core::{
+    AppendReceipt, ChangeRow, DocState, ErrorKind, MirrorConfig, PromotedValue, Scan, StoreError, Timestamp, Warehouse,
+};
+use duckdb::types::{TimeUnit, Value as DuckValue};
+use duckdb::{appender_params_from_iter, params, Connection};
+
+use crate::schema::{create_statements, staging_table};
+
+const BACKEND: &str = "duckdb";
+
+/// The embedded warehouse. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct DuckWarehouse {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The one writing connection. DuckDB connections are not `Sync`; appends are
+    /// serialized here (and batched by the caller's group commit).
+    writer: Mutex<Connection>,
+    config: Mutex<Option<MirrorConfig>>,
+}
+
+fn db_error(context: &str, error: duckdb::Error) -> StoreError {
+    let text = error.to_string();
+    // Lock and I/O trouble may pass; anything else (constraint, type, syntax) will not.
+    let kind = if text.contains("Could not set lock") || text.contains("IO Error") || text.contains("Conflict") {
+        ErrorKind::Retryable
+    } else {
+        ErrorKind::Permanent
+    };
+    StoreError::new(kind, BACKEND, format!("{context}: {text}"))
+}
+
+fn join_error(error: tokio::task::JoinError) -> StoreError {
+    StoreError::permanent(BACKEND, format!("warehouse task failed: {error}"))
+}
+
+impl DuckWarehouse {
+    /// Opens (or creates) the database file. Fails with a clear message if another
+    /// process holds it: DuckDB allows one writing process per file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::permanent(BACKEND, format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let connection = Connection::open(path).map_err(|e| {
+            let mut error = db_error(&format!("cannot open warehouse {}", path.display()), e);
+            if error.message.contains("lock") {
+                error.message.push_str(" (is another converge process using this data directory? stop it, or use another --data-dir)");
+            }
+            error
+        })?;
+        Ok(Self::from_connection(connection))
+    }
+
+    /// A private in-memory warehouse, for tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let connection = Connection::open_in_memory().map_err(|e| db_error("cannot open in-memory warehouse", e))?;
+        Ok(Self::from_connection(connection))
+    }
+
+    fn from_connection(connection: Connection) -> Self {
+        Self { inner: Arc::new(Inner { writer: Mutex::new(connection), config: Mutex::new(None) }) }
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-applied append: every
+        // append is one DuckDB transaction, rolled back if not committed.
+        self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A new connection for reading, independent of the writer.
+    pub fn reader(&self) -> Result<Connection, StoreError> {
+        self.writer().try_clone().map_err(|e| db_error("cannot open a reader connection", e))
+    }
+
+    fn config(&self) -> Result<MirrorConfig, StoreError> {
+        self.inner.config.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| {
+            StoreError::permanent(BACKEND, "ensure_tables must run before appends (the warehouse has no table layout yet)")
+        })
+    }
+
+    /// Runs a read-only query and returns each row as a JSON object, in DuckDB's own
+    /// JSON rendering of every type. Used by `converge sql` and the demo report.
+    pub async fn query_json(&self, sql: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let connection = self.reader()?;
+        let sql = sql.trim().trim_end_matches(';').to_owned();
+        tokio::task::spawn_blocking(move || query_json_blocking(&connection, &sql)).await.map_err(join_error)?
+    }
+
+    /// Runs a query with one text parameter per `?`, returning JSON rows.
+    pub async fn query_json_with(&self, sql: &str, args: Vec<String>) -> Result<Vec<serde_json::Value>, StoreError> {
+        let connection = self.reader()?;
+        let wrapped = format!("SELECT to_json(_row)::VARCHAR FROM ({}) AS _row", sql.trim().trim_end_matches(';'));
+        tokio::task::spawn_blocking(move || {
+            let mut statement = connection.prepare(&wrapped).map_err(|e| db_error("query", e))?;
+            let rows = statement
+                .query_map(duckdb::params_from_iter(args.iter()), |row| row.get::<_, String>(0))
+                .map_err(|e| db_error("query", e))?;
+            rows.map(|text| {
+                let text = text.map_err(|e| db_error("query", e))?;
+                serde_json::from_str(&text).map_err(|e| StoreError::permanent(BACKEND, format!("row is not JSON: {e}")))
+            })
+            .collect()
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    /// Total rows in a changelog table (every version, tombstones included).
+    pub async fn changelog_rows(&self, table: &str) -> Result<u64, StoreError> {
+        self.check_table(table)?;
+        let connection = self.reader()?;
+        let sql = format!("SELECT count(*) FROM {table}");
+        tokio::task::spawn_blocking(move || {
+            connection.query_row(&sql, [], |row| row.get::<_, i64>(0)).map(|n| n as u64).map_err(|e| db_error("count", e))
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    /// Table names reach SQL text only after this check against the configuration.
+    fn check_table(&self, table: &str) -> Result<(), StoreError> {
+        match self.config()?.table(table) {
+            Some(_) => Ok(()),
+            None => Err(StoreError::new(ErrorKind::NotFound, BACKEND, format!("no mirrored table named `{table}`"))),
+        }
+    }
+
+    fn append_blocking(&self, rows: Vec<ChangeRow>) -> Result<AppendReceipt, StoreError> {
+        let config = self.config()?;
+        let mut receipt = AppendReceipt::default();
+        // Redelivery can put the same event twice into one group commit.
+        let mut seen = HashSet::with_capacity(rows.len());
+        let mut by_table: Vec<(&str, Vec<&ChangeRow>)> = Vec::new();
+        for row in &rows {
+            if !seen.insert(row.event_id.as_str()) {
+                receipt.duplicates += 1;
+                continue;
+            }
+            match by_table.iter_mut().find(|(t, _)| *t == row.table) {
+                Some((_, list)) => list.push(row),
+                None => by_table.push((row.table.as_str(), vec![row])),
+            }
+        }
+        let mut connection = self.writer();
+        let transaction = connection.transaction().map_err(|e| db_error("begin append", e))?;
+        for (table, table_rows) in by_table {
+            let route = config.table(table).ok_or_else(|| {
+                StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
+            })?;
+            let staging = staging_table(table);
+            {
+                let mut appender = transaction.appender_to_catalog_and_db(&staging, "temp", "main").map_err(|e| db_error("open appender", e))?;
+                for row in &table_rows {
+                    if row.promoted.len() != route.promoted.len() {
+                        return Err(StoreError::permanent(
+                            BACKEND,
+                            format!("row has {} promoted values, table `{table}` has {} promoted columns", row.promoted.len(), route.promoted.len()),
+                        ));
+                    }
+                    appender.append_row(appender_params_from_iter(row_values(row))).map_err(|e| db_error("append row", e))?;
+                }
+                appender.flush().map_err(|e| db_error("flush appender", e))?;
+            }
+            let inserted = transaction
+                .execute(&format!("INSERT OR IGNORE INTO {table} SELECT * FROM temp.{staging}"), [])
+                .map_err(|e| db_error("insert rows", e))?;
+            transaction.execute(&format!("DELETE FROM temp.{staging}"), []).map_err(|e| db_error("clear staging", e))?;
+            receipt.written += inserted as u64;
+            receipt.duplicates += (table_rows.len() - inserted) as u64;
+        }
+        transaction.commit().map_err(|e| db_error("commit append", e))?;
+        Ok(receipt)
+    }
+}
+
+fn row_values(row: &ChangeRow) -> Vec<DuckValue> {
+    let text = |s: &str| DuckValue::Text(s.to_owned());
+    let optional_text = |s: &Option<String>| s.as_deref().map_or(DuckValue::Null, text);
+    let micros = |us: i64| DuckValue::Timestamp(TimeUnit::Microsecond, us);
+    let mut values = Vec::with_capacity(13 + row.promoted.len());
+    values.extend([
+        text(&row.tenant),
+        text(&row.collection),
+        text(&row.doc_id),
+        text(&row.doc_path),
+        text(row.op.as_str()),
+        DuckValue::Boolean(row.is_deleted),
+        micros(row.version),
+        text(&row.event_id),
+        optional_text(&row.content_hash),
+        optional_text(&row.data),
+    ]);
+    values.extend(row.promoted.iter().map(|p| match p {
+        None => DuckValue::Null,
+        Some(PromotedValue::String(s)) => text(s),
+        Some(PromotedValue::Int64(i)) => DuckValue::BigInt(*i),
+        Some(PromotedValue::Float64(f)) => DuckValue::Double(*f),
+        Some(PromotedValue::Bool(b)) => DuckValue::Boolean(*b),
+        Some(PromotedValue::Timestamp(us)) => micros(*us),
+        Some(PromotedValue::Date(days)) => DuckValue::Date32(*days),
+    }));
+    values.extend([micros(row.ingested_at), text(&row.run_id), text(&row.code_version)]);
+    values
+}
+
+fn query_json_blocking(connection: &Connection, sql: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+    let first_word = sql.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+    let returns_rows = matches!(first_word.as_str(), "select" | "with" | "from" | "values" | "table" | "(");
+    if !returns_rows {
+        // DESCRIBE, SHOW, PRAGMA… cannot be wrapped in a subquery; run them as they are
+        // and render their text columns.
+        let mut statement = connection.prepare(sql).map_err(|e| db_error("query", e))?;
+        let mut rows = statement.query([]).map_err(|e| db_error("query", e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| db_error("query", e))? {
+            let names = row.as_ref().column_names();
+            let mut object = serde_json::Map::new();
+            for (i, name) in names.iter().enumerate() {
+                let value: Option<String> = row.get::<_, DuckValue>(i).ok().and_then(|v| match v {
+                    DuckValue::Null => None,
+                    DuckValue::Text(s) => Some(s),
+                    other => Some(format!("{other:?}")),
+                });
+                object.insert(name.clone(), value.map_or(serde_json::Value::Null, serde_json::Value::String));
+            }
+            out.push(serde_json::Value::Object(object));
+        }
+        return Ok(out);
+    }
+    let wrapped = format!("SELECT to_json(_row)::VARCHAR FROM ({sql}) AS _row");
+    let mut statement = connection.prepare(&wrapped).map_err(|e| db_error("query", e))?;
+    let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(|e| db_error("query", e))?;
+    rows.map(|text| {
+        let text = text.map_err(|e| db_error("query", e))?;
+        serde_json::from_str(&text).map_err(|e| StoreError::permanent(BACKEND, format!("row is not JSON: {e}")))
+    })
+    .collect()
+}
+
+#[async_trait]
+impl Warehouse for DuckWarehouse {
+    async fn ensure_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
+        let this = self.clone();
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = this.writer();
+            for route in &config.routes {
+                for statement in create_statements(route) {
+                    connection.execute_batch(&statement).map_err(|e| db_error(&format!("create table `{}`", route.table), e))?;
+                }
+            }
+            drop(connection);
+            *this.inner.config.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
+            Ok(())
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn append(&self, rows: Vec<ChangeRow>) -> Result<AppendReceipt, StoreError> {
+        if rows.is_empty() {
+            return Ok(AppendReceipt::default());
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.append_blocking(rows)).await.map_err(join_error)?
+    }
+
+    async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
+        self.check_table(table)?;
+        let connection = self.reader()?;
+        let sql = format!(
+            "SELECT doc_path, epoch_us(version), content_hash FROM {table}_latest WHERE tenant = ? ORDER BY doc_path"
+        );
+        let tenant = tenant.to_owned();
+        let read_time = converge_core::SystemClock.now_timestamp();
+        // A bounded channel from a blocking reader: memory stays flat whatever the
+        // tenant's size, and the consumer sets the pace.
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<DocState, StoreError>>(1024);
+        std::thread::spawn(move || {
+            let run = || -> Result<(), StoreError> {
+                let mut statement = connection.prepare(&sql).map_err(|e| db_error("scan latest", e))?;
+                let mut rows = statement.query(params![tenant]).map_err(|e| db_error("scan latest", e))?;
+                while let Some(row) = rows.next().map_err(|e| db_error("scan latest", e))? {
+                    let state = DocState {
+                        doc_path: row.get(0).map_err(|e| db_error("scan latest", e))?,
+                        version: row.get(1).map_err(|e| db_error("scan latest", e))?,
+                        content_hash: row.get::<_, Option<String>>(2).map_err(|e| db_error("scan latest", e))?.unwrap_or_default(),
+                    };
+                    if sender.blocking_send(Ok(state)).is_err() {
+                        return Ok(()); // the consumer stopped reading
+                    }
+                }
+                Ok(())
+            };
+            if let Err(error) = run() {
+                let _ = sender.blocking_send(Err(error));
+            }
+        });
+        Ok(Scan { read_time, items: Box::pin(futures::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|item| (item, r)) })) })
+    }
+
+    async fn latest_count(&self, table: &str, tenant: &str) -> Result<u64, StoreError> {
+        self.check_table(table)?;
+        let connection = self.reader()?;
+        let sql = format!("SELECT count(*) FROM {table}_latest WHERE tenant = ?");
+        let tenant = tenant.to_owned();
+        tokio::task::spawn_blocking(move || {
+            connection
+                .query_row(&sql, params![tenant], |row| row.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(|e| db_error("count latest", e))
+        })
+        .await
+        .map_err(join_error)?
+    }
+}
+
+/// Small extension so the warehouse can stamp scans without an injected clock: a
+/// scan's read time here is informational (DuckDB reads see committed data only).
+trait NowTimestamp {
+    fn now_timestamp(&self) -> Timestamp;
+}
+
+impl NowTimestamp for converge_core::SystemClock {
+    fn now_timestamp(&self) -> Timestamp {
+        converge_core::Clock::now(self)
+    }
+}

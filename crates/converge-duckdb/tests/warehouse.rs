@@ -1,0 +1,169 @@
+//! The DuckDB warehouse against real DuckDB: appends, the latest view's winner rule,
+//! the as-of macro, redelivery, and the ordering property.
+
+use converge_core::value::fields_from_json;
+use converge_core::{ChangeRow, Document, DocumentChange, MirrorConfig, RowContext, Timestamp, Warehouse};
+use converge_duckdb::DuckWarehouse;
+use futures::StreamExt;
+use proptest::prelude::*;
+
+fn ctx() -> RowContext {
+    RowContext { ingested_at: Timestamp::new(1_700_000_000, 0), run_id: "test-run".into(), code_version: "test".into() }
+}
+
+fn doc(path: &str, update_secs: i64, amount: f64) -> Document {
+    Document {
+        path: path.into(),
+        fields: fields_from_json(&serde_json::json!({"amount": amount, "account": "A", "label": "x"})).unwrap(),
+        create_time: Timestamp::new(1, 0),
+        update_time: Timestamp::new(update_secs, 0),
+    }
+}
+
+/// The events of one document's life: create at t=10, update at t=20, delete at t=30.
+fn lifecycle(path: &str) -> Vec<DocumentChange> {
+    let change = |id: &str, time, value, old_value| DocumentChange {
+        event_id: id.into(),
+        event_type: "google.cloud.firestore.document.v1.written".into(),
+        event_time: Timestamp::new(time, 0),
+        document: path.into(),
+        value,
+        old_value,
+        update_mask: vec![],
+    };
+    vec![
+        change(&format!("{path}-c"), 10, Some(doc(path, 10, 1.0)), None),
+        change(&format!("{path}-u"), 20, Some(doc(path, 20, 2.0)), Some(doc(path, 10, 1.0))),
+        // The delete event's own time is coarser than the update it follows.
+        change(&format!("{path}-d"), 20, None, Some(doc(path, 20, 2.0))),
+    ]
+}
+
+fn rows(config: &MirrorConfig, changes: &[DocumentChange]) -> Vec<ChangeRow> {
+    changes
+        .iter()
+        .map(|c| ChangeRow::from_change(&config.route(&c.document).unwrap(), c, &ctx()).unwrap().unwrap())
+        .collect()
+}
+
+async fn warehouse() -> (DuckWarehouse, MirrorConfig) {
+    let config = MirrorConfig::default();
+    let warehouse = DuckWarehouse::open_in_memory().unwrap();
+    warehouse.ensure_tables(&config).await.unwrap();
+    warehouse.ensure_tables(&config).await.unwrap(); // idempotent
+    (warehouse, config)
+}
+
+async fn latest(warehouse: &DuckWarehouse, tenant: &str) -> Vec<(String, i64, String)> {
+    let scan = warehouse.latest_states("records", tenant).await.unwrap();
+    scan.items.map(|s| s.unwrap()).map(|s| (s.doc_path, s.version, s.content_hash)).collect().await
+}
+
+#[tokio::test]
+async fn delete_wins_even_when_delivered_first() {
+    let (warehouse, config) = warehouse().await;
+    let mut all = rows(&config, &lifecycle("orgs/t/records/a"));
+    all.reverse();
+    for row in all {
+        warehouse.append(vec![row]).await.unwrap();
+    }
+    assert!(latest(&warehouse, "t").await.is_empty());
+    assert_eq!(warehouse.changelog_rows("records").await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn redelivery_is_skipped_by_event_id() {
+    let (warehouse, config) = warehouse().await;
+    let all = rows(&config, &lifecycle("orgs/t/records/a")[..2]);
+    let first = warehouse.append(all.clone()).await.unwrap();
+    assert_eq!((first.written, first.duplicates), (2, 0));
+    let mut twice = all.clone();
+    twice.extend(all);
+    let again = warehouse.append(twice).await.unwrap();
+    assert_eq!((again.written, again.duplicates), (0, 4));
+    let state = latest(&warehouse, "t").await;
+    assert_eq!(state.len(), 1);
+    assert_eq!(state[0].1, 20_000_000);
+}
+
+#[tokio::test]
+async fn as_of_shows_past_states_and_promoted_columns_are_typed() {
+    let (warehouse, config) = warehouse().await;
+    warehouse.append(rows(&config, &lifecycle("orgs/t/records/a"))).await.unwrap();
+    let at = |secs: i64| format!("SELECT amount, account FROM records_as_of(make_timestamp({}::BIGINT))", secs * 1_000_000);
+    assert_eq!(warehouse.query_json(&at(5)).await.unwrap(), Vec::<serde_json::Value>::new());
+    assert_eq!(warehouse.query_json(&at(15)).await.unwrap(), vec![serde_json::json!({"amount": 1.0, "account": "A"})]);
+    assert_eq!(warehouse.query_json(&at(25)).await.unwrap(), Vec::<serde_json::Value>::new());
+    let described = warehouse.query_json("SELECT typeof(amount) AS t FROM records LIMIT 1").await.unwrap();
+    assert_eq!(described, vec![serde_json::json!({"t": "DOUBLE"})]);
+}
+
+#[tokio::test]
+async fn tenants_are_separate_and_unknown_tables_refused() {
+    let (warehouse, config) = warehouse().await;
+    warehouse.append(rows(&config, &lifecycle("orgs/t1/records/a")[..1])).await.unwrap();
+    warehouse.append(rows(&config, &lifecycle("orgs/t2/records/a")[..2])).await.unwrap();
+    assert_eq!(warehouse.latest_count("records", "t1").await.unwrap(), 1);
+    assert_eq!(warehouse.latest_count("records", "t2").await.unwrap(), 1);
+    assert_eq!(warehouse.latest_count("records", "t3").await.unwrap(), 0);
+    let err = warehouse.latest_count("records; DROP TABLE records", "t1").await.unwrap_err();
+    assert_eq!(err.kind, converge_core::ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn rows_survive_reopening_the_file() {
+    let dir = std::env::temp_dir().join(format!("converge-duck-{}", std::process::id()));
+    let path = dir.join("w.duckdb");
+    let config = MirrorConfig::default();
+    {
+        let first = DuckWarehouse::open(&path).unwrap();
+        first.ensure_tables(&config).await.unwrap();
+        first.append(rows(&config, &lifecycle("orgs/t/records/a")[..2])).await.unwrap();
+    }
+    let again = DuckWarehouse::open(&path).unwrap();
+    again.ensure_tables(&config).await.unwrap();
+    assert_eq!(again.changelog_rows("records").await.unwrap(), 2);
+    assert_eq!(latest(&again, "t").await.len(), 1);
+    drop(again);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Any permutation of a document's events, with any duplicates, in any batching,
+    /// gives the same latest view.
+    #[test]
+    fn latest_view_is_independent_of_delivery(
+        order in Just((0..6usize).collect::<Vec<_>>()).prop_shuffle(),
+        duplicates in proptest::collection::vec(0..6usize, 0..6),
+        batch in 1..4usize,
+        stop_after in 1..=3usize,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (warehouse, config) = warehouse().await;
+            // Two documents; for the first only a prefix of its life happened.
+            let mut changes = lifecycle("orgs/t/records/a")[..stop_after].to_vec();
+            changes.extend(lifecycle("orgs/t/records/b"));
+            let all = rows(&config, &changes);
+            let expected = {
+                let reference = DuckWarehouse::open_in_memory().unwrap();
+                reference.ensure_tables(&config).await.unwrap();
+                reference.append(all.clone()).await.unwrap();
+                latest(&reference, "t").await
+            };
+            let mut delivery: Vec<ChangeRow> = order.iter().filter(|i| **i < all.len()).map(|i| all[*i].clone()).collect();
+            delivery.extend(duplicates.iter().filter(|i| **i < all.len()).map(|i| all[*i].clone()));
+            for chunk in delivery.chunks(batch) {
+                warehouse.append(chunk.to_vec()).await.unwrap();
+            }
+            let got = latest(&warehouse, "t").await;
+            prop_assert_eq!(&got, &expected);
+            // And it agrees with the core's winner rule.
+            let expected_live = match stop_after { 3 => 0, _ => 1 };
+            prop_assert_eq!(got.len(), expected_live);
+            Ok(())
+        })?;
+    }
+}
