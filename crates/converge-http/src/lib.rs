@@ -1,0 +1,21 @@
+//! HTTP plumbing shared by every Converge function.
+//!
+//! # Layout
+//!
+//! - [`env`]: every environment variable Converge reads, in one place.
+//! - [`settings`]: [`Settings`] read from the environment, failing fast with the name
+//!   of a missing or wrong setting.
+//! - [`telemetry`]: tracing setup: human-readable locally, JSON in Cloud Logging's
+//!   format on Cloud Run.
+//! - [`status`]: the one mapping from error kinds to HTTP statuses.
+//! - [`server`]: the health route and `serve(listener, router, shutdown)`.
+
+pub mod env;
+pub mod server;
+pub mod settings;
+pub mod status;
+pub mod telemetry;
+
+pub use server::{health_routes, serve, shutdown_signal};
+pub use settings::Settings;
+pub use status::status_for;
