@@ -1,0 +1,22 @@
+//! The on-write sync function: one Firestore document change in, one versioned
+//! changelog row out.
+//!
+//! # Layout
+//!
+//! - [`service`]: [`SyncService::handle`], the whole decision for one event: decode,
+//!   route, build the row, commit it or record why not. Returns a [`SyncOutcome`].
+//! - [`group_commit`]: concurrent events share one warehouse append.
+//! - [`quarantine`]: building the quarantine record of bad input.
+//! - [`routes`]: [`app`], the axum router (`POST /`, `GET /healthz`) that maps an
+//!   outcome to an HTTP status, and nothing else.
+//!
+//! The answer is 2xx only once the row, or the record of its failure, is durable.
+
+pub mod group_commit;
+pub mod quarantine;
+pub mod routes;
+pub mod service;
+
+pub use group_commit::{GroupCommitConfig, GroupCommitter};
+pub use routes::app;
+pub use service::{SyncOutcome, SyncService};

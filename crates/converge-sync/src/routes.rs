@@ -1,0 +1,54 @@
+//! The on-write sync router: decode nothing here, decide nothing here; call the
+//! service and map its outcome to a status.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use converge_core::QuarantineReason;
+use serde_json::json;
+
+use crate::service::{SyncOutcome, SyncService};
+
+/// `POST /` (the Eventarc CloudEvent route) and `GET /healthz`.
+pub fn app(service: Arc<SyncService>) -> Router {
+    Router::new()
+        .route("/", post(receive))
+        .merge(converge_http::health_routes())
+        .with_state(service)
+}
+
+async fn receive(State(service): State<Arc<SyncService>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    service.handle(&parts.headers, body).await.into_response()
+}
+
+impl IntoResponse for SyncOutcome {
+    fn into_response(self) -> Response {
+        match self {
+            SyncOutcome::Written => (StatusCode::OK, Json(json!({"outcome": "written"}))).into_response(),
+            SyncOutcome::NoState => (StatusCode::OK, Json(json!({"outcome": "no_state"}))).into_response(),
+            SyncOutcome::Quarantined { record_id, reason, detail } => {
+                let status = match reason {
+                    QuarantineReason::Oversized => StatusCode::PAYLOAD_TOO_LARGE,
+                    QuarantineReason::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let body = json!({"outcome": "quarantined", "reason": reason.as_str(), "error": detail, "quarantine_id": record_id});
+                (status, Json(body)).into_response()
+            }
+            SyncOutcome::ErrorRecorded { error_id, error } => {
+                let status = if error.is_retryable() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::ACCEPTED };
+                let body = json!({"outcome": "error_recorded", "error_id": error_id, "error": error.to_string(), "retryable": error.is_retryable()});
+                (status, Json(body)).into_response()
+            }
+            SyncOutcome::Unrecorded { error } => {
+                let body = json!({"outcome": "unrecorded", "error": error.to_string(), "retryable": true});
+                (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+            }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! [`SyncService`]: the whole decision for one event.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap};
+use converge_core::{
+    ChangeRow, Clock, ErrorLog, MirrorConfig, QuarantineReason, RowContext, RowError, StoreError, SyncErrorRecord, Warehouse,
+};
+use http_body_util::BodyExt;
+
+use crate::group_commit::{GroupCommitConfig, GroupCommitter};
+use crate::quarantine::{self, Arrival};
+
+/// What became of one event. The router maps each to one HTTP status.
+#[derive(Debug, Clone)]
+pub enum SyncOutcome {
+    /// The row is durable in the warehouse (or was already: a redelivery).
+    Written,
+    /// The event carries no document state (the Firestore emulator sends these for a
+    /// delete of a missing document): nothing to mirror.
+    NoState,
+    /// Bad input, kept in quarantine; redelivering it cannot help.
+    Quarantined { record_id: String, reason: QuarantineReason, detail: String },
+    /// The append failed and the failure is recorded in `sync_errors/{error_id}`.
+    /// A retryable failure asks for redelivery; a permanent one is acknowledged and
+    /// left to the reconciler, which sees the record.
+    ErrorRecorded { error_id: String, error: StoreError },
+    /// Neither the row nor a record of the failure could be stored: ask for redelivery.
+    Unrecorded { error: StoreError },
+}
+
+/// Counters since start, for logs, the demo and benchmarks.
+#[derive(Debug, Default)]
+pub struct SyncCounters {
+    pub received: AtomicU64,
+    pub written: AtomicU64,
+    pub no_state: AtomicU64,
+    pub quarantined: AtomicU64,
+    pub errors_recorded: AtomicU64,
+    pub unrecorded: AtomicU64,
+}
+
+pub struct SyncService {
+    config: Arc<MirrorConfig>,
+    committer: GroupCommitter,
+    errors: Arc<dyn ErrorLog>,
+    clock: Arc<dyn Clock>,
+    code_version: String,
+    max_body_bytes: usize,
+    counters: SyncCounters,
+}
+
+impl SyncService {
+    /// Builds the service and starts its group-commit writer on the current runtime.
+    /// `run_id` identifies this process's run; every append's batch id extends it.
+    pub fn start(
+        config: MirrorConfig,
+        warehouse: Arc<dyn Warehouse>,
+        errors: Arc<dyn ErrorLog>,
+        clock: Arc<dyn Clock>,
+        run_id: String,
+        max_body_bytes: usize,
+        commit: GroupCommitConfig,
+    ) -> Self {
+        Self {
+            config: Arc::new(config),
+            committer: GroupCommitter::start(warehouse, commit, run_id),
+            errors,
+            clock,
+            code_version: converge_core::CODE_VERSION.to_owned(),
+            max_body_bytes,
+            counters: SyncCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> &SyncCounters {
+        &self.counters
+    }
+
+    pub fn committer(&self) -> &GroupCommitter {
+        &self.committer
+    }
+
+    /// Reads the body (refusing more than the limit) and handles the event.
+    pub async fn handle(&self, headers: &HeaderMap, body: Body) -> SyncOutcome {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if let Some(size) = declared.filter(|size| *size > self.max_body_bytes as u64) {
+            // Not read at all: the record keeps the headers and the declared size.
+            let arrival = Arrival { headers, body: &[], body_bytes: size };
+            return self.quarantine(&arrival, QuarantineReason::Oversized, self.oversized_detail(size), None, None).await;
+        }
+        match read_limited(body, self.max_body_bytes).await {
+            Ok(bytes) => self.handle_bytes(headers, bytes).await,
+            Err(ReadError::TooLarge { prefix, read }) => {
+                let arrival = Arrival { headers, body: &prefix, body_bytes: read };
+                self.quarantine(&arrival, QuarantineReason::Oversized, self.oversized_detail(read), None, None).await
+            }
+            Err(ReadError::Broken(error)) => {
+                // The sender hung up mid-body: nothing arrived to quarantine, and the
+                // platform will redeliver.
+                SyncOutcome::Unrecorded { error: StoreError::retryable("http", format!("request body could not be read: {error}")) }
+            }
+        }
+    }
+
+    fn oversized_detail(&self, size: u64) -> String {
+        format!(
+            "request body of {size} bytes exceeds the limit of {} bytes (setting {}); a Firestore event is at most a few MiB",
+            self.max_body_bytes,
+            converge_http_env_max_body()
+        )
+    }
+
+    /// Handles an event whose body has been read.
+    pub async fn handle_bytes(&self, headers: &HeaderMap, body: Vec<u8>) -> SyncOutcome {
+        let change = match converge_events::decode(headers, body.clone()) {
+            Ok(change) => change,
+            Err(error) => {
+                let arrival = Arrival { headers, body: &body, body_bytes: body.len() as u64 };
+                let reason = error.reason();
+                return self.quarantine(&arrival, reason, error.to_string(), error.event_id, error.event_type).await;
+            }
+        };
+        let Some(routed) = self.config.route(&change.document) else {
+            let patterns: Vec<&str> = self.config.routes.iter().map(|r| r.pattern.as_str()).collect();
+            let detail = format!(
+                "document `{}` matches no route (configured patterns: {}); add a [[route]] to the mirror configuration or narrow the Eventarc trigger",
+                change.document,
+                patterns.join(", ")
+            );
+            let arrival = Arrival { headers, body: &body, body_bytes: body.len() as u64 };
+            return self.quarantine(&arrival, QuarantineReason::Unroutable, detail, Some(change.event_id), Some(change.event_type)).await;
+        };
+        let context = RowContext { ingested_at: self.clock.now(), run_id: String::new(), code_version: self.code_version.clone() };
+        let row = match ChangeRow::from_change(&routed, &change, &context) {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                self.counters.no_state.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(event_id = change.event_id, document = change.document, "event without document state; nothing to mirror");
+                return SyncOutcome::NoState;
+            }
+            Err(error) => {
+                let reason = match error {
+                    RowError::SchemaViolation { .. } => QuarantineReason::SchemaViolation,
+                    RowError::PathMismatch { .. } => QuarantineReason::Malformed,
+                };
+                let arrival = Arrival { headers, body: &body, body_bytes: body.len() as u64 };
+                return self.quarantine(&arrival, reason, error.to_string(), Some(change.event_id), Some(change.event_type)).await;
+            }
+        };
+        let (error_id, event_id) = (row.error_id(), row.event_id.clone());
+        let failed = SyncErrorRecord {
+            id: error_id.clone(),
+            tenant: row.tenant.clone(),
+            doc_id: row.doc_id.clone(),
+            doc_path: row.doc_path.clone(),
+            action: row.op.action().to_owned(),
+            event_id,
+            error: String::new(),
+            attempts: 1,
+            first_seen: context.ingested_at,
+            last_seen: context.ingested_at,
+            resolved: false,
+        };
+        match self.committer.commit(row).await {
+            Ok(()) => {
+                self.counters.written.fetch_add(1, Ordering::Relaxed);
+                SyncOutcome::Written
+            }
+            Err(error) => self.record_failure(SyncErrorRecord { error: error.to_string(), ..failed }, error).await,
+        }
+    }
+
+    async fn record_failure(&self, record: SyncErrorRecord, error: StoreError) -> SyncOutcome {
+        let error_id = record.id.clone();
+        match self.errors.record_sync_error(record).await {
+            Ok(()) => {
+                self.counters.errors_recorded.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error_id, %error, retryable = error.is_retryable(), "sync failed; error recorded");
+                SyncOutcome::ErrorRecorded { error_id, error }
+            }
+            Err(record_error) => {
+                self.counters.unrecorded.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error_id, %error, %record_error, "sync failed and its error record could not be stored");
+                SyncOutcome::Unrecorded { error }
+            }
+        }
+    }
+
+    async fn quarantine(
+        &self,
+        arrival: &Arrival<'_>,
+        reason: QuarantineReason,
+        detail: String,
+        event_id: Option<String>,
+        event_type: Option<String>,
+    ) -> SyncOutcome {
+        let record = quarantine::record(arrival, reason, detail.clone(), event_id, event_type, self.clock.now());
+        let record_id = record.id.clone();
+        match self.errors.quarantine(record).await {
+            Ok(()) => {
+                self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(record_id, reason = reason.as_str(), detail, "event quarantined");
+                SyncOutcome::Quarantined { record_id, reason, detail }
+            }
+            Err(error) => {
+                // Nothing may be lost: without its record the event must come back.
+                self.counters.unrecorded.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, reason = reason.as_str(), detail, "quarantine record could not be stored");
+                SyncOutcome::Unrecorded { error }
+            }
+        }
+    }
+}
+
+fn converge_http_env_max_body() -> &'static str {
+    converge_http::env::MAX_BODY_BYTES
+}
+
+enum ReadError {
+    TooLarge { prefix: Vec<u8>, read: u64 },
+    Broken(axum::Error),
+}
+
+/// Reads at most `limit` bytes. Past the limit it stops reading and keeps what it has
+/// (for the quarantine record) instead of buffering an arbitrarily large body.
+async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ReadError> {
+    let mut buffer = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ReadError::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > limit {
+                let read = (buffer.len() + data.len()) as u64;
+                buffer.extend_from_slice(&data[..data.len().min(converge_core::failure::QUARANTINE_PAYLOAD_LIMIT.saturating_sub(buffer.len()))]);
+                buffer.truncate(converge_core::failure::QUARANTINE_PAYLOAD_LIMIT);
+                return Err(ReadError::TooLarge { prefix: buffer, read });
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer)
+}
