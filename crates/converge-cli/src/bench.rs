@@ -1,0 +1,366 @@
+//! `converge bench sync`: the sync path measured end to end over loopback HTTP.
+//!
+//! The real `on-write-sync` binary runs as its own process on the embedded backends;
+//! this process is the load generator, sending real Eventarc binary-mode CloudEvents
+//! over keep-alive HTTP/1.1 connections. Two measurements:
+//!
+//! - **saturation**: a closed loop of `concurrency` senders, as fast as acknowledgements
+//!   come back: events/s and acknowledgement latency;
+//! - **fixed offered load**: an open loop sending at `rate` events/s whatever the
+//!   answers do; latency is measured from each event's *scheduled* send time, so a
+//!   stall shows up in the percentiles instead of silently slowing the sender
+//!   (no coordinated omission).
+//!
+//! Both share the machine's two cores with the server: the figures are for the whole
+//! loop on one box, a pessimistic setting for the server.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Subcommand;
+use converge_core::{Clock, Document, DocumentChange, SystemClock};
+use converge_events::{to_binary, EventSource};
+use serde::Serialize;
+
+use crate::dataset;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// The on-write sync path over loopback HTTP.
+    Sync {
+        /// Events sent in the saturation run.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Concurrent connections in the saturation run.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Offered load of the fixed-rate run, events/s.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        /// Duration of the fixed-rate run, seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The on-write-sync binary (default: next to this one).
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+        /// Update this results file's sync section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencySummary {
+    pub events: usize,
+    pub errors: usize,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncBenchResult {
+    pub saturation: LatencySummary,
+    pub concurrency: usize,
+    pub fixed_load: LatencySummary,
+    pub offered_rate: u64,
+    pub rows_in_warehouse: u64,
+    pub events_sent: usize,
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Sync { events, concurrency, rate, seconds, server_bin, results, json } => {
+            let server_bin = match server_bin {
+                Some(path) => path,
+                None => sibling_binary("on-write-sync")?,
+            };
+            let result = sync(events, concurrency, rate, seconds, &server_bin).await?;
+            if let Some(path) = results {
+                write_results(&path, &result)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                println!("{}", markdown(&result));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        bail!("{} not found; build it (`cargo build -p {name}`) or pass --server-bin", path.display());
+    }
+    Ok(path)
+}
+
+/// A child process serving the function; killed on drop so a failed run leaves
+/// nothing behind.
+struct Server {
+    child: std::process::Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SIGTERM: the function finishes in-flight requests and exits.
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("the sync function did not stop within 20 s of SIGTERM")
+    }
+}
+
+async fn start_server(bin: &Path, data_dir: &Path) -> anyhow::Result<(Server, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = std::process::Command::new(bin)
+        .env("PORT", port.to_string())
+        .env(converge_http::env::DATA_DIR, data_dir)
+        .env(converge_http::env::LOG, "warn")
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let server = Server { child };
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
+            if response.status().is_success() {
+                return Ok((server, format!("{base}/")));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the sync function did not become healthy within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Pre-encoded events: creates of distinct documents across four tenants.
+fn events(range: std::ops::Range<usize>) -> Vec<(http::HeaderMap, Bytes)> {
+    let now = SystemClock.now();
+    let source = EventSource::local();
+    range
+        .map(|i| {
+            let path = format!("orgs/bench{}/records/{}", i % 4, dataset::doc_id(i as u64));
+            let time = converge_core::Timestamp::new(now.seconds, (i % 1_000_000) as i32 * 1_000);
+            let change = DocumentChange {
+                event_id: format!("bench-{i}"),
+                event_type: "google.cloud.firestore.document.v1.written".into(),
+                event_time: time,
+                document: path.clone(),
+                value: Some(Document { path, fields: dataset::record(7, i as u64, now), create_time: time, update_time: time }),
+                old_value: None,
+                update_mask: vec![],
+            };
+            let (headers, body) = to_binary(&change, &source);
+            (headers, Bytes::from(body))
+        })
+        .collect()
+}
+
+async fn send(client: &reqwest::Client, url: &str, event: &(http::HeaderMap, Bytes)) -> bool {
+    match client.post(url).headers(event.0.clone()).body(event.1.clone()).send().await {
+        Ok(response) => {
+            let ok = response.status().is_success();
+            let _ = response.bytes().await;
+            ok
+        }
+        Err(_) => false,
+    }
+}
+
+fn summarize(mut latencies_us: Vec<u64>, errors: usize, elapsed: Duration) -> LatencySummary {
+    latencies_us.sort_unstable();
+    let at = |q: f64| -> f64 {
+        if latencies_us.is_empty() {
+            return 0.0;
+        }
+        let index = ((latencies_us.len() as f64 * q).ceil() as usize).clamp(1, latencies_us.len()) - 1;
+        (latencies_us[index] as f64 / 100.0).round() / 10.0
+    };
+    let events = latencies_us.len();
+    LatencySummary {
+        events,
+        errors,
+        seconds: (elapsed.as_secs_f64() * 100.0).round() / 100.0,
+        events_per_second: (events as f64 / elapsed.as_secs_f64()).round(),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        p999_ms: at(0.999),
+        max_ms: at(1.0),
+    }
+}
+
+async fn saturation(url: &str, events: Arc<Vec<(http::HeaderMap, Bytes)>>, concurrency: usize) -> LatencySummary {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("http client");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, next, events, url) = (client.clone(), next.clone(), events.clone(), url.to_owned());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(event) = events.get(i) else { break };
+                    let sent = Instant::now();
+                    if send(&client, &url, event).await {
+                        latencies.push(sent.elapsed().as_micros() as u64);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(events.len());
+    let mut errors = 0;
+    for worker in workers {
+        let (l, e) = worker.await.expect("worker");
+        latencies.extend(l);
+        errors += e;
+    }
+    summarize(latencies, errors, started.elapsed())
+}
+
+async fn fixed_load(url: &str, events: Arc<Vec<(http::HeaderMap, Bytes)>>, rate: u64) -> LatencySummary {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("http client");
+    let started = tokio::time::Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
+    for i in 0..events.len() {
+        let scheduled = started + interval * i as u32;
+        tokio::time::sleep_until(scheduled).await;
+        let (client, events, url, sender) = (client.clone(), events.clone(), url.to_owned(), sender.clone());
+        tokio::spawn(async move {
+            let ok = send(&client, &url, &events[i]).await;
+            // From the scheduled time, not the actual send: a late sender counts.
+            let _ = sender.send(ok.then(|| scheduled.elapsed().as_micros() as u64));
+        });
+    }
+    drop(sender);
+    let mut latencies = Vec::with_capacity(events.len());
+    let mut errors = 0;
+    while let Some(result) = receiver.recv().await {
+        match result {
+            Some(us) => latencies.push(us),
+            None => errors += 1,
+        }
+    }
+    summarize(latencies, errors, started.elapsed())
+}
+
+pub async fn sync(events_n: usize, concurrency: usize, rate: u64, seconds: u64, server_bin: &Path) -> anyhow::Result<SyncBenchResult> {
+    let data_dir = std::env::temp_dir().join(format!("converge-bench-{}", uuid::Uuid::new_v4()));
+    let (server, url) = start_server(server_bin, &data_dir).await?;
+    let warmup = 2_000;
+    let fixed_n = (rate * seconds) as usize;
+    eprintln!("encoding {} events…", warmup + events_n + fixed_n);
+    let warm = Arc::new(events(0..warmup));
+    let burst = Arc::new(events(warmup..warmup + events_n));
+    let paced = Arc::new(events(warmup + events_n..warmup + events_n + fixed_n));
+    eprintln!("warm-up: {warmup} events");
+    saturation(&url, warm, concurrency).await;
+    eprintln!("saturation: {events_n} events over {concurrency} connections…");
+    let saturation_result = saturation(&url, burst, concurrency).await;
+    eprintln!("  {} events/s, p50 {} ms, p99 {} ms", saturation_result.events_per_second, saturation_result.p50_ms, saturation_result.p99_ms);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eprintln!("fixed load: {rate} events/s for {seconds} s…");
+    let fixed = fixed_load(&url, paced, rate).await;
+    eprintln!("  {} events/s, p50 {} ms, p99 {} ms", fixed.events_per_second, fixed.p50_ms, fixed.p99_ms);
+    server.stop()?;
+    // Every acknowledged event must be in the warehouse.
+    let warehouse = converge_duckdb::DuckWarehouse::open(&converge_backends::EmbeddedBackends::warehouse_path(&data_dir))?;
+    let rows = warehouse.query_json("SELECT count(*) AS n FROM records").await?;
+    let rows_in_warehouse = rows.first().and_then(|r| r["n"].as_u64()).unwrap_or(0);
+    drop(warehouse);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let events_sent = warmup + events_n + fixed_n;
+    let acknowledged = warmup as u64 + (saturation_result.events + fixed.events) as u64;
+    if rows_in_warehouse < acknowledged {
+        bail!("{acknowledged} events were acknowledged but only {rows_in_warehouse} rows are in the warehouse");
+    }
+    Ok(SyncBenchResult { saturation: saturation_result, concurrency, fixed_load: fixed, offered_rate: rate, rows_in_warehouse, events_sent })
+}
+
+fn markdown(result: &SyncBenchResult) -> String {
+    let row = |name: &str, s: &LatencySummary| {
+        format!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            s.events, s.errors, s.events_per_second, s.p50_ms, s.p99_ms, s.p999_ms, s.max_ms
+        )
+    };
+    [
+        "| run | events | errors | events/s | p50 ms | p99 ms | p99.9 ms | max ms |".to_owned(),
+        "|---|---|---|---|---|---|---|---|".to_owned(),
+        row(&format!("saturation ({} connections)", result.concurrency), &result.saturation),
+        row(&format!("fixed load {} events/s offered", result.offered_rate), &result.fixed_load),
+    ]
+    .join("\n")
+        + &format!("\n\nRows in the warehouse after the run: {} (events sent: {}).", result.rows_in_warehouse, result.events_sent)
+}
+
+/// Replaces the sync section of the results file (creating the file if needed).
+fn write_results(path: &Path, result: &SyncBenchResult) -> anyhow::Result<()> {
+    let command: Vec<String> = std::env::args().collect();
+    let section = format!(
+        "<!-- bench:sync:start -->\n## On-write sync over loopback HTTP\n\n{}\n\nMeasured {} on {}.\nCommand: `{}` (via `make bench`).\n\n{}\n<!-- bench:sync:end -->",
+        "Real Eventarc binary-mode CloudEvents (protobuf `DocumentEventData`) posted to the `on-write-sync` binary running on the embedded backends (DuckDB warehouse, SQLite error log), acknowledged only once the row is durable. Load generator and server share the machine. Latency at fixed load is measured from each event's scheduled send time.",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        machine(),
+        command.join(" "),
+        markdown(result)
+    );
+    let existing = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmark results\n\nWritten by `make bench`; each section is replaced by its benchmark.\n".to_owned());
+    let updated = match (existing.find("<!-- bench:sync:start -->"), existing.find("<!-- bench:sync:end -->")) {
+        (Some(start), Some(end)) => format!("{}{}{}", &existing[..start], section, &existing[end + "<!-- bench:sync:end -->".len()..]),
+        _ => format!("{}\n{}\n", existing.trim_end(), section),
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, updated)?;
+    Ok(())
+}
+
+/// CPU model, cores and memory of this machine, for the results file.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map_or("unknown CPU", str::trim).to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_gib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{model}, {cores} cores, {memory_gib:.0} GiB RAM, dev profile (dependencies at opt-level 3, Converge crates at opt-level 1)")
+}

@@ -1,0 +1,372 @@
+//! `converge demo`: the whole embedded pipeline on loopback, end to end.
+//!
+//! 1. Fresh SQLite source and DuckDB warehouse in the data directory.
+//! 2. The on-write sync function served on `127.0.0.1:0` (real HTTP) and the relay
+//!    delivering the source's outbox to it as Eventarc CloudEvents.
+//! 3. A realistic dataset loaded through the source store, then live traffic: edits,
+//!    re-categorized old records, deletes, create-then-delete within a second, bursts.
+//! 4. Wait for the relay to drain; compare every tenant's source with its latest view
+//!    document by document; run the report from DuckDB and time it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use converge_backends::EmbeddedBackends;
+use converge_core::{drift, Clock, DocWrite, DriftReport, MirrorConfig, SourceStore, SystemClock, Timestamp, Value, Warehouse};
+use converge_relay::{Relay, RelayConfig};
+use converge_sync::{GroupCommitConfig, SyncService};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::dataset::{self, Rng};
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub data_dir: PathBuf,
+    /// Size of the large tenant.
+    pub records: u64,
+    /// Draw progress bars (on stderr).
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantSummary {
+    pub tenant: String,
+    pub source_docs: u64,
+    pub latest_rows: u64,
+    pub missing: usize,
+    pub different: usize,
+    pub orphan: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportSummary {
+    pub tenant: String,
+    pub label: String,
+    pub rows: usize,
+    pub millis: f64,
+    /// The first rows of the report.
+    pub sample: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveTraffic {
+    pub edits: u64,
+    pub recategorized_old_records: u64,
+    pub deletes: u64,
+    pub created_then_deleted: u64,
+    pub burst_creates: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSummary {
+    pub data_dir: String,
+    pub tenants: Vec<TenantSummary>,
+    pub documents_loaded: u64,
+    pub load_millis: u64,
+    pub live: LiveTraffic,
+    pub events_delivered: u64,
+    pub events_rejected: u64,
+    pub delivery_retries: u64,
+    pub rows_written: u64,
+    pub changelog_rows: u64,
+    pub quarantined: u64,
+    pub open_sync_errors: u64,
+    pub drain_millis: u64,
+    pub derived_equals_source: bool,
+    pub report: ReportSummary,
+    pub total_millis: u64,
+}
+
+/// The demo's tenants: one large, three small.
+fn tenants(records: u64) -> Vec<(&'static str, u64, u64)> {
+    vec![("acme", records, 1), ("globex", 5_000, 2), ("initech", 2_000, 3), ("umbrella", 500, 4)]
+}
+
+const LOAD_BATCH: usize = 2_000;
+
+pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
+    let started = Instant::now();
+    let data_dir = &options.data_dir;
+    reset_data_dir(data_dir)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let config = MirrorConfig::default();
+    let backends = EmbeddedBackends::open(data_dir, clock.clone()).context("opening the embedded stores")?;
+    backends.warehouse.ensure_tables(&config).await?;
+
+    // The sync function, served over real HTTP on loopback.
+    let run_id = format!("demo-{}", uuid::Uuid::new_v4());
+    let service = Arc::new(SyncService::start(
+        config.clone(),
+        backends.warehouse(),
+        backends.error_log(),
+        clock.clone(),
+        run_id.clone(),
+        converge_http::settings::DEFAULT_MAX_BODY_BYTES,
+        GroupCommitConfig::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(converge_http::serve(listener, converge_sync::app(service.clone()), async {
+        let _ = server_stopped.await;
+    }));
+    tracing::info!(run_id, %address, "sync function listening");
+
+    // The relay: source outbox → CloudEvents → the sync function.
+    let relay = Arc::new(Relay::new(Arc::new(backends.source.clone()), &format!("http://{address}/"), RelayConfig::default())?);
+    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay_task = tokio::spawn({
+        let relay = relay.clone();
+        async move {
+            relay
+                .run(async {
+                    let _ = relay_stopped.await;
+                })
+                .await
+        }
+    });
+
+    let bars = Bars::new(options.progress);
+    let delivered_ticker = tokio::spawn({
+        let relay = relay.clone();
+        let bar = bars.delivered.clone();
+        async move {
+            loop {
+                bar.set_position(relay.stats().delivered);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+
+    // Load the dataset through the source store, as an app would write it.
+    let now = clock.now();
+    let load_started = Instant::now();
+    let all = tenants(options.records);
+    let total_docs: u64 = all.iter().map(|(_, n, _)| n).sum();
+    bars.loaded.set_length(total_docs);
+    bars.delivered.set_length(total_docs);
+    let pattern = &config.routes[0].pattern;
+    for (tenant, count, seed) in &all {
+        let mut writes = Vec::with_capacity(LOAD_BATCH);
+        for index in 0..*count {
+            let path = pattern.document_path(tenant, &dataset::doc_id(index)).expect("demo route has a plain pattern");
+            writes.push(DocWrite::Set { path, fields: dataset::record(*seed, index, now) });
+            if writes.len() == LOAD_BATCH || index + 1 == *count {
+                let n = writes.len() as u64;
+                backends.source.apply(std::mem::take(&mut writes)).await.context("loading the dataset")?;
+                bars.loaded.inc(n);
+            }
+        }
+    }
+    let load_millis = load_started.elapsed().as_millis() as u64;
+    bars.loaded.finish();
+
+    // Live traffic while the relay is still catching up.
+    let live = live_traffic(&backends.source, pattern, options.records, now, &bars).await?;
+
+    // Wait for every event to be acknowledged.
+    let drain_started = Instant::now();
+    let expected_events = backends.source.outbox_stats().await?;
+    bars.delivered.set_length(expected_events.pending + expected_events.delivered + expected_events.rejected);
+    wait_for_outbox(&backends.source, Duration::from_secs(600)).await?;
+    let drain_millis = drain_started.elapsed().as_millis() as u64;
+    let _ = stop_relay.send(());
+    let relay_stats = relay_task.await?;
+    delivered_ticker.abort();
+    bars.delivered.set_position(relay_stats.delivered);
+    bars.delivered.finish();
+    let _ = stop_server.send(());
+    server.await??;
+
+    // Derived == source, document by document.
+    let mut tenant_summaries = Vec::new();
+    for (tenant, _, _) in &all {
+        let collection = pattern.collection_path(tenant).expect("plain pattern");
+        let source_scan = backends.source.scan_states(&collection).await?;
+        let derived_scan = backends.warehouse.latest_states("records", tenant).await?;
+        let report: DriftReport = drift::compare(source_scan.items, derived_scan.items).await?;
+        tenant_summaries.push(TenantSummary {
+            tenant: tenant.to_string(),
+            source_docs: report.source_docs,
+            latest_rows: backends.warehouse.latest_count("records", tenant).await?,
+            missing: report.missing.len(),
+            different: report.different.len(),
+            orphan: report.orphan.len(),
+        });
+        if !report.is_clean() {
+            tracing::error!(tenant, missing = ?report.missing.iter().take(5).collect::<Vec<_>>(), different = ?report.different.iter().take(5).collect::<Vec<_>>(), orphan = ?report.orphan.iter().take(5).collect::<Vec<_>>(), "derived differs from source");
+        }
+    }
+    let derived_equals_source = tenant_summaries.iter().all(|t| t.missing + t.different + t.orphan == 0 && t.source_docs == t.latest_rows);
+
+    let report = run_report(&backends, all[0].0).await?;
+    let counters = service.counters();
+    let outbox = backends.source.outbox_stats().await?;
+    use converge_core::ErrorLog;
+    Ok(DemoSummary {
+        data_dir: data_dir.display().to_string(),
+        tenants: tenant_summaries,
+        documents_loaded: total_docs,
+        load_millis,
+        live,
+        events_delivered: outbox.delivered,
+        events_rejected: outbox.rejected,
+        delivery_retries: relay_stats.failed_attempts,
+        rows_written: service.committer().stats().written.load(std::sync::atomic::Ordering::Relaxed),
+        changelog_rows: backends.warehouse.changelog_rows("records").await?,
+        quarantined: counters.quarantined.load(std::sync::atomic::Ordering::Relaxed),
+        open_sync_errors: backends.source.open_sync_errors(None).await?.len() as u64,
+        drain_millis,
+        derived_equals_source,
+        report,
+        total_millis: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// The demo owns `source.sqlite` and `warehouse.duckdb` in its data directory and
+/// starts them afresh; nothing else in the directory is touched.
+fn reset_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    for entry in std::fs::read_dir(data_dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("source.sqlite") || name.starts_with("warehouse.duckdb") {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+async fn live_traffic(
+    source: &converge_sqlite::SqliteStore,
+    pattern: &converge_core::PathPattern,
+    records: u64,
+    now: Timestamp,
+    bars: &Bars,
+) -> anyhow::Result<LiveTraffic> {
+    let tenant = "acme";
+    let seed = 1;
+    let path = |id: &str| pattern.document_path(tenant, id).expect("plain pattern");
+    let mut rng = Rng::new(0xC0FFEE);
+    let mut live = LiveTraffic::default();
+    let scale = (records / 60).max(50);
+    bars.live.set_length(scale * 2 + scale / 5 + 3 * (scale * 3 / 2) + (scale / 25) * 2);
+
+    // Disjoint index ranges, so each kind of change touches its own records.
+    let third = records / 3;
+    // Edits: amounts corrected on recent and old records alike.
+    for chunk in (0..scale).collect::<Vec<_>>().chunks(250) {
+        // One write per document per batch: a batch has one commit time.
+        let indices: std::collections::BTreeSet<u64> = chunk.iter().map(|_| rng.below(third)).collect();
+        let writes = indices
+            .into_iter()
+            .map(|index| {
+                let mut fields = dataset::record(seed, index, now);
+                fields.insert("amount".into(), Value::Double((rng.below(900_000) as f64 + 100.0) / 100.0));
+                DocWrite::Set { path: path(&dataset::doc_id(index)), fields }
+            })
+            .collect();
+        source.apply(writes).await?;
+        live.edits += chunk.len() as u64;
+        bars.live.inc(chunk.len() as u64);
+    }
+    // Records months old whose category changes: the report's past months move.
+    let mut recategorized = 0;
+    let mut index = third;
+    while recategorized < scale && index < 2 * third {
+        let mut fields = dataset::record(seed, index, now);
+        if dataset::is_older_than(&fields, now, 90) {
+            let current = fields.get("label").cloned();
+            let relabel = dataset::LABELS.iter().find(|l| Some(Value::String((**l).into())) != current).expect("several labels");
+            fields.insert("label".into(), Value::String((*relabel).into()));
+            source.apply(vec![DocWrite::Set { path: path(&dataset::doc_id(index)), fields }]).await?;
+            recategorized += 1;
+            bars.live.inc(1);
+        }
+        index += 1;
+    }
+    live.recategorized_old_records = recategorized;
+    // Deletes.
+    let deletes = scale / 5;
+    let writes = (0..deletes).map(|i| DocWrite::Delete { path: path(&dataset::doc_id(2 * third + i)) }).collect();
+    source.apply(writes).await?;
+    live.deletes = deletes;
+    bars.live.inc(deletes);
+    // Create-then-delete within a second: two events whose order must not matter.
+    for i in 0..scale / 25 {
+        let id = format!("tmp{i:05}");
+        source.apply(vec![DocWrite::Set { path: path(&id), fields: dataset::record(seed, records + i, now) }]).await?;
+        source.apply(vec![DocWrite::Delete { path: path(&id) }]).await?;
+        live.created_then_deleted += 1;
+        bars.live.inc(2);
+    }
+    // Bursts of new records, as from an import in the app.
+    for burst in 0..3u64 {
+        let size = scale * 3 / 2;
+        let writes: Vec<DocWrite> = (0..size)
+            .map(|i| DocWrite::Set { path: path(&format!("b{burst}-{i:06}")), fields: dataset::record(seed, records * 2 + burst * size + i, now) })
+            .collect();
+        for chunk in writes.chunks(1_000) {
+            source.apply(chunk.to_vec()).await?;
+        }
+        live.burst_creates += size;
+        bars.live.inc(size);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bars.live.finish();
+    Ok(live)
+}
+
+async fn wait_for_outbox(source: &converge_sqlite::SqliteStore, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stats = source.outbox_stats().await?;
+        if stats.pending == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} events still pending after {:?}; is the sync function answering? see the log", stats.pending, timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The report: the large tenant by account × fund × month, for one label.
+pub const REPORT_SQL: &str = "SELECT account, fund, strftime(date, '%Y-%m') AS month, count(*) AS records, round(sum(amount), 2) AS total
+FROM records_latest
+WHERE tenant = ? AND label = ?
+GROUP BY ALL
+ORDER BY account, fund, month";
+
+async fn run_report(backends: &EmbeddedBackends, tenant: &str) -> anyhow::Result<ReportSummary> {
+    let label = dataset::REPORT_LABEL;
+    let started = Instant::now();
+    let rows = backends.warehouse.query_json_with(REPORT_SQL, vec![tenant.to_owned(), label.to_owned()]).await?;
+    let millis = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(ReportSummary { tenant: tenant.into(), label: label.into(), rows: rows.len(), millis: (millis * 10.0).round() / 10.0, sample: rows.into_iter().take(5).collect() })
+}
+
+struct Bars {
+    loaded: ProgressBar,
+    live: ProgressBar,
+    delivered: ProgressBar,
+}
+
+impl Bars {
+    fn new(visible: bool) -> Self {
+        let multi = MultiProgress::with_draw_target(if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+        let style = ProgressStyle::with_template("{prefix:>18} [{bar:40}] {pos:>8}/{len:8} {per_sec:>12} {elapsed_precise}")
+            .expect("valid template")
+            .progress_chars("=> ");
+        let bar = |prefix: &'static str| {
+            let bar = multi.add(ProgressBar::new(0));
+            bar.set_style(style.clone());
+            bar.set_prefix(prefix);
+            bar
+        };
+        Self { loaded: bar("source writes"), live: bar("live changes"), delivered: bar("events delivered") }
+    }
+}

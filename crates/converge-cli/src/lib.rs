@@ -1,0 +1,18 @@
+//! The `converge` command's library: one module per command, so tests can run a
+//! command without a subprocess.
+//!
+//! # Layout
+//!
+//! - [`dataset`]: the demo's deterministic, realistic records.
+//! - [`demo`]: `converge demo`, the whole embedded pipeline end to end.
+//! - [`sql`]: `converge sql`, a query on the embedded warehouse, one JSON object per row.
+//! - [`serve`]: `converge serve`, the sync function and the relay in one process.
+//! - [`bench`]: `converge bench sync`, the sync path measured over loopback HTTP.
+//! - [`render`]: human-readable output.
+
+pub mod bench;
+pub mod dataset;
+pub mod demo;
+pub mod render;
+pub mod serve;
+pub mod sql;

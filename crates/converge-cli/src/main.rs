@@ -1,0 +1,88 @@
+//! `converge`: the command-line entry point. Parses arguments and calls one command
+//! module; all behaviour lives in the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use converge_cli::{bench, demo, render, serve, sql};
+
+#[derive(Parser)]
+#[command(name = "converge", version, about = "Keeps an analytics copy of a Firestore database honest.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole embedded pipeline on loopback and check derived == source.
+    Demo {
+        /// Workspace directory (SQLite source, DuckDB warehouse).
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        /// Documents in the large tenant.
+        #[arg(long, default_value_t = 300_000)]
+        records: u64,
+        /// Print one JSON object instead of the text summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one query on the embedded warehouse; prints one JSON object per row.
+    Sql {
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        query: String,
+    },
+    /// Serve the on-write sync function and the outbox relay in one process.
+    Serve {
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        #[arg(long, env = "PORT", default_value_t = 8080)]
+        port: u16,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: bench::BenchCommand,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo { data_dir, records, json } => {
+            // The demo's own output is the summary; logs only for trouble.
+            if std::env::var(converge_http::env::LOG).is_err() {
+                std::env::set_var(converge_http::env::LOG, "warn");
+            }
+            converge_http::telemetry::init("converge-demo");
+            let summary = demo::run(demo::DemoOptions { data_dir, records, progress: !json }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                print!("{}", render::demo(&summary));
+            }
+            if !summary.derived_equals_source {
+                std::process::exit(1);
+            }
+        }
+        Command::Sql { data_dir, query } => {
+            converge_http::telemetry::init("converge-sql");
+            sql::run(&data_dir, &query, &mut std::io::stdout().lock()).await?;
+        }
+        Command::Serve { data_dir, port } => {
+            converge_http::telemetry::init("converge-serve");
+            let settings = converge_http::Settings::from_env()?;
+            serve::run(serve::ServeOptions { data_dir, port, mirror: settings.mirror, max_body_bytes: settings.max_body_bytes }).await?;
+        }
+        Command::Bench { which } => {
+            if std::env::var(converge_http::env::LOG).is_err() {
+                std::env::set_var(converge_http::env::LOG, "warn");
+            }
+            converge_http::telemetry::init("converge-bench");
+            bench::run(which).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `converge serve`: the embedded setup in one process. The on-write sync function
+//! listens on the port; the relay delivers the source store's outbox to it. One
+//! process, because DuckDB allows one writing process per database file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use converge_backends::EmbeddedBackends;
+use converge_core::{MirrorConfig, SystemClock, Warehouse};
+use converge_relay::{Relay, RelayConfig};
+use converge_sync::{GroupCommitConfig, SyncService};
+
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub mirror: MirrorConfig,
+    pub max_body_bytes: usize,
+}
+
+pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
+    let backends = EmbeddedBackends::open(&options.data_dir, Arc::new(SystemClock))?;
+    backends.warehouse.ensure_tables(&options.mirror).await?;
+    let run_id = format!("serve-{}", uuid::Uuid::new_v4());
+    let service = SyncService::start(
+        options.mirror.clone(),
+        backends.warehouse(),
+        backends.error_log(),
+        Arc::new(SystemClock),
+        run_id.clone(),
+        options.max_body_bytes,
+        GroupCommitConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
+    let address = listener.local_addr()?;
+    let relay = Arc::new(Relay::new(Arc::new(backends.source.clone()), &format!("http://{address}/"), RelayConfig::default())?);
+    tracing::info!(run_id, %address, data_dir = %options.data_dir.display(), "serving on-write sync with the outbox relay");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let relay_task = tokio::spawn({
+        let relay = relay.clone();
+        let mut stopped = stopped.clone();
+        async move { relay.run(async move { let _ = stopped.changed().await; }).await }
+    });
+    let shutdown = async move {
+        converge_http::shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    converge_http::serve(listener, converge_sync::app(Arc::new(service)), shutdown).await?;
+    relay_task.await?;
+    Ok(())
+}

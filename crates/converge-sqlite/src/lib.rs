@@ -1,0 +1,438 @@
+//! The embedded source store: SQLite standing in for Firestore.
+//!
+//! A batch of document writes commits in one SQLite transaction together with one
+//! change event per changed document (a transactional outbox), so a write and its
+//! event are durable together or not at all. [`converge-relay`] then delivers the
+//! outbox as Eventarc-format CloudEvents. The same database holds the error log and
+//! the quarantine (the [`ErrorLog`] trait), next to the source data as DESIGN.md asks.
+//!
+//! # Concurrency
+//!
+//! One writer connection behind a mutex (SQLite serializes writers anyway; the mutex
+//! also serializes commit-time assignment) and a small pool of read-only
+//! connections. WAL mode lets readers work on a snapshot while the writer commits.
+//! All SQLite work runs on tokio's blocking pool.
+//!
+//! # Commit times
+//!
+//! Like Firestore's, commit times are strictly increasing per store:
+//! `max(clock.now(), last commit + 1µs)`. Every write of a batch gets the batch's
+//! commit time as its `update_time`, and it is the event time of the batch's events.
+//!
+//! [`converge-relay`]: ../converge_relay/index.html
+
+mod codec;
+mod error;
+mod error_log;
+mod outbox;
+mod path;
+mod schema;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use converge_core::hash::content_hash;
+use converge_core::{Clock, DocState, DocWrite, Document, DocumentChange, Fields, Scan, SourceStore, StoreError, Timestamp};
+use converge_events::{encode_event_data, EventSource};
+use futures::StreamExt;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+pub use crate::codec::CodecError;
+pub use crate::error::{SqliteError, BACKEND};
+pub use crate::outbox::{DeliveryOutcome, OutboxEvent, OutboxStats};
+
+/// The event type of every outbox event: Firestore's catch-all trigger type, which
+/// carries creates, updates and deletes (told apart by `value` / `old_value`).
+pub const WRITTEN_EVENT_TYPE: &str = "google.cloud.firestore.document.v1.written";
+
+/// States per message of a scan's channel: big enough to amortize the channel,
+/// small enough that a scan holds little memory.
+const SCAN_CHUNK: usize = 512;
+/// Chunks a scan reads ahead of its consumer.
+const SCAN_CHUNKS_AHEAD: usize = 4;
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 4;
+
+/// The SQLite document store with its outbox, error log and quarantine.
+/// Cheap to clone: clones share the connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    clock: Arc<dyn Clock>,
+    source: EventSource,
+    writer: Mutex<Writer>,
+    idle_readers: Mutex<Vec<Connection>>,
+    /// Signalled after every commit that added outbox events, so the relay wakes at
+    /// once instead of waiting for its next poll.
+    outbox_signal: Arc<Notify>,
+}
+
+struct Writer {
+    conn: Connection,
+    /// The last commit time handed out (µs). Kept here, under the writer lock, so
+    /// that assigning a commit time and committing are one critical section.
+    last_commit_us: i64,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`. `source` names the project
+    /// and database the events claim to come from.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>, source: EventSource) -> Result<Self, StoreError> {
+        Self::open_inner(path, clock, source).map_err(StoreError::from)
+    }
+
+    fn open_inner(path: &Path, clock: Arc<dyn Clock>, source: EventSource) -> Result<Self, SqliteError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let conn = schema::open_writer(path)?;
+        let last_commit_us = match schema::read_last_commit(&conn)? {
+            Some(last) => last,
+            None => {
+                // A new store counts its creation as its first commit. Scans report the
+                // latest commit as their read time, and an empty store must still
+                // report a time after anything a warehouse could hold from before.
+                let created = clock.now().as_micros();
+                schema::write_last_commit(&conn, created)?;
+                created
+            }
+        };
+        tracing::info!(path = %path.display(), last_commit_us, "opened sqlite source store");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                clock,
+                source,
+                writer: Mutex::new(Writer { conn, last_commit_us }),
+                idle_readers: Mutex::new(Vec::new()),
+                outbox_signal: Arc::new(Notify::new()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The project and database the outbox events name.
+    pub fn event_source(&self) -> &EventSource {
+        &self.inner.source
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Notified (one permit) whenever a commit adds outbox events.
+    pub fn outbox_signal(&self) -> Arc<Notify> {
+        self.inner.outbox_signal.clone()
+    }
+
+    /// Runs `work` on the blocking pool.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, SqliteError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        match tokio::task::spawn_blocking(move || work(&inner)).await {
+            Ok(result) => result.map_err(StoreError::from),
+            Err(join_error) => Err(SqliteError::Task(join_error.to_string()).into()),
+        }
+    }
+}
+
+impl Inner {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // A panic while holding the lock unwound through the open transaction, whose
+        // drop rolled it back: the connection is consistent, so the lock is usable.
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn with_reader<T>(&self, read: impl FnOnce(&Connection) -> Result<T, SqliteError>) -> Result<T, SqliteError> {
+        let pooled = self.idle_readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => schema::open_reader(&self.path)?,
+        };
+        let result = read(&conn);
+        // A connection is only returned outside any transaction: `read` uses RAII
+        // transactions, which end when it returns.
+        let mut idle = self.idle_readers.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS && conn.is_autocommit() {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn apply(&self, writes: Vec<DocWrite>) -> Result<Timestamp, SqliteError> {
+        // Validation and encoding happen before taking the writer lock.
+        let prepared = prepare_writes(writes)?;
+        let mut guard = self.writer();
+        let writer = &mut *guard;
+        let commit_us = self.clock.now().as_micros().max(writer.last_commit_us + 1);
+        let commit_time = Timestamp::from_micros(commit_us);
+        let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut events = 0usize;
+        {
+            let mut select_doc = tx.prepare_cached("SELECT fields, create_time_us, update_time_us FROM documents WHERE path = ?1")?;
+            let mut insert_doc = tx.prepare_cached(
+                "INSERT INTO documents (path, collection_path, doc_id, fields, content_hash, create_time_us, update_time_us) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            )?;
+            let mut update_doc = tx.prepare_cached("UPDATE documents SET fields = ?2, content_hash = ?3, update_time_us = ?4 WHERE path = ?1")?;
+            let mut delete_doc = tx.prepare_cached("DELETE FROM documents WHERE path = ?1")?;
+            let mut insert_event = tx.prepare_cached(
+                "INSERT INTO outbox (event_id, event_type, event_time_us, document, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for write in prepared {
+                let path = write.path();
+                let existing = select_doc
+                    .query_row([path], |row| Ok(StoredDoc { fields: row.get(0)?, create_time_us: row.get(1)?, update_time_us: row.get(2)? }))
+                    .optional()?;
+                let (value, old_value) = match write {
+                    PreparedWrite::Set { path, collection_path, doc_id, fields, blob, hash } => {
+                        let (create_time_us, old_value) = match existing {
+                            // Firestore fires no trigger for a write that changes nothing, and
+                            // keeps the document's update_time.
+                            Some(old) if old.fields == blob => continue,
+                            Some(old) => {
+                                update_doc.execute(params![path, blob, hash, commit_us])?;
+                                (old.create_time_us, Some(old.into_document(&path)?))
+                            }
+                            None => {
+                                insert_doc.execute(params![path, collection_path, doc_id, blob, hash, commit_us])?;
+                                (commit_us, None)
+                            }
+                        };
+                        let value = Document { path, fields, create_time: Timestamp::from_micros(create_time_us), update_time: commit_time };
+                        (Some(value), old_value)
+                    }
+                    PreparedWrite::Delete { path } => {
+                        // Deleting a missing document is not an error and changes nothing.
+                        let Some(old) = existing else { continue };
+                        delete_doc.execute([&path])?;
+                        (None, Some(old.into_document(&path)?))
+                    }
+                };
+                let update_mask = match (&value, &old_value) {
+                    (Some(new), Some(old)) => changed_fields(&old.fields, &new.fields),
+                    _ => Vec::new(),
+                };
+                let document = value.as_ref().or(old_value.as_ref()).map(|d| d.path.clone()).unwrap_or_default();
+                let change = DocumentChange {
+                    event_id: uuid::Uuid::new_v4().to_string(),
+                    event_type: WRITTEN_EVENT_TYPE.to_owned(),
+                    event_time: commit_time,
+                    document,
+                    value,
+                    old_value,
+                    update_mask,
+                };
+                let data = encode_event_data(&change, &self.source);
+                insert_event.execute(params![change.event_id, change.event_type, commit_us, change.document, data])?;
+                events += 1;
+            }
+        }
+        schema::write_last_commit(&tx, commit_us)?;
+        tx.commit()?;
+        writer.last_commit_us = commit_us;
+        drop(guard);
+        if events > 0 {
+            self.outbox_signal.notify_one();
+        }
+        tracing::trace!(commit_us, events, "applied write batch");
+        Ok(commit_time)
+    }
+
+    fn get(&self, path: &str) -> Result<Option<Document>, SqliteError> {
+        path::split_document_path(path)?;
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT fields, create_time_us, update_time_us FROM documents WHERE path = ?1")?;
+            let stored = stmt
+                .query_row([path], |row| Ok(StoredDoc { fields: row.get(0)?, create_time_us: row.get(1)?, update_time_us: row.get(2)? }))
+                .optional()?;
+            stored.map(|doc| doc.into_document(path)).transpose()
+        })
+    }
+
+    fn count(&self, collection_path: &str) -> Result<u64, SqliteError> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT count(*) FROM documents WHERE collection_path = ?1")?;
+            Ok(outbox::non_negative(stmt.query_row([collection_path], |row| row.get(0))?))
+        })
+    }
+
+    /// Streams a collection's states from one read transaction: first the snapshot's
+    /// read time on `snapshot`, then the states in chunks on `chunks`. Stops early
+    /// (and ends the transaction) when the consumer goes away.
+    fn stream_states(
+        &self,
+        collection_path: &str,
+        snapshot: oneshot::Sender<Result<Timestamp, SqliteError>>,
+        chunks: mpsc::Sender<Result<Vec<DocState>, StoreError>>,
+    ) {
+        let mut snapshot = Some(snapshot);
+        let result = self.with_reader(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            // The first read fixes the snapshot; every later read in `tx` sees it.
+            let read_time_us = schema::read_last_commit(&tx)?.unwrap_or(0);
+            let Some(sender) = snapshot.take() else { return Ok(()) };
+            if sender.send(Ok(Timestamp::from_micros(read_time_us))).is_err() {
+                return Ok(());
+            }
+            let mut stmt = tx.prepare_cached(
+                "SELECT path, update_time_us, content_hash FROM documents WHERE collection_path = ?1 ORDER BY path",
+            )?;
+            let mut rows = stmt.query([collection_path])?;
+            let mut chunk = Vec::with_capacity(SCAN_CHUNK);
+            while let Some(row) = rows.next()? {
+                chunk.push(DocState { doc_path: row.get(0)?, version: row.get(1)?, content_hash: row.get(2)? });
+                if chunk.len() == SCAN_CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK));
+                    if chunks.blocking_send(Ok(full)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = chunks.blocking_send(Ok(chunk));
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            match snapshot.take() {
+                Some(sender) => {
+                    let _ = sender.send(Err(error));
+                }
+                None => {
+                    let _ = chunks.blocking_send(Err(error.into()));
+                }
+            }
+        }
+    }
+}
+
+/// A document row as stored.
+struct StoredDoc {
+    fields: Vec<u8>,
+    create_time_us: i64,
+    update_time_us: i64,
+}
+
+impl StoredDoc {
+    fn into_document(self, path: &str) -> Result<Document, SqliteError> {
+        let fields = codec::decode_fields(&self.fields).map_err(|source| SqliteError::CorruptDocument { path: path.to_owned(), source })?;
+        Ok(Document {
+            path: path.to_owned(),
+            fields,
+            create_time: Timestamp::from_micros(self.create_time_us),
+            update_time: Timestamp::from_micros(self.update_time_us),
+        })
+    }
+}
+
+/// A validated write with its encodings computed.
+enum PreparedWrite {
+    Set { path: String, collection_path: String, doc_id: String, fields: Fields, blob: Vec<u8>, hash: String },
+    Delete { path: String },
+}
+
+impl PreparedWrite {
+    fn path(&self) -> &str {
+        match self {
+            PreparedWrite::Set { path, .. } | PreparedWrite::Delete { path } => path,
+        }
+    }
+}
+
+fn prepare_writes(writes: Vec<DocWrite>) -> Result<Vec<PreparedWrite>, SqliteError> {
+    let mut seen = HashSet::with_capacity(writes.len());
+    for write in &writes {
+        let path = match write {
+            DocWrite::Set { path, .. } | DocWrite::Delete { path } => path.as_str(),
+        };
+        path::split_document_path(path)?;
+        if !seen.insert(path) {
+            return Err(SqliteError::DuplicateWrite(path.to_owned()));
+        }
+    }
+    drop(seen);
+    writes
+        .into_iter()
+        .map(|write| {
+            Ok(match write {
+                DocWrite::Set { path, fields } => {
+                    let (collection_path, doc_id) = path::split_document_path(&path)?;
+                    let (collection_path, doc_id) = (collection_path.to_owned(), doc_id.to_owned());
+                    let blob = codec::encode_fields(&fields);
+                    let hash = content_hash(&fields);
+                    PreparedWrite::Set { path, collection_path, doc_id, fields, blob, hash }
+                }
+                DocWrite::Delete { path } => PreparedWrite::Delete { path },
+            })
+        })
+        .collect()
+}
+
+/// Top-level fields added, removed or changed: the event's `update_mask`, as
+/// Firestore field paths.
+fn changed_fields(old: &Fields, new: &Fields) -> Vec<String> {
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    keys.into_iter().filter(|key| old.get(*key) != new.get(*key)).map(|key| path::field_path(key)).collect()
+}
+
+#[async_trait]
+impl SourceStore for SqliteStore {
+    async fn get(&self, path: &str) -> Result<Option<Document>, StoreError> {
+        let path = path.to_owned();
+        self.blocking(move |inner| inner.get(&path)).await
+    }
+
+    async fn apply(&self, writes: Vec<DocWrite>) -> Result<Timestamp, StoreError> {
+        self.blocking(move |inner| inner.apply(writes)).await
+    }
+
+    async fn scan_states(&self, collection_path: &str) -> Result<Scan<DocState>, StoreError> {
+        path::check_collection_path(collection_path)?;
+        let collection_path = collection_path.to_owned();
+        let (snapshot_tx, snapshot_rx) = oneshot::channel();
+        let (chunk_tx, chunk_rx) = mpsc::channel(SCAN_CHUNKS_AHEAD);
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.stream_states(&collection_path, snapshot_tx, chunk_tx));
+        let read_time = match snapshot_rx.await {
+            Ok(result) => result?,
+            Err(_) => return Err(SqliteError::Task("the scan's reader thread ended before taking its snapshot".into()).into()),
+        };
+        let items = futures::stream::unfold((chunk_rx, Vec::new().into_iter()), |(mut chunk_rx, mut buffered)| async move {
+            loop {
+                if let Some(state) = buffered.next() {
+                    return Some((Ok(state), (chunk_rx, buffered)));
+                }
+                match chunk_rx.recv().await? {
+                    Ok(chunk) => buffered = chunk.into_iter(),
+                    // The reader stops after an error, so the stream ends after it.
+                    Err(error) => return Some((Err(error), (chunk_rx, Vec::new().into_iter()))),
+                }
+            }
+        })
+        .boxed();
+        Ok(Scan { read_time, items })
+    }
+
+    async fn count(&self, collection_path: &str) -> Result<u64, StoreError> {
+        path::check_collection_path(collection_path)?;
+        let collection_path = collection_path.to_owned();
+        self.blocking(move |inner| inner.count(&collection_path)).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
