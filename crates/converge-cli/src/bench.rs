@@ -140,7 +140,7 @@ async fn start_server(bin: &Path, data_dir: &Path) -> anyhow::Result<(Server, St
     let child = std::process::Command::new(bin)
         .env("PORT", port.to_string())
         .env(converge_http::env::DATA_DIR, data_dir)
-        .env(converge_http::env::LOG, "warn")
+        .env(converge_http::env::LOG, std::env::var(converge_http::env::LOG).unwrap_or_else(|_| "warn".into()))
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let server = Server { child };

@@ -9,6 +9,7 @@
 //! one [`DuckWarehouse`] per process and shares it: one writer connection (appends
 //! are group-committed by the caller) and a cloned connection per reader.
 
+pub mod recent;
 pub mod schema;
 pub mod warehouse;
 

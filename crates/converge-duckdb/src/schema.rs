@@ -14,9 +14,10 @@ pub const LEADING_COLUMNS: &[(&str, &str)] = &[
     ("op", "VARCHAR NOT NULL"),
     ("is_deleted", "BOOLEAN NOT NULL"),
     ("version", "TIMESTAMP NOT NULL"),
-    // The primary key makes redelivery harmless: a row whose event is already stored
-    // is skipped (INSERT OR IGNORE), and the latest view never sees duplicates.
-    ("event_id", "VARCHAR NOT NULL PRIMARY KEY"),
+    // No primary key: DuckDB's index costs several milliseconds per commit on this
+    // path. Redelivery is made harmless by the latest view (a repeated event is an
+    // identical row) and by the warehouse's memory of recent event ids.
+    ("event_id", "VARCHAR NOT NULL"),
     ("content_hash", "VARCHAR"),
     ("data", "JSON"),
 ];
@@ -35,7 +36,7 @@ fn sql_type(column_type: ColumnType) -> &'static str {
     }
 }
 
-fn column_list(route: &Route, with_constraints: bool) -> String {
+fn column_list(route: &Route) -> String {
     let promoted = route.promoted.iter().map(|c| (c.column.as_str(), sql_type(c.column_type)));
     LEADING_COLUMNS
         .iter()
@@ -43,19 +44,13 @@ fn column_list(route: &Route, with_constraints: bool) -> String {
         .chain(promoted)
         .chain(TRAILING_COLUMNS.iter().copied())
         .map(|(name, ty)| {
-            let ty = if with_constraints { ty } else { ty.split(' ').next().unwrap_or(ty) };
             format!("{name} {ty}")
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// The name of the per-table staging table appends go through.
-pub fn staging_table(table: &str) -> String {
-    format!("_converge_staging_{table}")
-}
-
-/// Statements that create the changelog table, its staging table, the latest view and
+/// Statements that create the changelog table, the latest view and
 /// the as-of macro. Idempotent.
 pub fn create_statements(route: &Route) -> Vec<String> {
     let t = &route.table;
@@ -69,8 +64,7 @@ pub fn create_statements(route: &Route) -> Vec<String> {
         )
     };
     vec![
-        format!("CREATE TABLE IF NOT EXISTS {t} ({})", column_list(route, true)),
-        format!("CREATE TEMP TABLE IF NOT EXISTS {} ({})", staging_table(t), column_list(route, false)),
+        format!("CREATE TABLE IF NOT EXISTS {t} ({})", column_list(route)),
         format!("CREATE OR REPLACE VIEW {t}_latest AS {}", ranked("")),
         // State at any past instant of the source: rows committed at or before `as_of`.
         format!("CREATE OR REPLACE MACRO {t}_as_of(as_of) AS TABLE {}", ranked("WHERE version <= as_of")),

@@ -11,9 +11,14 @@ use converge_core::{
 use duckdb::types::{TimeUnit, Value as DuckValue};
 use duckdb::{appender_params_from_iter, params, Connection};
 
-use crate::schema::{create_statements, staging_table};
+use crate::recent::RecentEvents;
+use crate::schema::create_statements;
 
 const BACKEND: &str = "duckdb";
+
+/// How many recent event ids the warehouse remembers for skipping redeliveries.
+/// 16 bytes each: about 8 MiB.
+const RECENT_EVENTS: usize = 500_000;
 
 /// The embedded warehouse. Cheap to clone; all clones share one database.
 #[derive(Clone)]
@@ -26,6 +31,9 @@ struct Inner {
     /// serialized here (and batched by the caller's group commit).
     writer: Mutex<Connection>,
     config: Mutex<Option<MirrorConfig>>,
+    /// Event ids appended recently (and, after a restart, the latest ones stored), so
+    /// a redelivered event is skipped instead of appended again.
+    recent: Mutex<RecentEvents>,
 }
 
 fn db_error(context: &str, error: duckdb::Error) -> StoreError {
@@ -68,7 +76,14 @@ impl DuckWarehouse {
     }
 
     fn from_connection(connection: Connection) -> Self {
-        Self { inner: Arc::new(Inner { writer: Mutex::new(connection), config: Mutex::new(None) }) }
+        // DuckDB checkpoints (compresses the WAL into the database file) whenever the
+        // WAL passes a threshold, 16 MB by default; every commit waits for it. A larger
+        // threshold means fewer, larger checkpoints and steadier append latency; the
+        // cost is a longer WAL replay after a crash. Closing the warehouse checkpoints.
+        if let Err(error) = connection.execute_batch("SET wal_autocheckpoint = '256MB'") {
+            tracing::warn!(%error, "could not raise DuckDB's checkpoint threshold; appends will pause more often");
+        }
+        Self { inner: Arc::new(Inner { writer: Mutex::new(connection), config: Mutex::new(None), recent: Mutex::new(RecentEvents::new(RECENT_EVENTS)) }) }
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
@@ -140,9 +155,10 @@ impl DuckWarehouse {
         let mut receipt = AppendReceipt::default();
         // Redelivery can put the same event twice into one group commit.
         let mut seen = HashSet::with_capacity(rows.len());
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
         let mut by_table: Vec<(&str, Vec<&ChangeRow>)> = Vec::new();
         for row in &rows {
-            if !seen.insert(row.event_id.as_str()) {
+            if !seen.insert(row.event_id.as_str()) || recent.contains(&row.event_id) {
                 receipt.duplicates += 1;
                 continue;
             }
@@ -157,28 +173,27 @@ impl DuckWarehouse {
             let route = config.table(table).ok_or_else(|| {
                 StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
             })?;
-            let staging = staging_table(table);
-            {
-                let mut appender = transaction.appender_to_catalog_and_db(&staging, "temp", "main").map_err(|e| db_error("open appender", e))?;
-                for row in &table_rows {
-                    if row.promoted.len() != route.promoted.len() {
-                        return Err(StoreError::permanent(
-                            BACKEND,
-                            format!("row has {} promoted values, table `{table}` has {} promoted columns", row.promoted.len(), route.promoted.len()),
-                        ));
-                    }
-                    appender.append_row(appender_params_from_iter(row_values(row))).map_err(|e| db_error("append row", e))?;
+            let mut appender = transaction.appender(table).map_err(|e| db_error("open appender", e))?;
+            for row in &table_rows {
+                if row.promoted.len() != route.promoted.len() {
+                    return Err(StoreError::permanent(
+                        BACKEND,
+                        format!("row has {} promoted values, table `{table}` has {} promoted columns", row.promoted.len(), route.promoted.len()),
+                    ));
                 }
-                appender.flush().map_err(|e| db_error("flush appender", e))?;
+                appender.append_row(appender_params_from_iter(row_values(row))).map_err(|e| db_error("append row", e))?;
             }
-            let inserted = transaction
-                .execute(&format!("INSERT OR IGNORE INTO {table} SELECT * FROM temp.{staging}"), [])
-                .map_err(|e| db_error("insert rows", e))?;
-            transaction.execute(&format!("DELETE FROM temp.{staging}"), []).map_err(|e| db_error("clear staging", e))?;
+            appender.flush().map_err(|e| db_error("flush appender", e))?;
+            drop(appender);
+            let inserted = table_rows.len();
             receipt.written += inserted as u64;
             receipt.duplicates += (table_rows.len() - inserted) as u64;
         }
         transaction.commit().map_err(|e| db_error("commit append", e))?;
+        // Remembered only once durable: a failed append must be retried in full.
+        for id in seen {
+            recent.insert(id);
+        }
         Ok(receipt)
     }
 }
@@ -254,11 +269,21 @@ impl Warehouse for DuckWarehouse {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
             let connection = this.writer();
+            let mut recent = this.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
             for route in &config.routes {
                 for statement in create_statements(route) {
                     connection.execute_batch(&statement).map_err(|e| db_error(&format!("create table `{}`", route.table), e))?;
                 }
+                // After a restart, remember the newest stored events again: redelivery
+                // most often follows a crash.
+                let sql = format!("SELECT event_id FROM {} ORDER BY ingested_at DESC LIMIT {}", route.table, RECENT_EVENTS / config.routes.len());
+                let mut statement = connection.prepare(&sql).map_err(|e| db_error("read recent events", e))?;
+                let ids = statement.query_map([], |row| row.get::<_, String>(0)).map_err(|e| db_error("read recent events", e))?;
+                for id in ids {
+                    recent.insert(&id.map_err(|e| db_error("read recent events", e))?);
+                }
             }
+            drop(recent);
             drop(connection);
             *this.inner.config.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
             Ok(())

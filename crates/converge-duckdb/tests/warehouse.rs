@@ -124,6 +124,10 @@ async fn rows_survive_reopening_the_file() {
     again.ensure_tables(&config).await.unwrap();
     assert_eq!(again.changelog_rows("records").await.unwrap(), 2);
     assert_eq!(latest(&again, "t").await.len(), 1);
+    // A redelivery after the restart is still recognised.
+    let receipt = again.append(rows(&config, &lifecycle("orgs/t/records/a")[..2])).await.unwrap();
+    assert_eq!((receipt.written, receipt.duplicates), (0, 2));
+    assert_eq!(again.changelog_rows("records").await.unwrap(), 2);
     drop(again);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -20,7 +20,7 @@ fn typical_change(i: usize) -> DocumentChange {
     fields.insert("currency".into(), Value::String("EUR".into()));
     fields.insert("date".into(), Value::Timestamp(Timestamp::new(1_714_557_600 + i as i64, 123_456_000)));
     fields.insert("status".into(), Value::String("open".into()));
-    fields.insert("paid".into(), Value::Boolean(i % 2 == 0));
+    fields.insert("paid".into(), Value::Boolean(i & 1 == 0));
     fields.insert("owner".into(), Value::Reference("projects/p/databases/(default)/documents/users/u1".into()));
     fields.insert("where".into(), Value::GeoPoint(GeoPoint { latitude: 48.85, longitude: 2.35 }));
     fields.insert("tags".into(), Value::Array(vec![Value::String("a".into()), Value::String("b".into())]));

@@ -10,8 +10,9 @@
 //!   ASCII and receivers decode them, which the SDK does not, so a document id with a
 //!   space or an accent would come out wrong; a raw UTF-8 header (a sender that does
 //!   not encode) is taken as is rather than refused. Speed: the SDK builds an `Event`
-//!   with a copy of every header and parses `dataschema` as a URL we never look at;
-//!   the direct read is several times faster (see `examples/throughput.rs`).
+//!   with a copy of every header and parses `dataschema` as a URL we never look at.
+//!   Measured with `examples/throughput.rs` (one core, an 810-byte update): the direct
+//!   read takes ~0.7 µs against ~3.3 µs, a whole decode ~9 µs against ~12 µs.
 //! - **structured** (`content-type: application/cloudevents+json`): the envelope is
 //!   JSON, read with cloudevents-sdk; its data comes as `data` (JSON) or `data_base64`.
 //!
@@ -148,7 +149,7 @@ impl fmt::Display for Context<'_> {
 /// Decodes one Eventarc Firestore CloudEvent delivered over HTTP. `body` is moved into
 /// the decoder: protobuf data is decoded straight from it.
 pub fn decode(headers: &HeaderMap, body: Vec<u8>) -> Result<DocumentChange, DecodeError> {
-    let envelope = if is_structured(headers) { Envelope::structured(headers, body)? } else { Envelope::binary(headers, body)? };
+    let envelope = if is_structured(headers) { Envelope::structured(&body)? } else { Envelope::binary(headers, body)? };
     let Envelope { id, event_type, time, subject, document, content_type, data, structured } = envelope;
     let context = |e: DecodeError| e.about(Some(&id), Some(&event_type));
 
@@ -200,7 +201,7 @@ pub fn decode(headers: &HeaderMap, body: Vec<u8>) -> Result<DocumentChange, Deco
 }
 
 /// The CloudEvent attributes Converge reads, and its data, whichever the content mode.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Envelope {
     id: String,
     event_type: String,
@@ -215,7 +216,7 @@ struct Envelope {
     structured: bool,
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 enum Data {
     Absent,
     Bytes(Vec<u8>),
@@ -295,9 +296,12 @@ impl Envelope {
         Ok(Envelope { id, event_type, time, subject, document, content_type, data, structured: false })
     }
 
-    /// Structured mode, through cloudevents-sdk.
-    fn structured(headers: &HeaderMap, body: Vec<u8>) -> Result<Self, DecodeError> {
-        let event = cloudevents::binding::http::to_event(headers, body).map_err(|e| {
+    /// Structured mode, through cloudevents-sdk's `Event` deserializer: what its
+    /// `to_event` runs for this mode, called directly because `to_event` recognises the
+    /// mode by a case-sensitive prefix of the content type while [`is_structured`]
+    /// compares media types as RFC 9110 says (case-insensitively, parameters aside).
+    fn structured(body: &[u8]) -> Result<Self, DecodeError> {
+        let event: cloudevents::Event = serde_json::from_slice(body).map_err(|e| {
             DecodeError::malformed(format!("not a structured-mode CloudEvent ({STRUCTURED_CONTENT_TYPE}): {e}"))
         })?;
         Self::from_sdk(event, true)
@@ -383,7 +387,7 @@ fn decode_data(content_type: Option<&str>, data: Data, structured: bool) -> Resu
                 format!("data content type {ct:?} is not supported; {SUPPORTED}"),
             ))
         }
-        None if data == Data::Absent => return Ok(CorePayload::default()),
+        None if matches!(data, Data::Absent) => return Ok(CorePayload::default()),
         // The CloudEvents JSON format: without a datacontenttype, data is JSON.
         None if structured => DataFormat::Json,
         None => {

@@ -16,13 +16,20 @@
 //!   modes; protobuf and JSON data; [`DecodeError`].
 //! - [`encode`]: `DocumentChange` → Eventarc's binary-mode headers and protobuf body, or
 //!   a structured-mode request.
+//!
+//! Outside `src/`: `tests/fixtures/` holds golden Eventarc requests whose protobuf was
+//! written by Google's own runtime (`generate.py`), `tests/fixtures.rs` pins what each
+//! decodes to, `tests/roundtrip.rs` checks encode → decode over arbitrary changes, and
+//! `examples/throughput.rs` measures events per second.
 
 pub mod decode;
 pub mod encode;
 pub mod json;
 pub mod proto;
 
-pub use decode::{decode, is_firestore_event_type, DecodeError, DecodeErrorKind, FIRESTORE_EVENT_TYPES};
+pub use decode::{
+    decode, is_firestore_event_type, DecodeError, DecodeErrorKind, FIRESTORE_EVENT_TYPES, STRUCTURED_CONTENT_TYPE,
+};
 pub use encode::{
     binary_headers, encode_event_data, encode_event_data_json, to_binary, to_structured, DataFormat, EventMeta,
     EventSource, DATA_SCHEMA,

@@ -208,6 +208,10 @@ fn structured_with_json_data() {
         Some(doc),
         None,
     );
+    assert_same(&decode(&headers, body.clone()).unwrap(), &expected);
+    // Media types compare case-insensitively.
+    let mut headers = headers;
+    headers.insert("content-type", HeaderValue::from_static("Application/CloudEvents+JSON ; charset=UTF-8"));
     assert_same(&decode(&headers, body).unwrap(), &expected);
 }
 

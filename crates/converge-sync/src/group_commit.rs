@@ -54,7 +54,7 @@ impl GroupCommitter {
     pub fn start(warehouse: Arc<dyn Warehouse>, config: GroupCommitConfig, run_id: String) -> Self {
         let (sender, receiver) = mpsc::channel(config.queue);
         let stats = Arc::new(CommitStats::default());
-        tokio::spawn(writer(warehouse, receiver, config.max_batch, run_id, stats.clone()));
+        tokio::spawn(writer(warehouse, receiver, config, run_id, stats.clone()));
         Self { sender, stats }
     }
 
@@ -77,11 +77,12 @@ impl GroupCommitter {
 async fn writer(
     warehouse: Arc<dyn Warehouse>,
     mut receiver: mpsc::Receiver<Pending>,
-    max_batch: usize,
+    config: GroupCommitConfig,
     run_id: String,
     stats: Arc<CommitStats>,
 ) {
     let mut sequence: u64 = 0;
+    let max_batch = config.max_batch;
     let mut batch = Vec::with_capacity(max_batch);
     while receiver.recv_many(&mut batch, max_batch).await > 0 {
         sequence += 1;
@@ -94,14 +95,16 @@ async fn writer(
             })
             .unzip();
         let count = rows.len() as u64;
+        let append_started = std::time::Instant::now();
         let result = warehouse.append(rows).await;
+        let append_micros = append_started.elapsed().as_micros() as u64;
         stats.appends.fetch_add(1, Ordering::Relaxed);
         stats.rows.fetch_add(count, Ordering::Relaxed);
         let shared = match result {
             Ok(receipt) => {
                 stats.written.fetch_add(receipt.written, Ordering::Relaxed);
                 stats.duplicates.fetch_add(receipt.duplicates, Ordering::Relaxed);
-                tracing::debug!(batch_id, rows = count, written = receipt.written, "append committed");
+                tracing::debug!(batch_id, rows = count, written = receipt.written, append_micros, "append committed");
                 Ok(())
             }
             Err(error) => {
