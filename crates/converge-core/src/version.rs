@@ -5,8 +5,10 @@
 //! Among the rows of one document the winner is the greatest [`RowOrder`]: the
 //! highest version; at equal versions a delete beats a write; then the greatest
 //! event id. That makes the latest view a pure function of the *set* of rows, so
-//! delivery order, duplicates and retries cannot change it. The warehouse views
-//! implement exactly this order in SQL; `tests` below check the Rust side.
+//! delivery order, duplicates and retries cannot change it. The warehouse views pick
+//! the greatest (version, is_deleted) in SQL; rows that tie on it carry one state
+//! (a redelivery, a rebuild of an unchanged document), so the event id only decides
+//! which of identical states is shown.
 
 use std::cmp::Ordering;
 
@@ -46,10 +48,6 @@ impl PartialOrd for RowOrder<'_> {
         Some(self.cmp(other))
     }
 }
-
-/// SQL `ORDER BY` clause, newest first, that ranks rows exactly like [`RowOrder`].
-/// Shared by every warehouse so the dialects cannot drift apart.
-pub const WINNER_ORDER_SQL: &str = "version DESC, is_deleted DESC, event_id DESC";
 
 #[cfg(test)]
 mod tests {
