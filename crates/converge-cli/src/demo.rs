@@ -116,7 +116,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     tracing::info!(run_id, %address, "sync function listening");
 
     // The relay: source outbox → CloudEvents → the sync function.
-    let relay = Arc::new(Relay::new(Arc::new(backends.source.clone()), &format!("http://{address}/"), RelayConfig::default())?);
+    // Wider than the default: the sync function commits whatever arrives together, so
+    // more requests in flight mean larger group commits.
+    let relay_config = RelayConfig { max_in_flight: 256, batch_size: 4096, ..RelayConfig::default() };
+    let relay = Arc::new(Relay::new(Arc::new(backends.source.clone()), &format!("http://{address}/"), relay_config)?);
     let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
     let relay_task = tokio::spawn({
         let relay = relay.clone();
