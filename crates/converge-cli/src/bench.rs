@@ -35,8 +35,9 @@ pub enum BenchCommand {
         /// Events sent in the saturation run.
         #[arg(long, default_value_t = 100_000)]
         events: usize,
-        /// Concurrent connections in the saturation run.
-        #[arg(long, default_value_t = 64)]
+        /// Concurrent connections in the saturation run. 1000 is the most requests one
+        /// Cloud Run instance accepts at once, i.e. how Eventarc can load one instance.
+        #[arg(long, default_value_t = 1000)]
         concurrency: usize,
         /// Offered load of the fixed-rate run, events/s.
         #[arg(long, default_value_t = 5_000)]
