@@ -187,10 +187,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     // Derived == source, document by document.
     let mut tenant_summaries = Vec::new();
     for (tenant, _, _) in &all {
-        let collection = pattern.collection_path(tenant).expect("plain pattern");
-        let source_scan = backends.source.scan_states(&collection).await?;
-        let derived_scan = backends.warehouse.latest_states("records", tenant).await?;
-        let report: DriftReport = drift::compare(source_scan.items, derived_scan.items).await?;
+        let report: DriftReport = drift::compare_tenant(&backends.source, &backends.warehouse, &config.routes[0], tenant).await?;
         tenant_summaries.push(TenantSummary {
             tenant: tenant.to_string(),
             source_docs: report.source_docs,

@@ -4,8 +4,9 @@
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 
-use crate::error::StoreError;
-use crate::store::DocState;
+use crate::config::Route;
+use crate::error::{ErrorKind, StoreError};
+use crate::store::{DocState, SourceStore, Warehouse};
 
 /// Differences between the source and the warehouse for one tenant and table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -28,6 +29,21 @@ impl DriftReport {
     pub fn total(&self) -> usize {
         self.missing.len() + self.different.len() + self.orphan.len()
     }
+}
+
+/// Compares one tenant's documents under `route` in the source with the warehouse's
+/// latest view, document by document, streaming both sides.
+pub async fn compare_tenant(source: &dyn SourceStore, warehouse: &dyn Warehouse, route: &Route, tenant: &str) -> Result<DriftReport, StoreError> {
+    let collection = route.pattern.collection_path(tenant).ok_or_else(|| {
+        StoreError::new(
+            ErrorKind::InvalidInput,
+            "drift",
+            format!("route `{}` has wildcards besides {{tenant}} and {{doc}}; its documents cannot be listed per tenant", route.pattern.as_str()),
+        )
+    })?;
+    let source_scan = source.scan_states(&collection).await?;
+    let derived_scan = warehouse.latest_states(&route.table, tenant).await?;
+    compare(source_scan.items, derived_scan.items).await
 }
 
 /// Merges two streams sorted by `doc_path` (ascending, no duplicates).

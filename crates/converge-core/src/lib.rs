@@ -11,6 +11,7 @@
 //! - [`drift`]: comparing source and derived states.
 //! - [`store`]: the traits behind which every external system sits.
 //! - [`clock`]: the injected clock.
+//! - [`fault`]: fault injection around a real warehouse, for tests and drills.
 //! - [`error`]: error kinds shared by every backend.
 
 pub mod change;
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod drift;
 pub mod error;
+pub mod fault;
 pub mod failure;
 pub mod hash;
 pub mod store;

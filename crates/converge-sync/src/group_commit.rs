@@ -109,7 +109,7 @@ async fn writer(
             }
             Err(error) => {
                 stats.failed_appends.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(batch_id, rows = count, %error, "append failed; every event in it will record an error");
+                tracing::warn!(run_id, batch_id, rows = count, %error, "append failed; every event in it will record an error");
                 Err(error)
             }
         };

@@ -48,6 +48,8 @@ pub struct SyncService {
     errors: Arc<dyn ErrorLog>,
     clock: Arc<dyn Clock>,
     code_version: String,
+    /// This process's run id: on every log line and, extended per append, every row.
+    run_id: String,
     max_body_bytes: usize,
     counters: SyncCounters,
 }
@@ -66,13 +68,18 @@ impl SyncService {
     ) -> Self {
         Self {
             config: Arc::new(config),
-            committer: GroupCommitter::start(warehouse, commit, run_id),
+            committer: GroupCommitter::start(warehouse, commit, run_id.clone()),
+            run_id,
             errors,
             clock,
             code_version: converge_core::CODE_VERSION.to_owned(),
             max_body_bytes,
             counters: SyncCounters::default(),
         }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     pub fn counters(&self) -> &SyncCounters {
@@ -139,7 +146,7 @@ impl SyncService {
             Ok(Some(row)) => row,
             Ok(None) => {
                 self.counters.no_state.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(event_id = change.event_id, document = change.document, "event without document state; nothing to mirror");
+                tracing::debug!(run_id = self.run_id, event_id = change.event_id, document = change.document, "event without document state; nothing to mirror");
                 return SyncOutcome::NoState;
             }
             Err(error) => {
@@ -179,12 +186,12 @@ impl SyncService {
         match self.errors.record_sync_error(record).await {
             Ok(()) => {
                 self.counters.errors_recorded.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error_id, %error, retryable = error.is_retryable(), "sync failed; error recorded");
+                tracing::warn!(run_id = self.run_id, error_id, %error, retryable = error.is_retryable(), "sync failed; error recorded");
                 SyncOutcome::ErrorRecorded { error_id, error }
             }
             Err(record_error) => {
                 self.counters.unrecorded.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error_id, %error, %record_error, "sync failed and its error record could not be stored");
+                tracing::error!(run_id = self.run_id, error_id, %error, %record_error, "sync failed and its error record could not be stored");
                 SyncOutcome::Unrecorded { error }
             }
         }
@@ -203,13 +210,13 @@ impl SyncService {
         match self.errors.quarantine(record).await {
             Ok(()) => {
                 self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(record_id, reason = reason.as_str(), detail, "event quarantined");
+                tracing::warn!(run_id = self.run_id, record_id, reason = reason.as_str(), detail, "event quarantined");
                 SyncOutcome::Quarantined { record_id, reason, detail }
             }
             Err(error) => {
                 // Nothing may be lost: without its record the event must come back.
                 self.counters.unrecorded.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, reason = reason.as_str(), detail, "quarantine record could not be stored");
+                tracing::error!(run_id = self.run_id, %error, reason = reason.as_str(), detail, "quarantine record could not be stored");
                 SyncOutcome::Unrecorded { error }
             }
         }

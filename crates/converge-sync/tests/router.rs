@@ -1,54 +1,23 @@
 //! The sync router without a socket (`oneshot`), on the real embedded stores: every
 //! failure mode of one event.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use converge_core::value::fields_from_json;
-use converge_core::{
-    AppendReceipt, ChangeRow, Document, DocumentChange, ErrorLog, ManualClock, MirrorConfig, QuarantineReason, Scan,
-    DocState, StoreError, Timestamp, Warehouse,
-};
+use converge_core::fault::FaultyWarehouse;
+use converge_core::{Document, DocumentChange, ErrorKind, ErrorLog, ManualClock, MirrorConfig, QuarantineReason, Timestamp, Warehouse};
 use converge_duckdb::DuckWarehouse;
 use converge_events::{to_binary, to_structured, DataFormat, EventSource};
 use converge_sqlite::SqliteStore;
 use converge_sync::{app, GroupCommitConfig, SyncService};
 use tower::ServiceExt;
 
-/// The real DuckDB warehouse with an injectable failure: the next `fail` appends fail
-/// with the given kind. Fault injection around the real store, not a stand-in for it.
-struct FaultyWarehouse {
-    inner: DuckWarehouse,
-    fail: AtomicUsize,
-    retryable: bool,
-}
-
-#[async_trait]
-impl Warehouse for FaultyWarehouse {
-    async fn ensure_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
-        self.inner.ensure_tables(config).await
-    }
-    async fn append(&self, rows: Vec<ChangeRow>) -> Result<AppendReceipt, StoreError> {
-        if self.fail.load(Ordering::SeqCst) > 0 {
-            self.fail.fetch_sub(1, Ordering::SeqCst);
-            let kind = if self.retryable { converge_core::ErrorKind::Retryable } else { converge_core::ErrorKind::Permanent };
-            return Err(StoreError::new(kind, "duckdb", "injected append failure"));
-        }
-        self.inner.append(rows).await
-    }
-    async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
-        self.inner.latest_states(table, tenant).await
-    }
-    async fn latest_count(&self, table: &str, tenant: &str) -> Result<u64, StoreError> {
-        self.inner.latest_count(table, tenant).await
-    }
-}
-
 struct Harness {
     router: axum::Router,
+    /// The real warehouse, and the same behind fault injection (what the service uses).
+    duck: DuckWarehouse,
     warehouse: Arc<FaultyWarehouse>,
     errors: SqliteStore,
     _dir: tempfile::TempDir,
@@ -56,12 +25,13 @@ struct Harness {
 
 const MAX_BODY: usize = 1024 * 1024;
 
-async fn harness(retryable: bool) -> Harness {
+async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::at(Timestamp::new(1_800_000_000, 0)));
     let errors = SqliteStore::open(&dir.path().join("source.sqlite"), clock.clone(), EventSource::local()).unwrap();
     let config = MirrorConfig::default();
-    let warehouse = Arc::new(FaultyWarehouse { inner: DuckWarehouse::open_in_memory().unwrap(), fail: AtomicUsize::new(0), retryable });
+    let duck = DuckWarehouse::open_in_memory().unwrap();
+    let warehouse = Arc::new(FaultyWarehouse::new(Arc::new(duck.clone())));
     warehouse.ensure_tables(&config).await.unwrap();
     let service = SyncService::start(
         config,
@@ -72,7 +42,7 @@ async fn harness(retryable: bool) -> Harness {
         MAX_BODY,
         GroupCommitConfig::default(),
     );
-    Harness { router: app(Arc::new(service)), warehouse, errors, _dir: dir }
+    Harness { router: app(Arc::new(service)), duck, warehouse, errors, _dir: dir }
 }
 
 fn doc(path: &str, update_secs: i64, json: serde_json::Value) -> Document {
@@ -116,19 +86,19 @@ async fn quarantine_reasons(errors: &SqliteStore) -> Vec<QuarantineReason> {
 
 #[tokio::test]
 async fn a_create_becomes_one_row_and_redelivery_changes_nothing() {
-    let h = harness(true).await;
+    let h = harness().await;
     let event = good("r1");
     for _ in 0..3 {
         let (status, body) = send(&h.router, &event).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    assert_eq!(h.warehouse.inner.changelog_rows("records").await.unwrap(), 1);
+    assert_eq!(h.duck.changelog_rows("records").await.unwrap(), 1);
     assert_eq!(h.warehouse.latest_count("records", "acme").await.unwrap(), 1);
 }
 
 #[tokio::test]
 async fn a_delete_before_its_create_still_wins() {
-    let h = harness(true).await;
+    let h = harness().await;
     let path = "orgs/acme/records/r2";
     let created = doc(path, 1_700_000_000, serde_json::json!({"amount": 1}));
     let delete = change("del", path, None, Some(created.clone()));
@@ -136,12 +106,12 @@ async fn a_delete_before_its_create_still_wins() {
     assert_eq!(send(&h.router, &delete).await.0, StatusCode::OK);
     assert_eq!(send(&h.router, &create).await.0, StatusCode::OK);
     assert_eq!(h.warehouse.latest_count("records", "acme").await.unwrap(), 0);
-    assert_eq!(h.warehouse.inner.changelog_rows("records").await.unwrap(), 2);
+    assert_eq!(h.duck.changelog_rows("records").await.unwrap(), 2);
 }
 
 #[tokio::test]
 async fn structured_mode_json_is_accepted() {
-    let h = harness(true).await;
+    let h = harness().await;
     let (headers, body) = to_structured(&good("r3"), &EventSource::local(), DataFormat::Json);
     let (status, body) = post(&h.router, headers, body).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -150,7 +120,7 @@ async fn structured_mode_json_is_accepted() {
 
 #[tokio::test]
 async fn bad_input_is_refused_quarantined_and_the_server_keeps_serving() {
-    let h = harness(true).await;
+    let h = harness().await;
     let (headers, body) = to_binary(&good("r4"), &EventSource::local());
 
     // Truncated protobuf.
@@ -212,7 +182,7 @@ async fn bad_input_is_refused_quarantined_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn a_redelivered_bad_event_merges_into_one_quarantine_record() {
-    let h = harness(true).await;
+    let h = harness().await;
     let path = "orgs/acme/records/bad";
     let schema = change("same-id", path, Some(doc(path, 1_700_000_000, serde_json::json!({"amount": "ten"}))), None);
     send(&h.router, &schema).await;
@@ -224,8 +194,8 @@ async fn a_redelivered_bad_event_merges_into_one_quarantine_record() {
 
 #[tokio::test]
 async fn a_failed_write_records_one_error_and_asks_for_redelivery() {
-    let h = harness(true).await;
-    h.warehouse.fail.store(2, Ordering::SeqCst);
+    let h = harness().await;
+    h.warehouse.fail_next_appends(2, ErrorKind::Retryable);
     let event = good("r6");
     let (status, reply) = send(&h.router, &event).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
@@ -243,8 +213,8 @@ async fn a_failed_write_records_one_error_and_asks_for_redelivery() {
 
 #[tokio::test]
 async fn a_permanent_write_failure_is_recorded_then_acknowledged() {
-    let h = harness(false).await;
-    h.warehouse.fail.store(1, Ordering::SeqCst);
+    let h = harness().await;
+    h.warehouse.fail_next_appends(1, ErrorKind::Permanent);
     let (status, reply) = send(&h.router, &good("r7")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
     assert_eq!(reply["outcome"], "error_recorded");
@@ -253,17 +223,17 @@ async fn a_permanent_write_failure_is_recorded_then_acknowledged() {
 
 #[tokio::test]
 async fn an_event_without_state_is_acknowledged_and_writes_nothing() {
-    let h = harness(true).await;
+    let h = harness().await;
     let empty = change("empty", "orgs/acme/records/ghost", None, None);
     let (status, reply) = send(&h.router, &empty).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(reply["outcome"], "no_state");
-    assert_eq!(h.warehouse.inner.changelog_rows("records").await.unwrap(), 0);
+    assert_eq!(h.duck.changelog_rows("records").await.unwrap(), 0);
 }
 
 #[tokio::test]
 async fn health() {
-    let h = harness(true).await;
+    let h = harness().await;
     let response = h.router.clone().oneshot(Request::builder().uri("/healthz").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
