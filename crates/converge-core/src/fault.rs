@@ -31,6 +31,11 @@ impl FaultyWarehouse {
         self.pending_failures.store(count, Ordering::SeqCst);
     }
 
+    /// Failures still to inject.
+    pub fn remaining(&self) -> usize {
+        self.pending_failures.load(Ordering::SeqCst)
+    }
+
     /// How many appends have been failed so far.
     pub fn injected(&self) -> u64 {
         self.injected.load(Ordering::SeqCst)

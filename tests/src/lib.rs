@@ -1,0 +1,386 @@
+//! Harness for Converge's end-to-end tests: the on-write sync function served over
+//! real HTTP on `127.0.0.1:0`, on the real embedded stores (SQLite source, DuckDB
+//! warehouse) in a temporary directory, plus helpers to compare source and derived
+//! data per tenant.
+//!
+//! Every server runs on its own tokio runtime, so that [`SyncServer::crash`] can end
+//! it the way a process dies: every task (listener, connections, the group-commit
+//! writer) is dropped at once, and the DuckDB handle with them. Work already handed
+//! to the blocking pool (an append in progress) finishes first, as a write already
+//! in the kernel would.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use converge_core::{
+    drift, DocWrite, DriftReport, ErrorLog, Fields, MirrorConfig, SourceStore, SystemClock, Value, Warehouse,
+};
+use converge_duckdb::DuckWarehouse;
+use converge_events::EventSource;
+use converge_relay::{Relay, RelayConfig, RelayStats};
+use converge_sqlite::SqliteStore;
+use converge_sync::{GroupCommitConfig, SyncService};
+
+pub use converge_backends::EmbeddedBackends;
+
+/// The changelog table of the built-in route (`orgs/{tenant}/records/{doc}`).
+pub const TABLE: &str = "records";
+
+/// Runs `future`, failing the test if it takes longer than `seconds`.
+pub async fn bounded<T>(seconds: u64, what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(seconds), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: did not finish within {seconds}s"),
+    }
+}
+
+/// The source store of a data directory (`source.sqlite`), on the system clock.
+pub fn open_source(data_dir: &Path) -> SqliteStore {
+    SqliteStore::open(&EmbeddedBackends::source_path(data_dir), Arc::new(SystemClock), EventSource::local()).expect("open the source store")
+}
+
+/// The warehouse of a data directory (`warehouse.duckdb`).
+pub fn open_warehouse(data_dir: &Path) -> DuckWarehouse {
+    DuckWarehouse::open(&EmbeddedBackends::warehouse_path(data_dir)).expect("open the warehouse")
+}
+
+/// How a test server is set up.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub max_body_bytes: usize,
+    pub commit: GroupCommitConfig,
+    /// Bind this address instead of `127.0.0.1:0` (a restart on the same port).
+    pub addr: Option<SocketAddr>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self { max_body_bytes: converge_http::settings::DEFAULT_MAX_BODY_BYTES, commit: GroupCommitConfig::default(), addr: None }
+    }
+}
+
+/// The on-write sync function served on loopback.
+pub use converge_core::fault::FaultyWarehouse;
+
+pub struct SyncServer {
+    /// `http://127.0.0.1:PORT/`: the Eventarc route.
+    pub url: String,
+    pub addr: SocketAddr,
+    pub service: Arc<SyncService>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The warehouse the server was given, and whether nobody else holds it (then it
+    /// must be gone once the server is).
+    warehouse: Weak<dyn Warehouse>,
+    owns_warehouse: bool,
+}
+
+impl SyncServer {
+    /// Creates the tables on `warehouse` and serves the sync function over it. The
+    /// server keeps `warehouse`; a caller that wants [`SyncServer::crash`] to close the
+    /// DuckDB file must not keep a clone of it.
+    pub async fn start(warehouse: Arc<dyn Warehouse>, errors: Arc<dyn ErrorLog>, options: ServerOptions) -> anyhow::Result<Self> {
+        let config = MirrorConfig::default();
+        let weak_warehouse = Arc::downgrade(&warehouse);
+        warehouse.ensure_tables(&config).await.context("creating the changelog tables")?;
+        let listener = bind(options.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sync-server")
+            .enable_all()
+            .build()
+            .context("building the server's runtime")?;
+        let service = {
+            // The group-commit writer is spawned on the server's runtime.
+            let _entered = runtime.enter();
+            Arc::new(SyncService::start(
+                config,
+                warehouse,
+                errors,
+                Arc::new(SystemClock),
+                format!("e2e-{}", addr.port()),
+                options.max_body_bytes,
+                options.commit,
+            ))
+        };
+        let app = converge_sync::app(service.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            converge_http::serve(listener, app, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Ok(Self {
+            url: format!("http://{addr}/"),
+            addr,
+            service,
+            stop: Some(stop),
+            task: Some(task),
+            runtime: Some(runtime),
+            warehouse: weak_warehouse,
+            owns_warehouse: false,
+        })
+    }
+
+    /// Like [`SyncServer::start`], for a warehouse nobody else holds: stopping or
+    /// crashing the server checks that the warehouse is gone with it.
+    pub async fn start_owned(warehouse: Arc<dyn Warehouse>, errors: Arc<dyn ErrorLog>, options: ServerOptions) -> anyhow::Result<Self> {
+        let mut server = Self::start(warehouse, errors, options).await?;
+        server.owns_warehouse = true;
+        Ok(server)
+    }
+
+    /// Serves over the embedded backends of `data_dir` (created if needed): the
+    /// warehouse is opened here and owned by the server alone.
+    pub async fn start_embedded(data_dir: &Path, errors: &SqliteStore, options: ServerOptions) -> anyhow::Result<Self> {
+        let warehouse = DuckWarehouse::open(&EmbeddedBackends::warehouse_path(data_dir))?;
+        Self::start_owned(Arc::new(warehouse), Arc::new(errors.clone()), options).await
+    }
+
+    /// `url` + `path` (path without its leading slash).
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path.trim_start_matches('/'))
+    }
+
+    /// Graceful stop: no new connections, in-flight requests finish, then every task
+    /// of the server ends and its warehouse handle is dropped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let served = bounded(30, "graceful server shutdown", task).await;
+            served.expect("server task").expect("server ended with an error");
+        }
+        self.shut_down_runtime().await;
+    }
+
+    /// A crash: every task of the server (listener, connections mid-request, the
+    /// group-commit writer) is dropped at once. Returns once the warehouse handle is
+    /// gone, so the same DuckDB file can be opened again.
+    pub async fn crash(mut self) {
+        // The runtime goes first: dropping the stop sender earlier would begin a
+        // graceful shutdown.
+        self.shut_down_runtime().await;
+    }
+
+    async fn shut_down_runtime(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            // Dropping a runtime blocks until its blocking-pool work is done, which an
+            // async context may not do: drop it on a thread of its own.
+            let (done, finished) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                drop(runtime);
+                let _ = done.send(());
+            });
+            bounded(30, "server runtime shutdown", finished).await.expect("runtime shutdown thread");
+        }
+        if self.owns_warehouse {
+            assert_eq!(self.warehouse.strong_count(), 0, "the server's warehouse handle outlived the server");
+        }
+    }
+}
+
+impl Drop for SyncServer {
+    fn drop(&mut self) {
+        // A test that ended early (a failed assertion): do not block in drop.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Binds `addr`, retrying briefly while a just-closed server's port is still taken.
+async fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => {
+                listener.set_nonblocking(true)?;
+                return Ok(listener);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => return Err(error).with_context(|| format!("binding {addr}")),
+        }
+    }
+}
+
+/// A relay running in a task of the test's runtime.
+pub struct RunningRelay {
+    pub relay: Arc<Relay>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<RelayStats>,
+}
+
+/// Retries fast enough for tests; otherwise the relay's defaults.
+pub fn quick_relay_config() -> RelayConfig {
+    RelayConfig {
+        poll_interval: Duration::from_millis(50),
+        request_timeout: Duration::from_secs(10),
+        backoff_base: Duration::from_millis(10),
+        backoff_cap: Duration::from_millis(250),
+        ..RelayConfig::default()
+    }
+}
+
+impl RunningRelay {
+    pub fn start(source: &SqliteStore, url: &str, config: RelayConfig) -> Self {
+        let relay = Arc::new(Relay::new(Arc::new(source.clone()), url, config).expect("relay"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let relay = relay.clone();
+            async move {
+                relay
+                    .run(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        Self { relay, stop, task }
+    }
+
+    /// Asks the relay to stop and waits for it.
+    pub async fn stop(self) -> RelayStats {
+        let _ = self.stop.send(());
+        bounded(30, "relay stop", self.task).await.expect("relay task")
+    }
+
+    /// Kills the relay task where it stands: requests in flight are dropped and the
+    /// outcomes of the current pass are never recorded.
+    pub async fn kill(self) {
+        self.task.abort();
+        let ended = bounded(30, "relay abort", self.task).await;
+        assert!(ended.as_ref().err().is_some_and(|e| e.is_cancelled()), "the relay task was expected to be cancelled: {ended:?}");
+    }
+}
+
+/// Waits until the outbox has no pending event.
+pub async fn wait_for_outbox(source: &SqliteStore, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stats = source.outbox_stats().await?;
+        if stats.pending == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} events still pending after {timeout:?} ({stats:?})", stats.pending);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `condition` every few milliseconds until it holds.
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The collection of `tenant`'s records.
+pub fn collection(tenant: &str) -> String {
+    format!("orgs/{tenant}/records")
+}
+
+/// The path of one of `tenant`'s records.
+pub fn record_path(tenant: &str, doc_id: &str) -> String {
+    format!("orgs/{tenant}/records/{doc_id}")
+}
+
+/// A record's fields, all promoted columns well typed.
+pub fn record_fields(n: u64, amount: f64) -> Fields {
+    let mut fields = Fields::new();
+    fields.insert("account".into(), Value::String(format!("4{:03} Account", n % 17)));
+    fields.insert("fund".into(), Value::String(["General", "Capital", "Endowment"][(n % 3) as usize].into()));
+    fields.insert("date".into(), Value::String(format!("2024-{:02}-{:02}", 1 + n % 12, 1 + n % 28)));
+    fields.insert("label".into(), Value::String(["grants", "payroll", "travel"][(n % 3) as usize].into()));
+    fields.insert("amount".into(), Value::Double(amount));
+    fields.insert("seq".into(), Value::Integer(n as i64));
+    fields
+}
+
+/// A `Set` of one record.
+pub fn set(tenant: &str, doc_id: &str, n: u64, amount: f64) -> DocWrite {
+    DocWrite::Set { path: record_path(tenant, doc_id), fields: record_fields(n, amount) }
+}
+
+/// A `Delete` of one record.
+pub fn delete(tenant: &str, doc_id: &str) -> DocWrite {
+    DocWrite::Delete { path: record_path(tenant, doc_id) }
+}
+
+/// Source vs the latest view for one tenant, document by document.
+pub async fn drift_report(source: &dyn SourceStore, warehouse: &dyn Warehouse, tenant: &str) -> anyhow::Result<DriftReport> {
+    let config = MirrorConfig::default();
+    let route = config.table(TABLE).expect("the default configuration mirrors records");
+    Ok(drift::compare_tenant(source, warehouse, route, tenant).await?)
+}
+
+/// Asserts derived == source for every tenant, and that the latest view's count
+/// matches; returns the number of live documents per tenant.
+pub async fn assert_converged(source: &dyn SourceStore, warehouse: &dyn Warehouse, tenants: &[&str]) -> Vec<u64> {
+    let mut counts = Vec::new();
+    for tenant in tenants {
+        let report = drift_report(source, warehouse, tenant).await.expect("compare source and derived");
+        assert!(
+            report.is_clean(),
+            "tenant {tenant}: derived differs from source: {} missing (e.g. {:?}), {} different (e.g. {:?}), {} orphan (e.g. {:?})",
+            report.missing.len(),
+            report.missing.iter().take(3).collect::<Vec<_>>(),
+            report.different.len(),
+            report.different.iter().take(3).collect::<Vec<_>>(),
+            report.orphan.len(),
+            report.orphan.iter().take(3).collect::<Vec<_>>(),
+        );
+        assert_eq!(report.source_docs, report.derived_docs, "tenant {tenant}");
+        let source_count = source.count(&collection(tenant)).await.expect("source count");
+        let latest = warehouse.latest_count(TABLE, tenant).await.expect("latest count");
+        assert_eq!((report.source_docs, latest), (source_count, source_count), "tenant {tenant}: scan, count and latest view agree");
+        counts.push(source_count);
+    }
+    counts
+}
+
+/// One integer from a single-row, single-column query.
+pub async fn query_i64(warehouse: &DuckWarehouse, sql: &str) -> i64 {
+    let rows = warehouse.query_json(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+    let object = rows[0].as_object().expect("a row is an object");
+    assert_eq!(object.len(), 1, "{sql}: {rows:?}");
+    object.values().next().and_then(serde_json::Value::as_i64).unwrap_or_else(|| panic!("{sql}: not an integer: {rows:?}"))
+}
+
+/// Rows of the changelog whose event id another row already has: zero when
+/// redelivery never appended twice.
+pub async fn duplicate_event_ids(warehouse: &DuckWarehouse) -> i64 {
+    query_i64(warehouse, "SELECT count(*) - count(DISTINCT event_id) AS duplicates FROM records").await
+}
+
+/// A reqwest client for loopback: no proxy from the environment, bounded requests.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(128)
+        .build()
+        .expect("http client")
+}
+
+/// A temporary data directory.
+pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_owned();
+    (dir, path)
+}

@@ -1,0 +1,184 @@
+//! The built binaries as processes: `on-write-sync` started the way Cloud Run starts
+//! it (`PORT`, settings from the environment), stopped with SIGTERM; then `converge
+//! sql` reading what it wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use converge_core::value::fields_from_json;
+use converge_core::{Document, DocumentChange, ErrorLog, Timestamp, Warehouse};
+use converge_e2e::{bounded, data_dir, http_client, open_source, open_warehouse, TABLE};
+use converge_events::{to_binary, EventSource};
+
+/// A binary built next to this test: `current_exe()` is `target/<profile>/deps/<test>`.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "the `{name}` binary is not built (looked for {}); run `cargo build --workspace --bins` first (`make test` does), with the same CARGO_TARGET_DIR",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed (SIGKILL) if the test ends before it exits.
+struct Process {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Process {
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Fails the test if the process has already exited.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("the process exited early ({status}); its stderr:\n{}", self.stderr());
+        }
+    }
+
+    async fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the process did not exit within {timeout:?}; its stderr:\n{}", self.stderr());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A port free at the time of asking.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn event() -> DocumentChange {
+    let path = "orgs/acme/records/from-binary".to_owned();
+    let doc = Document {
+        path: path.clone(),
+        fields: fields_from_json(&serde_json::json!({"amount": 12.5, "account": "4100 Tuition", "date": "2024-05-01"})).unwrap(),
+        create_time: Timestamp::new(1_750_000_000, 0),
+        update_time: Timestamp::new(1_750_000_000, 0),
+    };
+    DocumentChange {
+        event_id: "binary-1".into(),
+        event_type: "google.cloud.firestore.document.v1.written".into(),
+        event_time: doc.update_time,
+        document: path,
+        value: Some(doc),
+        old_value: None,
+        update_mask: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_on_write_sync_binary_serves_events_and_stops_on_sigterm() {
+    bounded(60, "on-write-sync binary", async {
+        let program = binary("on-write-sync");
+        let (dir, path) = data_dir();
+        let port = free_port();
+        let stderr = dir.path().join("on-write-sync.stderr");
+        let child = Command::new(&program)
+            .env_clear()
+            .env("PORT", port.to_string())
+            .env("CONVERGE_DATA_DIR", &path)
+            .env("CONVERGE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+        let mut process = Process { child, stderr };
+        let base = format!("http://127.0.0.1:{port}");
+        let client = http_client();
+
+        // Ready when /healthz answers.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            process.assert_running();
+            match client.get(format!("{base}/healthz")).timeout(Duration::from_secs(2)).send().await {
+                Ok(response) if response.status().as_u16() == 200 => break,
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "/healthz did not answer 200 within 30s; stderr:\n{}", process.stderr());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A valid binary-mode event.
+        let (headers, body) = to_binary(&event(), &EventSource::local());
+        let response = client.post(format!("{base}/")).headers(headers.clone()).body(body.clone()).send().await.unwrap();
+        let status = response.status().as_u16();
+        let reply: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert_eq!((status, &reply["outcome"]), (200, &serde_json::json!("written")), "{reply}");
+        // Redelivered: acknowledged, not written again.
+        let again = client.post(format!("{base}/")).headers(headers).body(body).send().await.unwrap();
+        assert_eq!(again.status().as_u16(), 200);
+
+        // Garbage.
+        let response = client.post(format!("{base}/")).body(b"garbage".to_vec()).send().await.unwrap();
+        let status = response.status().as_u16();
+        let reply: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or_default();
+        assert!((400..500).contains(&status), "HTTP {status}: {reply}");
+        assert_eq!(reply["outcome"], "quarantined", "{reply}");
+
+        // SIGTERM: a clean exit.
+        process.assert_running();
+        let pid = process.child.id().to_string();
+        let kill = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(kill.success(), "kill -TERM {pid} failed");
+        let status = process.wait(Duration::from_secs(20)).await;
+        assert!(status.success(), "on-write-sync exited with {status} after SIGTERM; stderr:\n{}", process.stderr());
+        drop(process);
+
+        // What it wrote is durable after the process is gone.
+        let source = open_source(&path);
+        let quarantined = source.quarantined(10).await.unwrap();
+        assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+        assert_eq!(quarantined[0].payload, b"garbage");
+        {
+            let warehouse = open_warehouse(&path);
+            warehouse.ensure_tables(&converge_core::MirrorConfig::default()).await.unwrap();
+            assert_eq!(warehouse.changelog_rows(TABLE).await.unwrap(), 1);
+            assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 1);
+        }
+
+        // `converge sql` on the same data directory, as a process.
+        let converge = binary("converge");
+        let output = Command::new(&converge)
+            .args(["sql", "--data-dir"])
+            .arg(&path)
+            .arg("SELECT doc_id, amount, op FROM records_latest")
+            .env_clear()
+            .env("CONVERGE_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run converge sql");
+        assert!(output.status.success(), "converge sql failed: {}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(rows, vec![serde_json::json!({"doc_id": "from-binary", "amount": 12.5, "op": "CREATE"})], "{stdout}");
+
+        // Without a warehouse, it says how to get one.
+        let empty = dir.path().join("empty");
+        let output = Command::new(&converge).args(["sql", "--data-dir"]).arg(&empty).arg("SELECT 1").env_clear().output().unwrap();
+        assert!(!output.status.success());
+        assert!(String::from_utf8_lossy(&output.stderr).contains("no warehouse"), "{}", String::from_utf8_lossy(&output.stderr));
+    })
+    .await;
+}
