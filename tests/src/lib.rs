@@ -21,7 +21,7 @@ use converge_core::{
 };
 use converge_duckdb::DuckWarehouse;
 use converge_events::EventSource;
-use converge_relay::{Relay, RelayConfig, RelayStats};
+use converge_relay::{Relay, RelayConfig, RelayStats, RunningRelay};
 use converge_sqlite::SqliteStore;
 use converge_sync::{GroupCommitConfig, SyncService};
 
@@ -215,13 +215,6 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     }
 }
 
-/// A relay running in a task of the test's runtime.
-pub struct RunningRelay {
-    pub relay: Arc<Relay>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<RelayStats>,
-}
-
 /// Retries fast enough for tests; otherwise the relay's defaults.
 pub fn quick_relay_config() -> RelayConfig {
     RelayConfig {
@@ -233,36 +226,20 @@ pub fn quick_relay_config() -> RelayConfig {
     }
 }
 
-impl RunningRelay {
-    pub fn start(source: &SqliteStore, url: &str, config: RelayConfig) -> Self {
-        let relay = Arc::new(Relay::new(Arc::new(source.clone()), url, config).expect("relay"));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn({
-            let relay = relay.clone();
-            async move {
-                relay
-                    .run(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-            }
-        });
-        Self { relay, stop, task }
-    }
+/// Starts a relay from `source` to `url` in a task of the test's runtime.
+pub fn start_relay(source: &SqliteStore, url: &str, config: RelayConfig) -> RunningRelay {
+    RunningRelay::spawn(Arc::new(Relay::new(Arc::new(source.clone()), url, config).expect("relay")))
+}
 
-    /// Asks the relay to stop and waits for it.
-    pub async fn stop(self) -> RelayStats {
-        let _ = self.stop.send(());
-        bounded(30, "relay stop", self.task).await.expect("relay task")
-    }
+/// Stops a relay and waits for it.
+pub async fn stop_relay(relay: RunningRelay) -> RelayStats {
+    bounded(30, "relay stop", relay.stop()).await.expect("relay task")
+}
 
-    /// Kills the relay task where it stands: requests in flight are dropped and the
-    /// outcomes of the current pass are never recorded.
-    pub async fn kill(self) {
-        self.task.abort();
-        let ended = bounded(30, "relay abort", self.task).await;
-        assert!(ended.as_ref().err().is_some_and(|e| e.is_cancelled()), "the relay task was expected to be cancelled: {ended:?}");
-    }
+/// Kills a relay task where it stands.
+pub async fn kill_relay(relay: RunningRelay) {
+    let ended = bounded(30, "relay abort", relay.kill()).await;
+    assert!(ended.as_ref().err().is_some_and(|e| e.is_cancelled()), "the relay task was expected to be cancelled: {ended:?}");
 }
 
 /// Waits until the outbox has no pending event.

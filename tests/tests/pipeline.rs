@@ -12,7 +12,7 @@ use converge_core::{DocWrite, ErrorKind, ErrorLog, SourceStore, StoreError, Ware
 use converge_duckdb::DuckWarehouse;
 use converge_e2e::{
     assert_converged, bounded, data_dir, delete, duplicate_event_ids, open_source, open_warehouse, query_i64, quick_relay_config,
-    record_path, set, wait_for_outbox, wait_until, FaultyWarehouse, RunningRelay, ServerOptions, SyncServer, TABLE,
+    record_path, set, wait_for_outbox, wait_until, FaultyWarehouse, start_relay, stop_relay, kill_relay, ServerOptions, SyncServer, TABLE,
 };
 use converge_relay::Relay;
 use converge_sqlite::SqliteStore;
@@ -124,7 +124,7 @@ async fn source_writes_converge_through_the_relay() {
         let source = open_source(&path);
         let warehouse = open_warehouse(&path);
         let server = SyncServer::start(Arc::new(warehouse.clone()), Arc::new(source.clone()), ServerOptions::default()).await.unwrap();
-        let relay = RunningRelay::start(&source, &server.url, quick_relay_config());
+        let relay = start_relay(&source, &server.url, quick_relay_config());
         let mut model = Model::default();
 
         // Creates, then updates of every third record, while the relay delivers.
@@ -162,7 +162,7 @@ async fn source_writes_converge_through_the_relay() {
         assert!(source.open_sync_errors(None).await.unwrap().is_empty());
         assert!(source.quarantined(10).await.unwrap().is_empty());
 
-        let stats = relay.stop().await;
+        let stats = stop_relay(relay).await;
         assert_eq!((stats.delivered, stats.rejected), (model.events, 0));
         server.stop().await;
     })
@@ -185,7 +185,7 @@ async fn a_server_crash_mid_batch_loses_nothing_and_appends_nothing_twice() {
         let warehouse = StallAfterCommit { inner: open_warehouse(&path), control: control.clone() };
         let first = SyncServer::start_owned(Arc::new(warehouse), Arc::new(source.clone()), ServerOptions::default()).await.unwrap();
         let addr = first.addr;
-        let relay = RunningRelay::start(&source, &first.url, quick_relay_config());
+        let relay = start_relay(&source, &first.url, quick_relay_config());
         wait_until("the first server to commit 1,500 rows", Duration::from_secs(30), || control.stalled.load(Ordering::SeqCst)).await;
         first.crash().await;
         let committed_before_crash = control.committed.load(Ordering::SeqCst);
@@ -199,7 +199,7 @@ async fn a_server_crash_mid_batch_loses_nothing_and_appends_nothing_twice() {
         // A new process on the same data directory and port.
         let second = SyncServer::start_embedded(&path, &source, ServerOptions { addr: Some(addr), ..ServerOptions::default() }).await.unwrap();
         wait_for_outbox(&source, Duration::from_secs(60)).await.unwrap();
-        let stats = relay.stop().await;
+        let stats = stop_relay(relay).await;
         let redelivered = second.service.committer().stats().duplicates.load(Ordering::Relaxed);
         eprintln!(
             "crash: {committed_before_crash} rows committed before the crash, {pending} events pending after it; relay failed attempts {}; {redelivered} redeliveries skipped by the new server",
@@ -230,10 +230,10 @@ async fn a_relay_killed_mid_batch_is_replaced_without_loss() {
         let mut model = Model::default();
         load(&mut model, &source, 900).await;
 
-        let first = RunningRelay::start(&source, &server.url, quick_relay_config());
+        let first = start_relay(&source, &server.url, quick_relay_config());
         let service = server.service.clone();
         wait_until("the server to receive 500 events", Duration::from_secs(30), || service.counters().received.load(Ordering::Relaxed) >= 500).await;
-        first.kill().await;
+        kill_relay(first).await;
         let after_kill = source.outbox_stats().await.unwrap();
         assert!(after_kill.pending > 0, "the relay was killed too late: {after_kill:?}");
 
@@ -265,7 +265,7 @@ async fn failed_writes_are_recorded_retried_and_converge() {
         let duck = open_warehouse(&path);
         let warehouse = Arc::new(FaultyWarehouse::new(Arc::new(duck.clone())));
         let server = SyncServer::start(warehouse.clone(), Arc::new(source.clone()), ServerOptions::default()).await.unwrap();
-        let relay = RunningRelay::start(&source, &server.url, quick_relay_config());
+        let relay = start_relay(&source, &server.url, quick_relay_config());
         let mut model = Model::default();
 
         // One event whose append fails three times: one error record, three attempts.
@@ -301,7 +301,7 @@ async fn failed_writes_are_recorded_retried_and_converge() {
         assert!(open.iter().all(|r| r.attempts >= 1 && r.error.contains("injected append failure")));
         assert_eq!(counters.unrecorded.load(Ordering::Relaxed), 0);
         assert_eq!(server.service.committer().stats().failed_appends.load(Ordering::Relaxed), 7);
-        let stats = relay.stop().await;
+        let stats = stop_relay(relay).await;
         assert_eq!((stats.failed_attempts, stats.rejected), (recorded, 0), "each 503 was one retried attempt");
         server.stop().await;
     })

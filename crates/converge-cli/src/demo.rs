@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use converge_backends::EmbeddedBackends;
 use converge_core::{drift, Clock, DocWrite, DriftReport, MirrorConfig, SourceStore, SystemClock, Timestamp, Value, Warehouse};
-use converge_relay::{Relay, RelayConfig};
+use converge_relay::{Relay, RelayConfig, RunningRelay};
 use converge_sync::{GroupCommitConfig, SyncService};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -120,17 +120,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     // more requests in flight mean larger group commits.
     let relay_config = RelayConfig { max_in_flight: 256, batch_size: 4096, ..RelayConfig::default() };
     let relay = Arc::new(Relay::new(Arc::new(backends.source.clone()), &format!("http://{address}/"), relay_config)?);
-    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
-    let relay_task = tokio::spawn({
-        let relay = relay.clone();
-        async move {
-            relay
-                .run(async {
-                    let _ = relay_stopped.await;
-                })
-                .await
-        }
-    });
+    let running_relay = RunningRelay::spawn(relay.clone());
 
     let bars = Bars::new(options.progress);
     let delivered_ticker = tokio::spawn({
@@ -176,8 +166,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     bars.delivered.set_length(expected_events.pending + expected_events.delivered + expected_events.rejected);
     wait_for_outbox(&backends.source, Duration::from_secs(600)).await?;
     let drain_millis = drain_started.elapsed().as_millis() as u64;
-    let _ = stop_relay.send(());
-    let relay_stats = relay_task.await?;
+    let relay_stats = running_relay.stop().await?;
     delivered_ticker.abort();
     bars.delivered.set_position(relay_stats.delivered);
     bars.delivered.finish();

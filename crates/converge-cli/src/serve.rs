@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use converge_backends::EmbeddedBackends;
 use converge_core::{MirrorConfig, SystemClock, Warehouse};
-use converge_relay::{Relay, RelayConfig};
+use converge_relay::{Relay, RelayConfig, RunningRelay};
 use converge_sync::{GroupCommitConfig, SyncService};
 
 pub struct ServeOptions {
@@ -34,17 +34,8 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let relay = Arc::new(Relay::new(Arc::new(backends.source.clone()), &format!("http://{address}/"), RelayConfig::default())?);
     tracing::info!(run_id, %address, data_dir = %options.data_dir.display(), "serving on-write sync with the outbox relay");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let relay_task = tokio::spawn({
-        let relay = relay.clone();
-        let mut stopped = stopped.clone();
-        async move { relay.run(async move { let _ = stopped.changed().await; }).await }
-    });
-    let shutdown = async move {
-        converge_http::shutdown_signal().await;
-        let _ = stop.send(true);
-    };
-    converge_http::serve(listener, converge_sync::app(Arc::new(service)), shutdown).await?;
-    relay_task.await?;
+    let running_relay = RunningRelay::spawn(relay);
+    converge_http::serve(listener, converge_sync::app(Arc::new(service)), converge_http::shutdown_signal()).await?;
+    running_relay.stop().await?;
     Ok(())
 }

@@ -442,3 +442,41 @@ mod tests {
         assert!(matches!(Relay::new(store, "ftp://x/", RelayConfig::default()), Err(RelayError::InvalidTarget { .. })));
     }
 }
+
+/// A relay running in a task of the current runtime, with its stop switch.
+pub struct RunningRelay {
+    pub relay: Arc<Relay>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<RelayStats>,
+}
+
+impl RunningRelay {
+    /// Starts `relay.run` in a new task.
+    pub fn spawn(relay: Arc<Relay>) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let relay = relay.clone();
+            async move {
+                relay
+                    .run(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        Self { relay, stop, task }
+    }
+
+    /// Asks the relay to stop after recording what it has in hand, and waits for it.
+    pub async fn stop(self) -> Result<RelayStats, tokio::task::JoinError> {
+        let _ = self.stop.send(());
+        self.task.await
+    }
+
+    /// Kills the relay where it stands: requests in flight are dropped, their events
+    /// stay pending and are sent again by the next relay (at least once).
+    pub async fn kill(self) -> Result<RelayStats, tokio::task::JoinError> {
+        self.task.abort();
+        self.task.await
+    }
+}
