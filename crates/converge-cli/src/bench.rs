@@ -363,5 +363,5 @@ pub fn machine() -> String {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    format!("{model}, {cores} cores, {memory_gib:.0} GiB RAM, dev profile (dependencies at opt-level 3, Converge crates at opt-level 1)")
+    format!("{model}, {cores} cores, {memory_gib:.0} GiB RAM, dev profile (dependencies at opt-level 3, Converge crates at opt-level 2)")
 }

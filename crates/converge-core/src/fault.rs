@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 
 use crate::change::ChangeRow;
 use crate::config::MirrorConfig;
@@ -56,6 +57,11 @@ impl Warehouse for FaultyWarehouse {
             return Err(StoreError::new(kind, "fault-injection", format!("injected append failure ({} rows not written)", rows.len())));
         }
         self.inner.append(rows).await
+    }
+
+    async fn append_atomic(&self, rows: BoxStream<'static, Result<ChangeRow, StoreError>>) -> Result<AppendReceipt, StoreError> {
+        // Passed through: the fault drill fails live appends, not rebuilds.
+        self.inner.append_atomic(rows).await
     }
 
     async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {

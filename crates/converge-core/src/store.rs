@@ -49,6 +49,10 @@ pub trait SourceStore: Send + Sync + 'static {
     /// States of every document directly in `collection_path`, at one read time.
     async fn scan_states(&self, collection_path: &str) -> Result<Scan<DocState>, StoreError>;
 
+    /// Whole documents directly in `collection_path`, at one read time, in path order;
+    /// streamed, for rebuilds and repairs.
+    async fn scan_documents(&self, collection_path: &str) -> Result<Scan<Document>, StoreError>;
+
     /// Number of documents directly in `collection_path`.
     async fn count(&self, collection_path: &str) -> Result<u64, StoreError>;
 }
@@ -78,8 +82,16 @@ pub trait Warehouse: Send + Sync + 'static {
     async fn ensure_tables(&self, config: &MirrorConfig) -> Result<(), StoreError>;
 
     /// Appends rows (any tables) durably: when this returns `Ok`, they survive a crash.
-    /// A row whose `event_id` is already stored is skipped, so redelivery is harmless.
+    /// Redelivery is harmless: a row whose `event_id` is already stored never changes
+    /// a view. Backends that can tell skip it and count it in `duplicates` (DuckDB);
+    /// BigQuery's append path cannot, stores it, and its views ignore the copy.
     async fn append(&self, rows: Vec<ChangeRow>) -> Result<AppendReceipt, StoreError>;
+
+    /// Appends a stream of rows all or nothing: readers see none of them until every
+    /// one is durable, then all at once. An error (from the stream or the backend)
+    /// leaves nothing visible. The rebuild path (DuckDB: one transaction; BigQuery: a
+    /// PENDING write stream committed with BatchCommitWriteStreams).
+    async fn append_atomic(&self, rows: BoxStream<'static, Result<ChangeRow, StoreError>>) -> Result<AppendReceipt, StoreError>;
 
     /// Latest states of one tenant's documents in `table`, tombstones hidden.
     async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError>;

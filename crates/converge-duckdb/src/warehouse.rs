@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt};
 use converge_core::{
     AppendReceipt, ChangeRow, DocState, ErrorKind, MirrorConfig, PromotedValue, Scan, StoreError, Timestamp, Warehouse,
 };
@@ -170,24 +171,7 @@ impl DuckWarehouse {
         let mut connection = self.writer();
         let transaction = connection.transaction().map_err(|e| db_error("begin append", e))?;
         for (table, table_rows) in by_table {
-            let route = config.table(table).ok_or_else(|| {
-                StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
-            })?;
-            let mut appender = transaction.appender(table).map_err(|e| db_error("open appender", e))?;
-            for row in &table_rows {
-                if row.promoted.len() != route.promoted.len() {
-                    return Err(StoreError::permanent(
-                        BACKEND,
-                        format!("row has {} promoted values, table `{table}` has {} promoted columns", row.promoted.len(), route.promoted.len()),
-                    ));
-                }
-                appender.append_row(appender_params_from_iter(row_values(row))).map_err(|e| db_error("append row", e))?;
-            }
-            appender.flush().map_err(|e| db_error("flush appender", e))?;
-            drop(appender);
-            let inserted = table_rows.len();
-            receipt.written += inserted as u64;
-            receipt.duplicates += (table_rows.len() - inserted) as u64;
+            receipt.written += append_rows(&transaction, &config, table, &table_rows)?;
         }
         transaction.commit().map_err(|e| db_error("commit append", e))?;
         // Remembered only once durable: a failed append must be retried in full.
@@ -196,6 +180,78 @@ impl DuckWarehouse {
         }
         Ok(receipt)
     }
+
+    /// The blocking half of [`Warehouse::append_atomic`]: one transaction on its own
+    /// connection (so live appends go on meanwhile), committed only on
+    /// [`AtomicChunk::Commit`]. If the sender goes away first, the transaction rolls back.
+    fn append_atomic_blocking(
+        &self,
+        mut connection: Connection,
+        mut chunks: tokio::sync::mpsc::Receiver<AtomicChunk>,
+    ) -> Result<AppendReceipt, StoreError> {
+        let config = self.config()?;
+        let transaction = connection.transaction().map_err(|e| db_error("begin atomic append", e))?;
+        let mut receipt = AppendReceipt::default();
+        let mut seen: HashSet<String> = HashSet::new();
+        loop {
+            match chunks.blocking_recv() {
+                Some(AtomicChunk::Rows(rows)) => {
+                    let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut by_table: Vec<(&str, Vec<&ChangeRow>)> = Vec::new();
+                    for row in &rows {
+                        if recent.contains(&row.event_id) || !seen.insert(row.event_id.clone()) {
+                            receipt.duplicates += 1;
+                            continue;
+                        }
+                        match by_table.iter_mut().find(|(t, _)| *t == row.table) {
+                            Some((_, list)) => list.push(row),
+                            None => by_table.push((row.table.as_str(), vec![row])),
+                        }
+                    }
+                    drop(recent);
+                    for (table, table_rows) in by_table {
+                        receipt.written += append_rows(&transaction, &config, table, &table_rows)?;
+                    }
+                }
+                Some(AtomicChunk::Commit) => break,
+                None => return Err(StoreError::retryable(BACKEND, "atomic append abandoned before commit; nothing was written")),
+            }
+        }
+        transaction.commit().map_err(|e| db_error("commit atomic append", e))?;
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for id in &seen {
+            recent.insert(id);
+        }
+        Ok(receipt)
+    }
+}
+
+/// What the async side of an atomic append hands its blocking writer.
+enum AtomicChunk {
+    Rows(Vec<ChangeRow>),
+    Commit,
+}
+
+/// Rows per chunk handed to the atomic writer: bounded memory whatever the stream's length.
+const ATOMIC_CHUNK: usize = 4096;
+
+/// Appends one table's rows inside `transaction`; returns how many.
+fn append_rows(transaction: &duckdb::Transaction<'_>, config: &MirrorConfig, table: &str, rows: &[&ChangeRow]) -> Result<u64, StoreError> {
+    let route = config.table(table).ok_or_else(|| {
+        StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
+    })?;
+    let mut appender = transaction.appender(table).map_err(|e| db_error("open appender", e))?;
+    for row in rows {
+        if row.promoted.len() != route.promoted.len() {
+            return Err(StoreError::permanent(
+                BACKEND,
+                format!("row has {} promoted values, table `{table}` has {} promoted columns", row.promoted.len(), route.promoted.len()),
+            ));
+        }
+        appender.append_row(appender_params_from_iter(row_values(row))).map_err(|e| db_error("append row", e))?;
+    }
+    appender.flush().map_err(|e| db_error("flush appender", e))?;
+    Ok(rows.len() as u64)
 }
 
 fn row_values(row: &ChangeRow) -> Vec<DuckValue> {
@@ -298,6 +354,39 @@ impl Warehouse for DuckWarehouse {
         }
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.append_blocking(rows)).await.map_err(join_error)?
+    }
+
+    async fn append_atomic(&self, mut rows: BoxStream<'static, Result<ChangeRow, StoreError>>) -> Result<AppendReceipt, StoreError> {
+        self.config()?;
+        let connection = self.reader()?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let this = self.clone();
+        let writer = tokio::task::spawn_blocking(move || this.append_atomic_blocking(connection, receiver));
+        let mut chunk = Vec::with_capacity(ATOMIC_CHUNK);
+        let mut outcome = Ok(());
+        while let Some(item) = rows.next().await {
+            match item {
+                Ok(row) => chunk.push(row),
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            }
+            if chunk.len() == ATOMIC_CHUNK && sender.send(AtomicChunk::Rows(std::mem::take(&mut chunk))).await.is_err() {
+                break; // the writer failed; its error is returned below
+            }
+        }
+        if outcome.is_ok() {
+            if !chunk.is_empty() {
+                let _ = sender.send(AtomicChunk::Rows(chunk)).await;
+            }
+            let _ = sender.send(AtomicChunk::Commit).await;
+        }
+        // Without a Commit, dropping the sender makes the writer roll back.
+        drop(sender);
+        let written = writer.await.map_err(join_error)?;
+        outcome?;
+        written
     }
 
     async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {

@@ -149,6 +149,42 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// A consistent, streamed scan of one collection: `sql` selects the path first and
+    /// takes the collection path as `?1`; `map_row` turns each row into an item.
+    async fn scan<T: Send + 'static>(
+        &self,
+        collection_path: &str,
+        sql: &'static str,
+        map_row: fn(&str, &rusqlite::Row<'_>) -> Result<T, SqliteError>,
+    ) -> Result<Scan<T>, StoreError> {
+        path::check_collection_path(collection_path)?;
+        let collection_path = collection_path.to_owned();
+        let (snapshot_tx, snapshot_rx) = oneshot::channel();
+        let (chunk_tx, chunk_rx) = mpsc::channel(SCAN_CHUNKS_AHEAD);
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.stream_collection(&collection_path, sql, map_row, snapshot_tx, chunk_tx));
+        let read_time = match snapshot_rx.await {
+            Ok(result) => result?,
+            Err(_) => return Err(SqliteError::Task("the scan's reader thread ended before taking its snapshot".into()).into()),
+        };
+        let items = futures::stream::unfold((chunk_rx, Vec::new().into_iter()), |(mut chunk_rx, mut buffered)| async move {
+            loop {
+                if let Some(item) = buffered.next() {
+                    return Some((Ok(item), (chunk_rx, buffered)));
+                }
+                match chunk_rx.recv().await? {
+                    Ok(chunk) => buffered = chunk.into_iter(),
+                    // The reader stops after an error, so the stream ends after it.
+                    Err(error) => return Some((Err(error), (chunk_rx, Vec::new().into_iter()))),
+                }
+            }
+        })
+        .boxed();
+        Ok(Scan { read_time, items })
+    }
+}
+
 impl Inner {
     fn writer(&self) -> MutexGuard<'_, Writer> {
         // A panic while holding the lock unwound through the open transaction, whose
@@ -270,14 +306,16 @@ impl Inner {
         })
     }
 
-    /// Streams a collection's states from one read transaction: first the snapshot's
-    /// read time on `snapshot`, then the states in chunks on `chunks`. Stops early
+    /// Streams a collection's rows from one read transaction: first the snapshot's
+    /// read time on `snapshot`, then the items in chunks on `chunks`. Stops early
     /// (and ends the transaction) when the consumer goes away.
-    fn stream_states(
+    fn stream_collection<T: Send + 'static>(
         &self,
         collection_path: &str,
+        sql: &str,
+        map_row: impl Fn(&str, &rusqlite::Row<'_>) -> Result<T, SqliteError>,
         snapshot: oneshot::Sender<Result<Timestamp, SqliteError>>,
-        chunks: mpsc::Sender<Result<Vec<DocState>, StoreError>>,
+        chunks: mpsc::Sender<Result<Vec<T>, StoreError>>,
     ) {
         let mut snapshot = Some(snapshot);
         let result = self.with_reader(|conn| {
@@ -288,13 +326,12 @@ impl Inner {
             if sender.send(Ok(Timestamp::from_micros(read_time_us))).is_err() {
                 return Ok(());
             }
-            let mut stmt = tx.prepare_cached(
-                "SELECT path, update_time_us, content_hash FROM documents WHERE collection_path = ?1 ORDER BY path",
-            )?;
+            let mut stmt = tx.prepare_cached(sql)?;
             let mut rows = stmt.query([collection_path])?;
             let mut chunk = Vec::with_capacity(SCAN_CHUNK);
             while let Some(row) = rows.next()? {
-                chunk.push(DocState { doc_path: row.get(0)?, version: row.get(1)?, content_hash: row.get(2)? });
+                let path: String = row.get(0)?;
+                chunk.push(map_row(&path, row)?);
                 if chunk.len() == SCAN_CHUNK {
                     let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK));
                     if chunks.blocking_send(Ok(full)).is_err() {
@@ -401,30 +438,20 @@ impl SourceStore for SqliteStore {
     }
 
     async fn scan_states(&self, collection_path: &str) -> Result<Scan<DocState>, StoreError> {
-        path::check_collection_path(collection_path)?;
-        let collection_path = collection_path.to_owned();
-        let (snapshot_tx, snapshot_rx) = oneshot::channel();
-        let (chunk_tx, chunk_rx) = mpsc::channel(SCAN_CHUNKS_AHEAD);
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.stream_states(&collection_path, snapshot_tx, chunk_tx));
-        let read_time = match snapshot_rx.await {
-            Ok(result) => result?,
-            Err(_) => return Err(SqliteError::Task("the scan's reader thread ended before taking its snapshot".into()).into()),
-        };
-        let items = futures::stream::unfold((chunk_rx, Vec::new().into_iter()), |(mut chunk_rx, mut buffered)| async move {
-            loop {
-                if let Some(state) = buffered.next() {
-                    return Some((Ok(state), (chunk_rx, buffered)));
-                }
-                match chunk_rx.recv().await? {
-                    Ok(chunk) => buffered = chunk.into_iter(),
-                    // The reader stops after an error, so the stream ends after it.
-                    Err(error) => return Some((Err(error), (chunk_rx, Vec::new().into_iter()))),
-                }
-            }
+        const SQL: &str = "SELECT path, update_time_us, content_hash FROM documents WHERE collection_path = ?1 ORDER BY path";
+        self.scan(collection_path, SQL, |path, row| {
+            Ok(DocState { doc_path: path.to_owned(), version: row.get(1)?, content_hash: row.get(2)? })
         })
-        .boxed();
-        Ok(Scan { read_time, items })
+        .await
+    }
+
+    async fn scan_documents(&self, collection_path: &str) -> Result<Scan<Document>, StoreError> {
+        const SQL: &str =
+            "SELECT path, fields, create_time_us, update_time_us FROM documents WHERE collection_path = ?1 ORDER BY path";
+        self.scan(collection_path, SQL, |path, row| {
+            StoredDoc { fields: row.get(1)?, create_time_us: row.get(2)?, update_time_us: row.get(3)? }.into_document(path)
+        })
+        .await
     }
 
     async fn count(&self, collection_path: &str) -> Result<u64, StoreError> {
