@@ -20,7 +20,7 @@ DUCKDB_LIB := $(DUCKDB_DIR)/node_modules/@duckdb/node-bindings-linux-x64/libduck
 DATA_DIR ?= .converge
 RECORDS ?= 300000
 
-.PHONY: setup build test demo bench clean check-platform
+.PHONY: setup build test demo bench clean check-platform bqemulator
 
 setup: $(DUCKDB_LIB)
 
@@ -37,10 +37,31 @@ $(DUCKDB_LIB): $(DUCKDB_DIR)/package.json $(DUCKDB_DIR)/package-lock.json | chec
 	cd $(DUCKDB_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@test -f $@ && touch $@
 
+# The BigQuery emulator (PyPI bqemulator) for the BigQuery adapter's tests, in a venv
+# under tools/bqemulator. Idempotent: reinstalls only when requirements.txt changes.
+# bqemulator's DuckDB would download its spatial and avro extensions at run time; the
+# pip packages ship them, copied into the HOME the emulator is started with
+# (crates/converge-bigquery/src/emulator.rs sets HOME to tools/bqemulator/home).
+BQEMULATOR_DIR := tools/bqemulator
+BQEMULATOR := $(BQEMULATOR_DIR)/venv/bin/bqemulator
+BQEMULATOR_EXT := $(BQEMULATOR_DIR)/home/.duckdb/extensions/v1.5.5/linux_amd64
+export CONVERGE_BQEMULATOR := $(CURDIR)/$(BQEMULATOR)
+
+$(BQEMULATOR): $(BQEMULATOR_DIR)/requirements.txt | check-platform
+	@command -v python3 >/dev/null || { echo "python3 not found: install Python 3.10+ (it runs the BigQuery emulator)"; exit 1; }
+	test -x $(BQEMULATOR_DIR)/venv/bin/pip || python3 -m venv $(BQEMULATOR_DIR)/venv
+	$(BQEMULATOR_DIR)/venv/bin/pip install --disable-pip-version-check -q -r $(BQEMULATOR_DIR)/requirements.txt
+	mkdir -p $(BQEMULATOR_EXT)
+	cp $(BQEMULATOR_DIR)/venv/lib/python3*/site-packages/duckdb_extension_spatial/extensions/v1.5.5/spatial.duckdb_extension \
+	   $(BQEMULATOR_DIR)/venv/lib/python3*/site-packages/duckdb_extension_avro/extensions/v1.5.5/avro.duckdb_extension $(BQEMULATOR_EXT)/
+	@test -x $@ && touch $@
+
+bqemulator: $(BQEMULATOR)
+
 build: setup
 	$(CARGO) build --workspace --bins
 
-test: build
+test: build $(BQEMULATOR)
 	$(CARGO) test --workspace --no-fail-fast
 
 demo: build
@@ -51,4 +72,4 @@ bench: build
 
 clean:
 	$(CARGO) clean
-	rm -rf $(DATA_DIR) $(DUCKDB_DIR)/node_modules
+	rm -rf $(DATA_DIR) $(DUCKDB_DIR)/node_modules $(BQEMULATOR_DIR)/venv $(BQEMULATOR_DIR)/home
