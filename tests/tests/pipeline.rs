@@ -100,6 +100,13 @@ impl Warehouse for StallAfterCommit {
         Ok(receipt)
     }
 
+    async fn append_atomic(
+        &self,
+        rows: futures::stream::BoxStream<'static, Result<converge_core::ChangeRow, StoreError>>,
+    ) -> Result<converge_core::AppendReceipt, StoreError> {
+        self.inner.append_atomic(rows).await
+    }
+
     async fn latest_states(&self, table: &str, tenant: &str) -> Result<converge_core::Scan<converge_core::DocState>, StoreError> {
         self.inner.latest_states(table, tenant).await
     }

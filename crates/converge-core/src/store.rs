@@ -68,6 +68,10 @@ pub trait ErrorLog: Send + Sync + 'static {
     /// Open (unresolved) sync errors, optionally of one tenant.
     async fn open_sync_errors(&self, tenant: Option<&str>) -> Result<Vec<SyncErrorRecord>, StoreError>;
 
+    /// Marks `sync_errors/{id}` resolved (its change finally landed, or a repair made
+    /// it so). Returns whether it was open.
+    async fn resolve_sync_error(&self, id: &str) -> Result<bool, StoreError>;
+
     /// Stores a quarantine record, merging by id (attempts incremented).
     async fn quarantine(&self, record: QuarantineRecord) -> Result<(), StoreError>;
 

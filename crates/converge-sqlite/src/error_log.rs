@@ -112,12 +112,8 @@ impl ErrorLog for SqliteStore {
         })
         .await
     }
-}
 
-impl SqliteStore {
-    /// Marks a sync error resolved (its change finally landed). Returns whether it
-    /// was open.
-    pub async fn resolve_sync_error(&self, id: &str) -> Result<bool, StoreError> {
+    async fn resolve_sync_error(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.blocking(move |inner| {
             let writer = inner.writer();
