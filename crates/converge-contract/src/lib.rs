@@ -1,0 +1,39 @@
+//! The contract suites: what every implementation of a core trait must do, written
+//! once and run against each backend (SQLite and DuckDB in-process, Firestore and
+//! BigQuery on their emulators).
+//!
+//! # Layout
+//!
+//! - [`warehouse`]: [`warehouse_contract`] for [`converge_core::Warehouse`].
+//! - [`source`]: [`source_store_contract`] for [`converge_core::SourceStore`].
+//! - [`error_log`]: [`error_log_contract`] for [`converge_core::ErrorLog`].
+//!
+//! Each suite takes a factory that yields a fresh, empty backend per case, runs every
+//! case in turn and panics with the case's name on the first broken promise. A
+//! backend's test file is then a few lines:
+//!
+//! ```ignore
+//! #[tokio::test]
+//! async fn duckdb_passes_the_warehouse_contract() {
+//!     converge_contract::warehouse_contract(|| async { Arc::new(DuckWarehouse::open_in_memory().unwrap()) as _ }).await;
+//! }
+//! ```
+//!
+//! The suites assert what the real services promise. Where an emulator differs, the
+//! backend's own test documents the gap; the suite is never loosened for it.
+
+pub mod error_log;
+pub mod source;
+pub mod warehouse;
+
+pub use error_log::error_log_contract;
+pub use source::{source_store_contract, SourceContract};
+pub use warehouse::warehouse_contract;
+
+use std::future::Future;
+
+/// Runs one named case, so a failure names the promise that broke.
+pub(crate) async fn case<Fut: Future<Output = ()>>(suite: &str, name: &str, body: Fut) {
+    eprintln!("{suite} contract: {name}");
+    body.await;
+}

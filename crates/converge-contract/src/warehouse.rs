@@ -1,0 +1,229 @@
+//! The warehouse contract: append-only rows, the latest view's winner rule, harmless
+//! redelivery, and the all-or-nothing append rebuilds depend on.
+//!
+//! Every case uses [`MirrorConfig::default`] (table `records`, documents at
+//! `orgs/{tenant}/records/{doc}`).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use converge_core::value::fields_from_json;
+use converge_core::{ChangeRow, DocState, Document, ErrorKind, MirrorConfig, Op, RowContext, StoreError, Timestamp, Warehouse};
+use futures::StreamExt;
+
+use crate::case;
+
+const TABLE: &str = "records";
+
+/// Runs every warehouse case, each on a fresh, empty warehouse from `fresh` (on which
+/// the suite itself calls `ensure_tables`).
+pub async fn warehouse_contract<F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Warehouse>>,
+{
+    let config = MirrorConfig::default();
+    let setup = || async {
+        let warehouse = fresh().await;
+        warehouse.ensure_tables(&config).await.expect("ensure_tables on a fresh warehouse");
+        warehouse
+    };
+    let suite = "warehouse";
+
+    case(suite, "ensure_tables is idempotent and starts empty", async {
+        let warehouse = setup().await;
+        warehouse.ensure_tables(&config).await.expect("second ensure_tables");
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 0);
+        assert!(latest(&*warehouse, "acme").await.is_empty());
+    })
+    .await;
+
+    case(suite, "the latest view shows each document's highest version", async {
+        let warehouse = setup().await;
+        let rows = vec![live("acme", "a", 10, 1.0, "a-c"), live("acme", "a", 20, 2.0, "a-u"), live("acme", "b", 15, 3.0, "b-c")];
+        let receipt = warehouse.append(rows.clone()).await.unwrap();
+        assert_eq!(receipt.written, 3);
+        assert_eq!(latest(&*warehouse, "acme").await, vec![state(&rows[1]), state(&rows[2])]);
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 2);
+    })
+    .await;
+
+    case(suite, "a delete delivered before its create still wins", async {
+        let warehouse = setup().await;
+        warehouse.append(vec![tombstone("acme", "a", 30, "a-d")]).await.unwrap();
+        warehouse.append(vec![live("acme", "a", 10, 1.0, "a-c")]).await.unwrap();
+        warehouse.append(vec![live("acme", "a", 20, 2.0, "a-u")]).await.unwrap();
+        assert!(latest(&*warehouse, "acme").await.is_empty());
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 0);
+    })
+    .await;
+
+    case(suite, "a delete beats a write at the same version", async {
+        let warehouse = setup().await;
+        warehouse.append(vec![tombstone("acme", "a", 20, "a-d"), live("acme", "a", 20, 2.0, "a-u")]).await.unwrap();
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 0);
+    })
+    .await;
+
+    case(suite, "a later write after a delete brings the document back", async {
+        let warehouse = setup().await;
+        let recreated = live("acme", "a", 40, 4.0, "a-c2");
+        warehouse.append(vec![live("acme", "a", 10, 1.0, "a-c"), tombstone("acme", "a", 30, "a-d"), recreated.clone()]).await.unwrap();
+        assert_eq!(latest(&*warehouse, "acme").await, vec![state(&recreated)]);
+    })
+    .await;
+
+    case(suite, "redelivered rows change no view", async {
+        let warehouse = setup().await;
+        let rows = vec![live("acme", "a", 10, 1.0, "a-c"), live("acme", "a", 20, 2.0, "a-u"), live("acme", "b", 15, 3.0, "b-c")];
+        warehouse.append(rows.clone()).await.unwrap();
+        let before = latest(&*warehouse, "acme").await;
+        // Again in separate appends, and twice within one append.
+        warehouse.append(vec![rows[1].clone()]).await.unwrap();
+        let mut doubled = rows.clone();
+        doubled.extend(rows.clone());
+        let receipt = warehouse.append(doubled).await.unwrap();
+        assert!(receipt.written + receipt.duplicates == 6, "every row is either written or counted as a duplicate: {receipt:?}");
+        assert_eq!(latest(&*warehouse, "acme").await, before);
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 2);
+    })
+    .await;
+
+    case(suite, "tenants are separate", async {
+        let warehouse = setup().await;
+        warehouse
+            .append(vec![live("acme", "a", 10, 1.0, "acme-a"), live("globex", "a", 10, 1.0, "globex-a"), live("globex", "b", 10, 1.0, "globex-b")])
+            .await
+            .unwrap();
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 1);
+        assert_eq!(warehouse.latest_count(TABLE, "globex").await.unwrap(), 2);
+        assert_eq!(warehouse.latest_count(TABLE, "initech").await.unwrap(), 0);
+        let globex = latest(&*warehouse, "globex").await;
+        assert!(globex.iter().all(|s| s.doc_path.starts_with("orgs/globex/")), "{globex:?}");
+    })
+    .await;
+
+    case(suite, "a tenant id is data, never SQL", async {
+        let warehouse = setup().await;
+        warehouse.append(vec![live("acme", "a", 10, 1.0, "a-c")]).await.unwrap();
+        for hostile in ["acme' OR '1'='1", "acme\"; DROP TABLE records; --", "%", "acme\\"] {
+            assert_eq!(warehouse.latest_count(TABLE, hostile).await.unwrap(), 0, "tenant {hostile:?}");
+            assert!(latest(&*warehouse, hostile).await.is_empty(), "tenant {hostile:?}");
+        }
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 1);
+    })
+    .await;
+
+    case(suite, "an unknown table is refused as not found", async {
+        let warehouse = setup().await;
+        let error = warehouse.latest_count("records; DROP TABLE records", "acme").await.expect_err("unknown table");
+        assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
+        let error = warehouse.latest_states("nope", "acme").await.err().expect("unknown table");
+        assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
+    })
+    .await;
+
+    case(suite, "the latest view streams every document in path order", async {
+        let warehouse = setup().await;
+        let total = 1_500;
+        let rows: Vec<ChangeRow> = (0..total).rev().map(|i| live("acme", &format!("r{i:05}"), 10 + i as i64, i as f64, &format!("e{i}"))).collect();
+        for chunk in rows.chunks(500) {
+            warehouse.append(chunk.to_vec()).await.unwrap();
+        }
+        let states = latest(&*warehouse, "acme").await;
+        assert_eq!(states.len(), total);
+        assert!(states.windows(2).all(|w| w[0].doc_path < w[1].doc_path), "ascending path order");
+        let mut expected: Vec<DocState> = rows.iter().map(state).collect();
+        expected.sort();
+        assert_eq!(states, expected);
+    })
+    .await;
+
+    case(suite, "an atomic append shows all rows at once", async {
+        let warehouse = setup().await;
+        let rows: Vec<ChangeRow> = (0..3_000).map(|i| rebuilt("acme", &format!("r{i:05}"), 10, "batch-1")).collect();
+        let receipt = warehouse.append_atomic(futures::stream::iter(rows.into_iter().map(Ok)).boxed()).await.unwrap();
+        assert_eq!(receipt.written + receipt.duplicates, 3_000);
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 3_000);
+    })
+    .await;
+
+    case(suite, "an atomic append that fails half way leaves nothing visible", async {
+        let warehouse = setup().await;
+        warehouse.append(vec![live("acme", "kept", 10, 1.0, "kept-c")]).await.unwrap();
+        let rows = (0..2_500).map(|i| {
+            if i == 2_000 {
+                Err(StoreError::retryable("source", "the source scan broke off"))
+            } else {
+                Ok(rebuilt("acme", &format!("r{i:05}"), 10, "batch-2"))
+            }
+        });
+        let result = warehouse.append_atomic(futures::stream::iter(rows.collect::<Vec<_>>()).boxed()).await;
+        assert!(result.is_err(), "the stream's error must fail the append");
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 1, "none of the 2,000 rows before the error is visible");
+        // Running it again, whole, converges.
+        let rows: Vec<ChangeRow> = (0..2_500).map(|i| rebuilt("acme", &format!("r{i:05}"), 10, "batch-2")).collect();
+        warehouse.append_atomic(futures::stream::iter(rows.clone().into_iter().map(Ok)).boxed()).await.unwrap();
+        warehouse.append_atomic(futures::stream::iter(rows.into_iter().map(Ok)).boxed()).await.unwrap();
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 2_501);
+    })
+    .await;
+
+    case(suite, "a rebuild's older copy never overwrites a newer live write", async {
+        let warehouse = setup().await;
+        let newer = live("acme", "a", 50, 5.0, "a-u");
+        warehouse.append(vec![newer.clone()]).await.unwrap();
+        let older = rebuilt("acme", "a", 40, "batch-3");
+        warehouse.append_atomic(futures::stream::iter(vec![Ok(older)]).boxed()).await.unwrap();
+        assert_eq!(latest(&*warehouse, "acme").await, vec![state(&newer)]);
+    })
+    .await;
+}
+
+fn ctx() -> RowContext {
+    RowContext { ingested_at: Timestamp::new(1_700_000_000, 0), run_id: "contract".into(), code_version: "contract".into() }
+}
+
+fn doc(tenant: &str, id: &str, update_secs: i64, amount: f64) -> Document {
+    Document {
+        path: format!("orgs/{tenant}/records/{id}"),
+        fields: fields_from_json(&serde_json::json!({
+            "account": "4000", "fund": "general", "date": {"$timestamp": "2024-03-05T00:00:00Z"},
+            "label": "grants", "amount": amount, "note": format!("{id} ✓"),
+        }))
+        .expect("valid Converge JSON"),
+        create_time: Timestamp::new(1, 0),
+        update_time: Timestamp::new(update_secs, 0),
+    }
+}
+
+fn row(doc: &Document, op: Op, event_id: &str) -> ChangeRow {
+    let config = MirrorConfig::default();
+    let routed = config.route(&doc.path).expect("contract documents match the default route");
+    ChangeRow::live(&routed, op, doc, event_id, &ctx()).expect("contract documents fit the promoted columns")
+}
+
+fn live(tenant: &str, id: &str, update_secs: i64, amount: f64, event_id: &str) -> ChangeRow {
+    row(&doc(tenant, id, update_secs, amount), Op::Update, event_id)
+}
+
+/// A rebuild row: its event id is the batch's and the document's, so a re-run repeats it.
+fn rebuilt(tenant: &str, id: &str, update_secs: i64, batch: &str) -> ChangeRow {
+    row(&doc(tenant, id, update_secs, 1.0), Op::Rebuild, &format!("{batch}:{tenant}:{id}"))
+}
+
+fn tombstone(tenant: &str, id: &str, version_secs: i64, event_id: &str) -> ChangeRow {
+    let config = MirrorConfig::default();
+    let path = format!("orgs/{tenant}/records/{id}");
+    let routed = config.route(&path).expect("contract documents match the default route");
+    ChangeRow::tombstone(&routed, &path, Timestamp::new(version_secs, 0).as_micros(), event_id, &ctx())
+}
+
+fn state(row: &ChangeRow) -> DocState {
+    DocState { doc_path: row.doc_path.clone(), version: row.version, content_hash: row.content_hash.clone().unwrap_or_default() }
+}
+
+async fn latest(warehouse: &dyn Warehouse, tenant: &str) -> Vec<DocState> {
+    let scan = warehouse.latest_states(TABLE, tenant).await.expect("latest_states");
+    scan.items.map(|item| item.expect("latest state")).collect().await
+}
