@@ -18,5 +18,5 @@ pub mod routes;
 pub mod service;
 
 pub use group_commit::{GroupCommitConfig, GroupCommitter};
-pub use routes::app;
+pub use routes::{app, emulator_route};
 pub use service::{SyncOutcome, SyncService};

@@ -21,6 +21,21 @@ pub fn app(service: Arc<SyncService>) -> Router {
         .with_state(service)
 }
 
+/// The path the Firestore emulator posts its Eventarc-style deliveries to.
+pub const EMULATOR_ROUTE: &str = "/functions/projects/{project}/triggers/{trigger}";
+
+/// The local route for the Firestore emulator's deliveries (base64 bodies; see
+/// [`SyncService::handle_emulator_delivery`]). Merged into [`app`] only when a local
+/// setup asks for it; a cloud deployment never serves it.
+pub fn emulator_route(service: Arc<SyncService>) -> Router {
+    Router::new().route(EMULATOR_ROUTE, post(receive_from_emulator)).with_state(service)
+}
+
+async fn receive_from_emulator(State(service): State<Arc<SyncService>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    service.handle_emulator_delivery(&parts.headers, body).await.into_response()
+}
+
 async fn receive(State(service): State<Arc<SyncService>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     service.handle(&parts.headers, body).await.into_response()

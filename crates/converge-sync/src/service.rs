@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
+use base64::Engine as _;
 use axum::http::{header, HeaderMap};
 use converge_core::{
     ChangeRow, Clock, ErrorLog, MirrorConfig, QuarantineReason, RowContext, RowError, StoreError, SyncErrorRecord, Warehouse,
@@ -92,23 +93,59 @@ impl SyncService {
 
     /// Reads the body (refusing more than the limit) and handles the event.
     pub async fn handle(&self, headers: &HeaderMap, body: Body) -> SyncOutcome {
+        match self.read_body(headers, body).await {
+            Ok(bytes) => self.handle_bytes(headers, bytes).await,
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Handles a delivery from the Firestore emulator's Eventarc trigger support,
+    /// which differs from real Eventarc in one way that matters here: its
+    /// `application/protobuf` body is the base64 text of `DocumentEventData`, not the
+    /// raw bytes. (Its other quirks, whole-second `ce-time`, empty `update_mask` and
+    /// events without any document, are within what the Eventarc route accepts.)
+    /// Only the separate local route calls this; the Eventarc route stays strict.
+    pub async fn handle_emulator_delivery(&self, headers: &HeaderMap, body: Body) -> SyncOutcome {
+        let text = match self.read_body(headers, body).await {
+            Ok(bytes) => bytes,
+            Err(outcome) => return outcome,
+        };
+        let trimmed: Vec<u8> = text.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+        match base64::engine::general_purpose::STANDARD.decode(&trimmed) {
+            Ok(raw) => self.handle_bytes(headers, raw).await,
+            Err(error) => {
+                let arrival = Arrival { headers, body: &text, body_bytes: text.len() as u64 };
+                let detail = format!(
+                    "the emulator route expects the base64 text of a DocumentEventData protobuf, as the Firestore emulator sends it; \
+                     this body is not base64 ({error}); real Eventarc deliveries go to POST /"
+                );
+                let event_id = header_text(headers, "ce-id");
+                let event_type = header_text(headers, "ce-type");
+                self.quarantine(&arrival, QuarantineReason::Malformed, detail, event_id, event_type).await
+            }
+        }
+    }
+
+    /// The body, read up to the size limit; an oversized or broken body has already
+    /// been answered (quarantined, or left for redelivery).
+    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, SyncOutcome> {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if let Some(size) = declared.filter(|size| *size > self.max_body_bytes as u64) {
             // Not read at all: the record keeps the headers and the declared size.
             let arrival = Arrival { headers, body: &[], body_bytes: size };
-            return self.quarantine(&arrival, QuarantineReason::Oversized, self.oversized_detail(size), None, None).await;
+            return Err(self.quarantine(&arrival, QuarantineReason::Oversized, self.oversized_detail(size), None, None).await);
         }
         match read_limited(body, self.max_body_bytes).await {
-            Ok(bytes) => self.handle_bytes(headers, bytes).await,
+            Ok(bytes) => Ok(bytes),
             Err(ReadError::TooLarge { prefix, read }) => {
                 let arrival = Arrival { headers, body: &prefix, body_bytes: read };
-                self.quarantine(&arrival, QuarantineReason::Oversized, self.oversized_detail(read), None, None).await
+                Err(self.quarantine(&arrival, QuarantineReason::Oversized, self.oversized_detail(read), None, None).await)
             }
             Err(ReadError::Broken(error)) => {
                 // The sender hung up mid-body: nothing arrived to quarantine, and the
                 // platform will redeliver.
-                SyncOutcome::Unrecorded { error: StoreError::retryable("http", format!("request body could not be read: {error}")) }
+                Err(SyncOutcome::Unrecorded { error: StoreError::retryable("http", format!("request body could not be read: {error}")) })
             }
         }
     }
@@ -249,4 +286,8 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ReadError
         }
     }
     Ok(buffer)
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }

@@ -11,7 +11,8 @@ use converge_core::{Document, DocumentChange, ErrorKind, ErrorLog, ManualClock, 
 use converge_duckdb::DuckWarehouse;
 use converge_events::{to_binary, to_structured, DataFormat, EventSource};
 use converge_sqlite::SqliteStore;
-use converge_sync::{app, GroupCommitConfig, SyncService};
+use base64::Engine as _;
+use converge_sync::{app, emulator_route, GroupCommitConfig, SyncService};
 use tower::ServiceExt;
 
 struct Harness {
@@ -42,7 +43,8 @@ async fn harness() -> Harness {
         MAX_BODY,
         GroupCommitConfig::default(),
     );
-    Harness { router: app(Arc::new(service)), duck, warehouse, errors, _dir: dir }
+    let service = Arc::new(service);
+    Harness { router: app(service.clone()).merge(emulator_route(service)), duck, warehouse, errors, _dir: dir }
 }
 
 fn doc(path: &str, update_secs: i64, json: serde_json::Value) -> Document {
@@ -62,7 +64,11 @@ fn change(id: &str, path: &str, value: Option<Document>, old_value: Option<Docum
 }
 
 async fn post(router: &axum::Router, headers: HeaderMap, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
-    let mut request = Request::builder().method("POST").uri("/").body(Body::from(body)).unwrap();
+    post_to(router, "/", headers, body).await
+}
+
+async fn post_to(router: &axum::Router, uri: &str, headers: HeaderMap, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::builder().method("POST").uri(uri).body(Body::from(body)).unwrap();
     *request.headers_mut() = headers;
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
@@ -236,4 +242,51 @@ async fn health() {
     let h = harness().await;
     let response = h.router.clone().oneshot(Request::builder().uri("/healthz").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+const EMULATOR_URI: &str = "/functions/projects/demo/triggers/converge-records";
+
+#[tokio::test]
+async fn the_emulator_route_reads_base64_bodies_and_the_eventarc_route_does_not() {
+    let h = harness().await;
+    let (headers, body) = to_binary(&good("b64"), &EventSource::local());
+    let text = base64::engine::general_purpose::STANDARD.encode(&body).into_bytes();
+
+    let (status, reply) = post_to(&h.router, EMULATOR_URI, headers.clone(), text.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(h.warehouse.latest_count("records", "acme").await.unwrap(), 1);
+
+    // Real Eventarc sends raw protobuf: base64 text on `/` is malformed, not guessed at.
+    let (headers, body) = to_binary(&good("b64-strict"), &EventSource::local());
+    let text = base64::engine::general_purpose::STANDARD.encode(&body).into_bytes();
+    let (status, reply) = post(&h.router, headers, text).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert_eq!(quarantine_reasons(&h.errors).await, vec![QuarantineReason::Malformed]);
+    assert_eq!(h.warehouse.latest_count("records", "acme").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn the_emulator_route_quarantines_a_body_that_is_not_base64() {
+    let h = harness().await;
+    let (headers, body) = to_binary(&good("raw"), &EventSource::local());
+    let (status, reply) = post_to(&h.router, EMULATOR_URI, headers, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("base64"), "{reply}");
+    assert_eq!(quarantine_reasons(&h.errors).await, vec![QuarantineReason::Malformed]);
+    assert_eq!(h.warehouse.latest_count("records", "acme").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_emulators_empty_events_are_acknowledged_without_a_row() {
+    // Deleting a missing document makes the emulator fire `written` with no document
+    // at all; there is nothing to mirror and nothing wrong.
+    let h = harness().await;
+    let empty = change("empty", "orgs/acme/records/ghost", None, None);
+    let (headers, body) = to_binary(&empty, &EventSource::local());
+    let text = base64::engine::general_purpose::STANDARD.encode(&body).into_bytes();
+    let (status, reply) = post_to(&h.router, EMULATOR_URI, headers, text).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["outcome"], "no_state");
+    assert_eq!(h.duck.changelog_rows("records").await.unwrap(), 0);
+    assert!(quarantine_reasons(&h.errors).await.is_empty());
 }
