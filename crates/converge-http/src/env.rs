@@ -1,6 +1,33 @@
 //! Every environment variable Converge reads. Nothing else in the code base calls
 //! `std::env::var` with a literal name.
 
+// --- Which backends -------------------------------------------------------------
+
+/// `embedded` (SQLite + DuckDB in `CONVERGE_DATA_DIR`, the default) or `cloud`
+/// (Firestore + BigQuery).
+pub const BACKEND: &str = "CONVERGE_BACKEND";
+/// The Google Cloud project of the cloud backends. Required when `CONVERGE_BACKEND=cloud`.
+pub const PROJECT: &str = "GOOGLE_CLOUD_PROJECT";
+/// Firestore database id. Default `(default)`.
+pub const FIRESTORE_DATABASE: &str = "CONVERGE_FIRESTORE_DATABASE";
+/// `host:port` of a Firestore emulator; the real service when unset.
+pub const FIRESTORE_EMULATOR_HOST: &str = "FIRESTORE_EMULATOR_HOST";
+/// BigQuery dataset of the changelog tables and views. Default `converge`.
+pub const BIGQUERY_DATASET: &str = "CONVERGE_BIGQUERY_DATASET";
+/// BigQuery location for creating the dataset (`US`, `europe-west1`). Default: BigQuery's.
+pub const BIGQUERY_LOCATION: &str = "CONVERGE_BIGQUERY_LOCATION";
+/// `host:port` (or URL) of a BigQuery emulator's REST API; the real service when unset.
+pub const BIGQUERY_EMULATOR_HOST: &str = "BIGQUERY_EMULATOR_HOST";
+/// `host:port` (or URL) of a BigQuery emulator's Storage API (gRPC). Required with
+/// `BIGQUERY_EMULATOR_HOST`.
+pub const BIGQUERY_STORAGE_EMULATOR_HOST: &str = "CONVERGE_BIGQUERY_STORAGE_EMULATOR_HOST";
+/// `true` to also serve the Firestore emulator's trigger deliveries
+/// (`POST /functions/projects/{p}/triggers/{t}`, base64 bodies). Local runs only:
+/// refused on Cloud Run.
+pub const ACCEPT_EMULATOR_EVENTS: &str = "CONVERGE_ACCEPT_EMULATOR_EVENTS";
+
+// --- Serving ----------------------------------------------------------------------
+
 /// Port to listen on (Cloud Run's convention). Default 8080.
 pub const PORT: &str = "PORT";
 /// Directory of the embedded backends (SQLite source, DuckDB warehouse). Default `./.converge`.
@@ -17,3 +44,12 @@ pub const LOG: &str = "CONVERGE_LOG";
 pub const CLOUD_RUN_SERVICE: &str = "K_SERVICE";
 /// Set by Cloud Run: the revision, recorded as the code version when present.
 pub const CLOUD_RUN_REVISION: &str = "K_REVISION";
+// --- Local tools --------------------------------------------------------------------
+
+/// Path of the BigQuery emulator binary (`bqemulator`), for the BigQuery adapter's
+/// tests and local cloud runs. Default: `tools/bqemulator/venv/bin/bqemulator`, which
+/// `make bqemulator` installs. Read by `converge_bigquery::emulator` (same name there).
+pub const BQEMULATOR: &str = "CONVERGE_BQEMULATOR";
+/// Path of Google's Firestore emulator launcher (`cloud_firestore_emulator`). Default:
+/// the Google Cloud SDK's `platform/cloud-firestore-emulator/` under `/usr/lib/google-cloud-sdk`.
+pub const FIRESTORE_EMULATOR: &str = "CONVERGE_FIRESTORE_EMULATOR";

@@ -13,6 +13,39 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub mirror: MirrorConfig,
     pub max_body_bytes: usize,
+    pub backend: Backend,
+    /// Serve the Firestore emulator's delivery route too (local runs only).
+    pub accept_emulator_events: bool,
+}
+
+/// Which systems the functions run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite and DuckDB in [`Settings::data_dir`]: no account, no network.
+    Embedded,
+    /// Firestore and BigQuery (or their emulators).
+    Cloud(CloudSettings),
+}
+
+/// Where the cloud backends are. Turned into adapter configurations by
+/// `converge-backends`; validated further (identifier syntax) there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudSettings {
+    pub project: String,
+    pub firestore_database: String,
+    /// `host:port` of a Firestore emulator.
+    pub firestore_emulator_host: Option<String>,
+    pub bigquery_dataset: String,
+    pub bigquery_location: Option<String>,
+    /// Emulator endpoints (REST, Storage API gRPC) as URLs; both or neither.
+    pub bigquery_emulator: Option<(String, String)>,
+}
+
+impl CloudSettings {
+    /// True when both services are emulated: nothing leaves the machine.
+    pub fn is_local(&self) -> bool {
+        self.firestore_emulator_host.is_some() && self.bigquery_emulator.is_some()
+    }
 }
 
 /// A setting that cannot be used.
@@ -55,8 +88,61 @@ impl Settings {
                 problem: format!("expected a byte count of at least 1024, found {text:?}"),
             })?,
         };
-        Ok(Self { port, data_dir, mirror, max_body_bytes })
+        let backend = match lookup(env::BACKEND).as_deref() {
+            None | Some("embedded") => Backend::Embedded,
+            Some("cloud") => Backend::Cloud(cloud_settings(&lookup)?),
+            Some(other) => {
+                return Err(SettingsError { name: env::BACKEND, problem: format!("expected `embedded` or `cloud`, found {other:?}") })
+            }
+        };
+        let accept_emulator_events = match lookup(env::ACCEPT_EMULATOR_EVENTS).as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => {
+                return Err(SettingsError { name: env::ACCEPT_EMULATOR_EVENTS, problem: format!("expected `true` or `false`, found {other:?}") })
+            }
+        };
+        if accept_emulator_events && lookup(env::CLOUD_RUN_SERVICE).is_some() {
+            return Err(SettingsError {
+                name: env::ACCEPT_EMULATOR_EVENTS,
+                problem: "the emulator delivery route is for local runs; it cannot be enabled on Cloud Run (unset it)".into(),
+            });
+        }
+        Ok(Self { port, data_dir, mirror, max_body_bytes, backend, accept_emulator_events })
     }
+}
+
+fn cloud_settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<CloudSettings, SettingsError> {
+    let non_empty = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let project = non_empty(env::PROJECT).ok_or_else(|| SettingsError {
+        name: env::PROJECT,
+        problem: "required with CONVERGE_BACKEND=cloud: the project holding the Firestore database and the BigQuery dataset".into(),
+    })?;
+    let as_url = |host: String| if host.contains("://") { host } else { format!("http://{host}") };
+    let bigquery_emulator = match (non_empty(env::BIGQUERY_EMULATOR_HOST), non_empty(env::BIGQUERY_STORAGE_EMULATOR_HOST)) {
+        (None, None) => None,
+        (Some(rest), Some(grpc)) => Some((as_url(rest), as_url(grpc))),
+        (Some(_), None) => {
+            return Err(SettingsError {
+                name: env::BIGQUERY_STORAGE_EMULATOR_HOST,
+                problem: format!("required with {}: the emulator's Storage API (gRPC) host:port", env::BIGQUERY_EMULATOR_HOST),
+            })
+        }
+        (None, Some(_)) => {
+            return Err(SettingsError {
+                name: env::BIGQUERY_EMULATOR_HOST,
+                problem: format!("required with {}: the emulator's REST host:port", env::BIGQUERY_STORAGE_EMULATOR_HOST),
+            })
+        }
+    };
+    Ok(CloudSettings {
+        project,
+        firestore_database: non_empty(env::FIRESTORE_DATABASE).unwrap_or_else(|| "(default)".into()),
+        firestore_emulator_host: non_empty(env::FIRESTORE_EMULATOR_HOST),
+        bigquery_dataset: non_empty(env::BIGQUERY_DATASET).unwrap_or_else(|| "converge".into()),
+        bigquery_location: non_empty(env::BIGQUERY_LOCATION),
+        bigquery_emulator,
+    })
 }
 
 #[cfg(test)]
@@ -72,5 +158,41 @@ mod tests {
         assert_eq!(err.to_string(), "setting PORT: expected a port number 0-65535, found \"eighty\"");
         let err = Settings::from_lookup(|n| (n == env::CONFIG).then(|| "/nonexistent/converge.toml".to_owned())).unwrap_err();
         assert!(err.to_string().starts_with("setting CONVERGE_CONFIG: cannot read /nonexistent/converge.toml"), "{err}");
+        assert_eq!((settings.backend, settings.accept_emulator_events), (Backend::Embedded, false));
+    }
+
+    fn with(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn the_cloud_backend_needs_a_project_and_complete_emulator_endpoints() {
+        let err = Settings::from_lookup(with(&[(env::BACKEND, "cloud")])).unwrap_err();
+        assert_eq!(err.name, env::PROJECT);
+        let err = Settings::from_lookup(with(&[(env::BACKEND, "clod")])).unwrap_err();
+        assert_eq!(err.to_string(), "setting CONVERGE_BACKEND: expected `embedded` or `cloud`, found \"clod\"");
+        let err = Settings::from_lookup(with(&[(env::BACKEND, "cloud"), (env::PROJECT, "p"), (env::BIGQUERY_EMULATOR_HOST, "127.0.0.1:9050")]))
+            .unwrap_err();
+        assert_eq!(err.name, env::BIGQUERY_STORAGE_EMULATOR_HOST);
+
+        let settings = Settings::from_lookup(with(&[
+            (env::BACKEND, "cloud"),
+            (env::PROJECT, "acme-prod"),
+            (env::FIRESTORE_EMULATOR_HOST, "127.0.0.1:8081"),
+            (env::BIGQUERY_EMULATOR_HOST, "127.0.0.1:9050"),
+            (env::BIGQUERY_STORAGE_EMULATOR_HOST, "http://127.0.0.1:9060"),
+        ]))
+        .unwrap();
+        let Backend::Cloud(cloud) = settings.backend else { panic!("cloud backend expected") };
+        assert_eq!(cloud.bigquery_emulator, Some(("http://127.0.0.1:9050".into(), "http://127.0.0.1:9060".into())));
+        assert_eq!((cloud.bigquery_dataset.as_str(), cloud.firestore_database.as_str()), ("converge", "(default)"));
+        assert!(cloud.is_local());
+    }
+
+    #[test]
+    fn the_emulator_route_cannot_be_enabled_on_cloud_run() {
+        assert!(Settings::from_lookup(with(&[(env::ACCEPT_EMULATOR_EVENTS, "true")])).unwrap().accept_emulator_events);
+        let err = Settings::from_lookup(with(&[(env::ACCEPT_EMULATOR_EVENTS, "true"), (env::CLOUD_RUN_SERVICE, "on-write-sync")])).unwrap_err();
+        assert_eq!(err.name, env::ACCEPT_EMULATOR_EVENTS);
     }
 }
