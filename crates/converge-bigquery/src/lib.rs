@@ -1,0 +1,33 @@
+//! The cloud warehouse: Converge's append-only changelog in BigQuery.
+//!
+//! Queries and DDL go over BigQuery's REST API (jobs.query with named parameters);
+//! rows go over the Storage Write API (gRPC) as Arrow IPC record batches, the only row
+//! format the official `google-cloud-bigquery` client exposes. Same columns, same
+//! `<table>_latest` rule and the same as-of form as the embedded DuckDB warehouse
+//! (`converge-duckdb`), so both pass one contract suite.
+//!
+//! # Layout
+//!
+//! - [`config`]: project, dataset, endpoints, timeouts (explicit values; the emulator
+//!   harness and, later, the CLI fill them in).
+//! - [`schema`]: DDL of the dataset, each changelog table (partitioned by ingestion
+//!   day, clustered by tenant and document path), its latest view and as-of table
+//!   function.
+//! - [`arrow`]: changelog rows → Arrow schema and record batches → Arrow IPC bytes.
+//! - [`error`]: BigQuery failures → [`converge_core::StoreError`] kinds
+//!   (retryable vs permanent), with messages that say what to do.
+//! - [`warehouse`]: [`BigQueryWarehouse`], the [`converge_core::Warehouse`]
+//!   implementation, and `query_json` for reports.
+//! - [`emulator`]: [`BigQueryEmulator`], a local `bqemulator` process on loopback
+//!   ports for tests and the CLI; killed when dropped.
+
+pub mod arrow;
+pub mod config;
+pub mod emulator;
+pub mod error;
+pub mod schema;
+pub mod warehouse;
+
+pub use config::{BigQueryConfig, ConfigError};
+pub use emulator::{BigQueryEmulator, EmulatorError};
+pub use warehouse::{BigQueryWarehouse, QueryParam};

@@ -1,0 +1,142 @@
+//! DDL for the dataset and each mirrored table. Names come only from the validated
+//! mirror configuration (plain identifiers, see `converge_core::config`) and the
+//! validated [`BigQueryConfig`]; no input is ever spliced in.
+//!
+//! Columns mirror `converge-duckdb`'s changelog table one for one, with one choice of
+//! type: `data` is `STRING`, not `JSON`. BigQuery's JSON type re-encodes its input
+//! (numbers beyond 2^53 become doubles unless `wide_number_mode`, key order and
+//! spacing change), while `data` is Converge JSON whose text must read back exactly;
+//! JSON functions (`JSON_VALUE(data, '$.label')`) accept a STRING as well. The
+//! emulator also stores a JSON column as STRING, so STRING behaves the same on both.
+
+use converge_core::config::{ColumnType, Route};
+
+use crate::config::BigQueryConfig;
+
+/// The fixed columns before the promoted ones, in append order, with their
+/// BigQuery types and modes. `true` = REQUIRED.
+pub const LEADING_COLUMNS: &[(&str, &str, bool)] = &[
+    ("tenant", "STRING", true),
+    ("collection", "STRING", true),
+    ("doc_id", "STRING", true),
+    ("doc_path", "STRING", true),
+    ("op", "STRING", true),
+    ("is_deleted", "BOOL", true),
+    ("version", "TIMESTAMP", true),
+    ("event_id", "STRING", true),
+    ("content_hash", "STRING", false),
+    ("data", "STRING", false),
+];
+
+/// The fixed columns after the promoted ones.
+pub const TRAILING_COLUMNS: &[(&str, &str, bool)] =
+    &[("ingested_at", "TIMESTAMP", true), ("run_id", "STRING", true), ("code_version", "STRING", true)];
+
+pub fn sql_type(column_type: ColumnType) -> &'static str {
+    match column_type {
+        ColumnType::String => "STRING",
+        ColumnType::Int64 => "INT64",
+        ColumnType::Float64 => "FLOAT64",
+        ColumnType::Bool => "BOOL",
+        ColumnType::Timestamp => "TIMESTAMP",
+        ColumnType::Date => "DATE",
+    }
+}
+
+/// Every column of `route`'s changelog table, in append order: (name, type, required).
+pub fn columns(route: &Route) -> Vec<(&str, &'static str, bool)> {
+    LEADING_COLUMNS
+        .iter()
+        .copied()
+        .chain(route.promoted.iter().map(|c| (c.column.as_str(), sql_type(c.column_type), false)))
+        .chain(TRAILING_COLUMNS.iter().copied())
+        .collect()
+}
+
+/// `` `project.dataset.name` ``: a fully qualified, quoted table, view or function name.
+pub fn qualified(config: &BigQueryConfig, name: &str) -> String {
+    format!("`{}.{}.{}`", config.project, config.dataset, name)
+}
+
+/// Creates the dataset if missing.
+pub fn create_dataset(config: &BigQueryConfig) -> String {
+    let name = format!("`{}.{}`", config.project, config.dataset);
+    match &config.location {
+        Some(location) => format!("CREATE SCHEMA IF NOT EXISTS {name} OPTIONS (location = \"{location}\")"),
+        None => format!("CREATE SCHEMA IF NOT EXISTS {name}"),
+    }
+}
+
+/// The winner of each document among `source`'s rows: the greatest (version,
+/// is_deleted, event_id), so a delete beats a write at the same instant and the event
+/// id breaks remaining ties (converge_core::version). Redelivered copies share their
+/// event id and carry the same state, so whichever copy ranks first, the view is the
+/// same: a pure function of the set of rows. Tombstones win and are then hidden.
+fn winners(source: &str) -> String {
+    format!(
+        "SELECT * EXCEPT (_converge_rank) FROM (
+           SELECT *, ROW_NUMBER() OVER (
+             PARTITION BY tenant, doc_path ORDER BY version DESC, is_deleted DESC, event_id DESC
+           ) AS _converge_rank
+           FROM {source}
+         ) WHERE _converge_rank = 1 AND NOT is_deleted"
+    )
+}
+
+/// Statements that create `route`'s changelog table, `<table>_latest` view and
+/// `<table>_as_of(as_of TIMESTAMP)` table function. Idempotent: the table is created
+/// only if missing (an existing one keeps its columns, as in DuckDB), the view and
+/// function are replaced with the same text.
+pub fn create_statements(config: &BigQueryConfig, route: &Route) -> Vec<String> {
+    let t = &route.table;
+    let table = qualified(config, t);
+    let columns = columns(route)
+        .into_iter()
+        .map(|(name, ty, required)| if required { format!("{name} {ty} NOT NULL") } else { format!("{name} {ty}") })
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        // Partitioned by ingestion day so compaction and time-bounded scans prune
+        // partitions; clustered by (tenant, doc_path) so one tenant's latest view reads
+        // only that tenant's blocks, already grouped by document.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} ({columns}) PARTITION BY DATE(ingested_at) CLUSTER BY tenant, doc_path \
+             OPTIONS (description = \"Converge changelog: append-only, one row per document change; read {t}_latest\")"
+        ),
+        format!("CREATE OR REPLACE VIEW {} AS {}", qualified(config, &format!("{t}_latest")), winners(&table)),
+        // State at any past instant of the source: rows committed at or before `as_of`.
+        format!(
+            "CREATE OR REPLACE TABLE FUNCTION {}(as_of TIMESTAMP) AS {}",
+            qualified(config, &format!("{t}_as_of")),
+            winners(&format!("(SELECT * FROM {table} WHERE version <= as_of)"))
+        ),
+    ]
+}
+
+/// The as-of state of one tenant, as a query with named parameters `@tenant` and
+/// `@as_of` (a TIMESTAMP), through the table function.
+pub fn as_of_query(config: &BigQueryConfig, table: &str) -> String {
+    format!(
+        "SELECT doc_path, UNIX_MICROS(version) AS version, content_hash FROM {}(@as_of) WHERE tenant = @tenant ORDER BY doc_path",
+        qualified(config, &format!("{table}_as_of"))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use converge_core::MirrorConfig;
+
+    #[test]
+    fn statements_name_only_configured_identifiers() {
+        let config = BigQueryConfig::new("p1", "converge").unwrap();
+        let mirror = MirrorConfig::default();
+        let statements = create_statements(&config, &mirror.routes[0]);
+        assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS `p1.converge.records` (tenant STRING NOT NULL"));
+        assert!(statements[0].contains("amount FLOAT64, ingested_at TIMESTAMP NOT NULL"));
+        assert!(statements[0].contains("PARTITION BY DATE(ingested_at) CLUSTER BY tenant, doc_path"));
+        assert!(statements[1].starts_with("CREATE OR REPLACE VIEW `p1.converge.records_latest`"));
+        assert!(statements[2].contains("`p1.converge.records_as_of`(as_of TIMESTAMP)"));
+        assert_eq!(create_dataset(&config.clone().with_location("EU").unwrap()), "CREATE SCHEMA IF NOT EXISTS `p1.converge` OPTIONS (location = \"EU\")");
+    }
+}

@@ -1,0 +1,548 @@
+//! [`BigQueryWarehouse`]: the changelog in a BigQuery dataset.
+//!
+//! - DDL and reads: jobs.query over REST, with named parameters only (`@tenant`,
+//!   `@as_of`); table names reach SQL text only after a check against the mirror
+//!   configuration.
+//! - Live appends: the Storage Write API's default stream, at least once. BigQuery
+//!   cannot tell a redelivered event id at append time, so a redelivery is stored
+//!   again and the views ignore the copy (the contract in `converge_core::store`).
+//! - Atomic appends (rebuilds): a PENDING stream, appended in bounded chunks with
+//!   offsets, finalized, then committed with BatchCommitWriteStreams. Until the commit
+//!   nothing is visible; an error before it abandons the stream, which BigQuery
+//!   discards.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt};
+use google_cloud_bigquery::client::{BigQuery, Write};
+use google_cloud_bigquery::model::{ArrowRecordBatch, ArrowSchema};
+use google_cloud_bigquery::query::{CompleteQuery, Row, RowIterator};
+use google_cloud_bigquery::write::format::Arrow;
+use google_cloud_bigquery::write::{DefaultWriter, PendingWriter};
+use google_cloud_bigquery_v2::model::{QueryParameter, QueryParameterType, QueryParameterValue, TableFieldSchema};
+use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
+use google_cloud_gax::retry_policy::RetryPolicyExt;
+
+use converge_core::config::Route;
+use converge_core::{AppendReceipt, ChangeRow, Clock, DocState, ErrorKind, MirrorConfig, Scan, StoreError, SystemClock, Warehouse};
+
+use crate::arrow::{ipc_batch, ipc_schema, record_batch, table_schema};
+use crate::config::BigQueryConfig;
+use crate::error::{from_append, from_commit, from_gax, from_query, from_writer, timed_out, BACKEND};
+use crate::schema::{as_of_query, create_dataset, create_statements, qualified};
+
+/// Largest Arrow payload sent in one AppendRows request. The API refuses requests
+/// over 10 MB; the margin covers the schema and request framing.
+const MAX_APPEND_BYTES: usize = 7 * 1024 * 1024;
+
+/// Rows per chunk of an atomic append: memory stays bounded whatever the stream's length.
+const ATOMIC_CHUNK: usize = 4096;
+
+/// A named query parameter's value. Nothing from input is ever spliced into SQL:
+/// values travel as parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryParam {
+    String(String),
+    Int64(i64),
+    Float64(f64),
+    Bool(bool),
+    /// Microseconds since the epoch.
+    Timestamp(i64),
+}
+
+impl QueryParam {
+    fn to_parameter(&self, name: &str) -> QueryParameter {
+        let (ty, value) = match self {
+            QueryParam::String(s) => ("STRING", s.clone()),
+            QueryParam::Int64(i) => ("INT64", i.to_string()),
+            QueryParam::Float64(f) if f.is_nan() => ("FLOAT64", "NaN".to_owned()),
+            QueryParam::Float64(f) if f.is_infinite() => ("FLOAT64", if *f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()),
+            QueryParam::Float64(f) => ("FLOAT64", f.to_string()),
+            QueryParam::Bool(b) => ("BOOL", b.to_string()),
+            QueryParam::Timestamp(us) => ("TIMESTAMP", format_timestamp(*us)),
+        };
+        QueryParameter::new()
+            .set_name(name)
+            .set_parameter_type(QueryParameterType::new().set_type(ty))
+            .set_parameter_value(QueryParameterValue::new().set_value(value))
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS.ffffff+00:00`, BigQuery's canonical TIMESTAMP literal.
+fn format_timestamp(micros: i64) -> String {
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000);
+    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{fraction:06}+00:00",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60
+    )
+}
+
+/// The BigQuery warehouse. Cheap to clone; clones share clients and writers.
+#[derive(Clone)]
+pub struct BigQueryWarehouse {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BigQueryConfig,
+    query: BigQuery,
+    write: Write,
+    mirror: RwLock<Option<MirrorConfig>>,
+    /// One default-stream writer per table, opened on first append: it keeps its
+    /// AppendRows connection open between appends.
+    writers: tokio::sync::Mutex<HashMap<String, Arc<DefaultWriter<Arrow>>>>,
+}
+
+impl std::fmt::Debug for BigQueryWarehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BigQueryWarehouse").field("project", &self.inner.config.project).field("dataset", &self.inner.config.dataset).finish()
+    }
+}
+
+impl BigQueryWarehouse {
+    /// Builds the REST and gRPC clients. Connects lazily: the first call reaches BigQuery.
+    pub async fn connect(config: BigQueryConfig) -> Result<Self, StoreError> {
+        config.validate().map_err(|e| StoreError::permanent(BACKEND, e.to_string()))?;
+        let backoff = || {
+            ExponentialBackoffBuilder::new()
+                .with_initial_delay(Duration::from_millis(100))
+                .with_maximum_delay(Duration::from_secs(5))
+                .build()
+                .expect("constant backoff settings are valid")
+        };
+        let mut query = BigQuery::builder()
+            .with_project_id(&config.project)
+            // Bounded by time, not only by attempts: the caller (a sync request) has a
+            // deadline of its own, and call_timeout caps the whole call anyway.
+            .with_retry_policy(google_cloud_bigquery::query::retry_policy::RetryableErrors.with_time_limit(config.call_timeout))
+            .with_backoff_policy(backoff());
+        let mut write = Write::builder();
+        if let Some(rest) = &config.rest_endpoint {
+            query = query.with_endpoint(rest);
+        }
+        if let Some(grpc) = &config.grpc_endpoint {
+            write = write.with_endpoint(grpc);
+        }
+        if config.anonymous {
+            query = query.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
+            write = write.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
+        }
+        let query = query.build().await.map_err(|e| {
+            StoreError::permanent(BACKEND, format!("cannot build the BigQuery client: {e} (are Application Default Credentials set up?)"))
+        })?;
+        let write = write.build().await.map_err(|e| {
+            StoreError::permanent(BACKEND, format!("cannot build the Storage Write client: {e} (are Application Default Credentials set up?)"))
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner { config, query, write, mirror: RwLock::new(None), writers: tokio::sync::Mutex::new(HashMap::new()) }),
+        })
+    }
+
+    pub fn config(&self) -> &BigQueryConfig {
+        &self.inner.config
+    }
+
+    fn mirror(&self) -> Result<MirrorConfig, StoreError> {
+        self.inner.mirror.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| {
+            StoreError::permanent(BACKEND, "ensure_tables must run before appends and reads (the warehouse has no table layout yet)")
+        })
+    }
+
+    /// Table names reach SQL text only after this check against the configuration.
+    fn route(&self, table: &str) -> Result<Route, StoreError> {
+        self.mirror()?
+            .table(table)
+            .cloned()
+            .ok_or_else(|| StoreError::new(ErrorKind::NotFound, BACKEND, format!("no mirrored table named `{table}`; configured tables only")))
+    }
+
+    /// Runs one statement to completion, bounded by `call_timeout`.
+    async fn run(&self, context: &str, sql: String, params: &[(&str, QueryParam)]) -> Result<CompleteQuery, StoreError> {
+        let mut query = self.inner.query.query(sql).set_page_size(self.inner.config.page_size);
+        if !params.is_empty() {
+            query = query.set_parameter_mode("NAMED").set_query_parameters(params.iter().map(|(name, value)| value.to_parameter(name)));
+        }
+        if let Some(location) = &self.inner.config.location {
+            query = query.set_location(location);
+        }
+        let timeout = self.inner.config.call_timeout;
+        match tokio::time::timeout(timeout, query.until_done()).await {
+            Err(_) => Err(timed_out(context, timeout)),
+            Ok(result) => result.map_err(|e| from_query(context, &e)),
+        }
+    }
+
+    /// Rows of a finished query, page by page (each page fetched when the previous one
+    /// is consumed), each page fetch bounded by `call_timeout`.
+    fn rows(&self, context: &'static str, done: CompleteQuery) -> BoxStream<'static, Result<Row, StoreError>> {
+        let timeout = self.inner.config.call_timeout;
+        let iterator: RowIterator = done.read().set_page_size(self.inner.config.page_size);
+        Box::pin(futures::stream::unfold(Some(iterator), move |state| async move {
+            let mut iterator = state?;
+            match tokio::time::timeout(timeout, iterator.next()).await {
+                Err(_) => Some((Err(timed_out(context, timeout)), None)),
+                Ok(None) => None,
+                Ok(Some(Ok(row))) => Some((Ok(row), Some(iterator))),
+                Ok(Some(Err(e))) => Some((Err(row_error(context, &e)), None)),
+            }
+        }))
+    }
+
+    /// Runs a query with named parameters and returns each row as a JSON object:
+    /// INT64 / FLOAT64 / BOOL as JSON numbers and booleans, TIMESTAMP as RFC 3339,
+    /// everything else as BigQuery's REST rendering. For `converge sql` and reports;
+    /// every row is collected, so keep results small.
+    pub async fn query_json(&self, sql: &str, params: &[(&str, QueryParam)]) -> Result<Vec<serde_json::Value>, StoreError> {
+        let done = self.run("query", sql.to_owned(), params).await?;
+        let fields: Vec<TableFieldSchema> = done.metadata().schema.as_ref().map(|s| s.fields.clone()).unwrap_or_default();
+        let mut rows = self.rows("query", done);
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await {
+            out.push(row_json(&row?, &fields)?);
+        }
+        Ok(out)
+    }
+
+    /// Total rows of a changelog table (every version, tombstones and redelivered
+    /// copies included).
+    pub async fn changelog_rows(&self, table: &str) -> Result<u64, StoreError> {
+        self.route(table)?;
+        let sql = format!("SELECT COUNT(*) AS n FROM {}", qualified(&self.inner.config, table));
+        self.single_count("count changelog", sql, &[]).await
+    }
+
+    /// One tenant's states as of `as_of` (microseconds since the epoch), in path order,
+    /// through the `<table>_as_of` table function.
+    pub async fn as_of_states(&self, table: &str, tenant: &str, as_of: i64) -> Result<Vec<DocState>, StoreError> {
+        self.route(table)?;
+        let sql = as_of_query(&self.inner.config, table);
+        let done = self
+            .run("scan as of", sql, &[("tenant", QueryParam::String(tenant.to_owned())), ("as_of", QueryParam::Timestamp(as_of))])
+            .await?;
+        self.rows("scan as of", done).map(|row| row.and_then(|r| doc_state(&r))).collect::<Vec<_>>().await.into_iter().collect()
+    }
+
+    async fn single_count(&self, context: &'static str, sql: String, params: &[(&str, QueryParam)]) -> Result<u64, StoreError> {
+        let done = self.run(context, sql, params).await?;
+        let mut rows = self.rows(context, done);
+        let row = rows.next().await.ok_or_else(|| StoreError::permanent(BACKEND, format!("{context}: COUNT(*) returned no row")))??;
+        let n: i64 = row.get(0).map_err(|e| row_error(context, &e))?;
+        Ok(n as u64)
+    }
+
+    async fn default_writer(&self, route: &Route) -> Result<Arc<DefaultWriter<Arrow>>, StoreError> {
+        let config = &self.inner.config;
+        if config.connection_per_append {
+            return self.open_default_writer(route).await.map(Arc::new);
+        }
+        let mut writers = self.inner.writers.lock().await;
+        if let Some(writer) = writers.get(&route.table) {
+            return Ok(writer.clone());
+        }
+        let writer = Arc::new(self.open_default_writer(route).await?);
+        writers.insert(route.table.clone(), writer.clone());
+        Ok(writer)
+    }
+
+    async fn open_default_writer(&self, route: &Route) -> Result<DefaultWriter<Arrow>, StoreError> {
+        let config = &self.inner.config;
+        let writer: DefaultWriter<Arrow> = self
+            .inner
+            .write
+            .open_default_stream(config.table_resource(&route.table))
+            .with_retry_policy(google_cloud_bigquery::write::retry_policy::RetryableErrors.with_time_limit(config.call_timeout))
+            .with_attempt_timeout(config.attempt_timeout)
+            .build_arrow(arrow_schema(route))
+            .await
+            .map_err(|e| from_writer(&format!("open the default stream of `{}`", route.table), &e))?;
+        Ok(writer)
+    }
+
+    async fn append_table(&self, route: &Route, rows: &[&ChangeRow]) -> Result<u64, StoreError> {
+        let mut writer = self.default_writer(route).await?;
+        let context = format!("append to `{}`", route.table);
+        for (i, chunk) in chunks_by_size(rows).enumerate() {
+            if i > 0 && self.inner.config.connection_per_append {
+                writer = self.default_writer(route).await?;
+            }
+            let batch = arrow_rows(route, chunk)?;
+            let timeout = self.inner.config.call_timeout;
+            match tokio::time::timeout(timeout, writer.append(batch).send()).await {
+                Err(_) => return Err(timed_out(&context, timeout)),
+                Ok(Err(e)) => return Err(from_append(&context, &e)),
+                Ok(Ok(_)) => {}
+            }
+        }
+        Ok(rows.len() as u64)
+    }
+
+    async fn bounded<T, E>(&self, context: &str, call: impl std::future::Future<Output = Result<T, E>>, map: impl FnOnce(&str, &E) -> StoreError) -> Result<T, StoreError> {
+        let timeout = self.inner.config.call_timeout;
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(timed_out(context, timeout)),
+            Ok(result) => result.map_err(|e| map(context, &e)),
+        }
+    }
+}
+
+fn row_error(context: &str, error: &google_cloud_bigquery::error::RowError) -> StoreError {
+    match error {
+        google_cloud_bigquery::error::RowError::Rpc { source, .. } => from_gax(context, source),
+        other => StoreError::permanent(BACKEND, format!("{context}: unexpected result layout: {other}")),
+    }
+}
+
+fn doc_state(row: &Row) -> Result<DocState, StoreError> {
+    let get_error = |e: google_cloud_bigquery::error::RowError| row_error("read state", &e);
+    Ok(DocState {
+        doc_path: row.get(0).map_err(get_error)?,
+        version: row.get(1).map_err(get_error)?,
+        content_hash: row.get::<Option<String>>(2).map_err(get_error)?.unwrap_or_default(),
+    })
+}
+
+fn row_json(row: &Row, fields: &[TableFieldSchema]) -> Result<serde_json::Value, StoreError> {
+    let error = |e: google_cloud_bigquery::error::RowError| row_error("query", &e);
+    let mut object = serde_json::Map::with_capacity(fields.len());
+    for (i, field) in fields.iter().enumerate() {
+        let repeated = field.mode == "REPEATED";
+        let value = match field.r#type.as_str() {
+            "INTEGER" | "INT64" if !repeated => row.get::<Option<i64>>(i).map_err(error)?.map_or(serde_json::Value::Null, Into::into),
+            "FLOAT" | "FLOAT64" if !repeated => row
+                .get::<Option<f64>>(i)
+                .map_err(error)?
+                .map_or(serde_json::Value::Null, |f| serde_json::Number::from_f64(f).map_or_else(|| f.to_string().into(), Into::into)),
+            "BOOLEAN" | "BOOL" if !repeated => row.get::<Option<bool>>(i).map_err(error)?.map_or(serde_json::Value::Null, Into::into),
+            "TIMESTAMP" if !repeated => match row.get::<Option<google_cloud_wkt::Timestamp>>(i).map_err(error)? {
+                None => serde_json::Value::Null,
+                Some(ts) => serde_json::to_value(ts).map_err(|e| StoreError::permanent(BACKEND, format!("query: timestamp: {e}")))?,
+            },
+            _ => row.get::<serde_json::Value>(i).map_err(error)?,
+        };
+        object.insert(field.name.clone(), value);
+    }
+    Ok(serde_json::Value::Object(object))
+}
+
+fn arrow_schema(route: &Route) -> ArrowSchema {
+    ArrowSchema::new().set_serialized_schema(ipc_schema(&table_schema(route)))
+}
+
+fn arrow_rows(route: &Route, rows: &[&ChangeRow]) -> Result<ArrowRecordBatch, StoreError> {
+    let batch = record_batch(route, rows).map_err(|e| StoreError::permanent(BACKEND, e.to_string()))?;
+    let bytes = ipc_batch(&batch).map_err(|e| StoreError::permanent(BACKEND, format!("Arrow IPC encoding failed: {e}")))?;
+    Ok(ArrowRecordBatch::new().set_serialized_record_batch(bytes))
+}
+
+/// Splits rows into runs whose estimated Arrow size stays under [`MAX_APPEND_BYTES`].
+fn chunks_by_size<'a, 'r>(rows: &'a [&'r ChangeRow]) -> impl Iterator<Item = &'a [&'r ChangeRow]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= rows.len() {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut end = start;
+        while end < rows.len() && (end == start || bytes + estimate(rows[end]) <= MAX_APPEND_BYTES) {
+            bytes += estimate(rows[end]);
+            end += 1;
+        }
+        let chunk = &rows[start..end];
+        start = end;
+        Some(chunk)
+    })
+}
+
+fn estimate(row: &ChangeRow) -> usize {
+    let text = row.tenant.len() + row.collection.len() + row.doc_id.len() + row.doc_path.len() + row.event_id.len();
+    let optional = row.content_hash.as_ref().map_or(0, String::len) + row.data.as_ref().map_or(0, String::len);
+    // Offsets, validity bits, fixed-width columns and promoted values.
+    text + optional + row.run_id.len() + row.code_version.len() + 128 + 16 * row.promoted.len()
+}
+
+/// An atomic append in progress: one PENDING stream (one table).
+struct Pending {
+    table: String,
+    route: Route,
+    writer: PendingWriter<Arrow>,
+    offset: i64,
+}
+
+#[async_trait]
+impl Warehouse for BigQueryWarehouse {
+    async fn ensure_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
+        let bq = &self.inner.config;
+        self.run("create dataset", create_dataset(bq), &[]).await?;
+        for route in &config.routes {
+            for statement in create_statements(bq, route) {
+                self.run(&format!("create table `{}` and its views", route.table), statement, &[]).await?;
+            }
+        }
+        // Writers carry their table's Arrow schema: a new layout needs new writers.
+        self.inner.writers.lock().await.clear();
+        *self.inner.mirror.write().unwrap_or_else(|p| p.into_inner()) = Some(config.clone());
+        Ok(())
+    }
+
+    async fn append(&self, rows: Vec<ChangeRow>) -> Result<AppendReceipt, StoreError> {
+        if rows.is_empty() {
+            return Ok(AppendReceipt::default());
+        }
+        let mirror = self.mirror()?;
+        let mut by_table: Vec<(&str, Vec<&ChangeRow>)> = Vec::new();
+        for row in &rows {
+            match by_table.iter_mut().find(|(t, _)| *t == row.table) {
+                Some((_, list)) => list.push(row),
+                None => by_table.push((row.table.as_str(), vec![row])),
+            }
+        }
+        let mut receipt = AppendReceipt::default();
+        for (table, table_rows) in by_table {
+            let route = mirror.table(table).ok_or_else(|| {
+                StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
+            })?;
+            // Every row is stored, redeliveries included: the default stream cannot
+            // tell them apart, and the views pick one copy (see the module docs).
+            receipt.written += self.append_table(route, &table_rows).await?;
+        }
+        Ok(receipt)
+    }
+
+    async fn append_atomic(&self, mut rows: BoxStream<'static, Result<ChangeRow, StoreError>>) -> Result<AppendReceipt, StoreError> {
+        let mirror = self.mirror()?;
+        let mut pending: Option<Pending> = None;
+        let mut chunk: Vec<ChangeRow> = Vec::with_capacity(ATOMIC_CHUNK);
+        let mut written = 0u64;
+        // Any early return below leaves the PENDING stream uncommitted: its rows never
+        // become visible, and BigQuery discards the stream.
+        loop {
+            let next = rows.next().await;
+            let end = next.is_none();
+            if let Some(item) = next {
+                let row = item?;
+                if let Some(p) = &pending {
+                    if p.table != row.table {
+                        return Err(StoreError::new(
+                            ErrorKind::InvalidInput,
+                            BACKEND,
+                            format!(
+                                "atomic append mixes tables `{}` and `{}`: the BigQuery client commits one PENDING stream per call, so all-or-nothing holds per table; split the rows by table (nothing was committed)",
+                                p.table, row.table
+                            ),
+                        ));
+                    }
+                }
+                chunk.push(row);
+            }
+            if chunk.len() == ATOMIC_CHUNK || (end && !chunk.is_empty()) {
+                if pending.is_none() {
+                    let table = chunk[0].table.clone();
+                    let route = mirror.table(&table).cloned().ok_or_else(|| {
+                        StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
+                    })?;
+                    let writer: PendingWriter<Arrow> = self
+                        .bounded(
+                            &format!("create a PENDING stream on `{table}`"),
+                            self.inner.write.create_stream(self.inner.config.table_resource(&table)).build_arrow(arrow_schema(&route)),
+                            from_writer,
+                        )
+                        .await?;
+                    pending = Some(Pending { table, route, writer, offset: 0 });
+                }
+                let p = pending.as_mut().expect("set above");
+                let refs: Vec<&ChangeRow> = chunk.iter().collect();
+                for part in chunks_by_size(&refs) {
+                    if p.offset > 0 && self.inner.config.connection_per_append {
+                        // A new connection to the same stream (see BigQueryConfig).
+                        let name = p.writer.write_stream().to_owned();
+                        p.writer = self
+                            .bounded(
+                                &format!("attach to the PENDING stream of `{}`", p.table),
+                                self.inner.write.attach_to_stream(name).build_arrow(arrow_schema(&p.route)),
+                                from_writer,
+                            )
+                            .await?;
+                    }
+                    let batch = arrow_rows(&p.route, part)?;
+                    // The offset makes a resent chunk land once (the stream refuses an
+                    // offset it has already seen).
+                    let context = format!("append to the PENDING stream of `{}`", p.table);
+                    self.bounded(&context, p.writer.append(batch).set_offset(p.offset).send(), from_append).await?;
+                    p.offset += part.len() as i64;
+                    written += part.len() as u64;
+                }
+                chunk.clear();
+            }
+            if end {
+                break;
+            }
+        }
+        let Some(p) = pending else { return Ok(AppendReceipt::default()) };
+        let context = format!("finalize the PENDING stream of `{}`", p.table);
+        self.bounded(&context, p.writer.finalize(), from_gax).await?;
+        let context = format!("commit the PENDING stream of `{}`", p.table);
+        self.bounded(&context, p.writer.commit(), from_commit).await?;
+        Ok(AppendReceipt { written, duplicates: 0 })
+    }
+
+    async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
+        self.route(table)?;
+        let sql = format!(
+            "SELECT doc_path, UNIX_MICROS(version) AS version, content_hash FROM {} WHERE tenant = @tenant ORDER BY doc_path",
+            qualified(&self.inner.config, &format!("{table}_latest"))
+        );
+        // Informational: the query reads BigQuery's snapshot as of its start.
+        let read_time = SystemClock.now();
+        let done = self.run("scan latest", sql, &[("tenant", QueryParam::String(tenant.to_owned()))]).await?;
+        let items = self.rows("scan latest", done).map(|row| row.and_then(|r| doc_state(&r)));
+        Ok(Scan { read_time, items: Box::pin(items) })
+    }
+
+    async fn latest_count(&self, table: &str, tenant: &str) -> Result<u64, StoreError> {
+        self.route(table)?;
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM {} WHERE tenant = @tenant",
+            qualified(&self.inner.config, &format!("{table}_latest"))
+        );
+        self.single_count("count latest", sql, &[("tenant", QueryParam::String(tenant.to_owned()))]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_in_bigquery_literal_form() {
+        assert_eq!(format_timestamp(0), "1970-01-01 00:00:00.000000+00:00");
+        assert_eq!(format_timestamp(6), "1970-01-01 00:00:00.000006+00:00");
+        assert_eq!(format_timestamp(1_700_000_000_123_456), "2023-11-14 22:13:20.123456+00:00");
+        assert_eq!(format_timestamp(-1), "1969-12-31 23:59:59.999999+00:00");
+        assert_eq!(format_timestamp(951_782_400_000_000), "2000-02-29 00:00:00.000000+00:00");
+    }
+
+    #[test]
+    fn parameters_are_typed() {
+        let p = QueryParam::String("acme".into()).to_parameter("tenant");
+        assert_eq!(p.name, "tenant");
+        assert_eq!(p.parameter_type.unwrap().r#type, "STRING");
+        assert_eq!(p.parameter_value.unwrap().value.as_deref(), Some("acme"));
+    }
+}
