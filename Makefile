@@ -20,7 +20,7 @@ DUCKDB_LIB := $(DUCKDB_DIR)/node_modules/@duckdb/node-bindings-linux-x64/libduck
 DATA_DIR ?= .converge
 RECORDS ?= 300000
 
-.PHONY: setup build test demo bench clean check-platform bqemulator
+.PHONY: setup build test demo bench clean check-platform bqemulator deploy deploy-dry-run
 
 setup: $(DUCKDB_LIB)
 
@@ -73,3 +73,11 @@ bench: build
 clean:
 	$(CARGO) clean
 	rm -rf $(DATA_DIR) $(DUCKDB_DIR)/node_modules $(BQEMULATOR_DIR)/venv $(BQEMULATOR_DIR)/home
+
+# Google Cloud: deploy/deploy.sh reads deploy/converge.env (see deploy/README.md).
+# deploy-dry-run prints every gcloud command for the example configuration, runs none.
+deploy:
+	bash deploy/deploy.sh
+
+deploy-dry-run:
+	DRY_RUN=1 CONVERGE_DEPLOY_ENV=$${CONVERGE_DEPLOY_ENV:-deploy/converge.env.example} bash deploy/deploy.sh

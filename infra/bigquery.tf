@@ -1,0 +1,60 @@
+# The dataset, the default route's changelog table (`records`), its latest view and
+# its as-of table function. The text of each is the text the functions themselves run
+# at start (converge_bigquery::schema::create_statements: CREATE TABLE IF NOT EXISTS,
+# CREATE OR REPLACE VIEW / TABLE FUNCTION), so either side may create them first and
+# neither drifts from the other. tests/tests/infra.rs checks the three files below
+# against that code.
+
+resource "google_bigquery_dataset" "converge" {
+  dataset_id  = var.dataset
+  location    = var.location
+  description = "Converge: append-only changelog of Firestore documents and its views"
+  depends_on  = [google_project_service.apis]
+}
+
+resource "google_bigquery_table" "records" {
+  dataset_id  = google_bigquery_dataset.converge.dataset_id
+  table_id    = "records"
+  description = "Converge changelog: append-only, one row per document change; read records_latest"
+  # Columns exactly as converge_bigquery::schema::columns() for the default route.
+  schema = file("${path.module}/schema/records.json")
+
+  # = PARTITION BY DATE(ingested_at): compaction and time-bounded scans prune partitions.
+  time_partitioning {
+    type  = "DAY"
+    field = "ingested_at"
+  }
+  # = CLUSTER BY tenant, doc_path: one tenant's latest view reads only its blocks,
+  # already grouped by document.
+  clustering = ["tenant", "doc_path"]
+
+  deletion_protection = var.deletion_protection
+}
+
+# Each document's winner (greatest version; a delete beats a write at the same
+# instant; then event id), tombstones hidden.
+resource "google_bigquery_table" "records_latest" {
+  dataset_id = google_bigquery_dataset.converge.dataset_id
+  table_id   = "records_latest"
+  view {
+    # chomp: the file ends with a newline, the statement the functions run does not.
+    query          = chomp(templatefile("${path.module}/sql/records_latest.sql", { project = var.project, dataset = var.dataset }))
+    use_legacy_sql = false
+  }
+  deletion_protection = false # a view holds no data; the functions recreate it at start
+  depends_on          = [google_bigquery_table.records]
+}
+
+# records_as_of(as_of): the state at any past instant of the source.
+resource "google_bigquery_routine" "records_as_of" {
+  dataset_id      = google_bigquery_dataset.converge.dataset_id
+  routine_id      = "records_as_of"
+  routine_type    = "TABLE_VALUED_FUNCTION"
+  language        = "SQL"
+  definition_body = chomp(templatefile("${path.module}/sql/records_as_of.sql", { project = var.project, dataset = var.dataset }))
+  arguments {
+    name      = "as_of"
+    data_type = jsonencode({ typeKind = "TIMESTAMP" })
+  }
+  depends_on = [google_bigquery_table.records]
+}
