@@ -1,0 +1,355 @@
+//! [`FirestoreSource`]: the [`SourceStore`] over Firestore's gRPC API.
+//!
+//! The `firestore` crate opens the connection (TLS, credentials, or the emulator's
+//! stub token); every call then goes through its raw gRPC client, so values,
+//! transactions and read times are exactly what Firestore's API says:
+//!
+//! - `apply` is one `Commit` RPC without a transaction: Firestore applies all its
+//!   writes atomically at one commit time, which it returns. There is no closure to
+//!   retry: a failed commit is reported (retryable or not) and the caller decides.
+//!   (The crate's batch writer is `BatchWrite`, which is not atomic.)
+//! - scans page through the collection ordered by `__name__` with a cursor. The
+//!   first page is read at "now" and fixes the scan's read time (the latest
+//!   `read_time` of its responses: Firestore guarantees the earlier documents did not
+//!   change up to it); every later page is read *at* that time, so the whole scan is
+//!   one snapshot however long it takes (Firestore keeps versions for an hour, or
+//!   seven days with point-in-time recovery). A reader task keeps a page or two ahead
+//!   of the consumer, so memory stays bounded by the page size.
+//! - `count` is a `COUNT` aggregation query.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use converge_core::hash::content_hash;
+use converge_core::{DocState, DocWrite, Document, Scan, SourceStore, StoreError, Timestamp};
+use firestore::gcloud_sdk::google::firestore::v1 as pb;
+use firestore::gcloud_sdk::google::firestore::v1::firestore_client::FirestoreClient;
+use firestore::gcloud_sdk::prost_types;
+use firestore::gcloud_sdk::tonic::{self, Code};
+use firestore::gcloud_sdk::GoogleAuthMiddleware;
+use firestore::{FirestoreDb, FirestoreDbOptions};
+use futures::StreamExt;
+use pb::structured_query::{CollectionSelector, Direction, FieldReference, Order};
+use tokio::sync::mpsc;
+
+use crate::config::FirestoreConfig;
+use crate::convert::{self, timestamp_from_proto, DocPaths};
+use crate::error::FirestoreError;
+
+/// Pages a scan's reader task keeps ahead of its consumer.
+const PAGES_AHEAD: usize = 2;
+
+/// The Firestore source store (and, see [`crate::error_log`], error log).
+/// Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct FirestoreSource {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: FirestoreDb,
+    pub(crate) config: FirestoreConfig,
+    pub(crate) paths: DocPaths,
+}
+
+impl std::fmt::Debug for FirestoreSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirestoreSource").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+impl FirestoreSource {
+    /// Connects to the database `config` names (see [`FirestoreConfig::emulator_host`]
+    /// for how the endpoint and credentials are chosen).
+    pub async fn connect(config: FirestoreConfig) -> Result<Self, StoreError> {
+        Self::connect_inner(config).await.map_err(StoreError::from)
+    }
+
+    async fn connect_inner(config: FirestoreConfig) -> Result<Self, FirestoreError> {
+        let mut options = FirestoreDbOptions::new(config.project_id.clone());
+        options.database_id = config.database_id.clone();
+        options.request_timeout = Some(config.request_timeout);
+        let endpoint = config.emulator_host.clone().unwrap_or_else(|| "the default endpoint".to_owned());
+        let connect_error = |e: firestore::errors::FirestoreError| FirestoreError::Connect { endpoint: endpoint.clone(), message: e.to_string() };
+        let db = match &config.emulator_host {
+            Some(host) => {
+                options.firebase_api_url = Some(if host.contains("://") { host.clone() } else { format!("http://{host}") });
+                FirestoreDb::with_options_auth(options, crate::emulator::EmulatorCredentials::new()).await.map_err(connect_error)?
+            }
+            None => FirestoreDb::with_options(options).await.map_err(connect_error)?,
+        };
+        let paths = DocPaths::new(&config.project_id, &config.database_id);
+        Ok(Self { inner: Arc::new(Inner { db, config, paths }) })
+    }
+
+    pub fn config(&self) -> &FirestoreConfig {
+        &self.inner.config
+    }
+
+    /// The underlying `firestore` crate client, for anything this type does not cover.
+    pub fn db(&self) -> &FirestoreDb {
+        &self.inner.db
+    }
+
+    /// `projects/P/databases/D/documents`.
+    pub fn documents_root(&self) -> &str {
+        &self.inner.paths.documents
+    }
+}
+
+impl Inner {
+    pub(crate) fn client(&self) -> FirestoreClient<GoogleAuthMiddleware> {
+        self.db.client().get()
+    }
+
+    /// One unary call, bounded by the request timeout.
+    pub(crate) async fn unary<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, FirestoreError> {
+        let timeout = self.config.request_timeout;
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(FirestoreError::rpc(operation, status)),
+            Err(_) => Err(FirestoreError::Timeout { operation, timeout }),
+        }
+    }
+
+    /// Every message of a server stream, each wait bounded by the request timeout.
+    pub(crate) async fn collect_stream<M, T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>>,
+        mut each: impl FnMut(M) -> Result<(), T>,
+    ) -> Result<Result<(), T>, FirestoreError> {
+        let mut stream = self.unary(operation, call).await?;
+        let timeout = self.config.request_timeout;
+        loop {
+            match tokio::time::timeout(timeout, stream.message()).await {
+                Ok(Ok(Some(message))) => {
+                    if let Err(e) = each(message) {
+                        return Ok(Err(e));
+                    }
+                }
+                Ok(Ok(None)) => return Ok(Ok(())),
+                Ok(Err(status)) => return Err(FirestoreError::rpc(operation, status)),
+                Err(_) => return Err(FirestoreError::Timeout { operation, timeout }),
+            }
+        }
+    }
+
+    pub(crate) async fn commit(&self, writes: Vec<pb::Write>) -> Result<Timestamp, FirestoreError> {
+        let request = pb::CommitRequest { database: self.paths.database.clone(), writes, transaction: Vec::new(), request_options: None };
+        let response = self.unary("Commit", self.client().commit(request)).await?;
+        let commit_time = response.commit_time.ok_or(FirestoreError::MissingInResponse { operation: "Commit", what: "commit_time" })?;
+        Ok(timestamp_from_proto(&commit_time))
+    }
+
+    /// Reads one document by resource name; `None` when it does not exist.
+    pub(crate) async fn get_by_name(&self, name: String) -> Result<Option<pb::Document>, FirestoreError> {
+        let request = pb::GetDocumentRequest { name, mask: None, request_options: None, consistency_selector: None };
+        match self.unary("GetDocument", self.client().get_document(request)).await {
+            Ok(doc) => Ok(Some(doc)),
+            Err(e) if e.code() == Some(Code::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs `query` under `parent` and returns its documents and the latest read time
+    /// of its responses.
+    pub(crate) async fn run_query(
+        &self,
+        parent: String,
+        query: pb::StructuredQuery,
+        read_time: Option<prost_types::Timestamp>,
+    ) -> Result<(Vec<pb::Document>, Option<prost_types::Timestamp>), FirestoreError> {
+        let request = pb::RunQueryRequest {
+            parent,
+            explain_options: None,
+            request_options: None,
+            query_type: Some(pb::run_query_request::QueryType::StructuredQuery(query)),
+            consistency_selector: read_time.map(pb::run_query_request::ConsistencySelector::ReadTime),
+        };
+        let mut documents = Vec::new();
+        let mut latest: Option<prost_types::Timestamp> = None;
+        self.collect_stream("RunQuery", self.client().run_query(request), |response: pb::RunQueryResponse| {
+            if let Some(t) = response.read_time {
+                if latest.as_ref().is_none_or(|l| (l.seconds, l.nanos) < (t.seconds, t.nanos)) {
+                    latest = Some(t);
+                }
+            }
+            documents.extend(response.document);
+            Ok::<(), ()>(())
+        })
+        .await?
+        .ok();
+        Ok((documents, latest))
+    }
+}
+
+/// A query for one page of a collection in `__name__` order, after `cursor`.
+fn page_query(collection_id: &str, cursor: Option<&str>, limit: u32) -> pb::StructuredQuery {
+    pb::StructuredQuery {
+        from: vec![CollectionSelector { collection_id: collection_id.to_owned(), all_descendants: false }],
+        order_by: vec![Order { field: Some(FieldReference { field_path: "__name__".into() }), direction: Direction::Ascending as i32 }],
+        start_at: cursor.map(|name| pb::Cursor { values: vec![reference(name)], before: false }),
+        limit: Some(i32::try_from(limit).unwrap_or(i32::MAX)),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn reference(name: &str) -> pb::Value {
+    pb::Value { value_type: Some(pb::value::ValueType::ReferenceValue(name.to_owned())) }
+}
+
+impl FirestoreSource {
+    /// A consistent, paged, read-ahead scan of one collection; `map` turns each
+    /// document into an item.
+    async fn scan<T: Send + 'static>(
+        &self,
+        collection_path: &str,
+        map: fn(&DocPaths, pb::Document) -> Result<T, FirestoreError>,
+    ) -> Result<Scan<T>, StoreError> {
+        let inner = &self.inner;
+        let (parent, collection_id) = inner.paths.collection_parent(collection_path)?;
+        let page_size = inner.config.page_size.max(1);
+        let (first, read_time) = inner.run_query(parent.clone(), page_query(&collection_id, None, page_size), None).await?;
+        let read_time = read_time.ok_or(FirestoreError::MissingInResponse { operation: "RunQuery", what: "read_time" })?;
+        let mut done = first.len() < page_size as usize;
+        let mut cursor = first.last().map(|d| d.name.clone());
+        let first: Vec<T> = first.into_iter().map(|d| map(&inner.paths, d)).collect::<Result<_, _>>()?;
+
+        let (pages_tx, pages_rx) = mpsc::channel::<Result<Vec<T>, StoreError>>(PAGES_AHEAD);
+        if !done {
+            let inner = self.inner.clone();
+            let read_time = read_time;
+            tokio::spawn(async move {
+                while !done {
+                    let page = inner
+                        .run_query(parent.clone(), page_query(&collection_id, cursor.as_deref(), page_size), Some(read_time))
+                        .await
+                        .and_then(|(docs, _)| {
+                            done = docs.len() < page_size as usize;
+                            cursor = docs.last().map(|d| d.name.clone());
+                            docs.into_iter().map(|d| map(&inner.paths, d)).collect::<Result<Vec<T>, _>>()
+                        });
+                    let failed = page.is_err();
+                    if pages_tx.send(page.map_err(StoreError::from)).await.is_err() || failed {
+                        // The consumer went away, or the scan ends with this error.
+                        return;
+                    }
+                }
+            });
+        }
+        let items = futures::stream::unfold((pages_rx, VecDeque::from(first)), |(mut pages_rx, mut buffered)| async move {
+            loop {
+                if let Some(item) = buffered.pop_front() {
+                    return Some((Ok(item), (pages_rx, buffered)));
+                }
+                match pages_rx.recv().await? {
+                    Ok(page) => buffered = page.into(),
+                    Err(error) => return Some((Err(error), (pages_rx, VecDeque::new()))),
+                }
+            }
+        })
+        .boxed();
+        Ok(Scan { read_time: timestamp_from_proto(&read_time), items })
+    }
+}
+
+fn doc_state(paths: &DocPaths, doc: pb::Document) -> Result<DocState, FirestoreError> {
+    let doc = paths.document_from_proto(doc)?;
+    Ok(DocState { content_hash: content_hash(&doc.fields), version: doc.update_time.as_micros(), doc_path: doc.path })
+}
+
+fn document(paths: &DocPaths, doc: pb::Document) -> Result<Document, FirestoreError> {
+    Ok(paths.document_from_proto(doc)?)
+}
+
+/// Checks a batch and turns it into Firestore writes.
+fn prepare_writes(paths: &DocPaths, writes: &[DocWrite]) -> Result<Vec<pb::Write>, FirestoreError> {
+    let mut seen = HashSet::with_capacity(writes.len());
+    writes
+        .iter()
+        .map(|write| {
+            let path = match write {
+                DocWrite::Set { path, .. } | DocWrite::Delete { path } => path.as_str(),
+            };
+            let name = paths.document_name(path)?;
+            if !seen.insert(path) {
+                return Err(FirestoreError::DuplicateWrite(path.to_owned()));
+            }
+            let operation = match write {
+                DocWrite::Set { fields, .. } => {
+                    pb::write::Operation::Update(pb::Document { name, fields: convert::fields_to_proto(fields), create_time: None, update_time: None })
+                }
+                DocWrite::Delete { .. } => pb::write::Operation::Delete(name),
+            };
+            Ok(pb::Write { update_mask: None, update_transforms: Vec::new(), current_document: None, operation: Some(operation) })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl SourceStore for FirestoreSource {
+    async fn get(&self, path: &str) -> Result<Option<Document>, StoreError> {
+        let name = self.inner.paths.document_name(path)?;
+        let Some(doc) = self.inner.get_by_name(name).await? else { return Ok(None) };
+        Ok(Some(self.inner.paths.document_from_proto(doc).map_err(FirestoreError::from)?))
+    }
+
+    async fn apply(&self, writes: Vec<DocWrite>) -> Result<Timestamp, StoreError> {
+        let writes = prepare_writes(&self.inner.paths, &writes)?;
+        Ok(self.inner.commit(writes).await?)
+    }
+
+    async fn scan_states(&self, collection_path: &str) -> Result<Scan<DocState>, StoreError> {
+        self.scan(collection_path, doc_state).await
+    }
+
+    async fn scan_documents(&self, collection_path: &str) -> Result<Scan<Document>, StoreError> {
+        self.scan(collection_path, document).await
+    }
+
+    async fn count(&self, collection_path: &str) -> Result<u64, StoreError> {
+        use pb::structured_aggregation_query::aggregation::{Count, Operator};
+        use pb::structured_aggregation_query::{Aggregation, QueryType};
+        let inner = &self.inner;
+        let (parent, collection_id) = inner.paths.collection_parent(collection_path)?;
+        let query = pb::StructuredQuery {
+            from: vec![CollectionSelector { collection_id, all_descendants: false }],
+            ..Default::default()
+        };
+        let request = pb::RunAggregationQueryRequest {
+            parent,
+            explain_options: None,
+            request_options: None,
+            query_type: Some(pb::run_aggregation_query_request::QueryType::StructuredAggregationQuery(pb::StructuredAggregationQuery {
+                aggregations: vec![Aggregation { alias: "n".into(), operator: Some(Operator::Count(Count { up_to: None })) }],
+                query_type: Some(QueryType::StructuredQuery(query)),
+            })),
+            consistency_selector: None,
+        };
+        let mut count = None;
+        inner
+            .collect_stream("RunAggregationQuery", inner.client().run_aggregation_query(request), |response: pb::RunAggregationQueryResponse| {
+                if let Some(value) = response.result.and_then(|mut r| r.aggregate_fields.remove("n")) {
+                    count = Some(value);
+                }
+                Ok::<(), ()>(())
+            })
+            .await?
+            .ok();
+        match count.and_then(|v| v.value_type) {
+            Some(pb::value::ValueType::IntegerValue(n)) => Ok(u64::try_from(n).unwrap_or(0)),
+            other => Err(FirestoreError::MissingInResponse {
+                operation: "RunAggregationQuery",
+                what: if other.is_some() { "an integer count (it sent another type)" } else { "the count" },
+            }
+            .into()),
+        }
+    }
+}
