@@ -1,0 +1,206 @@
+//! Offline checks of `deploy/` and `infra/`: the Terraform table schema and SQL are the
+//! code's own (so Terraform and the functions' start-up DDL never drift), and
+//! `deploy/deploy.sh` validates its configuration and prints the commands it would run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use converge_bigquery::{schema, BigQueryConfig};
+use converge_core::MirrorConfig;
+
+const PROJECT: &str = "acme-analytics";
+const DATASET: &str = "converge_test";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// What Terraform's `chomp(templatefile(path, { project, dataset }))` yields for our files:
+/// `${project}` and `${dataset}` substituted, the trailing newline dropped.
+fn render(path: &str) -> String {
+    let text = read(path).replace("${project}", PROJECT).replace("${dataset}", DATASET);
+    assert!(!text.contains("${") && !text.contains("%{"), "{path}: a template sequence other than ${{project}}/${{dataset}}");
+    text.trim_end_matches(['\n', '\r']).to_owned()
+}
+
+fn statements() -> Vec<String> {
+    let config = BigQueryConfig::new(PROJECT, DATASET).unwrap();
+    schema::create_statements(&config, &MirrorConfig::default().routes[0])
+}
+
+fn body<'a>(statement: &'a str, prefix: &str) -> &'a str {
+    statement.strip_prefix(prefix).unwrap_or_else(|| panic!("expected {prefix:?} at the start of {statement}"))
+}
+
+#[test]
+fn the_table_schema_is_the_code_s_columns() {
+    let json: serde_json::Value = serde_json::from_str(&read("infra/schema/records.json")).unwrap();
+    let file: Vec<(String, String, String)> = json
+        .as_array()
+        .expect("a JSON array of fields")
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap().to_owned(), f["type"].as_str().unwrap().to_owned(), f["mode"].as_str().unwrap().to_owned()))
+        .collect();
+    let mirror = MirrorConfig::default();
+    let code: Vec<(String, String, String)> = schema::columns(&mirror.routes[0])
+        .into_iter()
+        .map(|(name, ty, required)| (name.to_owned(), ty.to_owned(), if required { "REQUIRED" } else { "NULLABLE" }.to_owned()))
+        .collect();
+    assert_eq!(file, code, "infra/schema/records.json must list converge_bigquery::schema::columns() of the default route");
+    // The table's partitioning and clustering are the DDL's too.
+    let tf = read("infra/bigquery.tf");
+    assert!(statements()[0].contains("PARTITION BY DATE(ingested_at) CLUSTER BY tenant, doc_path"));
+    assert!(tf.contains("type  = \"DAY\"") && tf.contains("field = \"ingested_at\"") && tf.contains("clustering = [\"tenant\", \"doc_path\"]"));
+}
+
+#[test]
+fn the_view_and_table_function_are_the_code_s_text() {
+    let statements = statements();
+    let latest = format!("CREATE OR REPLACE VIEW `{PROJECT}.{DATASET}.records_latest` AS ");
+    assert_eq!(render("infra/sql/records_latest.sql"), body(&statements[1], &latest));
+    let as_of = format!("CREATE OR REPLACE TABLE FUNCTION `{PROJECT}.{DATASET}.records_as_of`(as_of TIMESTAMP) AS ");
+    assert_eq!(render("infra/sql/records_as_of.sql"), body(&statements[2], &as_of));
+}
+
+/// The same comparison through Terraform's own `templatefile`, where `terraform` is
+/// installed (it needs no provider for this).
+#[test]
+fn terraform_renders_the_same_text() {
+    if Command::new("terraform").arg("version").output().is_err() {
+        eprintln!("terraform not installed: skipped (the plain rendering is checked above)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (file, index) in [("records_latest.sql", 1), ("records_as_of.sql", 2)] {
+        let path = repo().join("infra/sql").join(file);
+        let expr = format!("jsonencode(chomp(templatefile({:?}, {{ project = {PROJECT:?}, dataset = {DATASET:?} }})))", path.display().to_string());
+        let out = Command::new("terraform")
+            .arg("console")
+            .current_dir(dir.path())
+            .env("TF_CLI_CONFIG_FILE", "/dev/null")
+            .env("CHECKPOINT_DISABLE", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(format!("{expr}\n").as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success(), "terraform console: {}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let line = stdout.lines().rfind(|l| !l.trim().is_empty()).expect("terraform printed the value");
+        // console prints the HCL string holding jsonencode's output: decode twice.
+        let json: String = serde_json::from_str(line).unwrap();
+        let text: String = serde_json::from_str(&json).unwrap();
+        let statement = &statements()[index];
+        assert!(statement.ends_with(&format!(" AS {text}")), "{file} through terraform:\n{text}\nvs\n{statement}");
+    }
+}
+
+/// `DRY_RUN=1 CONVERGE_DEPLOY_ENV=<env_file> bash deploy/deploy.sh` with a `gcloud` on
+/// the PATH that fails: a dry run must never call it. Returns (success, stdout, stderr).
+fn dry_run(env_file: &Path, tmp: &Path) -> (bool, String, String) {
+    let bin = tmp.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("gcloud"), "#!/bin/sh\necho \"gcloud called in a dry run: $*\" >&2\nexit 99\n").unwrap();
+    Command::new("chmod").arg("755").arg(bin.join("gcloud")).status().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash")
+        .arg("deploy/deploy.sh")
+        .current_dir(repo())
+        .env("DRY_RUN", "1")
+        .env("CONVERGE_DEPLOY_ENV", env_file)
+        .env("TMPDIR", tmp)
+        .env("PATH", path)
+        .output()
+        .expect("running bash");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn deploy(env_file: &Path) -> (bool, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = dry_run(env_file, tmp.path());
+    (ok, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn deploy_dry_run_prints_the_deployment() {
+    let (ok, out) = deploy(&repo().join("deploy/converge.env.example"));
+    assert!(ok, "dry run failed:\n{out}");
+    for expected in [
+        "+ gcloud services enable",
+        "+ gcloud builds submit . --config=deploy/cloudbuild.yaml",
+        "_FUNCTION=on-write-sync,_IMAGE=europe-west1-docker.pkg.dev/my-project-id/converge/on-write-sync:",
+        "+ gcloud run services replace ",
+        "+ gcloud eventarc triggers create converge-sync-orgs-tenant-records-doc",
+        "--event-filters=type=google.cloud.firestore.document.v1.written",
+        "'--event-filters=database=(default)'",
+        "'--event-filters-path-pattern=document=orgs/{tenant}/records/{doc}'",
+        "--event-data-content-type=application/protobuf",
+        "--destination-run-service=converge-sync",
+        "--destination-run-path=/",
+        "--service-account=converge-eventarc@my-project-id.iam.gserviceaccount.com",
+        "skipping reconciler: functions/reconciler does not exist yet",
+    ] {
+        assert!(out.contains(expected), "dry run output lacks {expected:?}:\n{out}");
+    }
+}
+
+#[test]
+fn the_service_definition_renders_every_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = dry_run(&repo().join("deploy/converge.env.example"), tmp.path());
+    assert!(ok, "{stdout}{stderr}");
+    let dir = stdout.lines().find_map(|l| l.strip_prefix("==> service definitions rendered in ")).expect("rendered path printed");
+    let yaml = std::fs::read_to_string(Path::new(dir).join("on-write-sync.yaml")).unwrap();
+    assert!(!yaml.contains("${"), "placeholder left:\n{yaml}");
+    assert!(!yaml.contains("mirror-config") && !yaml.contains("/etc/converge"), "mirror-config lines kept without CONVERGE_CONFIG:\n{yaml}");
+    for (name, value) in [
+        (converge_http::env::BACKEND, "cloud"),
+        (converge_http::env::PROJECT, "\"my-project-id\""),
+        (converge_http::env::FIRESTORE_DATABASE, "\"(default)\""),
+        (converge_http::env::BIGQUERY_DATASET, "\"converge\""),
+        (converge_http::env::BIGQUERY_LOCATION, "\"EU\""),
+    ] {
+        assert!(yaml.contains(&format!("- name: {name}\n              value: {value}\n")), "{name}={value} missing:\n{yaml}");
+    }
+    for expected in [
+        "run.googleapis.com/ingress: internal",
+        "containerConcurrency: 1000",
+        "serviceAccountName: converge-sync@my-project-id.iam.gserviceaccount.com",
+        "image: europe-west1-docker.pkg.dev/my-project-id/converge/on-write-sync:",
+    ] {
+        assert!(yaml.contains(expected), "{expected:?} missing:\n{yaml}");
+    }
+}
+
+#[test]
+fn deploy_names_the_missing_or_wrong_setting() {
+    let example = read("deploy/converge.env.example");
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, String, &str); 4] = [
+        ("no-project.env", example.lines().filter(|l| !l.starts_with("PROJECT=")).collect::<Vec<_>>().join("\n"), "PROJECT is missing"),
+        ("bad-region.env", example.replace("REGION=europe-west1", "REGION=Europe West"), "REGION='Europe West'"),
+        ("typo.env", format!("{example}\nPROJET=x\n"), "unknown setting PROJET"),
+        (
+            "unrouted.env",
+            example.replace("TRIGGER_PATH_PATTERNS=\"orgs/{tenant}/records/{doc}\"", "TRIGGER_PATH_PATTERNS=\"orgs/{tenant}/notes/{doc}\""),
+            "TRIGGER_PATH_PATTERNS: 'orgs/{tenant}/notes/{doc}' is not a route of the built-in mirror configuration",
+        ),
+    ];
+    for (file, text, expected) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        let (ok, out) = deploy(&path);
+        assert!(!ok, "{file}: the dry run should fail:\n{out}");
+        assert!(out.contains(expected), "{file}: expected {expected:?} in:\n{out}");
+        assert!(!out.contains("+ gcloud"), "{file}: nothing may run before the configuration is valid:\n{out}");
+    }
+}
