@@ -1,56 +1,72 @@
-//! Opens the backends a function or the CLI runs on. Every binary builds its context
-//! here, once, at start.
+//! Opens the backends a function or the CLI runs on, from its [`Settings`]. Every
+//! binary builds its context here, once, at start.
 //!
-//! The embedded pair lives in one data directory:
+//! # Layout
 //!
-//! ```text
-//! DATA_DIR/source.sqlite     documents, outbox, sync_errors, quarantine
-//! DATA_DIR/warehouse.duckdb  changelog tables and views
-//! ```
+//! - [`embedded`]: SQLite source and DuckDB warehouse in one data directory (feature
+//!   `embedded`).
+//! - [`cloud`]: Firestore source and BigQuery warehouse, or their emulators (feature
+//!   `cloud`).
+//! - [`Backends`]: whichever of the two the settings select, behind the core traits.
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "cloud")]
+pub mod cloud;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+
 use std::sync::Arc;
 
 use converge_core::{Clock, ErrorLog, SourceStore, StoreError, Warehouse};
-use converge_duckdb::DuckWarehouse;
-use converge_events::EventSource;
-use converge_sqlite::SqliteStore;
+use converge_http::{Backend, Settings};
 
-/// The embedded backends of one data directory.
+#[cfg(feature = "cloud")]
+pub use cloud::CloudBackends;
+#[cfg(feature = "embedded")]
+pub use embedded::EmbeddedBackends;
+
+/// The opened backends, behind the traits every library function takes.
 #[derive(Clone)]
-pub struct EmbeddedBackends {
-    pub data_dir: PathBuf,
-    pub source: SqliteStore,
-    pub warehouse: DuckWarehouse,
+pub struct Backends {
+    pub source: Arc<dyn SourceStore>,
+    pub errors: Arc<dyn ErrorLog>,
+    pub warehouse: Arc<dyn Warehouse>,
+    /// `embedded` or `cloud`, for logs.
+    pub kind: &'static str,
 }
 
-impl EmbeddedBackends {
-    pub fn source_path(data_dir: &Path) -> PathBuf {
-        data_dir.join("source.sqlite")
+impl Backends {
+    /// Opens what `settings` select. A backend this binary was built without is a
+    /// clear error naming the setting, not a silent fallback.
+    pub async fn open(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        match &settings.backend {
+            Backend::Embedded => open_embedded(settings, clock),
+            Backend::Cloud(cloud) => open_cloud(cloud).await,
+        }
     }
+}
 
-    pub fn warehouse_path(data_dir: &Path) -> PathBuf {
-        data_dir.join("warehouse.duckdb")
-    }
+#[cfg(feature = "embedded")]
+fn open_embedded(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Backends, StoreError> {
+    Ok(EmbeddedBackends::open(&settings.data_dir, clock)?.backends())
+}
 
-    /// Opens (creating if needed) both stores in `data_dir`.
-    pub fn open(data_dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::permanent("embedded", format!("cannot create data directory {}: {e}", data_dir.display())))?;
-        let source = SqliteStore::open(&Self::source_path(data_dir), clock, EventSource::local())?;
-        let warehouse = DuckWarehouse::open(&Self::warehouse_path(data_dir))?;
-        Ok(Self { data_dir: data_dir.to_owned(), source, warehouse })
-    }
+#[cfg(not(feature = "embedded"))]
+fn open_embedded(_: &Settings, _: Arc<dyn Clock>) -> Result<Backends, StoreError> {
+    Err(StoreError::permanent(
+        "settings",
+        format!("{} is `embedded` (or unset), but this binary was built for the cloud only; set {}=cloud", converge_http::env::BACKEND, converge_http::env::BACKEND),
+    ))
+}
 
-    pub fn source_store(&self) -> Arc<dyn SourceStore> {
-        Arc::new(self.source.clone())
-    }
+#[cfg(feature = "cloud")]
+async fn open_cloud(settings: &converge_http::CloudSettings) -> Result<Backends, StoreError> {
+    Ok(CloudBackends::open(settings).await?.backends())
+}
 
-    pub fn error_log(&self) -> Arc<dyn ErrorLog> {
-        Arc::new(self.source.clone())
-    }
-
-    pub fn warehouse(&self) -> Arc<dyn Warehouse> {
-        Arc::new(self.warehouse.clone())
-    }
+#[cfg(not(feature = "cloud"))]
+async fn open_cloud(_: &converge_http::CloudSettings) -> Result<Backends, StoreError> {
+    Err(StoreError::permanent(
+        "settings",
+        format!("{}=cloud, but this binary was built without the cloud backends (cargo feature `cloud`)", converge_http::env::BACKEND),
+    ))
 }

@@ -60,6 +60,13 @@ pub struct LiveTraffic {
     pub burst_creates: u64,
 }
 
+impl LiveTraffic {
+    /// Document writes issued (each fires one trigger on Firestore).
+    pub fn writes(&self) -> u64 {
+        self.edits + self.recategorized_old_records + self.deletes + 2 * self.created_then_deleted + self.burst_creates
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoSummary {
     pub data_dir: String,
@@ -85,7 +92,7 @@ fn tenants(records: u64) -> Vec<(&'static str, u64, u64)> {
     vec![("acme", records, 1), ("globex", 5_000, 2), ("initech", 2_000, 3), ("umbrella", 500, 4)]
 }
 
-const LOAD_BATCH: usize = 2_000;
+pub(crate) const LOAD_BATCH: usize = 2_000;
 
 pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
@@ -229,8 +236,10 @@ fn reset_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn live_traffic(
-    source: &converge_sqlite::SqliteStore,
+/// Live changes to the large tenant, through any source store. Batches stay within
+/// Firestore's 500 writes per commit.
+pub(crate) async fn live_traffic(
+    source: &dyn SourceStore,
     pattern: &converge_core::PathPattern,
     records: u64,
     now: Timestamp,
@@ -250,7 +259,7 @@ async fn live_traffic(
     for chunk in (0..scale).collect::<Vec<_>>().chunks(250) {
         // One write per document per batch: a batch has one commit time.
         let indices: std::collections::BTreeSet<u64> = chunk.iter().map(|_| rng.below(third)).collect();
-        let writes = indices
+        let writes: Vec<DocWrite> = indices
             .into_iter()
             .map(|index| {
                 let mut fields = dataset::record(seed, index, now);
@@ -258,8 +267,8 @@ async fn live_traffic(
                 DocWrite::Set { path: path(&dataset::doc_id(index)), fields }
             })
             .collect();
+        live.edits += writes.len() as u64;
         source.apply(writes).await?;
-        live.edits += chunk.len() as u64;
         bars.live.inc(chunk.len() as u64);
     }
     // Records months old whose category changes: the report's past months move.
@@ -280,8 +289,10 @@ async fn live_traffic(
     live.recategorized_old_records = recategorized;
     // Deletes.
     let deletes = scale / 5;
-    let writes = (0..deletes).map(|i| DocWrite::Delete { path: path(&dataset::doc_id(2 * third + i)) }).collect();
-    source.apply(writes).await?;
+    let writes: Vec<DocWrite> = (0..deletes).map(|i| DocWrite::Delete { path: path(&dataset::doc_id(2 * third + i)) }).collect();
+    for chunk in writes.chunks(500) {
+        source.apply(chunk.to_vec()).await?;
+    }
     live.deletes = deletes;
     bars.live.inc(deletes);
     // Create-then-delete within a second: two events whose order must not matter.
@@ -298,7 +309,7 @@ async fn live_traffic(
         let writes: Vec<DocWrite> = (0..size)
             .map(|i| DocWrite::Set { path: path(&format!("b{burst}-{i:06}")), fields: dataset::record(seed, records * 2 + burst * size + i, now) })
             .collect();
-        for chunk in writes.chunks(1_000) {
+        for chunk in writes.chunks(500) {
             source.apply(chunk.to_vec()).await?;
         }
         live.burst_creates += size;
@@ -338,14 +349,14 @@ async fn run_report(backends: &EmbeddedBackends, tenant: &str) -> anyhow::Result
     Ok(ReportSummary { tenant: tenant.into(), label: label.into(), rows: rows.len(), millis: (millis * 10.0).round() / 10.0, sample: rows.into_iter().take(5).collect() })
 }
 
-struct Bars {
-    loaded: ProgressBar,
-    live: ProgressBar,
-    delivered: ProgressBar,
+pub(crate) struct Bars {
+    pub(crate) loaded: ProgressBar,
+    pub(crate) live: ProgressBar,
+    pub(crate) delivered: ProgressBar,
 }
 
 impl Bars {
-    fn new(visible: bool) -> Self {
+    pub(crate) fn new(visible: bool) -> Self {
         let multi = MultiProgress::with_draw_target(if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
         let style = ProgressStyle::with_template("{prefix:>18} [{bar:40}] {pos:>8}/{len:8} {per_sec:>12} {elapsed_precise}")
             .expect("valid template")

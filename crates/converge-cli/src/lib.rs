@@ -5,6 +5,7 @@
 //!
 //! - [`dataset`]: the demo's deterministic, realistic records.
 //! - [`demo`]: `converge demo`, the whole embedded pipeline end to end.
+//! - [`demo_cloud`]: `converge demo --backend cloud`, the same on both emulators.
 //! - [`sql`]: `converge sql`, a query on the embedded warehouse, one JSON object per row.
 //! - [`serve`]: `converge serve`, the sync function and the relay in one process.
 //! - [`bench`]: `converge bench sync`, the sync path measured over loopback HTTP.
@@ -13,6 +14,7 @@
 pub mod bench;
 pub mod dataset;
 pub mod demo;
+pub mod demo_cloud;
 pub mod render;
 pub mod serve;
 pub mod sql;

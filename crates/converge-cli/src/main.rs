@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use converge_cli::{bench, demo, render, serve, sql};
+use converge_cli::{bench, demo, demo_cloud, render, serve, sql};
 
 #[derive(Parser)]
 #[command(name = "converge", version, about = "Keeps an analytics copy of a Firestore database honest.")]
@@ -26,6 +26,10 @@ enum Command {
         /// Print one JSON object instead of the text summary.
         #[arg(long)]
         json: bool,
+        /// `embedded` (SQLite + DuckDB) or `cloud` (Firestore + BigQuery adapters, run
+        /// against both emulators started on free loopback ports).
+        #[arg(long, value_enum, default_value_t = DemoBackend::Embedded)]
+        backend: DemoBackend,
     },
     /// Run one query on the embedded warehouse; prints one JSON object per row.
     Sql {
@@ -47,17 +51,26 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DemoBackend {
+    Embedded,
+    Cloud,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { data_dir, records, json } => {
+        Command::Demo { data_dir, records, json, backend } => {
             // The demo's own output is the summary; logs only for trouble.
             if std::env::var(converge_http::env::LOG).is_err() {
                 std::env::set_var(converge_http::env::LOG, "warn");
             }
             converge_http::telemetry::init("converge-demo");
-            let summary = demo::run(demo::DemoOptions { data_dir, records, progress: !json }).await?;
+            let summary = match backend {
+                DemoBackend::Embedded => demo::run(demo::DemoOptions { data_dir, records, progress: !json }).await?,
+                DemoBackend::Cloud => demo_cloud::run(demo_cloud::CloudDemoOptions { records, progress: !json }).await?,
+            };
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use converge_backends::EmbeddedBackends;
-use converge_core::{SystemClock, Warehouse};
+use converge_backends::Backends;
+use converge_core::SystemClock;
 use converge_sync::{GroupCommitConfig, SyncService};
 
 #[tokio::main]
@@ -13,19 +13,23 @@ async fn main() -> anyhow::Result<()> {
     converge_http::telemetry::init("on-write-sync");
     let settings = converge_http::Settings::from_env()?;
     let run_id = format!("sync-{}", uuid::Uuid::new_v4());
-    let backends = EmbeddedBackends::open(&settings.data_dir, Arc::new(SystemClock)).context("opening the embedded backends")?;
+    let backends = Backends::open(&settings, Arc::new(SystemClock)).await.context("opening the backends")?;
     backends.warehouse.ensure_tables(&settings.mirror).await.context("creating the changelog tables")?;
-    let service = SyncService::start(
+    let service = Arc::new(SyncService::start(
         settings.mirror.clone(),
-        backends.warehouse(),
-        backends.error_log(),
+        backends.warehouse.clone(),
+        backends.errors.clone(),
         Arc::new(SystemClock),
         run_id.clone(),
         settings.max_body_bytes,
         GroupCommitConfig::default(),
-    );
+    ));
+    let mut app = converge_sync::app(service.clone());
+    if settings.accept_emulator_events {
+        app = app.merge(converge_sync::emulator_route(service));
+    }
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port)).await.with_context(|| format!("binding port {}", settings.port))?;
-    tracing::info!(run_id, port = settings.port, data_dir = %settings.data_dir.display(), "on-write sync serving");
-    converge_http::serve(listener, converge_sync::app(Arc::new(service)), converge_http::shutdown_signal()).await?;
+    tracing::info!(run_id, port = settings.port, backend = backends.kind, "on-write sync serving");
+    converge_http::serve(listener, app, converge_http::shutdown_signal()).await?;
     Ok(())
 }
