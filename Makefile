@@ -62,6 +62,7 @@ build: setup
 	$(CARGO) build --workspace --bins
 
 test: build $(BQEMULATOR)
+	@[ -x "$${CONVERGE_FIRESTORE_EMULATOR:-/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator}" ] && command -v "$${JAVA:-java}" >/dev/null || echo "!!!!! Firestore emulator or Java missing: the Firestore adapter tests will be SKIPPED. Install: gcloud components install cloud-firestore-emulator (or the apt package google-cloud-cli-firestore-emulator from Google's Cloud SDK repository) and a JDK 17+, or set CONVERGE_FIRESTORE_EMULATOR !!!!!"
 	$(CARGO) test --workspace --no-fail-fast
 
 demo: build
