@@ -1,6 +1,7 @@
 # Converge — every set-up step lives here, so a fresh machine needs only these targets.
 #
 #   make demo    the whole pipeline on the embedded default (SQLite + DuckDB), no account
+#   make demo-cloud  the same on the cloud adapters, against the Firestore and BigQuery emulators
 #   make test    every test
 #   make bench   benchmarks, figures written to bench/RESULTS.md
 #
@@ -20,7 +21,7 @@ DUCKDB_LIB := $(DUCKDB_DIR)/node_modules/@duckdb/node-bindings-linux-x64/libduck
 DATA_DIR ?= .converge
 RECORDS ?= 300000
 
-.PHONY: setup build test demo bench clean check-platform bqemulator deploy deploy-dry-run
+.PHONY: setup build test demo demo-cloud bench clean check-platform bqemulator deploy deploy-dry-run
 
 setup: $(DUCKDB_LIB)
 
@@ -64,6 +65,13 @@ build: setup
 test: build $(BQEMULATOR)
 	@[ -x "$${CONVERGE_FIRESTORE_EMULATOR:-/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator}" ] && command -v "$${JAVA:-java}" >/dev/null || echo "!!!!! Firestore emulator or Java missing: the Firestore adapter tests will be SKIPPED. Install: gcloud components install cloud-firestore-emulator (or the apt package google-cloud-cli-firestore-emulator from Google's Cloud SDK repository) and a JDK 17+, or set CONVERGE_FIRESTORE_EMULATOR !!!!!"
 	$(CARGO) test --workspace --no-fail-fast
+
+# The cloud path on both emulators (started on free ports and stopped by the command):
+# Firestore's Eventarc triggers deliver to the sync function, rows land in BigQuery.
+# The emulator dispatches one event at a time, hence the smaller dataset.
+CLOUD_RECORDS ?= 600
+demo-cloud: build $(BQEMULATOR)
+	$(BIN)/converge demo --backend cloud --records $(CLOUD_RECORDS) --json
 
 demo: build
 	$(BIN)/converge demo --data-dir $(DATA_DIR) --records $(RECORDS)
