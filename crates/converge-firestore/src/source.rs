@@ -148,6 +148,14 @@ impl Inner {
         Ok(timestamp_from_proto(&commit_time))
     }
 
+    /// The database's current time: the read time of a query that reads nothing.
+    pub(crate) async fn server_time(&self) -> Result<Timestamp, FirestoreError> {
+        let query = page_query("converge-clock", None, 1);
+        let (_, read_time) = self.run_query(self.paths.documents.clone(), query, None).await?;
+        let read_time = read_time.ok_or(FirestoreError::MissingInResponse { operation: "RunQuery", what: "read_time" })?;
+        Ok(timestamp_from_proto(&read_time))
+    }
+
     /// Reads one document by resource name; `None` when it does not exist.
     pub(crate) async fn get_by_name(&self, name: String) -> Result<Option<pb::Document>, FirestoreError> {
         let request = pb::GetDocumentRequest { name, mask: None, request_options: None, consistency_selector: None };
@@ -302,6 +310,12 @@ impl SourceStore for FirestoreSource {
     }
 
     async fn apply(&self, writes: Vec<DocWrite>) -> Result<Timestamp, StoreError> {
+        if writes.is_empty() {
+            // Nothing to commit (the emulator answers an empty Commit without a
+            // commit time): the database's current time, which follows every commit
+            // so far, as the batch's.
+            return Ok(self.inner.server_time().await?);
+        }
         let writes = prepare_writes(&self.inner.paths, &writes)?;
         Ok(self.inner.commit(writes).await?)
     }

@@ -90,6 +90,9 @@ async fn a_batch_commits_at_one_time_and_keeps_create_times() {
     assert_eq!(source.count("c").await.unwrap(), 2);
     // Deleting only missing documents is not an error.
     source.apply(vec![delete("c/missing"), delete("c/b")]).await.unwrap();
+    // An empty batch commits nothing and answers a time after every commit so far.
+    let empty = source.apply(vec![]).await.unwrap();
+    assert!(empty >= t2, "{empty:?} < {t2:?}");
 }
 
 #[tokio::test]
