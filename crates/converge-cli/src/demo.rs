@@ -149,18 +149,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     bars.loaded.set_length(total_docs);
     bars.delivered.set_length(total_docs);
     let pattern = &config.routes[0].pattern;
-    for (tenant, count, seed) in &all {
-        let mut writes = Vec::with_capacity(LOAD_BATCH);
-        for index in 0..*count {
-            let path = pattern.document_path(tenant, &dataset::doc_id(index)).expect("demo route has a plain pattern");
-            writes.push(DocWrite::Set { path, fields: dataset::record(*seed, index, now) });
-            if writes.len() == LOAD_BATCH || index + 1 == *count {
-                let n = writes.len() as u64;
-                backends.source.apply(std::mem::take(&mut writes)).await.context("loading the dataset")?;
-                bars.loaded.inc(n);
-            }
-        }
-    }
+    load_dataset(&backends.source, pattern, &all, LOAD_BATCH, now, &bars).await?;
     let load_millis = load_started.elapsed().as_millis() as u64;
     bars.loaded.finish();
 
@@ -181,21 +170,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     server.await??;
 
     // Derived == source, document by document.
-    let mut tenant_summaries = Vec::new();
-    for (tenant, _, _) in &all {
-        let report: DriftReport = drift::compare_tenant(&backends.source, &backends.warehouse, &config.routes[0], tenant).await?;
-        tenant_summaries.push(TenantSummary {
-            tenant: tenant.to_string(),
-            source_docs: report.source_docs,
-            latest_rows: backends.warehouse.latest_count("records", tenant).await?,
-            missing: report.missing.len(),
-            different: report.different.len(),
-            orphan: report.orphan.len(),
-        });
-        if !report.is_clean() {
-            tracing::error!(tenant, missing = ?report.missing.iter().take(5).collect::<Vec<_>>(), different = ?report.different.iter().take(5).collect::<Vec<_>>(), orphan = ?report.orphan.iter().take(5).collect::<Vec<_>>(), "derived differs from source");
-        }
-    }
+    let tenant_names: Vec<&str> = all.iter().map(|(tenant, _, _)| *tenant).collect();
+    let tenant_summaries = compare_tenants(&backends.source, &backends.warehouse, &config.routes[0], &tenant_names).await?;
     let derived_equals_source = tenant_summaries.iter().all(|t| t.missing + t.different + t.orphan == 0 && t.source_docs == t.latest_rows);
 
     let report = run_report(&backends, all[0].0).await?;
@@ -220,6 +196,56 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         report,
         total_millis: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Writes every tenant's records through the source store, `batch` per commit, as an
+/// app would.
+pub(crate) async fn load_dataset(
+    source: &dyn SourceStore,
+    pattern: &converge_core::PathPattern,
+    tenants: &[(&str, u64, u64)],
+    batch: usize,
+    now: Timestamp,
+    bars: &Bars,
+) -> anyhow::Result<()> {
+    for (tenant, count, seed) in tenants {
+        let mut writes = Vec::with_capacity(batch);
+        for index in 0..*count {
+            let path = pattern.document_path(tenant, &dataset::doc_id(index)).expect("demo route has a plain pattern");
+            writes.push(DocWrite::Set { path, fields: dataset::record(*seed, index, now) });
+            if writes.len() == batch || index + 1 == *count {
+                let n = writes.len() as u64;
+                source.apply(std::mem::take(&mut writes)).await.context("loading the dataset")?;
+                bars.loaded.inc(n);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each tenant's source compared with its latest view, document by document.
+pub(crate) async fn compare_tenants(
+    source: &dyn SourceStore,
+    warehouse: &dyn Warehouse,
+    route: &converge_core::Route,
+    tenants: &[&str],
+) -> anyhow::Result<Vec<TenantSummary>> {
+    let mut summaries = Vec::new();
+    for tenant in tenants {
+        let report: DriftReport = drift::compare_tenant(source, warehouse, route, tenant).await?;
+        if !report.is_clean() {
+            tracing::error!(tenant, missing = ?report.missing.iter().take(5).collect::<Vec<_>>(), different = ?report.different.iter().take(5).collect::<Vec<_>>(), orphan = ?report.orphan.iter().take(5).collect::<Vec<_>>(), "derived differs from source");
+        }
+        summaries.push(TenantSummary {
+            tenant: tenant.to_string(),
+            source_docs: report.source_docs,
+            latest_rows: warehouse.latest_count(&route.table, tenant).await?,
+            missing: report.missing.len(),
+            different: report.different.len(),
+            orphan: report.orphan.len(),
+        });
+    }
+    Ok(summaries)
 }
 
 /// The demo owns `source.sqlite` and `warehouse.duckdb` in its data directory and

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use converge_backends::CloudBackends;
 use converge_bigquery::{BigQueryEmulator, QueryParam};
-use converge_core::{drift, Clock, DocWrite, ErrorLog, MirrorConfig, SourceStore, SystemClock, Warehouse};
+use converge_core::{Clock, ErrorLog, MirrorConfig, SourceStore, SystemClock, Warehouse};
 use converge_firestore::{EmulatorOptions, FirestoreEmulator};
 use converge_http::CloudSettings;
 use converge_sync::{GroupCommitConfig, SyncService};
 
 use crate::dataset;
-use crate::demo::{live_traffic, Bars, DemoSummary, ReportSummary, TenantSummary};
+use crate::demo::{compare_tenants, live_traffic, load_dataset, Bars, DemoSummary, ReportSummary};
 
 /// The trigger id registered on the Firestore emulator.
 const TRIGGER_ID: &str = "converge-records-written";
@@ -120,18 +120,7 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
     let total_docs: u64 = all.iter().map(|(_, n, _)| n).sum();
     bars.loaded.set_length(total_docs);
     bars.delivered.set_length(total_docs);
-    for (tenant, count, seed) in &all {
-        let mut writes = Vec::with_capacity(LOAD_BATCH);
-        for index in 0..*count {
-            let path = route.pattern.document_path(tenant, &dataset::doc_id(index)).expect("demo route has a plain pattern");
-            writes.push(DocWrite::Set { path, fields: dataset::record(*seed, index, now) });
-            if writes.len() == LOAD_BATCH || index + 1 == *count {
-                let n = writes.len() as u64;
-                source.apply(std::mem::take(&mut writes)).await.context("loading the dataset into the Firestore emulator")?;
-                bars.loaded.inc(n);
-            }
-        }
-    }
+    load_dataset(source, &route.pattern, &all, LOAD_BATCH, now, &bars).await.context("writing into the Firestore emulator")?;
     let load_millis = load_started.elapsed().as_millis() as u64;
     bars.loaded.finish();
     let live = live_traffic(source, &route.pattern, options.records, now, &bars).await?;
@@ -146,21 +135,8 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
     bars.delivered.set_position(received());
     bars.delivered.finish();
 
-    let mut tenant_summaries = Vec::new();
-    for (tenant, _, _) in &all {
-        let report = drift::compare_tenant(source, &backends.warehouse, route, tenant).await?;
-        if !report.is_clean() {
-            tracing::error!(tenant, missing = ?report.missing.iter().take(5).collect::<Vec<_>>(), different = ?report.different.iter().take(5).collect::<Vec<_>>(), orphan = ?report.orphan.iter().take(5).collect::<Vec<_>>(), "derived differs from source");
-        }
-        tenant_summaries.push(TenantSummary {
-            tenant: tenant.to_string(),
-            source_docs: report.source_docs,
-            latest_rows: backends.warehouse.latest_count(&route.table, tenant).await?,
-            missing: report.missing.len(),
-            different: report.different.len(),
-            orphan: report.orphan.len(),
-        });
-    }
+    let tenant_names: Vec<&str> = all.iter().map(|(tenant, _, _)| *tenant).collect();
+    let tenant_summaries = compare_tenants(source, &backends.warehouse, route, &tenant_names).await?;
     let derived_equals_source = tenant_summaries.iter().all(|t| t.missing + t.different + t.orphan == 0 && t.source_docs == t.latest_rows);
     let report = run_report(&backends, all[0].0).await?;
 

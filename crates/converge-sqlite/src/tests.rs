@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use converge_core::{
-    DocWrite, ErrorKind, ErrorLog, Fields, GeoPoint, ManualClock, QuarantineReason, QuarantineRecord, SourceStore, SyncErrorRecord,
+    DocWrite, ErrorKind, Fields, GeoPoint, ManualClock, SourceStore,
     SystemClock, Timestamp, Value,
 };
 use converge_events::EventSource;
@@ -321,89 +321,7 @@ async fn an_empty_store_reports_its_creation_as_read_time() {
     assert_eq!(scan.items.count().await, 0);
 }
 
-fn sync_error(id: &str, tenant: &str, event_id: &str, error: &str, seen: i64) -> SyncErrorRecord {
-    SyncErrorRecord {
-        id: id.into(),
-        tenant: tenant.into(),
-        doc_id: "d".into(),
-        doc_path: format!("orgs/{tenant}/records/d"),
-        action: "create".into(),
-        event_id: event_id.into(),
-        error: error.into(),
-        attempts: 1,
-        first_seen: Timestamp::new(seen, 5),
-        last_seen: Timestamp::new(seen, 5),
-        resolved: false,
-    }
-}
-
-#[tokio::test]
-async fn sync_errors_merge_by_id() {
-    let f = fixture();
-    f.store.record_sync_error(sync_error("t_d_create", "t", "e1", "warehouse down", 100)).await.unwrap();
-    f.store.record_sync_error(sync_error("t_d_create", "t", "e2", "still down", 200)).await.unwrap();
-    f.store.record_sync_error(sync_error("u_d_create", "u", "e3", "other", 150)).await.unwrap();
-    let open = f.store.open_sync_errors(Some("t")).await.unwrap();
-    assert_eq!(open.len(), 1, "merged, never duplicated");
-    let merged = &open[0];
-    assert_eq!(merged.attempts, 2);
-    assert_eq!(merged.first_seen, Timestamp::new(100, 5));
-    assert_eq!(merged.last_seen, Timestamp::new(200, 5));
-    assert_eq!((merged.event_id.as_str(), merged.error.as_str()), ("e2", "still down"));
-    assert_eq!(f.store.open_sync_errors(None).await.unwrap().len(), 2);
-
-    assert!(f.store.resolve_sync_error("t_d_create").await.unwrap());
-    assert!(!f.store.resolve_sync_error("t_d_create").await.unwrap());
-    assert!(f.store.open_sync_errors(Some("t")).await.unwrap().is_empty());
-    // Failing again reopens it, still one record.
-    f.store.record_sync_error(sync_error("t_d_create", "t", "e4", "again", 300)).await.unwrap();
-    let reopened = f.store.open_sync_errors(Some("t")).await.unwrap();
-    assert_eq!((reopened.len(), reopened[0].attempts, reopened[0].resolved), (1, 3, false));
-
-    // Concurrent records of one failure: every attempt counted, one row.
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let store = f.store.clone();
-            tokio::spawn(async move { store.record_sync_error(sync_error("c_d_create", "c", &format!("e{i}"), "x", 400)).await })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
-    let concurrent = f.store.open_sync_errors(Some("c")).await.unwrap();
-    assert_eq!((concurrent.len(), concurrent[0].attempts), (1, 20));
-}
-
-fn quarantine(id: &str, received: i64) -> QuarantineRecord {
-    QuarantineRecord {
-        id: id.into(),
-        reason: QuarantineReason::Unroutable,
-        detail: "no route matches `x/y`".into(),
-        event_id: Some(id.into()),
-        event_type: Some(WRITTEN_EVENT_TYPE.into()),
-        content_type: Some("application/protobuf".into()),
-        headers_json: r#"{"ce-id":"x"}"#.into(),
-        payload: vec![0, 1, 2, 255],
-        payload_bytes: 4,
-        received_at: Timestamp::new(received, 7),
-        attempts: 1,
-    }
-}
-
-#[tokio::test]
-async fn quarantine_merges_by_id_and_lists_newest_first() {
-    let f = fixture();
-    f.store.quarantine(quarantine("a", 100)).await.unwrap();
-    f.store.quarantine(quarantine("b", 200)).await.unwrap();
-    let mut again = quarantine("a", 300);
-    again.reason = QuarantineReason::SchemaViolation;
-    f.store.quarantine(again.clone()).await.unwrap();
-    let records = f.store.quarantined(10).await.unwrap();
-    assert_eq!(records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
-    assert_eq!(records[0], QuarantineRecord { attempts: 2, ..again });
-    assert_eq!(records[1], quarantine("b", 200), "stored exactly");
-    assert_eq!(f.store.quarantined(1).await.unwrap().len(), 1);
-}
+// Error log merging and quarantine: the shared contract (tests/contract.rs).
 
 /// Throughput of the bulk-load path. The demo loads 300,000 documents; here a
 /// smaller run keeps the suite quick, with a floor far below the target so a slow
