@@ -86,9 +86,9 @@ impl Inner {
         Err(FirestoreError::Contention { operation, id: id.to_owned(), attempts: MAX_MERGE_ROUNDS })
     }
 
-    async fn query_all(&self, collection: &str, query: pb::StructuredQuery) -> Result<Vec<pb::Document>, FirestoreError> {
-        let _ = collection;
-        Ok(self.run_query(self.paths.documents.clone(), query, None).await?.0)
+    /// Every document `query` (over a top-level collection) matches.
+    async fn query_all(&self, query: pb::StructuredQuery) -> Result<Vec<pb::Document>, FirestoreError> {
+        Ok(self.read_with_retry(|| self.run_query(self.paths.documents.clone(), query.clone(), None)).await?.0)
     }
 }
 
@@ -306,7 +306,7 @@ impl ErrorLog for FirestoreSource {
                 })),
             },
         });
-        let docs = inner.query_all(collection, query).await?;
+        let docs = inner.query_all(query).await?;
         let mut records = docs.into_iter().map(sync_error_from_doc).collect::<Result<Vec<_>, _>>()?;
         records.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(records)
@@ -317,7 +317,7 @@ impl ErrorLog for FirestoreSource {
         let inner = &self.inner;
         let name = inner.record_name(&inner.config.sync_errors_collection, id)?;
         for _ in 0..MAX_MERGE_ROUNDS {
-            let Some(doc) = inner.get_by_name(name.clone()).await? else { return Ok(false) };
+            let Some(doc) = inner.read_with_retry(|| inner.get_by_name(name.clone())).await? else { return Ok(false) };
             let open = matches!(doc.fields.get("resolved").and_then(|v| v.value_type.as_ref()), Some(pb::value::ValueType::BooleanValue(false)));
             if !open {
                 return Ok(false);
@@ -375,7 +375,7 @@ impl ErrorLog for FirestoreSource {
         query.order_by =
             vec![Order { field: Some(FieldReference { field_path: "received_at".into() }), direction: Direction::Descending as i32 }];
         query.limit = Some(i32::try_from(limit).unwrap_or(i32::MAX));
-        let docs = inner.query_all(collection, query).await?;
+        let docs = inner.query_all(query).await?;
         let mut records = docs.into_iter().map(quarantine_from_doc).collect::<Result<Vec<_>, _>>()?;
         // Firestore orders by the microsecond; the exact time, then the id, as SQLite.
         records.sort_by(|a, b| b.received_at.cmp(&a.received_at).then_with(|| a.id.cmp(&b.id)));

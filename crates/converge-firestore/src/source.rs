@@ -40,6 +40,10 @@ use crate::error::FirestoreError;
 
 /// Pages a scan's reader task keeps ahead of its consumer.
 const PAGES_AHEAD: usize = 2;
+/// Tries of an idempotent read (a get, a page, a count) before its error is returned.
+const READ_ATTEMPTS: u32 = 3;
+/// Wait before the first retry of a read; each next one waits four times longer.
+const READ_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The Firestore source store (and, see [`crate::error_log`], error log).
 /// Cheap to clone: clones share the connection.
@@ -141,6 +145,26 @@ impl Inner {
         }
     }
 
+    /// Runs an idempotent read, retrying transient failures a few times with backoff.
+    /// (Commits are never retried here: the caller decides, knowing what it wrote.)
+    pub(crate) async fn read_with_retry<T, Fut>(&self, mut read: impl FnMut() -> Fut) -> Result<T, FirestoreError>
+    where
+        Fut: Future<Output = Result<T, FirestoreError>>,
+    {
+        let mut backoff = READ_BACKOFF;
+        for _ in 1..READ_ATTEMPTS {
+            match read().await {
+                Err(e) if e.kind() == converge_core::ErrorKind::Retryable => {
+                    tracing::debug!(error = %e, ?backoff, "firestore read failed, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 4;
+                }
+                result => return result,
+            }
+        }
+        read().await
+    }
+
     pub(crate) async fn commit(&self, writes: Vec<pb::Write>) -> Result<Timestamp, FirestoreError> {
         let request = pb::CommitRequest { database: self.paths.database.clone(), writes, transaction: Vec::new(), request_options: None };
         let response = self.unary("Commit", self.client().commit(request)).await?;
@@ -224,7 +248,8 @@ impl FirestoreSource {
         let inner = &self.inner;
         let (parent, collection_id) = inner.paths.collection_parent(collection_path)?;
         let page_size = inner.config.page_size.max(1);
-        let (first, read_time) = inner.run_query(parent.clone(), page_query(&collection_id, None, page_size), None).await?;
+        let (first, read_time) =
+            inner.read_with_retry(|| inner.run_query(parent.clone(), page_query(&collection_id, None, page_size), None)).await?;
         let read_time = read_time.ok_or(FirestoreError::MissingInResponse { operation: "RunQuery", what: "read_time" })?;
         let mut done = first.len() < page_size as usize;
         let mut cursor = first.last().map(|d| d.name.clone());
@@ -236,8 +261,9 @@ impl FirestoreSource {
             let read_time = read_time;
             tokio::spawn(async move {
                 while !done {
+                    let query = page_query(&collection_id, cursor.as_deref(), page_size);
                     let page = inner
-                        .run_query(parent.clone(), page_query(&collection_id, cursor.as_deref(), page_size), Some(read_time))
+                        .read_with_retry(|| inner.run_query(parent.clone(), query.clone(), Some(read_time)))
                         .await
                         .and_then(|(docs, _)| {
                             done = docs.len() < page_size as usize;
@@ -305,7 +331,7 @@ fn prepare_writes(paths: &DocPaths, writes: &[DocWrite]) -> Result<Vec<pb::Write
 impl SourceStore for FirestoreSource {
     async fn get(&self, path: &str) -> Result<Option<Document>, StoreError> {
         let name = self.inner.paths.document_name(path)?;
-        let Some(doc) = self.inner.get_by_name(name).await? else { return Ok(None) };
+        let Some(doc) = self.inner.read_with_retry(|| self.inner.get_by_name(name.clone())).await? else { return Ok(None) };
         Ok(Some(self.inner.paths.document_from_proto(doc).map_err(FirestoreError::from)?))
     }
 
@@ -347,16 +373,21 @@ impl SourceStore for FirestoreSource {
             })),
             consistency_selector: None,
         };
-        let mut count = None;
-        inner
-            .collect_stream("RunAggregationQuery", inner.client().run_aggregation_query(request), |response: pb::RunAggregationQueryResponse| {
-                if let Some(value) = response.result.and_then(|mut r| r.aggregate_fields.remove("n")) {
-                    count = Some(value);
-                }
-                Ok::<(), ()>(())
+        let count = inner
+            .read_with_retry(|| async {
+                let mut count = None;
+                inner
+                    .collect_stream("RunAggregationQuery", inner.client().run_aggregation_query(request.clone()), |response: pb::RunAggregationQueryResponse| {
+                        if let Some(value) = response.result.and_then(|mut r| r.aggregate_fields.remove("n")) {
+                            count = Some(value);
+                        }
+                        Ok::<(), ()>(())
+                    })
+                    .await?
+                    .ok();
+                Ok(count)
             })
-            .await?
-            .ok();
+            .await?;
         match count.and_then(|v| v.value_type) {
             Some(pb::value::ValueType::IntegerValue(n)) => Ok(u64::try_from(n).unwrap_or(0)),
             other => Err(FirestoreError::MissingInResponse {
