@@ -117,7 +117,7 @@ const WATCHDOG: &str = r#"launcher="$1"; shift
 exec 3<&0
 "$launcher" start "$@" </dev/null 3<&- &
 emulator=$!
-( read -r _ignored <&3; kill -KILL 0 ) &
+( read -r _ignored <&3; rm -f "$CONVERGE_EMULATOR_LOG"; kill -KILL 0 ) &
 wait "$emulator"
 kill -KILL 0
 "#;
@@ -158,6 +158,8 @@ impl FirestoreEmulator {
         if let Some(functions) = &options.functions_emulator {
             command.arg(format!("--functions_emulator={functions}"));
         }
+        // Removed by the watchdog when this process ends without dropping the emulator.
+        command.env("CONVERGE_EMULATOR_LOG", &log_path);
         {
             use std::os::unix::process::CommandExt as _;
             command.process_group(0);

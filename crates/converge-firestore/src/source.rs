@@ -258,7 +258,6 @@ impl FirestoreSource {
         let (pages_tx, pages_rx) = mpsc::channel::<Result<Vec<T>, StoreError>>(PAGES_AHEAD);
         if !done {
             let inner = self.inner.clone();
-            let read_time = read_time;
             tokio::spawn(async move {
                 while !done {
                     let query = page_query(&collection_id, cursor.as_deref(), page_size);
