@@ -82,7 +82,13 @@ impl FirestoreSource {
                 options.firebase_api_url = Some(if host.contains("://") { host.clone() } else { format!("http://{host}") });
                 FirestoreDb::with_options_auth(options, crate::emulator::EmulatorCredentials::new()).await.map_err(connect_error)?
             }
-            None => FirestoreDb::with_options(options).await.map_err(connect_error)?,
+            None => {
+                // rustls picks no default crypto provider when a build enables two;
+                // make the one this crate's TLS stack already carries the default (a
+                // provider the application installed first stays).
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                FirestoreDb::with_options(options).await.map_err(connect_error)?
+            }
         };
         let paths = DocPaths::new(&config.project_id, &config.database_id);
         Ok(Self { inner: Arc::new(Inner { db, config, paths }) })
