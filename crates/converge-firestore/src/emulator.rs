@@ -14,6 +14,19 @@
 //!
 //! The binary is `$CONVERGE_FIRESTORE_EMULATOR`, else [`DEFAULT_EMULATOR_PATH`]; it
 //! needs Java 17+ (`$JAVA` or `java` on `PATH`).
+//!
+//! # What the emulator does (checked against this crate's tests)
+//!
+//! Like the service: timestamp values keep microseconds (nanoseconds dropped); an
+//! array directly inside an array and an empty field name are `INVALID_ARGUMENT`;
+//! a query at a past `read_time` sees that snapshot; preconditions and the
+//! increment transform behave; commit times are microseconds and increase.
+//!
+//! Unlike the service, and so never relied on: it accepts reference values into
+//! other projects, several writes to one document in one commit, and any number of
+//! writes per commit; it answers an empty `Commit` without a commit time. Every
+//! project id gets its own empty database; it opens a WebSocket port of its own
+//! choosing, and logs "Detected non-HTTP/2 connection" for each REST call.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
