@@ -21,7 +21,7 @@ DUCKDB_LIB := $(DUCKDB_DIR)/node_modules/@duckdb/node-bindings-linux-x64/libduck
 DATA_DIR ?= .converge
 RECORDS ?= 300000
 
-.PHONY: setup build test demo demo-cloud bench clean check-platform bqemulator deploy deploy-dry-run
+.PHONY: setup build test demo demo-cloud bench bench-sync bench-reconcile clean check-platform bqemulator reladiff deploy deploy-dry-run
 
 setup: $(DUCKDB_LIB)
 
@@ -59,6 +59,21 @@ $(BQEMULATOR): $(BQEMULATOR_DIR)/requirements.txt | check-platform
 
 bqemulator: $(BQEMULATOR)
 
+# reladiff (PyPI), the general-purpose diff tool the reconcile benchmark measures beside
+# the reconciler, in a venv under tools/reladiff. Idempotent: reinstalls only when
+# requirements.txt changes.
+RELADIFF_DIR := tools/reladiff
+RELADIFF_PYTHON := $(RELADIFF_DIR)/venv/bin/python
+RELADIFF := $(RELADIFF_DIR)/venv/bin/reladiff
+
+$(RELADIFF): $(RELADIFF_DIR)/requirements.txt
+	@command -v python3 >/dev/null || { echo "python3 not found: install Python 3.10+ (it runs reladiff for the benchmark)"; exit 1; }
+	test -x $(RELADIFF_DIR)/venv/bin/pip || python3 -m venv $(RELADIFF_DIR)/venv
+	$(RELADIFF_DIR)/venv/bin/pip install --disable-pip-version-check -q -r $(RELADIFF_DIR)/requirements.txt
+	@test -x $@ && touch $@
+
+reladiff: $(RELADIFF)
+
 build: setup
 	$(CARGO) build --workspace --bins
 
@@ -76,12 +91,20 @@ demo-cloud: build $(BQEMULATOR)
 demo: build
 	$(BIN)/converge demo --data-dir $(DATA_DIR) --records $(RECORDS)
 
-bench: build
+bench: bench-sync bench-reconcile
+
+bench-sync: build
 	$(BIN)/converge bench sync --results bench/RESULTS.md
+
+# Reconciliation of 300,000 and 1,000,000 documents with 0.1% drift of each kind,
+# beside reladiff on the same data (RECONCILE_RECORDS=N,M to change the sizes).
+RECONCILE_RECORDS ?= 300000,1000000
+bench-reconcile: build $(RELADIFF)
+	$(BIN)/converge bench reconcile --records $(RECONCILE_RECORDS) --reladiff-python $(RELADIFF_PYTHON) --results bench/RESULTS.md
 
 clean:
 	$(CARGO) clean
-	rm -rf $(DATA_DIR) $(DUCKDB_DIR)/node_modules $(BQEMULATOR_DIR)/venv $(BQEMULATOR_DIR)/home
+	rm -rf $(DATA_DIR) $(DUCKDB_DIR)/node_modules $(BQEMULATOR_DIR)/venv $(BQEMULATOR_DIR)/home $(RELADIFF_DIR)/venv
 
 # Google Cloud: deploy/deploy.sh reads deploy/converge.env (see deploy/README.md).
 # deploy-dry-run prints every gcloud command for the example configuration, runs none.

@@ -1,4 +1,5 @@
 //! `converge bench sync`: the sync path measured end to end over loopback HTTP.
+//! (`converge bench reconcile` lives in [`crate::bench_reconcile`].)
 //!
 //! The real `on-write-sync` binary runs as its own process on the embedded backends;
 //! this process is the load generator, sending real Eventarc binary-mode CloudEvents
@@ -26,7 +27,7 @@ use converge_core::{Clock, Document, DocumentChange, SystemClock};
 use converge_events::{to_binary, EventSource};
 use serde::Serialize;
 
-use crate::dataset;
+use crate::{bench_reconcile, dataset};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -53,6 +54,38 @@ pub enum BenchCommand {
         results: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+    /// Reconciliation of one tenant with 0.1% drift of each kind, beside reladiff.
+    Reconcile {
+        /// Tenant sizes, documents (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [300_000u64, 1_000_000])]
+        records: Vec<u64>,
+        /// Python of the venv where reladiff is installed (`make reladiff`); without
+        /// it, reladiff is skipped.
+        #[arg(long)]
+        reladiff_python: Option<PathBuf>,
+        /// reladiff's driver script.
+        #[arg(long, default_value = "tools/reladiff/diff.py")]
+        reladiff_script: PathBuf,
+        /// Update this results file's reconcile section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Keep the generated data directories.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One reconciler run in this process, printed as one JSON line with its peak
+    /// resident memory (the reconcile benchmark runs each in its own process).
+    #[command(hide = true)]
+    ReconcileOne {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = crate::bench_reconcile::TENANT)]
+        tenant: String,
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -94,6 +127,24 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             } else {
                 println!("{}", markdown(&result));
             }
+            Ok(())
+        }
+        BenchCommand::Reconcile { records, reladiff_python, reladiff_script, results, keep, json } => {
+            let options = bench_reconcile::ReconcileBenchOptions { records, reladiff_python, reladiff_script, keep };
+            let result = bench_reconcile::run(&options).await?;
+            if let Some(path) = results {
+                bench_reconcile::write_results(&path, &result)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                println!("{}", bench_reconcile::markdown(&result));
+            }
+            Ok(())
+        }
+        BenchCommand::ReconcileOne { data_dir, tenant, dry_run } => {
+            let run = bench_reconcile::reconcile_one(&data_dir, &tenant, dry_run).await?;
+            println!("{}", serde_json::to_string(&run)?);
             Ok(())
         }
     }
@@ -339,10 +390,18 @@ fn write_results(path: &Path, result: &SyncBenchResult) -> anyhow::Result<()> {
         command.join(" "),
         markdown(result)
     );
+    replace_section(path, "sync", &section)
+}
+
+/// Replaces the section between `<!-- bench:{name}:start -->` and
+/// `<!-- bench:{name}:end -->` of the results file with `section` (which carries both
+/// markers), appending it if absent and creating the file if needed.
+pub fn replace_section(path: &Path, name: &str, section: &str) -> anyhow::Result<()> {
+    let (start_marker, end_marker) = (format!("<!-- bench:{name}:start -->"), format!("<!-- bench:{name}:end -->"));
     let existing = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmark results\n\nWritten by `make bench`; each section is replaced by its benchmark.\n".to_owned());
-    let updated = match (existing.find("<!-- bench:sync:start -->"), existing.find("<!-- bench:sync:end -->")) {
-        (Some(start), Some(end)) => format!("{}{}{}", &existing[..start], section, &existing[end + "<!-- bench:sync:end -->".len()..]),
-        _ => format!("{}\n{}\n", existing.trim_end(), section),
+    let updated = match (existing.find(&start_marker), existing.find(&end_marker)) {
+        (Some(start), Some(end)) if start < end => format!("{}{}{}", &existing[..start], section, &existing[end + end_marker.len()..]),
+        _ => format!("{}\n\n{}\n", existing.trim_end(), section),
     };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;

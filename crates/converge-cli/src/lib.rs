@@ -9,9 +9,11 @@
 //! - [`sql`]: `converge sql`, a query on the embedded warehouse, one JSON object per row.
 //! - [`serve`]: `converge serve`, the sync function and the relay in one process.
 //! - [`bench`]: `converge bench sync`, the sync path measured over loopback HTTP.
+//! - [`bench_reconcile`]: `converge bench reconcile`, reconciliation beside reladiff.
 //! - [`render`]: human-readable output.
 
 pub mod bench;
+pub mod bench_reconcile;
 pub mod dataset;
 pub mod demo;
 pub mod demo_cloud;
