@@ -114,6 +114,18 @@ impl Warehouse for StallAfterCommit {
     async fn latest_count(&self, table: &str, tenant: &str) -> Result<u64, StoreError> {
         self.inner.latest_count(table, tenant).await
     }
+
+    async fn tenants(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.tenants(table).await
+    }
+
+    async fn record_run(&self, run: converge_core::RunRecord) -> Result<(), StoreError> {
+        self.inner.record_run(run).await
+    }
+
+    async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<converge_core::RunRecord>, StoreError> {
+        self.inner.runs(kind, limit).await
+    }
 }
 
 /// Every event became exactly one changelog row: nothing lost, nothing twice.

@@ -113,6 +113,18 @@ pub fn create_statements(config: &BigQueryConfig, route: &Route) -> Vec<String> 
     ]
 }
 
+/// The runs table (`converge_core::RUNS_TABLE`): one row per recorded run,
+/// append-only; readers take the newest row of each batch id. `report` is JSON text.
+pub fn create_runs(config: &BigQueryConfig) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (batch_id STRING NOT NULL, kind STRING NOT NULL, scope STRING NOT NULL, \
+         started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP NOT NULL, outcome STRING NOT NULL, report STRING NOT NULL, \
+         code_version STRING NOT NULL, recorded_at TIMESTAMP NOT NULL) \
+         OPTIONS (description = \"Converge run records: reconcile, rebuild, ETL, detectors\")",
+        qualified(config, converge_core::RUNS_TABLE)
+    )
+}
+
 /// The as-of state of one tenant, as a query with named parameters `@tenant` and
 /// `@as_of` (a TIMESTAMP), through the table function.
 pub fn as_of_query(config: &BigQueryConfig, table: &str) -> String {

@@ -27,12 +27,12 @@ use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_gax::retry_policy::RetryPolicyExt;
 
 use converge_core::config::Route;
-use converge_core::{AppendReceipt, ChangeRow, Clock, DocState, ErrorKind, MirrorConfig, Scan, StoreError, SystemClock, Warehouse};
+use converge_core::{AppendReceipt, ChangeRow, Clock, DocState, ErrorKind, MirrorConfig, RunRecord, Scan, StoreError, SystemClock, Timestamp, Warehouse, RUNS_TABLE};
 
 use crate::arrow::{ipc_batch, ipc_schema, record_batch, table_schema};
 use crate::config::BigQueryConfig;
 use crate::error::{from_append, from_commit, from_gax, from_query, from_writer, timed_out, BACKEND};
-use crate::schema::{as_of_query, create_dataset, create_statements, qualified};
+use crate::schema::{as_of_query, create_dataset, create_runs, create_statements, qualified};
 
 /// Largest Arrow payload sent in one AppendRows request. The API refuses requests
 /// over 10 MB; the margin covers the schema and request framing.
@@ -390,6 +390,7 @@ impl Warehouse for BigQueryWarehouse {
     async fn ensure_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
         let bq = &self.inner.config;
         self.run("create dataset", create_dataset(bq), &[]).await?;
+        self.run("create the runs table", create_runs(bq), &[]).await?;
         for route in &config.routes {
             for statement in create_statements(bq, route) {
                 self.run(&format!("create table `{}` and its views", route.table), statement, &[]).await?;
@@ -513,6 +514,66 @@ impl Warehouse for BigQueryWarehouse {
         let done = self.run("scan latest", sql, &[("tenant", QueryParam::String(tenant.to_owned()))]).await?;
         let items = self.rows("scan latest", done).map(|row| row.and_then(|r| doc_state(&r)));
         Ok(Scan { read_time, items: Box::pin(items) })
+    }
+
+    async fn tenants(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        self.route(table)?;
+        let sql = format!("SELECT DISTINCT tenant FROM {} ORDER BY tenant", qualified(&self.inner.config, table));
+        let done = self.run("list tenants", sql, &[]).await?;
+        let rows: Vec<Result<Row, StoreError>> = self.rows("list tenants", done).collect().await;
+        rows.into_iter().map(|row| row?.get::<String>(0).map_err(|e| row_error("list tenants", &e))).collect()
+    }
+
+    async fn record_run(&self, run: RunRecord) -> Result<(), StoreError> {
+        self.mirror()?;
+        let sql = format!(
+            "INSERT INTO {} (batch_id, kind, scope, started_at, finished_at, outcome, report, code_version, recorded_at) \
+             VALUES (@batch_id, @kind, @scope, @started_at, @finished_at, @outcome, @report, @code_version, CURRENT_TIMESTAMP())",
+            qualified(&self.inner.config, RUNS_TABLE)
+        );
+        let params = [
+            ("batch_id", QueryParam::String(run.batch_id)),
+            ("kind", QueryParam::String(run.kind)),
+            ("scope", QueryParam::String(run.scope)),
+            ("started_at", QueryParam::Timestamp(run.started_at.as_micros())),
+            ("finished_at", QueryParam::Timestamp(run.finished_at.as_micros())),
+            ("outcome", QueryParam::String(run.outcome)),
+            ("report", QueryParam::String(run.report.to_string())),
+            ("code_version", QueryParam::String(run.code_version)),
+        ];
+        self.run("record run", sql, &params).await.map(|_| ())
+    }
+
+    async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        self.mirror()?;
+        // `limit` is a number from code, never input text.
+        let sql = format!(
+            "SELECT batch_id, kind, scope, UNIX_MICROS(started_at), UNIX_MICROS(finished_at), outcome, report, code_version \
+             FROM {} WHERE kind = @kind \
+             QUALIFY ROW_NUMBER() OVER (PARTITION BY batch_id ORDER BY recorded_at DESC, finished_at DESC) = 1 \
+             ORDER BY finished_at DESC, batch_id LIMIT {limit}",
+            qualified(&self.inner.config, RUNS_TABLE)
+        );
+        let done = self.run("read runs", sql, &[("kind", QueryParam::String(kind.to_owned()))]).await?;
+        let rows: Vec<Result<Row, StoreError>> = self.rows("read runs", done).collect().await;
+        rows.into_iter()
+            .map(|row| {
+                let row = row?;
+                let error = |e: google_cloud_bigquery::error::RowError| row_error("read runs", &e);
+                let report: String = row.get(6).map_err(error)?;
+                Ok(RunRecord {
+                    batch_id: row.get(0).map_err(error)?,
+                    kind: row.get(1).map_err(error)?,
+                    scope: row.get(2).map_err(error)?,
+                    started_at: Timestamp::from_micros(row.get(3).map_err(error)?),
+                    finished_at: Timestamp::from_micros(row.get(4).map_err(error)?),
+                    outcome: row.get(5).map_err(error)?,
+                    report: serde_json::from_str(&report)
+                        .map_err(|e| StoreError::permanent(BACKEND, format!("run report is not JSON: {e}")))?,
+                    code_version: row.get(7).map_err(error)?,
+                })
+            })
+            .collect()
     }
 
     async fn latest_count(&self, table: &str, tenant: &str) -> Result<u64, StoreError> {

@@ -182,6 +182,25 @@ where
     })
     .await;
 
+    case(suite, "document ids include parents that exist only through subcollections", async {
+        let store = fresh().await;
+        store
+            .apply(vec![
+                set("orgs/globex/records/a", json(serde_json::json!({}))),
+                set("orgs/acme/records/a", json(serde_json::json!({}))),
+                set("orgs/acme/notes/n", json(serde_json::json!({}))),
+                set("orgs/acme-x/records/b", json(serde_json::json!({}))),
+                set("orgs/initech", json(serde_json::json!({"name": "a real org document"}))),
+                set("orgsx/other/records/c", json(serde_json::json!({}))),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.list_document_ids("orgs").await.unwrap(), vec!["acme", "acme-x", "globex", "initech"]);
+        assert_eq!(store.list_document_ids("orgs/acme/records").await.unwrap(), vec!["a"]);
+        assert!(store.list_document_ids("nothing").await.unwrap().is_empty());
+    })
+    .await;
+
     case(suite, "commit times strictly increase", async {
         let store = fresh().await;
         let mut previous = Timestamp::new(0, 0);

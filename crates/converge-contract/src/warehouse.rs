@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use converge_core::value::fields_from_json;
-use converge_core::{ChangeRow, DocState, Document, ErrorKind, MirrorConfig, Op, RowContext, StoreError, Timestamp, Warehouse};
+use converge_core::{ChangeRow, DocState, Document, ErrorKind, MirrorConfig, Op, RowContext, RunRecord, StoreError, Timestamp, Warehouse};
 use futures::StreamExt;
 
 use crate::case;
@@ -111,6 +111,42 @@ where
             assert!(latest(&*warehouse, hostile).await.is_empty(), "tenant {hostile:?}");
         }
         assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 1);
+    })
+    .await;
+
+    case(suite, "tenants lists every tenant with rows, deleted ones too", async {
+        let warehouse = setup().await;
+        assert!(warehouse.tenants(TABLE).await.unwrap().is_empty());
+        warehouse
+            .append(vec![live("globex", "a", 10, 1.0, "g-a"), live("acme", "a", 10, 1.0, "a-a"), tombstone("initech", "x", 10, "i-x")])
+            .await
+            .unwrap();
+        assert_eq!(warehouse.tenants(TABLE).await.unwrap(), vec!["acme", "globex", "initech"]);
+    })
+    .await;
+
+    case(suite, "run records read back newest first, one per batch id", async {
+        let warehouse = setup().await;
+        let run = |batch: &str, finished: i64, outcome: &str| RunRecord {
+            batch_id: batch.into(),
+            kind: "reconcile".into(),
+            scope: "acme".into(),
+            started_at: Timestamp::new(finished - 5, 250_000),
+            finished_at: Timestamp::new(finished, 500_000),
+            outcome: outcome.into(),
+            report: serde_json::json!({"missing": 3, "silent": 1, "tenants": ["acme"]}),
+            code_version: "contract".into(),
+        };
+        warehouse.record_run(run("b1", 1_700_000_100, "partial")).await.unwrap();
+        warehouse.record_run(run("b2", 1_700_000_200, "ok")).await.unwrap();
+        // The same batch recorded again (a re-run): read back once, as last recorded.
+        warehouse.record_run(run("b1", 1_700_000_300, "ok")).await.unwrap();
+        let mut other = run("e1", 1_700_000_400, "ok");
+        other.kind = "etl".into();
+        warehouse.record_run(other).await.unwrap();
+        let runs = warehouse.runs("reconcile", 10).await.unwrap();
+        assert_eq!(runs, vec![run("b1", 1_700_000_300, "ok"), run("b2", 1_700_000_200, "ok")]);
+        assert_eq!(warehouse.runs("reconcile", 1).await.unwrap().len(), 1);
     })
     .await;
 

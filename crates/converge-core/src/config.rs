@@ -140,6 +140,20 @@ impl PathPattern {
         Some(out.join("/"))
     }
 
+    /// The collection whose document ids are the tenants (`orgs` for
+    /// `orgs/{tenant}/records/{doc}`); `None` when a wildcard comes before `{tenant}`.
+    pub fn tenant_parent(&self) -> Option<String> {
+        let mut out = Vec::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(l) => out.push(l.as_str()),
+                Segment::Tenant => return Some(out.join("/")),
+                Segment::Doc | Segment::Wildcard => return None,
+            }
+        }
+        None
+    }
+
     /// The path of one document of one tenant.
     pub fn document_path(&self, tenant: &str, doc_id: &str) -> Option<String> {
         self.collection_path(tenant).map(|c| format!("{c}/{doc_id}"))

@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use crate::change::ChangeRow;
 use crate::config::MirrorConfig;
 use crate::error::{ErrorKind, StoreError};
-use crate::store::{AppendReceipt, DocState, Scan, Warehouse};
+use crate::store::{AppendReceipt, DocState, RunRecord, Scan, Warehouse};
 
 pub struct FaultyWarehouse {
     inner: Arc<dyn Warehouse>,
@@ -70,5 +70,17 @@ impl Warehouse for FaultyWarehouse {
 
     async fn latest_count(&self, table: &str, tenant: &str) -> Result<u64, StoreError> {
         self.inner.latest_count(table, tenant).await
+    }
+
+    async fn tenants(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.tenants(table).await
+    }
+
+    async fn record_run(&self, run: RunRecord) -> Result<(), StoreError> {
+        self.inner.record_run(run).await
+    }
+
+    async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        self.inner.runs(kind, limit).await
     }
 }

@@ -55,6 +55,12 @@ pub trait SourceStore: Send + Sync + 'static {
 
     /// Number of documents directly in `collection_path`.
     async fn count(&self, collection_path: &str) -> Result<u64, StoreError>;
+
+    /// Ids of the documents directly in `collection_path`, in ascending order,
+    /// including ids that exist only as the parent of a subcollection (Firestore's
+    /// "missing" documents: `orgs/acme` when only `orgs/acme/records/r1` was written).
+    /// How the reconciler lists tenants.
+    async fn list_document_ids(&self, collection_path: &str) -> Result<Vec<String>, StoreError>;
 }
 
 /// Where failures are recorded: next to the source data, so that a failing warehouse
@@ -102,6 +108,16 @@ pub trait Warehouse: Send + Sync + 'static {
 
     /// Number of live documents of `tenant` in `table`'s latest view.
     async fn latest_count(&self, table: &str, tenant: &str) -> Result<u64, StoreError>;
+
+    /// Every tenant with rows in `table` (tombstones included), ascending.
+    async fn tenants(&self, table: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Stores one run's record in the runs table (`converge_runs`), replacing any
+    /// earlier record of the same `batch_id` in what [`Warehouse::runs`] returns.
+    async fn record_run(&self, run: RunRecord) -> Result<(), StoreError>;
+
+    /// The most recent run records of `kind`, newest first (one per batch id).
+    async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
 }
 
 /// What an append did.
@@ -111,4 +127,26 @@ pub struct AppendReceipt {
     pub written: u64,
     /// Rows skipped because their event id was already stored.
     pub duplicates: u64,
+}
+
+/// The table every run (reconcile, rebuild, ETL, detectors) records itself in.
+pub const RUNS_TABLE: &str = "converge_runs";
+
+/// What one run did: its deterministic batch id, scope, outcome and counts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    /// Deterministic (sha256 of kind, scope and the run's key), so a re-run of the
+    /// same work carries the same id.
+    pub batch_id: String,
+    /// `reconcile`, `rebuild`, `etl`, `detectors`.
+    pub kind: String,
+    /// A tenant, or `*` for all.
+    pub scope: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// `ok`, `partial` (some work failed and was recorded), `failed`, `dry_run`.
+    pub outcome: String,
+    /// The kind's counts and details, as a JSON object.
+    pub report: serde_json::Value,
+    pub code_version: String,
 }

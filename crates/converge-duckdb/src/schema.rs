@@ -73,3 +73,17 @@ pub fn create_statements(route: &Route) -> Vec<String> {
         format!("CREATE OR REPLACE MACRO {t}_as_of(as_of) AS TABLE {}", winners("WHERE version <= as_of")),
     ]
 }
+
+/// The runs table: one row per recorded run, append-only; readers take the newest
+/// row of each batch id.
+pub const CREATE_RUNS: &str = "CREATE TABLE IF NOT EXISTS converge_runs (
+    batch_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    scope VARCHAR NOT NULL,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP NOT NULL,
+    outcome VARCHAR NOT NULL,
+    report JSON NOT NULL,
+    code_version VARCHAR NOT NULL,
+    recorded_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+)";

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use converge_core::{
-    AppendReceipt, ChangeRow, DocState, ErrorKind, MirrorConfig, PromotedValue, Scan, StoreError, Timestamp, Warehouse,
+    AppendReceipt, ChangeRow, DocState, ErrorKind, MirrorConfig, PromotedValue, RunRecord, Scan, StoreError, Timestamp, Warehouse,
 };
 use duckdb::types::{TimeUnit, Value as DuckValue};
 use duckdb::{appender_params_from_iter, params, Connection};
 
 use crate::recent::RecentEvents;
-use crate::schema::create_statements;
+use crate::schema::{create_statements, CREATE_RUNS};
 
 const BACKEND: &str = "duckdb";
 
@@ -325,6 +325,7 @@ impl Warehouse for DuckWarehouse {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
             let connection = this.writer();
+            connection.execute_batch(CREATE_RUNS).map_err(|e| db_error("create the runs table", e))?;
             let mut recent = this.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
             for route in &config.routes {
                 for statement in create_statements(route) {
@@ -423,6 +424,71 @@ impl Warehouse for DuckWarehouse {
         Ok(Scan { read_time, items: Box::pin(futures::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|item| (item, r)) })) })
     }
 
+    async fn tenants(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        self.check_table(table)?;
+        let connection = self.reader()?;
+        let sql = format!("SELECT DISTINCT tenant FROM {table} ORDER BY tenant");
+        tokio::task::spawn_blocking(move || {
+            let mut statement = connection.prepare(&sql).map_err(|e| db_error("list tenants", e))?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(|e| db_error("list tenants", e))?;
+            rows.map(|r| r.map_err(|e| db_error("list tenants", e))).collect()
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn record_run(&self, run: RunRecord) -> Result<(), StoreError> {
+        self.config()?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = this.writer();
+            connection
+                .execute(
+                    "INSERT INTO converge_runs (batch_id, kind, scope, started_at, finished_at, outcome, report, code_version) \
+                     VALUES (?, ?, ?, make_timestamp(?), make_timestamp(?), ?, ?, ?)",
+                    params![
+                        run.batch_id,
+                        run.kind,
+                        run.scope,
+                        run.started_at.as_micros(),
+                        run.finished_at.as_micros(),
+                        run.outcome,
+                        run.report.to_string(),
+                        run.code_version
+                    ],
+                )
+                .map(|_| ())
+                .map_err(|e| db_error("record run", e))
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        self.config()?;
+        let connection = self.reader()?;
+        let kind = kind.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut statement = connection
+                .prepare(
+                    "SELECT batch_id, kind, scope, epoch_us(started_at), epoch_us(finished_at), outcome, report::VARCHAR, code_version \
+                     FROM converge_runs WHERE kind = ? \
+                     QUALIFY row_number() OVER (PARTITION BY batch_id ORDER BY recorded_at DESC, finished_at DESC) = 1 \
+                     ORDER BY finished_at DESC, batch_id LIMIT ?",
+                )
+                .map_err(|e| db_error("read runs", e))?;
+            let rows = statement.query_map(params![kind, limit as i64], run_from_row).map_err(|e| db_error("read runs", e))?;
+            rows.map(|row| {
+                let (mut run, report) = row.map_err(|e| db_error("read runs", e))?;
+                run.report = serde_json::from_str(&report).map_err(|e| StoreError::permanent(BACKEND, format!("run report is not JSON: {e}")))?;
+                Ok(run)
+            })
+            .collect()
+        })
+        .await
+        .map_err(join_error)?
+    }
+
     async fn latest_count(&self, table: &str, tenant: &str) -> Result<u64, StoreError> {
         self.check_table(table)?;
         let connection = self.reader()?;
@@ -437,6 +503,23 @@ impl Warehouse for DuckWarehouse {
         .await
         .map_err(join_error)?
     }
+}
+
+fn run_from_row(row: &duckdb::Row<'_>) -> duckdb::Result<(RunRecord, String)> {
+    let micros = |i| row.get::<_, i64>(i).map(Timestamp::from_micros);
+    Ok((
+        RunRecord {
+            batch_id: row.get(0)?,
+            kind: row.get(1)?,
+            scope: row.get(2)?,
+            started_at: micros(3)?,
+            finished_at: micros(4)?,
+            outcome: row.get(5)?,
+            report: serde_json::Value::Null,
+            code_version: row.get(7)?,
+        },
+        row.get::<_, String>(6)?,
+    ))
 }
 
 /// Small extension so the warehouse can stamp scans without an injected clock: a

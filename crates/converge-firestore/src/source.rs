@@ -359,6 +359,45 @@ impl SourceStore for FirestoreSource {
         self.scan(collection_path, document).await
     }
 
+    async fn list_document_ids(&self, collection_path: &str) -> Result<Vec<String>, StoreError> {
+        // ListDocuments with show_missing: ids that exist only as parents of
+        // subcollections come back too (a query would skip them). An empty mask reads
+        // no fields.
+        let inner = &self.inner;
+        let (parent, collection_id) = inner.paths.collection_parent(collection_path)?;
+        let mut ids = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListDocumentsRequest {
+                parent: parent.clone(),
+                collection_id: collection_id.clone(),
+                page_size: inner.config.page_size as i32,
+                page_token: page_token.clone(),
+                order_by: String::new(),
+                mask: Some(pb::DocumentMask { field_paths: vec![] }),
+                show_missing: true,
+                request_options: None,
+                consistency_selector: None,
+            };
+            let response = inner
+                .read_with_retry(|| async { inner.unary("ListDocuments", inner.client().list_documents(request.clone())).await })
+                .await?;
+            for doc in response.documents {
+                let path = inner.paths.relative(&doc.name).map_err(FirestoreError::from)?;
+                if let Some(id) = path.rsplit('/').next() {
+                    ids.push(id.to_owned());
+                }
+            }
+            if response.next_page_token.is_empty() {
+                break;
+            }
+            page_token = response.next_page_token;
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
     async fn count(&self, collection_path: &str) -> Result<u64, StoreError> {
         use pb::structured_aggregation_query::aggregation::{Count, Operator};
         use pb::structured_aggregation_query::{Aggregation, QueryType};

@@ -299,6 +299,41 @@ impl Inner {
         })
     }
 
+    /// Ids directly in `collection_path`: its documents, and the parents of deeper
+    /// collections. Deeper collections are found by seeking the index on
+    /// `collection_path` from one distinct value to the next, so the cost grows with
+    /// the number of collections, not of documents.
+    fn list_document_ids(&self, collection_path: &str) -> Result<Vec<String>, SqliteError> {
+        self.with_reader(|conn| {
+            let mut ids = BTreeSet::new();
+            let mut direct = conn.prepare_cached("SELECT doc_id FROM documents WHERE collection_path = ?1")?;
+            let mut rows = direct.query([collection_path])?;
+            while let Some(row) = rows.next()? {
+                ids.insert(row.get::<_, String>(0)?);
+            }
+            let prefix = format!("{collection_path}/");
+            // Every path below `prefix` sorts before `prefix` with '/' raised to '0'.
+            let end = format!("{collection_path}0");
+            let mut next = conn.prepare_cached(
+                "SELECT collection_path FROM documents WHERE collection_path > ?1 AND collection_path < ?2 ORDER BY collection_path LIMIT 1",
+            )?;
+            let mut after = prefix.clone();
+            while let Some(deeper) = next.query_row(params![after, end], |row| row.get::<_, String>(0)).optional()? {
+                if let Some(id) = deeper.strip_prefix(&prefix).and_then(|rest| rest.split('/').next()) {
+                    ids.insert(id.to_owned());
+                    // Skip every collection under this id: `{prefix}{id}/` … `{prefix}{id}0`.
+                    after = format!("{prefix}{id}0");
+                    if deeper >= after {
+                        after = deeper;
+                    }
+                } else {
+                    after = deeper;
+                }
+            }
+            Ok(ids.into_iter().collect())
+        })
+    }
+
     fn count(&self, collection_path: &str) -> Result<u64, SqliteError> {
         self.with_reader(|conn| {
             let mut stmt = conn.prepare_cached("SELECT count(*) FROM documents WHERE collection_path = ?1")?;
@@ -452,6 +487,12 @@ impl SourceStore for SqliteStore {
             StoredDoc { fields: row.get(1)?, create_time_us: row.get(2)?, update_time_us: row.get(3)? }.into_document(path)
         })
         .await
+    }
+
+    async fn list_document_ids(&self, collection_path: &str) -> Result<Vec<String>, StoreError> {
+        path::check_collection_path(collection_path)?;
+        let collection_path = collection_path.to_owned();
+        self.blocking(move |inner| inner.list_document_ids(&collection_path)).await
     }
 
     async fn count(&self, collection_path: &str) -> Result<u64, StoreError> {
