@@ -1,0 +1,28 @@
+//! The reconciler: the process that lets the rest of the pipeline be imperfect.
+//!
+//! It walks each tenant's source documents and the warehouse's latest view side by
+//! side, comparing (document path, version, content hash) — never whole documents,
+//! except to repair one — and classifies every difference:
+//!
+//! - **missing**: in the source, not in the latest view (a dropped write);
+//! - **different**: in both, another version or content (a partial or failed edit);
+//! - **orphan**: in the latest view, gone from the source (a lost delete);
+//!
+//! each as **known** (an open `sync_errors` record names the document) or **silent**
+//! (none does: a hole in error capture, logged at error level with the documents).
+//!
+//! Repairs are appended rows like any other: REPAIR rows versioned with the source's
+//! `update_time`, tombstones versioned at the scan's snapshot read time, so a write
+//! that lands during the run still wins. Repaired errors are resolved; a repair that
+//! keeps failing is recorded in the error log with its attempts and last error.
+//!
+//! # Layout
+//!
+//! - [`diff`]: the streaming merge of source and derived states.
+//! - [`run`]: [`Reconciler`], one run over one tenant or all, and its [`ReconcileRun`] report.
+
+pub mod diff;
+pub mod run;
+
+pub use diff::{Difference, DifferenceKind};
+pub use run::{ReconcileError, ReconcileRun, Reconciler, RunOptions, TenantReconcile};

@@ -1,0 +1,374 @@
+//! [`Reconciler`]: one run over one tenant or all, with its [`ReconcileRun`] report.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use converge_core::{
+    change::error_id, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError,
+    SyncErrorRecord, Timestamp, Warehouse, CODE_VERSION,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::diff::{diff, Difference, DifferenceKind};
+
+/// Rows per repair append.
+const REPAIR_CHUNK: usize = 1_000;
+/// Attempts per repair append before the failure is recorded, and the first backoff.
+const REPAIR_ATTEMPTS: u32 = 3;
+const REPAIR_BACKOFF: Duration = Duration::from_millis(100);
+/// Documents named per kind in logs and reports.
+const NAMED_DOCS: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("route `{pattern}` has a wildcard before {{tenant}} or {{doc}}: its tenants or documents cannot be listed; give it a literal prefix")]
+    Unlistable { pattern: String },
+}
+
+impl ReconcileError {
+    /// Whether running again later may succeed (the platform redelivers: 5xx).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ReconcileError::Store(e) if e.kind == ErrorKind::Retryable)
+    }
+}
+
+/// What to reconcile and how.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// One tenant, or every tenant found in the source or the warehouse.
+    pub tenant: Option<String>,
+    /// Report without writing anything (no repairs, no resolutions, no run record).
+    pub dry_run: bool,
+    /// What makes this run this run, for its batch id: a scheduler's schedule time.
+    /// Without one, the run's start time.
+    pub key: Option<String>,
+}
+
+/// One tenant's findings under one route.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TenantReconcile {
+    pub tenant: String,
+    pub table: String,
+    pub missing: u64,
+    pub different: u64,
+    pub orphan: u64,
+    pub known: u64,
+    pub silent: u64,
+    pub repaired: u64,
+    pub source_docs_read: u64,
+    pub derived_rows_read: u64,
+    /// Documents whose drift no error record explains (the first few).
+    pub silent_docs: Vec<String>,
+}
+
+/// The report of one run; also stored (as its JSON) in the runs table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconcileRun {
+    pub batch_id: String,
+    pub scope: String,
+    pub dry_run: bool,
+    pub outcome: String,
+    pub missing: u64,
+    pub different: u64,
+    pub orphan: u64,
+    pub known: u64,
+    pub silent: u64,
+    pub repaired: u64,
+    /// Repairs that failed every attempt; each left an open `sync_errors` record.
+    pub repair_failures: u64,
+    /// Open error records closed: their document was repaired, or had converged.
+    pub errors_resolved: u64,
+    pub source_docs_read: u64,
+    pub derived_rows_read: u64,
+    /// Derived states written after the snapshot, left to the next run.
+    pub in_flight: u64,
+    pub tenants: Vec<TenantReconcile>,
+    pub millis: u64,
+}
+
+impl ReconcileRun {
+    pub fn findings(&self) -> u64 {
+        self.missing + self.different + self.orphan
+    }
+}
+
+pub struct Reconciler {
+    source: Arc<dyn SourceStore>,
+    errors: Arc<dyn ErrorLog>,
+    warehouse: Arc<dyn Warehouse>,
+    config: MirrorConfig,
+    clock: Arc<dyn Clock>,
+}
+
+impl Reconciler {
+    pub fn new(
+        source: Arc<dyn SourceStore>,
+        errors: Arc<dyn ErrorLog>,
+        warehouse: Arc<dyn Warehouse>,
+        config: MirrorConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { source, errors, warehouse, config, clock }
+    }
+
+    /// One run over `tenant` (or every tenant when `None`).
+    pub async fn run(&self, tenant: Option<&str>, dry_run: bool) -> Result<ReconcileRun, ReconcileError> {
+        self.run_with(RunOptions { tenant: tenant.map(str::to_owned), dry_run, key: None }).await
+    }
+
+    pub async fn run_with(&self, options: RunOptions) -> Result<ReconcileRun, ReconcileError> {
+        let started = Instant::now();
+        let started_at = self.clock.now();
+        let scope = options.tenant.clone().unwrap_or_else(|| "*".into());
+        let key = options.key.clone().unwrap_or_else(|| started_at.to_rfc3339());
+        let mut run = ReconcileRun {
+            batch_id: batch_id("reconcile", &scope, &key),
+            scope: scope.clone(),
+            dry_run: options.dry_run,
+            ..ReconcileRun::default()
+        };
+        // Open error records, by document: what makes a difference "known".
+        let open = self.errors.open_sync_errors(options.tenant.as_deref()).await?;
+        let mut open_by_path: HashMap<String, Vec<SyncErrorRecord>> = HashMap::new();
+        for record in open {
+            open_by_path.entry(record.doc_path.clone()).or_default().push(record);
+        }
+        let batch = run.batch_id.clone();
+        for route in &self.config.routes {
+            let tenants = match &options.tenant {
+                Some(tenant) => vec![tenant.clone()],
+                None => self.tenants(route).await?,
+            };
+            for tenant in tenants {
+                let found = self.reconcile_tenant(route, &tenant, &batch, options.dry_run, &open_by_path, started_at, &mut run).await?;
+                run.tenants.push(found);
+            }
+        }
+        run.outcome = match (options.dry_run, run.repair_failures) {
+            (true, _) => "dry_run",
+            (false, 0) => "ok",
+            (false, _) => "partial",
+        }
+        .into();
+        run.millis = started.elapsed().as_millis() as u64;
+        if !options.dry_run {
+            let record = RunRecord {
+                batch_id: run.batch_id.clone(),
+                kind: "reconcile".into(),
+                scope,
+                started_at,
+                finished_at: self.clock.now(),
+                outcome: run.outcome.clone(),
+                report: serde_json::to_value(&run).expect("a run report is plain data"),
+                code_version: CODE_VERSION.into(),
+            };
+            self.warehouse.record_run(record).await?;
+        }
+        tracing::info!(
+            batch_id = run.batch_id, scope = run.scope, dry_run = run.dry_run, missing = run.missing, different = run.different,
+            orphan = run.orphan, known = run.known, silent = run.silent, repaired = run.repaired, millis = run.millis,
+            "reconcile run finished"
+        );
+        Ok(run)
+    }
+
+    /// Tenants of `route` in the source or in the warehouse (a tenant deleted from the
+    /// source entirely still has rows to tombstone).
+    async fn tenants(&self, route: &Route) -> Result<Vec<String>, ReconcileError> {
+        let parent = route.pattern.tenant_parent().ok_or_else(|| ReconcileError::Unlistable { pattern: route.pattern.as_str().into() })?;
+        let mut tenants: BTreeSet<String> = self.source.list_document_ids(&parent).await?.into_iter().collect();
+        tenants.extend(self.warehouse.tenants(&route.table).await?);
+        Ok(tenants.into_iter().collect())
+    }
+
+    async fn reconcile_tenant(
+        &self,
+        route: &Route,
+        tenant: &str,
+        batch_id: &str,
+        dry_run: bool,
+        open_by_path: &HashMap<String, Vec<SyncErrorRecord>>,
+        started_at: Timestamp,
+        run: &mut ReconcileRun,
+    ) -> Result<TenantReconcile, ReconcileError> {
+        let collection = route.pattern.collection_path(tenant).ok_or_else(|| ReconcileError::Unlistable { pattern: route.pattern.as_str().into() })?;
+        let source_scan = self.source.scan_states(&collection).await?;
+        let read_time = source_scan.read_time;
+        let derived_scan = self.warehouse.latest_states(&route.table, tenant).await?;
+        let found = diff(source_scan.items, derived_scan.items, read_time.as_micros()).await?;
+
+        let mut report = TenantReconcile {
+            tenant: tenant.into(),
+            table: route.table.clone(),
+            source_docs_read: found.source_docs,
+            derived_rows_read: found.derived_rows,
+            ..TenantReconcile::default()
+        };
+        let mut named: HashMap<DifferenceKind, Vec<&str>> = HashMap::new();
+        for difference in &found.differences {
+            match difference.kind {
+                DifferenceKind::Missing => report.missing += 1,
+                DifferenceKind::Different => report.different += 1,
+                DifferenceKind::Orphan => report.orphan += 1,
+            }
+            if open_by_path.contains_key(&difference.doc_path) {
+                report.known += 1;
+            } else {
+                report.silent += 1;
+                if report.silent_docs.len() < NAMED_DOCS {
+                    report.silent_docs.push(difference.doc_path.clone());
+                }
+                named.entry(difference.kind).or_default().push(&difference.doc_path);
+            }
+        }
+        if report.silent > 0 {
+            // A hole in error capture: the pipeline lost something without a trace.
+            tracing::error!(
+                tenant, table = route.table, batch_id, silent = report.silent,
+                missing = ?named.get(&DifferenceKind::Missing).map(|v| &v[..v.len().min(NAMED_DOCS)]),
+                different = ?named.get(&DifferenceKind::Different).map(|v| &v[..v.len().min(NAMED_DOCS)]),
+                orphan = ?named.get(&DifferenceKind::Orphan).map(|v| &v[..v.len().min(NAMED_DOCS)]),
+                "silent drift: differences no sync error record explains"
+            );
+        }
+        run.missing += report.missing;
+        run.different += report.different;
+        run.orphan += report.orphan;
+        run.known += report.known;
+        run.silent += report.silent;
+        run.source_docs_read += report.source_docs_read;
+        run.derived_rows_read += report.derived_rows_read;
+        run.in_flight += found.in_flight;
+
+        if !dry_run {
+            let drifting: BTreeSet<&str> = found.differences.iter().map(|d| d.doc_path.as_str()).collect();
+            let repaired = self.repair(tenant, batch_id, read_time, &found.differences, run).await?;
+            report.repaired = repaired.len() as u64;
+            run.repaired += report.repaired;
+            // Close the records whose document is now right: repaired here, or not
+            // drifting at a snapshot taken after the failure was recorded (its change
+            // landed after all, by a redelivery). A failure recorded after the run
+            // began may concern a commit the snapshot cannot see: left open.
+            let prefix = format!("{collection}/");
+            for (path, records) in open_by_path.iter().filter(|(path, _)| path.starts_with(&prefix) && !path[prefix.len()..].contains('/')) {
+                let was_repaired = repaired.contains(path.as_str());
+                let converged = !drifting.contains(path.as_str());
+                for record in records.iter().filter(|r| was_repaired || (converged && r.last_seen <= started_at)) {
+                    if self.errors.resolve_sync_error(&record.id).await? {
+                        run.errors_resolved += 1;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Appends the repairs of `differences`; returns the paths repaired. A chunk that
+    /// fails every attempt is recorded in the error log, one record per document.
+    async fn repair(
+        &self,
+        tenant: &str,
+        batch_id: &str,
+        read_time: Timestamp,
+        differences: &[Difference],
+        run: &mut ReconcileRun,
+    ) -> Result<BTreeSet<String>, ReconcileError> {
+        let ctx = RowContext { ingested_at: self.clock.now(), run_id: batch_id.into(), code_version: CODE_VERSION.into() };
+        let mut repaired = BTreeSet::new();
+        for chunk in differences.chunks(REPAIR_CHUNK) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for difference in chunk {
+                let Some(routed) = self.config.route(&difference.doc_path) else { continue };
+                let row = match difference.kind {
+                    DifferenceKind::Missing | DifferenceKind::Different => match self.source.get(&difference.doc_path).await? {
+                        // Versioned with the source's own update_time: a live write
+                        // that lands meanwhile has a later one and wins.
+                        Some(doc) => match ChangeRow::live(&routed, Op::Repair, &doc, &repair_event_id(&doc.path, doc.update_time, false), &ctx) {
+                            Ok(row) => row,
+                            Err(error) => {
+                                tracing::warn!(doc_path = difference.doc_path, %error, "document cannot be mirrored as it is; not repaired");
+                                continue;
+                            }
+                        },
+                        // Deleted since the scan: its delete (or the next run) settles it.
+                        None => continue,
+                    },
+                    // Versioned at the snapshot that proved the document absent.
+                    DifferenceKind::Orphan => ChangeRow::tombstone(
+                        &routed,
+                        &difference.doc_path,
+                        read_time.as_micros(),
+                        &repair_event_id(&difference.doc_path, read_time, true),
+                        &ctx,
+                    ),
+                };
+                rows.push(row);
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            match self.append_with_retry(rows.clone()).await {
+                Ok(()) => repaired.extend(rows.into_iter().map(|row| row.doc_path)),
+                Err(error) => {
+                    tracing::error!(tenant, batch_id, rows = rows.len(), %error, "repair append failed every attempt; recorded in the error log");
+                    let now = self.clock.now();
+                    for row in rows {
+                        run.repair_failures += 1;
+                        let record = SyncErrorRecord {
+                            id: error_id(tenant, &row.doc_id, Op::Repair.action()),
+                            tenant: tenant.into(),
+                            doc_id: row.doc_id.clone(),
+                            doc_path: row.doc_path.clone(),
+                            action: Op::Repair.action().into(),
+                            event_id: row.event_id.clone(),
+                            error: error.to_string(),
+                            attempts: REPAIR_ATTEMPTS,
+                            first_seen: now,
+                            last_seen: now,
+                            resolved: false,
+                        };
+                        self.errors.record_sync_error(record).await?;
+                    }
+                }
+            }
+        }
+        Ok(repaired)
+    }
+
+    async fn append_with_retry(&self, rows: Vec<ChangeRow>) -> Result<(), StoreError> {
+        let mut backoff = REPAIR_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self.warehouse.append(rows.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(error) if error.is_retryable() && attempt < REPAIR_ATTEMPTS => {
+                    tracing::warn!(attempt, %error, ?backoff, "repair append failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// `sha256(kind, scope, key)`, hex: the same work always carries the same id.
+pub fn batch_id(kind: &str, scope: &str, key: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [kind, scope, key] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// A repair row's event id: a function of what it writes, so repairing the same state
+/// twice is one row (DuckDB skips it; BigQuery's views ignore the copy).
+fn repair_event_id(doc_path: &str, version: Timestamp, tombstone: bool) -> String {
+    format!("repair:{}:{}:{doc_path}", version.as_micros(), if tombstone { "del" } else { "put" })
+}

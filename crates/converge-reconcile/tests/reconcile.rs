@@ -1,0 +1,164 @@
+//! The reconciler on the embedded backends (real SQLite and DuckDB): every kind of
+//! drift found, known and silent told apart, repaired, and a second run finds nothing.
+
+use std::sync::Arc;
+
+use converge_core::fault::FaultyWarehouse;
+use converge_core::value::fields_from_json;
+use converge_core::{
+    ChangeRow, DocWrite, Document, ErrorKind, ErrorLog, MirrorConfig, Op, RowContext, SourceStore, SyncErrorRecord, SystemClock, Timestamp,
+    Warehouse,
+};
+use converge_duckdb::DuckWarehouse;
+use converge_events::EventSource;
+use converge_reconcile::Reconciler;
+use converge_sqlite::SqliteStore;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    source: SqliteStore,
+    warehouse: DuckWarehouse,
+    faulty: Arc<FaultyWarehouse>,
+    config: MirrorConfig,
+}
+
+fn path(tenant: &str, i: usize) -> String {
+    format!("orgs/{tenant}/records/r{i:03}")
+}
+
+fn ctx() -> RowContext {
+    RowContext { ingested_at: Timestamp::new(1_700_000_000, 0), run_id: "setup".into(), code_version: "test".into() }
+}
+
+fn row(config: &MirrorConfig, doc: &Document, event_id: &str) -> ChangeRow {
+    ChangeRow::live(&config.route(&doc.path).unwrap(), Op::Create, doc, event_id, &ctx()).unwrap()
+}
+
+fn error_for(path: &str, tenant: &str) -> SyncErrorRecord {
+    let doc_id = path.rsplit('/').next().unwrap();
+    SyncErrorRecord {
+        id: converge_core::change::error_id(tenant, doc_id, "update"),
+        tenant: tenant.into(),
+        doc_id: doc_id.into(),
+        doc_path: path.into(),
+        action: "update".into(),
+        event_id: "lost".into(),
+        error: "warehouse unavailable".into(),
+        attempts: 1,
+        first_seen: Timestamp::new(1, 0),
+        last_seen: Timestamp::new(1, 0),
+        resolved: false,
+    }
+}
+
+/// 40 documents per tenant mirrored exactly, then: missing r00–r03, different r10–r13,
+/// orphans x0–x3; the first two of each kind have an open error record (known).
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let source = SqliteStore::open(&dir.path().join("source.sqlite"), Arc::new(SystemClock), EventSource::local()).unwrap();
+    let warehouse = DuckWarehouse::open_in_memory().unwrap();
+    let config = MirrorConfig::default();
+    warehouse.ensure_tables(&config).await.unwrap();
+    for tenant in ["acme", "globex"] {
+        let writes = (0..40).map(|i| DocWrite::Set { path: path(tenant, i), fields: fields_from_json(&serde_json::json!({"amount": i, "label": "x"})).unwrap() }).collect();
+        source.apply(writes).await.unwrap();
+        let mut rows = Vec::new();
+        for i in 0..40 {
+            let doc = source.get(&path(tenant, i)).await.unwrap().unwrap();
+            if tenant == "acme" && i < 4 {
+                continue; // missing
+            }
+            let mut mirrored = doc.clone();
+            if tenant == "acme" && (10..14).contains(&i) {
+                // different: the warehouse kept an older state
+                mirrored.update_time = Timestamp::from_micros(doc.update_time.as_micros() - 1_000);
+                mirrored.fields.insert("amount".into(), converge_core::Value::Integer(-1));
+            }
+            rows.push(row(&config, &mirrored, &format!("{tenant}-{i}")));
+        }
+        for i in 0..4 {
+            if tenant == "acme" {
+                let ghost = Document {
+                    path: format!("orgs/acme/records/x{i}"),
+                    fields: fields_from_json(&serde_json::json!({"amount": 1})).unwrap(),
+                    create_time: Timestamp::new(1_600_000_000, 0),
+                    update_time: Timestamp::new(1_600_000_000, 0),
+                };
+                rows.push(row(&config, &ghost, &format!("ghost-{i}")));
+            }
+        }
+        warehouse.append(rows).await.unwrap();
+    }
+    for p in [path("acme", 0), path("acme", 1), path("acme", 10), path("acme", 11), "orgs/acme/records/x0".into(), "orgs/acme/records/x1".into()] {
+        source.record_sync_error(error_for(&p, "acme")).await.unwrap();
+    }
+    // An open record whose document is fine: its change landed on a redelivery.
+    source.record_sync_error(error_for(&path("globex", 5), "globex")).await.unwrap();
+    let faulty = Arc::new(FaultyWarehouse::new(Arc::new(warehouse.clone())));
+    Setup { _dir: dir, source, warehouse, faulty, config }
+}
+
+fn reconciler(s: &Setup) -> Reconciler {
+    Reconciler::new(Arc::new(s.source.clone()), Arc::new(s.source.clone()), s.faulty.clone(), s.config.clone(), Arc::new(SystemClock))
+}
+
+#[tokio::test]
+async fn finds_every_kind_tells_known_from_silent_repairs_and_converges() {
+    let s = setup().await;
+    let reconciler = reconciler(&s);
+
+    let dry = reconciler.run(None, true).await.unwrap();
+    assert_eq!((dry.missing, dry.different, dry.orphan, dry.known, dry.silent), (4, 4, 4, 6, 6), "{dry:#?}");
+    assert_eq!((dry.repaired, dry.errors_resolved, dry.outcome.as_str()), (0, 0, "dry_run"));
+    assert_eq!(dry.source_docs_read, 80);
+    assert_eq!(s.warehouse.latest_count("records", "acme").await.unwrap(), 40, "a dry run writes nothing");
+    assert!(s.warehouse.runs("reconcile", 10).await.unwrap().is_empty());
+    let silent: Vec<&str> = dry.tenants.iter().flat_map(|t| t.silent_docs.iter().map(String::as_str)).collect();
+    assert!(silent.contains(&"orgs/acme/records/r002") && silent.contains(&"orgs/acme/records/x3"), "{silent:?}");
+
+    let run = reconciler.run(None, false).await.unwrap();
+    assert_eq!((run.missing, run.different, run.orphan, run.known, run.silent, run.repaired), (4, 4, 4, 6, 6, 12), "{run:#?}");
+    assert_eq!(run.errors_resolved, 7, "six repaired and one that had converged");
+    assert!(s.source.open_sync_errors(None).await.unwrap().is_empty());
+    assert_eq!(s.warehouse.latest_count("records", "acme").await.unwrap(), 40);
+    let runs = s.warehouse.runs("reconcile", 10).await.unwrap();
+    assert_eq!((runs.len(), runs[0].batch_id.as_str(), runs[0].outcome.as_str()), (1, run.batch_id.as_str(), "ok"));
+    assert_eq!(runs[0].report["repaired"], 12);
+
+    let again = reconciler.run(None, false).await.unwrap();
+    assert_eq!(again.findings(), 0, "{again:#?}");
+    assert_eq!(again.repaired, 0);
+}
+
+#[tokio::test]
+async fn one_tenant_only_and_a_repair_that_keeps_failing_stays_visible() {
+    let s = setup().await;
+    let reconciler = reconciler(&s);
+    let globex = reconciler.run(Some("globex"), false).await.unwrap();
+    assert_eq!((globex.findings(), globex.errors_resolved, globex.source_docs_read), (0, 1, 40));
+
+    s.faulty.fail_next_appends(100, ErrorKind::Retryable);
+    let failing = reconciler.run(Some("acme"), false).await.unwrap();
+    assert_eq!((failing.findings(), failing.repaired, failing.repair_failures, failing.outcome.as_str()), (12, 0, 12, "partial"));
+    let open = s.source.open_sync_errors(Some("acme")).await.unwrap();
+    assert!(open.iter().any(|r| r.action == "repair" && r.error.contains("injected")), "{open:?}");
+    assert_eq!(s.faulty.injected(), 3, "three attempts with backoff");
+
+    s.faulty.fail_next_appends(0, ErrorKind::Retryable);
+    let healed = reconciler.run(Some("acme"), false).await.unwrap();
+    assert_eq!((healed.repaired, healed.repair_failures), (12, 0));
+    assert!(s.source.open_sync_errors(Some("acme")).await.unwrap().is_empty(), "repair records resolved too");
+    assert_eq!(reconciler.run(Some("acme"), false).await.unwrap().findings(), 0);
+}
+
+#[tokio::test]
+async fn a_write_during_the_run_wins_over_the_repair() {
+    let s = setup().await;
+    let reconciler = reconciler(&s);
+    reconciler.run(Some("acme"), false).await.unwrap();
+    // A later live write to a repaired document: its row carries a later version.
+    s.source.apply(vec![DocWrite::Set { path: path("acme", 0), fields: fields_from_json(&serde_json::json!({"amount": 999})).unwrap() }]).await.unwrap();
+    let doc = s.source.get(&path("acme", 0)).await.unwrap().unwrap();
+    s.warehouse.append(vec![row(&s.config, &doc, "late")]).await.unwrap();
+    assert_eq!(reconciler.run(Some("acme"), false).await.unwrap().findings(), 0);
+}
