@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use converge_cli::{bench, demo, demo_cloud, render, serve, sql};
+use converge_cli::{bench, demo, demo_cloud, reconcile, render, serve, sql};
 
 #[derive(Parser)]
 #[command(name = "converge", version, about = "Keeps an analytics copy of a Firestore database honest.")]
@@ -30,6 +30,20 @@ enum Command {
         /// against both emulators started on free loopback ports).
         #[arg(long, value_enum, default_value_t = DemoBackend::Embedded)]
         backend: DemoBackend,
+    },
+    /// Compare source and warehouse, classify and repair every difference.
+    Reconcile {
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        /// One tenant; all tenants when absent.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Report without writing (no repairs, no resolved errors, no run record).
+        #[arg(long)]
+        dry_run: bool,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Run one query on the embedded warehouse; prints one JSON object per row.
     Sql {
@@ -78,6 +92,19 @@ async fn main() -> anyhow::Result<()> {
             }
             if !summary.derived_equals_source {
                 std::process::exit(1);
+            }
+        }
+        Command::Reconcile { data_dir, tenant, dry_run, json } => {
+            if std::env::var(converge_http::env::LOG).is_err() {
+                std::env::set_var(converge_http::env::LOG, "warn");
+            }
+            converge_http::telemetry::init("converge-reconcile");
+            let settings = converge_http::Settings::from_env()?;
+            let run = reconcile::run(&data_dir, settings.mirror, tenant, dry_run).await?;
+            if json {
+                println!("{}", serde_json::to_string(&run)?);
+            } else {
+                print!("{}", render::reconcile(&run));
             }
         }
         Command::Sql { data_dir, query } => {

@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use converge_reconcile::ReconcileRun;
+
 use crate::demo::DemoSummary;
 
 pub fn demo(summary: &DemoSummary) -> String {
@@ -41,5 +43,37 @@ pub fn demo(summary: &DemoSummary) -> String {
         let _ = writeln!(out, "    … {} more rows", report.rows - report.sample.len());
     }
     let _ = writeln!(out, "\n  total {:.1} s", summary.total_millis as f64 / 1000.0);
+    out
+}
+
+pub fn reconcile(run: &ReconcileRun) -> String {
+    let mut out = String::new();
+    let mode = if run.dry_run { " (dry run: nothing written)" } else { "" };
+    let _ = writeln!(out, "\nReconcile {} — batch {}{mode}", run.scope, run.batch_id);
+    let _ = writeln!(
+        out,
+        "  {:<10} {:<10} {:>11} {:>8} {:>10} {:>7} {:>6} {:>7} {:>9}",
+        "tenant", "table", "source docs", "missing", "different", "orphan", "known", "silent", "repaired"
+    );
+    for t in &run.tenants {
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<10} {:>11} {:>8} {:>10} {:>7} {:>6} {:>7} {:>9}",
+            t.tenant, t.table, t.source_docs_read, t.missing, t.different, t.orphan, t.known, t.silent, t.repaired
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:<21} {:>11} {:>8} {:>10} {:>7} {:>6} {:>7} {:>9}",
+        "total", run.source_docs_read, run.missing, run.different, run.orphan, run.known, run.silent, run.repaired
+    );
+    for t in run.tenants.iter().filter(|t| !t.silent_docs.is_empty()) {
+        let _ = writeln!(out, "  SILENT drift in {} (no error record): {}", t.tenant, t.silent_docs.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "  errors resolved {}, repair failures {}, outcome {}, {} derived rows read, {} ms",
+        run.errors_resolved, run.repair_failures, run.outcome, run.derived_rows_read, run.millis
+    );
     out
 }
