@@ -147,7 +147,10 @@ fn deploy_dry_run_prints_the_deployment() {
         "--destination-run-service=converge-sync",
         "--destination-run-path=/",
         "--service-account=converge-eventarc@my-project-id.iam.gserviceaccount.com",
-        "skipping reconciler: functions/reconciler does not exist yet",
+        "skipping rebuild: functions/rebuild does not exist yet",
+        "_FUNCTION=reconciler,",
+        "+ gcloud scheduler jobs create http converge-reconciler",
+        "--oidc-service-account-email=converge-scheduler@my-project-id.iam.gserviceaccount.com",
     ] {
         assert!(out.contains(expected), "dry run output lacks {expected:?}:\n{out}");
     }

@@ -1,0 +1,98 @@
+//! The reconciler's router without a socket, on real SQLite and DuckDB: both trigger
+//! forms, bad requests, and a run that repairs.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use converge_core::{DocWrite, MirrorConfig, SourceStore, SystemClock, Warehouse};
+use converge_duckdb::DuckWarehouse;
+use converge_events::EventSource;
+use converge_reconcile::Reconciler;
+use converge_sqlite::SqliteStore;
+use tower::ServiceExt;
+
+async fn router() -> (axum::Router, SqliteStore, DuckWarehouse, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = SqliteStore::open(&dir.path().join("source.sqlite"), Arc::new(SystemClock), EventSource::local()).unwrap();
+    let warehouse = DuckWarehouse::open_in_memory().unwrap();
+    let config = MirrorConfig::default();
+    warehouse.ensure_tables(&config).await.unwrap();
+    let fields = converge_core::value::fields_from_json(&serde_json::json!({"amount": 1})).unwrap();
+    source
+        .apply(vec![
+            DocWrite::Set { path: "orgs/acme/records/a".into(), fields: fields.clone() },
+            DocWrite::Set { path: "orgs/globex/records/b".into(), fields },
+        ])
+        .await
+        .unwrap();
+    let reconciler = Reconciler::new(Arc::new(source.clone()), Arc::new(source.clone()), Arc::new(warehouse.clone()), config, Arc::new(SystemClock));
+    (reconciler::app(Arc::new(reconciler)), source, warehouse, dir)
+}
+
+async fn post(router: &axum::Router, headers: &[(&str, &str)], body: String) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::builder().method("POST").uri("/");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = router.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn a_scheduler_request_reconciles_one_tenant_and_a_dry_run_writes_nothing() {
+    let (router, _source, warehouse, _dir) = router().await;
+    let (status, run) = post(&router, &[("content-type", "application/json")], r#"{"tenant": "acme", "dry_run": true}"#.into()).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!((run["missing"].as_u64(), run["dry_run"].as_bool()), (Some(1), Some(true)));
+    assert_eq!(warehouse.latest_count("records", "acme").await.unwrap(), 0);
+
+    let schedule = [("content-type", "application/json"), ("x-cloudscheduler-scheduletime", "2026-11-24T03:00:00Z")];
+    let (status, first) = post(&router, &schedule, r#"{"tenant": "acme"}"#.into()).await;
+    assert_eq!((status, first["repaired"].as_u64()), (StatusCode::OK, Some(1)), "{first}");
+    assert_eq!(warehouse.latest_count("records", "acme").await.unwrap(), 1);
+    assert_eq!(warehouse.latest_count("records", "globex").await.unwrap(), 0, "one tenant only");
+    // The same schedule time is the same batch.
+    let (_, again) = post(&router, &schedule, r#"{"tenant": "acme"}"#.into()).await;
+    assert_eq!(again["batch_id"], first["batch_id"]);
+    assert_eq!(again["missing"].as_u64(), Some(0));
+}
+
+#[tokio::test]
+async fn a_pubsub_cloudevent_reconciles_every_tenant() {
+    let (router, _source, warehouse, _dir) = router().await;
+    let data = base64::engine::general_purpose::STANDARD.encode("");
+    let body = serde_json::json!({"message": {"data": data, "messageId": "m-1", "publishTime": "2026-11-24T03:00:00Z"}, "subscription": "projects/p/subscriptions/s"});
+    let headers = [
+        ("ce-specversion", "1.0"),
+        ("ce-type", reconciler::PUBSUB_EVENT_TYPE),
+        ("ce-source", "//pubsub.googleapis.com/projects/p/topics/converge-reconcile"),
+        ("ce-id", "m-1"),
+        ("content-type", "application/json"),
+    ];
+    let (status, run) = post(&router, &headers, body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!((run["scope"].as_str(), run["repaired"].as_u64()), (Some("*"), Some(2)));
+    assert_eq!(warehouse.latest_count("records", "globex").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_what_was_expected() {
+    let (router, _source, _warehouse, _dir) = router().await;
+    for (headers, body, expected) in [
+        (vec![], "{not json".to_owned(), "expected a JSON request"),
+        (vec![], r#"{"tenant": "acme", "drop": true}"#.to_owned(), "unknown field"),
+        (vec![], r#"{"tenant": "../etc"}"#.to_owned(), "not a document id"),
+        (vec![("ce-type", "google.cloud.storage.object.v1.finalized")], "{}".to_owned(), "unexpected CloudEvent type"),
+        (vec![("ce-type", reconciler::PUBSUB_EVENT_TYPE)], r#"{"message": {"data": "%%%"}}"#.to_owned(), "not base64"),
+    ] {
+        let (status, reply) = post(&router, &headers, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+        assert!(reply["error"].as_str().unwrap().contains(expected), "{reply}");
+    }
+    let (status, _) = post(&router, &[], "x".repeat(100 * 1024)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
