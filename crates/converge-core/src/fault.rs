@@ -1,5 +1,12 @@
 //! Fault injection around a real warehouse: appends that fail on demand.
 //!
+//! Two kinds of failure, independent of each other:
+//! - by count: the next `n` appends fail ([`FaultyWarehouse::fail_next_appends`]),
+//!   whatever they carry — a warehouse that is briefly unavailable;
+//! - by row: every append carrying a row that matches a predicate fails
+//!   ([`FaultyWarehouse::fail_rows_where`]), each time it is tried — a row the
+//!   warehouse refuses for good. Nothing of such an append is written.
+//!
 //! Used by tests and the fault drill to prove that a failed write is recorded,
 //! retried and converges. It wraps a real implementation; it never stands in for one.
 
@@ -14,16 +21,44 @@ use crate::config::MirrorConfig;
 use crate::error::{ErrorKind, StoreError};
 use crate::store::{AppendReceipt, DocState, RunRecord, Scan, Warehouse};
 
+/// Which rows an append may not carry, and how such an append fails.
+type RowFault = (Arc<dyn Fn(&ChangeRow) -> bool + Send + Sync>, ErrorKind);
+
 pub struct FaultyWarehouse {
     inner: Arc<dyn Warehouse>,
     pending_failures: AtomicUsize,
     kind: Mutex<ErrorKind>,
     injected: AtomicU64,
+    row_fault: Mutex<Option<RowFault>>,
+    row_failures: AtomicU64,
 }
 
 impl FaultyWarehouse {
     pub fn new(inner: Arc<dyn Warehouse>) -> Self {
-        Self { inner, pending_failures: AtomicUsize::new(0), kind: Mutex::new(ErrorKind::Retryable), injected: AtomicU64::new(0) }
+        Self {
+            inner,
+            pending_failures: AtomicUsize::new(0),
+            kind: Mutex::new(ErrorKind::Retryable),
+            injected: AtomicU64::new(0),
+            row_fault: Mutex::new(None),
+            row_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// From now on every append carrying a row for which `predicate` holds fails with
+    /// `kind`, writing nothing (replaces any earlier predicate).
+    pub fn fail_rows_where(&self, predicate: impl Fn(&ChangeRow) -> bool + Send + Sync + 'static, kind: ErrorKind) {
+        *self.row_fault.lock().unwrap_or_else(|p| p.into_inner()) = Some((Arc::new(predicate), kind));
+    }
+
+    /// Stops failing appends by row.
+    pub fn clear_row_faults(&self) {
+        *self.row_fault.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// How many appends have been failed by row so far (not counted in [`Self::injected`]).
+    pub fn row_failures(&self) -> u64 {
+        self.row_failures.load(Ordering::SeqCst)
     }
 
     /// The next `count` appends fail with `kind`, without touching the warehouse.
@@ -56,6 +91,14 @@ impl Warehouse for FaultyWarehouse {
             let kind = *self.kind.lock().unwrap_or_else(|p| p.into_inner());
             return Err(StoreError::new(kind, "fault-injection", format!("injected append failure ({} rows not written)", rows.len())));
         }
+        let row_fault = self.row_fault.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((predicate, kind)) = row_fault {
+            if let Some(refused) = rows.iter().find(|row| predicate(row)) {
+                self.row_failures.fetch_add(1, Ordering::SeqCst);
+                let detail = format!("injected row failure: {} {} refused ({} rows not written)", refused.op.as_str(), refused.doc_path, rows.len());
+                return Err(StoreError::new(kind, "fault-injection", detail));
+            }
+        }
         self.inner.append(rows).await
     }
 
@@ -82,5 +125,80 @@ impl Warehouse for FaultyWarehouse {
 
     async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         self.inner.runs(kind, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::RowContext;
+    use crate::value::Timestamp;
+    use futures::executor::block_on;
+
+    /// Counts what reaches it; nothing else is asked of it here.
+    #[derive(Default)]
+    struct Counting(AtomicU64);
+
+    #[async_trait]
+    impl Warehouse for Counting {
+        async fn ensure_tables(&self, _: &MirrorConfig) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn append(&self, rows: Vec<ChangeRow>) -> Result<AppendReceipt, StoreError> {
+            self.0.fetch_add(rows.len() as u64, Ordering::SeqCst);
+            Ok(AppendReceipt { written: rows.len() as u64, duplicates: 0 })
+        }
+        async fn append_atomic(&self, _: BoxStream<'static, Result<ChangeRow, StoreError>>) -> Result<AppendReceipt, StoreError> {
+            unimplemented!()
+        }
+        async fn latest_states(&self, _: &str, _: &str) -> Result<Scan<DocState>, StoreError> {
+            unimplemented!()
+        }
+        async fn latest_count(&self, _: &str, _: &str) -> Result<u64, StoreError> {
+            unimplemented!()
+        }
+        async fn tenants(&self, _: &str) -> Result<Vec<String>, StoreError> {
+            unimplemented!()
+        }
+        async fn record_run(&self, _: RunRecord) -> Result<(), StoreError> {
+            unimplemented!()
+        }
+        async fn runs(&self, _: &str, _: usize) -> Result<Vec<RunRecord>, StoreError> {
+            unimplemented!()
+        }
+    }
+
+    fn rows(ids: &[&str]) -> Vec<ChangeRow> {
+        let config = MirrorConfig::default();
+        let ctx = RowContext { ingested_at: Timestamp::new(1, 0), run_id: "t".into(), code_version: "t".into() };
+        ids.iter()
+            .map(|id| {
+                let path = format!("orgs/acme/records/{id}");
+                ChangeRow::tombstone(&config.route(&path).unwrap(), &path, 1, id, &ctx)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appends_fail_by_count_then_by_row_and_nothing_of_a_failed_append_is_written() {
+        let inner = Arc::new(Counting::default());
+        let faulty = FaultyWarehouse::new(inner.clone());
+        faulty.fail_next_appends(1, ErrorKind::Retryable);
+        faulty.fail_rows_where(|row| row.doc_id == "bad", ErrorKind::Permanent);
+
+        let first = block_on(faulty.append(rows(&["a", "b"]))).unwrap_err();
+        assert!(first.is_retryable(), "the count comes first: {first}");
+        let refused = block_on(faulty.append(rows(&["a", "bad", "c"]))).unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::Permanent);
+        assert!(refused.to_string().contains("orgs/acme/records/bad"), "{refused}");
+        // Each time it is tried.
+        assert!(block_on(faulty.append(rows(&["bad"]))).is_err());
+        assert_eq!(inner.0.load(Ordering::SeqCst), 0, "a failed append writes nothing");
+        assert_eq!((faulty.injected(), faulty.row_failures()), (1, 2));
+
+        block_on(faulty.append(rows(&["a", "c"]))).unwrap();
+        faulty.clear_row_faults();
+        block_on(faulty.append(rows(&["bad"]))).unwrap();
+        assert_eq!(inner.0.load(Ordering::SeqCst), 3);
     }
 }
