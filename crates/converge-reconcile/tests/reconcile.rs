@@ -1,5 +1,6 @@
-//! The reconciler on the embedded backends (real SQLite and DuckDB): every kind of
-//! drift found, known and silent told apart, repaired, and a second run finds nothing.
+//! The reconciler on both backends — SQLite + DuckDB, and Firestore + BigQuery on
+//! their emulators — through one set of scenarios: every kind of drift found, known
+//! and silent told apart, repaired, and a second run finds nothing.
 
 use std::sync::Arc;
 
@@ -11,13 +12,15 @@ use converge_core::{
 };
 use converge_duckdb::DuckWarehouse;
 use converge_events::EventSource;
+use converge_bigquery::BigQueryEmulator;
+use converge_firestore::{EmulatorOptions, FirestoreEmulator};
 use converge_reconcile::Reconciler;
 use converge_sqlite::SqliteStore;
 
 struct Setup {
-    _dir: tempfile::TempDir,
-    source: SqliteStore,
-    warehouse: DuckWarehouse,
+    source: Arc<dyn SourceStore>,
+    errors: Arc<dyn ErrorLog>,
+    warehouse: Arc<dyn Warehouse>,
     faulty: Arc<FaultyWarehouse>,
     config: MirrorConfig,
 }
@@ -53,10 +56,7 @@ fn error_for(path: &str, tenant: &str) -> SyncErrorRecord {
 
 /// 40 documents per tenant mirrored exactly, then: missing r00–r03, different r10–r13,
 /// orphans x0–x3; the first two of each kind have an open error record (known).
-async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let source = SqliteStore::open(&dir.path().join("source.sqlite"), Arc::new(SystemClock), EventSource::local()).unwrap();
-    let warehouse = DuckWarehouse::open_in_memory().unwrap();
+async fn setup(source: Arc<dyn SourceStore>, errors: Arc<dyn ErrorLog>, warehouse: Arc<dyn Warehouse>) -> Setup {
     let config = MirrorConfig::default();
     warehouse.ensure_tables(&config).await.unwrap();
     for tenant in ["acme", "globex"] {
@@ -90,21 +90,19 @@ async fn setup() -> Setup {
         warehouse.append(rows).await.unwrap();
     }
     for p in [path("acme", 0), path("acme", 1), path("acme", 10), path("acme", 11), "orgs/acme/records/x0".into(), "orgs/acme/records/x1".into()] {
-        source.record_sync_error(error_for(&p, "acme")).await.unwrap();
+        errors.record_sync_error(error_for(&p, "acme")).await.unwrap();
     }
     // An open record whose document is fine: its change landed on a redelivery.
-    source.record_sync_error(error_for(&path("globex", 5), "globex")).await.unwrap();
-    let faulty = Arc::new(FaultyWarehouse::new(Arc::new(warehouse.clone())));
-    Setup { _dir: dir, source, warehouse, faulty, config }
+    errors.record_sync_error(error_for(&path("globex", 5), "globex")).await.unwrap();
+    let faulty = Arc::new(FaultyWarehouse::new(warehouse.clone()));
+    Setup { source, errors, warehouse, faulty, config }
 }
 
 fn reconciler(s: &Setup) -> Reconciler {
-    Reconciler::new(Arc::new(s.source.clone()), Arc::new(s.source.clone()), s.faulty.clone(), s.config.clone(), Arc::new(SystemClock))
+    Reconciler::new(s.source.clone(), s.errors.clone(), s.faulty.clone(), s.config.clone(), Arc::new(SystemClock))
 }
 
-#[tokio::test]
-async fn finds_every_kind_tells_known_from_silent_repairs_and_converges() {
-    let s = setup().await;
+async fn finds_every_kind_tells_known_from_silent_repairs_and_converges(s: Setup) {
     let reconciler = reconciler(&s);
 
     let dry = reconciler.run(None, true).await.unwrap();
@@ -119,7 +117,7 @@ async fn finds_every_kind_tells_known_from_silent_repairs_and_converges() {
     let run = reconciler.run(None, false).await.unwrap();
     assert_eq!((run.missing, run.different, run.orphan, run.known, run.silent, run.repaired), (4, 4, 4, 6, 6, 12), "{run:#?}");
     assert_eq!(run.errors_resolved, 7, "six repaired and one that had converged");
-    assert!(s.source.open_sync_errors(None).await.unwrap().is_empty());
+    assert!(s.errors.open_sync_errors(None).await.unwrap().is_empty());
     assert_eq!(s.warehouse.latest_count("records", "acme").await.unwrap(), 40);
     let runs = s.warehouse.runs("reconcile", 10).await.unwrap();
     assert_eq!((runs.len(), runs[0].batch_id.as_str(), runs[0].outcome.as_str()), (1, run.batch_id.as_str(), "ok"));
@@ -130,9 +128,7 @@ async fn finds_every_kind_tells_known_from_silent_repairs_and_converges() {
     assert_eq!(again.repaired, 0);
 }
 
-#[tokio::test]
-async fn one_tenant_only_and_a_repair_that_keeps_failing_stays_visible() {
-    let s = setup().await;
+async fn one_tenant_only_and_a_repair_that_keeps_failing_stays_visible(s: Setup) {
     let reconciler = reconciler(&s);
     let globex = reconciler.run(Some("globex"), false).await.unwrap();
     assert_eq!((globex.findings(), globex.errors_resolved, globex.source_docs_read), (0, 1, 40));
@@ -140,20 +136,18 @@ async fn one_tenant_only_and_a_repair_that_keeps_failing_stays_visible() {
     s.faulty.fail_next_appends(100, ErrorKind::Retryable);
     let failing = reconciler.run(Some("acme"), false).await.unwrap();
     assert_eq!((failing.findings(), failing.repaired, failing.repair_failures, failing.outcome.as_str()), (12, 0, 12, "partial"));
-    let open = s.source.open_sync_errors(Some("acme")).await.unwrap();
+    let open = s.errors.open_sync_errors(Some("acme")).await.unwrap();
     assert!(open.iter().any(|r| r.action == "repair" && r.error.contains("injected")), "{open:?}");
     assert_eq!(s.faulty.injected(), 3, "three attempts with backoff");
 
     s.faulty.fail_next_appends(0, ErrorKind::Retryable);
     let healed = reconciler.run(Some("acme"), false).await.unwrap();
     assert_eq!((healed.repaired, healed.repair_failures), (12, 0));
-    assert!(s.source.open_sync_errors(Some("acme")).await.unwrap().is_empty(), "repair records resolved too");
+    assert!(s.errors.open_sync_errors(Some("acme")).await.unwrap().is_empty(), "repair records resolved too");
     assert_eq!(reconciler.run(Some("acme"), false).await.unwrap().findings(), 0);
 }
 
-#[tokio::test]
-async fn a_write_during_the_run_wins_over_the_repair() {
-    let s = setup().await;
+async fn a_write_during_the_run_wins_over_the_repair(s: Setup) {
     let reconciler = reconciler(&s);
     reconciler.run(Some("acme"), false).await.unwrap();
     // A later live write to a repaired document: its row carries a later version.
@@ -161,4 +155,60 @@ async fn a_write_during_the_run_wins_over_the_repair() {
     let doc = s.source.get(&path("acme", 0)).await.unwrap().unwrap();
     s.warehouse.append(vec![row(&s.config, &doc, "late")]).await.unwrap();
     assert_eq!(reconciler.run(Some("acme"), false).await.unwrap().findings(), 0);
+}
+
+// --- Embedded: SQLite + DuckDB ------------------------------------------------------
+
+async fn embedded() -> (Setup, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = SqliteStore::open(&dir.path().join("source.sqlite"), Arc::new(SystemClock), EventSource::local()).unwrap();
+    let warehouse = DuckWarehouse::open_in_memory().unwrap();
+    (setup(Arc::new(source.clone()), Arc::new(source), Arc::new(warehouse)).await, dir)
+}
+
+#[tokio::test]
+async fn embedded_finds_every_kind_tells_known_from_silent_repairs_and_converges() {
+    let (s, _dir) = embedded().await;
+    finds_every_kind_tells_known_from_silent_repairs_and_converges(s).await;
+}
+
+#[tokio::test]
+async fn embedded_one_tenant_only_and_a_repair_that_keeps_failing_stays_visible() {
+    let (s, _dir) = embedded().await;
+    one_tenant_only_and_a_repair_that_keeps_failing_stays_visible(s).await;
+}
+
+#[tokio::test]
+async fn embedded_a_write_during_the_run_wins_over_the_repair() {
+    let (s, _dir) = embedded().await;
+    a_write_during_the_run_wins_over_the_repair(s).await;
+}
+
+// --- Cloud: Firestore + BigQuery on their emulators ---------------------------------
+
+/// Both emulators, or `None` (said loudly) where one is missing outside CI.
+async fn emulators() -> Option<(FirestoreEmulator, BigQueryEmulator)> {
+    if let Err(error) = converge_firestore::emulator::locate(None) {
+        eprintln!("!!!!! SKIPPED the reconciler on the emulators: Firestore emulator unavailable ({error})");
+        return None;
+    }
+    let bigquery = BigQueryEmulator::for_tests().await?;
+    let firestore = FirestoreEmulator::start(EmulatorOptions::default()).await.expect("Firestore emulator");
+    Some((firestore, bigquery))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_backends_pass_the_same_scenarios() {
+    let Some((firestore, bigquery)) = emulators().await else { return };
+    for scenario in 0..3 {
+        firestore.reset().await.unwrap();
+        let source = Arc::new(firestore.source().await.unwrap());
+        let warehouse: Arc<dyn Warehouse> = Arc::new(bigquery.fresh_warehouse().await.unwrap());
+        let s = setup(source.clone(), source, warehouse).await;
+        match scenario {
+            0 => finds_every_kind_tells_known_from_silent_repairs_and_converges(s).await,
+            1 => one_tenant_only_and_a_repair_that_keeps_failing_stays_visible(s).await,
+            _ => a_write_during_the_run_wins_over_the_repair(s).await,
+        }
+    }
 }
