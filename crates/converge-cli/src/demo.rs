@@ -88,7 +88,7 @@ pub struct DemoSummary {
 }
 
 /// The demo's tenants: one large, three small.
-fn tenants(records: u64) -> Vec<(&'static str, u64, u64)> {
+pub(crate) fn tenants(records: u64) -> Vec<(&'static str, u64, u64)> {
     vec![("acme", records, 1), ("globex", 5_000, 2), ("initech", 2_000, 3), ("umbrella", 500, 4)]
 }
 
@@ -250,7 +250,7 @@ pub(crate) async fn compare_tenants(
 
 /// The demo owns `source.sqlite` and `warehouse.duckdb` in its data directory and
 /// starts them afresh; nothing else in the directory is touched.
-fn reset_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn reset_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     for entry in std::fs::read_dir(data_dir)? {
         let path = entry?.path();
@@ -346,7 +346,7 @@ pub(crate) async fn live_traffic(
     Ok(live)
 }
 
-async fn wait_for_outbox(source: &converge_sqlite::SqliteStore, timeout: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_outbox(source: &converge_sqlite::SqliteStore, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let stats = source.outbox_stats().await?;
@@ -375,6 +375,7 @@ async fn run_report(backends: &EmbeddedBackends, tenant: &str) -> anyhow::Result
     Ok(ReportSummary { tenant: tenant.into(), label: label.into(), rows: rows.len(), millis: (millis * 10.0).round() / 10.0, sample: rows.into_iter().take(5).collect() })
 }
 
+#[derive(Clone)]
 pub(crate) struct Bars {
     pub(crate) loaded: ProgressBar,
     pub(crate) live: ProgressBar,

@@ -6,6 +6,7 @@
 //! - [`dataset`]: the demo's deterministic, realistic records.
 //! - [`demo`]: `converge demo`, the whole embedded pipeline end to end.
 //! - [`demo_cloud`]: `converge demo --backend cloud`, the same on both emulators.
+//! - [`drill`]: `converge drill`, faults injected into the pipeline, then the reconciler.
 //! - [`reconcile`]: `converge reconcile`, one reconciler run on a data directory.
 //! - [`sql`]: `converge sql`, a query on the embedded warehouse, one JSON object per row.
 //! - [`serve`]: `converge serve`, the sync function and the relay in one process.
@@ -18,6 +19,7 @@ pub mod bench_reconcile;
 pub mod dataset;
 pub mod demo;
 pub mod demo_cloud;
+pub mod drill;
 pub mod reconcile;
 pub mod render;
 pub mod serve;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use converge_cli::{bench, demo, demo_cloud, reconcile, render, serve, sql};
+use converge_cli::{bench, demo, demo_cloud, drill, reconcile, render, serve, sql};
 
 #[derive(Parser)]
 #[command(name = "converge", version, about = "Keeps an analytics copy of a Firestore database honest.")]
@@ -41,6 +41,18 @@ enum Command {
         /// Report without writing (no repairs, no resolved errors, no run record).
         #[arg(long)]
         dry_run: bool,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run demo traffic with faults injected, then the reconciler: what it found
+    /// against what was injected. Exits non-zero unless they match and no drift remains.
+    Drill {
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge-drill")]
+        data_dir: PathBuf,
+        /// Documents in the large tenant.
+        #[arg(long, default_value_t = 20_000)]
+        records: u64,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -105,6 +117,23 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&run)?);
             } else {
                 print!("{}", render::reconcile(&run));
+            }
+        }
+        Command::Drill { data_dir, records, json } => {
+            // Injected failures log warnings by the thousand; the silent drift the
+            // reconciler reports is at error level.
+            if std::env::var(converge_http::env::LOG).is_err() {
+                std::env::set_var(converge_http::env::LOG, "error");
+            }
+            converge_http::telemetry::init("converge-drill");
+            let summary = drill::run(drill::DrillOptions { data_dir, records, progress: !json }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                print!("{}", render::drill(&summary));
+            }
+            if !summary.passed {
+                std::process::exit(1);
             }
         }
         Command::Sql { data_dir, query } => {

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use converge_reconcile::ReconcileRun;
 
 use crate::demo::DemoSummary;
+use crate::drill::DrillSummary;
 
 pub fn demo(summary: &DemoSummary) -> String {
     let mut out = String::new();
@@ -75,5 +76,35 @@ pub fn reconcile(run: &ReconcileRun) -> String {
         "  errors resolved {}, repair failures {}, outcome {}, {} derived rows read, {} ms",
         run.errors_resolved, run.repair_failures, run.outcome, run.derived_rows_read, run.millis
     );
+    out
+}
+
+pub fn drill(summary: &DrillSummary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\nConverge drill — faults injected into the embedded pipeline, then the reconciler");
+    let _ = writeln!(out, "  data directory      {}", summary.data_dir);
+    let _ = writeln!(out, "  events delivered    {} (large tenant {} records)", summary.events_delivered, summary.records);
+    let f = &summary.no_drift_faults;
+    let _ = writeln!(
+        out,
+        "  no-drift faults     {} duplicates, {} reordered, {} transient append failures, {} sync kill(s) mid group commit, {} relay kill(s) mid-batch (pending at kills: {:?}); {} redeliveries skipped",
+        f.duplicates, f.reordered, f.transient_failures, f.sync_kills, f.relay_kills, f.pending_at_relay_kills, f.redeliveries_skipped
+    );
+    let _ = writeln!(out, "\n  {:<10} {:>8} {:>10} {:>7} {:>6} {:>7}", "", "missing", "different", "orphan", "known", "silent");
+    for (name, c) in [("injected", &summary.injected), ("found", &summary.found)] {
+        let _ = writeln!(out, "  {:<10} {:>8} {:>10} {:>7} {:>6} {:>7}", name, c.missing, c.different, c.orphan, c.known, c.silent);
+    }
+    let _ = writeln!(out, "\n  repaired {}, errors resolved {}", summary.repaired, summary.errors_resolved);
+    let _ = writeln!(out, "  drift after repair  {}", summary.drift_after_repair);
+    let _ = writeln!(out, "  second run findings {}", summary.second_run_findings);
+    let problems = crate::drill::mismatches(summary);
+    if problems.is_empty() {
+        let _ = writeln!(out, "\n  PASS: every injected loss found and classified as injected; derived == source after repair");
+    } else {
+        for problem in problems {
+            let _ = writeln!(out, "\n  FAIL: {problem}");
+        }
+    }
+    let _ = writeln!(out, "\n  total {:.1} s", summary.total_millis as f64 / 1000.0);
     out
 }
