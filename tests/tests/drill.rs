@@ -1,0 +1,57 @@
+//! `converge drill` as a library call, at a small size: every injected loss found and
+//! classified as injected, derived == source after repair, a second run finds nothing;
+//! checked again from the stores it leaves behind.
+
+use std::path::PathBuf;
+
+use converge_cli::drill::{run, DrillOptions, DrillSummary};
+use converge_core::{ErrorLog, Warehouse};
+use converge_e2e::{assert_converged, bounded, data_dir, open_source, open_warehouse};
+
+/// Runs the drill on a runtime of its own, dropped before returning, so the DuckDB
+/// file is closed when this returns.
+async fn run_drill(data_dir: PathBuf, records: u64) -> DrillSummary {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("drill runtime");
+        let summary = runtime.block_on(run(DrillOptions { data_dir, records, progress: false }));
+        drop(runtime);
+        let _ = done.send(summary);
+    });
+    finished.await.expect("drill thread").expect("drill run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drill_finds_exactly_what_it_injected_and_converges() {
+    bounded(60, "drill", async {
+        let (_dir, path) = data_dir();
+        let summary = run_drill(path.clone(), 3_000).await;
+
+        // At least three losses of every kind × class.
+        let injected = summary.injected;
+        assert!(injected.missing >= 6 && injected.different >= 6 && injected.orphan >= 6, "{summary:#?}");
+        assert_eq!(injected.known + injected.silent, injected.missing + injected.different + injected.orphan);
+        assert_eq!(injected.known, injected.silent);
+        assert_eq!(summary.found, injected, "{summary:#?}");
+        assert_eq!((summary.drift_after_repair, summary.second_run_findings), (0, 0), "{summary:#?}");
+        assert_eq!(summary.repaired, injected.missing + injected.different + injected.orphan);
+        assert!(summary.passed);
+
+        // The no-drift faults happened, mid-flight.
+        let faults = &summary.no_drift_faults;
+        assert!(faults.duplicates > 0 && faults.reordered > 0, "{faults:?}");
+        assert_eq!((faults.transient_failures, faults.sync_kills, faults.relay_kills), (3, 1, 2), "{faults:?}");
+        assert!(faults.pending_at_relay_kills.iter().all(|pending| *pending > 0), "a relay was killed with nothing left to send: {faults:?}");
+        assert!(faults.redeliveries_skipped >= faults.duplicates, "{faults:?}");
+
+        // Checked again from the data directory: converged, no error left open.
+        let source = open_source(&path);
+        let warehouse = open_warehouse(&path);
+        warehouse.ensure_tables(&converge_core::MirrorConfig::default()).await.unwrap();
+        assert_converged(&source, &warehouse, &["acme", "globex", "initech", "umbrella"]).await;
+        assert!(source.open_sync_errors(None).await.unwrap().is_empty());
+        let runs = warehouse.runs("reconcile", 10).await.unwrap();
+        assert_eq!(runs.len(), 2, "{runs:?}");
+    })
+    .await;
+}
