@@ -42,6 +42,7 @@ async fn the_drill_finds_exactly_what_it_injected_and_converges() {
         assert!(faults.duplicates > 0 && faults.reordered > 0, "{faults:?}");
         assert_eq!((faults.transient_failures, faults.sync_kills, faults.relay_kills), (3, 1, 2), "{faults:?}");
         assert!(faults.pending_at_relay_kills.iter().all(|pending| *pending > 0), "a relay was killed with nothing left to send: {faults:?}");
+        assert!(faults.answered_in_killed_batches.iter().all(|answered| *answered > 0), "{faults:?}");
         assert!(faults.redeliveries_skipped >= faults.duplicates, "{faults:?}");
 
         // Checked again from the data directory: converged, no error left open.

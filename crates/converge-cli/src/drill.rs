@@ -88,6 +88,9 @@ pub struct NoDriftFaults {
     pub relay_kills: u64,
     /// Events pending in the outbox when each relay was killed.
     pub pending_at_relay_kills: Vec<u64>,
+    /// Requests the sync function had answered in the batch each relay was killed in
+    /// (delivered, but not yet recorded in the outbox: sent again by the next relay).
+    pub answered_in_killed_batches: Vec<u64>,
     /// Rows the warehouse skipped because their event was already stored (duplicates,
     /// and events of the killed group commit delivered again).
     pub redeliveries_skipped: u64,
@@ -178,7 +181,11 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     faulty.fail_next_appends(TRANSIENT_FAILURES, ErrorKind::Retryable);
     for percent in RELAY_KILLS_AT {
         wait_delivered(&source, at(percent), &bars).await?;
+        // Mid-batch: the server has answered requests of a pass whose outcomes the
+        // relay has not recorded yet (it records them when the pass ends).
+        let answered = kill_mid_pass(&source, &server.service).await?;
         let _ = relay.kill().await;
+        faults.answered_in_killed_batches.push(answered);
         faults.relay_kills += 1;
         faults.pending_at_relay_kills.push(source.pending_count().await?);
         relay = RunningRelay::spawn(Arc::new(Relay::new(Arc::new(source.clone()), &url, relay_config())?));
@@ -273,6 +280,26 @@ async fn wait_delivered(source: &SqliteStore, target: u64, bars: &Bars) -> anyho
             bail!("{} events still pending after {DRAIN_TIMEOUT:?}; see the log", stats.pending);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the sync function has received some requests since the outbox last
+/// recorded outcomes, with no outcome recorded meanwhile; returns how many.
+async fn kill_mid_pass(source: &SqliteStore, service: &SyncService) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let received = || service.counters().received.load(Ordering::SeqCst);
+    let (mut delivered, mut since) = (source.outbox_stats().await?.delivered, received());
+    loop {
+        let now_delivered = source.outbox_stats().await?.delivered;
+        if now_delivered != delivered {
+            (delivered, since) = (now_delivered, received());
+        } else if received() >= since + 50 {
+            return Ok(received() - since);
+        }
+        if Instant::now() > deadline {
+            bail!("the relay never had a batch in flight to be killed in");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

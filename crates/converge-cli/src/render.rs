@@ -87,8 +87,8 @@ pub fn drill(summary: &DrillSummary) -> String {
     let f = &summary.no_drift_faults;
     let _ = writeln!(
         out,
-        "  no-drift faults     {} duplicates, {} reordered, {} transient append failures, {} sync kill(s) mid group commit, {} relay kill(s) mid-batch (pending at kills: {:?}); {} redeliveries skipped",
-        f.duplicates, f.reordered, f.transient_failures, f.sync_kills, f.relay_kills, f.pending_at_relay_kills, f.redeliveries_skipped
+        "  no-drift faults     {} duplicates, {} reordered, {} transient append failures, {} sync kill(s) mid group commit, {} relay kill(s) mid-batch (pending at kills: {:?}, answered in the killed batches: {:?}); {} redeliveries skipped",
+        f.duplicates, f.reordered, f.transient_failures, f.sync_kills, f.relay_kills, f.pending_at_relay_kills, f.answered_in_killed_batches, f.redeliveries_skipped
     );
     let _ = writeln!(out, "\n  {:<10} {:>8} {:>10} {:>7} {:>6} {:>7}", "", "missing", "different", "orphan", "known", "silent");
     for (name, c) in [("injected", &summary.injected), ("found", &summary.found)] {
