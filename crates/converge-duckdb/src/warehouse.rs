@@ -20,6 +20,14 @@ const BACKEND: &str = "duckdb";
 /// How many recent event ids the warehouse remembers for skipping redeliveries.
 /// 16 bytes each: about 8 MiB.
 const RECENT_EVENTS: usize = 500_000;
+/// How many of the newest stored event ids a reopened warehouse remembers again.
+/// Redeliveries after a crash come within seconds to minutes; older ones are
+/// harmless copies the latest view ignores. Reading more costs a sort of the table's
+/// newest rows at every start (and memory in short-lived commands).
+const RECENT_EVENTS_RELOADED: usize = 100_000;
+
+/// DuckDB's memory cap for a file-backed warehouse (see [`DuckWarehouse::open`]).
+const MEMORY_LIMIT: &str = "96MB";
 
 /// The embedded warehouse. Cheap to clone; all clones share one database.
 #[derive(Clone)]
@@ -67,6 +75,13 @@ impl DuckWarehouse {
             }
             error
         })?;
+        // A file-backed database can spill to disk, so its memory is capped: the
+        // latest view of a 1,000,000-document tenant, sorted by path for the
+        // reconciler's merge, otherwise holds ~450 MB. Large sorts and aggregations
+        // spill to `<file>.tmp` instead, at little cost in time.
+        if let Err(error) = connection.execute_batch(&format!("SET memory_limit = '{MEMORY_LIMIT}'")) {
+            tracing::warn!(%error, "could not cap DuckDB's memory; large scans may use more");
+        }
         Ok(Self::from_connection(connection))
     }
 
@@ -333,7 +348,7 @@ impl Warehouse for DuckWarehouse {
                 }
                 // After a restart, remember the newest stored events again: redelivery
                 // most often follows a crash.
-                let sql = format!("SELECT event_id FROM {} ORDER BY ingested_at DESC LIMIT {}", route.table, RECENT_EVENTS / config.routes.len());
+                let sql = format!("SELECT event_id FROM {} ORDER BY ingested_at DESC LIMIT {}", route.table, RECENT_EVENTS_RELOADED / config.routes.len());
                 let mut statement = connection.prepare(&sql).map_err(|e| db_error("read recent events", e))?;
                 let ids = statement.query_map([], |row| row.get::<_, String>(0)).map_err(|e| db_error("read recent events", e))?;
                 for id in ids {
