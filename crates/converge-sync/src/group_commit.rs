@@ -96,27 +96,48 @@ async fn writer(
             .unzip();
         let count = rows.len() as u64;
         let append_started = std::time::Instant::now();
+        // Kept for isolating a permanent failure below (a clone of a few strings per
+        // row: small next to the HTTP request that carried it).
+        let kept = if count > 1 { Some(rows.clone()) } else { None };
         let result = warehouse.append(rows).await;
         let append_micros = append_started.elapsed().as_micros() as u64;
         stats.appends.fetch_add(1, Ordering::Relaxed);
         stats.rows.fetch_add(count, Ordering::Relaxed);
-        let shared = match result {
+        match result {
             Ok(receipt) => {
                 stats.written.fetch_add(receipt.written, Ordering::Relaxed);
                 stats.duplicates.fetch_add(receipt.duplicates, Ordering::Relaxed);
                 tracing::debug!(batch_id, rows = count, written = receipt.written, append_micros, "append committed");
-                Ok(())
+                for reply in replies {
+                    // A waiter that went away (client disconnected) is not our concern:
+                    // its event will be redelivered and skipped if it was written.
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(error) if !error.is_retryable() && kept.is_some() => {
+                // A permanent failure may be one bad row: append each row alone, so
+                // only the rows the warehouse refuses fail (and get error records).
+                stats.failed_appends.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(run_id, batch_id, rows = count, %error, "append failed for good; appending its rows one by one to isolate the bad ones");
+                for (row, reply) in kept.expect("checked").into_iter().zip(replies) {
+                    let outcome = match warehouse.append(vec![row]).await {
+                        Ok(receipt) => {
+                            stats.written.fetch_add(receipt.written, Ordering::Relaxed);
+                            stats.duplicates.fetch_add(receipt.duplicates, Ordering::Relaxed);
+                            Ok(())
+                        }
+                        Err(error) => Err(error),
+                    };
+                    let _ = reply.send(outcome);
+                }
             }
             Err(error) => {
                 stats.failed_appends.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(run_id, batch_id, rows = count, %error, "append failed; every event in it will record an error");
-                Err(error)
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
             }
-        };
-        for reply in replies {
-            // A waiter that went away (client disconnected) is not our concern: its
-            // event will be redelivered and skipped as a duplicate if it was written.
-            let _ = reply.send(shared.clone());
         }
     }
 }

@@ -290,3 +290,17 @@ async fn the_emulators_empty_events_are_acknowledged_without_a_row() {
     assert_eq!(h.duck.changelog_rows("records").await.unwrap(), 0);
     assert!(quarantine_reasons(&h.errors).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_row_the_warehouse_refuses_fails_alone_not_its_whole_group_commit() {
+    let h = harness().await;
+    h.warehouse.fail_rows_where(|row| row.doc_id == "bad", ErrorKind::Permanent);
+    let events: Vec<DocumentChange> = (0..40).map(|i| good(&format!("ok{i:02}"))).chain([good("bad")]).collect();
+    let answers = futures::future::join_all(events.iter().map(|event| send(&h.router, event))).await;
+    let failed: Vec<&serde_json::Value> = answers.iter().filter(|(status, _)| *status != StatusCode::OK).map(|(_, body)| body).collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["error_id"], "acme_bad_create");
+    assert_eq!(h.duck.changelog_rows("records").await.unwrap(), 40);
+    let open = h.errors.open_sync_errors(None).await.unwrap();
+    assert_eq!(open.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["acme_bad_create"]);
+}
