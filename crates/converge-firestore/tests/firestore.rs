@@ -198,42 +198,7 @@ fn sync_error(id: &str, tenant: &str, event_id: &str, error: &str, seen: i64) ->
     }
 }
 
-#[tokio::test]
-async fn sync_errors_merge_by_id_even_under_concurrency() {
-    let source = source_or_skip!();
-    source.record_sync_error(sync_error("t_d_create", "t", "e1", "warehouse down", 100)).await.unwrap();
-    source.record_sync_error(sync_error("t_d_create", "t", "e2", "still down", 200)).await.unwrap();
-    source.record_sync_error(sync_error("u_d_create", "u", "e3", "other", 150)).await.unwrap();
-    let open = source.open_sync_errors(Some("t")).await.unwrap();
-    assert_eq!(open.len(), 1, "merged, never duplicated");
-    assert_eq!(
-        open[0],
-        SyncErrorRecord { attempts: 2, first_seen: Timestamp::new(100, 5), ..sync_error("t_d_create", "t", "e2", "still down", 200) },
-        "exact, nanoseconds included"
-    );
-    assert_eq!(source.open_sync_errors(None).await.unwrap().len(), 2);
-
-    assert!(source.resolve_sync_error("t_d_create").await.unwrap());
-    assert!(!source.resolve_sync_error("t_d_create").await.unwrap());
-    assert!(!source.resolve_sync_error("never_recorded").await.unwrap());
-    assert!(source.open_sync_errors(Some("t")).await.unwrap().is_empty());
-    source.record_sync_error(sync_error("t_d_create", "t", "e4", "again", 300)).await.unwrap();
-    let reopened = source.open_sync_errors(Some("t")).await.unwrap();
-    assert_eq!((reopened.len(), reopened[0].attempts, reopened[0].resolved), (1, 3, false));
-
-    // Concurrent records of one failure: every attempt counted, one record.
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let source = source.clone();
-            tokio::spawn(async move { source.record_sync_error(sync_error("c_d_create", "c", &format!("e{i}"), "x", 400)).await })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
-    let concurrent = source.open_sync_errors(Some("c")).await.unwrap();
-    assert_eq!((concurrent.len(), concurrent[0].attempts), (1, 20));
-}
+// Merging, concurrency and quarantine order: the shared error log contract (tests/contract.rs).
 
 fn quarantine(id: &str, received: i64) -> QuarantineRecord {
     QuarantineRecord {
@@ -249,28 +214,6 @@ fn quarantine(id: &str, received: i64) -> QuarantineRecord {
         received_at: Timestamp::new(received, 7),
         attempts: 1,
     }
-}
-
-#[tokio::test]
-async fn quarantine_merges_by_id_and_lists_newest_first() {
-    let source = source_or_skip!();
-    source.quarantine(quarantine("a", 100)).await.unwrap();
-    source.quarantine(quarantine("b", 200)).await.unwrap();
-    let mut again = quarantine("a", 300);
-    again.reason = QuarantineReason::SchemaViolation;
-    again.event_type = None;
-    source.quarantine(again.clone()).await.unwrap();
-    let records = source.quarantined(10).await.unwrap();
-    assert_eq!(records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
-    assert_eq!(records[0], QuarantineRecord { attempts: 2, event_type: quarantine("a", 0).event_type, ..again }, "a missing fact keeps the known one");
-    assert_eq!(records[1], quarantine("b", 200), "stored exactly");
-    assert_eq!(source.quarantined(1).await.unwrap().len(), 1);
-    assert!(source.quarantined(0).await.unwrap().is_empty());
-    // An id that is no valid document id still gets its own record.
-    let mut odd = quarantine("x/../__y__", 50);
-    odd.event_id = None;
-    source.quarantine(odd.clone()).await.unwrap();
-    assert_eq!(source.quarantined(10).await.unwrap()[2], odd);
 }
 
 #[tokio::test]
