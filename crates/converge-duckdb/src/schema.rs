@@ -18,7 +18,10 @@ pub const LEADING_COLUMNS: &[(&str, &str)] = &[
     // identical row) and by the warehouse's memory of recent event ids.
     ("event_id", "VARCHAR NOT NULL"),
     ("content_hash", "VARCHAR"),
-    ("data", "JSON"),
+    // VARCHAR, not JSON: appending into a JSON column validates every document on
+    // the sync path (41 instead of 55 µs per row in the group commit under load);
+    // the views cast it back to JSON for readers, only when `data` is selected.
+    ("data", "VARCHAR"),
 ];
 
 pub const TRAILING_COLUMNS: &[(&str, &str)] =
@@ -61,7 +64,7 @@ pub fn create_statements(route: &Route) -> Vec<String> {
     // is a pure function of the set of rows.
     let winners = |filter: &str| {
         format!(
-            "SELECT * FROM {t} WHERE rowid IN (
+            "SELECT * REPLACE (data::JSON AS data) FROM {t} WHERE rowid IN (
                 SELECT arg_max(rowid, epoch_us(version) * 2 + is_deleted::INTEGER) FROM {t} {filter} GROUP BY tenant, doc_path
              ) AND NOT is_deleted"
         )
