@@ -19,7 +19,7 @@
 //!    - *known*: the warehouse refuses the row for good, so the sync function records
 //!      `sync_errors/{tenant}_{doc}_{action}` and acknowledges (202). These are sent
 //!      while nothing else is in flight, so no other event shares their failed appends;
-//!    - *silent*: a [`LeakyWarehouse`] in front of the real one acknowledges the row
+//!    - *silent*: the [`FaultyWarehouse`] in front of the real one acknowledges the row
 //!      without writing it — a write path that reports success for rows it never
 //!      persisted (as a streaming insert whose per-row errors go unread would), the
 //!      hole in error capture the reconciler exists to find.
@@ -32,23 +32,18 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use async_trait::async_trait;
 use converge_backends::EmbeddedBackends;
 use converge_core::fault::FaultyWarehouse;
-use converge_core::{
-    AppendReceipt, ChangeRow, Clock, DocState, DocWrite, ErrorKind, ErrorLog, MirrorConfig, Op, RunRecord, Scan, SourceStore, StoreError, SystemClock, Value,
-    Warehouse,
-};
+use converge_core::{Clock, DocWrite, ErrorKind, ErrorLog, MirrorConfig, Op, SourceStore, SystemClock, Value, Warehouse};
 use converge_reconcile::Reconciler;
 use converge_relay::{Relay, RelayConfig, RunningRelay};
 use converge_sqlite::SqliteStore;
 use converge_sync::{GroupCommitConfig, SyncService};
-use futures::stream::BoxStream;
 use serde::Serialize;
 
 use crate::dataset::{self, Rng};
@@ -149,9 +144,11 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     // The losses, chosen up front.
     let plan = LossPlan::new(&tenant_names, &pattern, (options.records / 2_000).max(3));
 
-    // sync function → FaultyWarehouse (transient, known) → LeakyWarehouse (silent, kill) → DuckDB
-    let leaky = Arc::new(LeakyWarehouse::new(backends.warehouse(), plan.silent_rows()));
-    let faulty = Arc::new(FaultyWarehouse::new(leaky.clone()));
+    // sync function → FaultyWarehouse (transient and known failures, silent losses, the
+    // stall after a commit) → DuckDB
+    let faulty = Arc::new(FaultyWarehouse::new(backends.warehouse()));
+    let silent = plan.silent_rows();
+    faulty.lose_rows_where(move |row| silent.contains(&(row.doc_path.clone(), row.op)));
     let mut server = DrillServer::start(faulty.clone(), backends.error_log(), &config, None).await?;
     let addr = server.addr;
     let url = format!("http://{addr}/");
@@ -191,8 +188,8 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
         relay = RunningRelay::spawn(Arc::new(Relay::new(Arc::new(source.clone()), &url, relay_config())?));
     }
     wait_delivered(&source, at(SYNC_KILL_AT), &bars).await?;
-    leaky.kill_after_next_commit();
-    wait_for("the sync function to stall after a commit", Duration::from_secs(120), || leaky.stalled()).await?;
+    faulty.stall_after_next_commit();
+    wait_for("the sync function to stall after a commit", Duration::from_secs(120), || faulty.stalled()).await?;
     let skipped_before_kill = server.service.committer().stats().duplicates.load(Ordering::Relaxed);
     server.crash().await;
     faults.sync_kills += 1;
@@ -234,8 +231,8 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     bars.delivered.finish();
     faults.redeliveries_skipped = skipped_before_kill + server.service.committer().stats().duplicates.load(Ordering::Relaxed);
     server.stop().await?;
-    if leaky.dropped() < plan.per_cell * 3 {
-        bail!("the leaky warehouse dropped {} rows; {} silent losses were planned", leaky.dropped(), plan.per_cell * 3);
+    if faulty.lost() < plan.per_cell * 3 {
+        bail!("the warehouse lost {} rows silently; {} silent losses were planned", faulty.lost(), plan.per_cell * 3);
     }
 
     // 4. Reconcile, twice; then source and latest view, document by document.
@@ -470,84 +467,6 @@ impl LossPlan {
             known: count(&|l| l.class == Class::Known),
             silent: count(&|l| l.class == Class::Silent),
         }
-    }
-}
-
-/// A warehouse write path with two defects the drill switches on:
-/// - it acknowledges chosen rows (document path and op) without writing them — the
-///   silent hole in error capture;
-/// - once asked, the next append that commits never answers: the process dies
-///   between its commit and its answers (the drill then drops the server's runtime).
-pub struct LeakyWarehouse {
-    inner: Arc<dyn Warehouse>,
-    silent: HashSet<(String, Op)>,
-    dropped: AtomicU64,
-    kill_armed: AtomicBool,
-    stalled: AtomicBool,
-}
-
-impl LeakyWarehouse {
-    pub fn new(inner: Arc<dyn Warehouse>, silent: HashSet<(String, Op)>) -> Self {
-        Self { inner, silent, dropped: AtomicU64::new(0), kill_armed: AtomicBool::new(false), stalled: AtomicBool::new(false) }
-    }
-
-    /// The next append commits, then hangs forever.
-    pub fn kill_after_next_commit(&self) {
-        self.kill_armed.store(true, Ordering::SeqCst);
-    }
-
-    pub fn stalled(&self) -> bool {
-        self.stalled.load(Ordering::SeqCst)
-    }
-
-    /// Rows acknowledged without being written (redeliveries included).
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl Warehouse for LeakyWarehouse {
-    async fn ensure_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
-        self.inner.ensure_tables(config).await
-    }
-
-    async fn append(&self, rows: Vec<ChangeRow>) -> Result<AppendReceipt, StoreError> {
-        let (lost, kept): (Vec<ChangeRow>, Vec<ChangeRow>) = rows.into_iter().partition(|row| self.silent.contains(&(row.doc_path.clone(), row.op)));
-        let mut receipt = if kept.is_empty() { AppendReceipt::default() } else { self.inner.append(kept).await? };
-        if !lost.is_empty() {
-            self.dropped.fetch_add(lost.len() as u64, Ordering::SeqCst);
-            receipt.written += lost.len() as u64;
-        }
-        if self.kill_armed.swap(false, Ordering::SeqCst) {
-            self.stalled.store(true, Ordering::SeqCst);
-            std::future::pending::<()>().await;
-        }
-        Ok(receipt)
-    }
-
-    async fn append_atomic(&self, rows: BoxStream<'static, Result<ChangeRow, StoreError>>) -> Result<AppendReceipt, StoreError> {
-        self.inner.append_atomic(rows).await
-    }
-
-    async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
-        self.inner.latest_states(table, tenant).await
-    }
-
-    async fn latest_count(&self, table: &str, tenant: &str) -> Result<u64, StoreError> {
-        self.inner.latest_count(table, tenant).await
-    }
-
-    async fn tenants(&self, table: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.tenants(table).await
-    }
-
-    async fn record_run(&self, run: RunRecord) -> Result<(), StoreError> {
-        self.inner.record_run(run).await
-    }
-
-    async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        self.inner.runs(kind, limit).await
     }
 }
 

@@ -1,16 +1,21 @@
-//! Fault injection around a real warehouse: appends that fail on demand.
+//! Fault injection around a real warehouse: appends that fail, lose rows or hang on
+//! demand.
 //!
-//! Two kinds of failure, independent of each other:
+//! Four faults, independent of each other, applied in this order:
 //! - by count: the next `n` appends fail ([`FaultyWarehouse::fail_next_appends`]),
 //!   whatever they carry — a warehouse that is briefly unavailable;
 //! - by row: every append carrying a row that matches a predicate fails
 //!   ([`FaultyWarehouse::fail_rows_where`]), each time it is tried — a row the
-//!   warehouse refuses for good. Nothing of such an append is written.
+//!   warehouse refuses for good. Nothing of such an append is written;
+//! - silent loss: rows matching a predicate are acknowledged as written but never
+//!   stored ([`FaultyWarehouse::lose_rows_where`]) — a hole in error capture;
+//! - a crash between commit and answer: the next append commits, then never returns
+//!   ([`FaultyWarehouse::stall_after_next_commit`]).
 //!
 //! Used by tests and the fault drill to prove that a failed write is recorded,
 //! retried and converges. It wraps a real implementation; it never stands in for one.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -22,7 +27,7 @@ use crate::error::{ErrorKind, StoreError};
 use crate::store::{AppendReceipt, DocState, RunRecord, Scan, Warehouse};
 
 /// Which rows an append may not carry, and how such an append fails.
-type RowFault = (Arc<dyn Fn(&ChangeRow) -> bool + Send + Sync>, ErrorKind);
+type RowFault = (RowPredicate, ErrorKind);
 
 pub struct FaultyWarehouse {
     inner: Arc<dyn Warehouse>,
@@ -31,7 +36,13 @@ pub struct FaultyWarehouse {
     injected: AtomicU64,
     row_fault: Mutex<Option<RowFault>>,
     row_failures: AtomicU64,
+    lose: Mutex<Option<RowPredicate>>,
+    lost: AtomicU64,
+    stall_armed: AtomicBool,
+    stalled: AtomicBool,
 }
+
+type RowPredicate = Arc<dyn Fn(&ChangeRow) -> bool + Send + Sync>;
 
 impl FaultyWarehouse {
     pub fn new(inner: Arc<dyn Warehouse>) -> Self {
@@ -42,7 +53,33 @@ impl FaultyWarehouse {
             injected: AtomicU64::new(0),
             row_fault: Mutex::new(None),
             row_failures: AtomicU64::new(0),
+            lose: Mutex::new(None),
+            lost: AtomicU64::new(0),
+            stall_armed: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
         }
+    }
+
+    /// From now on rows for which `predicate` holds are acknowledged as written and
+    /// never stored (replaces any earlier predicate).
+    pub fn lose_rows_where(&self, predicate: impl Fn(&ChangeRow) -> bool + Send + Sync + 'static) {
+        *self.lose.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(predicate));
+    }
+
+    /// Rows acknowledged without being stored so far (redeliveries included).
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// The next append commits, then never answers: a process that dies between its
+    /// commit and its replies.
+    pub fn stall_after_next_commit(&self) {
+        self.stall_armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether an append has stalled after its commit.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::SeqCst)
     }
 
     /// From now on every append carrying a row for which `predicate` holds fails with
@@ -99,7 +136,21 @@ impl Warehouse for FaultyWarehouse {
                 return Err(StoreError::new(kind, "fault-injection", detail));
             }
         }
-        self.inner.append(rows).await
+        let lose = self.lose.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (lost, rows): (Vec<ChangeRow>, Vec<ChangeRow>) = match lose {
+            Some(predicate) => rows.into_iter().partition(|row| predicate(row)),
+            None => (Vec::new(), rows),
+        };
+        let mut receipt = if rows.is_empty() { AppendReceipt::default() } else { self.inner.append(rows).await? };
+        if !lost.is_empty() {
+            self.lost.fetch_add(lost.len() as u64, Ordering::SeqCst);
+            receipt.written += lost.len() as u64;
+        }
+        if self.stall_armed.swap(false, Ordering::SeqCst) {
+            self.stalled.store(true, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
+        Ok(receipt)
     }
 
     async fn append_atomic(&self, rows: BoxStream<'static, Result<ChangeRow, StoreError>>) -> Result<AppendReceipt, StoreError> {
@@ -200,5 +251,34 @@ mod tests {
         faulty.clear_row_faults();
         block_on(faulty.append(rows(&["bad"]))).unwrap();
         assert_eq!(inner.0.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn lost_rows_are_acknowledged_but_never_stored() {
+        let inner = Arc::new(Counting::default());
+        let faulty = FaultyWarehouse::new(inner.clone());
+        faulty.lose_rows_where(|row| row.doc_id == "gone");
+        let receipt = block_on(faulty.append(rows(&["a", "gone", "b"]))).unwrap();
+        assert_eq!(receipt.written, 3, "acknowledged as written");
+        assert_eq!((inner.0.load(Ordering::SeqCst), faulty.lost()), (2, 1));
+        let receipt = block_on(faulty.append(rows(&["gone"]))).unwrap();
+        assert_eq!((receipt.written, inner.0.load(Ordering::SeqCst), faulty.lost()), (1, 2, 2));
+    }
+
+    #[test]
+    fn an_armed_stall_commits_then_never_answers() {
+        let inner = Arc::new(Counting::default());
+        let faulty = FaultyWarehouse::new(inner.clone());
+        faulty.stall_after_next_commit();
+        let mut append = faulty.append(rows(&["a"]));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(std::future::Future::poll(append.as_mut(), &mut cx).is_pending());
+        assert!(std::future::Future::poll(append.as_mut(), &mut cx).is_pending(), "it never answers");
+        assert_eq!(inner.0.load(Ordering::SeqCst), 1, "but its rows are committed");
+        assert!(faulty.stalled());
+        drop(append);
+        block_on(faulty.append(rows(&["b"]))).unwrap();
+        assert_eq!(inner.0.load(Ordering::SeqCst), 2, "armed once");
     }
 }
