@@ -88,7 +88,7 @@ impl SyncServer {
         let config = MirrorConfig::default();
         let weak_warehouse = Arc::downgrade(&warehouse);
         warehouse.ensure_tables(&config).await.context("creating the changelog tables")?;
-        let listener = bind(options.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+        let listener = converge_http::bind_retrying(options.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -194,23 +194,6 @@ impl Drop for SyncServer {
         // A test that ended early (a failed assertion): do not block in drop.
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
-        }
-    }
-}
-
-/// Binds `addr`, retrying briefly while a just-closed server's port is still taken.
-async fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match std::net::TcpListener::bind(addr) {
-            Ok(listener) => {
-                listener.set_nonblocking(true)?;
-                return Ok(listener);
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => return Err(error).with_context(|| format!("binding {addr}")),
         }
     }
 }

@@ -482,7 +482,7 @@ struct DrillServer {
 
 impl DrillServer {
     async fn start(warehouse: Arc<dyn Warehouse>, errors: Arc<dyn ErrorLog>, config: &MirrorConfig, addr: Option<SocketAddr>) -> anyhow::Result<Self> {
-        let listener = bind(addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+        let listener = converge_http::bind_retrying(addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("drill-sync").enable_all().build()?;
         let service = {
@@ -543,23 +543,6 @@ impl Drop for DrillServer {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
-        }
-    }
-}
-
-/// Binds `addr`, retrying briefly while a killed server's port is still taken.
-async fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match std::net::TcpListener::bind(addr) {
-            Ok(listener) => {
-                listener.set_nonblocking(true)?;
-                return Ok(listener);
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => return Err(error).with_context(|| format!("binding {addr}")),
         }
     }
 }

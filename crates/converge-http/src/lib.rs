@@ -16,6 +16,6 @@ pub mod settings;
 pub mod status;
 pub mod telemetry;
 
-pub use server::{health_routes, serve, shutdown_signal};
+pub use server::{bind_retrying, health_routes, serve, shutdown_signal};
 pub use settings::{Backend, CloudSettings, Settings};
 pub use status::status_for;

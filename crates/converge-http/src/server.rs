@@ -39,3 +39,22 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
 }
+
+/// Binds `addr` for a server that takes over from one that just stopped or was
+/// killed, retrying for up to ten seconds while the port is still taken. The
+/// listener is non-blocking, ready for a runtime of the caller's choosing.
+pub async fn bind_retrying(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => {
+                listener.set_nonblocking(true)?;
+                return Ok(listener);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(error) => return Err(std::io::Error::new(error.kind(), format!("binding {addr}: {error}"))),
+        }
+    }
+}
