@@ -43,6 +43,20 @@ pub enum QuarantineReason {
 }
 
 impl QuarantineReason {
+    pub const ALL: [QuarantineReason; 6] = [
+        QuarantineReason::Malformed,
+        QuarantineReason::UnsupportedContentType,
+        QuarantineReason::UnknownEventType,
+        QuarantineReason::Unroutable,
+        QuarantineReason::SchemaViolation,
+        QuarantineReason::Oversized,
+    ];
+
+    /// The reason named by [`Self::as_str`]'s text, as stores keep it.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             QuarantineReason::Malformed => "malformed",
@@ -80,3 +94,16 @@ pub struct QuarantineRecord {
 /// How much of a bad body a quarantine record keeps. The record always holds the
 /// full size; a larger body is kept only in part (Firestore documents hold 1 MiB).
 pub const QUARANTINE_PAYLOAD_LIMIT: usize = 256 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_reads_back_from_its_text() {
+        for reason in QuarantineReason::ALL {
+            assert_eq!(QuarantineReason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(QuarantineReason::parse("nonsense"), None);
+    }
+}

@@ -229,7 +229,7 @@ fn sync_error_from_doc(doc: pb::Document) -> Result<SyncErrorRecord, FirestoreEr
 fn quarantine_from_doc(doc: pb::Document) -> Result<QuarantineRecord, FirestoreError> {
     let mut r = RecordReader::new("quarantine record", doc);
     let reason_text = r.string("reason")?;
-    let reason = parse_reason(&reason_text).ok_or_else(|| FirestoreError::CorruptRecord {
+    let reason = QuarantineReason::parse(&reason_text).ok_or_else(|| FirestoreError::CorruptRecord {
         what: "quarantine record",
         detail: format!("`{}` field `reason`: expected one of the quarantine reasons, found `{reason_text}`", r.name),
     })?;
@@ -246,18 +246,6 @@ fn quarantine_from_doc(doc: pb::Document) -> Result<QuarantineRecord, FirestoreE
         received_at: r.time("received_at")?,
         attempts: r.attempts()?,
     })
-}
-
-fn parse_reason(text: &str) -> Option<QuarantineReason> {
-    const ALL: [QuarantineReason; 6] = [
-        QuarantineReason::Malformed,
-        QuarantineReason::UnsupportedContentType,
-        QuarantineReason::UnknownEventType,
-        QuarantineReason::Unroutable,
-        QuarantineReason::SchemaViolation,
-        QuarantineReason::Oversized,
-    ];
-    ALL.into_iter().find(|reason| reason.as_str() == text)
 }
 
 fn optional_string(value: &Option<String>) -> pb::Value {

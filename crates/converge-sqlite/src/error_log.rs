@@ -144,7 +144,7 @@ fn quarantine_from_row(row: &Row<'_>) -> Result<QuarantineRecord, SqliteError> {
     let reason: String = row.get(1)?;
     Ok(QuarantineRecord {
         id: row.get(0)?,
-        reason: parse_reason(&reason).ok_or(SqliteError::CorruptRow { what: "quarantine reason", value: reason })?,
+        reason: QuarantineReason::parse(&reason).ok_or(SqliteError::CorruptRow { what: "quarantine reason", value: reason })?,
         detail: row.get(2)?,
         event_id: row.get(3)?,
         event_type: row.get(4)?,
@@ -157,14 +157,3 @@ fn quarantine_from_row(row: &Row<'_>) -> Result<QuarantineRecord, SqliteError> {
     })
 }
 
-fn parse_reason(text: &str) -> Option<QuarantineReason> {
-    const ALL: [QuarantineReason; 6] = [
-        QuarantineReason::Malformed,
-        QuarantineReason::UnsupportedContentType,
-        QuarantineReason::UnknownEventType,
-        QuarantineReason::Unroutable,
-        QuarantineReason::SchemaViolation,
-        QuarantineReason::Oversized,
-    ];
-    ALL.into_iter().find(|reason| reason.as_str() == text)
-}
