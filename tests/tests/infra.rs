@@ -12,7 +12,7 @@ const PROJECT: &str = "acme-analytics";
 const DATASET: &str = "converge_test";
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for tests")).parent().expect("tests/ sits in the repository").to_path_buf()
 }
 
 fn read(path: &str) -> String {

@@ -54,12 +54,25 @@ pub struct BigQueryEmulator {
     log: PathBuf,
 }
 
+/// `relative` under the nearest directory, from the current one upwards, that has it
+/// (cargo runs tests from their package directory, inside the workspace).
+fn workspace_file(relative: &str) -> PathBuf {
+    let start = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    start
+        .ancestors()
+        .map(|dir| dir.join(relative))
+        .find(|candidate| candidate.exists())
+        .unwrap_or_else(|| start.join(relative))
+}
+
 impl BigQueryEmulator {
     /// The binary that [`start`](Self::start) would run, if it is installed.
     pub fn binary() -> Result<PathBuf, EmulatorError> {
         let path = match std::env::var_os(BINARY_ENV) {
             Some(path) if !path.is_empty() => PathBuf::from(path),
-            _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/bqemulator/venv/bin/bqemulator"),
+            // Found at run time, not compile time: a build cache shared by checkouts in
+            // different places must not carry one checkout's path into another.
+            _ => workspace_file("tools/bqemulator/venv/bin/bqemulator"),
         };
         if path.is_file() {
             Ok(path)

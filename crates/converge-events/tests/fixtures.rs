@@ -13,7 +13,7 @@ const R1: &str = "orgs/acme/records/r1";
 const ROOT: &str = "projects/acme-prod/databases/(default)/documents";
 
 fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for tests")).join("tests/fixtures").join(name)
 }
 
 /// The headers and body of a golden event.
