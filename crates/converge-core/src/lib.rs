@@ -9,6 +9,7 @@
 //! - [`change`]: a document change → a [`ChangeRow`] or tombstone; error ids.
 //! - [`failure`]: sync error and quarantine records.
 //! - [`drift`]: comparing source and derived states.
+//! - [`path`]: Firestore's rules for ids and paths, shared by every store.
 //! - [`store`]: the traits behind which every external system sits.
 //! - [`clock`]: the injected clock.
 //! - [`fault`]: fault injection around a real warehouse, for tests and drills.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod fault;
 pub mod failure;
 pub mod hash;
+pub mod path;
 pub mod store;
 pub mod value;
 pub mod version;

@@ -179,41 +179,11 @@ impl DocPaths {
 
 /// Splits a document path into its collection path and document id.
 pub fn split_document_path(path: &str) -> Result<(&str, &str), FirestoreError> {
-    let invalid = |reason| FirestoreError::InvalidDocumentPath { path: path.to_owned(), reason };
-    let segments = check_segments(path).map_err(invalid)?;
-    if segments % 2 != 0 {
-        return Err(invalid("a document path has an even number of segments (collection/id/...)"));
-    }
-    path.rsplit_once('/').ok_or_else(|| invalid("missing document id"))
+    converge_core::path::split_document_path(path).map_err(|reason| FirestoreError::InvalidDocumentPath { path: path.to_owned(), reason })
 }
 
 pub fn check_collection_path(path: &str) -> Result<(), FirestoreError> {
-    let invalid = |reason| FirestoreError::InvalidCollectionPath { path: path.to_owned(), reason };
-    let segments = check_segments(path).map_err(invalid)?;
-    if segments % 2 != 1 {
-        return Err(invalid("a collection path has an odd number of segments (collection or .../id/collection)"));
-    }
-    Ok(())
-}
-
-/// Number of segments, if every one is a valid Firestore id.
-fn check_segments(path: &str) -> Result<usize, &'static str> {
-    if path.is_empty() {
-        return Err("empty");
-    }
-    let mut count = 0;
-    for segment in path.split('/') {
-        match segment {
-            "" => return Err("empty segment (leading, trailing or doubled '/')"),
-            "." | ".." => return Err("`.` and `..` are not ids"),
-            s if s.len() > 4 && s.starts_with("__") && s.ends_with("__") => {
-                return Err("ids of the form `__name__` are reserved by Firestore")
-            }
-            s if s.len() > 1500 => return Err("an id is at most 1500 bytes"),
-            _ => count += 1,
-        }
-    }
-    Ok(count)
+    converge_core::path::check_collection_path(path).map_err(|reason| FirestoreError::InvalidCollectionPath { path: path.to_owned(), reason })
 }
 
 /// A record id (error log, quarantine) as a document id: ids that Firestore would
