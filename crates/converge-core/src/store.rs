@@ -132,6 +132,19 @@ pub struct AppendReceipt {
 /// The table every run (reconcile, rebuild, ETL, detectors) records itself in.
 pub const RUNS_TABLE: &str = "converge_runs";
 
+/// A run's batch id: `sha256(kind, scope, key)`, hex. The same work (a scheduler's
+/// tick, a tenant's rebuild on one day) always carries the same id, so a re-run is
+/// recognisable as one.
+pub fn batch_id(kind: &str, scope: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in [kind, scope, key] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
 /// What one run did: its deterministic batch id, scope, outcome and counts.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunRecord {

@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use converge_core::{
-    change::error_id, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError,
+    batch_id, change::error_id, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError,
     SyncErrorRecord, Timestamp, Warehouse, CODE_VERSION,
 };
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::diff::{diff, Difference, DifferenceKind};
 
@@ -355,16 +354,6 @@ impl Reconciler {
             }
         }
     }
-}
-
-/// `sha256(kind, scope, key)`, hex: the same work always carries the same id.
-pub fn batch_id(kind: &str, scope: &str, key: &str) -> String {
-    let mut hasher = Sha256::new();
-    for part in [kind, scope, key] {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    hex::encode(&hasher.finalize()[..16])
 }
 
 /// A repair row's event id: a function of what it writes, so repairing the same state
