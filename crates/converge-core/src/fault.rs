@@ -1,7 +1,8 @@
 //! Fault injection around a real warehouse: appends that fail, lose rows or hang on
 //! demand.
 //!
-//! Four faults, independent of each other, applied in this order:
+//! Five faults, independent of each other; the first four apply to appends, in this
+//! order:
 //! - by count: the next `n` appends fail ([`FaultyWarehouse::fail_next_appends`]),
 //!   whatever they carry — a warehouse that is briefly unavailable;
 //! - by row: every append carrying a row that matches a predicate fails
@@ -11,6 +12,10 @@
 //!   stored ([`FaultyWarehouse::lose_rows_where`]) — a hole in error capture;
 //! - a crash between commit and answer: the next append commits, then never returns
 //!   ([`FaultyWarehouse::stall_after_next_commit`]).
+//!
+//! The fifth interrupts the next atomic append (a rebuild) after `n` rows
+//! ([`FaultyWarehouse::interrupt_next_atomic_after`]): its stream ends in an error
+//! mid-way, as when the process reading the source dies or loses its connection.
 //!
 //! Used by tests and the fault drill to prove that a failed write is recorded,
 //! retried and converges. It wraps a real implementation; it never stands in for one.
@@ -40,6 +45,8 @@ pub struct FaultyWarehouse {
     lost: AtomicU64,
     stall_armed: AtomicBool,
     stalled: AtomicBool,
+    /// Rows after which the next atomic append is interrupted (`u64::MAX`: never).
+    interrupt_atomic_after: AtomicU64,
 }
 
 type RowPredicate = Arc<dyn Fn(&ChangeRow) -> bool + Send + Sync>;
@@ -57,11 +64,17 @@ impl FaultyWarehouse {
             lost: AtomicU64::new(0),
             stall_armed: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
+            interrupt_atomic_after: AtomicU64::new(u64::MAX),
         }
     }
 
     /// From now on rows for which `predicate` holds are acknowledged as written and
     /// never stored (replaces any earlier predicate).
+    /// The next atomic append's stream fails after `rows` rows (retryable), once.
+    pub fn interrupt_next_atomic_after(&self, rows: u64) {
+        self.interrupt_atomic_after.store(rows, Ordering::SeqCst);
+    }
+
     pub fn lose_rows_where(&self, predicate: impl Fn(&ChangeRow) -> bool + Send + Sync + 'static) {
         *self.lose.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(predicate));
     }
@@ -154,8 +167,16 @@ impl Warehouse for FaultyWarehouse {
     }
 
     async fn append_atomic(&self, rows: BoxStream<'static, Result<ChangeRow, StoreError>>) -> Result<AppendReceipt, StoreError> {
-        // Passed through: the fault drill fails live appends, not rebuilds.
-        self.inner.append_atomic(rows).await
+        use futures::StreamExt;
+        let after = self.interrupt_atomic_after.swap(u64::MAX, Ordering::SeqCst);
+        if after == u64::MAX {
+            return self.inner.append_atomic(rows).await;
+        }
+        let interrupted = rows.take(after as usize).chain(futures::stream::once(async move {
+            Err(StoreError::retryable("fault", format!("injected: the atomic append's input ended after {after} rows")))
+        }));
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        self.inner.append_atomic(interrupted.boxed()).await
     }
 
     async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {

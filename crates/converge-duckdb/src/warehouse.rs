@@ -207,14 +207,16 @@ impl DuckWarehouse {
         let config = self.config()?;
         let transaction = connection.transaction().map_err(|e| db_error("begin atomic append", e))?;
         let mut receipt = AppendReceipt::default();
-        let mut seen: HashSet<String> = HashSet::new();
+        // Digests, not the ids: a rebuild of a million documents holds a million of them.
+        let mut seen: HashSet<u128> = HashSet::new();
         loop {
             match chunks.blocking_recv() {
                 Some(AtomicChunk::Rows(rows)) => {
                     let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
                     let mut by_table: Vec<(&str, Vec<&ChangeRow>)> = Vec::new();
                     for row in &rows {
-                        if recent.contains(&row.event_id) || !seen.insert(row.event_id.clone()) {
+                        let key = crate::recent::digest(&row.event_id);
+                        if recent.contains_digest(key) || !seen.insert(key) {
                             receipt.duplicates += 1;
                             continue;
                         }
@@ -234,8 +236,8 @@ impl DuckWarehouse {
         }
         transaction.commit().map_err(|e| db_error("commit atomic append", e))?;
         let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        for id in &seen {
-            recent.insert(id);
+        for key in seen {
+            recent.insert_digest(key);
         }
         Ok(receipt)
     }

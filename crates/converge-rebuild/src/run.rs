@@ -1,0 +1,377 @@
+//! [`Rebuilder`]: one tenant's rows re-derived from the source in one atomic append.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use converge_core::{
+    batch_id, path, ChangeRow, Clock, ErrorKind, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError, Timestamp,
+    Warehouse, CODE_VERSION,
+};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::merge::{MergeJoin, Rebuilt};
+use crate::throttle::Throttle;
+
+/// Rows in flight between the scan and the warehouse writer.
+const CHANNEL_ROWS: usize = 4096;
+/// How often a running rebuild logs its progress.
+const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
+/// Documents named in the report when they cannot be mirrored.
+const NAMED_DOCS: usize = 20;
+
+/// What to rebuild.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebuildRequest {
+    pub tenant: String,
+    /// Changelog tables to rebuild; every mirrored table when absent.
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
+    /// What makes this rebuild this rebuild, for its batch id. Default: the UTC date,
+    /// so running a failed rebuild again the same day is the same batch.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Cap on documents read per second (an initial import next to live sync).
+    #[serde(default)]
+    pub max_docs_per_second: Option<u32>,
+}
+
+/// Live counters of a running rebuild, for a progress bar or a log line.
+#[derive(Debug, Default)]
+pub struct RebuildProgress {
+    pub documents: AtomicU64,
+    pub tombstones: AtomicU64,
+    pub skipped: AtomicU64,
+}
+
+impl RebuildProgress {
+    /// Rows handed to the warehouse so far (documents and tombstones).
+    pub fn rows(&self) -> u64 {
+        self.documents.load(Ordering::Relaxed) + self.tombstones.load(Ordering::Relaxed)
+    }
+}
+
+/// One table's part of a rebuild.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TableRebuild {
+    pub table: String,
+    pub documents: u64,
+    pub tombstones: u64,
+    /// Documents that cannot be mirrored as they are (a promoted field of the wrong
+    /// type): not written; named in `skipped_docs`.
+    pub skipped: u64,
+    /// The snapshot the source was read at (the tombstones' version).
+    pub source_read_time: String,
+}
+
+/// The report of one rebuild; also stored (as its JSON) in the runs table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RebuildRun {
+    pub batch_id: String,
+    pub tenant: String,
+    /// `ok`, `partial` (some documents could not be mirrored) or `failed`.
+    pub outcome: String,
+    pub documents: u64,
+    /// Rows newly stored (documents and tombstones), duplicates of stored rows aside.
+    pub rows_written: u64,
+    pub duplicates: u64,
+    pub tombstones: u64,
+    pub skipped: u64,
+    pub skipped_docs: Vec<String>,
+    pub tables: Vec<TableRebuild>,
+    pub max_docs_per_second: Option<u32>,
+    pub millis: u64,
+    /// Why a failed rebuild failed (nothing of it is visible).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("tenant {tenant:?} is not a document id ({problem}): expected a Firestore document id such as `acme`")]
+    InvalidTenant { tenant: String, problem: &'static str },
+    #[error("no mirrored table named {table:?}; the mirrored tables are {known:?}")]
+    UnknownTable { table: String, known: Vec<String> },
+    #[error("a rebuild of tenant {tenant:?} is already running; wait for it to finish, then run again if still needed")]
+    Busy { tenant: String },
+    #[error("route `{pattern}` has a wildcard before {{doc}}: its documents cannot be listed for one tenant; give it literal collection ids")]
+    Unlistable { pattern: String },
+    #[error("rebuild failed, nothing of it is visible; run it again (same batch): {0}")]
+    Store(#[from] StoreError),
+}
+
+/// How a [`RebuildError`] maps to a response: decided once, here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildErrorKind {
+    /// The request is wrong: 400.
+    BadRequest,
+    /// Another rebuild of the tenant runs: 409.
+    Conflict,
+    /// Try again later: 503.
+    Unavailable,
+    /// Would fail again: 500.
+    Internal,
+}
+
+impl RebuildError {
+    pub fn kind(&self) -> RebuildErrorKind {
+        match self {
+            RebuildError::InvalidTenant { .. } | RebuildError::UnknownTable { .. } => RebuildErrorKind::BadRequest,
+            RebuildError::Busy { .. } => RebuildErrorKind::Conflict,
+            RebuildError::Store(e) if e.kind == ErrorKind::Retryable => RebuildErrorKind::Unavailable,
+            RebuildError::Store(_) | RebuildError::Unlistable { .. } => RebuildErrorKind::Internal,
+        }
+    }
+}
+
+/// Runs rebuilds, one per tenant at a time.
+pub struct Rebuilder {
+    source: Arc<dyn SourceStore>,
+    warehouse: Arc<dyn Warehouse>,
+    config: MirrorConfig,
+    clock: Arc<dyn Clock>,
+    running: Mutex<HashMap<String, Arc<RebuildProgress>>>,
+}
+
+/// Holds a tenant's place in [`Rebuilder::running`]; released however the run ends
+/// (success, error, or the request being dropped).
+struct TenantLock<'a> {
+    running: &'a Mutex<HashMap<String, Arc<RebuildProgress>>>,
+    tenant: String,
+}
+
+impl Drop for TenantLock<'_> {
+    fn drop(&mut self) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.tenant);
+    }
+}
+
+impl Rebuilder {
+    pub fn new(source: Arc<dyn SourceStore>, warehouse: Arc<dyn Warehouse>, config: MirrorConfig, clock: Arc<dyn Clock>) -> Self {
+        Self { source, warehouse, config, clock, running: Mutex::new(HashMap::new()) }
+    }
+
+    /// The counters of `tenant`'s running rebuild, if one runs.
+    pub fn progress(&self, tenant: &str) -> Option<Arc<RebuildProgress>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(tenant).cloned()
+    }
+
+    /// The routes `request` names, checked.
+    fn routes(&self, request: &RebuildRequest) -> Result<Vec<Route>, RebuildError> {
+        path::check_id(&request.tenant).map_err(|problem| RebuildError::InvalidTenant { tenant: request.tenant.clone(), problem })?;
+        let routes: Vec<Route> = match &request.tables {
+            None => self.config.routes.clone(),
+            Some(tables) => tables
+                .iter()
+                .map(|table| {
+                    self.config.table(table).cloned().ok_or_else(|| RebuildError::UnknownTable {
+                        table: table.clone(),
+                        known: self.config.routes.iter().map(|r| r.table.clone()).collect(),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        for route in &routes {
+            if route.pattern.collection_path(&request.tenant).is_none() {
+                return Err(RebuildError::Unlistable { pattern: route.pattern.as_str().into() });
+            }
+        }
+        Ok(routes)
+    }
+
+    /// Rebuilds one tenant: every document of the selected tables as a REBUILD row,
+    /// a tombstone for every derived document the source lacks, all in one atomic
+    /// append. On error nothing is visible. The run is recorded either way.
+    pub async fn run(&self, request: RebuildRequest) -> Result<RebuildRun, RebuildError> {
+        let routes = self.routes(&request)?;
+        let progress = Arc::new(RebuildProgress::default());
+        let _lock = {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if running.contains_key(&request.tenant) {
+                return Err(RebuildError::Busy { tenant: request.tenant.clone() });
+            }
+            running.insert(request.tenant.clone(), progress.clone());
+            TenantLock { running: &self.running, tenant: request.tenant.clone() }
+        };
+        let started = Instant::now();
+        let started_at = self.clock.now();
+        let scope = match &request.tables {
+            None => request.tenant.clone(),
+            Some(tables) => format!("{}:{}", request.tenant, tables.join(",")),
+        };
+        let key = request.key.clone().unwrap_or_else(|| started_at.to_rfc3339()[..10].to_owned());
+        let mut run = RebuildRun {
+            batch_id: batch_id("rebuild", &scope, &key),
+            tenant: request.tenant.clone(),
+            max_docs_per_second: request.max_docs_per_second,
+            ..RebuildRun::default()
+        };
+        tracing::info!(batch_id = run.batch_id, tenant = run.tenant, tables = ?routes.iter().map(|r| &r.table).collect::<Vec<_>>(),
+            max_docs_per_second = request.max_docs_per_second, "rebuild started");
+
+        let (sender, mut receiver) = mpsc::channel::<Result<ChangeRow, StoreError>>(CHANNEL_ROWS);
+        let scan = Scanner {
+            source: self.source.clone(),
+            warehouse: self.warehouse.clone(),
+            tenant: request.tenant.clone(),
+            ctx: RowContext { ingested_at: started_at, run_id: run.batch_id.clone(), code_version: CODE_VERSION.into() },
+            throttle: Throttle::new(request.max_docs_per_second),
+            progress: progress.clone(),
+        };
+        let producer = tokio::spawn(scan.run(routes, sender));
+        let rows = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed();
+        let appended = self.warehouse.append_atomic(rows).await;
+        // The scan ends on its own once the append stops taking rows.
+        let scanned = producer.await.map_err(|e| StoreError::permanent("rebuild", format!("the scan task failed: {e}")))?;
+
+        run.millis = started.elapsed().as_millis() as u64;
+        let outcome = match (scanned, appended) {
+            (Ok(scanned), Ok(receipt)) => {
+                for table in &scanned.tables {
+                    run.documents += table.documents;
+                    run.tombstones += table.tombstones;
+                    run.skipped += table.skipped;
+                }
+                run.tables = scanned.tables;
+                run.skipped_docs = scanned.skipped_docs;
+                run.rows_written = receipt.written;
+                run.duplicates = receipt.duplicates;
+                run.outcome = if run.skipped == 0 { "ok" } else { "partial" }.into();
+                Ok(())
+            }
+            // The scan's own error first: the append only saw it as an aborted stream.
+            (Err(error), _) | (Ok(_), Err(error)) => {
+                run.outcome = "failed".into();
+                run.error = Some(error.to_string());
+                Err(error)
+            }
+        };
+        let record = RunRecord {
+            batch_id: run.batch_id.clone(),
+            kind: "rebuild".into(),
+            scope,
+            started_at,
+            finished_at: self.clock.now(),
+            outcome: run.outcome.clone(),
+            report: serde_json::to_value(&run).expect("a run report is plain data"),
+            code_version: CODE_VERSION.into(),
+        };
+        match outcome {
+            Ok(()) => {
+                self.warehouse.record_run(record).await?;
+                tracing::info!(batch_id = run.batch_id, tenant = run.tenant, documents = run.documents, rows_written = run.rows_written,
+                    tombstones = run.tombstones, skipped = run.skipped, millis = run.millis, "rebuild finished");
+                Ok(run)
+            }
+            Err(error) => {
+                // Best effort: the warehouse may be what failed.
+                if let Err(record_error) = self.warehouse.record_run(record).await {
+                    tracing::warn!(batch_id = run.batch_id, %record_error, "the failed rebuild's run record could not be stored");
+                }
+                tracing::error!(batch_id = run.batch_id, tenant = run.tenant, %error, retryable = error.is_retryable(),
+                    "rebuild failed; nothing of it is visible");
+                Err(RebuildError::Store(error))
+            }
+        }
+    }
+}
+
+/// The reading half of a rebuild, on its own task: scans, merges, builds rows and
+/// hands them to the warehouse's atomic append through a bounded channel.
+struct Scanner {
+    source: Arc<dyn SourceStore>,
+    warehouse: Arc<dyn Warehouse>,
+    tenant: String,
+    ctx: RowContext,
+    throttle: Throttle,
+    progress: Arc<RebuildProgress>,
+}
+
+struct Scanned {
+    tables: Vec<TableRebuild>,
+    skipped_docs: Vec<String>,
+}
+
+impl Scanner {
+    async fn run(mut self, routes: Vec<Route>, sender: mpsc::Sender<Result<ChangeRow, StoreError>>) -> Result<Scanned, StoreError> {
+        let mut scanned = Scanned { tables: Vec::new(), skipped_docs: Vec::new() };
+        for route in &routes {
+            match self.table(route, &sender, &mut scanned).await {
+                Ok(table) => scanned.tables.push(table),
+                Err(error) => {
+                    // Abort the append: without its end, nothing is committed.
+                    let _ = sender.send(Err(error.clone())).await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(scanned)
+    }
+
+    async fn table(
+        &mut self,
+        route: &Route,
+        sender: &mpsc::Sender<Result<ChangeRow, StoreError>>,
+        scanned: &mut Scanned,
+    ) -> Result<TableRebuild, StoreError> {
+        let collection = route.pattern.collection_path(&self.tenant).expect("checked by Rebuilder::routes");
+        let source = self.source.scan_documents(&collection).await?;
+        let read_time: Timestamp = source.read_time;
+        let derived = self.warehouse.latest_states(&route.table, &self.tenant).await?;
+        let mut merge = MergeJoin::new(source.items, derived.items, read_time.as_micros());
+        let mut table = TableRebuild { table: route.table.clone(), source_read_time: read_time.to_rfc3339(), ..TableRebuild::default() };
+        let config = MirrorConfig { routes: vec![route.clone()] };
+        let mut last_log = Instant::now();
+        while let Some(item) = merge.next().await? {
+            let row = match item {
+                Rebuilt::Document(doc) => {
+                    self.throttle.admit().await;
+                    let Some(routed) = config.route(&doc.path) else { continue };
+                    match ChangeRow::live(&routed, Op::Rebuild, &doc, &rebuild_event_id(&doc.path, doc.update_time.as_micros(), false), &self.ctx)
+                    {
+                        Ok(row) => {
+                            table.documents += 1;
+                            self.progress.documents.fetch_add(1, Ordering::Relaxed);
+                            row
+                        }
+                        Err(error) => {
+                            tracing::warn!(doc_path = doc.path, %error, run_id = self.ctx.run_id, "document cannot be mirrored as it is; not rebuilt");
+                            table.skipped += 1;
+                            self.progress.skipped.fetch_add(1, Ordering::Relaxed);
+                            if scanned.skipped_docs.len() < NAMED_DOCS {
+                                scanned.skipped_docs.push(doc.path);
+                            }
+                            continue;
+                        }
+                    }
+                }
+                Rebuilt::Absent { doc_path } => {
+                    let Some(routed) = config.route(&doc_path) else { continue };
+                    table.tombstones += 1;
+                    self.progress.tombstones.fetch_add(1, Ordering::Relaxed);
+                    ChangeRow::tombstone(&routed, &doc_path, read_time.as_micros(), &rebuild_event_id(&doc_path, read_time.as_micros(), true), &self.ctx)
+                }
+            };
+            if sender.send(Ok(row)).await.is_err() {
+                // The append stopped taking rows (it failed): its error is the run's.
+                return Ok(table);
+            }
+            if last_log.elapsed() >= PROGRESS_LOG_EVERY {
+                last_log = Instant::now();
+                tracing::info!(run_id = self.ctx.run_id, tenant = self.tenant, table = route.table,
+                    documents = self.progress.documents.load(Ordering::Relaxed), rows = self.progress.rows(), "rebuild progress");
+            }
+        }
+        Ok(table)
+    }
+}
+
+/// A rebuilt row's event id: a function of what it writes, so rebuilding the same
+/// state again is the same row (skipped as a duplicate, or an identical copy).
+fn rebuild_event_id(doc_path: &str, version: i64, tombstone: bool) -> String {
+    format!("rebuild:{version}:{}:{doc_path}", if tombstone { "del" } else { "put" })
+}
