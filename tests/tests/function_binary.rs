@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use converge_core::value::fields_from_json;
-use converge_core::{Document, DocumentChange, ErrorLog, Timestamp, Warehouse};
+use converge_core::{DocWrite, Document, DocumentChange, ErrorLog, SourceStore, Timestamp, Warehouse};
 use converge_e2e::{bounded, data_dir, http_client, open_source, open_warehouse, TABLE};
 use converge_events::{to_binary, EventSource};
 
@@ -63,6 +63,37 @@ impl Drop for Process {
     }
 }
 
+/// Starts function `name` the way Cloud Run does (`PORT`, settings from the
+/// environment) on the embedded data directory `data`, and waits for `/healthz`.
+async fn start_function(name: &str, data: &Path, logs: &Path) -> (Process, String) {
+    let program = binary(name);
+    let port = free_port();
+    let stderr = logs.join(format!("{name}.stderr"));
+    let child = Command::new(&program)
+        .env_clear()
+        .env("PORT", port.to_string())
+        .env("CONVERGE_DATA_DIR", data)
+        .env("CONVERGE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+    let mut process = Process { child, stderr };
+    let base = format!("http://127.0.0.1:{port}");
+    let client = http_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        process.assert_running();
+        match client.get(format!("{base}/healthz")).timeout(Duration::from_secs(2)).send().await {
+            Ok(response) if response.status().as_u16() == 200 => return (process, base),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "{name}: /healthz did not answer 200 within 30s; stderr:\n{}", process.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A port free at the time of asking.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -90,35 +121,9 @@ fn event() -> DocumentChange {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_on_write_sync_binary_serves_events_and_stops_on_sigterm() {
     bounded(60, "on-write-sync binary", async {
-        let program = binary("on-write-sync");
         let (dir, path) = data_dir();
-        let port = free_port();
-        let stderr = dir.path().join("on-write-sync.stderr");
-        let child = Command::new(&program)
-            .env_clear()
-            .env("PORT", port.to_string())
-            .env("CONVERGE_DATA_DIR", &path)
-            .env("CONVERGE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-        let mut process = Process { child, stderr };
-        let base = format!("http://127.0.0.1:{port}");
+        let (mut process, base) = start_function("on-write-sync", &path, dir.path()).await;
         let client = http_client();
-
-        // Ready when /healthz answers.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            process.assert_running();
-            match client.get(format!("{base}/healthz")).timeout(Duration::from_secs(2)).send().await {
-                Ok(response) if response.status().as_u16() == 200 => break,
-                _ => {}
-            }
-            assert!(Instant::now() < deadline, "/healthz did not answer 200 within 30s; stderr:\n{}", process.stderr());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
 
         // A valid binary-mode event.
         let (headers, body) = to_binary(&event(), &EventSource::local());
@@ -179,6 +184,42 @@ async fn the_on_write_sync_binary_serves_events_and_stops_on_sigterm() {
         let output = Command::new(&converge).args(["sql", "--data-dir"]).arg(&empty).arg("SELECT 1").env_clear().output().unwrap();
         assert!(!output.status.success());
         assert!(String::from_utf8_lossy(&output.stderr).contains("no warehouse"), "{}", String::from_utf8_lossy(&output.stderr));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rebuild_binary_refuses_callers_without_a_token_and_rebuilds_for_the_local_operator() {
+    bounded(60, "rebuild binary", async {
+        let (dir, path) = data_dir();
+        let source = open_source(&path);
+        let fields = fields_from_json(&serde_json::json!({"amount": 3})).unwrap();
+        let writes = (0..25).map(|i| DocWrite::Set { path: format!("orgs/acme/records/r{i}"), fields: fields.clone() }).collect();
+        source.apply(writes).await.unwrap();
+        drop(source);
+        let (mut process, base) = start_function("rebuild", &path, dir.path()).await;
+        let client = http_client();
+
+        let response = client.post(format!("{base}/")).body(r#"{"tenant": "acme"}"#).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401);
+
+        // The embedded setup trusts the local signer in the data directory.
+        let signer = converge_auth::LocalSigner::open(converge_auth::local_signer_dir(&path)).unwrap();
+        let token = signer.sign(rebuild::LOCAL_OPERATOR, rebuild::LOCAL_AUDIENCE, Duration::from_secs(300)).unwrap();
+        let response = client.post(format!("{base}/")).bearer_auth(&token).body(r#"{"tenant": "acme"}"#).send().await.unwrap();
+        let status = response.status().as_u16();
+        let run: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert_eq!((status, run["documents"].as_u64(), run["rows_written"].as_u64()), (200, Some(25), Some(25)), "{run}");
+        // A token for another audience is refused, local or not.
+        let elsewhere = signer.sign(rebuild::LOCAL_OPERATOR, "https://elsewhere.example.com", Duration::from_secs(300)).unwrap();
+        let response = client.post(format!("{base}/")).bearer_auth(&elsewhere).body(r#"{"tenant": "acme"}"#).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401);
+
+        process.assert_running();
+        let kill = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().expect("run kill");
+        assert!(kill.success());
+        let status = process.wait(Duration::from_secs(20)).await;
+        assert!(status.success(), "rebuild exited with {status} after SIGTERM; stderr:\n{}", process.stderr());
     })
     .await;
 }

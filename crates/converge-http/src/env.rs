@@ -44,6 +44,15 @@ pub const LOG: &str = "CONVERGE_LOG";
 pub const CLOUD_RUN_SERVICE: &str = "K_SERVICE";
 /// Set by Cloud Run: the revision, recorded as the code version when present.
 pub const CLOUD_RUN_REVISION: &str = "K_REVISION";
+// --- Who may call (the rebuild function) -------------------------------------------
+
+/// The audience ID tokens must carry: the service's URL. Required on the cloud backend;
+/// embedded default `converge-local-rebuild`.
+pub const AUTH_AUDIENCE: &str = "CONVERGE_AUTH_AUDIENCE";
+/// Comma-separated emails (people or service accounts) allowed to call. Required on the
+/// cloud backend; embedded default `operator@converge.local`, the local signer's caller.
+pub const AUTH_ALLOWED_EMAILS: &str = "CONVERGE_AUTH_ALLOWED_EMAILS";
+
 // --- Local tools --------------------------------------------------------------------
 
 /// Path of the BigQuery emulator binary (`bqemulator`), for the BigQuery adapter's

@@ -17,5 +17,5 @@ pub mod status;
 pub mod telemetry;
 
 pub use server::{bind_retrying, health_routes, serve, shutdown_signal};
-pub use settings::{Backend, CloudSettings, Settings};
+pub use settings::{Backend, CloudSettings, Settings, SettingsError};
 pub use status::status_for;
