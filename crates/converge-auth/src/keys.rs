@@ -53,9 +53,10 @@ pub(crate) struct KeyCache {
     current: RwLock<Option<Arc<KeySet>>>,
     /// Held for the length of a fetch: the single flight.
     fetch: Mutex<FetchLog>,
-    /// Fetches started so far; a waiter compares it to tell that someone fetched while
-    /// it waited.
-    attempts: AtomicU64,
+    /// Fetches finished so far, counted before the mutex is released: a request that
+    /// saw one number on arrival and another once it holds the mutex knows a fetch
+    /// ended while it waited, and takes that fetch's outcome.
+    completed_fetches: AtomicU64,
 }
 
 impl KeyCache {
@@ -81,13 +82,13 @@ impl KeyCache {
             clock,
             current: RwLock::new(current),
             fetch: Mutex::new(FetchLog::default()),
-            attempts: AtomicU64::new(0),
+            completed_fetches: AtomicU64::new(0),
         })
     }
 
     /// The key a token with key id `kid` must verify against.
     pub(crate) async fn key_for(&self, kid: &str) -> Result<DecodingKey, AuthError> {
-        let observed_attempts = self.attempts.load(Ordering::SeqCst);
+        let observed_fetches = self.completed_fetches.load(Ordering::SeqCst);
         let now = self.now();
         let current = self.current.read().await.clone();
         if let Some(keys) = current.as_deref().filter(|keys| keys.is_fresh(now)) {
@@ -106,7 +107,7 @@ impl KeyCache {
         if let Some(key) = fresh.and_then(|keys| keys.by_kid.get(kid)) {
             return Ok(key.clone());
         }
-        let fetched_while_waiting = self.attempts.load(Ordering::SeqCst) != observed_attempts;
+        let fetched_while_waiting = self.completed_fetches.load(Ordering::SeqCst) != observed_fetches;
         let waited_long_enough = |interval: Duration| match log.last_attempt_at {
             Some(at) => now.saturating_sub(at) >= micros(interval),
             None => true,
@@ -120,9 +121,9 @@ impl KeyCache {
                 (None, None) => true,
             };
         if should_fetch {
-            self.attempts.fetch_add(1, Ordering::SeqCst);
             log.last_attempt_at = Some(now);
-            match self.fetch_key_set(now).await {
+            let fetched = self.fetch_key_set(now).await;
+            match fetched {
                 Ok(keys) => {
                     tracing::info!(
                         key_source = %self.source_label,
@@ -138,6 +139,7 @@ impl KeyCache {
                     log.last_failure = Some(detail);
                 }
             }
+            self.completed_fetches.fetch_add(1, Ordering::SeqCst);
         }
 
         let now = self.now();
@@ -230,8 +232,8 @@ fn parse_key_set(body: &[u8]) -> Result<JwkSet, String> {
     struct RawSet {
         keys: Vec<serde_json::Value>,
     }
-    let raw: RawSet =
-        serde_json::from_slice(body).map_err(|e| format!("expected a JWKS document (`{{\"keys\": [...]}}`), got {e}"))?;
+    let raw: RawSet = serde_json::from_slice(body)
+        .map_err(|e| format!("expected a JWKS document (`{{\"keys\": [...]}}`), got {e}"))?;
     let keys = raw.keys.into_iter().filter_map(|key| serde_json::from_value::<Jwk>(key).ok()).collect();
     Ok(JwkSet { keys })
 }
@@ -269,10 +271,7 @@ mod tests {
 
     #[test]
     fn reads_max_age_among_other_directives() {
-        assert_eq!(
-            max_age("public, max-age=19548, must-revalidate, no-transform"),
-            Some(Duration::from_secs(19548))
-        );
+        assert_eq!(max_age("public, max-age=19548, must-revalidate, no-transform"), Some(Duration::from_secs(19548)));
         assert_eq!(max_age("Max-Age = 60"), Some(Duration::from_secs(60)));
         assert_eq!(max_age("public"), None);
         assert_eq!(max_age("max-age=soon"), None);

@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -28,6 +29,7 @@ struct Served {
     keys: Mutex<JwkSet>,
     cache_control: Mutex<Option<String>>,
     failing: AtomicBool,
+    response_delay: Mutex<Duration>,
     fetches: AtomicUsize,
 }
 
@@ -45,6 +47,7 @@ impl JwksServer {
             keys: Mutex::new(keys),
             cache_control: Mutex::new(Some("public, max-age=3600".into())),
             failing: AtomicBool::new(false),
+            response_delay: Mutex::new(Duration::ZERO),
             fetches: AtomicUsize::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback port");
@@ -75,6 +78,12 @@ impl JwksServer {
         self.served.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// How long each response waits before it is sent: a slow key server, so that
+    /// requests can pile up behind one fetch.
+    pub fn set_response_delay(&self, delay: Duration) {
+        *self.served.response_delay.lock().unwrap() = delay;
+    }
+
     /// Requests served so far, failed ones included.
     pub fn fetch_count(&self) -> usize {
         self.served.fetches.load(Ordering::SeqCst)
@@ -89,6 +98,8 @@ impl Drop for JwksServer {
 
 async fn serve_keys(State(served): State<Arc<Served>>) -> Response {
     served.fetches.fetch_add(1, Ordering::SeqCst);
+    let delay = *served.response_delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     if served.failing.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down for the test").into_response();
     }
