@@ -147,10 +147,10 @@ fn read_key(path: &Path) -> Result<RsaSigningKey, LocalSignerError> {
 /// whole to a private temporary file and then hard-linked into place, which fails if
 /// the other process got there first; the loser loads the winner's key.
 fn create_key(dir: &Path, key_path: &Path) -> Result<RsaSigningKey, LocalSignerError> {
-    let key = RsaSigningKey::generate().map_err(|source| LocalSignerError::Key { path: key_path.to_path_buf(), source })?;
+    let key =
+        RsaSigningKey::generate().map_err(|source| LocalSignerError::Key { path: key_path.to_path_buf(), source })?;
     let pem = key.to_pkcs8_pem().map_err(|source| LocalSignerError::Key { path: key_path.to_path_buf(), source })?;
-    let temporary = dir.join(format!(".{LOCAL_SIGNER_KEY_FILE}.{}.tmp", std::process::id()));
-    let _ = fs::remove_file(&temporary);
+    let temporary = temporary_path(dir, LOCAL_SIGNER_KEY_FILE);
     write_new_file(&temporary, pem.as_bytes(), 0o600)?;
     let linked = fs::hard_link(&temporary, key_path);
     let _ = fs::remove_file(&temporary);
@@ -169,10 +169,17 @@ fn write_jwks(dir: &Path, key: &RsaSigningKey) -> Result<(), LocalSignerError> {
     if fs::read_to_string(&path).is_ok_and(|existing| existing == jwks) {
         return Ok(());
     }
-    let temporary = dir.join(format!(".{LOCAL_JWKS_FILE}.{}.tmp", std::process::id()));
-    let _ = fs::remove_file(&temporary);
+    let temporary = temporary_path(dir, LOCAL_JWKS_FILE);
     write_new_file(&temporary, jwks.as_bytes(), 0o644)?;
     fs::rename(&temporary, &path).map_err(io_error("renaming into place", &path))
+}
+
+/// A name no other process or thread is using: the opens racing each other may be
+/// threads of one process.
+fn temporary_path(dir: &Path, file: &str) -> PathBuf {
+    let mut nonce = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut nonce).expect("the system random source works");
+    dir.join(format!(".{file}.{}.{}.tmp", std::process::id(), u64::from_le_bytes(nonce)))
 }
 
 fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), LocalSignerError> {
