@@ -96,7 +96,10 @@ mod tests {
     fn refuses_missing_and_malformed_headers_without_echoing_the_credential() {
         assert_eq!(bearer_token(&HeaderMap::new()), Err(AuthError::MissingToken));
         let basic = bearer_token(&headers(&[(&AUTHORIZATION, "Basic c2VjcmV0")])).unwrap_err();
-        assert_eq!(basic.to_string(), "Authorization header is malformed: expected `Bearer <token>`, got scheme `Basic`");
+        assert_eq!(
+            basic.to_string(),
+            "Authorization header is malformed: expected `Bearer <token>`, got scheme `Basic`"
+        );
         assert!(matches!(
             bearer_token(&headers(&[(&AUTHORIZATION, "Bearer")])),
             Err(AuthError::MalformedHeader { found, .. }) if found == "got no token"

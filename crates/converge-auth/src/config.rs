@@ -199,10 +199,7 @@ impl VerifierConfig {
 
 /// Splits an allow-list setting: emails separated by commas and/or whitespace.
 pub fn parse_email_list(text: &str) -> Vec<String> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|part| !part.is_empty())
-        .map(normalize_email)
-        .collect()
+    text.split(|c: char| c == ',' || c.is_whitespace()).filter(|part| !part.is_empty()).map(normalize_email).collect()
 }
 
 pub(crate) fn normalize_email(email: &str) -> String {
@@ -215,8 +212,8 @@ fn looks_like_email(email: &str) -> bool {
 
 /// Keys must travel over TLS; plain HTTP only reaches a test server on loopback.
 fn check_jwks_url(url: &str) -> Result<(), ConfigError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| ConfigError::Invalid(format!("JWKS URL `{url}` does not parse: {e}")))?;
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| ConfigError::Invalid(format!("JWKS URL `{url}` does not parse: {e}")))?;
     // `host_str` writes IPv6 addresses in brackets.
     let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());

@@ -102,9 +102,9 @@ impl AuthError {
             | AuthError::NotYetValid { .. } => AuthErrorKind::Unauthenticated,
             // The signature, issuer, audience and lifetime all checked out: the caller
             // is who the token says, just not someone allowed here.
-            AuthError::EmailMissing { .. }
-            | AuthError::EmailNotVerified { .. }
-            | AuthError::EmailNotAllowed { .. } => AuthErrorKind::Forbidden,
+            AuthError::EmailMissing { .. } | AuthError::EmailNotVerified { .. } | AuthError::EmailNotAllowed { .. } => {
+                AuthErrorKind::Forbidden
+            }
             AuthError::KeysUnavailable { .. } => AuthErrorKind::Unavailable,
         }
     }

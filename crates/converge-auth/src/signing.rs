@@ -66,9 +66,7 @@ impl RsaSigningKey {
             .and_then(|rest| rest.strip_suffix(PEM_END))
             .ok_or_else(|| SigningError::KeyRejected(format!("got no `{PEM_BEGIN}` … `{PEM_END}` block")))?;
         let base64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-        let der = STANDARD
-            .decode(base64)
-            .map_err(|e| SigningError::KeyRejected(format!("got invalid base64: {e}")))?;
+        let der = STANDARD.decode(base64).map_err(|e| SigningError::KeyRejected(format!("got invalid base64: {e}")))?;
         let key_pair = KeyPair::from_pkcs8(&der).map_err(|e| SigningError::KeyRejected(format!("got {e}")))?;
         Ok(Self::with_thumbprint_id(key_pair))
     }
@@ -176,7 +174,8 @@ mod tests {
         assert_eq!(header.alg, Algorithm::RS256);
         assert_eq!(header.kid.as_deref(), Some(key.key_id()));
         let decoding = DecodingKey::from_jwk(&key.public_jwk()).unwrap();
-        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &Validation::new(Algorithm::RS256)).unwrap();
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &Validation::new(Algorithm::RS256)).unwrap();
         assert_eq!(data.claims["sub"], "s");
 
         let other = RsaSigningKey::generate().unwrap();

@@ -110,7 +110,10 @@ impl IdTokenVerifier {
             return Err(AuthError::WrongIssuer { found: claims.iss, expected: config.issuers().to_vec() });
         }
         if !claims.aud.contains(config.audience()) {
-            return Err(AuthError::WrongAudience { found: claims.aud.to_string(), expected: config.audience().to_owned() });
+            return Err(AuthError::WrongAudience {
+                found: claims.aud.to_string(),
+                expected: config.audience().to_owned(),
+            });
         }
 
         let now = self.inner.clock.now().seconds;
@@ -165,7 +168,8 @@ fn check_header(token: &str) -> Result<String, AuthError> {
         kid: Option<String>,
     }
     let mut parts = token.split('.');
-    let (Some(header), Some(_claims), Some(_signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(_claims), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(AuthError::MalformedToken(format!(
             "expected three dot-separated parts, got {}",
