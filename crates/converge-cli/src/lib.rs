@@ -7,6 +7,8 @@
 //! - [`demo`]: `converge demo`, the whole embedded pipeline end to end.
 //! - [`demo_cloud`]: `converge demo --backend cloud`, the same on both emulators.
 //! - [`drill`]: `converge drill`, faults injected into the pipeline, then the reconciler.
+//! - [`eventarc_front`]: Eventarc's delivery (at least once, retried) in front of the
+//!   sync function, for the Firestore emulator, which posts each event once.
 //! - [`reconcile`]: `converge reconcile`, one reconciler run on a data directory.
 //! - [`sql`]: `converge sql`, a query on the embedded warehouse, one JSON object per row.
 //! - [`serve`]: `converge serve`, the sync function and the relay in one process.
@@ -20,6 +22,7 @@ pub mod dataset;
 pub mod demo;
 pub mod demo_cloud;
 pub mod drill;
+pub mod eventarc_front;
 pub mod reconcile;
 pub mod render;
 pub mod serve;
