@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use converge_backends::CloudBackends;
 use converge_bigquery::{BigQueryEmulator, QueryParam};
-use converge_core::{Clock, ErrorLog, MirrorConfig, SourceStore, SystemClock, Warehouse};
+use converge_core::{Clock, ErrorLog, MirrorConfig, Route, SourceStore, SystemClock, Warehouse};
+use converge_firestore::emulator::WRITTEN_EVENT_TYPE;
 use converge_firestore::{EmulatorOptions, FirestoreEmulator};
 use converge_http::CloudSettings;
 use converge_sync::{GroupCommitConfig, SyncService};
@@ -36,7 +37,7 @@ const TRIGGER_ID: &str = "converge-records-written";
 const PROJECT: &str = "converge-demo";
 const DATASET: &str = "converge";
 /// Firestore commits at most 500 writes at once.
-const LOAD_BATCH: usize = 500;
+pub(crate) const LOAD_BATCH: usize = 500;
 
 #[derive(Debug, Clone)]
 pub struct CloudDemoOptions {
@@ -46,7 +47,7 @@ pub struct CloudDemoOptions {
 }
 
 /// The cloud demo's tenants: the same four, scaled to the emulators' pace.
-fn tenants(records: u64) -> Vec<(&'static str, u64, u64)> {
+pub(crate) fn tenants(records: u64) -> Vec<(&'static str, u64, u64)> {
     vec![("acme", records, 1), ("globex", (records / 6).max(1), 2), ("initech", (records / 15).max(1), 3), ("umbrella", (records / 60).max(1), 4)]
 }
 
@@ -59,23 +60,8 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
     // The sync function's socket first: the Firestore emulator needs its address.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let bigquery = BigQueryEmulator::start().await.context("starting the BigQuery emulator (installed by `make bqemulator`)")?;
-    let firestore = FirestoreEmulator::start(EmulatorOptions {
-        project_id: PROJECT.into(),
-        functions_emulator: Some(address.to_string()),
-        ..EmulatorOptions::default()
-    })
-    .await
-    .context("starting the Firestore emulator")?;
-    let settings = CloudSettings {
-        project: PROJECT.into(),
-        firestore_database: "(default)".into(),
-        firestore_emulator_host: Some(firestore.host_port()),
-        bigquery_dataset: DATASET.into(),
-        bigquery_location: None,
-        bigquery_emulator: Some((bigquery.rest_url(), bigquery.grpc_url())),
-    };
-    let backends = CloudBackends::open(&settings).await?;
+    let emulators = Emulators::start(address).await?;
+    let backends = CloudBackends::open(&emulators.settings).await?;
     let source: &dyn SourceStore = &backends.source;
     backends.warehouse.ensure_tables(&config).await?;
 
@@ -94,11 +80,8 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
     let server = tokio::spawn(converge_http::serve(listener, app, async {
         let _ = server_stopped.await;
     }));
-    firestore
-        .register_eventarc_trigger(TRIGGER_ID, "google.cloud.firestore.document.v1.written", route.pattern.as_str())
-        .await
-        .context("registering the Eventarc trigger on the Firestore emulator")?;
-    tracing::info!(run_id, %address, firestore = firestore.host_port(), bigquery = bigquery.rest_url(), "cloud demo running on the emulators");
+    emulators.register_trigger(route).await?;
+    tracing::info!(run_id, %address, emulators = emulators.describe(), "cloud demo running on the emulators");
 
     let bars = Bars::new(options.progress);
     let received = || service.counters().received.load(Ordering::Relaxed);
@@ -142,7 +125,7 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
 
     let counters = service.counters();
     let summary = DemoSummary {
-        data_dir: format!("firestore emulator {} (project {PROJECT}), bigquery emulator {} (dataset {DATASET})", firestore.host_port(), bigquery.rest_url()),
+        data_dir: emulators.describe(),
         tenants: tenant_summaries,
         documents_loaded: total_docs,
         load_millis,
@@ -162,9 +145,53 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
     let _ = stop_server.send(());
     server.await??;
     // Dropping the emulators stops them (and their child processes).
-    drop(firestore);
-    drop(bigquery);
+    drop(emulators);
     Ok(summary)
+}
+
+/// Both emulators on free loopback ports, the Firestore one posting its trigger
+/// events to `functions_emulator`; dropping this stops them.
+pub(crate) struct Emulators {
+    bigquery: BigQueryEmulator,
+    firestore: FirestoreEmulator,
+    /// The cloud backends' settings, pointed at both.
+    pub(crate) settings: CloudSettings,
+}
+
+impl Emulators {
+    pub(crate) async fn start(functions_emulator: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let bigquery = BigQueryEmulator::start().await.context("starting the BigQuery emulator (installed by `make bqemulator`)")?;
+        let firestore = FirestoreEmulator::start(EmulatorOptions {
+            project_id: PROJECT.into(),
+            functions_emulator: Some(functions_emulator.to_string()),
+            ..EmulatorOptions::default()
+        })
+        .await
+        .context("starting the Firestore emulator")?;
+        let settings = CloudSettings {
+            project: PROJECT.into(),
+            firestore_database: "(default)".into(),
+            firestore_emulator_host: Some(firestore.host_port()),
+            bigquery_dataset: DATASET.into(),
+            bigquery_location: None,
+            bigquery_emulator: Some((bigquery.rest_url(), bigquery.grpc_url())),
+        };
+        Ok(Self { bigquery, firestore, settings })
+    }
+
+    /// A trigger for every write to `route`'s documents, exactly as Eventarc would be
+    /// configured.
+    pub(crate) async fn register_trigger(&self, route: &Route) -> anyhow::Result<()> {
+        self.firestore
+            .register_eventarc_trigger(TRIGGER_ID, WRITTEN_EVENT_TYPE, route.pattern.as_str())
+            .await
+            .context("registering the Eventarc trigger on the Firestore emulator")
+    }
+
+    /// Where the stores are, for the summary.
+    pub(crate) fn describe(&self) -> String {
+        format!("firestore emulator {} (project {PROJECT}), bigquery emulator {} (dataset {DATASET})", self.firestore.host_port(), self.bigquery.rest_url())
+    }
 }
 
 /// Waits until `expected` deliveries have arrived and then until none arrives for a
