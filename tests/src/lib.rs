@@ -30,6 +30,39 @@ pub use converge_backends::EmbeddedBackends;
 /// The changelog table of the built-in route (`orgs/{tenant}/records/{doc}`).
 pub const TABLE: &str = "records";
 
+/// Whether both emulators are here for a test of the cloud path; if not, says so
+/// loudly and the test returns early. The Firestore emulator needs the Google Cloud
+/// SDK and Java, which a CI machine may lack; the BigQuery one is installed by
+/// `make bqemulator`, so on CI (`CI=true`) its absence fails the test instead.
+pub fn cloud_emulators_present(test: &str) -> bool {
+    if let Err(error) = converge_firestore::emulator::locate(None) {
+        eprintln!("!!!!! SKIPPED {test}: Firestore emulator unavailable ({error}); see the Makefile's test target for how to install it");
+        return false;
+    }
+    if let Err(error) = converge_bigquery::BigQueryEmulator::binary() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{error}");
+        }
+        eprintln!("!!!!! SKIPPED {test}: {error}");
+        return false;
+    }
+    true
+}
+
+/// What a fault drill must show on either backend: at least three losses of every
+/// kind × class, as many known as silent, every one found and classified as injected
+/// and repaired, no drift after repair, and a second run that finds nothing.
+pub fn assert_drill_found_what_it_injected(summary: &converge_cli::drill::DrillSummary) {
+    let injected = summary.injected;
+    assert!(injected.missing >= 6 && injected.different >= 6 && injected.orphan >= 6, "{summary:#?}");
+    assert_eq!(injected.known + injected.silent, injected.missing + injected.different + injected.orphan);
+    assert_eq!(injected.known, injected.silent);
+    assert_eq!(summary.found, injected, "{summary:#?}");
+    assert_eq!((summary.drift_after_repair, summary.second_run_findings), (0, 0), "{summary:#?}");
+    assert_eq!(summary.repaired, injected.missing + injected.different + injected.orphan);
+    assert!(summary.passed);
+}
+
 /// Runs `future`, failing the test if it takes longer than `seconds`.
 pub async fn bounded<T>(seconds: u64, what: &str, future: impl Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(seconds), future).await {

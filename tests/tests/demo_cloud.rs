@@ -5,26 +5,11 @@
 //! Google Cloud SDK and Java, which a CI machine may lack).
 
 use converge_cli::demo_cloud::{run, CloudDemoOptions};
-use converge_e2e::bounded;
-
-fn emulators_present() -> bool {
-    if let Err(error) = converge_firestore::emulator::locate(None) {
-        eprintln!("!!!!! SKIPPED the cloud demo test: Firestore emulator unavailable ({error}); see the Makefile's test target for how to install it");
-        return false;
-    }
-    if let Err(error) = converge_bigquery::BigQueryEmulator::binary() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{error}");
-        }
-        eprintln!("!!!!! SKIPPED the cloud demo test: {error}");
-        return false;
-    }
-    true
-}
+use converge_e2e::{bounded, cloud_emulators_present};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cloud_demo_converges_on_both_emulators() {
-    if !emulators_present() {
+    if !cloud_emulators_present("the cloud demo test") {
         return;
     }
     bounded(300, "cloud demo", async {

@@ -79,7 +79,8 @@ pub struct NoDriftFaults {
     pub transient_failures: u64,
     /// Sync processes killed between a group commit and its answers.
     pub sync_kills: u64,
-    /// Relays killed mid-batch.
+    /// Relays killed mid-batch (always 0 on the cloud backend, which has no relay:
+    /// Firestore's own trigger emits each change).
     pub relay_kills: u64,
     /// Events pending in the outbox when each relay was killed.
     pub pending_at_relay_kills: Vec<u64>,
@@ -87,12 +88,19 @@ pub struct NoDriftFaults {
     /// (delivered, but not yet recorded in the outbox: sent again by the next relay).
     pub answered_in_killed_batches: Vec<u64>,
     /// Rows the warehouse skipped because their event was already stored (duplicates,
-    /// and events of the killed group commit delivered again).
+    /// and events of the killed group commit delivered again). Always 0 on BigQuery,
+    /// which stores such a row again and whose views pick one of the copies.
     pub redeliveries_skipped: u64,
+    /// Deliveries sent again after a 5xx answer or a broken connection: the relays'
+    /// failed attempts, or on the cloud backend the Eventarc front's retries.
+    pub delivery_retries: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillSummary {
+    /// `embedded` (SQLite + DuckDB) or `cloud` (Firestore + BigQuery on their emulators).
+    pub backend: String,
+    /// Where the stores were: a data directory, or the emulators' addresses.
     pub data_dir: String,
     pub records: u64,
     pub events_delivered: u64,
@@ -105,6 +113,9 @@ pub struct DrillSummary {
     pub drift_after_repair: u64,
     /// What a second reconciler run, right after the first, found.
     pub second_run_findings: u64,
+    /// `sync_errors` records still open after both runs (the transient failures' are
+    /// closed once their document is seen converged, the known losses' once repaired).
+    pub open_sync_errors: u64,
     /// found == injected, no drift after repair, and a quiet second run.
     pub passed: bool,
     pub total_millis: u64,
@@ -122,10 +133,14 @@ fn relay_config() -> RelayConfig {
     }
 }
 
-const TRANSIENT_FAILURES: usize = 3;
+/// Appends failed transiently during the traffic.
+pub(crate) const TRANSIENT_FAILURES: usize = 3;
+/// When the transient failures are armed, and when the sync process is killed: percent
+/// of the dataset's events delivered.
+const TRANSIENT_FAILURES_AT: u64 = 10;
+pub(crate) const SYNC_KILL_AT: u64 = 60;
 const RELAY_KILLS_AT: [u64; 2] = [30, 45];
-const SYNC_KILL_AT: u64 = 60;
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     let started = Instant::now();
@@ -142,17 +157,23 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     let tenant_names: Vec<&str> = all.iter().map(|(t, _, _)| *t).collect();
 
     // The losses, chosen up front.
-    let plan = LossPlan::new(&tenant_names, &pattern, (options.records / 2_000).max(3));
+    let plan = LossPlan::new(&tenant_names, &pattern, LossPlan::per_cell_for(options.records));
 
     // sync function → FaultyWarehouse (transient and known failures, silent losses, the
     // stall after a commit) → DuckDB
     let faulty = Arc::new(FaultyWarehouse::new(backends.warehouse()));
-    let silent = plan.silent_rows();
-    faulty.lose_rows_where(move |row| silent.contains(&(row.doc_path.clone(), row.op)));
+    plan.lose_silent_rows(&faulty);
     let mut server = DrillServer::start(faulty.clone(), backends.error_log(), &config, None).await?;
     let addr = server.addr;
     let url = format!("http://{addr}/");
-    let mut relay = RunningRelay::spawn(Arc::new(Relay::new(Arc::new(source.clone()), &url, relay_config())?));
+    // Every relay, killed or not, for its count of failed attempts.
+    let mut relays = Vec::new();
+    let mut spawn_relay = || -> anyhow::Result<RunningRelay> {
+        let relay = Arc::new(Relay::new(Arc::new(source.clone()), &url, relay_config())?);
+        relays.push(relay.clone());
+        Ok(RunningRelay::spawn(relay))
+    };
+    let mut relay = spawn_relay()?;
     let mut faults = NoDriftFaults::default();
     let bars = Bars::new(options.progress);
 
@@ -174,7 +195,7 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
         }
     });
     let at = |percent: u64| total_docs * percent / 100;
-    wait_delivered(&source, at(10), &bars).await?;
+    wait_delivered(&source, at(TRANSIENT_FAILURES_AT), &bars).await?;
     faulty.fail_next_appends(TRANSIENT_FAILURES, ErrorKind::Retryable);
     for percent in RELAY_KILLS_AT {
         wait_delivered(&source, at(percent), &bars).await?;
@@ -185,13 +206,10 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
         faults.answered_in_killed_batches.push(answered);
         faults.relay_kills += 1;
         faults.pending_at_relay_kills.push(source.pending_count().await?);
-        relay = RunningRelay::spawn(Arc::new(Relay::new(Arc::new(source.clone()), &url, relay_config())?));
+        relay = spawn_relay()?;
     }
     wait_delivered(&source, at(SYNC_KILL_AT), &bars).await?;
-    faulty.stall_after_next_commit();
-    wait_for("the sync function to stall after a commit", Duration::from_secs(120), || faulty.stalled()).await?;
-    let skipped_before_kill = server.service.committer().stats().duplicates.load(Ordering::Relaxed);
-    server.crash().await;
+    let skipped_before_kill = server.kill_mid_group_commit(&faulty).await?;
     faults.sync_kills += 1;
     server = DrillServer::start(faulty.clone(), backends.error_log(), &config, Some(addr)).await?;
     let _live = traffic.await.context("traffic task")??;
@@ -208,7 +226,7 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     let (reordered, duplicates) = deliver_out_of_order(&source, &pattern, &url, options.records).await?;
     faults.reordered = reordered;
     faults.duplicates = duplicates;
-    relay = RunningRelay::spawn(Arc::new(Relay::new(Arc::new(source.clone()), &url, relay_config())?));
+    relay = spawn_relay()?;
 
     // 3. Losses: the documents that lose a change exist first (their creates land).
     for chunk in plan.setup_writes(now).chunks(500) {
@@ -216,8 +234,7 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     }
     wait_delivered(&source, u64::MAX, &bars).await?;
     // Known losses, alone in flight: the warehouse refuses their rows for good.
-    let known = plan.known_rows();
-    faulty.fail_rows_where(move |row| known.contains(&(row.doc_path.clone(), row.op)), ErrorKind::Permanent);
+    plan.refuse_known_rows(&faulty);
     for chunk in plan.lossy_writes(Class::Known, now).chunks(500) {
         source.apply(chunk.to_vec()).await?;
     }
@@ -230,35 +247,90 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     let _ = relay.stop().await;
     bars.delivered.finish();
     faults.redeliveries_skipped = skipped_before_kill + server.service.committer().stats().duplicates.load(Ordering::Relaxed);
+    faults.delivery_retries = relays.iter().map(|relay| relay.stats().failed_attempts).sum();
     server.stop().await?;
-    if faulty.lost() < plan.per_cell * 3 {
-        bail!("the warehouse lost {} rows silently; {} silent losses were planned", faulty.lost(), plan.per_cell * 3);
-    }
+    plan.check_silent_losses(faulty.lost())?;
 
     // 4. Reconcile, twice; then source and latest view, document by document.
-    let reconciler = Reconciler::new(backends.source_store(), backends.error_log(), backends.warehouse(), config.clone(), clock.clone());
-    let first = reconciler.run(None, false).await?;
-    let second = reconciler.run(None, false).await?;
-    let compared = demo::compare_tenants(&source, &backends.warehouse, &route, &tenant_names).await?;
-    let drift_after_repair: u64 = compared.iter().map(|t| (t.missing + t.different + t.orphan) as u64).sum();
+    let reconciled = reconcile_twice(backends.source_store(), backends.error_log(), backends.warehouse(), &config, clock, &tenant_names).await?;
+    Ok(DrillSummary::new(
+        "embedded",
+        data_dir.display().to_string(),
+        options.records,
+        source.outbox_stats().await?.delivered,
+        plan.injected(),
+        faults,
+        reconciled,
+        started,
+    ))
+}
 
-    let injected = plan.injected();
-    let found = DriftCounts { missing: first.missing, different: first.different, orphan: first.orphan, known: first.known, silent: first.silent };
-    let passed = found == injected && drift_after_repair == 0 && second.findings() == 0;
-    Ok(DrillSummary {
-        data_dir: data_dir.display().to_string(),
-        records: options.records,
-        events_delivered: source.outbox_stats().await?.delivered,
-        injected,
-        found,
-        no_drift_faults: faults,
+/// What the reconcile phase found and left behind.
+pub(crate) struct Reconciled {
+    found: DriftCounts,
+    repaired: u64,
+    errors_resolved: u64,
+    drift_after_repair: u64,
+    second_run_findings: u64,
+    open_sync_errors: u64,
+}
+
+/// Phase 4, on any backend: one repairing run (its findings are what the drill
+/// found), a second run right after it (which must find nothing), then every tenant's
+/// source compared with its latest view document by document (which must agree).
+pub(crate) async fn reconcile_twice(
+    source: Arc<dyn SourceStore>,
+    errors: Arc<dyn ErrorLog>,
+    warehouse: Arc<dyn Warehouse>,
+    config: &MirrorConfig,
+    clock: Arc<dyn Clock>,
+    tenants: &[&str],
+) -> anyhow::Result<Reconciled> {
+    let reconciler = Reconciler::new(source.clone(), errors.clone(), warehouse.clone(), config.clone(), clock);
+    let first = reconciler.run(None, false).await.context("the first reconciler run")?;
+    let second = reconciler.run(None, false).await.context("the second reconciler run")?;
+    let compared = demo::compare_tenants(source.as_ref(), warehouse.as_ref(), &config.routes[0], tenants).await?;
+    Ok(Reconciled {
+        found: DriftCounts { missing: first.missing, different: first.different, orphan: first.orphan, known: first.known, silent: first.silent },
         repaired: first.repaired,
         errors_resolved: first.errors_resolved,
-        drift_after_repair,
+        drift_after_repair: compared.iter().map(|t| (t.missing + t.different + t.orphan) as u64).sum(),
         second_run_findings: second.findings(),
-        passed,
-        total_millis: started.elapsed().as_millis() as u64,
+        open_sync_errors: errors.open_sync_errors(None).await?.len() as u64,
     })
+}
+
+impl DrillSummary {
+    /// The verdict: found == injected, no drift after repair, and a quiet second run.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        backend: &str,
+        data_dir: String,
+        records: u64,
+        events_delivered: u64,
+        injected: DriftCounts,
+        no_drift_faults: NoDriftFaults,
+        reconciled: Reconciled,
+        started: Instant,
+    ) -> Self {
+        let passed = reconciled.found == injected && reconciled.drift_after_repair == 0 && reconciled.second_run_findings == 0;
+        Self {
+            backend: backend.into(),
+            data_dir,
+            records,
+            events_delivered,
+            injected,
+            found: reconciled.found,
+            no_drift_faults,
+            repaired: reconciled.repaired,
+            errors_resolved: reconciled.errors_resolved,
+            drift_after_repair: reconciled.drift_after_repair,
+            second_run_findings: reconciled.second_run_findings,
+            open_sync_errors: reconciled.open_sync_errors,
+            passed,
+            total_millis: started.elapsed().as_millis() as u64,
+        }
+    }
 }
 
 /// Waits until `target` events are delivered (`u64::MAX`: until none is pending).
@@ -300,7 +372,7 @@ async fn kill_mid_pass(source: &SqliteStore, service: &SyncService) -> anyhow::R
     }
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(crate) async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while !condition() {
         if Instant::now() > deadline {
@@ -311,25 +383,13 @@ async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
     Ok(())
 }
 
-/// Phase 2: with the relay stopped, `n` documents get two changes each (create then
-/// update, or create then delete); the drill sends their events newest first, then
-/// the newest again, and marks them delivered. Returns (reordered, duplicates).
+/// Phase 2: with the relay stopped, the reordering documents get their two changes;
+/// the drill sends their events out of order ([`OutOfOrder`]) and marks them
+/// delivered. Returns (reordered, duplicates).
 async fn deliver_out_of_order(source: &SqliteStore, pattern: &converge_core::PathPattern, url: &str, records: u64) -> anyhow::Result<(u64, u64)> {
-    let n = (records / 400).clamp(20, 200);
-    let path = |i: u64| pattern.document_path("acme", &format!("reorder-{i:04}")).expect("plain pattern");
-    let now = SystemClock.now();
-    source.apply((0..n).map(|i| DocWrite::Set { path: path(i), fields: dataset::record(9, i, now) }).collect()).await?;
-    let second: Vec<DocWrite> = (0..n)
-        .map(|i| {
-            if i % 2 == 0 {
-                let mut fields = dataset::record(9, i, now);
-                fields.insert("amount".into(), Value::Double(1.5 + i as f64));
-                DocWrite::Set { path: path(i), fields }
-            } else {
-                DocWrite::Delete { path: path(i) }
-            }
-        })
-        .collect();
+    let n = reorder_count(records);
+    let [first, second] = reorder_writes(pattern, n, SystemClock.now());
+    source.apply(first).await?;
     source.apply(second).await?;
     let events = source.pending_batch(4 * n as usize, SystemClock.now()).await?;
     if events.len() as u64 != 2 * n {
@@ -346,21 +406,67 @@ async fn deliver_out_of_order(source: &SqliteStore, pattern: &converge_core::Pat
             anyhow::Ok(())
         }
     };
-    let (mut reordered, mut duplicates) = (0, 0);
-    let mut seen = HashSet::new();
-    for event in events.iter().rev() {
-        send(event).await?;
-        if !seen.insert(event.meta.document.clone()) {
-            reordered += 1;
-        }
-    }
-    let newest = &events[n as usize..];
-    for event in newest {
-        send(event).await?;
-        duplicates += 1;
+    let order = OutOfOrder::of(&events, |event| event.meta.document.as_str());
+    for index in &order.sends {
+        send(&events[*index]).await?;
     }
     source.mark_delivered(&events.iter().map(|e| e.seq).collect::<Vec<_>>()).await?;
-    Ok((reordered, duplicates))
+    Ok((order.reordered, order.duplicates))
+}
+
+/// How many documents phase 2 changes twice.
+pub(crate) fn reorder_count(records: u64) -> u64 {
+    (records / 400).clamp(20, 200)
+}
+
+/// Phase 2's writes: `n` documents of the large tenant that nothing else touches,
+/// created in one commit, then in a second commit updated (even) or deleted (odd).
+pub(crate) fn reorder_writes(pattern: &converge_core::PathPattern, n: u64, now: converge_core::Timestamp) -> [Vec<DocWrite>; 2] {
+    let path = |i: u64| pattern.document_path("acme", &format!("reorder-{i:04}")).expect("plain pattern");
+    let first = (0..n).map(|i| DocWrite::Set { path: path(i), fields: dataset::record(9, i, now) }).collect();
+    let second = (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                let mut fields = dataset::record(9, i, now);
+                fields.insert("amount".into(), Value::Double(1.5 + i as f64));
+                DocWrite::Set { path: path(i), fields }
+            } else {
+                DocWrite::Delete { path: path(i) }
+            }
+        })
+        .collect();
+    [first, second]
+}
+
+/// The order phase 2 sends the events of documents changed twice in: all of them
+/// newest first, so each document's older change arrives after its newer one
+/// (reordered), then each document's newest change again (a duplicate).
+pub(crate) struct OutOfOrder {
+    /// Indices into the events, in sending order.
+    pub(crate) sends: Vec<usize>,
+    pub(crate) reordered: u64,
+    pub(crate) duplicates: u64,
+}
+
+impl OutOfOrder {
+    /// `events` in commit order; `document` names the document an event changes.
+    pub(crate) fn of<E>(events: &[E], document: impl Fn(&E) -> &str) -> Self {
+        let mut sends: Vec<usize> = (0..events.len()).rev().collect();
+        let mut seen = HashSet::new();
+        let mut newest = Vec::new();
+        let mut reordered = 0;
+        for &index in &sends {
+            if seen.insert(document(&events[index])) {
+                newest.push(index);
+            } else {
+                reordered += 1;
+            }
+        }
+        newest.reverse();
+        let duplicates = newest.len() as u64;
+        sends.extend(newest);
+        Self { sends, reordered, duplicates }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,7 +477,7 @@ enum Kind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
+pub(crate) enum Class {
     Known,
     Silent,
 }
@@ -398,13 +504,18 @@ impl Loss {
 /// The documents that lose a change: `per_cell` for every kind × class, spread over
 /// the tenants by a seeded generator, each with an id of its own that no other
 /// traffic touches.
-struct LossPlan {
+pub(crate) struct LossPlan {
     losses: Vec<Loss>,
     per_cell: u64,
 }
 
 impl LossPlan {
-    fn new(tenants: &[&str], pattern: &converge_core::PathPattern, per_cell: u64) -> Self {
+    /// Losses per kind × class for a drill of `records`: at least three.
+    pub(crate) fn per_cell_for(records: u64) -> u64 {
+        (records / 2_000).max(3)
+    }
+
+    pub(crate) fn new(tenants: &[&str], pattern: &converge_core::PathPattern, per_cell: u64) -> Self {
         let mut rng = Rng::new(0xD811);
         let mut losses = Vec::new();
         for kind in [Kind::Missing, Kind::Different, Kind::Orphan] {
@@ -424,16 +535,30 @@ impl LossPlan {
         self.losses.iter().filter(|l| l.class == class).map(|l| (l.path.clone(), l.op())).collect()
     }
 
-    fn silent_rows(&self) -> HashSet<(String, Op)> {
-        self.rows(Class::Silent)
+    /// From now on `faulty` acknowledges the silent losses' rows without storing them.
+    pub(crate) fn lose_silent_rows(&self, faulty: &FaultyWarehouse) {
+        let silent = self.rows(Class::Silent);
+        faulty.lose_rows_where(move |row| silent.contains(&(row.doc_path.clone(), row.op)));
     }
 
-    fn known_rows(&self) -> HashSet<(String, Op)> {
-        self.rows(Class::Known)
+    /// From now on `faulty` refuses the known losses' rows for good, so the sync
+    /// function records each in `sync_errors` and acknowledges it.
+    pub(crate) fn refuse_known_rows(&self, faulty: &FaultyWarehouse) {
+        let known = self.rows(Class::Known);
+        faulty.fail_rows_where(move |row| known.contains(&(row.doc_path.clone(), row.op)), ErrorKind::Permanent);
+    }
+
+    /// Every silent loss must have reached the warehouse and been dropped there (a
+    /// redelivery may drop one again, so more is fine).
+    pub(crate) fn check_silent_losses(&self, lost: u64) -> anyhow::Result<()> {
+        if lost < self.per_cell * 3 {
+            bail!("the warehouse lost {lost} rows silently; {} silent losses were planned", self.per_cell * 3);
+        }
+        Ok(())
     }
 
     /// The creates that must land before an update or a delete can be lost.
-    fn setup_writes(&self, now: converge_core::Timestamp) -> Vec<DocWrite> {
+    pub(crate) fn setup_writes(&self, now: converge_core::Timestamp) -> Vec<DocWrite> {
         self.losses
             .iter()
             .filter(|l| l.kind != Kind::Missing)
@@ -442,7 +567,7 @@ impl LossPlan {
     }
 
     /// The changes that are lost, of one class.
-    fn lossy_writes(&self, class: Class, now: converge_core::Timestamp) -> Vec<DocWrite> {
+    pub(crate) fn lossy_writes(&self, class: Class, now: converge_core::Timestamp) -> Vec<DocWrite> {
         self.losses
             .iter()
             .filter(|l| l.class == class)
@@ -458,7 +583,7 @@ impl LossPlan {
             .collect()
     }
 
-    fn injected(&self) -> DriftCounts {
+    pub(crate) fn injected(&self) -> DriftCounts {
         let count = |f: &dyn Fn(&Loss) -> bool| self.losses.iter().filter(|l| f(l)).count() as u64;
         DriftCounts {
             missing: count(&|l| l.kind == Kind::Missing),
@@ -471,20 +596,43 @@ impl LossPlan {
 }
 
 /// The sync function on a runtime of its own, so that a crash ends it the way a
-/// process dies: every task (listener, connections, the group-commit writer) at once.
-struct DrillServer {
-    addr: SocketAddr,
-    service: Arc<SyncService>,
+/// process dies: every task (listener, connections, the group-commit writer, and the
+/// connections of clients opened on that runtime) at once.
+pub(crate) struct DrillServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) service: Arc<SyncService>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl DrillServer {
+    /// The runtime a sync process runs on: build its clients on it (see
+    /// [`Self::start_on`]) and they die with it.
+    pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+        Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("drill-sync").enable_all().build()?)
+    }
+
+    /// The sync function on `addr` (a free port when `None`), on a runtime of its own,
+    /// writing through stores that outlive it (the embedded ones).
     async fn start(warehouse: Arc<dyn Warehouse>, errors: Arc<dyn ErrorLog>, config: &MirrorConfig, addr: Option<SocketAddr>) -> anyhow::Result<Self> {
         let listener = converge_http::bind_retrying(addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+        Self::start_on(Self::runtime()?, listener, warehouse, errors, config, false).await
+    }
+
+    /// The sync function on `runtime`, serving `listener` (bound beforehand, so its
+    /// address can be handed out before the stores are open); with `emulator_route`
+    /// it also serves the Firestore emulator's delivery path.
+    pub(crate) async fn start_on(
+        runtime: tokio::runtime::Runtime,
+        listener: std::net::TcpListener,
+        warehouse: Arc<dyn Warehouse>,
+        errors: Arc<dyn ErrorLog>,
+        config: &MirrorConfig,
+        emulator_route: bool,
+    ) -> anyhow::Result<Self> {
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("drill-sync").enable_all().build()?;
         let service = {
             let _entered = runtime.enter();
             Arc::new(SyncService::start(
@@ -497,7 +645,10 @@ impl DrillServer {
                 GroupCommitConfig::default(),
             ))
         };
-        let app = converge_sync::app(service.clone());
+        let mut app = converge_sync::app(service.clone());
+        if emulator_route {
+            app = app.merge(converge_sync::emulator_route(service.clone()));
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -509,8 +660,21 @@ impl DrillServer {
         Ok(Self { addr, service, stop: Some(stop), task: Some(task), runtime: Some(runtime) })
     }
 
+    /// Arms `faulty` (the warehouse this server writes through) to stall after its next
+    /// commit, waits until an append has committed and stalled, and kills the server
+    /// there: the events of that group commit are stored but never answered, so they
+    /// come back. Returns the rows the warehouse had skipped as already stored until
+    /// then (the new server's committer counts from zero).
+    pub(crate) async fn kill_mid_group_commit(self, faulty: &FaultyWarehouse) -> anyhow::Result<u64> {
+        faulty.stall_after_next_commit();
+        wait_for("the sync function to stall after a commit", Duration::from_secs(120), || faulty.stalled()).await?;
+        let skipped = self.service.committer().stats().duplicates.load(Ordering::Relaxed);
+        self.crash().await;
+        Ok(skipped)
+    }
+
     /// Graceful: in-flight requests finish, then every task ends.
-    async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -560,4 +724,19 @@ pub(crate) fn mismatches(summary: &DrillSummary) -> Vec<String> {
         out.push(format!("the second run found {}", summary.second_run_findings));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OutOfOrder;
+
+    #[test]
+    fn out_of_order_sends_each_newer_change_then_the_older_then_the_newer_again() {
+        // Two documents, a and b, each changed twice, in commit order.
+        let events = ["a1", "b1", "a2", "b2"];
+        let order = OutOfOrder::of(&events, |event| &event[..1]);
+        let sent: Vec<&str> = order.sends.iter().map(|index| events[*index]).collect();
+        assert_eq!(sent, ["b2", "a2", "b1", "a1", "a2", "b2"]);
+        assert_eq!((order.reordered, order.duplicates), (2, 2));
+    }
 }

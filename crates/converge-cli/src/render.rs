@@ -81,14 +81,15 @@ pub fn reconcile(run: &ReconcileRun) -> String {
 
 pub fn drill(summary: &DrillSummary) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "\nConverge drill — faults injected into the embedded pipeline, then the reconciler");
+    let pipeline = if summary.backend == "cloud" { "the cloud pipeline (Firestore and BigQuery emulators)" } else { "the embedded pipeline" };
+    let _ = writeln!(out, "\nConverge drill — faults injected into {pipeline}, then the reconciler");
     let _ = writeln!(out, "  data directory      {}", summary.data_dir);
     let _ = writeln!(out, "  events delivered    {} (large tenant {} records)", summary.events_delivered, summary.records);
     let f = &summary.no_drift_faults;
     let _ = writeln!(
         out,
-        "  no-drift faults     {} duplicates, {} reordered, {} transient append failures, {} sync kill(s) mid group commit, {} relay kill(s) mid-batch (pending at kills: {:?}, answered in the killed batches: {:?}); {} redeliveries skipped",
-        f.duplicates, f.reordered, f.transient_failures, f.sync_kills, f.relay_kills, f.pending_at_relay_kills, f.answered_in_killed_batches, f.redeliveries_skipped
+        "  no-drift faults     {} duplicates, {} reordered, {} transient append failures, {} sync kill(s) mid group commit, {} relay kill(s) mid-batch (pending at kills: {:?}, answered in the killed batches: {:?}); {} delivery retries, {} redeliveries skipped",
+        f.duplicates, f.reordered, f.transient_failures, f.sync_kills, f.relay_kills, f.pending_at_relay_kills, f.answered_in_killed_batches, f.delivery_retries, f.redeliveries_skipped
     );
     let _ = writeln!(out, "\n  {:<10} {:>8} {:>10} {:>7} {:>6} {:>7}", "", "missing", "different", "orphan", "known", "silent");
     for (name, c) in [("injected", &summary.injected), ("found", &summary.found)] {
@@ -97,6 +98,7 @@ pub fn drill(summary: &DrillSummary) -> String {
     let _ = writeln!(out, "\n  repaired {}, errors resolved {}", summary.repaired, summary.errors_resolved);
     let _ = writeln!(out, "  drift after repair  {}", summary.drift_after_repair);
     let _ = writeln!(out, "  second run findings {}", summary.second_run_findings);
+    let _ = writeln!(out, "  open sync errors    {}", summary.open_sync_errors);
     let problems = crate::drill::mismatches(summary);
     if problems.is_empty() {
         let _ = writeln!(out, "\n  PASS: every injected loss found and classified as injected; derived == source after repair");
