@@ -28,6 +28,11 @@
 //!    reconciler runs.
 //! 4. **Reconcile**: one run, then another (which must find nothing), then source and
 //!    latest view compared document by document per tenant (which must agree).
+//!
+//! The same drill runs on the cloud adapters against both emulators
+//! ([`crate::drill_cloud`]); it shares the loss plan, the reordering, the sync
+//! process and the reconcile phase defined here, so both backends are judged by the
+//! same counts.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -7,6 +7,7 @@
 //! - [`demo`]: `converge demo`, the whole embedded pipeline end to end.
 //! - [`demo_cloud`]: `converge demo --backend cloud`, the same on both emulators.
 //! - [`drill`]: `converge drill`, faults injected into the pipeline, then the reconciler.
+//! - [`drill_cloud`]: `converge drill --backend cloud`, the same on both emulators.
 //! - [`eventarc_front`]: Eventarc's delivery (at least once, retried) in front of the
 //!   sync function, for the Firestore emulator, which posts each event once.
 //! - [`reconcile`]: `converge reconcile`, one reconciler run on a data directory.
@@ -22,6 +23,7 @@ pub mod dataset;
 pub mod demo;
 pub mod demo_cloud;
 pub mod drill;
+pub mod drill_cloud;
 pub mod eventarc_front;
 pub mod reconcile;
 pub mod render;

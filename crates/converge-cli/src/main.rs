@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use converge_cli::{bench, demo, demo_cloud, drill, reconcile, render, serve, sql};
+use converge_cli::{bench, demo, demo_cloud, drill, drill_cloud, reconcile, render, serve, sql};
 
 #[derive(Parser)]
 #[command(name = "converge", version, about = "Keeps an analytics copy of a Firestore database honest.")]
@@ -56,6 +56,10 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// `embedded` (SQLite + DuckDB, in --data-dir) or `cloud` (Firestore + BigQuery
+        /// adapters against both emulators; no data directory; use a few hundred records).
+        #[arg(long, value_enum, default_value_t = DemoBackend::Embedded)]
+        backend: DemoBackend,
     },
     /// Run one query on the embedded warehouse; prints one JSON object per row.
     Sql {
@@ -119,14 +123,17 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", render::reconcile(&run));
             }
         }
-        Command::Drill { data_dir, records, json } => {
+        Command::Drill { data_dir, records, json, backend } => {
             // Injected failures log warnings by the thousand; the silent drift the
             // reconciler reports is at error level.
             if std::env::var(converge_http::env::LOG).is_err() {
                 std::env::set_var(converge_http::env::LOG, "error");
             }
             converge_http::telemetry::init("converge-drill");
-            let summary = drill::run(drill::DrillOptions { data_dir, records, progress: !json }).await?;
+            let summary = match backend {
+                DemoBackend::Embedded => drill::run(drill::DrillOptions { data_dir, records, progress: !json }).await?,
+                DemoBackend::Cloud => drill_cloud::run(drill_cloud::CloudDrillOptions { records, progress: !json }).await?,
+            };
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
