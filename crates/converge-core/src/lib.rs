@@ -34,7 +34,7 @@ pub use config::{ColumnType, MirrorConfig, PathPattern, PromotedColumn, Route, R
 pub use drift::DriftReport;
 pub use error::{ConfigError, ErrorKind, StoreError};
 pub use failure::{QuarantineReason, QuarantineRecord, SyncErrorRecord};
-pub use store::{batch_id, AppendReceipt, DocState, DocWrite, ErrorLog, RunRecord, Scan, SourceStore, Warehouse, RUNS_TABLE};
+pub use store::{batch_id, flatten_chunks, AppendReceipt, DocState, DocWrite, ErrorLog, RunRecord, Scan, SourceStore, Warehouse, RUNS_TABLE};
 pub use value::{Document, Fields, GeoPoint, Timestamp, Value};
 pub use version::Version;
 

@@ -28,6 +28,21 @@ pub struct Scan<T> {
     pub items: BoxStream<'static, Result<T, StoreError>>,
 }
 
+/// Items that a producer hands over in chunks (one channel message, one wake-up per
+/// chunk rather than per item), as one stream of items. An error ends nothing by
+/// itself: the producer stops after sending one, so the stream ends after it.
+pub fn flatten_chunks<T: Send + 'static>(
+    chunks: impl futures::Stream<Item = Result<Vec<T>, StoreError>> + Send + 'static,
+) -> BoxStream<'static, Result<T, StoreError>> {
+    use futures::StreamExt;
+    chunks
+        .flat_map(|chunk| match chunk {
+            Ok(items) => futures::stream::iter(items.into_iter().map(Ok)).left_stream(),
+            Err(error) => futures::stream::once(async move { Err(error) }).right_stream(),
+        })
+        .boxed()
+}
+
 /// One write in a batch applied to the source store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DocWrite {

@@ -17,8 +17,7 @@ pub struct RecentEvents {
     order: VecDeque<u128>,
 }
 
-/// The 128-bit digest an event id is remembered by.
-pub fn digest(event_id: &str) -> u128 {
+fn digest(event_id: &str) -> u128 {
     let hash = Sha256::digest(event_id.as_bytes());
     u128::from_be_bytes(hash[..16].try_into().expect("16 bytes"))
 }
@@ -33,14 +32,7 @@ impl RecentEvents {
     }
 
     pub fn insert(&mut self, event_id: &str) {
-        self.insert_digest(digest(event_id));
-    }
-
-    pub fn contains_digest(&self, key: u128) -> bool {
-        self.members.contains(&key)
-    }
-
-    pub fn insert_digest(&mut self, key: u128) {
+        let key = digest(event_id);
         if self.members.insert(key) {
             self.order.push_back(key);
             if self.order.len() > self.capacity {

@@ -9,7 +9,8 @@ use futures::stream::{BoxStream, StreamExt};
 use converge_core::{
     AppendReceipt, ChangeRow, DocState, ErrorKind, MirrorConfig, PromotedValue, RunRecord, Scan, StoreError, Timestamp, Warehouse,
 };
-use duckdb::types::{TimeUnit, Value as DuckValue};
+use duckdb::types::{TimeUnit, ToSqlOutput, Value as DuckValue, ValueRef};
+use duckdb::ToSql;
 use duckdb::{appender_params_from_iter, params, Connection};
 
 use crate::recent::RecentEvents;
@@ -26,8 +27,13 @@ const RECENT_EVENTS: usize = 500_000;
 /// newest rows at every start (and memory in short-lived commands).
 const RECENT_EVENTS_RELOADED: usize = 100_000;
 
-/// DuckDB's memory cap for a file-backed warehouse (see [`DuckWarehouse::open`]).
+/// DuckDB's memory cap for a file-backed warehouse (see [`DuckWarehouse::open`]),
+/// unless `CONVERGE_DUCKDB_MEMORY_LIMIT` says otherwise. 48MB is too little for the
+/// latest view of a 1,000,000-document tenant (DuckDB fails with Out of Memory).
 const MEMORY_LIMIT: &str = "96MB";
+/// The environment variable that overrides [`MEMORY_LIMIT`] (DuckDB syntax: `256MB`,
+/// `1GB`). Also listed in `converge_http::env`.
+pub const MEMORY_LIMIT_ENV: &str = "CONVERGE_DUCKDB_MEMORY_LIMIT";
 
 /// The embedded warehouse. Cheap to clone; all clones share one database.
 #[derive(Clone)]
@@ -79,9 +85,15 @@ impl DuckWarehouse {
         // latest view of a 1,000,000-document tenant, sorted by path for the
         // reconciler's merge, otherwise holds ~450 MB. Large sorts and aggregations
         // spill to `<file>.tmp` instead, at little cost in time.
-        if let Err(error) = connection.execute_batch(&format!("SET memory_limit = '{MEMORY_LIMIT}'")) {
-            tracing::warn!(%error, "could not cap DuckDB's memory; large scans may use more");
+        let limit = std::env::var(MEMORY_LIMIT_ENV).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| MEMORY_LIMIT.to_owned());
+        let valid = limit.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ');
+        if !valid || connection.execute_batch(&format!("SET memory_limit = '{limit}'")).is_err() {
+            return Err(StoreError::permanent(
+                BACKEND,
+                format!("{MEMORY_LIMIT_ENV}={limit:?} is not a DuckDB memory size; expected e.g. `96MB` or `1GB`"),
+            ));
         }
+
         Ok(Self::from_connection(connection))
     }
 
@@ -199,6 +211,12 @@ impl DuckWarehouse {
     /// The blocking half of [`Warehouse::append_atomic`]: one transaction on its own
     /// connection (so live appends go on meanwhile), committed only on
     /// [`AtomicChunk::Commit`]. If the sender goes away first, the transaction rolls back.
+    ///
+    /// Rows whose event id the warehouse stored recently are skipped. Duplicates
+    /// within the stream itself are not looked for: remembering a million ids costs
+    /// tens of megabytes, a rebuild's stream has one row per document, and a copy
+    /// would be an identical row, which the latest view tolerates. Nor are the
+    /// stream's ids added to the recent ones: it is not redelivered.
     fn append_atomic_blocking(
         &self,
         mut connection: Connection,
@@ -207,16 +225,13 @@ impl DuckWarehouse {
         let config = self.config()?;
         let transaction = connection.transaction().map_err(|e| db_error("begin atomic append", e))?;
         let mut receipt = AppendReceipt::default();
-        // Digests, not the ids: a rebuild of a million documents holds a million of them.
-        let mut seen: HashSet<u128> = HashSet::new();
         loop {
             match chunks.blocking_recv() {
                 Some(AtomicChunk::Rows(rows)) => {
                     let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
                     let mut by_table: Vec<(&str, Vec<&ChangeRow>)> = Vec::new();
                     for row in &rows {
-                        let key = crate::recent::digest(&row.event_id);
-                        if recent.contains_digest(key) || !seen.insert(key) {
+                        if recent.contains(&row.event_id) {
                             receipt.duplicates += 1;
                             continue;
                         }
@@ -235,10 +250,6 @@ impl DuckWarehouse {
             }
         }
         transaction.commit().map_err(|e| db_error("commit atomic append", e))?;
-        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        for key in seen {
-            recent.insert_digest(key);
-        }
         Ok(receipt)
     }
 }
@@ -249,56 +260,99 @@ enum AtomicChunk {
     Commit,
 }
 
+/// States per chunk of a latest-view scan, and chunks read ahead of the consumer.
+const STATE_CHUNK: usize = 1024;
+const STATE_CHUNKS_AHEAD: usize = 4;
+
 /// Rows per chunk handed to the atomic writer: bounded memory whatever the stream's length.
 const ATOMIC_CHUNK: usize = 4096;
 
 /// Appends one table's rows inside `transaction`; returns how many.
 fn append_rows(transaction: &duckdb::Transaction<'_>, config: &MirrorConfig, table: &str, rows: &[&ChangeRow]) -> Result<u64, StoreError> {
-    let route = config.table(table).ok_or_else(|| {
-        StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
-    })?;
+    let route = route_of(config, table)?;
     let mut appender = transaction.appender(table).map_err(|e| db_error("open appender", e))?;
-    for row in rows {
-        if row.promoted.len() != route.promoted.len() {
-            return Err(StoreError::permanent(
-                BACKEND,
-                format!("row has {} promoted values, table `{table}` has {} promoted columns", row.promoted.len(), route.promoted.len()),
-            ));
-        }
-        appender.append_row(appender_params_from_iter(row_values(row))).map_err(|e| db_error("append row", e))?;
-    }
+    append_to(&mut appender, route, rows)?;
     appender.flush().map_err(|e| db_error("flush appender", e))?;
     Ok(rows.len() as u64)
 }
 
-fn row_values(row: &ChangeRow) -> Vec<DuckValue> {
-    let text = |s: &str| DuckValue::Text(s.to_owned());
-    let optional_text = |s: &Option<String>| s.as_deref().map_or(DuckValue::Null, text);
-    let micros = |us: i64| DuckValue::Timestamp(TimeUnit::Microsecond, us);
-    let mut values = Vec::with_capacity(13 + row.promoted.len());
-    values.extend([
-        text(&row.tenant),
-        text(&row.collection),
-        text(&row.doc_id),
-        text(&row.doc_path),
-        text(row.op.as_str()),
-        DuckValue::Boolean(row.is_deleted),
-        micros(row.version),
-        text(&row.event_id),
+fn route_of<'c>(config: &'c MirrorConfig, table: &str) -> Result<&'c converge_core::Route, StoreError> {
+    config.table(table).ok_or_else(|| {
+        StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
+    })
+}
+
+/// Appends `rows` to an open appender of their table (which buffers them; the caller flushes).
+fn append_to(appender: &mut duckdb::Appender<'_>, route: &converge_core::Route, rows: &[&ChangeRow]) -> Result<(), StoreError> {
+    for row in rows {
+        if row.promoted.len() != route.promoted.len() {
+            return Err(StoreError::permanent(
+                BACKEND,
+                format!("row has {} promoted values, table `{}` has {} promoted columns", row.promoted.len(), route.table, route.promoted.len()),
+            ));
+        }
+        appender.append_row(appender_params_from_iter(row_cells(row))).map_err(|e| db_error("append row", e))?;
+    }
+    Ok(())
+}
+
+/// One appended value, borrowed from its row: the appender copies text straight out
+/// of the [`ChangeRow`], with no owned copy per value (a row has ~15 of them, and the
+/// group commit and rebuilds append them by the hundred thousand).
+#[derive(Debug, Clone, Copy)]
+enum Cell<'a> {
+    Null,
+    Text(&'a str),
+    Boolean(bool),
+    BigInt(i64),
+    Double(f64),
+    Micros(i64),
+    Date(i32),
+}
+
+impl ToSql for Cell<'_> {
+    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Cell::Null => ValueRef::Null,
+            Cell::Text(text) => ValueRef::Text(text.as_bytes()),
+            Cell::Boolean(b) => ValueRef::Boolean(b),
+            Cell::BigInt(i) => ValueRef::BigInt(i),
+            Cell::Double(f) => ValueRef::Double(f),
+            Cell::Micros(us) => ValueRef::Timestamp(TimeUnit::Microsecond, us),
+            Cell::Date(days) => ValueRef::Date32(days),
+        }))
+    }
+}
+
+fn optional_text(text: &Option<String>) -> Cell<'_> {
+    text.as_deref().map_or(Cell::Null, Cell::Text)
+}
+
+fn row_cells(row: &ChangeRow) -> Vec<Cell<'_>> {
+    let mut cells = Vec::with_capacity(13 + row.promoted.len());
+    cells.extend([
+        Cell::Text(&row.tenant),
+        Cell::Text(&row.collection),
+        Cell::Text(&row.doc_id),
+        Cell::Text(&row.doc_path),
+        Cell::Text(row.op.as_str()),
+        Cell::Boolean(row.is_deleted),
+        Cell::Micros(row.version),
+        Cell::Text(&row.event_id),
         optional_text(&row.content_hash),
         optional_text(&row.data),
     ]);
-    values.extend(row.promoted.iter().map(|p| match p {
-        None => DuckValue::Null,
-        Some(PromotedValue::String(s)) => text(s),
-        Some(PromotedValue::Int64(i)) => DuckValue::BigInt(*i),
-        Some(PromotedValue::Float64(f)) => DuckValue::Double(*f),
-        Some(PromotedValue::Bool(b)) => DuckValue::Boolean(*b),
-        Some(PromotedValue::Timestamp(us)) => micros(*us),
-        Some(PromotedValue::Date(days)) => DuckValue::Date32(*days),
+    cells.extend(row.promoted.iter().map(|p| match p {
+        None => Cell::Null,
+        Some(PromotedValue::String(s)) => Cell::Text(s),
+        Some(PromotedValue::Int64(i)) => Cell::BigInt(*i),
+        Some(PromotedValue::Float64(f)) => Cell::Double(*f),
+        Some(PromotedValue::Bool(b)) => Cell::Boolean(*b),
+        Some(PromotedValue::Timestamp(us)) => Cell::Micros(*us),
+        Some(PromotedValue::Date(days)) => Cell::Date(*days),
     }));
-    values.extend([micros(row.ingested_at), text(&row.run_id), text(&row.code_version)]);
-    values
+    cells.extend([Cell::Micros(row.ingested_at), Cell::Text(&row.run_id), Cell::Text(&row.code_version)]);
+    cells
 }
 
 fn query_json_blocking(connection: &Connection, sql: &str) -> Result<Vec<serde_json::Value>, StoreError> {
@@ -415,22 +469,27 @@ impl Warehouse for DuckWarehouse {
         );
         let tenant = tenant.to_owned();
         let read_time = converge_core::SystemClock.now_timestamp();
-        // A bounded channel from a blocking reader: memory stays flat whatever the
-        // tenant's size, and the consumer sets the pace.
-        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<DocState, StoreError>>(1024);
+        // A bounded channel of chunks from a blocking reader: memory stays flat
+        // whatever the tenant's size, the consumer sets the pace, and the threads
+        // meet once per chunk, not once per document.
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Vec<DocState>, StoreError>>(STATE_CHUNKS_AHEAD);
         std::thread::spawn(move || {
             let run = || -> Result<(), StoreError> {
                 let mut statement = connection.prepare(&sql).map_err(|e| db_error("scan latest", e))?;
                 let mut rows = statement.query(params![tenant]).map_err(|e| db_error("scan latest", e))?;
+                let mut chunk = Vec::with_capacity(STATE_CHUNK);
                 while let Some(row) = rows.next().map_err(|e| db_error("scan latest", e))? {
-                    let state = DocState {
+                    chunk.push(DocState {
                         doc_path: row.get(0).map_err(|e| db_error("scan latest", e))?,
                         version: row.get(1).map_err(|e| db_error("scan latest", e))?,
                         content_hash: row.get::<_, Option<String>>(2).map_err(|e| db_error("scan latest", e))?.unwrap_or_default(),
-                    };
-                    if sender.blocking_send(Ok(state)).is_err() {
+                    });
+                    if chunk.len() == STATE_CHUNK && sender.blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(STATE_CHUNK)))).is_err() {
                         return Ok(()); // the consumer stopped reading
                     }
+                }
+                if !chunk.is_empty() {
+                    let _ = sender.blocking_send(Ok(chunk));
                 }
                 Ok(())
             };
@@ -438,7 +497,7 @@ impl Warehouse for DuckWarehouse {
                 let _ = sender.blocking_send(Err(error));
             }
         });
-        Ok(Scan { read_time, items: Box::pin(futures::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|item| (item, r)) })) })
+        Ok(Scan { read_time, items: converge_core::flatten_chunks(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))) })
     }
 
     async fn tenants(&self, table: &str) -> Result<Vec<String>, StoreError> {

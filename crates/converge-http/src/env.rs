@@ -44,6 +44,10 @@ pub const LOG: &str = "CONVERGE_LOG";
 pub const CLOUD_RUN_SERVICE: &str = "K_SERVICE";
 /// Set by Cloud Run: the revision, recorded as the code version when present.
 pub const CLOUD_RUN_REVISION: &str = "K_REVISION";
+/// DuckDB's memory cap for the embedded warehouse (`96MB` by default; DuckDB syntax).
+/// Read by `converge_duckdb` (same name there).
+pub const DUCKDB_MEMORY_LIMIT: &str = "CONVERGE_DUCKDB_MEMORY_LIMIT";
+
 // --- Who may call (the rebuild function) -------------------------------------------
 
 /// The audience ID tokens must carry: the service's URL. Required on the cloud backend;

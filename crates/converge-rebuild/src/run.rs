@@ -9,15 +9,16 @@ use converge_core::{
     batch_id, path, ChangeRow, Clock, ErrorKind, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError, Timestamp,
     Warehouse, CODE_VERSION,
 };
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::merge::{MergeJoin, Rebuilt};
 use crate::throttle::Throttle;
 
-/// Rows in flight between the scan and the warehouse writer.
-const CHANNEL_ROWS: usize = 4096;
+/// Rows per chunk handed from the scan to the warehouse writer (one wake-up per
+/// chunk), and chunks in flight between them.
+const ROW_CHUNK: usize = 1024;
+const CHUNKS_AHEAD: usize = 4;
 /// How often a running rebuild logs its progress.
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
 /// Documents named in the report when they cannot be mirrored.
@@ -56,7 +57,7 @@ impl RebuildProgress {
 }
 
 /// One table's part of a rebuild.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableRebuild {
     pub table: String,
     pub documents: u64,
@@ -69,7 +70,7 @@ pub struct TableRebuild {
 }
 
 /// The report of one rebuild; also stored (as its JSON) in the runs table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RebuildRun {
     pub batch_id: String,
     pub tenant: String,
@@ -86,7 +87,7 @@ pub struct RebuildRun {
     pub max_docs_per_second: Option<u32>,
     pub millis: u64,
     /// Why a failed rebuild failed (nothing of it is visible).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -213,7 +214,7 @@ impl Rebuilder {
         tracing::info!(batch_id = run.batch_id, tenant = run.tenant, tables = ?routes.iter().map(|r| &r.table).collect::<Vec<_>>(),
             max_docs_per_second = request.max_docs_per_second, "rebuild started");
 
-        let (sender, mut receiver) = mpsc::channel::<Result<ChangeRow, StoreError>>(CHANNEL_ROWS);
+        let (sender, mut receiver) = mpsc::channel::<Result<Vec<ChangeRow>, StoreError>>(CHUNKS_AHEAD);
         let scan = Scanner {
             source: self.source.clone(),
             warehouse: self.warehouse.clone(),
@@ -223,7 +224,7 @@ impl Rebuilder {
             progress: progress.clone(),
         };
         let producer = tokio::spawn(scan.run(routes, sender));
-        let rows = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed();
+        let rows = converge_core::flatten_chunks(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)));
         let appended = self.warehouse.append_atomic(rows).await;
         // The scan ends on its own once the append stops taking rows.
         let scanned = producer.await.map_err(|e| StoreError::permanent("rebuild", format!("the scan task failed: {e}")))?;
@@ -297,7 +298,7 @@ struct Scanned {
 }
 
 impl Scanner {
-    async fn run(mut self, routes: Vec<Route>, sender: mpsc::Sender<Result<ChangeRow, StoreError>>) -> Result<Scanned, StoreError> {
+    async fn run(mut self, routes: Vec<Route>, sender: mpsc::Sender<Result<Vec<ChangeRow>, StoreError>>) -> Result<Scanned, StoreError> {
         let mut scanned = Scanned { tables: Vec::new(), skipped_docs: Vec::new() };
         for route in &routes {
             match self.table(route, &sender, &mut scanned).await {
@@ -315,7 +316,7 @@ impl Scanner {
     async fn table(
         &mut self,
         route: &Route,
-        sender: &mpsc::Sender<Result<ChangeRow, StoreError>>,
+        sender: &mpsc::Sender<Result<Vec<ChangeRow>, StoreError>>,
         scanned: &mut Scanned,
     ) -> Result<TableRebuild, StoreError> {
         let collection = route.pattern.collection_path(&self.tenant).expect("checked by Rebuilder::routes");
@@ -326,6 +327,7 @@ impl Scanner {
         let mut table = TableRebuild { table: route.table.clone(), source_read_time: read_time.to_rfc3339(), ..TableRebuild::default() };
         let config = MirrorConfig { routes: vec![route.clone()] };
         let mut last_log = Instant::now();
+        let mut chunk = Vec::with_capacity(ROW_CHUNK);
         while let Some(item) = merge.next().await? {
             let row = match item {
                 Rebuilt::Document(doc) => {
@@ -356,7 +358,11 @@ impl Scanner {
                     ChangeRow::tombstone(&routed, &doc_path, read_time.as_micros(), &rebuild_event_id(&doc_path, read_time.as_micros(), true), &self.ctx)
                 }
             };
-            if sender.send(Ok(row)).await.is_err() {
+            chunk.push(row);
+            if chunk.len() < ROW_CHUNK {
+                continue;
+            }
+            if sender.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(ROW_CHUNK)))).await.is_err() {
                 // The append stopped taking rows (it failed): its error is the run's.
                 return Ok(table);
             }
@@ -365,6 +371,9 @@ impl Scanner {
                 tracing::info!(run_id = self.ctx.run_id, tenant = self.tenant, table = route.table,
                     documents = self.progress.documents.load(Ordering::Relaxed), rows = self.progress.rows(), "rebuild progress");
             }
+        }
+        if !chunk.is_empty() {
+            let _ = sender.send(Ok(chunk)).await;
         }
         Ok(table)
     }

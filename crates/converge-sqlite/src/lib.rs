@@ -36,7 +36,6 @@ use async_trait::async_trait;
 use converge_core::hash::content_hash;
 use converge_core::{Clock, DocState, DocWrite, Document, DocumentChange, Fields, Scan, SourceStore, StoreError, Timestamp};
 use converge_events::{encode_event_data, EventSource};
-use futures::StreamExt;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -168,19 +167,8 @@ impl SqliteStore {
             Ok(result) => result?,
             Err(_) => return Err(SqliteError::Task("the scan's reader thread ended before taking its snapshot".into()).into()),
         };
-        let items = futures::stream::unfold((chunk_rx, Vec::new().into_iter()), |(mut chunk_rx, mut buffered)| async move {
-            loop {
-                if let Some(item) = buffered.next() {
-                    return Some((Ok(item), (chunk_rx, buffered)));
-                }
-                match chunk_rx.recv().await? {
-                    Ok(chunk) => buffered = chunk.into_iter(),
-                    // The reader stops after an error, so the stream ends after it.
-                    Err(error) => return Some((Err(error), (chunk_rx, Vec::new().into_iter()))),
-                }
-            }
-        })
-        .boxed();
+        let mut chunk_rx = chunk_rx;
+        let items = converge_core::flatten_chunks(futures::stream::poll_fn(move |cx| chunk_rx.poll_recv(cx)));
         Ok(Scan { read_time, items })
     }
 }
