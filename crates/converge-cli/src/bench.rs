@@ -76,6 +76,21 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild of one tenant of N documents on the embedded default: documents/s and
+    /// peak memory, each size in its own process.
+    Rebuild {
+        /// Tenant sizes, documents (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [300_000u64, 1_000_000])]
+        records: Vec<u64>,
+        /// Update this results file's rebuild section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Keep the generated data directories.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// One reconciler run in this process, printed as one JSON line with its peak
     /// resident memory (the reconcile benchmark runs each in its own process).
     #[command(hide = true)]
@@ -139,6 +154,17 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&result)?);
             } else {
                 println!("{}", bench_reconcile::markdown(&result));
+            }
+            Ok(())
+        }
+        BenchCommand::Rebuild { records, results, keep, json } => {
+            let sizes = crate::bench_rebuild::run(&records, keep).await?;
+            if let Some(path) = results {
+                crate::bench_rebuild::write_results(&path, &sizes)?;
+                eprintln!("wrote {}", path.display());
+            }
+            if json {
+                println!("{}", serde_json::to_string(&sizes)?);
             }
             Ok(())
         }

@@ -10,14 +10,18 @@
 //! - [`drill_cloud`]: `converge drill --backend cloud`, the same on both emulators.
 //! - [`eventarc_front`]: Eventarc's delivery (at least once, retried) in front of the
 //!   sync function, for the Firestore emulator, which posts each event once.
+//! - [`rebuild`]: `converge rebuild` / `converge import`, one tenant through the rebuild
+//!   function on loopback, with a local ID token.
 //! - [`reconcile`]: `converge reconcile`, one reconciler run on a data directory.
 //! - [`sql`]: `converge sql`, a query on the embedded warehouse, one JSON object per row.
 //! - [`serve`]: `converge serve`, the sync function and the relay in one process.
 //! - [`bench`]: `converge bench sync`, the sync path measured over loopback HTTP.
 //! - [`bench_reconcile`]: `converge bench reconcile`, reconciliation beside reladiff.
+//! - [`bench_rebuild`]: `converge bench rebuild`, rebuild throughput and memory.
 //! - [`render`]: human-readable output.
 
 pub mod bench;
+pub mod bench_rebuild;
 pub mod bench_reconcile;
 pub mod dataset;
 pub mod demo;
@@ -25,6 +29,7 @@ pub mod demo_cloud;
 pub mod drill;
 pub mod drill_cloud;
 pub mod eventarc_front;
+pub mod rebuild;
 pub mod reconcile;
 pub mod render;
 pub mod serve;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use converge_cli::{bench, demo, demo_cloud, drill, drill_cloud, reconcile, render, serve, sql};
+use converge_cli::{bench, demo, demo_cloud, drill, drill_cloud, rebuild, reconcile, render, serve, sql};
 
 #[derive(Parser)]
 #[command(name = "converge", version, about = "Keeps an analytics copy of a Firestore database honest.")]
@@ -61,6 +61,18 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DemoBackend::Embedded)]
         backend: DemoBackend,
     },
+    /// Rebuild one tenant's derived rows from the source, atomically, through the
+    /// rebuild function (served here on loopback, called with a local ID token).
+    Rebuild {
+        #[command(flatten)]
+        args: RebuildArgs,
+    },
+    /// Onboard a tenant that already has data: a rebuild capped in documents/s so live
+    /// sync keeps its share.
+    Import {
+        #[command(flatten)]
+        args: RebuildArgs,
+    },
     /// Run one query on the embedded warehouse; prints one JSON object per row.
     Sql {
         #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
@@ -79,6 +91,50 @@ enum Command {
         #[command(subcommand)]
         which: bench::BenchCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct RebuildArgs {
+    #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+    data_dir: PathBuf,
+    #[arg(long)]
+    tenant: String,
+    /// Only these changelog tables (comma-separated); all mirrored tables when absent.
+    #[arg(long, value_delimiter = ',')]
+    tables: Option<Vec<String>>,
+    /// Cap on documents read per second (`import` defaults to 20000).
+    #[arg(long)]
+    max_docs_per_second: Option<u32>,
+    /// What makes this rebuild this one, for its batch id (default: today's date).
+    #[arg(long)]
+    key: Option<String>,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `converge import`'s default cap: a fifth of what one sync instance sustains.
+const IMPORT_DOCS_PER_SECOND: u32 = 20_000;
+
+async fn rebuild_command(args: RebuildArgs, default_cap: Option<u32>) -> anyhow::Result<()> {
+    if std::env::var(converge_http::env::LOG).is_err() {
+        std::env::set_var(converge_http::env::LOG, "warn");
+    }
+    converge_http::telemetry::init("converge-rebuild");
+    let settings = converge_http::Settings::from_env()?;
+    let request = converge_rebuild::RebuildRequest {
+        tenant: args.tenant,
+        tables: args.tables,
+        key: args.key,
+        max_docs_per_second: args.max_docs_per_second.or(default_cap),
+    };
+    let summary = rebuild::run(rebuild::RebuildOptions { data_dir: args.data_dir, mirror: settings.mirror, request, progress: !args.json }).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", render::rebuild(&summary));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -143,6 +199,8 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Rebuild { args } => rebuild_command(args, None).await?,
+        Command::Import { args } => rebuild_command(args, Some(IMPORT_DOCS_PER_SECOND)).await?,
         Command::Sql { data_dir, query } => {
             converge_http::telemetry::init("converge-sql");
             sql::run(&data_dir, &query, &mut std::io::stdout().lock()).await?;

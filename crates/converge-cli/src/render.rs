@@ -110,3 +110,23 @@ pub fn drill(summary: &DrillSummary) -> String {
     let _ = writeln!(out, "\n  total {:.1} s", summary.total_millis as f64 / 1000.0);
     out
 }
+
+pub fn rebuild(summary: &crate::rebuild::RebuildSummary) -> String {
+    let run = &summary.run;
+    let mut out = String::new();
+    let _ = writeln!(out, "\nRebuild {} — batch {} — {}", run.tenant, run.batch_id, run.outcome);
+    let _ = writeln!(out, "  {:<12} {:>10} {:>11} {:>8}  {}", "table", "documents", "tombstones", "skipped", "source read at");
+    for t in &run.tables {
+        let _ = writeln!(out, "  {:<12} {:>10} {:>11} {:>8}  {}", t.table, t.documents, t.tombstones, t.skipped, t.source_read_time);
+    }
+    let rate = run.documents as f64 * 1000.0 / run.millis.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "  {} rows written ({} already stored), {} ms, {:.0} documents/s, peak RSS {:.0} MB",
+        run.rows_written, run.duplicates, run.millis, rate, summary.peak_rss_mb
+    );
+    if !run.skipped_docs.is_empty() {
+        let _ = writeln!(out, "  NOT rebuilt (cannot be mirrored as they are): {}", run.skipped_docs.join(", "));
+    }
+    out
+}
