@@ -82,7 +82,7 @@ ENV_FILE=${CONVERGE_DEPLOY_ENV:-deploy/converge.env}
 [[ -f $ENV_FILE ]] || die "no configuration at $ENV_FILE: cp deploy/converge.env.example deploy/converge.env and fill it in (or set CONVERGE_DEPLOY_ENV)"
 
 KEYS=(PROJECT REGION FIRESTORE_DATABASE FIRESTORE_LOCATION BIGQUERY_DATASET BIGQUERY_LOCATION
-  TRIGGER_PATH_PATTERNS CONVERGE_CONFIG IMAGE_REPOSITORY IMAGE_TAG SCHEDULE_TIME_ZONE)
+  TRIGGER_PATH_PATTERNS CONVERGE_CONFIG IMAGE_REPOSITORY IMAGE_TAG SCHEDULE_TIME_ZONE REBUILD_CALLERS)
 declare -A CFG=()
 lineno=0
 while IFS= read -r line || [[ -n $line ]]; do
@@ -134,6 +134,11 @@ IMAGE_REPOSITORY=$(setting IMAGE_REPOSITORY converge)
 check IMAGE_REPOSITORY "$IMAGE_REPOSITORY" '^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$' "an Artifact Registry repository id (a-z, 0-9 and -, starting with a letter)"
 SCHEDULE_TIME_ZONE=$(setting SCHEDULE_TIME_ZONE Etc/UTC)
 check SCHEDULE_TIME_ZONE "$SCHEDULE_TIME_ZONE" '^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$' "an IANA time zone such as Etc/UTC or Europe/Paris"
+
+# Who may call the rebuild function (its in-app ID-token check; Cloud Run's IAM check
+# comes first): emails of people or service accounts, separated by commas.
+REBUILD_CALLERS=$(setting REBUILD_CALLERS)
+check REBUILD_CALLERS "$REBUILD_CALLERS" '^[^,[:space:]@]+@[^,[:space:]@]+(,[[:space:]]*[^,[:space:]@]+@[^,[:space:]@]+)*$' "comma-separated emails allowed to rebuild (operators, or a service account)"
 
 CONVERGE_CONFIG=$(setting CONVERGE_CONFIG)
 if [[ -n $CONVERGE_CONFIG ]]; then
@@ -281,6 +286,14 @@ fi
 # variables are substituted (no envsubst of the whole environment), and a placeholder
 # left over fails naming it.
 
+if dry; then
+  show gcloud projects describe "$PROJECT" --format='value(projectNumber)'
+  PROJECT_NUMBER=000000000000
+else
+  PROJECT_NUMBER=$(gcloud projects describe "$PROJECT" --format='value(projectNumber)' --quiet)
+  [[ $PROJECT_NUMBER =~ ^[0-9]+$ ]] || die "could not read the project number of $PROJECT (gcloud projects describe)"
+fi
+
 RENDER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/converge-deploy.XXXXXX")
 dry || trap 'rm -rf "$RENDER_DIR"' EXIT
 
@@ -291,6 +304,9 @@ render() { # FUNCTION SERVICE IMAGE -> $RENDER_DIR/FUNCTION.yaml
     [PROJECT]=$PROJECT [REGION]=$REGION [FIRESTORE_DATABASE]=$FIRESTORE_DATABASE
     [BIGQUERY_DATASET]=$BIGQUERY_DATASET [BIGQUERY_LOCATION]=$BIGQUERY_LOCATION
     [CONFIG_SECRET_VERSION]=$CONFIG_SECRET_VERSION
+    # Known before the first deployment: Cloud Run's deterministic URL. The rebuild
+    # function checks that ID tokens were minted for exactly this audience.
+    [SERVICE_URL]="https://$2-$PROJECT_NUMBER.$REGION.run.app" [REBUILD_CALLERS]=$REBUILD_CALLERS
   )
   if [[ -n $CONVERGE_CONFIG ]]; then
     text=$(sed 's/[[:space:]]*#if-config$//' "deploy/services/$fn.yaml")
@@ -395,7 +411,15 @@ for entry in "${SELECTED[@]}"; do
       fi
       ;;
     http)
-      note "$service takes authenticated HTTP requests only: grant operators roles/run.invoker on it (deploy/README.md)"
+      note "$service takes authenticated HTTP requests only, from: $REBUILD_CALLERS. Grant each of them roles/run.invoker on it:"
+      IFS=',' read -r -a callers <<<"$REBUILD_CALLERS"
+      for caller in "${callers[@]}"; do
+        caller=${caller//[[:space:]]/}
+        member="user:$caller"
+        [[ $caller == *.gserviceaccount.com ]] && member="serviceAccount:$caller"
+        show gcloud run services add-iam-policy-binding "$service" --region="$REGION" --member="$member" --role=roles/run.invoker "${G[@]}"
+      done
+      note "call it with an ID token minted for audience $url and carrying a caller's email, in both Authorization and X-Serverless-Authorization (deploy/README.md, \"Rebuild\")"
       ;;
     *) die "FUNCTIONS: unknown kind '$kind' for $fn" ;;
   esac

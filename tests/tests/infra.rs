@@ -147,12 +147,30 @@ fn deploy_dry_run_prints_the_deployment() {
         "--destination-run-service=converge-sync",
         "--destination-run-path=/",
         "--service-account=converge-eventarc@my-project-id.iam.gserviceaccount.com",
-        "skipping rebuild: functions/rebuild does not exist yet",
+        "_FUNCTION=rebuild,",
+        "+ gcloud run services add-iam-policy-binding converge-rebuild --region=europe-west1 --member=user:ops@example.com --role=roles/run.invoker",
         "_FUNCTION=reconciler,",
         "+ gcloud scheduler jobs create http converge-reconciler",
         "--oidc-service-account-email=converge-scheduler@my-project-id.iam.gserviceaccount.com",
     ] {
         assert!(out.contains(expected), "dry run output lacks {expected:?}:\n{out}");
+    }
+}
+
+#[test]
+fn the_rebuild_service_checks_tokens_for_its_own_url_and_the_configured_callers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = dry_run(&repo().join("deploy/converge.env.example"), tmp.path());
+    assert!(ok, "{stdout}{stderr}");
+    let dir = stdout.lines().find_map(|l| l.strip_prefix("==> service definitions rendered in ")).expect("rendered path printed");
+    let yaml = std::fs::read_to_string(Path::new(dir).join("rebuild.yaml")).unwrap();
+    assert!(!yaml.contains("${"), "placeholder left:\n{yaml}");
+    for (name, value) in [
+        (converge_http::env::AUTH_AUDIENCE, "\"https://converge-rebuild-000000000000.europe-west1.run.app\""),
+        (converge_http::env::AUTH_ALLOWED_EMAILS, "\"ops@example.com\""),
+        (converge_http::env::BACKEND, "cloud"),
+    ] {
+        assert!(yaml.contains(&format!("- name: {name}\n              value: {value}\n")), "{name}={value} missing:\n{yaml}");
     }
 }
 

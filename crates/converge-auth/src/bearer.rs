@@ -1,10 +1,12 @@
 //! Finding the bearer token in a request's headers.
 //!
-//! `X-Serverless-Authorization` wins over `Authorization`: with Cloud Run's IAM invoker
-//! check on, Cloud Run verifies the token in `Authorization` and hands the app a copy
+//! Cloud Run's IAM invoker check verifies the caller's token and hands the app a copy
 //! whose signature is replaced by `SIGNATURE_REMOVED_BY_GOOGLE`, which no key can
-//! verify. A token in `X-Serverless-Authorization` reaches the app intact (Cloud Run
-//! checks that one instead), so callers send it there and the app checks it again.
+//! verify. It checks `X-Serverless-Authorization` when present, else `Authorization`,
+//! and leaves the other header as sent. So a caller that sends its ID token in both
+//! headers gets one intact copy to the app whichever the platform checked: the app
+//! verifies the first intact token, `X-Serverless-Authorization` first, and skips a
+//! stripped one.
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName};
@@ -18,20 +20,23 @@ pub const SERVERLESS_AUTHORIZATION: HeaderName = HeaderName::from_static("x-serv
 /// `Authorization` token it forwards.
 pub const REMOVED_SIGNATURE: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
 
-/// The token of `X-Serverless-Authorization: Bearer <token>` if that header is
-/// present, else of `Authorization: Bearer <token>`.
+/// The first token, of `X-Serverless-Authorization` then `Authorization`, that still
+/// carries its signature. A malformed header is an error, not skipped: two
+/// credentials where one is garbage is not a request to guess about.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
-    if headers.contains_key(&SERVERLESS_AUTHORIZATION) {
-        return token_of(headers, &SERVERLESS_AUTHORIZATION, "X-Serverless-Authorization");
-    }
-    if headers.contains_key(AUTHORIZATION) {
-        let token = token_of(headers, &AUTHORIZATION, "Authorization")?;
+    let mut stripped = false;
+    for (name, shown) in [(&SERVERLESS_AUTHORIZATION, "X-Serverless-Authorization"), (&AUTHORIZATION, "Authorization")] {
+        if !headers.contains_key(name) {
+            continue;
+        }
+        let token = token_of(headers, name, shown)?;
         if token.rsplit('.').next() == Some(REMOVED_SIGNATURE) {
-            return Err(AuthError::SignatureRemovedByProxy);
+            stripped = true;
+            continue;
         }
         return Ok(token);
     }
-    Err(AuthError::MissingToken)
+    Err(if stripped { AuthError::SignatureRemovedByProxy } else { AuthError::MissingToken })
 }
 
 fn token_of<'h>(headers: &'h HeaderMap, name: &HeaderName, shown: &'static str) -> Result<&'h str, AuthError> {
@@ -118,5 +123,19 @@ mod tests {
     fn names_the_signature_cloud_run_removed() {
         let stripped = headers(&[(&AUTHORIZATION, "Bearer eyJh.eyJp.SIGNATURE_REMOVED_BY_GOOGLE")]);
         assert_eq!(bearer_token(&stripped), Err(AuthError::SignatureRemovedByProxy));
+    }
+
+    #[test]
+    fn the_intact_copy_counts_whichever_header_cloud_run_checked() {
+        // Cloud Run checked X-Serverless-Authorization: Authorization arrives as sent.
+        let checked_serverless =
+            headers(&[(&SERVERLESS_AUTHORIZATION, "Bearer eyJh.eyJp.SIGNATURE_REMOVED_BY_GOOGLE"), (&AUTHORIZATION, "Bearer eyJh.eyJp.sig")]);
+        assert_eq!(bearer_token(&checked_serverless), Ok("eyJh.eyJp.sig"));
+        // Cloud Run checked Authorization (no X-Serverless-Authorization sent).
+        let both_stripped = headers(&[
+            (&SERVERLESS_AUTHORIZATION, "Bearer eyJh.eyJp.SIGNATURE_REMOVED_BY_GOOGLE"),
+            (&AUTHORIZATION, "Bearer eyJh.eyJp.SIGNATURE_REMOVED_BY_GOOGLE"),
+        ]);
+        assert_eq!(bearer_token(&both_stripped), Err(AuthError::SignatureRemovedByProxy));
     }
 }
