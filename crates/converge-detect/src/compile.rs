@@ -1,0 +1,422 @@
+//! The compiler: one validated [`DetectorSpec`] → one SQL query for one dialect.
+//!
+//! Every query returns [`RESULT_COLUMNS`], one row per firing entity, ordered by tenant
+//! and entity id. The run date and tenant are bound parameters (DuckDB `$1`/`$2`,
+//! BigQuery `@as_of`/`@tenant`), as are entity-id patterns; what is inlined — the
+//! entity type, metric names, numbers — comes from a validated spec only.
+//!
+//! Shape of a declarative query: one scan of `daily_entity_metrics` restricted to the
+//! entity type, the metrics read and the dates of both windows (partition and cluster
+//! pruning on BigQuery, zone maps on DuckDB), then one `GROUP BY` that sums each metric
+//! per window with conditional aggregates, then the measure, the volume gate and the
+//! comparison.
+
+use std::fmt::{self, Write as _};
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::error::CompileError;
+use crate::spec::{Comparison, DetectorSpec, EntityFilter, Form, Measure, MinVolume, Windows};
+
+/// The table every detector reads.
+pub const METRICS_TABLE: &str = "daily_entity_metrics";
+
+/// The columns every detector query returns, in order (raw SQL included).
+pub const RESULT_COLUMNS: [&str; 7] =
+    ["tenant", "entity_type", "entity_id", "recent_value", "baseline_value", "volume", "reference_value"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    #[serde(rename = "duckdb")]
+    DuckDb,
+    #[serde(rename = "bigquery")]
+    BigQuery,
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Dialect::DuckDb => "duckdb",
+            Dialect::BigQuery => "bigquery",
+        })
+    }
+}
+
+impl Dialect {
+    pub(crate) fn raw_sql_field(self) -> &'static str {
+        match self {
+            Dialect::DuckDb => "raw_sql.duckdb",
+            Dialect::BigQuery => "raw_sql.bigquery",
+        }
+    }
+
+    /// The parameters a raw-SQL query must use: run date, then tenant.
+    pub(crate) fn raw_sql_placeholders(self) -> [&'static str; 2] {
+        match self {
+            Dialect::DuckDb => ["$1", "$2"],
+            Dialect::BigQuery => ["@as_of", "@tenant"],
+        }
+    }
+
+    fn double_type(self) -> &'static str {
+        match self {
+            Dialect::DuckDb => "DOUBLE",
+            Dialect::BigQuery => "FLOAT64",
+        }
+    }
+
+    fn string_type(self) -> &'static str {
+        match self {
+            Dialect::DuckDb => "VARCHAR",
+            Dialect::BigQuery => "STRING",
+        }
+    }
+
+    /// `numerator / denominator`, NULL unless the denominator is positive. BigQuery
+    /// gets SAFE_DIVIDE as well: its CASE is not documented to short-circuit errors.
+    fn ratio(self, numerator: &str, denominator: &str) -> String {
+        match self {
+            Dialect::DuckDb => format!("CASE WHEN {denominator} > 0 THEN {numerator} / {denominator} END"),
+            Dialect::BigQuery => {
+                format!("CASE WHEN {denominator} > 0 THEN SAFE_DIVIDE({numerator}, {denominator}) END")
+            }
+        }
+    }
+
+    fn percentile_over_tenant(self, expr: &str, percentile: f64) -> String {
+        let p = number(percentile);
+        match self {
+            Dialect::DuckDb => format!("quantile_cont({expr}, {p}) OVER (PARTITION BY tenant)"),
+            Dialect::BigQuery => format!("PERCENTILE_CONT({expr}, {p}) OVER (PARTITION BY tenant)"),
+        }
+    }
+}
+
+/// A value bound to a query parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamValue {
+    Date(NaiveDate),
+    /// NULL binds as a typed NULL string (BigQuery type STRING, DuckDB VARCHAR).
+    String(Option<String>),
+}
+
+impl ParamValue {
+    /// The BigQuery query parameter type.
+    pub fn bigquery_type(&self) -> &'static str {
+        match self {
+            ParamValue::Date(_) => "DATE",
+            ParamValue::String(_) => "STRING",
+        }
+    }
+}
+
+/// One parameter: BigQuery binds it by `@name`; DuckDB by position (`$1` is the first
+/// of [`CompiledDetector::params`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryParam {
+    pub name: &'static str,
+    pub value: ParamValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompiledDetector {
+    pub detector_id: String,
+    pub dialect: Dialect,
+    pub sql: String,
+    pub params: Vec<QueryParam>,
+}
+
+/// Compiles `spec` for `dialect`, bound to the run date `as_of` (the last day of the
+/// recent window, inclusive) and one tenant, or every tenant with `None`.
+pub fn compile(
+    spec: &DetectorSpec,
+    dialect: Dialect,
+    as_of: NaiveDate,
+    tenant: Option<&str>,
+) -> Result<CompiledDetector, CompileError> {
+    let mut params = Params::new(dialect);
+    params.push("as_of", ParamValue::Date(as_of));
+    params.push("tenant", ParamValue::String(tenant.map(str::to_string)));
+
+    let sql = match spec.form()? {
+        Form::Raw(raw) => raw
+            .for_dialect(dialect)
+            .ok_or_else(|| CompileError::NotRunnable { detector: spec.id.clone(), dialect })?
+            .trim()
+            .to_string(),
+        Form::Declarative { measure, windows, comparison, min_volume, entity_filter } => {
+            let query = DeclarativeQuery { spec, measure, windows, comparison, min_volume, dialect };
+            query.sql(&mut params, entity_filter)
+        }
+    };
+    Ok(CompiledDetector { detector_id: spec.id.clone(), dialect, sql, params: params.into_vec() })
+}
+
+struct Params {
+    dialect: Dialect,
+    params: Vec<QueryParam>,
+}
+
+impl Params {
+    fn new(dialect: Dialect) -> Params {
+        Params { dialect, params: Vec::new() }
+    }
+
+    /// Adds a parameter and returns the SQL that reads it, typed.
+    fn push(&mut self, name: &'static str, value: ParamValue) -> String {
+        self.params.push(QueryParam { name, value });
+        self.reference(self.params.len() - 1)
+    }
+
+    fn reference(&self, index: usize) -> String {
+        let param = &self.params[index];
+        match self.dialect {
+            // DuckDB infers a parameter's type from its first use; casting makes the type
+            // explicit wherever it is read (a NULL tenant included).
+            Dialect::DuckDb => match param.value {
+                ParamValue::Date(_) => format!("CAST(${} AS DATE)", index + 1),
+                ParamValue::String(_) => format!("CAST(${} AS VARCHAR)", index + 1),
+            },
+            Dialect::BigQuery => format!("@{}", param.name),
+        }
+    }
+
+    fn get(&self, name: &str) -> String {
+        let index = self.params.iter().position(|p| p.name == name).expect("parameter registered before use");
+        self.reference(index)
+    }
+
+    fn into_vec(self) -> Vec<QueryParam> {
+        self.params
+    }
+}
+
+/// A finite f64 as an SQL literal both dialects read as a floating-point number.
+fn number(value: f64) -> String {
+    debug_assert!(value.is_finite(), "validated specs carry finite numbers only");
+    let text = format!("{value:?}");
+    if text.contains(['.', 'e', 'E']) {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
+fn quote(literal: &str) -> String {
+    debug_assert!(literal.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+    format!("'{literal}'")
+}
+
+struct DeclarativeQuery<'a> {
+    spec: &'a DetectorSpec,
+    measure: &'a Measure,
+    windows: &'a Windows,
+    comparison: &'a Comparison,
+    min_volume: Option<&'a MinVolume>,
+    dialect: Dialect,
+}
+
+impl DeclarativeQuery<'_> {
+    fn sql(&self, params: &mut Params, entity_filter: Option<&EntityFilter>) -> String {
+        let dialect = self.dialect;
+        let as_of = params.get("as_of");
+        let tenant = params.get("tenant");
+        let day = |offset: u32| -> String {
+            match (dialect, offset) {
+                (_, 0) => as_of.clone(),
+                (Dialect::DuckDb, n) => format!("{as_of} - {n}"),
+                (Dialect::BigQuery, n) => format!("DATE_SUB({as_of}, INTERVAL {n} DAY)"),
+            }
+        };
+
+        let metrics = self.metrics_read();
+        let metric_list = metrics.iter().map(|m| quote(m)).collect::<Vec<_>>().join(", ");
+        let recent_start = day(self.windows.recent_start_offset());
+        let baseline = self.windows.baseline_offsets().map(|(first, last)| (day(first), day(last)));
+
+        let mut sql = String::new();
+        let _ = writeln!(sql, "-- converge-detect: {} ({}, {})", self.spec.id, self.spec.entity_type, dialect);
+        let _ = writeln!(sql, "WITH scoped AS (");
+        let _ = writeln!(sql, "  SELECT tenant, entity_id, metric, date, value");
+        let _ = writeln!(sql, "  FROM {METRICS_TABLE}");
+        let _ = writeln!(sql, "  WHERE entity_type = {}", quote(self.spec.entity_type.as_str()));
+        let _ = writeln!(sql, "    AND metric IN ({metric_list})");
+        let _ = writeln!(sql, "    AND date BETWEEN {} AND {as_of}", day(self.windows.scan_start_offset()));
+        let _ = writeln!(sql, "    AND ({tenant} IS NULL OR tenant = {tenant})");
+        if let Some(filter) = entity_filter {
+            if let Some(like) = &filter.like {
+                let pattern = params.push("entity_like", ParamValue::String(Some(like.clone())));
+                let _ = writeln!(sql, "    AND entity_id LIKE {pattern}");
+            }
+            if let Some(not_like) = &filter.not_like {
+                let pattern = params.push("entity_not_like", ParamValue::String(Some(not_like.clone())));
+                let _ = writeln!(sql, "    AND entity_id NOT LIKE {pattern}");
+            }
+        }
+        let _ = writeln!(sql, "),");
+
+        // One pass: every metric summed per window with conditional aggregates.
+        let _ = writeln!(sql, "sums AS (");
+        let _ = writeln!(sql, "  SELECT tenant, entity_id,");
+        let mut sum_columns = Vec::new();
+        for metric in &metrics {
+            sum_columns.push(format!(
+                "    COALESCE(SUM(CASE WHEN metric = {} AND date >= {recent_start} THEN value END), 0.0) AS recent_{metric}",
+                quote(metric)
+            ));
+            if let Some((first, last)) = &baseline {
+                sum_columns.push(format!(
+                    "    COALESCE(SUM(CASE WHEN metric = {} AND date BETWEEN {first} AND {last} THEN value END), 0.0) AS baseline_{metric}",
+                    quote(metric)
+                ));
+            }
+        }
+        let _ = writeln!(sql, "{}", sum_columns.join(",\n"));
+        let _ = writeln!(sql, "  FROM scoped");
+        let _ = writeln!(sql, "  GROUP BY tenant, entity_id");
+        let _ = writeln!(sql, "),");
+
+        let null_double = format!("CAST(NULL AS {})", dialect.double_type());
+        let volume_metric = self.volume_metric();
+        let _ = writeln!(sql, "measured AS (");
+        let _ = writeln!(sql, "  SELECT tenant, entity_id,");
+        let _ = writeln!(sql, "    {} AS recent_value,", self.measure_expr("recent", 1.0));
+        let baseline_value = match self.windows.baseline_days {
+            Some(baseline_days) => {
+                // A sum over a longer baseline is rescaled to the recent window's length.
+                let rescale = f64::from(self.windows.recent_days) / f64::from(baseline_days);
+                self.measure_expr("baseline", rescale)
+            }
+            None => null_double.clone(),
+        };
+        let _ = writeln!(sql, "    {baseline_value} AS baseline_value,");
+        let _ = writeln!(sql, "    recent_{volume_metric} AS volume,");
+        let baseline_volume =
+            if baseline.is_some() { format!("baseline_{volume_metric}") } else { null_double.clone() };
+        let _ = writeln!(sql, "    {baseline_volume} AS baseline_volume");
+        let _ = writeln!(sql, "  FROM sums");
+        let _ = writeln!(sql, "),");
+
+        let mut gates = Vec::new();
+        if let Some(min_volume) = self.min_volume {
+            if let Some(recent) = min_volume.recent {
+                gates.push(format!("volume >= {}", number(recent)));
+            }
+            if let Some(minimum) = min_volume.baseline {
+                gates.push(format!("baseline_volume >= {}", number(minimum)));
+            }
+        }
+        let _ = writeln!(sql, "gated AS (");
+        let _ = writeln!(sql, "  SELECT * FROM measured");
+        if !gates.is_empty() {
+            let _ = writeln!(sql, "  WHERE {}", gates.join(" AND "));
+        }
+        let _ = writeln!(sql, "),");
+
+        let (reference, condition) = self.comparison_sql();
+        let _ = writeln!(sql, "compared AS (");
+        let _ = writeln!(sql, "  SELECT *, {reference} AS reference_value");
+        let _ = writeln!(sql, "  FROM gated");
+        let _ = writeln!(sql, ")");
+        let _ = writeln!(
+            sql,
+            "SELECT tenant, CAST({} AS {}) AS entity_type, entity_id, recent_value, baseline_value, volume, reference_value",
+            quote(self.spec.entity_type.as_str()),
+            dialect.string_type()
+        );
+        let _ = writeln!(sql, "FROM compared");
+        let _ = writeln!(sql, "WHERE {condition}");
+        let _ = write!(sql, "ORDER BY tenant, entity_id");
+        sql
+    }
+
+    /// Metrics read, without repeats, in the order the spec names them.
+    fn metrics_read(&self) -> Vec<&str> {
+        let mut metrics: Vec<&str> = Vec::new();
+        let gate = self.min_volume.map(|g| g.metric.as_str());
+        for metric in self.measure.metrics().into_iter().chain(gate) {
+            if !metrics.contains(&metric) {
+                metrics.push(metric);
+            }
+        }
+        metrics
+    }
+
+    fn volume_metric(&self) -> &str {
+        match (self.min_volume, self.measure) {
+            (Some(gate), _) => &gate.metric,
+            (None, Measure::Ratio { denominator, .. }) => denominator,
+            (None, Measure::Sum { metric, .. }) => metric,
+        }
+    }
+
+    /// The measure over one window's sums; `rescale` applies to sums only (a ratio of
+    /// two sums does not depend on the window's length).
+    fn measure_expr(&self, window: &str, rescale: f64) -> String {
+        match self.measure {
+            Measure::Sum { metric, scale } => {
+                let factor = scale * rescale;
+                if factor == 1.0 {
+                    format!("{window}_{metric}")
+                } else {
+                    format!("{window}_{metric} * {}", number(factor))
+                }
+            }
+            Measure::Ratio { numerator, denominator, scale } => {
+                let ratio = self.dialect.ratio(&format!("{window}_{numerator}"), &format!("{window}_{denominator}"));
+                if *scale == 1.0 {
+                    ratio
+                } else {
+                    format!("({ratio}) * {}", number(*scale))
+                }
+            }
+        }
+    }
+
+    /// (reference_value expression, firing condition). NULL recent values never fire:
+    /// every condition is a comparison, and comparisons with NULL are not true.
+    fn comparison_sql(&self) -> (String, String) {
+        match *self.comparison {
+            Comparison::BelowFractionOfBaseline { fraction } => (
+                format!("baseline_value * {}", number(fraction)),
+                "baseline_value > 0 AND recent_value < reference_value".to_string(),
+            ),
+            Comparison::AboveFractionOfBaseline { fraction } => (
+                format!("baseline_value * {}", number(fraction)),
+                "baseline_value > 0 AND recent_value > reference_value".to_string(),
+            ),
+            Comparison::AbsoluteBelow { threshold } => {
+                (number(threshold), "recent_value < reference_value".to_string())
+            }
+            Comparison::AbsoluteAbove { threshold } => {
+                (number(threshold), "recent_value > reference_value".to_string())
+            }
+            Comparison::PercentileBelow { percentile, factor } => (
+                format!("{} * {}", self.dialect.percentile_over_tenant("recent_value", percentile), number(factor)),
+                "recent_value < reference_value".to_string(),
+            ),
+            Comparison::PercentileAbove { percentile, factor } => (
+                format!("{} * {}", self.dialect.percentile_over_tenant("recent_value", percentile), number(factor)),
+                "recent_value > reference_value".to_string(),
+            ),
+            Comparison::DropToZero => {
+                ("0.0".to_string(), "baseline_value > 0 AND recent_value = reference_value".to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_float_literals() {
+        assert_eq!(number(100.0), "100.0");
+        assert_eq!(number(0.7), "0.7");
+        assert_eq!(number(-2.5), "-2.5");
+        assert_eq!(number(0.25), "0.25");
+    }
+}

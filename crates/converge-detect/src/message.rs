@@ -1,0 +1,218 @@
+//! Result rows and the message template rendered from them.
+//!
+//! The SQL returns numbers; the words are rendered here, in Rust, so both backends
+//! produce the same text and a template can be checked before anything runs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SpecProblem;
+use crate::spec::DetectorSpec;
+
+/// One firing entity: a row of [`crate::RESULT_COLUMNS`] as read from either backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectorRow {
+    pub tenant: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    /// The measure over the recent window (NULL only for raw SQL that allows it).
+    pub recent_value: Option<f64>,
+    /// The measure over the baseline window (sums rescaled to the recent window's
+    /// length); NULL without a baseline window or with a zero denominator.
+    pub baseline_value: Option<f64>,
+    /// Recent-window sum of the gating metric (`min_volume.metric`, else the ratio's
+    /// denominator, else the summed metric).
+    pub volume: Option<f64>,
+    /// What `recent_value` was compared with (baseline × fraction, factor × percentile,
+    /// the threshold, or 0).
+    pub reference_value: Option<f64>,
+}
+
+impl DetectorRow {
+    /// Relative change of the recent value against the baseline, in percent; `None`
+    /// without a non-zero baseline.
+    pub fn change_pct(&self) -> Option<f64> {
+        match (self.recent_value, self.baseline_value) {
+            (Some(recent), Some(baseline)) if baseline != 0.0 => Some((recent - baseline) / baseline.abs() * 100.0),
+            _ => None,
+        }
+    }
+}
+
+/// The placeholders a message template may use, each written `{name}`.
+pub const PLACEHOLDERS: &[(&str, &str)] = &[
+    ("tenant", "the tenant"),
+    ("entity_type", "the entity type (page, campaign, ...)"),
+    ("entity_id", "the entity's canonical id"),
+    ("title", "the detector's title"),
+    ("recent", "the recent value"),
+    ("baseline", "the baseline value"),
+    ("reference", "the value compared with (threshold, baseline × fraction, percentile × factor)"),
+    ("volume", "the recent-window volume"),
+    ("change_pct", "signed change of recent against baseline, e.g. -42.1%"),
+    ("recent_days", "length of the recent window"),
+    ("baseline_days", "length of the baseline window"),
+];
+
+/// A template is literal text with `{placeholder}`s; braces have no other use.
+pub(crate) fn check_template(template: &str) -> Result<(), SpecProblem> {
+    for segment in parse(template)? {
+        if let Segment::Placeholder(name) = segment {
+            if !PLACEHOLDERS.iter().any(|(known, _)| *known == name) {
+                let known: Vec<String> = PLACEHOLDERS.iter().map(|(known, _)| format!("{{{known}}}")).collect();
+                return Err(SpecProblem::Template {
+                    expected: format!("placeholders among {}", known.join(", ")),
+                    got: format!("{{{name}}}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+enum Segment<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+fn parse(template: &str) -> Result<Vec<Segment<'_>>, SpecProblem> {
+    let mut segments = Vec::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        let open = rest.find('{');
+        let close = rest.find('}');
+        match (open, close) {
+            (None, None) => {
+                segments.push(Segment::Text(rest));
+                break;
+            }
+            (Some(open), Some(close)) if open < close => {
+                let name = &rest[open + 1..close];
+                if name.contains('{') || name.is_empty() {
+                    return Err(SpecProblem::Template {
+                        expected: "a placeholder name between { and }".to_string(),
+                        got: rest[open..=close].to_string(),
+                    });
+                }
+                segments.push(Segment::Text(&rest[..open]));
+                segments.push(Segment::Placeholder(name));
+                rest = &rest[close + 1..];
+            }
+            (Some(open), None) => {
+                return Err(SpecProblem::Template {
+                    expected: "a closing } after {".to_string(),
+                    got: rest[open..].to_string(),
+                });
+            }
+            (_, Some(close)) => {
+                return Err(SpecProblem::Template {
+                    expected: "} only to close a placeholder".to_string(),
+                    got: rest[..=close].to_string(),
+                });
+            }
+        }
+    }
+    Ok(segments)
+}
+
+/// Renders the spec's message for one row. The template was checked when the spec was
+/// validated; an unchecked, malformed template renders as its literal text.
+pub fn render_message(spec: &DetectorSpec, row: &DetectorRow) -> String {
+    let Ok(segments) = parse(&spec.message) else { return spec.message.clone() };
+    let mut out = String::with_capacity(spec.message.len() + 32);
+    for segment in segments {
+        match segment {
+            Segment::Text(text) => out.push_str(text),
+            Segment::Placeholder(name) => out.push_str(&placeholder_value(spec, row, name)),
+        }
+    }
+    out
+}
+
+fn placeholder_value(spec: &DetectorSpec, row: &DetectorRow, name: &str) -> String {
+    let windows = spec.windows.as_ref();
+    match name {
+        "tenant" => row.tenant.clone(),
+        "entity_type" => row.entity_type.clone(),
+        "entity_id" => row.entity_id.clone(),
+        "title" => spec.title.clone(),
+        "recent" => format_optional(row.recent_value),
+        "baseline" => format_optional(row.baseline_value),
+        "reference" => format_optional(row.reference_value),
+        "volume" => format_optional(row.volume),
+        "change_pct" => row.change_pct().map_or_else(|| "n/a".to_string(), |pct| format!("{pct:+.1}%")),
+        "recent_days" => windows.map_or_else(|| "n/a".to_string(), |w| w.recent_days.to_string()),
+        "baseline_days" => windows.and_then(|w| w.baseline_days).map_or_else(|| "n/a".to_string(), |d| d.to_string()),
+        other => format!("{{{other}}}"),
+    }
+}
+
+fn format_optional(value: Option<f64>) -> String {
+    value.map_or_else(|| "n/a".to_string(), format_number)
+}
+
+/// Numbers for people: whole numbers from 100 up, two decimals from 1, three
+/// significant digits below (a 0.15% spam rate must not print as 0.00).
+pub fn format_number(value: f64) -> String {
+    let magnitude = value.abs();
+    let text = if magnitude >= 100.0 {
+        format!("{value:.0}")
+    } else if magnitude >= 1.0 || magnitude == 0.0 {
+        format!("{value:.2}")
+    } else {
+        let decimals = (2 - magnitude.log10().floor() as i32).clamp(0, 12) as usize;
+        format!("{value:.decimals$}")
+    };
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_keep_their_significant_digits() {
+        assert_eq!(format_number(1234.56), "1235");
+        assert_eq!(format_number(12.345), "12.35");
+        assert_eq!(format_number(3.0), "3");
+        assert_eq!(format_number(0.0), "0");
+        assert_eq!(format_number(0.15), "0.15");
+        assert_eq!(format_number(0.001234), "0.00123");
+        assert_eq!(format_number(-0.5), "-0.5");
+    }
+
+    #[test]
+    fn templates_reject_unknown_and_unbalanced_placeholders() {
+        assert!(check_template("Rate on {entity_id} is {recent} ({change_pct})").is_ok());
+        assert!(check_template("no placeholders").is_ok());
+        let unknown = check_template("{entity} fell").unwrap_err().to_string();
+        assert!(unknown.contains("got \"{entity}\""), "{unknown}");
+        assert!(unknown.contains("{entity_id}"), "{unknown}");
+        let unclosed = check_template("fell to {recent").unwrap_err().to_string();
+        assert!(unclosed.contains("a closing }"), "{unclosed}");
+        let stray = check_template("fell } to").unwrap_err().to_string();
+        assert!(stray.contains("} only to close"), "{stray}");
+        assert!(check_template("empty {} here").is_err());
+    }
+
+    #[test]
+    fn change_pct_needs_a_non_zero_baseline() {
+        let mut row = DetectorRow {
+            tenant: "t".into(),
+            entity_type: "page".into(),
+            entity_id: "/".into(),
+            recent_value: Some(3.0),
+            baseline_value: Some(4.0),
+            volume: None,
+            reference_value: None,
+        };
+        assert_eq!(row.change_pct(), Some(-25.0));
+        row.baseline_value = Some(0.0);
+        assert_eq!(row.change_pct(), None);
+        row.baseline_value = None;
+        assert_eq!(row.change_pct(), None);
+    }
+}
