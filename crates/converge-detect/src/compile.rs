@@ -78,7 +78,9 @@ impl Dialect {
     /// gets SAFE_DIVIDE as well: its CASE is not documented to short-circuit errors.
     fn ratio(self, numerator: &str, denominator: &str) -> String {
         match self {
-            Dialect::DuckDb => format!("CASE WHEN {denominator} > 0 THEN {numerator} / {denominator} END"),
+            Dialect::DuckDb => {
+                format!("CASE WHEN {denominator} > 0 THEN {numerator} / {denominator} END")
+            }
             Dialect::BigQuery => {
                 format!("CASE WHEN {denominator} > 0 THEN SAFE_DIVIDE({numerator}, {denominator}) END")
             }

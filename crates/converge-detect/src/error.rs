@@ -26,9 +26,7 @@ pub enum SpecProblem {
     BadNumber { field: &'static str, expected: &'static str, got: f64 },
     #[error("{field}: expected a value, because {because}")]
     MissingField { field: &'static str, because: &'static str },
-    #[error(
-        "expected either raw_sql or the declarative fields, got raw_sql together with {declarative_fields}"
-    )]
+    #[error("expected either raw_sql or the declarative fields, got raw_sql together with {declarative_fields}")]
     MixedForms { declarative_fields: String },
     #[error("{field}: expected a LIKE pattern of 1 to 200 characters without control characters, got {got:?}")]
     BadPattern { field: &'static str, got: String },

@@ -117,7 +117,9 @@ fn parse(template: &str) -> Result<Vec<Segment<'_>>, SpecProblem> {
 /// Renders the spec's message for one row. The template was checked when the spec was
 /// validated; an unchecked, malformed template renders as its literal text.
 pub fn render_message(spec: &DetectorSpec, row: &DetectorRow) -> String {
-    let Ok(segments) = parse(&spec.message) else { return spec.message.clone() };
+    let Ok(segments) = parse(&spec.message) else {
+        return spec.message.clone();
+    };
     let mut out = String::with_capacity(spec.message.len() + 32);
     for segment in segments {
         match segment {

@@ -32,8 +32,8 @@ impl Pack {
 
     /// A TOML pack: `[[detector]]` tables. `source_name` names it in errors.
     pub fn from_toml(source_name: &str, text: &str) -> Result<Pack, PackError> {
-        let file: PackFile = toml::from_str(text)
-            .map_err(|error| PackError::Toml { source_name: source_name.to_string(), error })?;
+        let file: PackFile =
+            toml::from_str(text).map_err(|error| PackError::Toml { source_name: source_name.to_string(), error })?;
         Pack::from_specs(source_name, file.detector)
     }
 

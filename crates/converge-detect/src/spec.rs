@@ -341,7 +341,9 @@ impl DetectorSpec {
                     because: "a volume gate needs a minimum for at least one window",
                 }));
             }
-            for (field, value) in [("min_volume.recent", min_volume.recent), ("min_volume.baseline", min_volume.baseline)] {
+            for (field, value) in
+                [("min_volume.recent", min_volume.recent), ("min_volume.baseline", min_volume.baseline)]
+            {
                 if let Some(value) = value {
                     check_number(field, value, "finite and at least 0", |v| v >= 0.0).map_err(fail)?;
                 }
@@ -361,7 +363,8 @@ impl DetectorSpec {
                     because: "an entity filter needs at least one pattern",
                 }));
             }
-            for (field, pattern) in [("entity_filter.like", &filter.like), ("entity_filter.not_like", &filter.not_like)] {
+            for (field, pattern) in [("entity_filter.like", &filter.like), ("entity_filter.not_like", &filter.not_like)]
+            {
                 if let Some(pattern) = pattern {
                     if pattern.is_empty() || pattern.len() > 200 || pattern.chars().any(char::is_control) {
                         return Err(fail(SpecProblem::BadPattern { field, got: pattern.clone() }));
@@ -415,10 +418,8 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
 }
 
 fn check_windows(windows: &Windows) -> Result<(), SpecProblem> {
-    let day_fields = [
-        ("windows.recent_days", Some(windows.recent_days)),
-        ("windows.baseline_days", windows.baseline_days),
-    ];
+    let day_fields =
+        [("windows.recent_days", Some(windows.recent_days)), ("windows.baseline_days", windows.baseline_days)];
     for (field, days) in day_fields {
         if let Some(days) = days {
             if days == 0 {
@@ -488,7 +489,9 @@ fn check_raw_sql(raw: &RawSql) -> Result<(), SpecProblem> {
         });
     }
     for dialect in [Dialect::DuckDb, Dialect::BigQuery] {
-        let Some(sql) = raw.for_dialect(dialect) else { continue };
+        let Some(sql) = raw.for_dialect(dialect) else {
+            continue;
+        };
         if sql.trim().is_empty() {
             return Err(SpecProblem::Empty { field: dialect.raw_sql_field() });
         }

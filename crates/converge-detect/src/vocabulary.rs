@@ -50,11 +50,7 @@ impl EntityType {
 
     /// The metrics the ETL writes for this entity type.
     pub fn metrics(self) -> &'static [MetricDef] {
-        VOCABULARY
-            .iter()
-            .find(|(entity_type, _)| *entity_type == self)
-            .map(|(_, metrics)| *metrics)
-            .unwrap_or(&[])
+        VOCABULARY.iter().find(|(entity_type, _)| *entity_type == self).map(|(_, metrics)| *metrics).unwrap_or(&[])
     }
 
     pub fn has_metric(self, metric: &str) -> bool {

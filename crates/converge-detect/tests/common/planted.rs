@@ -328,8 +328,11 @@ impl Generator {
     fn devices(&mut self) {
         // (id, sessions/day, conversion rate, bounce rate, order value)
         let mobile_cvr = if self.planted { 0.012 } else { 0.022 };
-        let devices =
-            [("desktop", 5000.0, 0.03, 0.35, 70.0), ("mobile", 7000.0, mobile_cvr, 0.45, 55.0), ("tablet", 800.0, 0.025, 0.4, 60.0)];
+        let devices = [
+            ("desktop", 5000.0, 0.03, 0.35, 70.0),
+            ("mobile", 7000.0, mobile_cvr, 0.45, 55.0),
+            ("tablet", 800.0, 0.025, 0.4, 60.0),
+        ];
         for (id, sessions_per_day, cvr, bounce, order_value) in devices {
             for day in 0..DAYS {
                 let (mut day_bounce, mut day_order_value) = (bounce, order_value);
