@@ -31,6 +31,18 @@ resource "google_bigquery_table" "records" {
   deletion_protection = var.deletion_protection
 }
 
+# Every run (reconcile, rebuild, ETL, detectors) records itself here, append-only.
+# The functions create it too (CREATE TABLE IF NOT EXISTS); declared so it exists with
+# the dataset's protection before the first run.
+resource "google_bigquery_table" "converge_runs" {
+  dataset_id  = google_bigquery_dataset.converge.dataset_id
+  table_id    = "converge_runs"
+  description = "Converge run records: reconcile, rebuild, ETL, detectors"
+  # Columns exactly as converge_bigquery::schema::create_runs().
+  schema              = file("${path.module}/schema/converge_runs.json")
+  deletion_protection = var.deletion_protection
+}
+
 # Each document's winner (greatest version; a delete beats a write at the same
 # instant; then event id), tombstones hidden.
 resource "google_bigquery_table" "records_latest" {

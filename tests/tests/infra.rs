@@ -37,6 +37,23 @@ fn body<'a>(statement: &'a str, prefix: &str) -> &'a str {
 }
 
 #[test]
+fn the_runs_table_schema_is_the_code_s_ddl() {
+    let json: serde_json::Value = serde_json::from_str(&read("infra/schema/converge_runs.json")).unwrap();
+    let file: Vec<String> = json
+        .as_array()
+        .expect("a JSON array of fields")
+        .iter()
+        .map(|f| format!("{} {}{}", f["name"].as_str().unwrap(), f["type"].as_str().unwrap(), if f["mode"] == "REQUIRED" { " NOT NULL" } else { "" }))
+        .collect();
+    let config = BigQueryConfig::new(PROJECT, DATASET).unwrap();
+    let ddl = schema::create_runs(&config);
+    let columns = ddl.split_once(" (").and_then(|(_, rest)| rest.split_once(") OPTIONS")).map(|(cols, _)| cols).expect("CREATE TABLE … (columns) OPTIONS");
+    let code: Vec<String> = columns.split(", ").map(str::to_owned).collect();
+    assert_eq!(file, code, "infra/schema/converge_runs.json must list the columns of converge_bigquery::schema::create_runs()");
+    assert!(read("infra/bigquery.tf").contains("schema/converge_runs.json"));
+}
+
+#[test]
 fn the_table_schema_is_the_code_s_columns() {
     let json: serde_json::Value = serde_json::from_str(&read("infra/schema/records.json")).unwrap();
     let file: Vec<(String, String, String)> = json
