@@ -223,3 +223,21 @@ async fn the_rebuild_binary_refuses_callers_without_a_token_and_rebuilds_for_the
     })
     .await;
 }
+
+#[test]
+fn converge_detectors_list_prints_the_shipped_pack_one_json_object_per_line() {
+    let output = Command::new(binary("converge")).args(["detectors", "list", "--json"]).env_clear().output().expect("run converge");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let detectors: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(detectors.len() >= 25, "{} detectors", detectors.len());
+    let mut ids = std::collections::HashSet::new();
+    for d in &detectors {
+        assert!(ids.insert(d["id"].as_str().unwrap().to_owned()), "duplicate id {d}");
+        assert!(d["entity"].is_string() && ["info", "warning", "critical"].contains(&d["severity"].as_str().unwrap()), "{d}");
+    }
+    let entities: std::collections::HashSet<&str> = detectors.iter().map(|d| d["entity"].as_str().unwrap()).collect();
+    for entity in ["page", "campaign", "email", "funnel_step", "device", "traffic_source"] {
+        assert!(entities.contains(entity), "no {entity} detector");
+    }
+}

@@ -6,6 +6,7 @@
 //! - [`dataset`]: the demo's deterministic, realistic records.
 //! - [`demo`]: `converge demo`, the whole embedded pipeline end to end.
 //! - [`demo_cloud`]: `converge demo --backend cloud`, the same on both emulators.
+//! - [`detectors`]: `converge detectors list`, the shipped detector pack.
 //! - [`drill`]: `converge drill`, faults injected into the pipeline, then the reconciler.
 //! - [`drill_cloud`]: `converge drill --backend cloud`, the same on both emulators.
 //! - [`eventarc_front`]: Eventarc's delivery (at least once, retried) in front of the
@@ -26,6 +27,7 @@ pub mod bench_reconcile;
 pub mod dataset;
 pub mod demo;
 pub mod demo_cloud;
+pub mod detectors;
 pub mod drill;
 pub mod drill_cloud;
 pub mod eventarc_front;

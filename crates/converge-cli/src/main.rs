@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use converge_cli::{bench, demo, demo_cloud, drill, drill_cloud, rebuild, reconcile, render, serve, sql};
+use converge_cli::{bench, demo, demo_cloud, detectors, drill, drill_cloud, rebuild, reconcile, render, serve, sql};
 
 #[derive(Parser)]
 #[command(name = "converge", version, about = "Keeps an analytics copy of a Firestore database honest.")]
@@ -73,6 +73,11 @@ enum Command {
         #[command(flatten)]
         args: RebuildArgs,
     },
+    /// The detectors that find patterns in the daily metrics.
+    Detectors {
+        #[command(subcommand)]
+        which: DetectorsCommand,
+    },
     /// Run one query on the embedded warehouse; prints one JSON object per row.
     Sql {
         #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
@@ -90,6 +95,16 @@ enum Command {
     Bench {
         #[command(subcommand)]
         which: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DetectorsCommand {
+    /// The shipped pack: one detector per line.
+    List {
+        /// One JSON object per line (id, title, entity, severity, form, runs_on).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -201,6 +216,22 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Rebuild { args } => rebuild_command(args, None).await?,
         Command::Import { args } => rebuild_command(args, Some(IMPORT_DOCS_PER_SECOND)).await?,
+        Command::Detectors { which: DetectorsCommand::List { json } } => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            for detector in detectors::list()? {
+                let written = if json {
+                    writeln!(out, "{}", serde_json::to_string(&detector)?)
+                } else {
+                    writeln!(out, "{:<40} {:<15} {:<9} {}", detector.id, detector.entity, detector.severity, detector.title)
+                };
+                match written {
+                    // The reader stopped early (`| head`): not an error.
+                    Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    other => other?,
+                }
+            }
+        }
         Command::Sql { data_dir, query } => {
             converge_http::telemetry::init("converge-sql");
             sql::run(&data_dir, &query, &mut std::io::stdout().lock()).await?;
