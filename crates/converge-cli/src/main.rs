@@ -158,11 +158,6 @@ enum DemoBackend {
     Cloud,
 }
 
-/// mimalloc instead of glibc malloc: the per-event and per-row allocations of the sync
-/// path and rebuilds spend far less time in the allocator (see bench/RESULTS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

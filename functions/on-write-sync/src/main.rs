@@ -8,11 +8,6 @@ use converge_backends::Backends;
 use converge_core::SystemClock;
 use converge_sync::{GroupCommitConfig, SyncService};
 
-/// mimalloc instead of glibc malloc: the per-event and per-row allocations of the sync
-/// path and rebuilds spend far less time in the allocator (see bench/RESULTS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     converge_http::telemetry::init("on-write-sync");

@@ -9,11 +9,6 @@ use converge_core::SystemClock;
 use converge_http::Backend;
 use converge_rebuild::Rebuilder;
 
-/// mimalloc instead of glibc malloc: the per-event and per-row allocations of the sync
-/// path and rebuilds spend far less time in the allocator (see bench/RESULTS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     converge_http::telemetry::init("rebuild");
