@@ -191,17 +191,7 @@ impl DuckWarehouse {
         // Redelivery can put the same event twice into one group commit.
         let mut seen = HashSet::with_capacity(rows.len());
         let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let mut by_table: Vec<(&str, Vec<&ChangeRow>)> = Vec::new();
-        for row in &rows {
-            if !seen.insert(row.event_id.as_str()) || recent.contains(&row.event_id) {
-                receipt.duplicates += 1;
-                continue;
-            }
-            match by_table.iter_mut().find(|(t, _)| *t == row.table) {
-                Some((_, list)) => list.push(row),
-                None => by_table.push((row.table.as_str(), vec![row])),
-            }
-        }
+        let by_table = group_by_table(&rows, |row| !seen.insert(row.event_id.as_str()) || recent.contains(&row.event_id), &mut receipt);
         let mut connection = self.writer();
         let transaction = connection.transaction().map_err(|e| db_error("begin append", e))?;
         for (table, table_rows) in by_table {
@@ -236,17 +226,7 @@ impl DuckWarehouse {
             match chunks.blocking_recv() {
                 Some(AtomicChunk::Rows(rows)) => {
                     let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-                    let mut by_table: Vec<(&str, Vec<&ChangeRow>)> = Vec::new();
-                    for row in &rows {
-                        if recent.contains(&row.event_id) {
-                            receipt.duplicates += 1;
-                            continue;
-                        }
-                        match by_table.iter_mut().find(|(t, _)| *t == row.table) {
-                            Some((_, list)) => list.push(row),
-                            None => by_table.push((row.table.as_str(), vec![row])),
-                        }
-                    }
+                    let by_table = group_by_table(&rows, |row| recent.contains(&row.event_id), &mut receipt);
                     drop(recent);
                     for (table, table_rows) in by_table {
                         receipt.written += append_rows(&transaction, &config, table, &table_rows)?;
@@ -259,6 +239,27 @@ impl DuckWarehouse {
         transaction.commit().map_err(|e| db_error("commit atomic append", e))?;
         Ok(receipt)
     }
+}
+
+/// `rows` by table, in first-seen order, without those `is_duplicate` says are stored
+/// already (counted in `receipt.duplicates`).
+fn group_by_table<'r>(
+    rows: &'r [ChangeRow],
+    mut is_duplicate: impl FnMut(&'r ChangeRow) -> bool,
+    receipt: &mut AppendReceipt,
+) -> Vec<(&'r str, Vec<&'r ChangeRow>)> {
+    let mut by_table: Vec<(&str, Vec<&ChangeRow>)> = Vec::new();
+    for row in rows {
+        if is_duplicate(row) {
+            receipt.duplicates += 1;
+            continue;
+        }
+        match by_table.iter_mut().find(|(t, _)| *t == row.table) {
+            Some((_, list)) => list.push(row),
+            None => by_table.push((row.table.as_str(), vec![row])),
+        }
+    }
+    by_table
 }
 
 /// What the async side of an atomic append hands its blocking writer.
@@ -276,31 +277,21 @@ const ATOMIC_CHUNK: usize = 4096;
 
 /// Appends one table's rows inside `transaction`; returns how many.
 fn append_rows(transaction: &duckdb::Transaction<'_>, config: &MirrorConfig, table: &str, rows: &[&ChangeRow]) -> Result<u64, StoreError> {
-    let route = route_of(config, table)?;
-    let mut appender = transaction.appender(table).map_err(|e| db_error("open appender", e))?;
-    append_to(&mut appender, route, rows)?;
-    appender.flush().map_err(|e| db_error("flush appender", e))?;
-    Ok(rows.len() as u64)
-}
-
-fn route_of<'c>(config: &'c MirrorConfig, table: &str) -> Result<&'c converge_core::Route, StoreError> {
-    config.table(table).ok_or_else(|| {
+    let route = config.table(table).ok_or_else(|| {
         StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
-    })
-}
-
-/// Appends `rows` to an open appender of their table (which buffers them; the caller flushes).
-fn append_to(appender: &mut duckdb::Appender<'_>, route: &converge_core::Route, rows: &[&ChangeRow]) -> Result<(), StoreError> {
+    })?;
+    let mut appender = transaction.appender(table).map_err(|e| db_error("open appender", e))?;
     for row in rows {
         if row.promoted.len() != route.promoted.len() {
             return Err(StoreError::permanent(
                 BACKEND,
-                format!("row has {} promoted values, table `{}` has {} promoted columns", row.promoted.len(), route.table, route.promoted.len()),
+                format!("row has {} promoted values, table `{table}` has {} promoted columns", row.promoted.len(), route.promoted.len()),
             ));
         }
         appender.append_row(appender_params_from_iter(row_cells(row))).map_err(|e| db_error("append row", e))?;
     }
-    Ok(())
+    appender.flush().map_err(|e| db_error("flush appender", e))?;
+    Ok(rows.len() as u64)
 }
 
 /// One appended value, borrowed from its row: the appender copies text straight out
