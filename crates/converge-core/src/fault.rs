@@ -47,6 +47,8 @@ pub struct FaultyWarehouse {
     stalled: AtomicBool,
     /// Rows after which the next atomic append is interrupted (`u64::MAX`: never).
     interrupt_atomic_after: AtomicU64,
+    /// Run records to refuse (retryable) before passing them through again.
+    failing_run_records: AtomicUsize,
 }
 
 type RowPredicate = Arc<dyn Fn(&ChangeRow) -> bool + Send + Sync>;
@@ -65,11 +67,18 @@ impl FaultyWarehouse {
             stall_armed: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             interrupt_atomic_after: AtomicU64::new(u64::MAX),
+            failing_run_records: AtomicUsize::new(0),
         }
     }
 
     /// From now on rows for which `predicate` holds are acknowledged as written and
     /// never stored (replaces any earlier predicate).
+    /// The next `count` run records fail (retryable), as a warehouse briefly down
+    /// right after a run committed its rows.
+    pub fn fail_next_run_records(&self, count: usize) {
+        self.failing_run_records.store(count, Ordering::SeqCst);
+    }
+
     /// The next atomic append's stream fails after `rows` rows (retryable), once.
     pub fn interrupt_next_atomic_after(&self, rows: u64) {
         self.interrupt_atomic_after.store(rows, Ordering::SeqCst);
@@ -192,6 +201,11 @@ impl Warehouse for FaultyWarehouse {
     }
 
     async fn record_run(&self, run: RunRecord) -> Result<(), StoreError> {
+        let take = self.failing_run_records.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if take.is_ok() {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::retryable("fault", "injected: the run record was not stored"));
+        }
         self.inner.record_run(run).await
     }
 

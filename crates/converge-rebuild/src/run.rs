@@ -103,6 +103,8 @@ pub enum RebuildError {
     Unlistable { pattern: String },
     #[error("rebuild failed, nothing of it is visible; run it again (same batch): {0}")]
     Store(#[from] StoreError),
+    #[error("rebuild committed (batch {batch_id}): its rows are visible, but its run record could not be stored: {source}; running it again is safe")]
+    NotRecorded { batch_id: String, source: StoreError },
 }
 
 /// How a [`RebuildError`] maps to a response: decided once, here.
@@ -123,8 +125,8 @@ impl RebuildError {
         match self {
             RebuildError::InvalidTenant { .. } | RebuildError::UnknownTable { .. } => RebuildErrorKind::BadRequest,
             RebuildError::Busy { .. } => RebuildErrorKind::Conflict,
-            RebuildError::Store(e) if e.kind == ErrorKind::Retryable => RebuildErrorKind::Unavailable,
-            RebuildError::Store(_) | RebuildError::Unlistable { .. } => RebuildErrorKind::Internal,
+            RebuildError::Store(e) | RebuildError::NotRecorded { source: e, .. } if e.kind == ErrorKind::Retryable => RebuildErrorKind::Unavailable,
+            RebuildError::Store(_) | RebuildError::NotRecorded { .. } | RebuildError::Unlistable { .. } => RebuildErrorKind::Internal,
         }
     }
 }
@@ -263,7 +265,11 @@ impl Rebuilder {
         };
         match outcome {
             Ok(()) => {
-                self.warehouse.record_run(record).await?;
+                // The rows are committed: an error here must not say "nothing is visible".
+                self.warehouse
+                    .record_run(record)
+                    .await
+                    .map_err(|source| RebuildError::NotRecorded { batch_id: run.batch_id.clone(), source })?;
                 tracing::info!(batch_id = run.batch_id, tenant = run.tenant, documents = run.documents, rows_written = run.rows_written,
                     tombstones = run.tombstones, skipped = run.skipped, millis = run.millis, "rebuild finished");
                 Ok(run)

@@ -146,6 +146,18 @@ async fn an_interrupted_rebuild_leaves_nothing_visible_and_runs_again(s: Setup) 
     assert_eq!(s.warehouse.runs("rebuild", 10).await.unwrap()[0].outcome, "ok", "the latest record of the batch wins");
 }
 
+async fn a_committed_rebuild_whose_record_fails_says_so_and_runs_again(s: Setup) {
+    seed(&s, "acme", 20, 10, 0, 2).await;
+    s.faulty.fail_next_run_records(1);
+    let error = rebuilder(&s).run(request("acme")).await.unwrap_err();
+    assert!(matches!(&error, RebuildError::NotRecorded { .. }), "{error}");
+    assert!(error.to_string().contains("rows are visible"), "{error}");
+    assert!(converged(&s, "acme").await, "the rows were committed");
+    let run = rebuilder(&s).run(request("acme")).await.unwrap();
+    assert_eq!(s.warehouse.runs("rebuild", 10).await.unwrap()[0].batch_id, run.batch_id);
+    assert!(converged(&s, "acme").await);
+}
+
 async fn a_live_write_during_the_rebuild_wins_and_a_second_rebuild_is_refused(s: Setup) {
     seed(&s, "acme", 40, 0, 0, 0).await;
     let rebuilder = Arc::new(rebuilder(&s));
@@ -246,6 +258,12 @@ async fn embedded_a_drifted_tenant_is_rebuilt_to_equal_the_source() {
 async fn embedded_an_interrupted_rebuild_leaves_nothing_visible_and_runs_again() {
     let (s, _dir) = embedded().await;
     an_interrupted_rebuild_leaves_nothing_visible_and_runs_again(s).await;
+}
+
+#[tokio::test]
+async fn embedded_a_committed_rebuild_whose_record_fails_says_so_and_runs_again() {
+    let (s, _dir) = embedded().await;
+    a_committed_rebuild_whose_record_fails_says_so_and_runs_again(s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
