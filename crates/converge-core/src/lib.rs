@@ -11,6 +11,9 @@
 //! - [`drift`]: comparing source and derived states.
 //! - [`path`]: Firestore's rules for ids and paths, shared by every store.
 //! - [`store`]: the traits behind which every external system sits.
+//! - [`raw`]: reading raw operational records by date (the nightly ETL's input).
+//! - [`metrics`]: `daily_entity_metrics`, `entity_map`, and replacing one (tenant, date)
+//!   slice atomically (the nightly ETL's output).
 //! - [`clock`]: the injected clock.
 //! - [`fault`]: fault injection around a real warehouse, for tests and drills.
 //! - [`error`]: error kinds shared by every backend.
@@ -23,7 +26,9 @@ pub mod error;
 pub mod fault;
 pub mod failure;
 pub mod hash;
+pub mod metrics;
 pub mod path;
+pub mod raw;
 pub mod store;
 pub mod value;
 pub mod version;
@@ -33,6 +38,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ColumnType, MirrorConfig, PathPattern, PromotedColumn, Route, RoutedPath};
 pub use drift::DriftReport;
 pub use error::{ConfigError, ErrorKind, StoreError};
+pub use metrics::{EntityMapRow, MetricRow, MetricsWarehouse, ReplaceReceipt, SliceLoad, SliceRow};
+pub use raw::RawSource;
 pub use failure::{QuarantineReason, QuarantineRecord, SyncErrorRecord};
 pub use store::{batch_id, flatten_chunks, AppendReceipt, DocState, DocWrite, ErrorLog, RunRecord, Scan, SourceStore, Warehouse, RUNS_TABLE};
 pub use value::{Document, Fields, GeoPoint, Timestamp, Value};

@@ -4,11 +4,14 @@
 //!
 //! - [`schema`]: the DDL of a changelog table, its `_latest` view and `_as_of` macro.
 //! - [`warehouse`]: [`DuckWarehouse`], the [`converge_core::Warehouse`] implementation.
+//! - [`metrics`]: the nightly ETL's tables and their atomic (tenant, date) replace
+//!   ([`converge_core::MetricsWarehouse`]).
 //!
 //! DuckDB allows one writing process per database file, so the embedded setup opens
 //! one [`DuckWarehouse`] per process and shares it: one writer connection (appends
 //! are group-committed by the caller) and a cloned connection per reader.
 
+pub mod metrics;
 pub mod recent;
 pub mod schema;
 pub mod warehouse;

@@ -16,7 +16,7 @@ use duckdb::{appender_params_from_iter, params, Connection};
 use crate::recent::RecentEvents;
 use crate::schema::{create_statements, CREATE_RUNS};
 
-const BACKEND: &str = "duckdb";
+pub(crate) const BACKEND: &str = "duckdb";
 
 /// How many recent event ids the warehouse remembers for skipping redeliveries.
 /// 16 bytes each: about 8 MiB.
@@ -51,7 +51,7 @@ struct Inner {
     recent: Mutex<RecentEvents>,
 }
 
-fn db_error(context: &str, error: duckdb::Error) -> StoreError {
+pub(crate) fn db_error(context: &str, error: duckdb::Error) -> StoreError {
     let text = error.to_string();
     // Lock and I/O trouble may pass; anything else (constraint, type, syntax) will not.
     let kind = if text.contains("Could not set lock") || text.contains("IO Error") || text.contains("Conflict") {
@@ -62,7 +62,7 @@ fn db_error(context: &str, error: duckdb::Error) -> StoreError {
     StoreError::new(kind, BACKEND, format!("{context}: {text}"))
 }
 
-fn join_error(error: tokio::task::JoinError) -> StoreError {
+pub(crate) fn join_error(error: tokio::task::JoinError) -> StoreError {
     StoreError::permanent(BACKEND, format!("warehouse task failed: {error}"))
 }
 
