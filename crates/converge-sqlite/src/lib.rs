@@ -26,15 +26,16 @@ mod error;
 mod error_log;
 mod outbox;
 mod path;
+mod raw;
 mod schema;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
 use converge_core::hash::content_hash;
-use converge_core::{Clock, DocState, DocWrite, Document, DocumentChange, Fields, Scan, SourceStore, StoreError, Timestamp};
+use converge_core::{Clock, DocState, DocWrite, Document, DocumentChange, Fields, MirrorConfig, Scan, SourceStore, StoreError, Timestamp};
 use converge_events::{encode_event_data, EventSource};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -42,6 +43,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 pub use crate::codec::CodecError;
 pub use crate::error::{SqliteError, BACKEND};
 pub use crate::outbox::{DeliveryOutcome, OutboxEvent, OutboxStats};
+pub use crate::raw::INDEXED_DATE_FIELD;
 
 /// The event type of every outbox event: Firestore's catch-all trigger type, which
 /// carries creates, updates and deletes (told apart by `value` / `old_value`).
@@ -71,6 +73,8 @@ struct Inner {
     /// Signalled after every commit that added outbox events, so the relay wakes at
     /// once instead of waiting for its next poll.
     outbox_signal: Arc<Notify>,
+    /// Which writes get an outbox event (see `raw.rs`); `None`: every write.
+    outbox_filter: RwLock<Option<MirrorConfig>>,
 }
 
 struct Writer {
@@ -112,6 +116,7 @@ impl SqliteStore {
                 writer: Mutex::new(Writer { conn, last_commit_us }),
                 idle_readers: Mutex::new(Vec::new()),
                 outbox_signal: Arc::new(Notify::new()),
+                outbox_filter: RwLock::new(None),
             }),
         })
     }
@@ -203,15 +208,17 @@ impl Inner {
         let writer = &mut *guard;
         let commit_us = self.clock.now().as_micros().max(writer.last_commit_us + 1);
         let commit_time = Timestamp::from_micros(commit_us);
+        let filter = self.outbox_filter.read().unwrap_or_else(|p| p.into_inner()).clone();
         let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut events = 0usize;
         {
             let mut select_doc = tx.prepare_cached("SELECT fields, create_time_us, update_time_us FROM documents WHERE path = ?1")?;
             let mut insert_doc = tx.prepare_cached(
-                "INSERT INTO documents (path, collection_path, doc_id, fields, content_hash, create_time_us, update_time_us) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                "INSERT INTO documents (path, collection_path, doc_id, fields, content_hash, create_time_us, update_time_us, date_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
             )?;
-            let mut update_doc = tx.prepare_cached("UPDATE documents SET fields = ?2, content_hash = ?3, update_time_us = ?4 WHERE path = ?1")?;
+            let mut update_doc =
+                tx.prepare_cached("UPDATE documents SET fields = ?2, content_hash = ?3, update_time_us = ?4, date_key = ?5 WHERE path = ?1")?;
             let mut delete_doc = tx.prepare_cached("DELETE FROM documents WHERE path = ?1")?;
             let mut insert_event = tx.prepare_cached(
                 "INSERT INTO outbox (event_id, event_type, event_time_us, document, data) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -228,11 +235,11 @@ impl Inner {
                             // keeps the document's update_time.
                             Some(old) if old.fields == blob => continue,
                             Some(old) => {
-                                update_doc.execute(params![path, blob, hash, commit_us])?;
+                                update_doc.execute(params![path, blob, hash, commit_us, raw::date_key(&fields)])?;
                                 (old.create_time_us, Some(old.into_document(&path)?))
                             }
                             None => {
-                                insert_doc.execute(params![path, collection_path, doc_id, blob, hash, commit_us])?;
+                                insert_doc.execute(params![path, collection_path, doc_id, blob, hash, commit_us, raw::date_key(&fields)])?;
                                 (commit_us, None)
                             }
                         };
@@ -251,6 +258,9 @@ impl Inner {
                     _ => Vec::new(),
                 };
                 let document = value.as_ref().or(old_value.as_ref()).map(|d| d.path.clone()).unwrap_or_default();
+                if !Self::outbox_wants(&filter, &document) {
+                    continue;
+                }
                 let change = DocumentChange {
                     event_id: uuid::Uuid::new_v4().to_string(),
                     event_type: WRITTEN_EVENT_TYPE.to_owned(),

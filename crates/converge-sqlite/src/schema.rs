@@ -110,6 +110,8 @@ pub fn open_writer(path: &Path) -> Result<Connection, SqliteError> {
     conn.pragma_update(None, "cache_size", -32_000)?;
     conn.set_prepared_statement_cache_capacity(32);
     migrate(&conn)?;
+    // Not versioned: added if missing, so older databases gain it too.
+    crate::raw::ensure_schema(&conn)?;
     Ok(conn)
 }
 

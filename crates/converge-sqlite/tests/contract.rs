@@ -26,3 +26,12 @@ async fn sqlite_passes_the_source_store_contract() {
 async fn sqlite_passes_the_error_log_contract() {
     converge_contract::error_log_contract(|| async { Arc::new(fresh_store()) as _ }).await;
 }
+
+#[tokio::test]
+async fn sqlite_passes_the_raw_source_contract() {
+    converge_contract::raw_source_contract(500, || async {
+        let store = Arc::new(fresh_store());
+        (store.clone() as _, store as _)
+    })
+    .await;
+}
