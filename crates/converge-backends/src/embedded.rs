@@ -53,6 +53,16 @@ impl EmbeddedBackends {
         Arc::new(self.warehouse.clone())
     }
 
+    /// Opens both stores, with the source's outbox filtered to the paths `config`
+    /// mirrors: the embedded equivalent of the Eventarc trigger's document pattern, so
+    /// raw operational collections (read by the nightly ETL, not mirrored) produce no
+    /// change events for the relay to deliver and on-write sync to quarantine.
+    pub fn open_for(data_dir: &Path, clock: Arc<dyn Clock>, config: &converge_core::MirrorConfig) -> Result<Self, StoreError> {
+        let backends = Self::open(data_dir, clock)?;
+        backends.source.set_outbox_filter(Some(config.clone()));
+        Ok(backends)
+    }
+
     /// The same stores behind the core traits.
     pub fn backends(&self) -> Backends {
         Backends { source: self.source_store(), errors: self.error_log(), warehouse: self.warehouse(), kind: "embedded" }

@@ -47,7 +47,7 @@ impl Backends {
 
 #[cfg(feature = "embedded")]
 fn open_embedded(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Backends, StoreError> {
-    Ok(EmbeddedBackends::open(&settings.data_dir, clock)?.backends())
+    Ok(EmbeddedBackends::open_for(&settings.data_dir, clock, &settings.mirror)?.backends())
 }
 
 #[cfg(not(feature = "embedded"))]

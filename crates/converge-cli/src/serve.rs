@@ -18,7 +18,7 @@ pub struct ServeOptions {
 }
 
 pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
-    let backends = EmbeddedBackends::open(&options.data_dir, Arc::new(SystemClock))?;
+    let backends = EmbeddedBackends::open_for(&options.data_dir, Arc::new(SystemClock), &options.mirror)?;
     backends.warehouse.ensure_tables(&options.mirror).await?;
     let run_id = format!("serve-{}", uuid::Uuid::new_v4());
     let service = SyncService::start(
