@@ -9,6 +9,7 @@
 //! - [`error_log`]: [`error_log_contract`] for [`converge_core::ErrorLog`].
 //! - [`raw`]: [`raw_source_contract`] for [`converge_core::RawSource`].
 //! - [`metrics`]: [`metrics_warehouse_contract`] for [`converge_core::MetricsWarehouse`].
+//! - [`opportunities`]: [`opportunity_store_contract`] for [`converge_core::OpportunityStore`].
 //!
 //! Each suite takes a factory that yields a fresh, empty backend per case, runs every
 //! case in turn and panics with the case's name on the first broken promise. A
@@ -27,12 +28,14 @@
 pub mod error_log;
 pub mod metrics;
 pub mod raw;
+pub mod opportunities;
 pub mod source;
 pub mod warehouse;
 
 pub use error_log::error_log_contract;
 pub use metrics::metrics_warehouse_contract;
 pub use raw::raw_source_contract;
+pub use opportunities::opportunity_store_contract;
 pub use source::{source_store_contract, SourceContract};
 pub use warehouse::warehouse_contract;
 

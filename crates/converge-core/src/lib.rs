@@ -11,6 +11,8 @@
 //! - [`drift`]: comparing source and derived states.
 //! - [`path`]: Firestore's rules for ids and paths, shared by every store.
 //! - [`store`]: the traits behind which every external system sits.
+//! - [`findings`]: running detector queries on the warehouse ([`FindingsWarehouse`]).
+//! - [`opportunity`]: detectors' findings as stored records ([`OpportunityStore`]), their ids and periods.
 //! - [`raw`]: reading raw operational records by date (the nightly ETL's input).
 //! - [`metrics`]: `daily_entity_metrics`, `entity_map`, and replacing one (tenant, date)
 //!   slice atomically (the nightly ETL's output).
@@ -25,7 +27,9 @@ pub mod drift;
 pub mod error;
 pub mod fault;
 pub mod failure;
+pub mod findings;
 pub mod hash;
+pub mod opportunity;
 pub mod metrics;
 pub mod path;
 pub mod raw;
@@ -41,6 +45,8 @@ pub use error::{ConfigError, ErrorKind, StoreError};
 pub use metrics::{EntityMapRow, MetricRow, MetricsWarehouse, ReplaceReceipt, SliceLoad, SliceRow};
 pub use raw::RawSource;
 pub use failure::{QuarantineReason, QuarantineRecord, SyncErrorRecord};
+pub use findings::{FindingRow, FindingsParam, FindingsParamValue, FindingsQuery, FindingsWarehouse, QueryDialect, FINDING_COLUMNS};
+pub use opportunity::{opportunity_id, opportunity_period, Opportunity, OpportunityStatus, OpportunityStore, UpsertOutcome};
 pub use store::{batch_id, flatten_chunks, AppendReceipt, DocState, DocWrite, ErrorLog, RunRecord, Scan, SourceStore, Warehouse, RUNS_TABLE};
 pub use value::{Document, Fields, GeoPoint, Timestamp, Value};
 pub use version::Version;

@@ -4,6 +4,7 @@
 //!
 //! - [`schema`]: the DDL of a changelog table, its `_latest` view and `_as_of` macro.
 //! - [`warehouse`]: [`DuckWarehouse`], the [`converge_core::Warehouse`] implementation.
+//! - [`findings`]: detector queries ([`converge_core::FindingsWarehouse`]), with timeouts.
 //! - [`metrics`]: the nightly ETL's tables and their atomic (tenant, date) replace
 //!   ([`converge_core::MetricsWarehouse`]).
 //!
@@ -12,6 +13,7 @@
 //! are group-committed by the caller) and a cloned connection per reader.
 
 pub mod metrics;
+pub mod findings;
 pub mod recent;
 pub mod schema;
 pub mod warehouse;

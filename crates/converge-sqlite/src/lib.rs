@@ -4,7 +4,10 @@
 //! change event per changed document (a transactional outbox), so a write and its
 //! event are durable together or not at all. [`converge-relay`] then delivers the
 //! outbox as Eventarc-format CloudEvents. The same database holds the error log and
-//! the quarantine (the [`ErrorLog`] trait), next to the source data as DESIGN.md asks.
+//! the quarantine (the [`ErrorLog`] trait), next to the source data as DESIGN.md asks,
+//! and the detectors' opportunities (the [`OpportunityStore`] trait, `opportunities.rs`).
+//!
+//! [`OpportunityStore`]: converge_core::OpportunityStore
 //!
 //! # Concurrency
 //!
@@ -24,6 +27,7 @@
 mod codec;
 mod error;
 mod error_log;
+mod opportunities;
 mod outbox;
 mod path;
 mod raw;

@@ -1,4 +1,5 @@
-//! SQLite passes the source store and error log contracts every backend passes.
+//! SQLite passes the source store, error log and opportunity store contracts every
+//! backend passes.
 
 use std::sync::Arc;
 
@@ -25,6 +26,11 @@ async fn sqlite_passes_the_source_store_contract() {
 #[tokio::test]
 async fn sqlite_passes_the_error_log_contract() {
     converge_contract::error_log_contract(|| async { Arc::new(fresh_store()) as _ }).await;
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_opportunity_store_contract() {
+    converge_contract::opportunity_store_contract(|| async { Arc::new(fresh_store()) as _ }).await;
 }
 
 #[tokio::test]

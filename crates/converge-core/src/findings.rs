@@ -1,0 +1,111 @@
+//! Running detector queries on the warehouse: SQL with typed parameters in, rows of
+//! the seven finding columns out.
+//!
+//! The detector compiler (`converge-detect`) produces the SQL and its parameters for
+//! one [`QueryDialect`]; the warehouse runs it. This trait knows nothing about
+//! detectors beyond the shape of their result, so the core stays free of the
+//! compiler and the compiler free of databases.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use futures::stream::BoxStream;
+
+use crate::error::StoreError;
+
+/// The columns every findings query returns, in order. The same list as
+/// `converge_detect::RESULT_COLUMNS`; the runner checks they agree.
+pub const FINDING_COLUMNS: [&str; 7] =
+    ["tenant", "entity_type", "entity_id", "recent_value", "baseline_value", "volume", "reference_value"];
+
+/// The SQL dialect a warehouse runs, so a caller compiles for the right one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueryDialect {
+    /// Positional parameters: `$1` is the first of [`FindingsQuery::params`].
+    DuckDb,
+    /// Named parameters: `@name`.
+    BigQuery,
+}
+
+/// A typed parameter value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FindingsParamValue {
+    Date(NaiveDate),
+    /// `None` binds a typed NULL string (BigQuery STRING, DuckDB VARCHAR).
+    String(Option<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingsParam {
+    /// BigQuery binds by this name; DuckDB by position.
+    pub name: String,
+    pub value: FindingsParamValue,
+}
+
+/// One query to run: the SQL, its parameters, and how long it may take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindingsQuery {
+    /// Names the query in errors and logs (the detector id).
+    pub label: String,
+    pub sql: String,
+    pub params: Vec<FindingsParam>,
+    /// The whole query, rows included, must finish within this; past it the query is
+    /// cancelled on the backend and the stream ends with a retryable error.
+    pub timeout: Duration,
+}
+
+/// One row of [`FINDING_COLUMNS`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindingRow {
+    pub tenant: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub recent_value: Option<f64>,
+    pub baseline_value: Option<f64>,
+    pub volume: Option<f64>,
+    pub reference_value: Option<f64>,
+}
+
+/// The warehouse side of the detector runner: BigQuery in the cloud, DuckDB embedded.
+///
+/// A query whose result does not have exactly [`FINDING_COLUMNS`] (names and order) is
+/// an error, not a guess. Dropping the stream cancels the query.
+#[async_trait]
+pub trait FindingsWarehouse: Send + Sync + 'static {
+    /// The dialect queries must be written in.
+    fn dialect(&self) -> QueryDialect;
+
+    /// Starts `query` and streams its rows. Errors of the SQL itself (a missing column,
+    /// a type error) are [`ErrorKind::Permanent`](crate::ErrorKind::Permanent); a
+    /// timeout or an unavailable backend is retryable.
+    async fn query_findings(&self, query: FindingsQuery) -> Result<BoxStream<'static, Result<FindingRow, StoreError>>, StoreError>;
+}
+
+/// Checks a result's column names against [`FINDING_COLUMNS`]; the error says what was
+/// expected and what arrived.
+pub fn check_finding_columns(backend: &'static str, label: &str, columns: &[String]) -> Result<(), StoreError> {
+    if columns.len() == FINDING_COLUMNS.len() && columns.iter().zip(FINDING_COLUMNS).all(|(got, want)| got.eq_ignore_ascii_case(want)) {
+        return Ok(());
+    }
+    Err(StoreError::permanent(
+        backend,
+        format!("query `{label}`: expected the columns {FINDING_COLUMNS:?} in that order, got {columns:?}; fix the detector's SQL"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_columns_must_match_in_order() {
+        let good: Vec<String> = FINDING_COLUMNS.iter().map(|c| c.to_string()).collect();
+        assert!(check_finding_columns("test", "d", &good).is_ok());
+        let mut swapped = good.clone();
+        swapped.swap(3, 4);
+        let error = check_finding_columns("test", "d", &swapped).unwrap_err().to_string();
+        assert!(error.contains("query `d`") && error.contains("baseline_value"), "{error}");
+        assert!(check_finding_columns("test", "d", &good[..6]).is_err());
+    }
+}

@@ -1,0 +1,82 @@
+//! The report of one pass, stored as the run record's `report`.
+
+use serde::{Deserialize, Serialize};
+
+/// One pass.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DetectRun {
+    pub batch_id: String,
+    pub as_of: String,
+    pub scope: String,
+    /// `ok`, `partial` (some detectors failed, the others' results stand) or `failed`
+    /// (every detector failed).
+    pub outcome: String,
+    /// Detectors run (each once, or once per named tenant).
+    pub run: u64,
+    /// Findings: rows returned by the detectors that succeeded.
+    pub fired: u64,
+    /// Detectors that failed (for at least one tenant).
+    pub failed: u64,
+    pub failures: Vec<DetectorFailure>,
+    pub opportunities: OpportunityCounts,
+    /// Per detector, in pack order: findings and query time.
+    pub detectors: Vec<DetectorStats>,
+    pub millis: u64,
+    pub code_version: String,
+    /// The findings themselves, for the CLI's table; not stored in the run record.
+    #[serde(skip)]
+    pub findings: Vec<Finding>,
+}
+
+impl DetectRun {
+    /// Whether trying again may help: some failure was retryable (a timeout, an
+    /// unavailable backend).
+    pub fn has_retryable_failure(&self) -> bool {
+        self.failures.iter().any(|f| f.retryable)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectorFailure {
+    pub detector: String,
+    /// The tenant of the failed query, when the pass ran per tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub error: String,
+    pub retryable: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpportunityCounts {
+    /// New ids.
+    pub opened: u64,
+    /// Existing ids found again (open, or resolved and reopened).
+    pub updated: u64,
+    /// Open ones of a successful detector that it did not find again.
+    pub resolved: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectorStats {
+    pub id: String,
+    pub findings: u64,
+    /// Wall time of its queries (summed over tenants when run per tenant).
+    pub millis: u64,
+    pub ok: bool,
+}
+
+/// One finding of a pass, as upserted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub opportunity_id: String,
+    pub detector: String,
+    pub severity: String,
+    pub tenant: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub message: String,
+    pub recent_value: Option<f64>,
+    pub baseline_value: Option<f64>,
+    pub reference_value: Option<f64>,
+    pub volume: Option<f64>,
+}

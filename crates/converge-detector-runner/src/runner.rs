@@ -1,0 +1,336 @@
+//! [`DetectorRunner`]: one pass of the pack.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use converge_core::{
+    batch_id, opportunity_id, opportunity_period, path, Clock, FindingRow, FindingsParam, FindingsParamValue, FindingsQuery,
+    FindingsWarehouse, Opportunity, OpportunityStatus, OpportunityStore, QueryDialect, RunRecord, StoreError, UpsertOutcome, Warehouse,
+    CODE_VERSION, FINDING_COLUMNS,
+};
+use converge_detect::{compile, render_message, DetectorRow, DetectorSpec, Dialect, Pack, ParamValue, RESULT_COLUMNS};
+use futures::stream::{self, StreamExt};
+
+use crate::error::DetectError;
+use crate::report::{DetectRun, DetectorFailure, DetectorStats, Finding};
+use crate::request::{DetectRequest, RunnerOptions};
+use crate::RUN_KIND;
+
+/// Runs passes of one pack against one warehouse, writing one opportunity store.
+pub struct DetectorRunner {
+    pack: Pack,
+    findings: Arc<dyn FindingsWarehouse>,
+    runs: Arc<dyn Warehouse>,
+    opportunities: Arc<dyn OpportunityStore>,
+    clock: Arc<dyn Clock>,
+    options: RunnerOptions,
+}
+
+/// One query of a pass: a detector, for all tenants (`None`) or one.
+struct Unit<'a> {
+    spec: &'a DetectorSpec,
+    tenant: Option<String>,
+}
+
+/// What one unit produced.
+struct UnitResult<'a> {
+    spec: &'a DetectorSpec,
+    tenant: Option<String>,
+    millis: u64,
+    rows: Result<Vec<DetectorRow>, StoreError>,
+}
+
+impl DetectorRunner {
+    /// `findings` and `runs` are usually the same warehouse behind two traits.
+    pub fn new(
+        pack: Pack,
+        findings: Arc<dyn FindingsWarehouse>,
+        runs: Arc<dyn Warehouse>,
+        opportunities: Arc<dyn OpportunityStore>,
+        clock: Arc<dyn Clock>,
+        options: RunnerOptions,
+    ) -> Self {
+        // The compiler's result columns are the trait's: one list in two crates that
+        // must not drift apart.
+        debug_assert_eq!(RESULT_COLUMNS, FINDING_COLUMNS);
+        let options = RunnerOptions { concurrency: options.concurrency.max(1), ..options };
+        Self { pack, findings, runs, opportunities, clock, options }
+    }
+
+    pub fn pack(&self) -> &Pack {
+        &self.pack
+    }
+
+    pub fn options(&self) -> RunnerOptions {
+        self.options
+    }
+
+    fn selected(&self, request: &DetectRequest) -> Result<(Vec<&DetectorSpec>, Vec<Option<String>>), DetectError> {
+        let specs: Vec<&DetectorSpec> = match &request.detectors {
+            None => self.pack.detectors().iter().collect(),
+            Some(ids) if ids.is_empty() => return Err(DetectError::EmptySelection { what: "detectors" }),
+            // Pack order, whatever the request's order: reports compare run to run.
+            Some(ids) => {
+                for id in ids {
+                    if self.pack.get(id).is_none() {
+                        return Err(DetectError::UnknownDetector { id: id.clone(), known: self.pack.len() });
+                    }
+                }
+                self.pack.detectors().iter().filter(|spec| ids.contains(&spec.id)).collect()
+            }
+        };
+        let tenants: Vec<Option<String>> = match &request.tenants {
+            None => vec![None],
+            Some(tenants) if tenants.is_empty() => return Err(DetectError::EmptySelection { what: "tenants" }),
+            Some(tenants) => {
+                let mut sorted = tenants.clone();
+                sorted.sort();
+                sorted.dedup();
+                for tenant in &sorted {
+                    path::check_id(tenant).map_err(|problem| DetectError::InvalidTenant { tenant: tenant.clone(), problem })?;
+                }
+                sorted.into_iter().map(Some).collect()
+            }
+        };
+        Ok((specs, tenants))
+    }
+
+    /// One pass: every selected detector for the selected tenants, findings upserted,
+    /// stale opportunities resolved, the run recorded. A failing detector makes the
+    /// outcome `partial` (`failed` if all fail) and is named in the report; only the
+    /// opportunity store or the run record failing makes this an error.
+    pub async fn run(&self, request: DetectRequest) -> Result<DetectRun, DetectError> {
+        let (specs, tenants) = self.selected(&request)?;
+        let started = Instant::now();
+        let started_at = self.clock.now();
+        let scope = request.scope();
+        let as_of = request.as_of.to_string();
+        let mut run = DetectRun {
+            batch_id: batch_id(RUN_KIND, &scope, &as_of),
+            as_of: as_of.clone(),
+            scope: scope.clone(),
+            code_version: CODE_VERSION.into(),
+            ..DetectRun::default()
+        };
+        tracing::info!(batch_id = run.batch_id, scope, as_of, detectors = specs.len(), concurrency = self.options.concurrency, "detector pass started");
+
+        let units: Vec<Unit<'_>> =
+            specs.iter().flat_map(|spec| tenants.iter().map(move |tenant| Unit { spec, tenant: tenant.clone() })).collect();
+        let mut results = stream::iter(units).map(|unit| self.execute(unit, request.as_of)).buffer_unordered(self.options.concurrency);
+
+        let mut stats: BTreeMap<&str, DetectorStats> = specs
+            .iter()
+            .map(|spec| (spec.id.as_str(), DetectorStats { id: spec.id.clone(), findings: 0, millis: 0, ok: true }))
+            .collect();
+        // (detector, tenant scope of its query) that succeeded, and ids found.
+        let mut succeeded: HashSet<(String, Option<String>)> = HashSet::new();
+        let mut found: HashSet<(String, String)> = HashSet::new();
+        let mut outcome: Result<(), StoreError> = Ok(());
+        while let Some(result) = results.next().await {
+            let entry = stats.get_mut(result.spec.id.as_str()).expect("every unit's detector has stats");
+            entry.millis += result.millis;
+            let rows = match result.rows {
+                Ok(rows) => rows,
+                Err(error) => {
+                    tracing::warn!(batch_id = run.batch_id, detector = result.spec.id, tenant = result.tenant, %error, "detector failed");
+                    entry.ok = false;
+                    run.failures.push(DetectorFailure {
+                        detector: result.spec.id.clone(),
+                        tenant: result.tenant.clone(),
+                        error: error.to_string(),
+                        retryable: error.is_retryable(),
+                    });
+                    continue;
+                }
+            };
+            entry.findings += rows.len() as u64;
+            run.fired += rows.len() as u64;
+            succeeded.insert((result.spec.id.clone(), result.tenant.clone()));
+            if outcome.is_err() {
+                continue;
+            }
+            for row in rows {
+                let opportunity = self.opportunity(result.spec, &row, request.as_of, started_at, &run.batch_id);
+                found.insert((opportunity.tenant.clone(), opportunity.id.clone()));
+                run.findings.push(finding(result.spec, &opportunity));
+                match self.opportunities.upsert_opportunity(opportunity).await {
+                    Ok(UpsertOutcome::Opened) => run.opportunities.opened += 1,
+                    Ok(UpsertOutcome::Updated) => run.opportunities.updated += 1,
+                    Err(error) => {
+                        // Keep draining the queries (they are in flight) but write nothing more.
+                        outcome = Err(error);
+                        break;
+                    }
+                }
+            }
+        }
+        drop(results);
+        if outcome.is_ok() {
+            outcome = self.resolve_stale(&tenants, &succeeded, &found, &as_of, &mut run).await;
+        }
+
+        run.detectors = stats.into_values().collect();
+        let order: BTreeMap<&str, usize> = specs.iter().enumerate().map(|(i, spec)| (spec.id.as_str(), i)).collect();
+        run.detectors.sort_by_key(|d| order[d.id.as_str()]);
+        run.failures.sort_by(|a, b| order[a.detector.as_str()].cmp(&order[b.detector.as_str()]).then_with(|| a.tenant.cmp(&b.tenant)));
+        run.findings.sort_by(|a, b| {
+            (order[a.detector.as_str()], &a.tenant, &a.entity_id).cmp(&(order[b.detector.as_str()], &b.tenant, &b.entity_id))
+        });
+        run.run = specs.len() as u64;
+        run.failed = run.detectors.iter().filter(|d| !d.ok).count() as u64;
+        run.millis = started.elapsed().as_millis() as u64;
+        run.outcome = match (&outcome, run.failed) {
+            (Err(_), _) => "failed",
+            (Ok(()), 0) => "ok",
+            (Ok(()), failed) if failed == run.run => "failed",
+            (Ok(()), _) => "partial",
+        }
+        .into();
+
+        let record = RunRecord {
+            batch_id: run.batch_id.clone(),
+            kind: RUN_KIND.into(),
+            scope,
+            started_at,
+            finished_at: self.clock.now(),
+            outcome: run.outcome.clone(),
+            report: serde_json::to_value(&run).expect("a run report is plain data"),
+            code_version: CODE_VERSION.into(),
+        };
+        if let Err(error) = outcome {
+            if let Err(record_error) = self.runs.record_run(record).await {
+                tracing::warn!(batch_id = run.batch_id, %record_error, "the failed pass's run record could not be stored");
+            }
+            tracing::error!(batch_id = run.batch_id, %error, retryable = error.is_retryable(), "detector pass failed");
+            return Err(DetectError::Store(error));
+        }
+        self.runs.record_run(record).await.map_err(|source| DetectError::NotRecorded { batch_id: run.batch_id.clone(), source })?;
+        tracing::info!(batch_id = run.batch_id, outcome = run.outcome, run = run.run, fired = run.fired, failed = run.failed,
+            opened = run.opportunities.opened, updated = run.opportunities.updated, resolved = run.opportunities.resolved,
+            millis = run.millis, "detector pass finished");
+        Ok(run)
+    }
+
+    /// Compiles and runs one unit; any failure is the unit's, never the pass's.
+    async fn execute<'a>(&self, unit: Unit<'a>, as_of: NaiveDate) -> UnitResult<'a> {
+        let started = Instant::now();
+        let rows = self.query(unit.spec, unit.tenant.as_deref(), as_of).await;
+        UnitResult { spec: unit.spec, tenant: unit.tenant, millis: started.elapsed().as_millis() as u64, rows }
+    }
+
+    async fn query(&self, spec: &DetectorSpec, tenant: Option<&str>, as_of: NaiveDate) -> Result<Vec<DetectorRow>, StoreError> {
+        let dialect = match self.findings.dialect() {
+            QueryDialect::DuckDb => Dialect::DuckDb,
+            QueryDialect::BigQuery => Dialect::BigQuery,
+        };
+        let compiled = compile(spec, dialect, as_of, tenant).map_err(|e| StoreError::permanent("detector", e.to_string()))?;
+        let query = FindingsQuery {
+            label: spec.id.clone(),
+            sql: compiled.sql,
+            params: compiled
+                .params
+                .into_iter()
+                .map(|param| FindingsParam {
+                    name: param.name.to_owned(),
+                    value: match param.value {
+                        ParamValue::Date(date) => FindingsParamValue::Date(date),
+                        ParamValue::String(text) => FindingsParamValue::String(text),
+                    },
+                })
+                .collect(),
+            timeout: self.options.query_timeout,
+        };
+        let mut stream = self.findings.query_findings(query).await?;
+        let mut rows = Vec::new();
+        while let Some(row) = stream.next().await {
+            rows.push(detector_row(row?));
+        }
+        Ok(rows)
+    }
+
+    fn opportunity(
+        &self,
+        spec: &DetectorSpec,
+        row: &DetectorRow,
+        as_of: NaiveDate,
+        seen: converge_core::Timestamp,
+        batch_id: &str,
+    ) -> Opportunity {
+        let period = opportunity_period(as_of, spec.windows.map_or(1, |w| w.recent_days));
+        Opportunity {
+            id: opportunity_id(&spec.id, &row.tenant, &row.entity_type, &row.entity_id, &period),
+            tenant: row.tenant.clone(),
+            detector: spec.id.clone(),
+            title: spec.title.clone(),
+            severity: spec.severity.as_str().into(),
+            entity_type: row.entity_type.clone(),
+            entity_id: row.entity_id.clone(),
+            message: render_message(spec, row),
+            recent_value: row.recent_value,
+            baseline_value: row.baseline_value,
+            reference_value: row.reference_value,
+            volume: row.volume,
+            period,
+            as_of: as_of.to_string(),
+            first_seen: seen,
+            last_seen: seen,
+            status: OpportunityStatus::Open,
+            resolved_at: None,
+            batch_id: batch_id.into(),
+        }
+    }
+
+    /// Resolves each open opportunity, within the pass's tenants, of a detector that
+    /// succeeded for its tenant this pass and did not find it again — unless it was
+    /// last found for a later run date.
+    async fn resolve_stale(
+        &self,
+        tenants: &[Option<String>],
+        succeeded: &HashSet<(String, Option<String>)>,
+        found: &HashSet<(String, String)>,
+        as_of: &str,
+        run: &mut DetectRun,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        for tenant in tenants {
+            for open in self.opportunities.open_opportunities(tenant.as_deref()).await? {
+                let ran = succeeded.contains(&(open.detector.clone(), tenant.clone()));
+                let stale = ran && !found.contains(&(open.tenant.clone(), open.id.clone())) && open.as_of.as_str() <= as_of;
+                if stale && self.opportunities.resolve_opportunity(&open.tenant, &open.id, now, &run.batch_id).await? {
+                    run.opportunities.resolved += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn detector_row(row: FindingRow) -> DetectorRow {
+    DetectorRow {
+        tenant: row.tenant,
+        entity_type: row.entity_type,
+        entity_id: row.entity_id,
+        recent_value: row.recent_value,
+        baseline_value: row.baseline_value,
+        volume: row.volume,
+        reference_value: row.reference_value,
+    }
+}
+
+fn finding(spec: &DetectorSpec, o: &Opportunity) -> Finding {
+    Finding {
+        opportunity_id: o.id.clone(),
+        detector: spec.id.clone(),
+        severity: o.severity.clone(),
+        tenant: o.tenant.clone(),
+        entity_type: o.entity_type.clone(),
+        entity_id: o.entity_id.clone(),
+        message: o.message.clone(),
+        recent_value: o.recent_value,
+        baseline_value: o.baseline_value,
+        reference_value: o.reference_value,
+        volume: o.volume,
+    }
+}
