@@ -91,6 +91,26 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The whole detector pack over 90 days of metrics at the demo's scale (DuckDB):
+    /// wall time of the pack and per detector.
+    Detect {
+        /// Tenants, each at one real account's scale.
+        #[arg(long, default_value_t = 4)]
+        tenants: usize,
+        /// Passes of the whole pack (the first opens opportunities, the rest update).
+        #[arg(long, default_value_t = 5)]
+        passes: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Data directory (replaced).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Update this results file's detect section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// One reconciler run in this process, printed as one JSON line with its peak
     /// resident memory (the reconcile benchmark runs each in its own process).
     #[command(hide = true)]
@@ -165,6 +185,23 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             }
             if json {
                 println!("{}", serde_json::to_string(&sizes)?);
+            }
+            Ok(())
+        }
+        BenchCommand::Detect { tenants, passes, concurrency, data_dir, results, json } => {
+            let data_dir = data_dir.unwrap_or_else(crate::bench_detect::default_data_dir);
+            let result = crate::bench_detect::run(&data_dir, tenants, passes, concurrency).await?;
+            if let Some(path) = results {
+                crate::bench_detect::write_results(&path, &result)?;
+                eprintln!("wrote {}", path.display());
+            }
+            if json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                eprintln!(
+                    "{} metric rows ({} tenants, generated in {} ms); whole pack p50 {} ms, max {} ms over {} passes; {} findings, {} failed",
+                    result.metric_rows, result.tenants, result.generate_ms, result.pack_p50_ms, result.pack_max_ms, result.passes, result.findings, result.failed
+                );
             }
             Ok(())
         }

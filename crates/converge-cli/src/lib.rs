@@ -7,6 +7,7 @@
 //! - [`demo`]: `converge demo`, the whole embedded pipeline end to end.
 //! - [`demo_cloud`]: `converge demo --backend cloud`, the same on both emulators.
 //! - [`detectors`]: `converge detectors list`, the shipped detector pack.
+//! - [`detect`]: `converge detect`, one detector pass on a data directory.
 //! - [`drill`]: `converge drill`, faults injected into the pipeline, then the reconciler.
 //! - [`drill_cloud`]: `converge drill --backend cloud`, the same on both emulators.
 //! - [`eventarc_front`]: Eventarc's delivery (at least once, retried) in front of the
@@ -19,14 +20,17 @@
 //! - [`bench`]: `converge bench sync`, the sync path measured over loopback HTTP.
 //! - [`bench_reconcile`]: `converge bench reconcile`, reconciliation beside reladiff.
 //! - [`bench_rebuild`]: `converge bench rebuild`, rebuild throughput and memory.
+//! - [`bench_detect`]: `converge bench detect`, the whole pack over 90 days of metrics.
 //! - [`render`]: human-readable output.
 
 pub mod bench;
+pub mod bench_detect;
 pub mod bench_rebuild;
 pub mod bench_reconcile;
 pub mod dataset;
 pub mod demo;
 pub mod demo_cloud;
+pub mod detect;
 pub mod detectors;
 pub mod drill;
 pub mod drill_cloud;

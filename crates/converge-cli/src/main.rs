@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use converge_cli::{bench, demo, demo_cloud, detectors, drill, drill_cloud, rebuild, reconcile, render, serve, sql};
+use converge_cli::{bench, demo, demo_cloud, detect, detectors, drill, drill_cloud, rebuild, reconcile, render, serve, sql};
 
 #[derive(Parser)]
 #[command(name = "converge", version, about = "Keeps an analytics copy of a Firestore database honest.")]
@@ -77,6 +77,24 @@ enum Command {
     Detectors {
         #[command(subcommand)]
         which: DetectorsCommand,
+    },
+    /// One detector pass: the shipped pack over daily_entity_metrics, findings written
+    /// as opportunities, the run recorded.
+    Detect {
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        /// Run date (YYYY-MM-DD); the latest date in daily_entity_metrics when absent.
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+        /// One tenant (repeatable); all tenants when absent.
+        #[arg(long)]
+        tenant: Vec<String>,
+        /// Detector queries in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Print the run record as one JSON object instead of the findings table.
+        #[arg(long)]
+        json: bool,
     },
     /// Run one query on the embedded warehouse; prints one JSON object per row.
     Sql {
@@ -230,6 +248,22 @@ async fn main() -> anyhow::Result<()> {
                     Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => break,
                     other => other?,
                 }
+            }
+        }
+        Command::Detect { data_dir, as_of, tenant, concurrency, json } => {
+            if std::env::var(converge_http::env::LOG).is_err() {
+                std::env::set_var(converge_http::env::LOG, "warn");
+            }
+            converge_http::telemetry::init("converge-detect");
+            let tenants = if tenant.is_empty() { None } else { Some(tenant) };
+            let run = detect::run(detect::DetectOptions { data_dir, as_of, tenants, concurrency }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&run)?);
+            } else {
+                print!("{}", detect::render(&run));
+            }
+            if run.outcome != "ok" {
+                std::process::exit(1);
             }
         }
         Command::Sql { data_dir, query } => {
