@@ -9,6 +9,8 @@
 //!   and [`Document`](converge_core::Document), exact for every type; paths ↔ resource names.
 //! - [`source`]: [`FirestoreSource`], the [`SourceStore`]: atomic batches (one `Commit`),
 //!   consistent paged scans at one read time, `COUNT` aggregations.
+//! - [`raw`]: the [`RawSource`](converge_core::RawSource): a date range of raw records by
+//!   structured query (`date >= from and date <= to`), paged at one read time.
 //! - [`error_log`]: the [`ErrorLog`] on the same client: `sync_errors` and `quarantine`
 //!   records merged by id with preconditions and an increment transform.
 //! - [`error`]: this crate's errors and their mapping onto the core's error kinds.
@@ -32,6 +34,7 @@ pub mod convert;
 pub mod emulator;
 pub mod error;
 pub mod error_log;
+pub mod raw;
 pub mod source;
 
 pub use config::FirestoreConfig;

@@ -35,3 +35,13 @@ async fn firestore_passes_the_error_log_contract() {
     let Some(emulator) = common::emulator().await else { return };
     converge_contract::error_log_contract(|| async { Arc::new(emulator.fresh_source().await.expect("connect")) as _ }).await;
 }
+
+#[tokio::test]
+async fn firestore_passes_the_raw_source_contract() {
+    let Some(emulator) = common::emulator().await else { return };
+    converge_contract::raw_source_contract(500, || async {
+        let source = Arc::new(emulator.fresh_source().await.expect("connect"));
+        (source.clone() as _, source as _)
+    })
+    .await;
+}
