@@ -28,15 +28,17 @@ pub struct DetectorRunner {
     options: RunnerOptions,
 }
 
-/// One query of a pass: a detector, for all tenants (`None`) or one.
-struct Unit<'a> {
-    spec: &'a DetectorSpec,
+/// One query of a pass: a detector, for all tenants (`None`) or one. Owns its spec (a
+/// small clone) so the queries' futures borrow nothing but the runner and stay `Send`
+/// under axum.
+struct Unit {
+    spec: DetectorSpec,
     tenant: Option<String>,
 }
 
 /// What one unit produced.
-struct UnitResult<'a> {
-    spec: &'a DetectorSpec,
+struct UnitResult {
+    spec: DetectorSpec,
     tenant: Option<String>,
     millis: u64,
     rows: Result<Vec<DetectorRow>, StoreError>,
@@ -116,8 +118,10 @@ impl DetectorRunner {
         };
         tracing::info!(batch_id = run.batch_id, scope, as_of, detectors = specs.len(), concurrency = self.options.concurrency, "detector pass started");
 
-        let units: Vec<Unit<'_>> =
-            specs.iter().flat_map(|spec| tenants.iter().map(move |tenant| Unit { spec, tenant: tenant.clone() })).collect();
+        let units: Vec<Unit> = specs
+            .iter()
+            .flat_map(|spec| tenants.iter().map(move |tenant| Unit { spec: (*spec).clone(), tenant: tenant.clone() }))
+            .collect();
         let mut results = stream::iter(units).map(|unit| self.execute(unit, request.as_of)).buffer_unordered(self.options.concurrency);
 
         let mut stats: BTreeMap<&str, DetectorStats> = specs
@@ -152,9 +156,9 @@ impl DetectorRunner {
                 continue;
             }
             for row in rows {
-                let opportunity = self.opportunity(result.spec, &row, request.as_of, started_at, &run.batch_id);
+                let opportunity = self.opportunity(&result.spec, &row, request.as_of, started_at, &run.batch_id);
                 found.insert((opportunity.tenant.clone(), opportunity.id.clone()));
-                run.findings.push(finding(result.spec, &opportunity));
+                run.findings.push(finding(&result.spec, &opportunity));
                 match self.opportunities.upsert_opportunity(opportunity).await {
                     Ok(UpsertOutcome::Opened) => run.opportunities.opened += 1,
                     Ok(UpsertOutcome::Updated) => run.opportunities.updated += 1,
@@ -214,9 +218,9 @@ impl DetectorRunner {
     }
 
     /// Compiles and runs one unit; any failure is the unit's, never the pass's.
-    async fn execute<'a>(&self, unit: Unit<'a>, as_of: NaiveDate) -> UnitResult<'a> {
+    async fn execute(&self, unit: Unit, as_of: NaiveDate) -> UnitResult {
         let started = Instant::now();
-        let rows = self.query(unit.spec, unit.tenant.as_deref(), as_of).await;
+        let rows = self.query(&unit.spec, unit.tenant.as_deref(), as_of).await;
         UnitResult { spec: unit.spec, tenant: unit.tenant, millis: started.elapsed().as_millis() as u64, rows }
     }
 

@@ -9,7 +9,10 @@
 //!   format on Cloud Run.
 //! - [`status`]: the one mapping from error kinds to HTTP statuses.
 //! - [`server`]: the health route and `serve(listener, router, shutdown)`.
+//! - [`caller_auth`]: who may call an authenticated function (ID-token verifier
+//!   configuration from the environment, the local signer).
 
+pub mod caller_auth;
 pub mod env;
 pub mod server;
 pub mod settings;

@@ -22,8 +22,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use converge_auth::{parse_email_list, IdTokenVerifier, VerifierConfig};
-use converge_http::{env, Backend, Settings, SettingsError};
+use converge_auth::{IdTokenVerifier, VerifierConfig};
+use converge_http::{Settings, SettingsError};
 use converge_rebuild::run::RebuildErrorKind;
 use converge_rebuild::{RebuildRequest, Rebuilder};
 use serde_json::json;
@@ -33,7 +33,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// The audience of local tokens when `CONVERGE_AUTH_AUDIENCE` is unset (embedded only).
 pub const LOCAL_AUDIENCE: &str = "converge-local-rebuild";
 /// The caller allowed by default on the embedded setup: who `converge rebuild` signs as.
-pub const LOCAL_OPERATOR: &str = "operator@converge.local";
+pub const LOCAL_OPERATOR: &str = converge_http::caller_auth::LOCAL_OPERATOR;
 
 #[derive(Clone)]
 pub struct RebuildState {
@@ -41,38 +41,16 @@ pub struct RebuildState {
     pub verifier: IdTokenVerifier,
 }
 
-/// Who may call, from the environment. In the cloud, Google-signed tokens only, and
-/// both the audience and the allow-list must be set: there is no default and no
-/// switch that loosens them. Embedded, tokens of the local signer in the data
-/// directory (`converge rebuild` signs with it).
+/// Who may call (see [`converge_http::caller_auth`]): in the cloud Google-signed tokens
+/// for `CONVERGE_AUTH_AUDIENCE` from `CONVERGE_AUTH_ALLOWED_EMAILS`; embedded, the local
+/// signer's (`converge rebuild` signs with it).
 pub fn verifier_config(settings: &Settings, lookup: impl Fn(&str) -> Option<String>) -> Result<VerifierConfig, SettingsError> {
-    let audience = lookup(env::AUTH_AUDIENCE).filter(|v| !v.trim().is_empty());
-    let emails = lookup(env::AUTH_ALLOWED_EMAILS).map(|v| parse_email_list(&v)).filter(|v| !v.is_empty());
-    match &settings.backend {
-        Backend::Cloud(_) => {
-            let audience = audience.ok_or_else(|| SettingsError {
-                name: env::AUTH_AUDIENCE,
-                problem: "required on the cloud backend: the service's URL, which callers request their ID token for".into(),
-            })?;
-            let emails = emails.ok_or_else(|| SettingsError {
-                name: env::AUTH_ALLOWED_EMAILS,
-                problem: "required on the cloud backend: the comma-separated emails (people or service accounts) allowed to rebuild".into(),
-            })?;
-            Ok(VerifierConfig::google(audience, emails))
-        }
-        Backend::Embedded => Ok(VerifierConfig::local(
-            converge_auth::local_signer_dir(&settings.data_dir),
-            audience.unwrap_or_else(|| LOCAL_AUDIENCE.into()),
-            emails.unwrap_or_else(|| vec![LOCAL_OPERATOR.into()]),
-        )),
-    }
+    converge_http::caller_auth::verifier_config(settings, lookup, LOCAL_AUDIENCE, "rebuild")
 }
 
-/// Makes sure the embedded setup's local signer (and the key file the verifier trusts)
-/// exists, so the first `converge rebuild` and the server agree on the key.
+/// Makes sure the embedded setup's local signer exists.
 pub fn ensure_local_signer(data_dir: &Path) -> anyhow::Result<()> {
-    converge_auth::LocalSigner::open(converge_auth::local_signer_dir(data_dir))?;
-    Ok(())
+    Ok(converge_http::caller_auth::ensure_local_signer(data_dir)?)
 }
 
 /// `POST /` and `GET /healthz`.
