@@ -52,6 +52,23 @@ fn column_list(route: &Route) -> String {
         .join(", ")
 }
 
+/// What picks each document's winner, greatest first: (version, is_deleted) packed
+/// into one BIGINT (see [`create_statements`]).
+const WINNER_KEY: &str = "epoch_us(version) * 2 + is_deleted::INTEGER";
+
+/// The latest states (path, version in microseconds, content hash) of one tenant's
+/// documents in `table`, in path order; parameter `$1` is the tenant. The latest
+/// view's rule, with the tenant filtered before the winners are picked: the view's
+/// own filter cannot reach inside its `GROUP BY`, so through the view every tenant's
+/// documents would be aggregated to return one tenant's.
+pub fn latest_states_query(table: &str) -> String {
+    format!(
+        "SELECT doc_path, epoch_us(version), content_hash FROM {table} WHERE tenant = $1 AND rowid IN (
+            SELECT arg_max(rowid, {WINNER_KEY}) FROM {table} WHERE tenant = $1 GROUP BY doc_path
+         ) AND NOT is_deleted ORDER BY doc_path"
+    )
+}
+
 /// Statements that create the changelog table, the latest view and
 /// the as-of macro. Idempotent.
 pub fn create_statements(route: &Route) -> Vec<String> {
@@ -65,7 +82,7 @@ pub fn create_statements(route: &Route) -> Vec<String> {
     let winners = |filter: &str| {
         format!(
             "SELECT * REPLACE (data::JSON AS data) FROM {t} WHERE rowid IN (
-                SELECT arg_max(rowid, epoch_us(version) * 2 + is_deleted::INTEGER) FROM {t} {filter} GROUP BY tenant, doc_path
+                SELECT arg_max(rowid, {WINNER_KEY}) FROM {t} {filter} GROUP BY tenant, doc_path
              ) AND NOT is_deleted"
         )
     };

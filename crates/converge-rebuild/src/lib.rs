@@ -8,6 +8,8 @@
 //! - [`merge`]: the source's documents against the warehouse's latest states, both in
 //!   path order, streamed: a REBUILD row per document, a tombstone per derived
 //!   document the source no longer has.
+//! - [`spool`]: the warehouse's latest states, read to the end into a temporary file
+//!   before anything is appended, then streamed back from it.
 //! - [`throttle`]: the documents-per-second cap.
 //! - [`run`]: [`Rebuilder`] — one run per tenant at a time, its progress, its report
 //!   and its run record.
@@ -18,6 +20,7 @@
 
 pub mod merge;
 pub mod run;
+pub mod spool;
 pub mod throttle;
 
 pub use run::{RebuildError, RebuildProgress, RebuildRequest, RebuildRun, Rebuilder, TableRebuild};

@@ -329,7 +329,10 @@ impl Scanner {
         let source = self.source.scan_documents(&collection).await?;
         let read_time: Timestamp = source.read_time;
         let derived = self.warehouse.latest_states(&route.table, &self.tenant).await?;
-        let mut merge = MergeJoin::new(source.items, derived.items, read_time.as_micros());
+        // Drained before the first append, so the warehouse's query is over while the
+        // rebuild writes (see spool.rs).
+        let derived = crate::spool::spool(derived.items).await?;
+        let mut merge = MergeJoin::new(source.items, derived, read_time.as_micros());
         let mut table = TableRebuild { table: route.table.clone(), source_read_time: read_time.to_rfc3339(), ..TableRebuild::default() };
         let config = MirrorConfig { routes: vec![route.clone()] };
         let mut last_log = Instant::now();
