@@ -18,6 +18,9 @@
 //!   (retryable vs permanent), with messages that say what to do.
 //! - [`warehouse`]: [`BigQueryWarehouse`], the [`converge_core::Warehouse`]
 //!   implementation, and `query_json` for reports.
+//! - [`metrics`]: the nightly ETL's tables and their atomic (tenant, date) replace
+//!   ([`converge_core::MetricsWarehouse`]): staged through the Storage Write API, swapped
+//!   in by one multi-statement transaction.
 //! - [`emulator`]: [`BigQueryEmulator`], a local `bqemulator` process on loopback
 //!   ports for tests and the CLI; killed when dropped.
 
@@ -25,6 +28,7 @@ pub mod arrow;
 pub mod config;
 pub mod emulator;
 pub mod error;
+pub mod metrics;
 pub mod schema;
 pub mod warehouse;
 

@@ -159,6 +159,11 @@ impl BigQueryWarehouse {
         &self.inner.config
     }
 
+    /// The Storage Write API client (the metrics tables' staging loads use it too).
+    pub(crate) fn write_client(&self) -> &Write {
+        &self.inner.write
+    }
+
     fn mirror(&self) -> Result<MirrorConfig, StoreError> {
         self.inner.mirror.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| {
             StoreError::permanent(BACKEND, "ensure_tables must run before appends and reads (the warehouse has no table layout yet)")
@@ -174,7 +179,7 @@ impl BigQueryWarehouse {
     }
 
     /// Runs one statement to completion, bounded by `call_timeout`.
-    async fn run(&self, context: &str, sql: String, params: &[(&str, QueryParam)]) -> Result<CompleteQuery, StoreError> {
+    pub(crate) async fn run(&self, context: &str, sql: String, params: &[(&str, QueryParam)]) -> Result<CompleteQuery, StoreError> {
         let mut query = self.inner.query.query(sql).set_page_size(self.inner.config.page_size);
         if !params.is_empty() {
             query = query.set_parameter_mode("NAMED").set_query_parameters(params.iter().map(|(name, value)| value.to_parameter(name)));
@@ -191,7 +196,7 @@ impl BigQueryWarehouse {
 
     /// Rows of a finished query, page by page (each page fetched when the previous one
     /// is consumed), each page fetch bounded by `call_timeout`.
-    fn rows(&self, context: &'static str, done: CompleteQuery) -> BoxStream<'static, Result<Row, StoreError>> {
+    pub(crate) fn rows(&self, context: &'static str, done: CompleteQuery) -> BoxStream<'static, Result<Row, StoreError>> {
         let timeout = self.inner.config.call_timeout;
         let iterator: RowIterator = done.read().set_page_size(self.inner.config.page_size);
         Box::pin(futures::stream::unfold(Some(iterator), move |state| async move {
@@ -293,7 +298,7 @@ impl BigQueryWarehouse {
         Ok(rows.len() as u64)
     }
 
-    async fn bounded<T, E>(&self, context: &str, call: impl std::future::Future<Output = Result<T, E>>, map: impl FnOnce(&str, &E) -> StoreError) -> Result<T, StoreError> {
+    pub(crate) async fn bounded<T, E>(&self, context: &str, call: impl std::future::Future<Output = Result<T, E>>, map: impl FnOnce(&str, &E) -> StoreError) -> Result<T, StoreError> {
         let timeout = self.inner.config.call_timeout;
         match tokio::time::timeout(timeout, call).await {
             Err(_) => Err(timed_out(context, timeout)),
@@ -302,7 +307,7 @@ impl BigQueryWarehouse {
     }
 }
 
-fn row_error(context: &str, error: &google_cloud_bigquery::error::RowError) -> StoreError {
+pub(crate) fn row_error(context: &str, error: &google_cloud_bigquery::error::RowError) -> StoreError {
     match error {
         google_cloud_bigquery::error::RowError::Rpc { source, .. } => from_gax(context, source),
         other => StoreError::permanent(BACKEND, format!("{context}: unexpected result layout: {other}")),

@@ -19,3 +19,14 @@ async fn bigquery_passes_the_warehouse_contract() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn bigquery_passes_the_metrics_warehouse_contract() {
+    let Some(emulator) = BigQueryEmulator::for_tests().await else { return };
+    let emulator = Arc::new(emulator);
+    converge_contract::metrics_warehouse_contract(300, || {
+        let emulator = emulator.clone();
+        async move { Arc::new(emulator.fresh_warehouse().await.expect("a warehouse on the emulator")) as _ }
+    })
+    .await;
+}
