@@ -47,6 +47,8 @@ impl CloudBackends {
         let source: Arc<dyn SourceStore> = Arc::new(self.source.clone());
         let errors: Arc<dyn ErrorLog> = Arc::new(self.source.clone());
         let warehouse: Arc<dyn Warehouse> = Arc::new(self.warehouse.clone());
-        Backends { source, errors, warehouse, kind: "cloud" }
+        let raw: Arc<dyn converge_core::RawSource> = Arc::new(self.source.clone());
+        let metrics: Arc<dyn converge_core::MetricsWarehouse> = Arc::new(self.warehouse.clone());
+        Backends { source, errors, warehouse, raw, metrics, kind: "cloud" }
     }
 }

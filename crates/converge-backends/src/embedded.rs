@@ -65,6 +65,13 @@ impl EmbeddedBackends {
 
     /// The same stores behind the core traits.
     pub fn backends(&self) -> Backends {
-        Backends { source: self.source_store(), errors: self.error_log(), warehouse: self.warehouse(), kind: "embedded" }
+        Backends {
+            source: self.source_store(),
+            errors: self.error_log(),
+            warehouse: self.warehouse(),
+            raw: Arc::new(self.source.clone()),
+            metrics: Arc::new(self.warehouse.clone()),
+            kind: "embedded",
+        }
     }
 }

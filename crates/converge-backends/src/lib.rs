@@ -16,7 +16,7 @@ pub mod embedded;
 
 use std::sync::Arc;
 
-use converge_core::{Clock, ErrorLog, SourceStore, StoreError, Warehouse};
+use converge_core::{Clock, ErrorLog, MetricsWarehouse, RawSource, SourceStore, StoreError, Warehouse};
 use converge_http::{Backend, Settings};
 
 #[cfg(feature = "cloud")]
@@ -30,6 +30,10 @@ pub struct Backends {
     pub source: Arc<dyn SourceStore>,
     pub errors: Arc<dyn ErrorLog>,
     pub warehouse: Arc<dyn Warehouse>,
+    /// The source store again, read by date (the nightly ETL's input).
+    pub raw: Arc<dyn RawSource>,
+    /// The warehouse again: `daily_entity_metrics` and `entity_map` (the ETL's output).
+    pub metrics: Arc<dyn MetricsWarehouse>,
     /// `embedded` or `cloud`, for logs.
     pub kind: &'static str,
 }
