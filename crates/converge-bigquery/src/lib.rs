@@ -18,6 +18,8 @@
 //!   (retryable vs permanent), with messages that say what to do.
 //! - [`warehouse`]: [`BigQueryWarehouse`], the [`converge_core::Warehouse`]
 //!   implementation, and `query_json` for reports.
+//! - [`findings`]: detector queries ([`converge_core::FindingsWarehouse`]): typed named
+//!   parameters, a per-query deadline, rows streamed page by page.
 //! - [`metrics`]: the nightly ETL's tables and their atomic (tenant, date) replace
 //!   ([`converge_core::MetricsWarehouse`]): staged through the Storage Write API, swapped
 //!   in by one multi-statement transaction.
@@ -28,6 +30,7 @@ pub mod arrow;
 pub mod config;
 pub mod emulator;
 pub mod error;
+pub mod findings;
 pub mod metrics;
 pub mod schema;
 pub mod warehouse;

@@ -164,6 +164,11 @@ impl BigQueryWarehouse {
         &self.inner.write
     }
 
+    /// The REST query client (findings queries build their own requests on it).
+    pub(crate) fn query_client(&self) -> &BigQuery {
+        &self.inner.query
+    }
+
     fn mirror(&self) -> Result<MirrorConfig, StoreError> {
         self.inner.mirror.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| {
             StoreError::permanent(BACKEND, "ensure_tables must run before appends and reads (the warehouse has no table layout yet)")
