@@ -111,6 +111,21 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The nightly ETL on one tenant of a real account's size: one day, and a backfill
+    /// of every seeded day (90 by default), on the embedded default.
+    Etl {
+        /// Days of raw data seeded (and backfilled).
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// Data directory (replaced; default: converge-bench-etl in the temp directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Update this results file's etl section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// One reconciler run in this process, printed as one JSON line with its peak
     /// resident memory (the reconcile benchmark runs each in its own process).
     #[command(hide = true)]
@@ -201,6 +216,22 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 eprintln!(
                     "{} metric rows ({} tenants, generated in {} ms); whole pack p50 {} ms, max {} ms over {} passes; {} findings, {} failed",
                     result.metric_rows, result.tenants, result.generate_ms, result.pack_p50_ms, result.pack_max_ms, result.passes, result.findings, result.failed
+                );
+            }
+            Ok(())
+        }
+        BenchCommand::Etl { days, data_dir, results, json } => {
+            let report = crate::bench_etl::run(crate::bench_etl::EtlBenchOptions { days, data_dir, results: results.clone() }).await?;
+            if let Some(path) = results {
+                eprintln!("wrote {}", path.display());
+            }
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                eprintln!(
+                    "{} raw rows seeded in {} ms; ETL of one day {} ms ({} rows in, {} out); {} days {} ms ({:.0} raw rows/s); peak RSS {:.0} MB",
+                    report.raw_rows, report.seed_millis, report.one_day_millis, report.one_day_rows_in, report.one_day_rows_out, report.days,
+                    report.backfill_millis, report.backfill_rows_per_second, report.peak_rss_mb
                 );
             }
             Ok(())

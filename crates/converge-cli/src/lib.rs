@@ -20,14 +20,21 @@
 //! - [`bench`]: `converge bench sync`, the sync path measured over loopback HTTP.
 //! - [`bench_reconcile`]: `converge bench reconcile`, reconciliation beside reladiff.
 //! - [`bench_rebuild`]: `converge bench rebuild`, rebuild throughput and memory.
+//! - [`bench_etl`]: `converge bench etl`, the nightly ETL of one day and of 90 days.
+//! - [`etl`]: `converge etl`, one nightly-ETL pass on a data directory.
+//! - [`ops_dataset`]: raw operational data (GA4, ads, email exports) at a real
+//!   account's scale, deterministic, with hooks for planted patterns.
 //! - [`bench_detect`]: `converge bench detect`, the whole pack over 90 days of metrics.
 //! - [`render`]: human-readable output.
 
 pub mod bench;
 pub mod bench_detect;
+pub mod bench_etl;
 pub mod bench_rebuild;
 pub mod bench_reconcile;
 pub mod dataset;
+pub mod etl;
+pub mod ops_dataset;
 pub mod demo;
 pub mod demo_cloud;
 pub mod detect;

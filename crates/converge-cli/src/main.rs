@@ -96,6 +96,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One nightly-ETL pass: the raw collections (orgs/*/ga4_pages, ad_keywords, …) of
+    /// each (tenant, date) validated, rolled up into daily_entity_metrics and
+    /// entity_map, checked and replaced atomically, each slice recorded in
+    /// converge_runs. `--json` prints one object: the pass (run_id, from, to, outcome,
+    /// slices, failed_slices, rows_in, rows_out, quarantined, millis) with `runs`, the
+    /// run record of every (tenant, date) as stored. Exits 1 if a slice failed.
+    Etl {
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        /// The day to load (YYYY-MM-DD); with --late-days N also the N days before.
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+        /// First day of a backfill (with --to, or --date as the last day).
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last day of a backfill.
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// One tenant (repeatable); every tenant under orgs/ when absent.
+        #[arg(long)]
+        tenant: Vec<String>,
+        /// Days before --date loaded again (late data); 0 by default here, 3 in the function.
+        #[arg(long)]
+        late_days: Option<u32>,
+        /// Cap on raw records read per second (backfills next to live traffic).
+        #[arg(long)]
+        max_records_per_second: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one query on the embedded warehouse; prints one JSON object per row.
     Sql {
         #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
@@ -263,6 +293,23 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", detect::render(&run));
             }
             if run.outcome != "ok" {
+                std::process::exit(1);
+            }
+        }
+        Command::Etl { data_dir, date, from, to, tenant, late_days, max_records_per_second, json } => {
+            if std::env::var(converge_http::env::LOG).is_err() {
+                std::env::set_var(converge_http::env::LOG, "warn");
+            }
+            converge_http::telemetry::init("converge-etl");
+            let settings = converge_http::Settings::from_env()?;
+            let request = converge_cli::etl::request(date, from, to, tenant, late_days, max_records_per_second)?;
+            let run = converge_cli::etl::run(converge_cli::etl::EtlOptions { data_dir, mirror: settings.mirror, request, progress: !json }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&run)?);
+            } else {
+                print!("{}", converge_cli::etl::render(&run));
+            }
+            if run.outcome == "failed" {
                 std::process::exit(1);
             }
         }
