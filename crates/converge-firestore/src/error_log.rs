@@ -33,7 +33,7 @@ use crate::source::{FirestoreSource, Inner};
 
 /// Rounds of create-then-merge before giving up (only a record deleted and
 /// recreated over and over by someone else gets there).
-const MAX_MERGE_ROUNDS: u32 = 16;
+pub(crate) const MAX_MERGE_ROUNDS: u32 = 16;
 
 impl Inner {
     fn record_name(&self, collection: &str, id: &str) -> Result<String, FirestoreError> {
@@ -87,16 +87,16 @@ impl Inner {
     }
 
     /// Every document `query` (over a top-level collection) matches.
-    async fn query_all(&self, query: pb::StructuredQuery) -> Result<Vec<pb::Document>, FirestoreError> {
+    pub(crate) async fn query_all(&self, query: pb::StructuredQuery) -> Result<Vec<pb::Document>, FirestoreError> {
         Ok(self.read_with_retry(|| self.run_query(self.paths.documents.clone(), query.clone(), None)).await?.0)
     }
 }
 
-fn document(name: String, fields: HashMap<String, pb::Value>) -> pb::Document {
+pub(crate) fn document(name: String, fields: HashMap<String, pb::Value>) -> pb::Document {
     pb::Document { name, fields, create_time: None, update_time: None }
 }
 
-fn string(s: &str) -> pb::Value {
+pub(crate) fn string(s: &str) -> pb::Value {
     value_to_proto(&Value::String(s.to_owned()))
 }
 
@@ -109,7 +109,7 @@ fn boolean(b: bool) -> pb::Value {
 }
 
 /// A time as its two fields: `{name}` (timestamp) and `{name}_nanos` (exact fraction).
-fn put_time(fields: &mut HashMap<String, pb::Value>, name: &str, ts: Timestamp) {
+pub(crate) fn put_time(fields: &mut HashMap<String, pb::Value>, name: &str, ts: Timestamp) {
     fields.insert(name.to_owned(), pb::Value { value_type: Some(pb::value::ValueType::TimestampValue(timestamp_to_proto(ts))) });
     fields.insert(format!("{name}_nanos"), integer(i64::from(ts.nanos)));
 }
@@ -118,7 +118,7 @@ fn collection_query(collection: &str) -> pb::StructuredQuery {
     pb::StructuredQuery { from: vec![CollectionSelector { collection_id: collection.to_owned(), all_descendants: false }], ..Default::default() }
 }
 
-fn equals(field: &str, value: pb::Value) -> Filter {
+pub(crate) fn equals(field: &str, value: pb::Value) -> Filter {
     Filter {
         filter_type: Some(FilterType::FieldFilter(FieldFilter {
             field: Some(FieldReference { field_path: field.to_owned() }),
@@ -129,18 +129,18 @@ fn equals(field: &str, value: pb::Value) -> Filter {
 }
 
 /// Reads the fields of a stored record, naming the record and field in errors.
-struct RecordReader {
+pub(crate) struct RecordReader {
     what: &'static str,
     name: String,
-    fields: HashMap<String, pb::Value>,
+    pub(crate) fields: HashMap<String, pb::Value>,
 }
 
 impl RecordReader {
-    fn new(what: &'static str, doc: pb::Document) -> Self {
+    pub(crate) fn new(what: &'static str, doc: pb::Document) -> Self {
         Self { what, name: doc.name, fields: doc.fields }
     }
 
-    fn corrupt(&self, field: &str, expected: &str) -> FirestoreError {
+    pub(crate) fn corrupt(&self, field: &str, expected: &str) -> FirestoreError {
         let found = match self.fields.get(field).and_then(|v| convert::value_from_proto(v.clone(), field).ok()) {
             Some(value) => value.type_name(),
             None => "nothing",
@@ -148,11 +148,11 @@ impl RecordReader {
         FirestoreError::CorruptRecord { what: self.what, detail: format!("`{}` field `{field}`: expected {expected}, found {found}", self.name) }
     }
 
-    fn take(&mut self, field: &str) -> Option<pb::value::ValueType> {
+    pub(crate) fn take(&mut self, field: &str) -> Option<pb::value::ValueType> {
         self.fields.remove(field).and_then(|v| v.value_type)
     }
 
-    fn string(&mut self, field: &str) -> Result<String, FirestoreError> {
+    pub(crate) fn string(&mut self, field: &str) -> Result<String, FirestoreError> {
         match self.take(field) {
             Some(pb::value::ValueType::StringValue(s)) => Ok(s),
             _ => Err(self.corrupt(field, "a string")),
@@ -193,7 +193,7 @@ impl RecordReader {
         u32::try_from(n).map_err(|_| self.corrupt("attempts", "a count that fits in 32 bits"))
     }
 
-    fn time(&mut self, field: &str) -> Result<Timestamp, FirestoreError> {
+    pub(crate) fn time(&mut self, field: &str) -> Result<Timestamp, FirestoreError> {
         let seconds = match self.take(field) {
             Some(pb::value::ValueType::TimestampValue(ts)) => convert::timestamp_from_proto(&ts),
             _ => return Err(self.corrupt(field, "a timestamp")),

@@ -13,6 +13,9 @@
 //!   structured query (`date >= from and date <= to`), paged at one read time.
 //! - [`error_log`]: the [`ErrorLog`] on the same client: `sync_errors` and `quarantine`
 //!   records merged by id with preconditions and an increment transform.
+//! - [`opportunities`]: the [`OpportunityStore`](converge_core::OpportunityStore) at
+//!   `orgs/{tenant}/opportunities/{id}`: create-or-update by preconditions (first
+//!   sighting kept), open ones listed per tenant or by collection-group query.
 //! - [`error`]: this crate's errors and their mapping onto the core's error kinds.
 //! - [`emulator`]: a harness that starts Google's Firestore emulator on a free port,
 //!   hands out stores pointed at it, resets it, registers Eventarc triggers, and kills
@@ -34,6 +37,7 @@ pub mod convert;
 pub mod emulator;
 pub mod error;
 pub mod error_log;
+pub mod opportunities;
 pub mod raw;
 pub mod source;
 

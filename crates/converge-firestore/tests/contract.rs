@@ -45,3 +45,9 @@ async fn firestore_passes_the_raw_source_contract() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn firestore_passes_the_opportunity_store_contract() {
+    let Some(emulator) = common::emulator().await else { return };
+    converge_contract::opportunity_store_contract(|| async { Arc::new(emulator.fresh_source().await.expect("connect")) as _ }).await;
+}
