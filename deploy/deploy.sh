@@ -307,6 +307,9 @@ render() { # FUNCTION SERVICE IMAGE -> $RENDER_DIR/FUNCTION.yaml
     # Known before the first deployment: Cloud Run's deterministic URL. The rebuild
     # function checks that ID tokens were minted for exactly this audience.
     [SERVICE_URL]="https://$2-$PROJECT_NUMBER.$REGION.run.app" [REBUILD_CALLERS]=$REBUILD_CALLERS
+    # Who triggers scheduled functions that check tokens in the app (nightly-etl): the
+    # scheduler's OIDC tokens, and Eventarc's for the Pub/Sub form.
+    [SCHEDULER_SA]=$(sa_email "$SCHEDULER_SA_NAME") [EVENTARC_SA]=$(sa_email "$EVENTARC_SA_NAME")
   )
   if [[ -n $CONVERGE_CONFIG ]]; then
     text=$(sed 's/[[:space:]]*#if-config$//' "deploy/services/$fn.yaml")
@@ -399,9 +402,11 @@ for entry in "${SELECTED[@]}"; do
       common=(
         --location="$REGION" --schedule="$schedule" --time-zone="$SCHEDULE_TIME_ZONE"
         --uri="$url/" --http-method=POST
-        # An OIDC token of converge-scheduler for the service URL: Cloud Run's IAM
-        # invoker check admits it (run.invoker from infra/).
-        --oidc-service-account-email="$(sa_email "$SCHEDULER_SA_NAME")" --oidc-token-audience="$url"
+        # An OIDC token of converge-scheduler for the service's deterministic URL: Cloud
+        # Run's IAM invoker check admits it (run.invoker from infra/; either URL of the
+        # service is a valid audience), and functions that verify tokens themselves
+        # (nightly-etl) expect exactly that audience, known before the first deployment.
+        --oidc-service-account-email="$(sa_email "$SCHEDULER_SA_NAME")" --oidc-token-audience="https://$service-$PROJECT_NUMBER.$REGION.run.app"
         --attempt-deadline=1800s
       )
       if exists gcloud scheduler jobs describe "$job" --location="$REGION" "${G[@]}"; then

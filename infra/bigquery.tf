@@ -70,3 +70,78 @@ resource "google_bigquery_routine" "records_as_of" {
   }
   depends_on = [google_bigquery_table.records]
 }
+
+# The nightly ETL's output (converge_bigquery::metrics): one daily sum per tenant,
+# entity, metric and day; the raw ids behind each canonical entity id; the committed
+# load of each (tenant, date), which the rows-in check compares against. Each slice is
+# replaced by one multi-statement transaction; columns exactly as
+# converge_bigquery::metrics::create_metrics_tables() (tests/tests/infra.rs checks).
+resource "google_bigquery_table" "daily_entity_metrics" {
+  dataset_id  = google_bigquery_dataset.converge.dataset_id
+  table_id    = "daily_entity_metrics"
+  description = "Converge nightly ETL: one daily sum per tenant, entity, metric and day"
+  schema      = file("${path.module}/schema/daily_entity_metrics.json")
+  time_partitioning {
+    type  = "DAY"
+    field = "date"
+  }
+  clustering          = ["tenant", "entity_type"]
+  deletion_protection = var.deletion_protection
+}
+
+resource "google_bigquery_table" "entity_map" {
+  dataset_id  = google_bigquery_dataset.converge.dataset_id
+  table_id    = "entity_map"
+  description = "Converge nightly ETL: raw identifiers as exported, per day, and their canonical entity ids"
+  schema      = file("${path.module}/schema/entity_map.json")
+  time_partitioning {
+    type  = "DAY"
+    field = "date"
+  }
+  clustering          = ["tenant", "entity_type"]
+  deletion_protection = var.deletion_protection
+}
+
+resource "google_bigquery_table" "etl_loads" {
+  dataset_id  = google_bigquery_dataset.converge.dataset_id
+  table_id    = "etl_loads"
+  description = "Converge nightly ETL: the committed load of each (tenant, date)"
+  schema      = file("${path.module}/schema/etl_loads.json")
+  time_partitioning {
+    type  = "DAY"
+    field = "date"
+  }
+  clustering          = ["tenant"]
+  deletion_protection = var.deletion_protection
+}
+
+# Staged slices: written through the Storage Write API, read once by their replace
+# script, never modified; partitions expire after two days (an abandoned load's rows
+# are named by no script and simply age out).
+resource "google_bigquery_table" "etl_staging_metrics" {
+  dataset_id  = google_bigquery_dataset.converge.dataset_id
+  table_id    = "etl_staging_metrics"
+  description = "Converge nightly ETL: staged slices, read once by their replace"
+  schema      = file("${path.module}/schema/etl_staging_metrics.json")
+  time_partitioning {
+    type          = "DAY"
+    field         = "staged_at"
+    expiration_ms = 172800000
+  }
+  clustering          = ["load_id"]
+  deletion_protection = false # transient rows only
+}
+
+resource "google_bigquery_table" "etl_staging_entity_map" {
+  dataset_id  = google_bigquery_dataset.converge.dataset_id
+  table_id    = "etl_staging_entity_map"
+  description = "Converge nightly ETL: staged entity maps, read once by their replace"
+  schema      = file("${path.module}/schema/etl_staging_entity_map.json")
+  time_partitioning {
+    type          = "DAY"
+    field         = "staged_at"
+    expiration_ms = 172800000
+  }
+  clustering          = ["load_id"]
+  deletion_protection = false # transient rows only
+}

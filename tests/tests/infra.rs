@@ -242,3 +242,82 @@ fn deploy_names_the_missing_or_wrong_setting() {
         assert!(!out.contains("+ gcloud"), "{file}: nothing may run before the configuration is valid:\n{out}");
     }
 }
+
+/// One Terraform resource block of `infra/bigquery.tf`, by table id.
+fn terraform_table(table: &str) -> String {
+    let tf = read("infra/bigquery.tf");
+    let start = tf.find(&format!("table_id    = \"{table}\"")).unwrap_or_else(|| panic!("infra/bigquery.tf declares no table {table}"));
+    let end = tf[start..].find("\n}\n").map_or(tf.len(), |e| start + e);
+    tf[start..end].to_owned()
+}
+
+#[test]
+fn the_etl_tables_are_the_code_s_ddl_partitioned_and_clustered() {
+    let config = BigQueryConfig::new(PROJECT, DATASET).unwrap();
+    let statements = converge_bigquery::metrics::create_metrics_tables(&config);
+    for (table, partition, clustering) in [
+        ("daily_entity_metrics", "date", "[\"tenant\", \"entity_type\"]"),
+        ("entity_map", "date", "[\"tenant\", \"entity_type\"]"),
+        ("etl_loads", "date", "[\"tenant\"]"),
+        ("etl_staging_metrics", "staged_at", "[\"load_id\"]"),
+        ("etl_staging_entity_map", "staged_at", "[\"load_id\"]"),
+    ] {
+        let json: serde_json::Value = serde_json::from_str(&read(&format!("infra/schema/{table}.json"))).unwrap();
+        let file: Vec<String> = json
+            .as_array()
+            .expect("a JSON array of fields")
+            .iter()
+            .map(|f| format!("{} {}{}", f["name"].as_str().unwrap(), f["type"].as_str().unwrap(), if f["mode"] == "REQUIRED" { " NOT NULL" } else { "" }))
+            .collect();
+        let ddl = statements.iter().find(|s| s.contains(&format!(".{table}` ("))).unwrap_or_else(|| panic!("no DDL for {table}"));
+        let columns = ddl.split_once(" (").and_then(|(_, rest)| rest.split_once(") PARTITION BY")).map(|(cols, _)| cols).expect("CREATE TABLE … (columns) PARTITION BY");
+        let code: Vec<String> = columns.split(", ").map(str::to_owned).collect();
+        assert_eq!(file, code, "infra/schema/{table}.json must list the columns of converge_bigquery::metrics::create_metrics_tables()");
+        let block = terraform_table(table);
+        assert!(block.contains(&format!("schema/{table}.json")), "{block}");
+        assert!(block.contains(&format!("field = \"{partition}\"")) || block.contains(&format!("field         = \"{partition}\"")), "{table} partitioned by {partition}:\n{block}");
+        assert!(block.contains(&format!("clustering          = {clustering}")), "{table} clustered by {clustering}:\n{block}");
+        let code_partition = if partition == "date" { "PARTITION BY date".to_owned() } else { format!("PARTITION BY DATE({partition})") };
+        assert!(ddl.contains(&code_partition), "{ddl}");
+    }
+}
+
+#[test]
+fn the_nightly_etl_service_checks_the_scheduler_s_tokens_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = dry_run(&repo().join("deploy/converge.env.example"), tmp.path());
+    assert!(ok, "{stdout}{stderr}");
+    for expected in [
+        "_FUNCTION=nightly-etl,",
+        "+ gcloud scheduler jobs create http converge-etl",
+        "'--schedule=0 2 * * *'",
+        // The audience the service checks (its deterministic URL), not whichever URL
+        // `services describe` prints.
+        "--oidc-token-audience=https://converge-etl-000000000000.europe-west1.run.app",
+    ] {
+        assert!(stdout.contains(expected) || stderr.contains(expected), "dry run output lacks {expected:?}:\n{stdout}{stderr}");
+    }
+    let dir = stdout.lines().find_map(|l| l.strip_prefix("==> service definitions rendered in ")).expect("rendered path printed");
+    let yaml = std::fs::read_to_string(Path::new(dir).join("nightly-etl.yaml")).unwrap();
+    assert!(!yaml.contains("${"), "placeholder left:\n{yaml}");
+    for (name, value) in [
+        (converge_http::env::AUTH_AUDIENCE, "\"https://converge-etl-000000000000.europe-west1.run.app\""),
+        (
+            converge_http::env::AUTH_ALLOWED_EMAILS,
+            "\"converge-scheduler@my-project-id.iam.gserviceaccount.com,converge-eventarc@my-project-id.iam.gserviceaccount.com\"",
+        ),
+        (converge_http::env::BACKEND, "cloud"),
+    ] {
+        assert!(yaml.contains(&format!("- name: {name}\n              value: {value}\n")), "{name}={value} missing:\n{yaml}");
+    }
+    for expected in [
+        "run.googleapis.com/ingress: internal",
+        // The app verifies the scheduler's token: Cloud Run's own check would hand it
+        // a copy with the signature removed.
+        "run.googleapis.com/invoker-iam-disabled: \"true\"",
+        "serviceAccountName: converge-etl@my-project-id.iam.gserviceaccount.com",
+        "timeoutSeconds: 1800",
+    ] {
+        assert!(yaml.contains(expected), "{expected:?} missing:\n{yaml}");
+    }
+}
