@@ -22,7 +22,7 @@ DUCKDB_LIB := $(DUCKDB_DIR)/node_modules/@duckdb/node-bindings-linux-x64/libduck
 DATA_DIR ?= .converge
 RECORDS ?= 300000
 
-.PHONY: setup build test demo demo-cloud drill-cloud bench bench-sync bench-reconcile bench-rebuild bench-detect clean check-platform bqemulator reladiff deploy deploy-dry-run
+.PHONY: setup build test demo demo-cloud drill-cloud bench bench-sync bench-reconcile bench-rebuild bench-detect bench-etl clean check-platform bqemulator reladiff deploy deploy-dry-run
 
 setup: $(DUCKDB_LIB)
 
@@ -98,7 +98,7 @@ drill-cloud: build $(BQEMULATOR)
 demo: build
 	$(BIN)/converge demo --data-dir $(DATA_DIR) --records $(RECORDS)
 
-bench: bench-sync bench-reconcile bench-rebuild bench-detect
+bench: bench-sync bench-reconcile bench-rebuild bench-detect bench-etl
 
 bench-sync: build
 	$(BIN)/converge bench sync --results bench/RESULTS.md
@@ -119,6 +119,11 @@ bench-rebuild: build
 # five passes: wall time of the pack and per detector.
 bench-detect: build
 	$(BIN)/converge bench detect --results bench/RESULTS.md
+
+# The nightly ETL on one tenant of a real account's size: 90 days of raw rows seeded
+# (~548,000), the ETL of one day, a re-run of it, and the 90-day backfill.
+bench-etl: build
+	$(BIN)/converge bench etl --days 90 --results bench/RESULTS.md
 
 clean:
 	$(CARGO) clean

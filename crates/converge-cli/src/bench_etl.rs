@@ -69,9 +69,12 @@ pub async fn run(options: EtlBenchOptions) -> anyhow::Result<EtlBenchReport> {
     let backfill_millis = started.elapsed().as_millis() as u64;
     anyhow::ensure!(all.outcome == "ok", "the backfill did not load everything: {} failed slices", all.failed_slices);
 
+    let before = converge_core::MetricsWarehouse::slice_metrics(&backends.warehouse, "acme", last).await?;
     let started = Instant::now();
     runner.run(EtlRequest { late_days: Some(0), ..EtlRequest::for_date(last) }).await?;
     let rerun_one_day_millis = started.elapsed().as_millis() as u64;
+    let after = converge_core::MetricsWarehouse::slice_metrics(&backends.warehouse, "acme", last).await?;
+    anyhow::ensure!(before == after, "re-running the ETL of {last} changed its slice");
 
     let report = EtlBenchReport {
         days: options.days,
@@ -105,7 +108,7 @@ fn render_results(r: &EtlBenchReport) -> String {
          | step | raw rows | metric rows out | time | raw rows/s |\n|---|---|---|---|---|\n\
          | seed the raw collections | {raw} | – | {seed} ms | {seed_rate:.0} |\n\
          | ETL of one day | {one_in} | {one_out} | {one} ms | {one_rate:.0} |\n\
-         | ETL of one day again (re-run, same end state) | {one_in} | {one_out} | {rerun} ms | – |\n\
+         | ETL of one day again (re-run; the slice compared: unchanged) | {one_in} | {one_out} | {rerun} ms | – |\n\
          | ETL of all {days} days (backfill, no cap) | {all_in} | {all_out} | {all} ms | {all_rate:.0} |\n\n\
          Peak RSS of the whole run: {rss:.0} MB. Measured on {machine}.\nCommand: `{command}` (via `make bench`).\n<!-- bench:etl:end -->",
         date = chrono::Utc::now().format("%Y-%m-%d"),
