@@ -49,6 +49,8 @@ impl CloudBackends {
         let warehouse: Arc<dyn Warehouse> = Arc::new(self.warehouse.clone());
         let raw: Arc<dyn converge_core::RawSource> = Arc::new(self.source.clone());
         let metrics: Arc<dyn converge_core::MetricsWarehouse> = Arc::new(self.warehouse.clone());
-        Backends { source, errors, warehouse, raw, metrics, kind: "cloud" }
+        let findings: Arc<dyn converge_core::FindingsWarehouse> = Arc::new(self.warehouse.clone());
+        let opportunities: Arc<dyn converge_core::OpportunityStore> = Arc::new(self.source.clone());
+        Backends { source, errors, warehouse, raw, metrics, findings, opportunities, kind: "cloud" }
     }
 }

@@ -71,6 +71,8 @@ impl EmbeddedBackends {
             warehouse: self.warehouse(),
             raw: Arc::new(self.source.clone()),
             metrics: Arc::new(self.warehouse.clone()),
+            findings: Arc::new(self.warehouse.clone()),
+            opportunities: Arc::new(self.source.clone()),
             kind: "embedded",
         }
     }

@@ -16,7 +16,7 @@ pub mod embedded;
 
 use std::sync::Arc;
 
-use converge_core::{Clock, ErrorLog, MetricsWarehouse, RawSource, SourceStore, StoreError, Warehouse};
+use converge_core::{Clock, ErrorLog, FindingsWarehouse, MetricsWarehouse, OpportunityStore, RawSource, SourceStore, StoreError, Warehouse};
 use converge_http::{Backend, Settings};
 
 #[cfg(feature = "cloud")]
@@ -34,6 +34,10 @@ pub struct Backends {
     pub raw: Arc<dyn RawSource>,
     /// The warehouse again: `daily_entity_metrics` and `entity_map` (the ETL's output).
     pub metrics: Arc<dyn MetricsWarehouse>,
+    /// The warehouse again: the detectors' queries over the metrics.
+    pub findings: Arc<dyn FindingsWarehouse>,
+    /// The source store again: the detectors' opportunities, where the app reads them.
+    pub opportunities: Arc<dyn OpportunityStore>,
     /// `embedded` or `cloud`, for logs.
     pub kind: &'static str,
 }

@@ -1,55 +1,99 @@
-//! `converge detect`: one detector pass on a data directory (DuckDB warehouse, SQLite
-//! opportunities), through the same runner the detector-runner function uses.
+//! `converge detect`: one detector pass, through the same runner the detector-runner
+//! function uses: on a data directory (DuckDB warehouse, SQLite opportunities) by
+//! default, or with `--backend cloud` on BigQuery and Firestore (or their emulators)
+//! as the environment names them (`GOOGLE_CLOUD_PROJECT`, `CONVERGE_BIGQUERY_DATASET`,
+//! `FIRESTORE_EMULATOR_HOST`, …, see the README's configuration table).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::NaiveDate;
-use converge_backends::EmbeddedBackends;
-use converge_core::{Clock, SystemClock};
+use converge_backends::{CloudBackends, EmbeddedBackends};
+use converge_core::{Clock, FindingsWarehouse, OpportunityStore, SystemClock, Warehouse};
 use converge_detect::Pack;
 use converge_detector_runner::{DetectRequest, DetectRun, DetectorRunner, RunnerOptions};
 
+/// Where the pass runs.
+pub enum DetectTarget {
+    /// DuckDB and SQLite in this data directory.
+    Embedded(PathBuf),
+    /// BigQuery and Firestore (or their emulators).
+    Cloud(converge_http::CloudSettings),
+}
+
 pub struct DetectOptions {
-    pub data_dir: PathBuf,
+    pub target: DetectTarget,
     /// The run date; the latest date in `daily_entity_metrics` when absent.
     pub as_of: Option<NaiveDate>,
     pub tenants: Option<Vec<String>>,
     pub concurrency: usize,
 }
 
+const NO_METRICS: &str = "daily_entity_metrics is empty: run `converge etl` (or the nightly-etl function) first, or pass --as-of YYYY-MM-DD";
+
 /// Runs one pass and returns its report (also recorded in `converge_runs`).
 pub async fn run(options: DetectOptions) -> anyhow::Result<DetectRun> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let backends = EmbeddedBackends::open(&options.data_dir, clock.clone()).context("opening the data directory")?;
-    let warehouse = backends.warehouse.clone();
-    converge_core::Warehouse::ensure_tables(&warehouse, &converge_core::MirrorConfig::default()).await?;
+    let (findings, runs, opportunities, latest): (Arc<dyn FindingsWarehouse>, Arc<dyn Warehouse>, Arc<dyn OpportunityStore>, Option<String>) =
+        match options.target {
+            DetectTarget::Embedded(data_dir) => {
+                let backends = EmbeddedBackends::open(&data_dir, clock.clone()).context("opening the data directory")?;
+                let warehouse = backends.warehouse.clone();
+                warehouse.ensure_tables(&converge_core::MirrorConfig::default()).await?;
+                let latest = match options.as_of {
+                    Some(_) => None,
+                    None => latest_date(
+                        warehouse
+                            .query_json("SELECT CAST(max(date) AS VARCHAR) AS latest FROM daily_entity_metrics")
+                            .await
+                            .context("reading the latest date of daily_entity_metrics (has `converge etl` run? or pass --as-of YYYY-MM-DD)")?,
+                    ),
+                };
+                (Arc::new(warehouse.clone()), Arc::new(warehouse), Arc::new(backends.source.clone()), latest)
+            }
+            DetectTarget::Cloud(settings) => {
+                let backends = CloudBackends::open(&settings).await.context("connecting to BigQuery and Firestore")?;
+                let warehouse = backends.warehouse.clone();
+                warehouse.ensure_tables(&converge_core::MirrorConfig::default()).await?;
+                let latest = match options.as_of {
+                    Some(_) => None,
+                    None => {
+                        let config = warehouse.config();
+                        let sql = format!(
+                            "SELECT CAST(MAX(date) AS STRING) AS latest FROM `{}.{}.daily_entity_metrics`",
+                            config.project, config.dataset
+                        );
+                        latest_date(warehouse.query_json(&sql, &[]).await.context(
+                            "reading the latest date of daily_entity_metrics in BigQuery (has the nightly ETL run? or pass --as-of YYYY-MM-DD)",
+                        )?)
+                    }
+                };
+                (Arc::new(warehouse.clone()), Arc::new(warehouse), Arc::new(backends.source.clone()), latest)
+            }
+        };
     let as_of = match options.as_of {
         Some(date) => date,
-        None => latest_metrics_date(&warehouse).await?,
+        None => {
+            let latest = latest.context(NO_METRICS)?;
+            NaiveDate::parse_from_str(&latest, "%Y-%m-%d").with_context(|| format!("latest date {latest:?} is not YYYY-MM-DD"))?
+        }
     };
     let runner = DetectorRunner::new(
         Pack::shipped()?,
-        Arc::new(warehouse.clone()),
-        Arc::new(warehouse),
-        Arc::new(backends.source.clone()),
+        findings,
+        runs,
+        opportunities,
         clock,
         RunnerOptions { concurrency: options.concurrency, ..RunnerOptions::default() },
     );
     Ok(runner.run(DetectRequest { as_of, tenants: options.tenants, detectors: None }).await?)
 }
 
-/// The newest day the nightly ETL has loaded: what a pass on a laptop usually means.
-async fn latest_metrics_date(warehouse: &converge_duckdb::DuckWarehouse) -> anyhow::Result<NaiveDate> {
-    let rows = warehouse
-        .query_json("SELECT CAST(max(date) AS VARCHAR) AS latest FROM daily_entity_metrics")
-        .await
-        .context("reading the latest date of daily_entity_metrics (has `converge etl` run? or pass --as-of YYYY-MM-DD)")?;
-    let latest = rows.first().and_then(|row| row["latest"].as_str()).context(
-        "daily_entity_metrics is empty: run `converge etl` first, or pass --as-of YYYY-MM-DD",
-    )?;
-    NaiveDate::parse_from_str(latest, "%Y-%m-%d").with_context(|| format!("latest date {latest:?} is not YYYY-MM-DD"))
+/// The newest day the nightly ETL has loaded (what a pass usually means), from the
+/// one-row answer of a `MAX(date)` query; `None` when the table is empty.
+fn latest_date(rows: Vec<serde_json::Value>) -> Option<String> {
+    rows.first().and_then(|row| row["latest"].as_str()).map(str::to_owned)
 }
 
 /// The pass as a short table: one line per finding, then the counts.

@@ -95,6 +95,11 @@ enum Command {
         /// Print the run record as one JSON object instead of the findings table.
         #[arg(long)]
         json: bool,
+        /// `cloud`: BigQuery and Firestore as the environment configures them
+        /// (GOOGLE_CLOUD_PROJECT, CONVERGE_BIGQUERY_DATASET, the emulator hosts, …)
+        /// instead of the data directory.
+        #[arg(long, value_enum, default_value = "embedded")]
+        backend: DemoBackend,
     },
     /// One nightly-ETL pass: the raw collections (orgs/*/ga4_pages, ad_keywords, …) of
     /// each (tenant, date) validated, rolled up into daily_entity_metrics and
@@ -280,13 +285,25 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Detect { data_dir, as_of, tenant, concurrency, json } => {
+        Command::Detect { data_dir, as_of, tenant, concurrency, json, backend } => {
             if std::env::var(converge_http::env::LOG).is_err() {
                 std::env::set_var(converge_http::env::LOG, "warn");
             }
             converge_http::telemetry::init("converge-detect");
             let tenants = if tenant.is_empty() { None } else { Some(tenant) };
-            let run = detect::run(detect::DetectOptions { data_dir, as_of, tenants, concurrency }).await?;
+            let target = match backend {
+                DemoBackend::Embedded => detect::DetectTarget::Embedded(data_dir),
+                DemoBackend::Cloud => {
+                    let settings = converge_http::Settings::from_lookup(|name| {
+                        if name == converge_http::env::BACKEND { Some("cloud".to_owned()) } else { std::env::var(name).ok() }
+                    })?;
+                    match settings.backend {
+                        converge_http::Backend::Cloud(cloud) => detect::DetectTarget::Cloud(cloud),
+                        converge_http::Backend::Embedded => unreachable!("the backend setting was given as cloud"),
+                    }
+                }
+            };
+            let run = detect::run(detect::DetectOptions { target, as_of, tenants, concurrency }).await?;
             if json {
                 println!("{}", serde_json::to_string(&run)?);
             } else {

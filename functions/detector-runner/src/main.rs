@@ -29,26 +29,14 @@ async fn main() -> anyhow::Result<()> {
 
 type Handles = (Arc<dyn FindingsWarehouse>, Arc<dyn Warehouse>, Arc<dyn OpportunityStore>);
 
-/// The warehouse (findings queries and run records) and the opportunity store.
+/// The warehouse (findings queries and run records) and the opportunity store: DuckDB
+/// and SQLite in the data directory, or BigQuery and Firestore.
 async fn open(settings: &converge_http::Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Handles> {
-    match &settings.backend {
-        #[cfg(feature = "embedded")]
-        Backend::Embedded => {
-            converge_http::caller_auth::ensure_local_signer(&settings.data_dir).context("creating the local signer's key")?;
-            let embedded = converge_backends::EmbeddedBackends::open(&settings.data_dir, clock).context("opening the embedded backends")?;
-            Ok((Arc::new(embedded.warehouse.clone()), Arc::new(embedded.warehouse.clone()), Arc::new(embedded.source.clone())))
-        }
-        #[cfg(not(feature = "embedded"))]
-        Backend::Embedded => {
-            let _ = clock;
-            anyhow::bail!("{} is `embedded` (or unset), but this binary was built for the cloud only; set {}=cloud", converge_http::env::BACKEND, converge_http::env::BACKEND)
-        }
-        Backend::Cloud(_) => {
-            let _ = clock;
-            anyhow::bail!(
-                "{}=cloud: the detector runner's BigQuery findings queries and Firestore opportunities are not implemented yet; run it embedded",
-                converge_http::env::BACKEND
-            )
-        }
+    if settings.backend == Backend::Embedded {
+        // Embedded callers sign their tokens with the data directory's local key.
+        converge_http::caller_auth::ensure_local_signer(&settings.data_dir).context("creating the local signer's key")?;
     }
+    let backends = converge_backends::Backends::open(settings, clock).await.context("opening the backends")?;
+    tracing::info!(backend = backends.kind, "detector-runner backends open");
+    Ok((backends.findings, backends.warehouse, backends.opportunities))
 }

@@ -1,0 +1,147 @@
+//! The runner on the cloud pair — BigQuery (`bqemulator`) for the findings queries and
+//! run records, Firestore (Google's emulator) for the opportunities — over the same
+//! planted 90 days as the embedded tests: the same opportunities as DuckDB + SQLite,
+//! and a re-run that changes nothing but `last_seen`.
+//!
+//! `daily_entity_metrics` is created and filled the way the nightly ETL does it on
+//! BigQuery (`MetricsWarehouse`: one atomic replace per (tenant, date) slice).
+//! Without either emulator the test prints one line and passes (`make bqemulator`;
+//! the Firestore emulator comes with the Google Cloud SDK).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{planted, Embedded};
+use converge_bigquery::{BigQueryEmulator, BigQueryWarehouse};
+use converge_core::{
+    ManualClock, MetricRow, MetricsWarehouse, MirrorConfig, Opportunity, OpportunityStore, SliceLoad, SliceRow, Timestamp, Warehouse,
+};
+use converge_detect::Pack;
+use converge_detector_runner::{DetectRequest, DetectRun, DetectorRunner, Finding, RunnerOptions};
+use converge_firestore::{EmulatorError, EmulatorOptions, FirestoreEmulator, FirestoreSource};
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+/// Fills `daily_entity_metrics` with `rows`, one replace per (tenant, date) slice, a
+/// few at a time.
+async fn load(warehouse: &BigQueryWarehouse, rows: Vec<common::MetricRow>) {
+    warehouse.ensure_metrics_tables().await.unwrap();
+    let mut slices: BTreeMap<(String, chrono::NaiveDate), Vec<MetricRow>> = BTreeMap::new();
+    for row in rows {
+        slices.entry((row.tenant.clone(), row.date)).or_default().push(MetricRow {
+            date: row.date,
+            tenant: row.tenant,
+            entity_type: row.entity_type.to_owned(),
+            entity_id: row.entity_id,
+            metric: row.metric.to_owned(),
+            value: row.value,
+        });
+    }
+    stream::iter(slices)
+        .map(|((tenant, date), rows)| async move {
+            let load = SliceLoad {
+                batch_id: converge_core::batch_id("etl", &tenant, &date.to_string()),
+                tenant,
+                date,
+                rows_in: rows.len() as u64,
+                rows_out: rows.len() as u64,
+                loaded_at: Timestamp::from_micros(1_743_465_600_000_000),
+            };
+            let rows = stream::iter(rows.into_iter().map(|r| Ok(SliceRow::Metric(r)))).boxed();
+            warehouse.replace_slice(load, rows).await
+        })
+        .buffer_unordered(4)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("load the planted metrics through MetricsWarehouse");
+}
+
+fn by_id(run: &DetectRun) -> BTreeMap<String, Finding> {
+    run.findings.iter().map(|f| (f.opportunity_id.clone(), f.clone())).collect()
+}
+
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn on_bigquery_and_firestore_the_runner_opens_what_it_opens_embedded_and_a_rerun_moves_only_last_seen() {
+    let Some(bigquery) = BigQueryEmulator::for_tests().await else { return };
+    let firestore = match FirestoreEmulator::start(EmulatorOptions::default()).await {
+        Ok(emulator) => emulator,
+        Err(e @ EmulatorError::Unavailable { .. }) => {
+            eprintln!("SKIPPED the cloud runner test: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let warehouse = bigquery.fresh_warehouse().await.unwrap();
+    warehouse.ensure_tables(&MirrorConfig::default()).await.unwrap();
+    let started = std::time::Instant::now();
+    load(&warehouse, planted::dataset()).await;
+    eprintln!("loaded the planted metrics into bqemulator in {:?}", started.elapsed());
+    let store: FirestoreSource = firestore.fresh_source().await.unwrap();
+
+    let embedded = Embedded::planted().await;
+    let reference = embedded.runner(Pack::shipped().unwrap(), RunnerOptions::default()).run(DetectRequest::all(planted::as_of())).await.unwrap();
+
+    let clock = Arc::new(ManualClock::at(Timestamp::new(1_743_465_600, 0)));
+    let runner = DetectorRunner::new(
+        Pack::shipped().unwrap(),
+        Arc::new(warehouse.clone()),
+        Arc::new(warehouse.clone()),
+        Arc::new(store.clone()),
+        clock.clone(),
+        RunnerOptions::default(),
+    );
+    let started = std::time::Instant::now();
+    let first = runner.run(DetectRequest::all(planted::as_of())).await.unwrap();
+    eprintln!("the pack on bqemulator + Firestore emulator: {:?}", started.elapsed());
+    assert_eq!((first.outcome.as_str(), first.run, first.failed), ("ok", reference.run, 0), "{:?}", first.failures);
+
+    // The same opportunities: ids, entities, messages; values within 1e-9 relative.
+    let (cloud, local) = (by_id(&first), by_id(&reference));
+    assert_eq!(cloud.keys().collect::<Vec<_>>(), local.keys().collect::<Vec<_>>(), "the same opportunity ids");
+    for (id, c) in &cloud {
+        let l = &local[id];
+        assert_eq!((&c.detector, &c.tenant, &c.entity_type, &c.entity_id, &c.severity), (&l.detector, &l.tenant, &l.entity_type, &l.entity_id, &l.severity));
+        for (what, a, b) in [
+            ("recent", c.recent_value, l.recent_value),
+            ("baseline", c.baseline_value, l.baseline_value),
+            ("reference", c.reference_value, l.reference_value),
+            ("volume", c.volume, l.volume),
+        ] {
+            assert!(close(a, b), "{} {} {what}: BigQuery {a:?}, DuckDB {b:?}", c.detector, c.entity_id);
+        }
+        assert_eq!(c.message, l.message, "{} {}", c.detector, c.entity_id);
+    }
+    let expected: usize = planted::expected_acme_findings().iter().map(|(_, ids)| ids.len()).sum();
+    assert_eq!((first.fired as usize, first.opportunities.opened as usize), (expected, expected));
+    let open = store.open_opportunities(None).await.unwrap();
+    assert_eq!(open.iter().map(|o| o.id.clone()).collect::<Vec<_>>(), cloud.keys().cloned().collect::<Vec<_>>(), "every finding is an open document");
+    let runs = warehouse.runs("detectors", 10).await.unwrap();
+    assert_eq!((runs.len(), runs[0].batch_id.as_str(), runs[0].outcome.as_str()), (1, first.batch_id.as_str(), "ok"));
+
+    // Again, an hour later: only last_seen moves.
+    clock.advance_micros(3_600_000_000);
+    let second = runner.run(DetectRequest::all(planted::as_of())).await.unwrap();
+    assert_eq!(second.batch_id, first.batch_id);
+    assert_eq!((second.opportunities.opened, second.opportunities.updated, second.opportunities.resolved), (0, first.fired, 0));
+    assert_eq!(second.findings, first.findings);
+    let after = store.open_opportunities(None).await.unwrap();
+    assert_eq!(after.len(), open.len(), "no duplicates");
+    for (old, new) in open.iter().zip(&after) {
+        assert_eq!(new.last_seen, clock_now(&clock));
+        assert_eq!(Opportunity { last_seen: old.last_seen, ..new.clone() }, *old);
+    }
+    assert_eq!(warehouse.runs("detectors", 10).await.unwrap().len(), 1, "one record per batch");
+}
+
+fn clock_now(clock: &ManualClock) -> Timestamp {
+    converge_core::Clock::now(clock)
+}
