@@ -321,3 +321,92 @@ fn the_nightly_etl_service_checks_the_scheduler_s_tokens_itself() {
         assert!(yaml.contains(expected), "{expected:?} missing:\n{yaml}");
     }
 }
+
+#[test]
+fn the_detector_runner_runs_after_the_etl_and_checks_the_scheduler_s_tokens_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = dry_run(&repo().join("deploy/converge.env.example"), tmp.path());
+    assert!(ok, "{stdout}{stderr}");
+    let out = format!("{stdout}{stderr}");
+    for expected in [
+        "_FUNCTION=detector-runner,",
+        "+ gcloud scheduler jobs create http converge-detectors",
+        "'--schedule=0 5 * * *'",
+        "--oidc-token-audience=https://converge-detectors-000000000000.europe-west1.run.app",
+    ] {
+        assert!(out.contains(expected), "dry run output lacks {expected:?}:\n{out}");
+    }
+    // After the nightly ETL has loaded yesterday (both in the same time zone).
+    let hour = |job: &str| -> u32 {
+        let line = out.lines().find(|l| l.contains(&format!("scheduler jobs create http {job}"))).unwrap_or_else(|| panic!("no job {job}"));
+        let schedule = line.split("'--schedule=").nth(1).and_then(|rest| rest.split('\'').next()).expect("a --schedule");
+        schedule.split(' ').nth(1).and_then(|h| h.parse().ok()).unwrap_or_else(|| panic!("{job}: hour of {schedule:?}"))
+    };
+    assert!(hour("converge-detectors") > hour("converge-etl"), "detectors must run after the ETL");
+
+    let dir = stdout.lines().find_map(|l| l.strip_prefix("==> service definitions rendered in ")).expect("rendered path printed");
+    let yaml = std::fs::read_to_string(Path::new(dir).join("detector-runner.yaml")).unwrap();
+    assert!(!yaml.contains("${"), "placeholder left:\n{yaml}");
+    for (name, value) in [
+        (converge_http::env::AUTH_AUDIENCE, "\"https://converge-detectors-000000000000.europe-west1.run.app\""),
+        (converge_http::env::AUTH_ALLOWED_EMAILS, "\"converge-scheduler@my-project-id.iam.gserviceaccount.com\""),
+        (converge_http::env::BACKEND, "cloud"),
+        (converge_http::env::PROJECT, "\"my-project-id\""),
+        (converge_http::env::BIGQUERY_DATASET, "\"converge\""),
+    ] {
+        assert!(yaml.contains(&format!("- name: {name}\n              value: {value}\n")), "{name}={value} missing:\n{yaml}");
+    }
+    for expected in [
+        "run.googleapis.com/ingress: internal",
+        "run.googleapis.com/invoker-iam-disabled: \"true\"",
+        "serviceAccountName: converge-detectors@my-project-id.iam.gserviceaccount.com",
+        "image: europe-west1-docker.pkg.dev/my-project-id/converge/detector-runner:",
+    ] {
+        assert!(yaml.contains(expected), "{expected:?} missing:\n{yaml}");
+    }
+}
+
+/// The detector runner writes `orgs/{tenant}/opportunities/{id}`. On-write sync's
+/// trigger must not deliver those writes, or sync would quarantine every one as
+/// unroutable. It cannot: a trigger's collection segments are literal ids (no
+/// wildcards) and each pattern must be a route of the mirror configuration, so the
+/// triggers deploy.sh creates cover exactly the routed collections.
+#[test]
+fn sync_triggers_do_not_cover_the_opportunities_the_detector_runner_writes() {
+    let (ok, out) = deploy(&repo().join("deploy/converge.env.example"));
+    assert!(ok, "{out}");
+    let patterns: Vec<&str> = out.lines().filter_map(|l| l.split("--event-filters-path-pattern=document=").nth(1)).map(|p| p.trim_end_matches(['\'', ' '])).collect();
+    assert!(!patterns.is_empty(), "no trigger in:\n{out}");
+    for pattern in &patterns {
+        let segments: Vec<&str> = pattern.split('/').collect();
+        for (i, segment) in segments.iter().enumerate() {
+            if i % 2 == 0 {
+                assert!(!segment.contains(['{', '*']), "{pattern}: a wildcard collection would cover opportunities");
+                assert_ne!(*segment, converge_core::opportunity::OPPORTUNITIES_COLLECTION, "{pattern} covers opportunities");
+            }
+        }
+    }
+    // A wildcard collection is refused before anything runs.
+    let example = read("deploy/converge.env.example");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wildcard.env");
+    std::fs::write(&path, example.replace("TRIGGER_PATH_PATTERNS=\"orgs/{tenant}/records/{doc}\"", "TRIGGER_PATH_PATTERNS=\"orgs/{tenant}/{collection}/{doc}\"")).unwrap();
+    let (ok, out) = deploy(&path);
+    assert!(!ok && out.contains("expected a collection id (no wildcards)"), "{out}");
+    assert!(!out.contains("+ gcloud"), "{out}");
+}
+
+/// The all-tenants listing of open opportunities is a collection-group query on
+/// `status`: Firestore serves it only with that field's collection-group index.
+#[test]
+fn terraform_declares_the_collection_group_index_of_open_opportunities() {
+    let tf = read("infra/firestore.tf");
+    for expected in [
+        format!("collection = \"{}\"", converge_core::opportunity::OPPORTUNITIES_COLLECTION),
+        "field      = \"status\"".to_owned(),
+        "query_scope = \"COLLECTION_GROUP\"".to_owned(),
+        "query_scope = \"COLLECTION\"\n".to_owned(),
+    ] {
+        assert!(tf.contains(&expected), "infra/firestore.tf lacks {expected:?}:\n{tf}");
+    }
+}
