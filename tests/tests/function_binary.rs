@@ -241,3 +241,60 @@ fn converge_detectors_list_prints_the_shipped_pack_one_json_object_per_line() {
         assert!(entities.contains(entity), "no {entity} detector");
     }
 }
+
+fn page_record(date: &str, url: &str) -> converge_core::Fields {
+    fields_from_json(&serde_json::json!({
+        "date": date, "page_location": url, "sessions": 5, "screen_page_views": 7, "engaged_sessions": 3, "bounces": 1,
+        "conversions": 1, "purchase_revenue": 20.5, "entrances": 2, "exits": 2, "page_load_time_ms_sum": 3000, "page_load_samples": 2
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nightly_etl_binary_loads_yesterday_for_a_scheduler_tick_and_stops_on_sigterm() {
+    bounded(60, "nightly-etl binary", async {
+        let (dir, path) = data_dir();
+        let source = open_source(&path);
+        source
+            .apply(vec![
+                DocWrite::Set { path: "orgs/acme/ga4_pages/a".into(), fields: page_record("2025-06-01", "https://shop.example/pricing?utm_source=x") },
+                DocWrite::Set { path: "orgs/acme/ga4_pages/b".into(), fields: page_record("2025-06-01", "https://shop.example/pricing/") },
+            ])
+            .await
+            .unwrap();
+        drop(source);
+        let (mut process, base) = start_function("nightly-etl", &path, dir.path()).await;
+        let client = http_client();
+        let tick = ("X-CloudScheduler-ScheduleTime", "2025-06-02T02:00:00Z");
+
+        let response = client.post(format!("{base}/")).header(tick.0, tick.1).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401);
+
+        let signer = converge_auth::LocalSigner::open(converge_auth::local_signer_dir(&path)).unwrap();
+        let token = signer.sign(converge_http::caller_auth::LOCAL_OPERATOR, nightly_etl::LOCAL_AUDIENCE, Duration::from_secs(300)).unwrap();
+        let response = client.post(format!("{base}/")).bearer_auth(&token).header(tick.0, tick.1).send().await.unwrap();
+        let status = response.status().as_u16();
+        let run: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert_eq!((status, run["to"].as_str(), run["rows_in"].as_u64()), (200, Some("2025-06-01"), Some(2)), "{run}");
+        assert_eq!(run["runs"].as_array().map(Vec::len), Some(4), "yesterday and the 3 days before: {run}");
+        assert_eq!(run["runs"][3]["kind"], "etl");
+
+        process.assert_running();
+        let kill = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().expect("run kill");
+        assert!(kill.success());
+        let status = process.wait(Duration::from_secs(20)).await;
+        assert!(status.success(), "nightly-etl exited with {status} after SIGTERM; stderr:\n{}", process.stderr());
+
+        // The same data directory through the command: one object with the run record.
+        let output = Command::new(binary("converge"))
+            .args(["etl", "--data-dir", path.to_str().unwrap(), "--date", "2025-06-01", "--json"])
+            .env_clear()
+            .output()
+            .expect("run converge etl");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!((printed["rows_in"].as_u64(), printed["slices"].as_u64()), (Some(2), Some(1)), "{printed}");
+        assert_eq!(printed["runs"][0]["batch_id"], run["runs"][3]["batch_id"], "the same slice, the same batch");
+    })
+    .await;
+}
