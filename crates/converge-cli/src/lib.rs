@@ -24,6 +24,8 @@
 //! - [`etl`]: `converge etl`, one nightly-ETL pass on a data directory.
 //! - [`ops_dataset`]: raw operational data (GA4, ads, email exports) at a real
 //!   account's scale, deterministic, with hooks for planted patterns.
+//! - [`ops_planted`]: the demo's planted patterns in that data, the findings they
+//!   must produce, and the seed → ETL → detectors pass that checks them.
 //! - [`bench_detect`]: `converge bench detect`, the whole pack over 90 days of metrics.
 //! - [`render`]: human-readable output.
 
@@ -35,6 +37,7 @@ pub mod bench_reconcile;
 pub mod dataset;
 pub mod etl;
 pub mod ops_dataset;
+pub mod ops_planted;
 pub mod demo;
 pub mod demo_cloud;
 pub mod detect;

@@ -51,7 +51,8 @@ pub struct OpsOptions {
     pub first_day: NaiveDate,
     pub days: u32,
     pub seed: u64,
-    /// 1.0: a real account's row counts; smaller for tests (at least one row of each kind).
+    /// 1.0: a real account's row counts; smaller for tests (at least one row of each
+    /// kind, and always the named pages, campaigns, emails and the head sources).
     pub scale: f64,
     /// Writes per `SourceStore::apply` (Firestore accepts at most 500).
     pub batch: usize,
@@ -108,6 +109,10 @@ const SOURCES: &[(&str, &str)] = &[
     ("news.ycombinator.com", "referral"), ("capterra", "referral"), ("g2", "referral"), ("producthunt", "referral"), ("medium", "referral"),
     ("baidu", "organic"), ("yandex", "organic"), ("quora", "referral"), ("x", "social"),
 ];
+/// The sources every account has (search, direct, the big social networks): kept at
+/// every scale, like the named pages, campaigns and emails, so a reduced-scale dataset
+/// still holds the entities planted patterns use.
+const HEAD_SOURCES: usize = 8;
 const FUNNELS: &[(&str, &[&str])] = &[("Checkout", &["Cart", "Shipping", "Payment", "Review", "Confirm"]), ("Signup", &["Landing", "Form", "Verify", "Profile", "Done"])];
 const KEYWORD_WORDS: &[&str] = &[
     "running", "trail", "shoes", "sneakers", "women's", "men's", "waterproof", "lightweight", "cheap", "best", "buy", "sale", "jacket",
@@ -140,7 +145,7 @@ fn entities(collection: &RawCollection, scale: f64) -> Vec<Entity> {
     let mut out = Vec::new();
     match collection.name {
         "ga4_pages" => {
-            let paths = count(256);
+            let paths = count(256).max(NAMED_PAGES.len());
             for p in 0..paths {
                 let path = match NAMED_PAGES.get(p) {
                     Some(path) => (*path).to_owned(),
@@ -166,7 +171,7 @@ fn entities(collection: &RawCollection, scale: f64) -> Vec<Entity> {
             }
         }
         "ga4_traffic_sources" => {
-            for (s, (source, medium)) in SOURCES.iter().enumerate().take(count(30)) {
+            for (s, (source, medium)) in SOURCES.iter().enumerate().take(count(30).max(HEAD_SOURCES)) {
                 for campaign in ["(not set)", "spring_sale", "brand"] {
                     let source = if s % 4 == 0 { source.to_uppercase() } else { (*source).to_owned() };
                     out.push(Entity { id_parts: vec![source, (*medium).into()], extra_keys: vec![("session_campaign_name", campaign.into())], weight: 1.0 / (1.0 + s as f64 * 0.2) });
@@ -174,7 +179,7 @@ fn entities(collection: &RawCollection, scale: f64) -> Vec<Entity> {
             }
         }
         "email_campaigns" => {
-            for e in 0..count(20) {
+            for e in 0..count(20).max(NAMED_EMAILS.len()) {
                 let name = NAMED_EMAILS.get(e).map(|n| (*n).to_owned()).unwrap_or_else(|| format!("Campaign Mail {e:02}"));
                 for send in 0..(1 + e % 2) {
                     out.push(Entity { id_parts: vec![name.clone()], extra_keys: vec![("send_id", format!("s{send}"))], weight: 1.0 / (1.0 + e as f64 * 0.1) });
@@ -191,7 +196,7 @@ fn entities(collection: &RawCollection, scale: f64) -> Vec<Entity> {
             }
         }
         "ad_campaigns" => {
-            for c in 0..count(62) {
+            for c in 0..count(62).max(NAMED_CAMPAIGNS.len()) {
                 let name = NAMED_CAMPAIGNS.get(c).map(|n| (*n).to_owned()).unwrap_or_else(|| format!("Campaign {c:02} - Search"));
                 for g in 0..7 {
                     out.push(Entity {
@@ -270,8 +275,12 @@ fn measures(collection: &RawCollection, v: f64, r: f64) -> BTreeMap<&'static str
     m
 }
 
-/// The document of a row: measures rounded as their kind requires.
-fn fields(collection: &RawCollection, date: &str, entity: &Entity, measures: &BTreeMap<&'static str, f64>) -> Fields {
+/// The document of a row: measures rounded as their kind requires. Counts are rounded
+/// with a deterministic dither (`floor(x + u)`, `u` uniform in [0, 1) per row, day and
+/// field), which is unbiased: plain rounding turns 0.4 expected conversions into 0 on
+/// every day of a small row, so an entity's rates would depend on how its volume splits
+/// into rows (small pages would convert at 0%, far below the site's median).
+fn fields(collection: &RawCollection, date: &str, entity: &Entity, measures: &BTreeMap<&'static str, f64>, row_key: [u64; 5]) -> Fields {
     let mut fields = Fields::new();
     fields.insert("date".into(), Value::String(date.to_owned()));
     for (field, part) in collection.id_fields.iter().zip(&entity.id_parts) {
@@ -285,7 +294,11 @@ fn fields(collection: &RawCollection, date: &str, entity: &Entity, measures: &BT
         fields.insert(
             measure.field.into(),
             match measure.kind {
-                MeasureKind::Count | MeasureKind::Micros => Value::Integer(value.round() as i64),
+                MeasureKind::Count => {
+                    let [a, b, c, d, e] = row_key;
+                    Value::Integer((value + unit(&[a, b, c, d, e, hash_str(measure.field)])).floor() as i64)
+                }
+                MeasureKind::Micros => Value::Integer(value.round() as i64),
                 MeasureKind::Amount => Value::Double((value * 100.0).round() / 100.0),
             },
         );
@@ -322,7 +335,7 @@ pub fn day_writes(options: &OpsOptions, tenant: &str, day_index: u32, universe: 
             }
             writes.push(DocWrite::Set {
                 path: format!("orgs/{tenant}/{}/{date_text}-{i:05}", collection.name),
-                fields: fields(collection, &date_text, entity, &measures),
+                fields: fields(collection, &date_text, entity, &measures, [options.seed, tenant_key, collection_key, i as u64, u64::from(day_index) + 1]),
             });
         }
     }
