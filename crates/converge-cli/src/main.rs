@@ -104,9 +104,10 @@ enum Command {
     /// One nightly-ETL pass: the raw collections (orgs/*/ga4_pages, ad_keywords, …) of
     /// each (tenant, date) validated, rolled up into daily_entity_metrics and
     /// entity_map, checked and replaced atomically, each slice recorded in
-    /// converge_runs. `--json` prints one object: the pass (run_id, from, to, outcome,
-    /// slices, failed_slices, rows_in, rows_out, quarantined, millis) with `runs`, the
-    /// run record of every (tenant, date) as stored. Exits 1 if a slice failed.
+    /// converge_runs. `--json` prints one object: the pass (kind, batch_id — the
+    /// slice's when it is one slice —, run_id, from, to, outcome, slices,
+    /// failed_slices, rows_in, rows_out, quarantined, millis, code_version) with `runs`,
+    /// the run record of every (tenant, date) as stored. Exits 1 if a slice failed.
     Etl {
         #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
         data_dir: PathBuf,

@@ -164,6 +164,11 @@ pub struct SliceReport {
 /// One pass: every slice's run record, and totals.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EtlRun {
+    /// Always `etl`.
+    pub kind: String,
+    /// The slice's batch id (`batch_id("etl", tenant, date)`) when the pass is one
+    /// slice, so a one-day run prints its run record's id at the top; else the run id.
+    pub batch_id: String,
     /// Identifies this pass in logs: `batch_id("etl", tenants, "from..=to")`.
     pub run_id: String,
     pub from: String,
@@ -179,6 +184,7 @@ pub struct EtlRun {
     pub quarantined: u64,
     pub millis: u64,
     pub max_records_per_second: Option<u32>,
+    pub code_version: String,
     /// One run record per slice, in the order loaded.
     pub runs: Vec<RunRecord>,
 }
@@ -243,6 +249,8 @@ impl EtlRunner {
         tracing::info!(run_id, %from, %to, tenants = tenants.len(), max_records_per_second = request.max_records_per_second, "etl started");
         let mut throttle = Throttle::new(request.max_records_per_second);
         let mut run = EtlRun {
+            kind: "etl".into(),
+            batch_id: run_id.clone(),
             run_id: run_id.clone(),
             from: from.to_string(),
             to: to.to_string(),
@@ -255,6 +263,7 @@ impl EtlRunner {
             quarantined: 0,
             millis: 0,
             max_records_per_second: request.max_records_per_second,
+            code_version: CODE_VERSION.into(),
             runs: Vec::new(),
         };
         for date in &dates {
@@ -278,6 +287,9 @@ impl EtlRunner {
             }
         }
         run.millis = started.elapsed().as_millis() as u64;
+        if let [only] = run.runs.as_slice() {
+            run.batch_id = only.batch_id.clone();
+        }
         tracing::info!(run_id, outcome = run.outcome, slices = run.slices, failed_slices = run.failed_slices, rows_in = run.rows_in,
             rows_out = run.rows_out, quarantined = run.quarantined, millis = run.millis, "etl finished");
         Ok(run)

@@ -62,6 +62,9 @@ async fn running_a_date_again_changes_nothing_and_keeps_its_batch_id() {
     env.write(day_writes("beta", day(5), 4)).await;
     let first = env.runner().run(one_day(day(5))).await.unwrap();
     assert_eq!(first.slices, 2);
+    assert_eq!(first.batch_id, first.run_id, "two slices: the pass's id at the top");
+    let single = env.runner().run(EtlRequest { tenants: Some(vec!["beta".into()]), ..one_day(day(5)) }).await.unwrap();
+    assert_eq!(single.batch_id, batch_id("etl", "beta", "2025-04-05"), "one slice: its batch id at the top");
     let before = (state(&env, "acme", day(5)).await, state(&env, "beta", day(5)).await);
     let second = env.runner().run(one_day(day(5))).await.unwrap();
     assert_eq!((state(&env, "acme", day(5)).await, state(&env, "beta", day(5)).await), before);
