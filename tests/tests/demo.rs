@@ -14,7 +14,7 @@ async fn run_demo(data_dir: PathBuf, records: u64) -> DemoSummary {
     let (done, finished) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("demo runtime");
-        let summary = runtime.block_on(run(DemoOptions { data_dir, records, progress: false }));
+        let summary = runtime.block_on(run(DemoOptions { data_dir, records, progress: false, ops_scale: 0.05 }));
         drop(runtime);
         let _ = done.send(summary);
     });
@@ -43,6 +43,22 @@ async fn the_demo_converges_and_its_warehouse_answers_sql() {
         assert_eq!(summary.rows_written, summary.changelog_rows);
         assert!(summary.report.rows > 0, "{:?}", summary.report);
         assert!(!summary.report.sample.is_empty());
+
+        // The operational half: the ETL loaded the seeded raw rows, the pack found
+        // exactly the planted patterns, and the JSON carries both.
+        let json = serde_json::to_value(&summary).unwrap();
+        let etl = &json["etl"];
+        assert!(etl["rows_in"].as_u64().unwrap() > 0 && etl["rows_out"].as_u64().unwrap() > 0 && etl["millis"].is_u64(), "{etl}");
+        assert_eq!(etl["rows_in"].as_u64(), summary.ops.as_ref().map(|o| o.raw_rows), "every seeded raw row read");
+        let detectors = &json["detectors"];
+        for field in ["run", "fired", "failed", "millis", "planted_found", "planted_total", "unexpected"] {
+            assert!(detectors[field].is_u64(), "detectors.{field}: {detectors}");
+        }
+        assert_eq!(detectors["failed"], 0, "{detectors}");
+        assert_eq!(detectors["unexpected"], 0, "{detectors}: {:#?}", summary.ops);
+        assert!(detectors["planted_total"].as_u64().unwrap() >= 34, "{detectors}");
+        assert_eq!(detectors["planted_found"], detectors["planted_total"], "{detectors}: {:#?}", summary.ops);
+        assert_eq!(detectors["fired"], detectors["planted_total"], "{detectors}");
 
         // `converge sql`: one JSON object per line.
         let mut out = Vec::new();

@@ -7,6 +7,10 @@
 //!    re-categorized old records, deletes, create-then-delete within a second, bursts.
 //! 4. Wait for the relay to drain; compare every tenant's source with its latest view
 //!    document by document; run the report from DuckDB and time it.
+//! 5. The operational half: 90 days of raw GA4/ads/email exports for every tenant (the
+//!    large one at a real account's scale) with planted patterns, the nightly ETL over
+//!    every day, the shipped detector pack as of the last day; the opportunities found
+//!    must be exactly the planted ones ([`crate::ops_planted`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::dataset::{self, Rng};
+use crate::ops_planted::{self, DetectorsSummary, EtlSummary, FindingKey, OpsBars, OpsPlan};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -29,6 +34,51 @@ pub struct DemoOptions {
     pub records: u64,
     /// Draw progress bars (on stderr).
     pub progress: bool,
+    /// Scale of the large tenant's raw operational data: 1.0 is a real account's
+    /// ~6,090 raw rows a day (~176,000 a month); the small tenants get a fraction.
+    pub ops_scale: f64,
+}
+
+impl DemoOptions {
+    /// The operational data's tenants and scales: the demo's tenants, the large one at
+    /// `ops_scale`, the others at a tenth, a twentieth and a fiftieth of it.
+    pub fn ops_plan(&self) -> OpsPlan {
+        let tenants = tenants(self.records)
+            .into_iter()
+            .zip([1.0, 0.1, 0.05, 0.02])
+            .map(|((tenant, _, _), share)| (tenant.to_owned(), self.ops_scale * share))
+            .collect();
+        OpsPlan { tenants, planted_tenant: "acme".into(), first_day: OPS_FIRST_DAY, days: 90 }
+    }
+}
+
+/// The operational data's first day: fixed, so every run of the demo plants and finds
+/// the same patterns on the same weekdays.
+const OPS_FIRST_DAY: chrono::NaiveDate = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("a valid date");
+
+/// One opportunity the detectors opened, as the demo prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpportunityLine {
+    pub severity: String,
+    pub detector: String,
+    pub tenant: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub message: String,
+    /// Whether it is one of the planted patterns.
+    pub planted: bool,
+}
+
+/// The operational half of the demo: raw data seeded, the ETL, the detectors.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpsDemoSummary {
+    pub raw_rows: u64,
+    pub seed_millis: u64,
+    pub first_day: String,
+    pub as_of: String,
+    /// Planted findings the detectors missed (must be empty).
+    pub missed: Vec<FindingKey>,
+    pub opportunities: Vec<OpportunityLine>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +134,14 @@ pub struct DemoSummary {
     pub drain_millis: u64,
     pub derived_equals_source: bool,
     pub report: ReportSummary,
+    /// The nightly ETL over the seeded days (embedded demo only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etl: Option<EtlSummary>,
+    /// The detector pass as of the last seeded day (embedded demo only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detectors: Option<DetectorsSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<OpsDemoSummary>,
     pub total_millis: u64,
 }
 
@@ -100,7 +158,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     reset_data_dir(data_dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = MirrorConfig::default();
-    let backends = EmbeddedBackends::open(data_dir, clock.clone()).context("opening the embedded stores")?;
+    // Only mirrored paths get change events: the raw operational collections are read
+    // by the ETL, not mirrored (as the Eventarc trigger's pattern in the cloud).
+    let backends = EmbeddedBackends::open_for(data_dir, clock.clone(), &config).context("opening the embedded stores")?;
     backends.warehouse.ensure_tables(&config).await?;
 
     // The sync function, served over real HTTP on loopback.
@@ -175,6 +235,25 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let derived_equals_source = tenant_summaries.iter().all(|t| t.missing + t.different + t.orphan == 0 && t.source_docs == t.latest_rows);
 
     let report = run_report(&backends, all[0].0).await?;
+
+    // The operational half: raw data, the ETL, the detectors.
+    let plan = options.ops_plan();
+    let ops = ops_planted::run(&backends, clock.clone(), &plan, &ops_bars(options.progress)).await?;
+    let expected: std::collections::BTreeSet<FindingKey> = ops_planted::expected_findings(&plan.planted_tenant).into_iter().collect();
+    let opportunities = ops
+        .detect_run
+        .findings
+        .iter()
+        .map(|f| OpportunityLine {
+            severity: f.severity.clone(),
+            detector: f.detector.clone(),
+            tenant: f.tenant.clone(),
+            entity_type: f.entity_type.clone(),
+            entity_id: f.entity_id.clone(),
+            message: f.message.clone(),
+            planted: expected.contains(&ops_planted::key(f)),
+        })
+        .collect();
     let counters = service.counters();
     let outbox = backends.source.outbox_stats().await?;
     use converge_core::ErrorLog;
@@ -194,8 +273,33 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         drain_millis,
         derived_equals_source,
         report,
+        etl: Some(ops.etl),
+        detectors: Some(ops.detectors),
+        ops: Some(OpsDemoSummary {
+            raw_rows: ops.raw_rows,
+            seed_millis: ops.seed_millis,
+            first_day: plan.first_day.to_string(),
+            as_of: plan.last_day().to_string(),
+            missed: ops.missed,
+            opportunities,
+        }),
         total_millis: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Bars for the raw rows seeded and the ETL's (tenant, day) slices.
+fn ops_bars(visible: bool) -> OpsBars {
+    let multi = MultiProgress::with_draw_target(if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let style = ProgressStyle::with_template("{prefix:>18} [{bar:40}] {pos:>8}/{len:8} {per_sec:>12} {elapsed_precise}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    let bar = |prefix: &'static str| {
+        let bar = multi.add(ProgressBar::new(0));
+        bar.set_style(style.clone());
+        bar.set_prefix(prefix);
+        bar
+    };
+    OpsBars { seeded: bar("raw rows seeded"), etl: bar("etl slices") }
 }
 
 /// Writes every tenant's records through the source store, `batch` per commit, as an

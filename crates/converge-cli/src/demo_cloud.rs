@@ -140,6 +140,10 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
         drain_millis,
         derived_equals_source,
         report,
+        // The operational half (raw data, ETL, detectors) runs in the embedded demo.
+        etl: None,
+        detectors: None,
+        ops: None,
         total_millis: started.elapsed().as_millis() as u64,
     };
     let _ = stop_server.send(());

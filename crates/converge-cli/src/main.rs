@@ -223,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
             }
             converge_http::telemetry::init("converge-demo");
             let summary = match backend {
-                DemoBackend::Embedded => demo::run(demo::DemoOptions { data_dir, records, progress: !json }).await?,
+                DemoBackend::Embedded => demo::run(demo::DemoOptions { data_dir, records, progress: !json, ops_scale: 1.0 }).await?,
                 DemoBackend::Cloud => demo_cloud::run(demo_cloud::CloudDemoOptions { records, progress: !json }).await?,
             };
             if json {

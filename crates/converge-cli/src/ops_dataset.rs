@@ -276,11 +276,15 @@ fn measures(collection: &RawCollection, v: f64, r: f64) -> BTreeMap<&'static str
 }
 
 /// The document of a row: measures rounded as their kind requires. Counts are rounded
-/// with a deterministic dither (`floor(x + u)`, `u` uniform in [0, 1) per row, day and
-/// field), which is unbiased: plain rounding turns 0.4 expected conversions into 0 on
-/// every day of a small row, so an entity's rates would depend on how its volume splits
-/// into rows (small pages would convert at 0%, far below the site's median).
-fn fields(collection: &RawCollection, date: &str, entity: &Entity, measures: &BTreeMap<&'static str, f64>, row_key: [u64; 5]) -> Fields {
+/// as `floor(x + u)` with `u` stepping by the golden ratio from day to day (from a
+/// starting point per row and field): unbiased, and low-discrepancy, so a row's counts
+/// over any window of days are its expected total within about one. Plain rounding
+/// turns 0.4 expected conversions into 0 on every day of a small row (an entity's rates
+/// then depend on how its volume splits into rows: small pages convert at 0%, far below
+/// the site's median); an independent dither per day adds Poisson-like noise that
+/// halves a small page's conversion rate from one month to the next.
+fn fields(collection: &RawCollection, date: &str, entity: &Entity, measures: &BTreeMap<&'static str, f64>, row_key: [u64; 4], day_index: u32) -> Fields {
+    const GOLDEN: f64 = 0.618_033_988_749_894_9;
     let mut fields = Fields::new();
     fields.insert("date".into(), Value::String(date.to_owned()));
     for (field, part) in collection.id_fields.iter().zip(&entity.id_parts) {
@@ -295,8 +299,9 @@ fn fields(collection: &RawCollection, date: &str, entity: &Entity, measures: &BT
             measure.field.into(),
             match measure.kind {
                 MeasureKind::Count => {
-                    let [a, b, c, d, e] = row_key;
-                    Value::Integer((value + unit(&[a, b, c, d, e, hash_str(measure.field)])).floor() as i64)
+                    let [a, b, c, d] = row_key;
+                    let dither = (unit(&[a, b, c, d, hash_str(measure.field)]) + f64::from(day_index) * GOLDEN).fract();
+                    Value::Integer((value + dither).floor() as i64)
                 }
                 MeasureKind::Micros => Value::Integer(value.round() as i64),
                 MeasureKind::Amount => Value::Double((value * 100.0).round() / 100.0),
@@ -335,7 +340,7 @@ pub fn day_writes(options: &OpsOptions, tenant: &str, day_index: u32, universe: 
             }
             writes.push(DocWrite::Set {
                 path: format!("orgs/{tenant}/{}/{date_text}-{i:05}", collection.name),
-                fields: fields(collection, &date_text, entity, &measures, [options.seed, tenant_key, collection_key, i as u64, u64::from(day_index) + 1]),
+                fields: fields(collection, &date_text, entity, &measures, [options.seed, tenant_key, collection_key, i as u64], day_index),
             });
         }
     }

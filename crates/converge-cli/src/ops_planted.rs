@@ -358,22 +358,24 @@ pub fn key(finding: &Finding) -> FindingKey {
 }
 
 /// Writes every tenant's days through the source store (as `ops_dataset::seed`, one
-/// scale per tenant), ticking the bar once per (tenant, day).
+/// scale per tenant), the bar counting raw rows.
 async fn seed(source: &dyn SourceStore, plan: &OpsPlan, bar: &ProgressBar) -> anyhow::Result<u64> {
     let planter: Arc<dyn Planter> = Arc::new(PlantedPatterns { tenant: plan.planted_tenant.clone(), last_day: plan.last_day() });
-    bar.set_length(plan.tenants.len() as u64 * u64::from(plan.days));
+    let universes: Vec<_> = plan.tenants.iter().map(|(_, scale)| ops_dataset::universe(*scale)).collect();
+    let rows_a_day: usize = universes.iter().flat_map(|u| u.iter().map(|(_, entities)| entities.len())).sum();
+    bar.set_length(rows_a_day as u64 * u64::from(plan.days));
     let mut rows = 0;
-    for (tenant, scale) in &plan.tenants {
+    for ((tenant, scale), universe) in plan.tenants.iter().zip(&universes) {
         let options = OpsOptions { scale: *scale, batch: 5_000, planters: vec![planter.clone()], ..OpsOptions::new(vec![tenant.clone()], plan.first_day, plan.days) };
-        let universe = ops_dataset::universe(*scale);
         for day in 0..plan.days {
-            let writes: Vec<DocWrite> = ops_dataset::day_writes(&options, tenant, day, &universe);
-            rows += writes.len() as u64;
+            let writes: Vec<DocWrite> = ops_dataset::day_writes(&options, tenant, day, universe);
+            let writes_len = writes.len() as u64;
+            rows += writes_len;
             let mut writes = writes.into_iter().peekable();
             while writes.peek().is_some() {
                 source.apply(writes.by_ref().take(options.batch).collect()).await?;
             }
-            bar.inc(1);
+            bar.inc(writes_len);
         }
     }
     Ok(rows)

@@ -43,6 +43,23 @@ pub fn demo(summary: &DemoSummary) -> String {
     if report.rows > report.sample.len() {
         let _ = writeln!(out, "    … {} more rows", report.rows - report.sample.len());
     }
+    if let (Some(ops), Some(etl), Some(detectors)) = (&summary.ops, &summary.etl, &summary.detectors) {
+        let _ = writeln!(out, "\n  Operational data: {} raw rows (GA4, ads, email exports; {}..={}) seeded in {} ms", ops.raw_rows, ops.first_day, ops.as_of, ops.seed_millis);
+        let _ = writeln!(out, "  etl                 {} rows in, {} rows out of daily_entity_metrics in {} ms", etl.rows_in, etl.rows_out, etl.millis);
+        let _ = writeln!(
+            out,
+            "  detectors           {} run as of {}, {} fired, {} failed in {} ms; planted found {}/{}, unexpected {}",
+            detectors.run, ops.as_of, detectors.fired, detectors.failed, detectors.millis, detectors.planted_found, detectors.planted_total, detectors.unexpected
+        );
+        let _ = writeln!(out, "\n  Opportunities ({}):", ops.opportunities.len());
+        for o in &ops.opportunities {
+            let mark = if o.planted { "" } else { "  [NOT PLANTED]" };
+            let _ = writeln!(out, "    {:<8} {:<9} {:<36} {:<28} {}{mark}", o.severity, o.tenant, o.detector, o.entity_id, o.message);
+        }
+        for missed in &ops.missed {
+            let _ = writeln!(out, "    MISSED   {:<9} {:<36} {:<28} (planted, not found)", missed.tenant, missed.detector, missed.entity_id);
+        }
+    }
     let _ = writeln!(out, "\n  total {:.1} s", summary.total_millis as f64 / 1000.0);
     out
 }
