@@ -153,7 +153,7 @@ fn entities(collection: &RawCollection, scale: f64) -> Vec<Entity> {
                 };
                 for (v, query) in QUERY_VARIANTS.iter().enumerate() {
                     let url = format!("https://www.example-shop.com{path}{query}");
-                    out.push(Entity { id_parts: vec![url], extra_keys: vec![], weight: 1.0 / (1.0 + p as f64 * 0.05) / (1.0 + v as f64) });
+                    out.push(Entity { id_parts: vec![url], extra_keys: vec![], weight: 1.0 / (1.0 + p as f64 * PAGE_DECAY) / (1.0 + v as f64) });
                 }
             }
         }
@@ -223,6 +223,16 @@ fn entities(collection: &RawCollection, scale: f64) -> Vec<Entity> {
     out
 }
 
+/// How fast page traffic falls from the head page to the tail, and pages' conversion
+/// rate. Chosen so that even the tail page expects over 20 conversions in 28 days: the
+/// conversion-rate detectors compare 28-day windows, and a page with 5 expected
+/// conversions moves by 30% between two windows from rounding alone, which is noise the
+/// detectors would rightly report in real data too, so the demo's healthy pages must
+/// not have it (with a 1/(1 + 0.05 p) fall and 2%, 34 tail pages fired
+/// `page_conversion_rate_drop` at full scale).
+const PAGE_DECAY: f64 = 0.01;
+const PAGE_CONVERSION_RATE: f64 = 0.03;
+
 /// A row's measures by field, from its volume `v` (already noised and weekly).
 fn measures(collection: &RawCollection, v: f64, r: f64) -> BTreeMap<&'static str, f64> {
     let mut m = BTreeMap::new();
@@ -232,7 +242,7 @@ fn measures(collection: &RawCollection, v: f64, r: f64) -> BTreeMap<&'static str
             let samples = (sessions * 0.1).max(1.0).round();
             m.extend([
                 ("sessions", sessions), ("screen_page_views", sessions * 1.4), ("engaged_sessions", sessions * 0.6), ("bounces", sessions * 0.3),
-                ("conversions", sessions * 0.02), ("purchase_revenue", sessions * 0.02 * (50.0 + 20.0 * r)), ("entrances", sessions * 0.5),
+                ("conversions", sessions * PAGE_CONVERSION_RATE), ("purchase_revenue", sessions * PAGE_CONVERSION_RATE * (50.0 + 20.0 * r)), ("entrances", sessions * 0.5),
                 ("exits", sessions * 0.45), ("page_load_samples", samples), ("page_load_time_ms_sum", samples * (900.0 + 600.0 * r)),
             ]);
         }
