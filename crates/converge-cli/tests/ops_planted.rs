@@ -20,22 +20,32 @@ fn opportunities_but_last_seen(mut opportunities: Vec<Opportunity>) -> Vec<Oppor
     opportunities
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn planted_patterns_are_found_exactly_and_rerunning_changes_nothing() {
+/// 90 days of ops data for `acme` (planted) and `globex` (quiet) at the given scales,
+/// seeded, loaded by the ETL and run through the detectors, in a fresh data directory.
+async fn seed_load_and_detect(
+    acme_scale: f64,
+    globex_scale: f64,
+) -> (tempfile::TempDir, EmbeddedBackends, Arc<dyn Clock>, OpsPlan, ops_planted::OpsOutcome) {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = MirrorConfig::default();
     let backends = EmbeddedBackends::open_for(dir.path(), clock.clone(), &config).unwrap();
     backends.warehouse.ensure_tables(&config).await.unwrap();
-    // A quiet tenant beside the planted one: its healthy data must fire nothing.
     let plan = OpsPlan {
-        tenants: vec![("acme".into(), 0.05), ("globex".into(), 0.05)],
+        tenants: vec![("acme".into(), acme_scale), ("globex".into(), globex_scale)],
         planted_tenant: "acme".into(),
         first_day: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
         days: 90,
     };
     let bars = OpsBars { seeded: ProgressBar::hidden(), etl: ProgressBar::hidden() };
     let outcome = ops_planted::run(&backends, clock.clone(), &plan, &bars).await.unwrap();
+    (dir, backends, clock, plan, outcome)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_patterns_are_found_exactly_and_rerunning_changes_nothing() {
+    // A quiet tenant beside the planted one: its healthy data must fire nothing.
+    let (_dir, backends, clock, plan, outcome) = seed_load_and_detect(0.05, 0.05).await;
 
     let detect = &outcome.detect_run;
     let found: Vec<String> = detect.findings.iter().map(|f| format!("{} {} {}: {}", f.detector, f.tenant, f.entity_id, f.message)).collect();
@@ -79,19 +89,7 @@ async fn planted_patterns_are_found_exactly_and_rerunning_changes_nothing() {
 /// the planted findings and nothing else. ~20 s: 90 days seeded, loaded and detected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_demos_scale_the_planted_patterns_and_nothing_else_fire() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let config = MirrorConfig::default();
-    let backends = EmbeddedBackends::open_for(dir.path(), clock.clone(), &config).unwrap();
-    backends.warehouse.ensure_tables(&config).await.unwrap();
-    let plan = OpsPlan {
-        tenants: vec![("acme".into(), 1.0), ("globex".into(), 0.1)],
-        planted_tenant: "acme".into(),
-        first_day: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
-        days: 90,
-    };
-    let bars = OpsBars { seeded: ProgressBar::hidden(), etl: ProgressBar::hidden() };
-    let outcome = ops_planted::run(&backends, clock, &plan, &bars).await.unwrap();
+    let (_dir, _backends, _clock, _plan, outcome) = seed_load_and_detect(1.0, 0.1).await;
     let found: Vec<String> =
         outcome.detect_run.findings.iter().map(|f| format!("{} {} {}: {}", f.detector, f.tenant, f.entity_id, f.message)).collect();
     assert_eq!((outcome.missed.as_slice(), outcome.unexpected.as_slice()), (&[][..], &[][..]), "findings:\n{}", found.join("\n"));
