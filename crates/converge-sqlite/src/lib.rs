@@ -167,11 +167,22 @@ impl SqliteStore {
         map_row: fn(&str, &rusqlite::Row<'_>) -> Result<T, SqliteError>,
     ) -> Result<Scan<T>, StoreError> {
         path::check_collection_path(collection_path)?;
-        let collection_path = collection_path.to_owned();
+        self.scan_query(sql, vec![collection_path.to_owned()], map_row).await
+    }
+
+    /// A consistent, streamed query: `sql` selects the path first and takes `args` as
+    /// `?1`, `?2`, …; `map_row` turns each row into an item. Every scan of the store
+    /// (collections, raw records by date) runs through here.
+    pub(crate) async fn scan_query<T: Send + 'static>(
+        &self,
+        sql: &'static str,
+        args: Vec<String>,
+        map_row: fn(&str, &rusqlite::Row<'_>) -> Result<T, SqliteError>,
+    ) -> Result<Scan<T>, StoreError> {
         let (snapshot_tx, snapshot_rx) = oneshot::channel();
         let (chunk_tx, chunk_rx) = mpsc::channel(SCAN_CHUNKS_AHEAD);
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.stream_collection(&collection_path, sql, map_row, snapshot_tx, chunk_tx));
+        tokio::task::spawn_blocking(move || inner.stream_query(sql, &args, map_row, snapshot_tx, chunk_tx));
         let read_time = match snapshot_rx.await {
             Ok(result) => result?,
             Err(_) => return Err(SqliteError::Task("the scan's reader thread ended before taking its snapshot".into()).into()),
@@ -180,6 +191,11 @@ impl SqliteStore {
         let items = converge_core::flatten_chunks(futures::stream::poll_fn(move |cx| chunk_rx.poll_recv(cx)));
         Ok(Scan { read_time, items })
     }
+}
+
+/// A document from a row of `path, fields, create_time_us, update_time_us`.
+pub(crate) fn document_from_row(path: &str, row: &rusqlite::Row<'_>) -> Result<Document, SqliteError> {
+    StoredDoc { fields: row.get(1)?, create_time_us: row.get(2)?, update_time_us: row.get(3)? }.into_document(path)
 }
 
 impl Inner {
@@ -343,13 +359,13 @@ impl Inner {
         })
     }
 
-    /// Streams a collection's rows from one read transaction: first the snapshot's
-    /// read time on `snapshot`, then the items in chunks on `chunks`. Stops early
-    /// (and ends the transaction) when the consumer goes away.
-    fn stream_collection<T: Send + 'static>(
+    /// Streams a query's rows from one read transaction: first the snapshot's read
+    /// time on `snapshot`, then the items in chunks on `chunks`. Stops early (and ends
+    /// the transaction) when the consumer goes away.
+    fn stream_query<T: Send + 'static>(
         &self,
-        collection_path: &str,
         sql: &str,
+        args: &[String],
         map_row: impl Fn(&str, &rusqlite::Row<'_>) -> Result<T, SqliteError>,
         snapshot: oneshot::Sender<Result<Timestamp, SqliteError>>,
         chunks: mpsc::Sender<Result<Vec<T>, StoreError>>,
@@ -364,7 +380,7 @@ impl Inner {
                 return Ok(());
             }
             let mut stmt = tx.prepare_cached(sql)?;
-            let mut rows = stmt.query([collection_path])?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
             let mut chunk = Vec::with_capacity(SCAN_CHUNK);
             while let Some(row) = rows.next()? {
                 let path: String = row.get(0)?;
@@ -485,10 +501,7 @@ impl SourceStore for SqliteStore {
     async fn scan_documents(&self, collection_path: &str) -> Result<Scan<Document>, StoreError> {
         const SQL: &str =
             "SELECT path, fields, create_time_us, update_time_us FROM documents WHERE collection_path = ?1 ORDER BY path";
-        self.scan(collection_path, SQL, |path, row| {
-            StoredDoc { fields: row.get(1)?, create_time_us: row.get(2)?, update_time_us: row.get(3)? }.into_document(path)
-        })
-        .await
+        self.scan(collection_path, SQL, document_from_row).await
     }
 
     async fn list_document_ids(&self, collection_path: &str) -> Result<Vec<String>, StoreError> {

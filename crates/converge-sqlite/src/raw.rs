@@ -23,12 +23,11 @@
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use converge_core::raw::{check_date_range, date_text};
-use converge_core::{Document, ErrorKind, Fields, MirrorConfig, RawSource, Scan, StoreError, Timestamp, Value};
+use converge_core::{Document, ErrorKind, Fields, MirrorConfig, RawSource, Scan, StoreError, Value};
 use rusqlite::{params, Connection};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{SqliteError, BACKEND};
-use crate::{codec, path, schema, Inner, SqliteStore, StoredDoc, SCAN_CHUNK, SCAN_CHUNKS_AHEAD};
+use crate::{codec, path, Inner, SqliteStore};
 
 /// The one field the embedded store indexes for date ranges.
 pub const INDEXED_DATE_FIELD: &str = "date";
@@ -84,57 +83,6 @@ impl Inner {
     pub(crate) fn outbox_wants(filter: &Option<MirrorConfig>, path: &str) -> bool {
         filter.as_ref().is_none_or(|config| config.route(path).is_some())
     }
-
-    /// Streams the documents of one date range from one read transaction: the read
-    /// time on `snapshot`, then the documents in chunks.
-    fn stream_dates(
-        &self,
-        collection_path: &str,
-        from: &str,
-        to: &str,
-        snapshot: oneshot::Sender<Result<Timestamp, SqliteError>>,
-        chunks: mpsc::Sender<Result<Vec<Document>, StoreError>>,
-    ) {
-        const SQL: &str = "SELECT path, fields, create_time_us, update_time_us FROM documents \
-                           WHERE collection_path = ?1 AND date_key IS NOT NULL AND date_key >= ?2 AND date_key <= ?3 \
-                           ORDER BY date_key, path";
-        let mut snapshot = Some(snapshot);
-        let result = self.with_reader(|conn| {
-            let tx = conn.unchecked_transaction()?;
-            let read_time_us = schema::read_last_commit(&tx)?.unwrap_or(0);
-            let Some(sender) = snapshot.take() else { return Ok(()) };
-            if sender.send(Ok(Timestamp::from_micros(read_time_us))).is_err() {
-                return Ok(());
-            }
-            let mut stmt = tx.prepare_cached(SQL)?;
-            let mut rows = stmt.query(params![collection_path, from, to])?;
-            let mut chunk = Vec::with_capacity(SCAN_CHUNK);
-            while let Some(row) = rows.next()? {
-                let path: String = row.get(0)?;
-                chunk.push(StoredDoc { fields: row.get(1)?, create_time_us: row.get(2)?, update_time_us: row.get(3)? }.into_document(&path)?);
-                if chunk.len() == SCAN_CHUNK {
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK));
-                    if chunks.blocking_send(Ok(full)).is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            if !chunk.is_empty() {
-                let _ = chunks.blocking_send(Ok(chunk));
-            }
-            Ok(())
-        });
-        if let Err(error) = result {
-            match snapshot.take() {
-                Some(sender) => {
-                    let _ = sender.send(Err(error));
-                }
-                None => {
-                    let _ = chunks.blocking_send(Err(error.into()));
-                }
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -149,22 +97,16 @@ impl RawSource for SqliteStore {
                 format!("the embedded store indexes only the `{INDEXED_DATE_FIELD}` field for date ranges, not `{date_field}`; name raw records' date field `{INDEXED_DATE_FIELD}`"),
             ));
         }
-        let (collection_path, from, to) = (collection_path.to_owned(), date_text(from), date_text(to));
-        let (snapshot_tx, snapshot_rx) = oneshot::channel();
-        let (chunk_tx, mut chunk_rx) = mpsc::channel(SCAN_CHUNKS_AHEAD);
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.stream_dates(&collection_path, &from, &to, snapshot_tx, chunk_tx));
-        let read_time = match snapshot_rx.await {
-            Ok(result) => result?,
-            Err(_) => return Err(SqliteError::Task("the date scan's reader thread ended before taking its snapshot".into()).into()),
-        };
-        let items = converge_core::flatten_chunks(futures::stream::poll_fn(move |cx| chunk_rx.poll_recv(cx)));
-        Ok(Scan { read_time, items })
+        const SQL: &str = "SELECT path, fields, create_time_us, update_time_us FROM documents \
+                           WHERE collection_path = ?1 AND date_key IS NOT NULL AND date_key >= ?2 AND date_key <= ?3 \
+                           ORDER BY date_key, path";
+        self.scan_query(SQL, vec![collection_path.to_owned(), date_text(from), date_text(to)], crate::document_from_row).await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::schema;
     use std::sync::Arc;
 
     use converge_core::value::fields_from_json;
