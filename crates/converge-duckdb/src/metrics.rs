@@ -9,9 +9,9 @@ use converge_core::metrics::{check_slice_row, ENTITY_MAP_TABLE, LOADS_TABLE, MET
 use converge_core::{EntityMapRow, MetricRow, MetricsWarehouse, ReplaceReceipt, SliceLoad, SliceRow, StoreError, Timestamp};
 use duckdb::types::{TimeUnit, Value as DuckValue};
 use duckdb::{params, Connection};
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::BoxStream;
 
-use crate::warehouse::{db_error, join_error, DuckWarehouse, BACKEND};
+use crate::warehouse::{db_error, feed_blocking_writer, join_error, DuckWarehouse, WriterChunk, BACKEND};
 
 /// The detector compiler reads `daily_entity_metrics` unqualified with exactly these
 /// columns (`converge_detect::compile`).
@@ -42,9 +42,6 @@ CREATE TABLE IF NOT EXISTS etl_loads (
 );
 ";
 
-/// Rows per message from the async side to the blocking writer.
-const REPLACE_CHUNK: usize = 4096;
-
 fn days_since_epoch(date: NaiveDate) -> i32 {
     (date - NaiveDate::from_ymd_opt(1970, 1, 1).expect("the epoch is a date")).num_days() as i32
 }
@@ -54,16 +51,11 @@ fn parse_day(text: &str) -> Result<NaiveDate, StoreError> {
         .ok_or_else(|| StoreError::permanent(BACKEND, format!("DATE column read back as {text:?}: expected YYYY-MM-DD")))
 }
 
-enum ReplaceChunk {
-    Rows(Vec<SliceRow>),
-    Commit,
-}
-
 impl DuckWarehouse {
     fn replace_blocking(
         mut connection: Connection,
         load: SliceLoad,
-        mut chunks: tokio::sync::mpsc::Receiver<ReplaceChunk>,
+        mut chunks: tokio::sync::mpsc::Receiver<WriterChunk<SliceRow>>,
     ) -> Result<ReplaceReceipt, StoreError> {
         let transaction = connection.transaction().map_err(|e| db_error("begin slice replace", e))?;
         let date = load.date.to_string();
@@ -79,7 +71,7 @@ impl DuckWarehouse {
             let day = DuckValue::Date32(days_since_epoch(load.date));
             loop {
                 match chunks.blocking_recv() {
-                    Some(ReplaceChunk::Rows(rows)) => {
+                    Some(WriterChunk::Rows(rows)) => {
                         for row in rows {
                             check_slice_row(BACKEND, &load, &row)?;
                             match row {
@@ -98,7 +90,7 @@ impl DuckWarehouse {
                             }
                         }
                     }
-                    Some(ReplaceChunk::Commit) => break,
+                    Some(WriterChunk::Commit) => break,
                     // Dropping the transaction rolls it back: the old slice stays.
                     None => return Err(StoreError::retryable(BACKEND, "slice replace abandoned before commit; the old slice is unchanged")),
                 }
@@ -133,33 +125,9 @@ impl MetricsWarehouse for DuckWarehouse {
             .map_err(join_error)?
     }
 
-    async fn replace_slice(&self, load: SliceLoad, mut rows: BoxStream<'static, Result<SliceRow, StoreError>>) -> Result<ReplaceReceipt, StoreError> {
+    async fn replace_slice(&self, load: SliceLoad, rows: BoxStream<'static, Result<SliceRow, StoreError>>) -> Result<ReplaceReceipt, StoreError> {
         let connection = self.reader()?;
-        let (sender, receiver) = tokio::sync::mpsc::channel(2);
-        let writer = tokio::task::spawn_blocking(move || Self::replace_blocking(connection, load, receiver));
-        let mut chunk = Vec::with_capacity(REPLACE_CHUNK);
-        let mut outcome = Ok(());
-        while let Some(item) = rows.next().await {
-            match item {
-                Ok(row) => chunk.push(row),
-                Err(error) => {
-                    outcome = Err(error);
-                    break;
-                }
-            }
-            if chunk.len() == REPLACE_CHUNK && sender.send(ReplaceChunk::Rows(std::mem::take(&mut chunk))).await.is_err() {
-                break; // the writer failed; its error is returned below
-            }
-        }
-        if outcome.is_ok() {
-            let _ = sender.send(ReplaceChunk::Rows(chunk)).await;
-            let _ = sender.send(ReplaceChunk::Commit).await;
-        }
-        drop(sender);
-        let written = writer.await.map_err(join_error)?;
-        // The stream's own error first: the writer only saw an abandoned replace.
-        outcome?;
-        written
+        feed_blocking_writer(rows, move |chunks| Self::replace_blocking(connection, load, chunks)).await
     }
 
     async fn slice_metrics(&self, tenant: &str, date: NaiveDate) -> Result<Vec<MetricRow>, StoreError> {

@@ -207,7 +207,7 @@ impl DuckWarehouse {
 
     /// The blocking half of [`Warehouse::append_atomic`]: one transaction on its own
     /// connection (so live appends go on meanwhile), committed only on
-    /// [`AtomicChunk::Commit`]. If the sender goes away first, the transaction rolls back.
+    /// [`WriterChunk::Commit`]. If the sender goes away first, the transaction rolls back.
     ///
     /// Rows whose event id the warehouse stored recently are skipped. Duplicates
     /// within the stream itself are not looked for: remembering a million ids costs
@@ -217,14 +217,14 @@ impl DuckWarehouse {
     fn append_atomic_blocking(
         &self,
         mut connection: Connection,
-        mut chunks: tokio::sync::mpsc::Receiver<AtomicChunk>,
+        mut chunks: tokio::sync::mpsc::Receiver<WriterChunk<ChangeRow>>,
     ) -> Result<AppendReceipt, StoreError> {
         let config = self.config()?;
         let transaction = connection.transaction().map_err(|e| db_error("begin atomic append", e))?;
         let mut receipt = AppendReceipt::default();
         loop {
             match chunks.blocking_recv() {
-                Some(AtomicChunk::Rows(rows)) => {
+                Some(WriterChunk::Rows(rows)) => {
                     let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
                     let by_table = group_by_table(&rows, |row| recent.contains(&row.event_id), &mut receipt);
                     drop(recent);
@@ -232,7 +232,7 @@ impl DuckWarehouse {
                         receipt.written += append_rows(&transaction, &config, table, &table_rows)?;
                     }
                 }
-                Some(AtomicChunk::Commit) => break,
+                Some(WriterChunk::Commit) => break,
                 None => return Err(StoreError::retryable(BACKEND, "atomic append abandoned before commit; nothing was written")),
             }
         }
@@ -262,18 +262,56 @@ fn group_by_table<'r>(
     by_table
 }
 
-/// What the async side of an atomic append hands its blocking writer.
-enum AtomicChunk {
-    Rows(Vec<ChangeRow>),
+/// What the async side of an all-or-nothing write (an atomic append, a slice
+/// replace) hands its blocking writer.
+pub(crate) enum WriterChunk<T> {
+    Rows(Vec<T>),
     Commit,
+}
+
+/// Feeds `rows` in chunks of [`WRITER_CHUNK`] to `writer`, run on a blocking thread
+/// with its own transaction, then [`WriterChunk::Commit`]. An error in the stream stops
+/// the feed without a Commit: the writer sees its sender dropped and rolls back. The
+/// stream's own error comes first: the writer only saw an abandoned write.
+pub(crate) async fn feed_blocking_writer<T: Send + 'static, R: Send + 'static>(
+    mut rows: BoxStream<'static, Result<T, StoreError>>,
+    writer: impl FnOnce(tokio::sync::mpsc::Receiver<WriterChunk<T>>) -> Result<R, StoreError> + Send + 'static,
+) -> Result<R, StoreError> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(2);
+    let writer = tokio::task::spawn_blocking(move || writer(receiver));
+    let mut chunk = Vec::with_capacity(WRITER_CHUNK);
+    let mut outcome = Ok(());
+    while let Some(item) = rows.next().await {
+        match item {
+            Ok(row) => chunk.push(row),
+            Err(error) => {
+                outcome = Err(error);
+                break;
+            }
+        }
+        if chunk.len() == WRITER_CHUNK && sender.send(WriterChunk::Rows(std::mem::take(&mut chunk))).await.is_err() {
+            break; // the writer failed; its error is returned below
+        }
+    }
+    if outcome.is_ok() {
+        if !chunk.is_empty() {
+            let _ = sender.send(WriterChunk::Rows(chunk)).await;
+        }
+        let _ = sender.send(WriterChunk::Commit).await;
+    }
+    // Without a Commit, dropping the sender makes the writer roll back.
+    drop(sender);
+    let written = writer.await.map_err(join_error)?;
+    outcome?;
+    written
 }
 
 /// States per chunk of a latest-view scan, and chunks read ahead of the consumer.
 const STATE_CHUNK: usize = 1024;
 const STATE_CHUNKS_AHEAD: usize = 4;
 
-/// Rows per chunk handed to the atomic writer: bounded memory whatever the stream's length.
-const ATOMIC_CHUNK: usize = 4096;
+/// Rows per chunk handed to a blocking writer: bounded memory whatever the stream's length.
+const WRITER_CHUNK: usize = 4096;
 
 /// Appends one table's rows inside `transaction`; returns how many.
 fn append_rows(transaction: &duckdb::Transaction<'_>, config: &MirrorConfig, table: &str, rows: &[&ChangeRow]) -> Result<u64, StoreError> {
@@ -440,37 +478,11 @@ impl Warehouse for DuckWarehouse {
         tokio::task::spawn_blocking(move || this.append_blocking(rows)).await.map_err(join_error)?
     }
 
-    async fn append_atomic(&self, mut rows: BoxStream<'static, Result<ChangeRow, StoreError>>) -> Result<AppendReceipt, StoreError> {
+    async fn append_atomic(&self, rows: BoxStream<'static, Result<ChangeRow, StoreError>>) -> Result<AppendReceipt, StoreError> {
         self.config()?;
         let connection = self.reader()?;
-        let (sender, receiver) = tokio::sync::mpsc::channel(2);
         let this = self.clone();
-        let writer = tokio::task::spawn_blocking(move || this.append_atomic_blocking(connection, receiver));
-        let mut chunk = Vec::with_capacity(ATOMIC_CHUNK);
-        let mut outcome = Ok(());
-        while let Some(item) = rows.next().await {
-            match item {
-                Ok(row) => chunk.push(row),
-                Err(error) => {
-                    outcome = Err(error);
-                    break;
-                }
-            }
-            if chunk.len() == ATOMIC_CHUNK && sender.send(AtomicChunk::Rows(std::mem::take(&mut chunk))).await.is_err() {
-                break; // the writer failed; its error is returned below
-            }
-        }
-        if outcome.is_ok() {
-            if !chunk.is_empty() {
-                let _ = sender.send(AtomicChunk::Rows(chunk)).await;
-            }
-            let _ = sender.send(AtomicChunk::Commit).await;
-        }
-        // Without a Commit, dropping the sender makes the writer roll back.
-        drop(sender);
-        let written = writer.await.map_err(join_error)?;
-        outcome?;
-        written
+        feed_blocking_writer(rows, move |chunks| this.append_atomic_blocking(connection, chunks)).await
     }
 
     async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
