@@ -149,6 +149,10 @@ pub struct LatencySummary {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// CPU time per acknowledged event: the server's, and this load generator's
+    /// (they share the cores). Linux only.
+    pub server_cpu_us_per_event: Option<f64>,
+    pub generator_cpu_us_per_event: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -281,7 +285,7 @@ impl Server {
     }
 }
 
-async fn start_server(bin: &Path, data_dir: &Path) -> anyhow::Result<(Server, String)> {
+async fn start_server(bin: &Path, data_dir: &Path) -> anyhow::Result<(Server, std::net::SocketAddr)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let child = std::process::Command::new(bin)
         .env("PORT", port.to_string())
@@ -296,7 +300,7 @@ async fn start_server(bin: &Path, data_dir: &Path) -> anyhow::Result<(Server, St
     loop {
         if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
             if response.status().is_success() {
-                return Ok((server, format!("{base}/")));
+                return Ok((server, std::net::SocketAddr::from(([127, 0, 0, 1], port))));
             }
         }
         if Instant::now() > deadline {
@@ -306,8 +310,9 @@ async fn start_server(bin: &Path, data_dir: &Path) -> anyhow::Result<(Server, St
     }
 }
 
-/// Pre-encoded events: creates of distinct documents across four tenants.
-fn events(range: std::ops::Range<usize>) -> Vec<(http::HeaderMap, Bytes)> {
+/// Pre-encoded events: creates of distinct documents across four tenants, each with
+/// its `Host` header (the load generator's connections do not add one).
+fn events(range: std::ops::Range<usize>, host: &http::HeaderValue) -> Vec<(http::HeaderMap, Bytes)> {
     let now = SystemClock.now();
     let source = EventSource::local();
     range
@@ -323,20 +328,86 @@ fn events(range: std::ops::Range<usize>) -> Vec<(http::HeaderMap, Bytes)> {
                 old_value: None,
                 update_mask: vec![],
             };
-            let (headers, body) = to_binary(&change, &source);
+            let (mut headers, body) = to_binary(&change, &source);
+            headers.insert(http::header::HOST, host.clone());
             (headers, Bytes::from(body))
         })
         .collect()
 }
 
-async fn send(client: &reqwest::Client, url: &str, event: &(http::HeaderMap, Bytes)) -> bool {
-    match client.post(url).headers(event.0.clone()).body(event.1.clone()).send().await {
+/// One keep-alive HTTP/1.1 connection of the load generator. Requests go straight to
+/// hyper's connection (no pool, no URL parsing per request): the generator shares the
+/// two cores with the server, so every cycle it spends is one the server loses.
+type Connection = hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>;
+
+async fn connect(address: std::net::SocketAddr) -> anyhow::Result<Connection> {
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// Posts one event on `connection` and reads the whole answer; true on a 2xx.
+async fn send(connection: &mut Connection, event: &(http::HeaderMap, Bytes)) -> bool {
+    if connection.ready().await.is_err() {
+        return false;
+    }
+    let mut request = http::Request::new(http_body_util::Full::new(event.1.clone()));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = http::Uri::from_static("/");
+    *request.headers_mut() = event.0.clone();
+    match connection.send_request(request).await {
         Ok(response) => {
             let ok = response.status().is_success();
-            let _ = response.bytes().await;
-            ok
+            ok && http_body_util::BodyExt::collect(response.into_body()).await.is_ok()
         }
         Err(_) => false,
+    }
+}
+
+/// Sends with a connection that is open, reconnecting once if it broke; None when no
+/// connection could be made.
+async fn send_on(slot: &mut Option<Connection>, address: std::net::SocketAddr, event: &(http::HeaderMap, Bytes)) -> bool {
+    if slot.as_ref().is_none_or(|c| c.is_closed()) {
+        *slot = connect(address).await.ok();
+    }
+    match slot {
+        Some(connection) => send(connection, event).await,
+        None => false,
+    }
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/{pid}/stat`;
+/// None off Linux. The kernel reports it in USER_HZ ticks, 100 per second.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU used by the server and by this load generator over one run.
+struct CpuMeter {
+    server_pid: String,
+    start: Option<(Duration, Duration)>,
+}
+
+impl CpuMeter {
+    fn start(server: &Server) -> Self {
+        let server_pid = server.child.id().to_string();
+        let start = cpu_time(&server_pid).zip(cpu_time("self"));
+        Self { server_pid, start }
+    }
+
+    /// Microseconds of CPU per event: (server, load generator).
+    fn per_event(&self, events: usize) -> (Option<f64>, Option<f64>) {
+        let Some(((server_start, self_start), (server_end, self_end))) = self.start.zip(cpu_time(&self.server_pid).zip(cpu_time("self"))) else {
+            return (None, None);
+        };
+        let per = |used: Duration| (events > 0).then(|| (used.as_secs_f64() * 1e6 / events as f64).round());
+        (per(server_end.saturating_sub(server_start)), per(self_end.saturating_sub(self_start)))
     }
 }
 
@@ -359,24 +430,28 @@ fn summarize(mut latencies_us: Vec<u64>, errors: usize, elapsed: Duration) -> La
         p99_ms: at(0.99),
         p999_ms: at(0.999),
         max_ms: at(1.0),
+        server_cpu_us_per_event: None,
+        generator_cpu_us_per_event: None,
     }
 }
 
-async fn saturation(url: &str, events: Arc<Vec<(http::HeaderMap, Bytes)>>, concurrency: usize) -> LatencySummary {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("http client");
+/// A closed loop: `concurrency` senders, each on its own connection, each sending its
+/// next event as soon as the previous one is acknowledged.
+async fn saturation(address: std::net::SocketAddr, events: Arc<Vec<(http::HeaderMap, Bytes)>>, concurrency: usize) -> LatencySummary {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, next, events, url) = (client.clone(), next.clone(), events.clone(), url.to_owned());
+            let (next, events) = (next.clone(), events.clone());
             tokio::spawn(async move {
+                let mut connection = None;
                 let mut latencies = Vec::new();
                 let mut errors = 0;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(event) = events.get(i) else { break };
                     let sent = Instant::now();
-                    if send(&client, &url, event).await {
+                    if send_on(&mut connection, address, event).await {
                         latencies.push(sent.elapsed().as_micros() as u64);
                     } else {
                         errors += 1;
@@ -396,19 +471,25 @@ async fn saturation(url: &str, events: Arc<Vec<(http::HeaderMap, Bytes)>>, concu
     summarize(latencies, errors, started.elapsed())
 }
 
-async fn fixed_load(url: &str, events: Arc<Vec<(http::HeaderMap, Bytes)>>, rate: u64) -> LatencySummary {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("http client");
+/// An open loop: one event every `1/rate` s whatever the answers do, each on an idle
+/// connection (a new one when none is idle).
+async fn fixed_load(address: std::net::SocketAddr, events: Arc<Vec<(http::HeaderMap, Bytes)>>, rate: u64) -> LatencySummary {
+    let idle: Arc<std::sync::Mutex<Vec<Connection>>> = Arc::default();
     let started = tokio::time::Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
     for i in 0..events.len() {
         let scheduled = started + interval * i as u32;
         tokio::time::sleep_until(scheduled).await;
-        let (client, events, url, sender) = (client.clone(), events.clone(), url.to_owned(), sender.clone());
+        let (idle, events, sender) = (idle.clone(), events.clone(), sender.clone());
         tokio::spawn(async move {
-            let ok = send(&client, &url, &events[i]).await;
+            let mut connection = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let ok = send_on(&mut connection, address, &events[i]).await;
             // From the scheduled time, not the actual send: a late sender counts.
             let _ = sender.send(ok.then(|| scheduled.elapsed().as_micros() as u64));
+            if let Some(connection) = connection.filter(|c| !c.is_closed()) {
+                idle.lock().unwrap_or_else(|p| p.into_inner()).push(connection);
+            }
         });
     }
     drop(sender);
@@ -425,21 +506,33 @@ async fn fixed_load(url: &str, events: Arc<Vec<(http::HeaderMap, Bytes)>>, rate:
 
 pub async fn sync(events_n: usize, concurrency: usize, rate: u64, seconds: u64, server_bin: &Path) -> anyhow::Result<SyncBenchResult> {
     let data_dir = std::env::temp_dir().join(format!("converge-bench-{}", uuid::Uuid::new_v4()));
-    let (server, url) = start_server(server_bin, &data_dir).await?;
+    let (server, address) = start_server(server_bin, &data_dir).await?;
+    let host = http::HeaderValue::from_str(&address.to_string())?;
     let warmup = 2_000;
     let fixed_n = (rate * seconds) as usize;
     eprintln!("encoding {} events…", warmup + events_n + fixed_n);
-    let warm = Arc::new(events(0..warmup));
-    let burst = Arc::new(events(warmup..warmup + events_n));
-    let paced = Arc::new(events(warmup + events_n..warmup + events_n + fixed_n));
+    let warm = Arc::new(events(0..warmup, &host));
+    let burst = Arc::new(events(warmup..warmup + events_n, &host));
+    let paced = Arc::new(events(warmup + events_n..warmup + events_n + fixed_n, &host));
     eprintln!("warm-up: {warmup} events");
-    saturation(&url, warm, concurrency).await;
+    saturation(address, warm, concurrency).await;
     eprintln!("saturation: {events_n} events over {concurrency} connections…");
-    let saturation_result = saturation(&url, burst, concurrency).await;
-    eprintln!("  {} events/s, p50 {} ms, p99 {} ms", saturation_result.events_per_second, saturation_result.p50_ms, saturation_result.p99_ms);
+    let meter = CpuMeter::start(&server);
+    let mut saturation_result = saturation(address, burst, concurrency).await;
+    (saturation_result.server_cpu_us_per_event, saturation_result.generator_cpu_us_per_event) = meter.per_event(saturation_result.events);
+    eprintln!(
+        "  {} events/s, p50 {} ms, p99 {} ms; CPU per event: server {:?} µs, load generator {:?} µs",
+        saturation_result.events_per_second,
+        saturation_result.p50_ms,
+        saturation_result.p99_ms,
+        saturation_result.server_cpu_us_per_event,
+        saturation_result.generator_cpu_us_per_event
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     eprintln!("fixed load: {rate} events/s for {seconds} s…");
-    let fixed = fixed_load(&url, paced, rate).await;
+    let meter = CpuMeter::start(&server);
+    let mut fixed = fixed_load(address, paced, rate).await;
+    (fixed.server_cpu_us_per_event, fixed.generator_cpu_us_per_event) = meter.per_event(fixed.events);
     eprintln!("  {} events/s, p50 {} ms, p99 {} ms", fixed.events_per_second, fixed.p50_ms, fixed.p99_ms);
     server.stop()?;
     // Every acknowledged event must be in the warehouse.
@@ -459,13 +552,21 @@ pub async fn sync(events_n: usize, concurrency: usize, rate: u64, seconds: u64, 
 fn markdown(result: &SyncBenchResult) -> String {
     let row = |name: &str, s: &LatencySummary| {
         format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
-            s.events, s.errors, s.events_per_second, s.p50_ms, s.p99_ms, s.p999_ms, s.max_ms
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.events,
+            s.errors,
+            s.events_per_second,
+            s.p50_ms,
+            s.p99_ms,
+            s.p999_ms,
+            s.max_ms,
+            s.server_cpu_us_per_event.map_or("–".to_owned(), |us| us.to_string()),
+            s.generator_cpu_us_per_event.map_or("–".to_owned(), |us| us.to_string()),
         )
     };
     [
-        "| run | events | errors | events/s | p50 ms | p99 ms | p99.9 ms | max ms |".to_owned(),
-        "|---|---|---|---|---|---|---|---|".to_owned(),
+        "| run | events | errors | events/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/event | load generator CPU µs/event |".to_owned(),
+        "|---|---|---|---|---|---|---|---|---|---|".to_owned(),
         row(&format!("saturation ({} connections)", result.concurrency), &result.saturation),
         row(&format!("fixed load {} events/s offered", result.offered_rate), &result.fixed_load),
     ]
@@ -478,7 +579,7 @@ fn write_results(path: &Path, result: &SyncBenchResult) -> anyhow::Result<()> {
     let command: Vec<String> = std::env::args().collect();
     let section = format!(
         "<!-- bench:sync:start -->\n## On-write sync over loopback HTTP\n\n{}\n\nMeasured {} on {}.\nCommand: `{}` (via `make bench`).\n\n{}\n<!-- bench:sync:end -->",
-        "Real Eventarc binary-mode CloudEvents (protobuf `DocumentEventData`) posted to the `on-write-sync` binary running on the embedded backends (DuckDB warehouse, SQLite error log), acknowledged only once the row is durable. Load generator and server share the machine. Latency at fixed load is measured from each event's scheduled send time.",
+        "Real Eventarc binary-mode CloudEvents (protobuf `DocumentEventData`) posted to the `on-write-sync` binary running on the embedded backends (DuckDB warehouse, SQLite error log), acknowledged only once the row is durable. Load generator and server share the machine's two cores; the generator drives hyper connections directly (one per concurrent sender) and the CPU each side spends per event is reported (from /proc). Latency at fixed load is measured from each event's scheduled send time.",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         machine(),
         command.join(" "),
