@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::config::{ColumnType, PromotedColumn, RoutedPath};
 use crate::hash::content_hash;
-use crate::value::{fields_to_json, Document, Fields, Timestamp, Value};
+use crate::value::{fields_to_json_string, Document, Fields, Timestamp, Value};
 use crate::version::{delete_version, RowOrder, Version};
 
 /// One document change as Eventarc reports it.
@@ -160,7 +160,7 @@ impl ChangeRow {
             version: doc.update_time.as_micros(),
             event_id: event_id.to_owned(),
             content_hash: Some(content_hash(&doc.fields)),
-            data: Some(fields_to_json(&doc.fields).to_string()),
+            data: Some(fields_to_json_string(&doc.fields)),
             promoted,
             ingested_at: ctx.ingested_at.as_micros(),
             run_id: ctx.run_id.clone(),

@@ -422,7 +422,7 @@ impl EtlRunner {
         doc: &converge_core::Document,
         problems: &[String],
     ) -> Result<(), StoreError> {
-        let payload = converge_core::value::fields_to_json(&doc.fields).to_string().into_bytes();
+        let payload = converge_core::value::fields_to_json_string(&doc.fields).into_bytes();
         let detail = format!("{} record {} breaks the raw schema contract: {}", collection.name, doc.path, problems.join("; "));
         tracing::warn!(tenant, %date, doc_path = doc.path, detail, "raw record quarantined");
         let headers = serde_json::json!({

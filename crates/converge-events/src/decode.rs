@@ -146,10 +146,12 @@ impl fmt::Display for Context<'_> {
     }
 }
 
-/// Decodes one Eventarc Firestore CloudEvent delivered over HTTP. `body` is moved into
-/// the decoder: protobuf data is decoded straight from it.
-pub fn decode(headers: &HeaderMap, body: Vec<u8>) -> Result<DocumentChange, DecodeError> {
-    let envelope = if is_structured(headers) { Envelope::structured(&body)? } else { Envelope::binary(headers, body)? };
+/// Decodes one Eventarc Firestore CloudEvent delivered over HTTP. The body is only
+/// borrowed (protobuf data is decoded straight from it), so a caller keeps it for a
+/// quarantine record without a copy.
+pub fn decode(headers: &HeaderMap, body: impl AsRef<[u8]>) -> Result<DocumentChange, DecodeError> {
+    let body = body.as_ref();
+    let envelope = if is_structured(headers) { Envelope::structured(body)? } else { Envelope::binary(headers, body)? };
     let Envelope { id, event_type, time, subject, document, content_type, data, structured } = envelope;
     let context = |e: DecodeError| e.about(Some(&id), Some(&event_type));
 
@@ -202,7 +204,7 @@ pub fn decode(headers: &HeaderMap, body: Vec<u8>) -> Result<DocumentChange, Deco
 
 /// The CloudEvent attributes Converge reads, and its data, whichever the content mode.
 #[derive(Debug)]
-struct Envelope {
+struct Envelope<'b> {
     id: String,
     event_type: String,
     time: Option<Timestamp>,
@@ -211,15 +213,16 @@ struct Envelope {
     document: Option<String>,
     /// `datacontenttype`.
     content_type: Option<String>,
-    data: Data,
+    data: Data<'b>,
     /// Whether this came in structured mode (decides what a missing content type means).
     structured: bool,
 }
 
 #[derive(Debug)]
-enum Data {
+enum Data<'b> {
     Absent,
-    Bytes(Vec<u8>),
+    /// Binary mode's body (borrowed), or structured mode's `data_base64` (decoded).
+    Bytes(Cow<'b, [u8]>),
     /// Structured mode's `data` holding a string under a non-JSON content type.
     Text(String),
     /// Structured mode's `data` under a JSON content type, already parsed.
@@ -246,9 +249,9 @@ static CE_TIME: HeaderName = HeaderName::from_static("ce-time");
 static CE_SUBJECT: HeaderName = HeaderName::from_static("ce-subject");
 static CE_DOCUMENT: HeaderName = HeaderName::from_static("ce-document");
 
-impl Envelope {
+impl<'b> Envelope<'b> {
     /// Binary mode, read straight from the headers (see the module docs for why).
-    fn binary(headers: &HeaderMap, body: Vec<u8>) -> Result<Self, DecodeError> {
+    fn binary(headers: &HeaderMap, body: &'b [u8]) -> Result<Self, DecodeError> {
         // Read id and type first (leniently) so every later error can name the event.
         let id = header(headers, &CE_ID).ok().flatten();
         let event_type = header(headers, &CE_TYPE).ok().flatten();
@@ -292,7 +295,7 @@ impl Envelope {
             ),
             None => None,
         };
-        let data = if body.is_empty() { Data::Absent } else { Data::Bytes(body) };
+        let data = if body.is_empty() { Data::Absent } else { Data::Bytes(Cow::Borrowed(body)) };
         Ok(Envelope { id, event_type, time, subject, document, content_type, data, structured: false })
     }
 
@@ -324,7 +327,7 @@ impl Envelope {
         let data = match data {
             None => Data::Absent,
             Some(cloudevents::Data::Binary(bytes)) if bytes.is_empty() => Data::Absent,
-            Some(cloudevents::Data::Binary(bytes)) => Data::Bytes(bytes),
+            Some(cloudevents::Data::Binary(bytes)) => Data::Bytes(Cow::Owned(bytes)),
             Some(cloudevents::Data::String(text)) => Data::Text(text),
             Some(cloudevents::Data::Json(json)) => Data::Json(json),
         };
@@ -375,7 +378,7 @@ enum DataFormat {
 
 const SUPPORTED: &str = "expected application/protobuf (what Eventarc sends for Firestore) or application/json";
 
-fn decode_data(content_type: Option<&str>, data: Data, structured: bool) -> Result<CorePayload, DecodeError> {
+fn decode_data(content_type: Option<&str>, data: Data<'_>, structured: bool) -> Result<CorePayload, DecodeError> {
     let format = match content_type.map(media_type) {
         Some(ct) if ct.eq_ignore_ascii_case("application/protobuf") || ct.eq_ignore_ascii_case("application/x-protobuf") => {
             DataFormat::Protobuf
@@ -399,7 +402,7 @@ fn decode_data(content_type: Option<&str>, data: Data, structured: bool) -> Resu
     };
     let decoded = match (format, data) {
         (_, Data::Absent) => DocumentEventData::default(),
-        (DataFormat::Protobuf, Data::Bytes(bytes)) => DocumentEventData::decode(bytes.as_slice())
+        (DataFormat::Protobuf, Data::Bytes(bytes)) => DocumentEventData::decode(bytes.as_ref())
             .map_err(|e| DecodeError::malformed(format!("data is not a protobuf {DOCUMENT_EVENT_DATA}: {e}; got {}", describe(&bytes))))?,
         (DataFormat::Protobuf, Data::Text(_) | Data::Json(_)) => {
             return Err(DecodeError::malformed(format!(
@@ -574,7 +577,7 @@ mod tests {
     #[test]
     fn the_sdk_reads_the_same_envelope() {
         let pairs = with(&[]);
-        let direct = Envelope::binary(&pairs, vec![1, 2]).unwrap();
+        let direct = Envelope::binary(&pairs, &[1, 2]).unwrap();
         let sdk = decode_binary_with_sdk(&pairs, vec![1, 2]).unwrap();
         assert_eq!((direct.id, direct.event_type, direct.time, direct.document), sdk);
     }

@@ -28,7 +28,20 @@ impl Default for GroupCommitConfig {
 
 struct Pending {
     row: ChangeRow,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The writer's answer to one waiting row.
+enum Answer {
+    Committed,
+    Failed(StoreError),
+    /// The group's append failed for good: the waiter appends its row alone, so only
+    /// the rows the warehouse refuses fail. The row is made again by the waiter
+    /// rather than kept by the writer: a copy of every row of every group would cost
+    /// more than making the rare refused one twice.
+    /// The warehouse travels with the answer: the handle stays with the writer task,
+    /// so it is gone when the task is.
+    AppendAlone { batch_id: Arc<str>, warehouse: Arc<dyn Warehouse> },
 }
 
 /// Handle to the writer task. Cheap to clone.
@@ -48,6 +61,13 @@ pub struct CommitStats {
     pub failed_appends: AtomicU64,
 }
 
+impl CommitStats {
+    fn count(&self, receipt: &converge_core::AppendReceipt) {
+        self.written.fetch_add(receipt.written, Ordering::Relaxed);
+        self.duplicates.fetch_add(receipt.duplicates, Ordering::Relaxed);
+    }
+}
+
 impl GroupCommitter {
     /// Starts the writer task on the current runtime. `run_id` prefixes each append's
     /// batch id, which every row of that append carries as its `run_id`.
@@ -59,14 +79,25 @@ impl GroupCommitter {
     }
 
     /// Commits one row together with whatever else is waiting. Returns once the
-    /// append that carried it has committed (or failed).
-    pub async fn commit(&self, row: ChangeRow) -> Result<(), StoreError> {
+    /// append that carried it has committed (or failed). `again` makes the same row
+    /// anew, for the rare group that must be split (see [`Answer::AppendAlone`]).
+    pub async fn commit(&self, row: ChangeRow, again: impl FnOnce() -> Result<ChangeRow, StoreError>) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Pending { row, reply })
             .await
             .map_err(|_| StoreError::retryable("group-commit", "the writer task has stopped"))?;
-        answer.await.map_err(|_| StoreError::retryable("group-commit", "the writer task stopped before answering"))?
+        match answer.await.map_err(|_| StoreError::retryable("group-commit", "the writer task stopped before answering"))? {
+            Answer::Committed => Ok(()),
+            Answer::Failed(error) => Err(error),
+            Answer::AppendAlone { batch_id, warehouse } => {
+                let mut row = again()?;
+                row.run_id = batch_id.to_string();
+                let receipt = warehouse.append(vec![row]).await?;
+                self.stats.count(&receipt);
+                Ok(())
+            }
+        }
     }
 
     pub fn stats(&self) -> &CommitStats {
@@ -96,46 +127,35 @@ async fn writer(
             .unzip();
         let count = rows.len() as u64;
         let append_started = std::time::Instant::now();
-        // Kept for isolating a permanent failure below (a clone of a few strings per
-        // row: small next to the HTTP request that carried it).
-        let kept = if count > 1 { Some(rows.clone()) } else { None };
         let result = warehouse.append(rows).await;
         let append_micros = append_started.elapsed().as_micros() as u64;
         stats.appends.fetch_add(1, Ordering::Relaxed);
         stats.rows.fetch_add(count, Ordering::Relaxed);
         match result {
             Ok(receipt) => {
-                stats.written.fetch_add(receipt.written, Ordering::Relaxed);
-                stats.duplicates.fetch_add(receipt.duplicates, Ordering::Relaxed);
+                stats.count(&receipt);
                 tracing::debug!(batch_id, rows = count, written = receipt.written, append_micros, "append committed");
                 for reply in replies {
                     // A waiter that went away (client disconnected) is not our concern:
                     // its event will be redelivered and skipped if it was written.
-                    let _ = reply.send(Ok(()));
+                    let _ = reply.send(Answer::Committed);
                 }
             }
-            Err(error) if !error.is_retryable() && kept.is_some() => {
-                // A permanent failure may be one bad row: append each row alone, so
-                // only the rows the warehouse refuses fail (and get error records).
+            Err(error) if !error.is_retryable() && count > 1 => {
+                // A permanent failure may be one bad row: each waiter appends its row
+                // alone, so only the rows the warehouse refuses fail (and get error records).
                 stats.failed_appends.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(run_id, batch_id, rows = count, %error, "append failed for good; appending its rows one by one to isolate the bad ones");
-                for (row, reply) in kept.expect("checked").into_iter().zip(replies) {
-                    let outcome = match warehouse.append(vec![row]).await {
-                        Ok(receipt) => {
-                            stats.written.fetch_add(receipt.written, Ordering::Relaxed);
-                            stats.duplicates.fetch_add(receipt.duplicates, Ordering::Relaxed);
-                            Ok(())
-                        }
-                        Err(error) => Err(error),
-                    };
-                    let _ = reply.send(outcome);
+                tracing::warn!(run_id, batch_id, rows = count, %error, "append failed for good; its rows are appended one by one to isolate the bad ones");
+                let batch_id: Arc<str> = batch_id.into();
+                for reply in replies {
+                    let _ = reply.send(Answer::AppendAlone { batch_id: batch_id.clone(), warehouse: warehouse.clone() });
                 }
             }
             Err(error) => {
                 stats.failed_appends.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(run_id, batch_id, rows = count, %error, "append failed; every event in it will record an error");
                 for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
+                    let _ = reply.send(Answer::Failed(error.clone()));
                 }
             }
         }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -44,8 +44,9 @@ async fn receive(State(service): State<Arc<SyncService>>, request: Request) -> R
 impl IntoResponse for SyncOutcome {
     fn into_response(self) -> Response {
         match self {
-            SyncOutcome::Written => (StatusCode::OK, Json(json!({"outcome": "written"}))).into_response(),
-            SyncOutcome::NoState => (StatusCode::OK, Json(json!({"outcome": "no_state"}))).into_response(),
+            // The common answers are constant text: no JSON built per event.
+            SyncOutcome::Written => constant_json(r#"{"outcome":"written"}"#),
+            SyncOutcome::NoState => constant_json(r#"{"outcome":"no_state"}"#),
             SyncOutcome::Quarantined { record_id, reason, detail } => {
                 let status = match reason {
                     QuarantineReason::Oversized => StatusCode::PAYLOAD_TOO_LARGE,
@@ -66,4 +67,8 @@ impl IntoResponse for SyncOutcome {
             }
         }
     }
+}
+
+fn constant_json(body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }

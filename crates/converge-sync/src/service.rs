@@ -160,7 +160,7 @@ impl SyncService {
 
     /// Handles an event whose body has been read.
     pub async fn handle_bytes(&self, headers: &HeaderMap, body: Vec<u8>) -> SyncOutcome {
-        let change = match converge_events::decode(headers, body.clone()) {
+        let change = match converge_events::decode(headers, &body) {
             Ok(change) => change,
             Err(error) => {
                 let arrival = Arrival { headers, body: &body, body_bytes: body.len() as u64 };
@@ -195,26 +195,34 @@ impl SyncService {
                 return self.quarantine(&arrival, reason, error.to_string(), Some(change.event_id), Some(change.event_type)).await;
             }
         };
-        let (error_id, event_id) = (row.error_id(), row.event_id.clone());
-        let failed = SyncErrorRecord {
-            id: error_id.clone(),
-            tenant: row.tenant.clone(),
-            doc_id: row.doc_id.clone(),
-            doc_path: row.doc_path.clone(),
-            action: row.op.action().to_owned(),
-            event_id,
-            error: String::new(),
-            attempts: 1,
-            first_seen: context.ingested_at,
-            last_seen: context.ingested_at,
-            resolved: false,
+        let op = row.op;
+        // Made again only if its group commit must be split (see `GroupCommitter::commit`).
+        let again = || match ChangeRow::from_change(&routed, &change, &context) {
+            Ok(Some(row)) => Ok(row),
+            _ => Err(StoreError::permanent("sync", "the change no longer makes the row it made a moment ago")),
         };
-        match self.committer.commit(row).await {
+        match self.committer.commit(row, again).await {
             Ok(()) => {
                 self.counters.written.fetch_add(1, Ordering::Relaxed);
                 SyncOutcome::Written
             }
-            Err(error) => self.record_failure(SyncErrorRecord { error: error.to_string(), ..failed }, error).await,
+            Err(error) => {
+                // Built only on failure: the common path allocates none of it.
+                let record = SyncErrorRecord {
+                    id: converge_core::change::error_id(&routed.tenant, &routed.doc_id, op.action()),
+                    tenant: routed.tenant.clone(),
+                    doc_id: routed.doc_id.clone(),
+                    doc_path: change.document.clone(),
+                    action: op.action().to_owned(),
+                    event_id: change.event_id.clone(),
+                    error: error.to_string(),
+                    attempts: 1,
+                    first_seen: context.ingested_at,
+                    last_seen: context.ingested_at,
+                    resolved: false,
+                };
+                self.record_failure(record, error).await
+            }
         }
     }
 
