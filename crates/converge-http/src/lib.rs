@@ -19,6 +19,6 @@ pub mod settings;
 pub mod status;
 pub mod telemetry;
 
-pub use server::{bind_retrying, health_routes, serve, shutdown_signal};
+pub use server::{bind_retrying, health_routes, listen, serve, shutdown_signal, LISTEN_BACKLOG};
 pub use settings::{Backend, CloudSettings, Settings, SettingsError};
 pub use status::status_for;

@@ -11,6 +11,23 @@ pub fn health_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
 }
 
+/// Pending connections the kernel queues for `accept`. Cloud Run sends up to 1,000
+/// concurrent requests to an instance, and a burst of new connections can arrive
+/// while every worker is busy: with the default queue (1,024 in tokio, less in std),
+/// the overflow is dropped and the client retries its SYN after a full second. The
+/// kernel caps this at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `0.0.0.0:port` (Cloud Run's `$PORT`) with [`LISTEN_BACKLOG`].
+pub async fn listen(port: u16) -> std::io::Result<TcpListener> {
+    let address = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    // As std and tokio do for a listener: a restarted server may bind at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address).map_err(|e| std::io::Error::new(e.kind(), format!("binding port {port}: {e}")))?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight
 /// requests finish. Taking the listener (not a port) lets tests bind port 0.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {

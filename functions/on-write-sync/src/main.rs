@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     if settings.accept_emulator_events {
         app = app.merge(converge_sync::emulator_route(service));
     }
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port)).await.with_context(|| format!("binding port {}", settings.port))?;
+    let listener = converge_http::listen(settings.port).await?;
     tracing::info!(run_id, port = settings.port, backend = backends.kind, "on-write sync serving");
     converge_http::serve(listener, app, converge_http::shutdown_signal()).await?;
     Ok(())
