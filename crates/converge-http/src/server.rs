@@ -75,3 +75,36 @@ pub async fn bind_retrying(addr: std::net::SocketAddr) -> std::io::Result<std::n
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The soft limit on open files, from `/proc/self/limits` (Linux).
+    fn open_files_limit() -> Option<u64> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
+    }
+
+    /// More simultaneous new connections than tokio's default queue holds, none of
+    /// them accepted yet (every worker busy): all complete their handshake at once.
+    /// With a 1,024 queue the rest would wait a second for a SYN retry.
+    #[tokio::test]
+    async fn a_burst_of_connections_beyond_the_default_backlog_is_queued_not_dropped() {
+        const CONNECTIONS: usize = 1_300;
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+        if somaxconn < CONNECTIONS as u32 || open_files_limit().unwrap_or(0) < CONNECTIONS as u64 + 64 {
+            eprintln!("skipped: needs net.core.somaxconn and the open-files limit above {CONNECTIONS} (somaxconn {somaxconn}, files {:?})", open_files_limit());
+            return;
+        }
+        let listener = listen(0).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let connects = (0..CONNECTIONS).map(|_| tokio::time::timeout(std::time::Duration::from_millis(500), tokio::net::TcpStream::connect(address)));
+        let results = futures::future::join_all(connects).await;
+        let completed = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(completed, CONNECTIONS, "connections left waiting for a SYN retry: the listen queue is too short");
+        drop(listener);
+    }
+}
