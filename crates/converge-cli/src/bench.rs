@@ -163,6 +163,8 @@ pub struct SyncBenchResult {
     pub offered_rate: u64,
     pub rows_in_warehouse: u64,
     pub events_sent: usize,
+    /// The server's peak resident memory over the whole run (VmHWM), MB. Linux only.
+    pub server_peak_rss_mb: Option<u64>,
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -388,6 +390,13 @@ fn cpu_time(pid: &str) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// Peak resident memory (VmHWM) of a process, MB; None off Linux.
+fn peak_rss_mb(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
 /// CPU used by the server and by this load generator over one run.
 struct CpuMeter {
     server_pid: String,
@@ -534,6 +543,7 @@ pub async fn sync(events_n: usize, concurrency: usize, rate: u64, seconds: u64, 
     let mut fixed = fixed_load(address, paced, rate).await;
     (fixed.server_cpu_us_per_event, fixed.generator_cpu_us_per_event) = meter.per_event(fixed.events);
     eprintln!("  {} events/s, p50 {} ms, p99 {} ms", fixed.events_per_second, fixed.p50_ms, fixed.p99_ms);
+    let server_peak_rss_mb = peak_rss_mb(&server.child.id().to_string());
     server.stop()?;
     // Every acknowledged event must be in the warehouse.
     let warehouse = converge_duckdb::DuckWarehouse::open(&converge_backends::EmbeddedBackends::warehouse_path(&data_dir))?;
@@ -546,7 +556,7 @@ pub async fn sync(events_n: usize, concurrency: usize, rate: u64, seconds: u64, 
     if rows_in_warehouse < acknowledged {
         bail!("{acknowledged} events were acknowledged but only {rows_in_warehouse} rows are in the warehouse");
     }
-    Ok(SyncBenchResult { saturation: saturation_result, concurrency, fixed_load: fixed, offered_rate: rate, rows_in_warehouse, events_sent })
+    Ok(SyncBenchResult { saturation: saturation_result, concurrency, fixed_load: fixed, offered_rate: rate, rows_in_warehouse, events_sent, server_peak_rss_mb })
 }
 
 fn markdown(result: &SyncBenchResult) -> String {
@@ -571,7 +581,12 @@ fn markdown(result: &SyncBenchResult) -> String {
         row(&format!("fixed load {} events/s offered", result.offered_rate), &result.fixed_load),
     ]
     .join("\n")
-        + &format!("\n\nRows in the warehouse after the run: {} (events sent: {}).", result.rows_in_warehouse, result.events_sent)
+        + &format!(
+            "\n\nRows in the warehouse after the run: {} (events sent: {}). Server peak resident memory: {}.",
+            result.rows_in_warehouse,
+            result.events_sent,
+            result.server_peak_rss_mb.map_or("not measured".to_owned(), |mb| format!("{mb} MB"))
+        )
 }
 
 /// Replaces the sync section of the results file (creating the file if needed).
