@@ -14,6 +14,7 @@
 
 pub mod caller_auth;
 pub mod env;
+pub mod pubsub;
 pub mod server;
 pub mod settings;
 pub mod status;

@@ -34,7 +34,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use base64::Engine as _;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use converge_auth::{IdTokenVerifier, VerifierConfig};
 use converge_core::Clock;
@@ -44,7 +43,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// The CloudEvent type of a Pub/Sub message delivered through Eventarc.
-pub const PUBSUB_EVENT_TYPE: &str = "google.cloud.pubsub.topic.v1.messagePublished";
+pub use converge_http::pubsub::MESSAGE_PUBLISHED as PUBSUB_EVENT_TYPE;
 /// Cloud Scheduler's header carrying the tick's scheduled time (RFC 3339).
 pub const SCHEDULE_TIME_HEADER: &str = "x-cloudscheduler-scheduletime";
 /// Largest accepted request: a trigger is a few hundred bytes.
@@ -91,25 +90,9 @@ pub fn decode(headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> Result<Et
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (body, trigger_time) = match header("ce-type") {
         Some(event_type) if event_type == PUBSUB_EVENT_TYPE => {
-            #[derive(Deserialize)]
-            struct Envelope {
-                message: Message,
-            }
-            #[derive(Deserialize)]
-            struct Message {
-                #[serde(default)]
-                data: Option<String>,
-                #[serde(rename = "publishTime", default)]
-                publish_time: Option<String>,
-            }
-            let envelope: Envelope = serde_json::from_slice(body)
-                .map_err(|e| format!("expected a Pub/Sub messagePublished payload {{\"message\": {{\"data\": base64, \"publishTime\": …}}}}: {e}"))?;
-            let data = match envelope.message.data.as_deref().filter(|d| !d.is_empty()) {
-                None => Vec::new(),
-                Some(text) => base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("message.data is not base64: {e}"))?,
-            };
-            let time = envelope.message.publish_time.or_else(|| header("ce-time"));
-            (data, time.map(|t| ("message.publishTime", t)))
+            let message = converge_http::pubsub::decode_message_published(body)?;
+            let time = message.publish_time.or_else(|| header("ce-time"));
+            (message.data, time.map(|t| ("message.publishTime", t)))
         }
         Some(other) => return Err(format!("unexpected CloudEvent type `{other}`: expected `{PUBSUB_EVENT_TYPE}` or a plain POST from Cloud Scheduler")),
         None => (body.to_vec(), header(SCHEDULE_TIME_HEADER).map(|t| ("X-CloudScheduler-ScheduleTime", t))),
@@ -189,6 +172,7 @@ async fn receive(State(state): State<EtlState>, headers: HeaderMap, body: Body) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2025-06-10T12:00:00Z").unwrap().with_timezone(&Utc)

@@ -21,13 +21,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use base64::Engine as _;
 use converge_reconcile::{Reconciler, RunOptions};
 use serde::Deserialize;
 use serde_json::json;
 
 /// The CloudEvent type of a Pub/Sub message delivered through Eventarc.
-pub const PUBSUB_EVENT_TYPE: &str = "google.cloud.pubsub.topic.v1.messagePublished";
+pub use converge_http::pubsub::MESSAGE_PUBLISHED as PUBSUB_EVENT_TYPE;
 /// Largest accepted request: a trigger is a few hundred bytes.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -71,26 +70,8 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<RunOptions, String> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (request, key) = match header("ce-type") {
         Some(event_type) if event_type == PUBSUB_EVENT_TYPE => {
-            #[derive(Deserialize)]
-            struct Envelope {
-                message: Message,
-            }
-            #[derive(Deserialize)]
-            struct Message {
-                #[serde(default)]
-                data: Option<String>,
-                #[serde(rename = "messageId")]
-                message_id: Option<String>,
-            }
-            let envelope: Envelope = serde_json::from_slice(body)
-                .map_err(|e| format!("expected a Pub/Sub messagePublished payload {{\"message\": {{\"data\": base64, ...}}}}: {e}"))?;
-            let data = match envelope.message.data.as_deref().filter(|d| !d.is_empty()) {
-                None => Vec::new(),
-                Some(text) => base64::engine::general_purpose::STANDARD
-                    .decode(text)
-                    .map_err(|e| format!("message.data is not base64: {e}"))?,
-            };
-            (parse_request(&data)?, envelope.message.message_id.or_else(|| header("ce-id")))
+            let message = converge_http::pubsub::decode_message_published(body)?;
+            (parse_request(&message.data)?, message.message_id.or_else(|| header("ce-id")))
         }
         Some(other) => return Err(format!("unexpected CloudEvent type `{other}`: expected `{PUBSUB_EVENT_TYPE}` or a plain JSON request")),
         None => (parse_request(body)?, header("x-cloudscheduler-scheduletime")),
