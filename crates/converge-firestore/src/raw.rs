@@ -4,20 +4,17 @@
 //! first page fixes the read time and every later page is read at it, so the whole
 //! range is one snapshot; a reader task keeps a page or two ahead of the consumer.
 
-use std::collections::VecDeque;
-
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use converge_core::raw::{check_date_range, date_text};
 use converge_core::{Document, RawSource, Scan, StoreError};
 use firestore::gcloud_sdk::google::firestore::v1 as pb;
-use futures::StreamExt;
 use pb::structured_query::{composite_filter, field_filter, filter, CollectionSelector, CompositeFilter, Direction, FieldFilter, FieldReference, Filter, Order};
 use tokio::sync::mpsc;
 
 use crate::convert::timestamp_from_proto;
 use crate::error::{FirestoreError, BACKEND};
-use crate::source::{reference, FirestoreSource};
+use crate::source::{page_stream, reference, FirestoreSource};
 
 /// Pages the reader task keeps ahead of its consumer.
 const PAGES_AHEAD: usize = 2;
@@ -107,18 +104,7 @@ impl RawSource for FirestoreSource {
                 }
             });
         }
-        let items = futures::stream::unfold((pages_rx, VecDeque::from(first)), |(mut pages_rx, mut buffered)| async move {
-            loop {
-                if let Some(item) = buffered.pop_front() {
-                    return Some((Ok(item), (pages_rx, buffered)));
-                }
-                match pages_rx.recv().await? {
-                    Ok(page) => buffered = page.into(),
-                    Err(error) => return Some((Err(error), (pages_rx, VecDeque::new()))),
-                }
-            }
-        })
-        .boxed();
+        let items = page_stream(first, pages_rx);
         Ok(Scan { read_time: timestamp_from_proto(&read_time), items })
     }
 }

@@ -17,7 +17,7 @@
 //!   of the consumer, so memory stays bounded by the page size.
 //! - `count` is a `COUNT` aggregation query.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -283,20 +283,20 @@ impl FirestoreSource {
                 }
             });
         }
-        let items = futures::stream::unfold((pages_rx, VecDeque::from(first)), |(mut pages_rx, mut buffered)| async move {
-            loop {
-                if let Some(item) = buffered.pop_front() {
-                    return Some((Ok(item), (pages_rx, buffered)));
-                }
-                match pages_rx.recv().await? {
-                    Ok(page) => buffered = page.into(),
-                    Err(error) => return Some((Err(error), (pages_rx, VecDeque::new()))),
-                }
-            }
-        })
-        .boxed();
+        let items = page_stream(first, pages_rx);
         Ok(Scan { read_time: timestamp_from_proto(&read_time), items })
     }
+}
+
+/// A paged scan as one stream: the first page (read before the scan returns, so its
+/// read time is known), then each page the reading task sends, item by item. The task
+/// stops after sending an error, which ends the stream.
+pub(crate) fn page_stream<T: Send + 'static>(
+    first: Vec<T>,
+    rest: mpsc::Receiver<Result<Vec<T>, StoreError>>,
+) -> futures::stream::BoxStream<'static, Result<T, StoreError>> {
+    let rest = futures::stream::unfold(rest, |mut rest| async move { rest.recv().await.map(|page| (page, rest)) });
+    converge_core::flatten_chunks(futures::stream::iter([Ok(first)]).chain(rest))
 }
 
 fn doc_state(paths: &DocPaths, doc: pb::Document) -> Result<DocState, FirestoreError> {
