@@ -78,11 +78,14 @@ pub fn create_statements(route: &Route) -> Vec<String> {
     // BIGINT so the winner is a hash aggregate over integers, not a sort over strings:
     // ~2x faster than a window over 300,000 rows. Rows that tie on it carry the same
     // state (a redelivery, a rebuild of an unchanged document), so the view's content
-    // is a pure function of the set of rows.
+    // is a pure function of the set of rows. Grouped by `doc_path` alone: a path names
+    // one document across tenants (every route pattern has its `{tenant}` segment), and
+    // hashing the tenant's text too cost ~25% of the view's time (the demo's report on
+    // 330,000 documents not yet checkpointed: 89-160 ms grouped by both, 72-85 by path).
     let winners = |filter: &str| {
         format!(
             "SELECT * REPLACE (data::JSON AS data) FROM {t} WHERE rowid IN (
-                SELECT arg_max(rowid, {WINNER_KEY}) FROM {t} {filter} GROUP BY tenant, doc_path
+                SELECT arg_max(rowid, {WINNER_KEY}) FROM {t} {filter} GROUP BY doc_path
              ) AND NOT is_deleted"
         )
     };
