@@ -46,6 +46,11 @@ pub enum BenchCommand {
         /// Duration of the fixed-rate run, seconds.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Duration of the sustained run at the same rate, seconds (0 skips it). Long
+        /// enough by default that DuckDB checkpoints its WAL during it, which the short
+        /// run never sees.
+        #[arg(long, default_value_t = 120)]
+        sustained_seconds: u64,
         /// The on-write-sync binary (default: next to this one).
         #[arg(long)]
         server_bin: Option<PathBuf>,
@@ -161,6 +166,9 @@ pub struct SyncBenchResult {
     pub concurrency: usize,
     pub fixed_load: LatencySummary,
     pub offered_rate: u64,
+    /// The same rate held for `sustained_seconds` (None when skipped).
+    pub sustained_load: Option<LatencySummary>,
+    pub sustained_seconds: u64,
     pub rows_in_warehouse: u64,
     pub events_sent: usize,
     /// The server's peak resident memory over the whole run (VmHWM), MB. Linux only.
@@ -169,12 +177,12 @@ pub struct SyncBenchResult {
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Sync { events, concurrency, rate, seconds, server_bin, results, json } => {
+        BenchCommand::Sync { events, concurrency, rate, seconds, sustained_seconds, server_bin, results, json } => {
             let server_bin = match server_bin {
                 Some(path) => path,
                 None => sibling_binary("on-write-sync")?,
             };
-            let result = sync(events, concurrency, rate, seconds, &server_bin).await?;
+            let result = sync(events, concurrency, rate, (seconds, sustained_seconds), &server_bin).await?;
             if let Some(path) = results {
                 write_results(&path, &result)?;
             }
@@ -513,16 +521,21 @@ async fn fixed_load(address: std::net::SocketAddr, events: Arc<Vec<(http::Header
     summarize(latencies, errors, started.elapsed())
 }
 
-pub async fn sync(events_n: usize, concurrency: usize, rate: u64, seconds: u64, server_bin: &Path) -> anyhow::Result<SyncBenchResult> {
+/// `seconds` = (the fixed-rate run, the sustained run at the same rate; 0 skips it).
+pub async fn sync(events_n: usize, concurrency: usize, rate: u64, seconds: (u64, u64), server_bin: &Path) -> anyhow::Result<SyncBenchResult> {
+    let (seconds, sustained_seconds) = seconds;
     let data_dir = std::env::temp_dir().join(format!("converge-bench-{}", uuid::Uuid::new_v4()));
     let (server, address) = start_server(server_bin, &data_dir).await?;
     let host = http::HeaderValue::from_str(&address.to_string())?;
     let warmup = 2_000;
     let fixed_n = (rate * seconds) as usize;
-    eprintln!("encoding {} events…", warmup + events_n + fixed_n);
+    let sustained_n = (rate * sustained_seconds) as usize;
+    eprintln!("encoding {} events…", warmup + events_n + fixed_n + sustained_n);
     let warm = Arc::new(events(0..warmup, &host));
     let burst = Arc::new(events(warmup..warmup + events_n, &host));
     let paced = Arc::new(events(warmup + events_n..warmup + events_n + fixed_n, &host));
+    let start = warmup + events_n + fixed_n;
+    let sustained_events = Arc::new(events(start..start + sustained_n, &host));
     eprintln!("warm-up: {warmup} events");
     saturation(address, warm, concurrency).await;
     eprintln!("saturation: {events_n} events over {concurrency} connections…");
@@ -543,6 +556,17 @@ pub async fn sync(events_n: usize, concurrency: usize, rate: u64, seconds: u64, 
     let mut fixed = fixed_load(address, paced, rate).await;
     (fixed.server_cpu_us_per_event, fixed.generator_cpu_us_per_event) = meter.per_event(fixed.events);
     eprintln!("  {} events/s, p50 {} ms, p99 {} ms", fixed.events_per_second, fixed.p50_ms, fixed.p99_ms);
+    let sustained = if sustained_n > 0 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        eprintln!("sustained load: {rate} events/s for {sustained_seconds} s…");
+        let meter = CpuMeter::start(&server);
+        let mut run = fixed_load(address, sustained_events, rate).await;
+        (run.server_cpu_us_per_event, run.generator_cpu_us_per_event) = meter.per_event(run.events);
+        eprintln!("  {} events/s, p50 {} ms, p99 {} ms, max {} ms", run.events_per_second, run.p50_ms, run.p99_ms, run.max_ms);
+        Some(run)
+    } else {
+        None
+    };
     let server_peak_rss_mb = peak_rss_mb(&server.child.id().to_string());
     server.stop()?;
     // Every acknowledged event must be in the warehouse.
@@ -551,12 +575,22 @@ pub async fn sync(events_n: usize, concurrency: usize, rate: u64, seconds: u64, 
     let rows_in_warehouse = rows.first().and_then(|r| r["n"].as_u64()).unwrap_or(0);
     drop(warehouse);
     let _ = std::fs::remove_dir_all(&data_dir);
-    let events_sent = warmup + events_n + fixed_n;
-    let acknowledged = warmup as u64 + (saturation_result.events + fixed.events) as u64;
+    let events_sent = warmup + events_n + fixed_n + sustained_n;
+    let acknowledged = (warmup + saturation_result.events + fixed.events + sustained.as_ref().map_or(0, |s| s.events)) as u64;
     if rows_in_warehouse < acknowledged {
         bail!("{acknowledged} events were acknowledged but only {rows_in_warehouse} rows are in the warehouse");
     }
-    Ok(SyncBenchResult { saturation: saturation_result, concurrency, fixed_load: fixed, offered_rate: rate, rows_in_warehouse, events_sent, server_peak_rss_mb })
+    Ok(SyncBenchResult {
+        saturation: saturation_result,
+        concurrency,
+        fixed_load: fixed,
+        offered_rate: rate,
+        sustained_load: sustained,
+        sustained_seconds,
+        rows_in_warehouse,
+        events_sent,
+        server_peak_rss_mb,
+    })
 }
 
 fn markdown(result: &SyncBenchResult) -> String {
@@ -574,13 +608,16 @@ fn markdown(result: &SyncBenchResult) -> String {
             s.generator_cpu_us_per_event.map_or("–".to_owned(), |us| us.to_string()),
         )
     };
-    [
+    let mut rows = vec![
         "| run | events | errors | events/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/event | load generator CPU µs/event |".to_owned(),
         "|---|---|---|---|---|---|---|---|---|---|".to_owned(),
         row(&format!("saturation ({} connections)", result.concurrency), &result.saturation),
         row(&format!("fixed load {} events/s offered", result.offered_rate), &result.fixed_load),
-    ]
-    .join("\n")
+    ];
+    if let Some(sustained) = &result.sustained_load {
+        rows.push(row(&format!("sustained load {} events/s offered for {} s", result.offered_rate, result.sustained_seconds), sustained));
+    }
+    rows.join("\n")
         + &format!(
             "\n\nRows in the warehouse after the run: {} (events sent: {}). Server peak resident memory: {}.",
             result.rows_in_warehouse,
@@ -594,7 +631,7 @@ fn write_results(path: &Path, result: &SyncBenchResult) -> anyhow::Result<()> {
     let command: Vec<String> = std::env::args().collect();
     let section = format!(
         "<!-- bench:sync:start -->\n## On-write sync over loopback HTTP\n\n{}\n\nMeasured {} on {}.\nCommand: `{}` (via `make bench`).\n\n{}\n<!-- bench:sync:end -->",
-        "Real Eventarc binary-mode CloudEvents (protobuf `DocumentEventData`) posted to the `on-write-sync` binary running on the embedded backends (DuckDB warehouse, SQLite error log), acknowledged only once the row is durable. Load generator and server share the machine's two cores; the generator drives hyper connections directly (one per concurrent sender) and the CPU each side spends per event is reported (from /proc). Latency at fixed load is measured from each event's scheduled send time.",
+        "Real Eventarc binary-mode CloudEvents (protobuf `DocumentEventData`) posted to the `on-write-sync` binary running on the embedded backends (DuckDB warehouse, SQLite error log), acknowledged only once the row is durable. Load generator and server share the machine's two cores; the generator drives hyper connections directly (one per concurrent sender) and the CPU each side spends per event is reported (from /proc). Latency at fixed load is measured from each event's scheduled send time. The sustained run holds the same rate long enough for DuckDB to checkpoint its WAL (at 256 MB) at least once; every commit waits for a checkpoint, which the short run never meets.",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         machine(),
         command.join(" "),
