@@ -182,7 +182,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 Some(path) => path,
                 None => sibling_binary("on-write-sync")?,
             };
-            let result = sync(events, concurrency, rate, (seconds, sustained_seconds), &server_bin).await?;
+            let result = sync(events, concurrency, rate, seconds, sustained_seconds, &server_bin).await?;
             if let Some(path) = results {
                 write_results(&path, &result)?;
             }
@@ -521,9 +521,27 @@ async fn fixed_load(address: std::net::SocketAddr, events: Arc<Vec<(http::Header
     summarize(latencies, errors, started.elapsed())
 }
 
-/// `seconds` = (the fixed-rate run, the sustained run at the same rate; 0 skips it).
-pub async fn sync(events_n: usize, concurrency: usize, rate: u64, seconds: (u64, u64), server_bin: &Path) -> anyhow::Result<SyncBenchResult> {
-    let (seconds, sustained_seconds) = seconds;
+/// One paced run at `rate` on the running server, after a short pause so the previous
+/// run's last commits are out of the way, with the CPU each side spent per event.
+async fn paced_run(server: &Server, address: std::net::SocketAddr, events: Arc<Vec<(http::HeaderMap, Bytes)>>, rate: u64, label: &str) -> LatencySummary {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eprintln!("{label}: {rate} events/s for {} s…", events.len() as u64 / rate.max(1));
+    let meter = CpuMeter::start(server);
+    let mut run = fixed_load(address, events, rate).await;
+    (run.server_cpu_us_per_event, run.generator_cpu_us_per_event) = meter.per_event(run.events);
+    eprintln!("  {} events/s, p50 {} ms, p99 {} ms, max {} ms", run.events_per_second, run.p50_ms, run.p99_ms, run.max_ms);
+    run
+}
+
+/// `sustained_seconds` of 0 skips the sustained run.
+pub async fn sync(
+    events_n: usize,
+    concurrency: usize,
+    rate: u64,
+    seconds: u64,
+    sustained_seconds: u64,
+    server_bin: &Path,
+) -> anyhow::Result<SyncBenchResult> {
     let data_dir = std::env::temp_dir().join(format!("converge-bench-{}", uuid::Uuid::new_v4()));
     let (server, address) = start_server(server_bin, &data_dir).await?;
     let host = http::HeaderValue::from_str(&address.to_string())?;
@@ -550,23 +568,8 @@ pub async fn sync(events_n: usize, concurrency: usize, rate: u64, seconds: (u64,
         saturation_result.server_cpu_us_per_event,
         saturation_result.generator_cpu_us_per_event
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    eprintln!("fixed load: {rate} events/s for {seconds} s…");
-    let meter = CpuMeter::start(&server);
-    let mut fixed = fixed_load(address, paced, rate).await;
-    (fixed.server_cpu_us_per_event, fixed.generator_cpu_us_per_event) = meter.per_event(fixed.events);
-    eprintln!("  {} events/s, p50 {} ms, p99 {} ms", fixed.events_per_second, fixed.p50_ms, fixed.p99_ms);
-    let sustained = if sustained_n > 0 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        eprintln!("sustained load: {rate} events/s for {sustained_seconds} s…");
-        let meter = CpuMeter::start(&server);
-        let mut run = fixed_load(address, sustained_events, rate).await;
-        (run.server_cpu_us_per_event, run.generator_cpu_us_per_event) = meter.per_event(run.events);
-        eprintln!("  {} events/s, p50 {} ms, p99 {} ms, max {} ms", run.events_per_second, run.p50_ms, run.p99_ms, run.max_ms);
-        Some(run)
-    } else {
-        None
-    };
+    let fixed = paced_run(&server, address, paced, rate, "fixed load").await;
+    let sustained = if sustained_n > 0 { Some(paced_run(&server, address, sustained_events, rate, "sustained load").await) } else { None };
     let server_peak_rss_mb = peak_rss_mb(&server.child.id().to_string());
     server.stop()?;
     // Every acknowledged event must be in the warehouse.
