@@ -4,6 +4,9 @@
 //!
 //! - [`schema`]: the DDL of a changelog table, its `_latest` view and `_as_of` macro.
 //! - [`warehouse`]: [`DuckWarehouse`], the [`converge_core::Warehouse`] implementation.
+//! - `journal`: where an append is durable first (DuckDB's checkpoints would stall
+//!   every commit for seconds), and `loader`: the thread that moves journaled
+//!   appends into DuckDB, so a checkpoint stalls only it.
 //! - [`findings`]: detector queries ([`converge_core::FindingsWarehouse`]), with timeouts.
 //! - [`metrics`]: the nightly ETL's tables and their atomic (tenant, date) replace
 //!   ([`converge_core::MetricsWarehouse`]).
@@ -14,6 +17,8 @@
 
 pub mod metrics;
 pub mod findings;
+mod journal;
+mod loader;
 pub mod recent;
 pub mod schema;
 pub mod warehouse;

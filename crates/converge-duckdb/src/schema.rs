@@ -97,6 +97,11 @@ pub fn create_statements(route: &Route) -> Vec<String> {
     ]
 }
 
+/// The last journal batch the warehouse's loader committed (see
+/// `crate::journal`): one row, updated in the same transaction as the batch's rows.
+pub const CREATE_JOURNAL: &str = "CREATE TABLE IF NOT EXISTS converge_journal (seq BIGINT NOT NULL);
+    INSERT INTO converge_journal SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM converge_journal)";
+
 /// The runs table: one row per recorded run, append-only; readers take the newest
 /// row of each batch id.
 pub const CREATE_RUNS: &str = "CREATE TABLE IF NOT EXISTS converge_runs (

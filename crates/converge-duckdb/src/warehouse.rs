@@ -13,8 +13,10 @@ use duckdb::types::{TimeUnit, ToSqlOutput, Value as DuckValue, ValueRef};
 use duckdb::ToSql;
 use duckdb::{appender_params_from_iter, params, Connection};
 
+use crate::journal::Journal;
+use crate::loader::{by_table, load, JournalWriter, Loader};
 use crate::recent::RecentEvents;
-use crate::schema::{create_statements, CREATE_RUNS};
+use crate::schema::{create_statements, CREATE_JOURNAL, CREATE_RUNS};
 
 pub(crate) const BACKEND: &str = "duckdb";
 
@@ -42,13 +44,18 @@ pub struct DuckWarehouse {
 }
 
 struct Inner {
-    /// The one writing connection. DuckDB connections are not `Sync`; appends are
-    /// serialized here (and batched by the caller's group commit).
-    writer: Mutex<Connection>,
+    /// The one writing connection, shared with the loader thread. DuckDB connections
+    /// are not `Sync`; writes are serialized here.
+    writer: Arc<Mutex<Connection>>,
     config: Mutex<Option<MirrorConfig>>,
     /// Event ids appended recently (and, after a restart, the latest ones stored), so
     /// a redelivered event is skipped instead of appended again.
     recent: Mutex<RecentEvents>,
+    /// Where an append is durable first (see [`crate::journal`]).
+    journal: Arc<Mutex<JournalWriter>>,
+    /// Moves journaled appends into DuckDB. Stopped (after loading what is queued)
+    /// when the last handle goes.
+    loader: Loader,
 }
 
 pub(crate) fn db_error(context: &str, error: duckdb::Error) -> StoreError {
@@ -101,24 +108,42 @@ impl DuckWarehouse {
         if let Err(error) = connection.execute_batch("SET allocator_background_threads = true; SET allocator_flush_threshold = '32MB'") {
             tracing::warn!(%error, "could not tune DuckDB's allocator; peak memory may be higher");
         }
-        Ok(Self::from_connection(connection))
+        let mut connection = connection;
+        let (journal, loaded) = recover_journal(&mut connection, &Self::journal_path(path))?;
+        Self::from_connection(connection, Some(journal), loaded)
     }
 
-    /// A private in-memory warehouse, for tests.
+    /// The journal of the warehouse file at `path`: `<file>.journal`, beside it.
+    pub fn journal_path(path: &Path) -> std::path::PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".journal");
+        name.into()
+    }
+
+    /// A private in-memory warehouse, for tests. Appends go through the same loader
+    /// thread, without a journal file.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let connection = Connection::open_in_memory().map_err(|e| db_error("cannot open in-memory warehouse", e))?;
-        Ok(Self::from_connection(connection))
+        Self::from_connection(connection, None, 0)
     }
 
-    fn from_connection(connection: Connection) -> Self {
-        // DuckDB checkpoints (compresses the WAL into the database file) whenever the
-        // WAL passes a threshold, 16 MB by default; every commit waits for it. A larger
-        // threshold means fewer, larger checkpoints and steadier append latency; the
-        // cost is a longer WAL replay after a crash. Closing the warehouse checkpoints.
+    fn from_connection(connection: Connection, journal: Option<Journal>, loaded: u64) -> Result<Self, StoreError> {
+        // DuckDB checkpoints (compresses its WAL into the database file) inside the
+        // commit that passes a WAL threshold, 16 MB by default. Only the loader thread
+        // waits for it (appends are answered from the journal), so the threshold
+        // trades the loader's pauses against how many appended rows are not yet
+        // checkpointed: those are read back from DuckDB's spill file when they do not
+        // fit its memory cap, which slowed the demo's report. Closing checkpoints.
         if let Err(error) = connection.execute_batch("SET wal_autocheckpoint = '256MB'") {
-            tracing::warn!(%error, "could not raise DuckDB's checkpoint threshold; appends will pause more often");
+            tracing::warn!(%error, "could not set DuckDB's checkpoint threshold");
         }
-        Self { inner: Arc::new(Inner { writer: Mutex::new(connection), config: Mutex::new(None), recent: Mutex::new(RecentEvents::new(RECENT_EVENTS)) }) }
+        let writer = Arc::new(Mutex::new(connection));
+        let record_sequence = journal.is_some();
+        let journal = Arc::new(Mutex::new(JournalWriter { journal, next_seq: loaded + 1 }));
+        let loader = Loader::start(writer.clone(), journal.clone(), loaded, record_sequence)?;
+        Ok(Self {
+            inner: Arc::new(Inner { writer, config: Mutex::new(None), recent: Mutex::new(RecentEvents::new(RECENT_EVENTS)), journal, loader }),
+        })
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
@@ -127,8 +152,12 @@ impl DuckWarehouse {
         self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A new connection for reading, independent of the writer.
+    /// A new connection for reading, independent of the writer. It sees every row
+    /// appended before this call: it waits (blocking) until the loader has moved them
+    /// from the journal into DuckDB — at once, but for seconds while DuckDB
+    /// checkpoints.
     pub fn reader(&self) -> Result<Connection, StoreError> {
+        self.inner.loader.caught_up()?;
         self.writer().try_clone().map_err(|e| db_error("cannot open a reader connection", e))
     }
 
@@ -185,22 +214,38 @@ impl DuckWarehouse {
         }
     }
 
+    /// Durable once in the journal; the loader appends the rows to DuckDB after.
     fn append_blocking(&self, rows: Vec<ChangeRow>) -> Result<AppendReceipt, StoreError> {
         let config = self.config()?;
         let mut receipt = AppendReceipt::default();
         // Redelivery can put the same event twice into one group commit.
         let mut seen = HashSet::with_capacity(rows.len());
         let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let by_table = group_by_table(&rows, |row| !seen.insert(row.event_id.as_str()) || recent.contains(&row.event_id), &mut receipt);
-        let mut connection = self.writer();
-        let transaction = connection.transaction().map_err(|e| db_error("begin append", e))?;
-        for (table, table_rows) in by_table {
-            receipt.written += append_rows(&transaction, &config, table, &table_rows)?;
+        let mut fresh = Vec::with_capacity(rows.len());
+        for row in rows {
+            if !seen.insert(row.event_id.clone()) || recent.contains(&row.event_id) {
+                receipt.duplicates += 1;
+            } else {
+                fresh.push(row);
+            }
         }
-        transaction.commit().map_err(|e| db_error("commit append", e))?;
+        check_rows(&config, fresh.iter())?;
+        if fresh.is_empty() {
+            return Ok(receipt);
+        }
+        self.inner.loader.wait_for_room(fresh.len())?;
+        let mut writer = self.inner.journal.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = writer.next_seq;
+        if let Some(journal) = writer.journal.as_mut() {
+            journal.append(seq, &fresh)?;
+        }
+        writer.next_seq += 1;
+        receipt.written = fresh.len() as u64;
+        self.inner.loader.push(crate::journal::JournalBatch { seq, rows: fresh });
+        drop(writer);
         // Remembered only once durable: a failed append must be retried in full.
         for id in seen {
-            recent.insert(id);
+            recent.insert(&id);
         }
         Ok(receipt)
     }
@@ -226,10 +271,12 @@ impl DuckWarehouse {
             match chunks.blocking_recv() {
                 Some(WriterChunk::Rows(rows)) => {
                     let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-                    let by_table = group_by_table(&rows, |row| recent.contains(&row.event_id), &mut receipt);
+                    let fresh: Vec<&ChangeRow> = rows.iter().filter(|row| !recent.contains(&row.event_id)).collect();
                     drop(recent);
-                    for (table, table_rows) in by_table {
-                        receipt.written += append_rows(&transaction, &config, table, &table_rows)?;
+                    receipt.duplicates += (rows.len() - fresh.len()) as u64;
+                    check_rows(&config, fresh.iter().copied())?;
+                    for (table, table_rows) in by_table(fresh.into_iter()) {
+                        receipt.written += append_rows(&transaction, table, &table_rows)?;
                     }
                 }
                 Some(WriterChunk::Commit) => break,
@@ -241,25 +288,64 @@ impl DuckWarehouse {
     }
 }
 
-/// `rows` by table, in first-seen order, without those `is_duplicate` says are stored
-/// already (counted in `receipt.duplicates`).
-fn group_by_table<'r>(
-    rows: &'r [ChangeRow],
-    mut is_duplicate: impl FnMut(&'r ChangeRow) -> bool,
-    receipt: &mut AppendReceipt,
-) -> Vec<(&'r str, Vec<&'r ChangeRow>)> {
-    let mut by_table: Vec<(&str, Vec<&ChangeRow>)> = Vec::new();
+/// Refuses rows no table of `config` can take, before anything is written: the
+/// journal must hold only rows the loader can append.
+fn check_rows<'r>(config: &MirrorConfig, rows: impl Iterator<Item = &'r ChangeRow>) -> Result<(), StoreError> {
     for row in rows {
-        if is_duplicate(row) {
-            receipt.duplicates += 1;
-            continue;
-        }
-        match by_table.iter_mut().find(|(t, _)| *t == row.table) {
-            Some((_, list)) => list.push(row),
-            None => by_table.push((row.table.as_str(), vec![row])),
+        let table = row.table.as_str();
+        let route = config.table(table).ok_or_else(|| {
+            StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
+        })?;
+        if row.promoted.len() != route.promoted.len() {
+            return Err(StoreError::permanent(
+                BACKEND,
+                format!("row has {} promoted values, table `{table}` has {} promoted columns", row.promoted.len(), route.promoted.len()),
+            ));
         }
     }
-    by_table
+    Ok(())
+}
+
+/// Opens the journal at `path` and loads into DuckDB every batch it has that DuckDB
+/// does not (the sequence in `converge_journal` says which), then empties it.
+/// Returns the journal and the last sequence DuckDB holds.
+fn recover_journal(connection: &mut Connection, path: &Path) -> Result<(Journal, u64), StoreError> {
+    connection.execute_batch(CREATE_JOURNAL).map_err(|e| db_error("create the journal table", e))?;
+    let mut loaded = connection
+        .query_row("SELECT seq FROM converge_journal", [], |row| row.get::<_, i64>(0))
+        .map_err(|e| db_error("read the loaded journal sequence", e))? as u64;
+    let mut pending: Vec<crate::journal::JournalBatch> = Vec::new();
+    let mut pending_rows = 0;
+    let mut replayed = 0;
+    let mut flush = |pending: &mut Vec<crate::journal::JournalBatch>, loaded: &mut u64| -> Result<(), StoreError> {
+        if let Some(last) = pending.last().map(|b| b.seq) {
+            load(connection, pending, Some(last)).map_err(|e| {
+                StoreError::new(e.kind, BACKEND, format!("cannot load the warehouse journal {} into DuckDB: {}", path.display(), e.message))
+            })?;
+            *loaded = last;
+            pending.clear();
+        }
+        Ok(())
+    };
+    let mut journal = Journal::open(path, |batch| {
+        if batch.seq <= loaded {
+            return Ok(()); // in DuckDB already; the journal was not emptied yet
+        }
+        pending_rows += batch.rows.len();
+        replayed += batch.rows.len();
+        pending.push(batch);
+        if pending_rows >= 32_768 {
+            flush(&mut pending, &mut loaded)?;
+            pending_rows = 0;
+        }
+        Ok(())
+    })?;
+    flush(&mut pending, &mut loaded)?;
+    if replayed > 0 {
+        tracing::info!(rows = replayed, journal = %path.display(), "loaded journaled rows the last process had acknowledged but not yet appended to DuckDB");
+    }
+    journal.clear()?;
+    Ok((journal, loaded))
 }
 
 /// What the async side of an all-or-nothing write (an atomic append, a slice
@@ -313,19 +399,11 @@ const STATE_CHUNKS_AHEAD: usize = 4;
 /// Rows per chunk handed to a blocking writer: bounded memory whatever the stream's length.
 const WRITER_CHUNK: usize = 4096;
 
-/// Appends one table's rows inside `transaction`; returns how many.
-fn append_rows(transaction: &duckdb::Transaction<'_>, config: &MirrorConfig, table: &str, rows: &[&ChangeRow]) -> Result<u64, StoreError> {
-    let route = config.table(table).ok_or_else(|| {
-        StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
-    })?;
+/// Appends one table's rows (checked by [`check_rows`]) inside `transaction`;
+/// returns how many.
+pub(crate) fn append_rows(transaction: &duckdb::Transaction<'_>, table: &str, rows: &[&ChangeRow]) -> Result<u64, StoreError> {
     let mut appender = transaction.appender(table).map_err(|e| db_error("open appender", e))?;
     for row in rows {
-        if row.promoted.len() != route.promoted.len() {
-            return Err(StoreError::permanent(
-                BACKEND,
-                format!("row has {} promoted values, table `{table}` has {} promoted columns", row.promoted.len(), route.promoted.len()),
-            ));
-        }
         appender.append_row(appender_params_from_iter(row_cells(row))).map_err(|e| db_error("append row", e))?;
     }
     appender.flush().map_err(|e| db_error("flush appender", e))?;

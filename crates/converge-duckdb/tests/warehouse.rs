@@ -132,6 +132,40 @@ async fn rows_survive_reopening_the_file() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// An append is acknowledged once it is in the journal; if DuckDB then refuses it
+/// (here its table is renamed away behind the loader's back), the rows stay in the
+/// journal, and the next open loads them once DuckDB can take them again.
+#[tokio::test]
+async fn rows_acknowledged_while_duckdb_refuses_them_are_loaded_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.duckdb");
+    let config = MirrorConfig::default();
+    {
+        let first = DuckWarehouse::open(&path).unwrap();
+        first.ensure_tables(&config).await.unwrap();
+        first.append(rows(&config, &lifecycle("orgs/t/records/a")[..1])).await.unwrap();
+        first.reader().unwrap().execute_batch("ALTER TABLE records RENAME TO records_away").unwrap();
+        let receipt = first.append(rows(&config, &lifecycle("orgs/t/records/b")[..2])).await.unwrap();
+        assert_eq!(receipt.written, 2);
+        // Dropped while the loader keeps failing: it gives up, the journal keeps the rows.
+    }
+    assert!(std::fs::metadata(DuckWarehouse::journal_path(&path)).unwrap().len() > 0);
+    {
+        let raw = duckdb::Connection::open(&path).unwrap();
+        raw.execute_batch("ALTER TABLE records_away RENAME TO records").unwrap();
+    }
+    let again = DuckWarehouse::open(&path).unwrap();
+    again.ensure_tables(&config).await.unwrap();
+    assert_eq!(again.changelog_rows("records").await.unwrap(), 3);
+    assert_eq!(latest(&again, "t").await.len(), 2);
+    assert_eq!(std::fs::metadata(DuckWarehouse::journal_path(&path)).unwrap().len(), 0, "loaded, so emptied");
+    drop(again);
+    // Loaded once, not again at each open.
+    let third = DuckWarehouse::open(&path).unwrap();
+    third.ensure_tables(&config).await.unwrap();
+    assert_eq!(third.changelog_rows("records").await.unwrap(), 3);
+}
+
 /// The latest-states scan filters the tenant before picking winners; it must pick the
 /// same winners as the `_latest` view users query, tenant by tenant.
 #[tokio::test]
