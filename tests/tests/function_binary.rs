@@ -100,7 +100,11 @@ fn free_port() -> u16 {
 }
 
 fn event() -> DocumentChange {
-    let path = "orgs/acme/records/from-binary".to_owned();
+    numbered_event("from-binary", "binary-1")
+}
+
+fn numbered_event(doc: &str, event_id: &str) -> DocumentChange {
+    let path = format!("orgs/acme/records/{doc}");
     let doc = Document {
         path: path.clone(),
         fields: fields_from_json(&serde_json::json!({"amount": 12.5, "account": "4100 Tuition", "date": "2024-05-01"})).unwrap(),
@@ -108,7 +112,7 @@ fn event() -> DocumentChange {
         update_time: Timestamp::new(1_750_000_000, 0),
     };
     DocumentChange {
-        event_id: "binary-1".into(),
+        event_id: event_id.into(),
         event_type: "google.cloud.firestore.document.v1.written".into(),
         event_time: doc.update_time,
         document: path,
@@ -184,6 +188,37 @@ async fn the_on_write_sync_binary_serves_events_and_stops_on_sigterm() {
         let output = Command::new(&converge).args(["sql", "--data-dir"]).arg(&empty).arg("SELECT 1").env_clear().output().unwrap();
         assert!(!output.status.success());
         assert!(String::from_utf8_lossy(&output.stderr).contains("no warehouse"), "{}", String::from_utf8_lossy(&output.stderr));
+    })
+    .await;
+}
+
+/// Killed without warning right after answering a burst: every event it answered is
+/// in the warehouse at the next open, once (an answer means the row is in the
+/// warehouse's journal; rows not yet moved into DuckDB are loaded at the next open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_the_sync_binary_answered_survives_a_sigkill() {
+    bounded(120, "on-write-sync SIGKILL", async {
+        let (dir, path) = data_dir();
+        let (mut process, base) = start_function("on-write-sync", &path, dir.path()).await;
+        let client = http_client();
+        const EVENTS: usize = 3000;
+        let sends = futures::StreamExt::map(futures::stream::iter(0..EVENTS), |i| {
+            let (headers, body) = to_binary(&numbered_event(&format!("k{i}"), &format!("kill-{i}")), &EventSource::local());
+            let request = client.post(format!("{base}/")).headers(headers).body(body);
+            async move { request.send().await.map(|r| r.status().as_u16()) }
+        });
+        let statuses: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(sends, 64)).await;
+        process.assert_running();
+        process.child.kill().expect("SIGKILL");
+        process.child.wait().expect("reap");
+        let answered = statuses.iter().filter(|s| matches!(s, Ok(200))).count();
+        assert_eq!(answered, EVENTS, "every event answered 200 before the kill: {:?}", statuses.iter().find(|s| !matches!(s, Ok(200))));
+        drop(process);
+
+        let warehouse = open_warehouse(&path);
+        warehouse.ensure_tables(&converge_core::MirrorConfig::default()).await.unwrap();
+        assert_eq!(warehouse.changelog_rows(TABLE).await.unwrap(), EVENTS as u64);
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), EVENTS as u64);
     })
     .await;
 }
