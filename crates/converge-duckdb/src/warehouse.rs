@@ -323,7 +323,11 @@ fn recover_journal(connection: &mut Connection, path: &Path) -> Result<(Journal,
     let mut flush = |pending: &mut Vec<crate::journal::JournalBatch>, loaded: &mut u64| -> Result<(), StoreError> {
         if let Some(last) = pending.last().map(|b| b.seq) {
             load(connection, pending, Some(last)).map_err(|e| {
-                StoreError::new(e.kind, BACKEND, format!("cannot load the warehouse journal {} into DuckDB: {}", path.display(), e.message))
+                StoreError::new(e.kind, BACKEND, format!(
+                    "cannot load the warehouse journal {} into DuckDB: {} (it holds acknowledged rows DuckDB does not have; if the database file was deleted on purpose, delete the journal too)",
+                    path.display(),
+                    e.message
+                ))
             })?;
             *loaded = last;
             pending.clear();
