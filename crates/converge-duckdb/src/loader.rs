@@ -8,7 +8,7 @@
 //!
 //! A failed load is retried with backoff, never dropped: the rows were acknowledged.
 //! Readers meanwhile get a retryable error naming the failure, and new appends are
-//! refused (retryable) once [`MAX_QUEUED_ROWS`] are waiting, so nothing piles up
+//! refused (retryable) once [`LoaderLimits::max_queued_rows`] are waiting, so nothing piles up
 //! without bound. A process that stops with batches still queued loses nothing:
 //! they are in the journal and are loaded again at the next open.
 
@@ -23,14 +23,25 @@ use duckdb::Connection;
 use crate::journal::{Journal, JournalBatch};
 use crate::warehouse::{append_rows, db_error, BACKEND};
 
-/// Rows queued for the loader before new appends wait (then are refused, retryable):
-/// about 20 seconds at 5,000 events/s, some hundreds of MB at most.
-pub(crate) const MAX_QUEUED_ROWS: usize = 100_000;
-/// How long an append waits for room in the queue before it is refused.
-const ROOM_WAIT: Duration = Duration::from_secs(10);
-/// How long a reader waits for the loader to catch up before its read is refused.
-/// Longer than any checkpoint (seconds); a loader failing for this long is reported.
-const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
+/// How far the loader may fall behind, and how long callers wait for it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoaderLimits {
+    /// Rows queued before new appends wait (then are refused, retryable): 100,000 is
+    /// about 20 seconds at 5,000 events/s, some hundreds of MB at most.
+    pub max_queued_rows: usize,
+    /// How long an append waits for room in the queue before it is refused.
+    pub room_wait: Duration,
+    /// How long a reader waits for the loader to catch up before its read is
+    /// refused: longer than any checkpoint (seconds); a loader failing for this long
+    /// is reported.
+    pub catch_up_wait: Duration,
+}
+
+impl Default for LoaderLimits {
+    fn default() -> Self {
+        Self { max_queued_rows: 100_000, room_wait: Duration::from_secs(10), catch_up_wait: Duration::from_secs(120) }
+    }
+}
 /// Rows in one load transaction, at most: a stalled loader catches up in big steps.
 const LOAD_ROWS: usize = 32_768;
 /// The journal is emptied once it is this large and DuckDB holds all of it.
@@ -66,10 +77,26 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Waits (at most `limit`) until `done` holds; otherwise a retryable error with
+    /// the message `late` makes.
+    fn wait_until(&self, limit: Duration, done: impl Fn(&State) -> bool, late: impl FnOnce(&State) -> String) -> Result<(), StoreError> {
+        let deadline = Instant::now() + limit;
+        let mut state = self.lock();
+        while !done(&state) {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StoreError::retryable(BACKEND, late(&state)));
+            }
+            state = self.changed.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) struct Loader {
     shared: Arc<Shared>,
+    limits: LoaderLimits,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -82,6 +109,7 @@ impl Loader {
         journal: Arc<Mutex<JournalWriter>>,
         loaded: u64,
         record_sequence: bool,
+        limits: LoaderLimits,
     ) -> Result<Self, StoreError> {
         let shared = Arc::new(Shared { state: Mutex::new(State { written: loaded, loaded, ..State::default() }), changed: Condvar::new() });
         let thread = std::thread::Builder::new()
@@ -91,30 +119,21 @@ impl Loader {
                 move || run(&shared, &connection, &journal, record_sequence)
             })
             .map_err(|e| StoreError::permanent(BACKEND, format!("cannot start the warehouse loader thread: {e}")))?;
-        Ok(Self { shared, thread: Mutex::new(Some(thread)) })
+        Ok(Self { shared, limits, thread: Mutex::new(Some(thread)) })
     }
 
     /// Waits until the queue has room for `rows` more (or is empty: one batch larger
     /// than the bound still goes in alone).
     pub fn wait_for_room(&self, rows: usize) -> Result<(), StoreError> {
-        let deadline = Instant::now() + ROOM_WAIT;
-        let mut state = self.shared.lock();
-        while state.queued_rows > 0 && state.queued_rows + rows > MAX_QUEUED_ROWS {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(StoreError::retryable(
-                    BACKEND,
-                    format!(
-                        "the warehouse loader is {} rows behind after {} s{}; nothing of this append was written, retry later",
-                        state.queued_rows,
-                        ROOM_WAIT.as_secs(),
-                        failure_suffix(&state.failure)
-                    ),
-                ));
-            }
-            state = self.shared.changed.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-        }
-        Ok(())
+        let LoaderLimits { max_queued_rows, room_wait, .. } = self.limits;
+        self.shared.wait_until(room_wait, |s| s.queued_rows == 0 || s.queued_rows + rows <= max_queued_rows, |s| {
+            format!(
+                "the warehouse loader is {} rows behind after {:?}{}; nothing of this append was written, retry later",
+                s.queued_rows,
+                room_wait,
+                failure_suffix(&s.failure)
+            )
+        })
     }
 
     /// Queues a journaled batch. Called with the [`JournalWriter`] lock held, so
@@ -130,25 +149,16 @@ impl Loader {
 
     /// Waits until every batch queued before this call is in DuckDB.
     pub fn caught_up(&self) -> Result<(), StoreError> {
-        let deadline = Instant::now() + CATCH_UP_WAIT;
-        let mut state = self.shared.lock();
-        let target = state.written;
-        while state.loaded < target {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(StoreError::retryable(
-                    BACKEND,
-                    format!(
-                        "the warehouse loader has not loaded {} acknowledged rows after {} s{}; they are safe in the journal, retry the read later",
-                        state.queued_rows,
-                        CATCH_UP_WAIT.as_secs(),
-                        failure_suffix(&state.failure)
-                    ),
-                ));
-            }
-            state = self.shared.changed.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-        }
-        Ok(())
+        let target = self.shared.lock().written;
+        let wait = self.limits.catch_up_wait;
+        self.shared.wait_until(wait, |s| s.loaded >= target, |s| {
+            format!(
+                "the warehouse loader has not loaded {} acknowledged rows after {:?}{}; they are safe in the journal, retry the read later",
+                s.queued_rows,
+                wait,
+                failure_suffix(&s.failure)
+            )
+        })
     }
 
     /// Loads what is queued, then ends the thread.
@@ -267,4 +277,66 @@ pub(crate) fn by_table<'r>(rows: impl Iterator<Item = &'r ChangeRow>) -> Vec<(&'
         }
     }
     by_table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use converge_core::{ErrorKind, MirrorConfig, Op};
+
+    fn row(i: usize) -> ChangeRow {
+        ChangeRow {
+            table: "records".into(),
+            tenant: "acme".into(),
+            collection: "records".into(),
+            doc_id: format!("r{i}"),
+            doc_path: format!("orgs/acme/records/r{i}"),
+            op: Op::Create,
+            is_deleted: false,
+            version: 1_700_000_000_000_000,
+            event_id: format!("ev-{i}"),
+            content_hash: Some("h".into()),
+            data: Some("{}".into()),
+            promoted: vec![None; MirrorConfig::default().table("records").unwrap().promoted.len()],
+            ingested_at: 0,
+            run_id: "run".into(),
+            code_version: "test".into(),
+        }
+    }
+
+    /// A write DuckDB refuses: the rows stay queued (they were answered), readers and
+    /// new appends get retryable errors that say why, and once DuckDB takes writes
+    /// again the loader's retry loads them.
+    #[test]
+    fn a_failing_load_is_reported_to_readers_and_appenders_then_retried_until_it_passes() {
+        let connection = Connection::open_in_memory().unwrap();
+        let route = MirrorConfig::default().table("records").unwrap().clone();
+        let create = crate::schema::create_statements(&route);
+        connection.execute_batch(&create[0]).unwrap();
+        let probe = connection.try_clone().unwrap();
+        probe.execute_batch("ALTER TABLE records RENAME TO records_away").unwrap();
+        let connection = Arc::new(Mutex::new(connection));
+        let journal = Arc::new(Mutex::new(JournalWriter { journal: None, next_seq: 1 }));
+        let limits = LoaderLimits { max_queued_rows: 3, room_wait: Duration::from_millis(200), catch_up_wait: Duration::from_millis(300) };
+        let loader = Loader::start(connection, journal, 0, false, limits).unwrap();
+
+        loader.push(JournalBatch { seq: 1, rows: vec![row(1), row(2)] });
+        let read = loader.caught_up().unwrap_err();
+        assert_eq!(read.kind, ErrorKind::Retryable);
+        assert!(read.message.contains("not loaded 2 acknowledged rows") && read.message.contains("last load failed"), "{}", read.message);
+        let append = loader.wait_for_room(2).unwrap_err();
+        assert_eq!(append.kind, ErrorKind::Retryable);
+        assert!(append.message.contains("2 rows behind") && append.message.contains("nothing of this append was written"), "{}", append.message);
+        loader.wait_for_room(1).expect("room for one more row within the bound");
+
+        probe.execute_batch("ALTER TABLE records_away RENAME TO records").unwrap();
+        loader.push(JournalBatch { seq: 2, rows: vec![row(3)] });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while loader.caught_up().is_err() {
+            assert!(Instant::now() < deadline, "the loader never recovered");
+        }
+        let rows: i64 = probe.query_row("SELECT count(*) FROM records", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 3);
+        loader.wait_for_room(3).expect("the queue is empty again");
+    }
 }

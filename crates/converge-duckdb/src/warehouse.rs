@@ -14,7 +14,7 @@ use duckdb::ToSql;
 use duckdb::{appender_params_from_iter, params, Connection};
 
 use crate::journal::Journal;
-use crate::loader::{by_table, load, JournalWriter, Loader};
+use crate::loader::{by_table, load, JournalWriter, Loader, LoaderLimits};
 use crate::recent::RecentEvents;
 use crate::schema::{create_statements, CREATE_JOURNAL, CREATE_RUNS};
 
@@ -143,7 +143,7 @@ impl DuckWarehouse {
         let writer = Arc::new(Mutex::new(connection));
         let record_sequence = journal.is_some();
         let journal = Arc::new(Mutex::new(JournalWriter { journal, next_seq: loaded + 1 }));
-        let loader = Loader::start(writer.clone(), journal.clone(), loaded, record_sequence)?;
+        let loader = Loader::start(writer.clone(), journal.clone(), loaded, record_sequence, LoaderLimits::default())?;
         Ok(Self {
             inner: Arc::new(Inner { writer, config: Mutex::new(None), recent: Mutex::new(RecentEvents::new(RECENT_EVENTS)), journal, loader }),
         })
