@@ -43,7 +43,7 @@ impl Default for LoaderLimits {
     }
 }
 /// Rows in one load transaction, at most: a stalled loader catches up in big steps.
-const LOAD_ROWS: usize = 32_768;
+pub(crate) const LOAD_ROWS: usize = 32_768;
 /// The journal is emptied once it is this large and DuckDB holds all of it.
 const JOURNAL_CLEAR_BYTES: u64 = 64 << 20;
 

@@ -14,7 +14,7 @@ use duckdb::ToSql;
 use duckdb::{appender_params_from_iter, params, Connection};
 
 use crate::journal::Journal;
-use crate::loader::{by_table, load, JournalWriter, Loader, LoaderLimits};
+use crate::loader::{by_table, load, JournalWriter, Loader, LoaderLimits, LOAD_ROWS};
 use crate::recent::RecentEvents;
 use crate::schema::{create_statements, CREATE_JOURNAL, CREATE_RUNS};
 
@@ -222,16 +222,14 @@ impl DuckWarehouse {
         let config = self.config()?;
         let mut receipt = AppendReceipt::default();
         // Redelivery can put the same event twice into one group commit.
-        let mut seen = HashSet::with_capacity(rows.len());
         let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let mut fresh = Vec::with_capacity(rows.len());
-        for row in rows {
-            if !seen.insert(row.event_id.clone()) || recent.contains(&row.event_id) {
-                receipt.duplicates += 1;
-            } else {
-                fresh.push(row);
-            }
-        }
+        let keep: Vec<bool> = {
+            let mut seen = HashSet::with_capacity(rows.len());
+            rows.iter().map(|row| seen.insert(row.event_id.as_str()) && !recent.contains(&row.event_id)).collect()
+        };
+        let offered = rows.len();
+        let fresh: Vec<ChangeRow> = rows.into_iter().zip(keep).filter_map(|(row, keep)| keep.then_some(row)).collect();
+        receipt.duplicates = (offered - fresh.len()) as u64;
         check_rows(&config, fresh.iter())?;
         if fresh.is_empty() {
             return Ok(receipt);
@@ -243,13 +241,13 @@ impl DuckWarehouse {
             journal.append(seq, &fresh)?;
         }
         writer.next_seq += 1;
+        // Remembered only once durable: a failed append must be retried in full.
+        for row in &fresh {
+            recent.insert(&row.event_id);
+        }
         receipt.written = fresh.len() as u64;
         self.inner.loader.push(crate::journal::JournalBatch { seq, rows: fresh });
         drop(writer);
-        // Remembered only once durable: a failed append must be retried in full.
-        for id in seen {
-            recent.insert(&id);
-        }
         Ok(receipt)
     }
 
@@ -341,7 +339,7 @@ fn recover_journal(connection: &mut Connection, path: &Path) -> Result<(Journal,
         pending_rows += batch.rows.len();
         replayed += batch.rows.len();
         pending.push(batch);
-        if pending_rows >= 32_768 {
+        if pending_rows >= LOAD_ROWS {
             flush(&mut pending, &mut loaded)?;
             pending_rows = 0;
         }
