@@ -343,10 +343,27 @@ pub(crate) fn decode_rows(payload: &[u8]) -> Option<Vec<ChangeRow>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// Row `i` of table `records` with one value of every promoted type.
     fn row(i: usize) -> ChangeRow {
+        row_with_promoted(
+            i,
+            vec![
+                None,
+                Some(PromotedValue::String("fund-1".into())),
+                Some(PromotedValue::Int64(i64::MIN + i as i64)),
+                Some(PromotedValue::Float64(-0.25)),
+                Some(PromotedValue::Bool(true)),
+                Some(PromotedValue::Timestamp(-5)),
+                Some(PromotedValue::Date(19_000)),
+            ],
+        )
+    }
+
+    /// Row `i` of table `records`: every third one a tombstone, the others updates.
+    pub(crate) fn row_with_promoted(i: usize, promoted: Vec<Option<PromotedValue>>) -> ChangeRow {
         ChangeRow {
             table: "records".into(),
             tenant: "acme".into(),
@@ -359,15 +376,7 @@ mod tests {
             event_id: format!("ev-{i}"),
             content_hash: (i % 3 != 0).then(|| format!("h{i}")),
             data: (i % 3 != 0).then(|| "{\"amount\":{\"double\":1.5},\"é\":\"ü\"}".into()),
-            promoted: vec![
-                None,
-                Some(PromotedValue::String("fund-1".into())),
-                Some(PromotedValue::Int64(i64::MIN + i as i64)),
-                Some(PromotedValue::Float64(-0.25)),
-                Some(PromotedValue::Bool(true)),
-                Some(PromotedValue::Timestamp(-5)),
-                Some(PromotedValue::Date(19_000)),
-            ],
+            promoted,
             ingested_at: 42,
             run_id: "run".into(),
             code_version: "v1".into(),

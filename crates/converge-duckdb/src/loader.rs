@@ -101,16 +101,16 @@ pub(crate) struct Loader {
 }
 
 impl Loader {
-    /// Starts the loader thread. `loaded` is the sequence DuckDB already holds;
-    /// `record_sequence` says whether each load records its last sequence in
-    /// `converge_journal` (file-backed warehouses).
+    /// Starts the loader thread. `loaded` is the sequence DuckDB already holds. With
+    /// a journal file (a file-backed warehouse), each load records its last sequence
+    /// in `converge_journal`.
     pub fn start(
         connection: Arc<Mutex<Connection>>,
         journal: Arc<Mutex<JournalWriter>>,
         loaded: u64,
-        record_sequence: bool,
         limits: LoaderLimits,
     ) -> Result<Self, StoreError> {
+        let record_sequence = journal.lock().unwrap_or_else(|p| p.into_inner()).journal.is_some();
         let shared = Arc::new(Shared { state: Mutex::new(State { written: loaded, loaded, ..State::default() }), changed: Condvar::new() });
         let thread = std::thread::Builder::new()
             .name("warehouse-loader".into())
@@ -282,26 +282,11 @@ pub(crate) fn by_table<'r>(rows: impl Iterator<Item = &'r ChangeRow>) -> Vec<(&'
 #[cfg(test)]
 mod tests {
     use super::*;
-    use converge_core::{ErrorKind, MirrorConfig, Op};
+    use converge_core::{ErrorKind, MirrorConfig};
 
     fn row(i: usize) -> ChangeRow {
-        ChangeRow {
-            table: "records".into(),
-            tenant: "acme".into(),
-            collection: "records".into(),
-            doc_id: format!("r{i}"),
-            doc_path: format!("orgs/acme/records/r{i}"),
-            op: Op::Create,
-            is_deleted: false,
-            version: 1_700_000_000_000_000,
-            event_id: format!("ev-{i}"),
-            content_hash: Some("h".into()),
-            data: Some("{}".into()),
-            promoted: vec![None; MirrorConfig::default().table("records").unwrap().promoted.len()],
-            ingested_at: 0,
-            run_id: "run".into(),
-            code_version: "test".into(),
-        }
+        let promoted = MirrorConfig::default().table("records").unwrap().promoted.len();
+        crate::journal::tests::row_with_promoted(i, vec![None; promoted])
     }
 
     /// A write DuckDB refuses: the rows stay queued (they were answered), readers and
@@ -318,7 +303,7 @@ mod tests {
         let connection = Arc::new(Mutex::new(connection));
         let journal = Arc::new(Mutex::new(JournalWriter { journal: None, next_seq: 1 }));
         let limits = LoaderLimits { max_queued_rows: 3, room_wait: Duration::from_millis(200), catch_up_wait: Duration::from_millis(300) };
-        let loader = Loader::start(connection, journal, 0, false, limits).unwrap();
+        let loader = Loader::start(connection, journal, 0, limits).unwrap();
 
         loader.push(JournalBatch { seq: 1, rows: vec![row(1), row(2)] });
         let read = loader.caught_up().unwrap_err();

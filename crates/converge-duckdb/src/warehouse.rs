@@ -141,9 +141,8 @@ impl DuckWarehouse {
             tracing::warn!(%error, "could not set DuckDB's checkpoint threshold");
         }
         let writer = Arc::new(Mutex::new(connection));
-        let record_sequence = journal.is_some();
         let journal = Arc::new(Mutex::new(JournalWriter { journal, next_seq: loaded + 1 }));
-        let loader = Loader::start(writer.clone(), journal.clone(), loaded, record_sequence, LoaderLimits::default())?;
+        let loader = Loader::start(writer.clone(), journal.clone(), loaded, LoaderLimits::default())?;
         Ok(Self {
             inner: Arc::new(Inner { writer, config: Mutex::new(None), recent: Mutex::new(RecentEvents::new(RECENT_EVENTS)), journal, loader }),
         })
