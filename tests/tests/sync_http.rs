@@ -114,7 +114,7 @@ async fn a_concurrent_burst_is_written_once_each_with_group_commit() {
             let mut expected: Vec<DocState> = docs
                 .iter()
                 .filter(|d| d.path.starts_with(&format!("orgs/{tenant}/")))
-                .map(|d| DocState { doc_path: d.path.clone(), version: d.update_time.as_micros(), content_hash: content_hash(&d.fields) })
+                .map(|d| DocState::from_source(d.path.clone(), d.update_time.as_micros(), content_hash(&d.fields)))
                 .collect();
             expected.sort();
             let derived = f.warehouse.latest_states(TABLE, tenant).await.unwrap();

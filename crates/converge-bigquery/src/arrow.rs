@@ -14,7 +14,7 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use converge_core::config::{ColumnType, Route};
 use converge_core::{ChangeRow, PromotedValue};
 
-use crate::schema::{LEADING_COLUMNS, TRAILING_COLUMNS};
+use crate::schema::{ADDED_COLUMNS, LEADING_COLUMNS, TRAILING_COLUMNS};
 
 /// A row that does not fit its table's layout: a bug or a configuration that differs
 /// between writer and warehouse, never fixed by retrying.
@@ -68,7 +68,7 @@ pub fn record_batch(route: &Route, rows: &[&ChangeRow]) -> Result<RecordBatch, A
         }
         Arc::new(b.finish())
     };
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(LEADING_COLUMNS.len() + route.promoted.len() + TRAILING_COLUMNS.len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(LEADING_COLUMNS.len() + route.promoted.len() + TRAILING_COLUMNS.len() + ADDED_COLUMNS.len());
     columns.push(strings(&|r| Some(&r.tenant)));
     columns.push(strings(&|r| Some(&r.collection)));
     columns.push(strings(&|r| Some(&r.doc_id)));
@@ -99,6 +99,15 @@ pub fn record_batch(route: &Route, rows: &[&ChangeRow]) -> Result<RecordBatch, A
     columns.push(timestamps(&|r| r.ingested_at));
     columns.push(strings(&|r| Some(&r.run_id)));
     columns.push(strings(&|r| Some(&r.code_version)));
+    let optional_timestamps = |get: &dyn Fn(&ChangeRow) -> Option<i64>| -> ArrayRef {
+        let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        for row in rows {
+            b.append_option(get(row));
+        }
+        Arc::new(b.finish())
+    };
+    columns.push(optional_timestamps(&|r| r.update_time));
+    columns.push(optional_timestamps(&|r| r.create_time));
     Ok(RecordBatch::try_new(table_schema(route), columns)?)
 }
 
@@ -199,6 +208,8 @@ mod tests {
             ingested_at: 1_700_000_001_000_000,
             run_id: "run".into(),
             code_version: "0.1.0".into(),
+            update_time: (!deleted).then_some(1_700_000_000_000_001),
+            create_time: None,
         }
     }
 

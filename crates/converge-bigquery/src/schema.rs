@@ -32,6 +32,15 @@ pub const LEADING_COLUMNS: &[(&str, &str, bool)] = &[
 pub const TRAILING_COLUMNS: &[(&str, &str, bool)] =
     &[("ingested_at", "TIMESTAMP", true), ("run_id", "STRING", true), ("code_version", "STRING", true)];
 
+/// Columns added after the first release, last in every table (an existing table gets
+/// them by `ALTER TABLE … ADD COLUMN IF NOT EXISTS`). The document's own timestamps:
+/// a row's `version` is when its state was known to hold (a repair's read time).
+pub const ADDED_COLUMNS: &[(&str, &str, bool)] = &[("update_time", "TIMESTAMP", false), ("create_time", "TIMESTAMP", false)];
+
+/// What a state scan selects after `doc_path`: update time, content hash, version
+/// (microseconds). Rows written before `update_time` existed carry it in `version`.
+pub const STATE_COLUMNS: &str = "UNIX_MICROS(COALESCE(update_time, version)) AS update_time, content_hash, UNIX_MICROS(version) AS version";
+
 pub fn sql_type(column_type: ColumnType) -> &'static str {
     match column_type {
         ColumnType::String => "STRING",
@@ -50,6 +59,7 @@ pub fn columns(route: &Route) -> Vec<(&str, &'static str, bool)> {
         .copied()
         .chain(route.promoted.iter().map(|c| (c.column.as_str(), sql_type(c.column_type), false)))
         .chain(TRAILING_COLUMNS.iter().copied())
+        .chain(ADDED_COLUMNS.iter().copied())
         .collect()
 }
 
@@ -67,19 +77,22 @@ pub fn create_dataset(config: &BigQueryConfig) -> String {
     }
 }
 
-/// The winner of each document among `source`'s rows: the greatest (version,
-/// is_deleted, event_id), so a delete beats a write at the same instant and the event
-/// id breaks remaining ties (converge_core::version). Redelivered copies share their
-/// event id and carry the same state, so whichever copy ranks first, the view is the
-/// same: a pure function of the set of rows. Tombstones win and are then hidden.
+/// The winner of each document among `source`'s rows: `converge_core::version`'s
+/// rule, greatest first — version, then a row read from the source over an event row,
+/// then a delete over a write, then the greater content hash (NULL lowest). The winner
+/// is a pure function of the set of rows (identical copies may supply either's audit
+/// columns). Tombstones win and are then hidden. The warehouse contract suite's
+/// property test checks this view against `converge_core::RowOrder`.
 fn winners(source: &str) -> String {
     format!(
         "SELECT * EXCEPT (_converge_rank) FROM (
            SELECT *, ROW_NUMBER() OVER (
-             PARTITION BY tenant, doc_path ORDER BY version DESC, is_deleted DESC, event_id DESC
+             PARTITION BY tenant, doc_path
+             ORDER BY version DESC, op IN ({ops}) DESC, is_deleted DESC, content_hash DESC NULLS LAST
            ) AS _converge_rank
            FROM {source}
-         ) WHERE _converge_rank = 1 AND NOT is_deleted"
+         ) WHERE _converge_rank = 1 AND NOT is_deleted",
+        ops = converge_core::version::source_read_ops_sql()
     )
 }
 
@@ -95,7 +108,7 @@ pub fn create_statements(config: &BigQueryConfig, route: &Route) -> Vec<String> 
         .map(|(name, ty, required)| if required { format!("{name} {ty} NOT NULL") } else { format!("{name} {ty}") })
         .collect::<Vec<_>>()
         .join(", ");
-    vec![
+    let mut statements = vec![
         // Partitioned by ingestion day so compaction and time-bounded scans prune
         // partitions; clustered by (tenant, doc_path) so one tenant's latest view reads
         // only that tenant's blocks, already grouped by document.
@@ -103,14 +116,19 @@ pub fn create_statements(config: &BigQueryConfig, route: &Route) -> Vec<String> 
             "CREATE TABLE IF NOT EXISTS {table} ({columns}) PARTITION BY DATE(ingested_at) CLUSTER BY tenant, doc_path \
              OPTIONS (description = \"Converge changelog: append-only, one row per document change; read {t}_latest\")"
         ),
+    ];
+    statements.extend(ADDED_COLUMNS.iter().map(|(name, ty, _)| format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ty}")));
+    statements.extend([
         format!("CREATE OR REPLACE VIEW {} AS {}", qualified(config, &format!("{t}_latest")), winners(&table)),
-        // State at any past instant of the source: rows committed at or before `as_of`.
+        // As of an instant: the winner among the rows known to hold by then
+        // (converge_core::version, "As of an instant").
         format!(
             "CREATE OR REPLACE TABLE FUNCTION {}(as_of TIMESTAMP) AS {}",
             qualified(config, &format!("{t}_as_of")),
             winners(&format!("(SELECT * FROM {table} WHERE version <= as_of)"))
         ),
-    ]
+    ]);
+    statements
 }
 
 /// The runs table (`converge_core::RUNS_TABLE`): one row per recorded run,
@@ -129,7 +147,7 @@ pub fn create_runs(config: &BigQueryConfig) -> String {
 /// `@as_of` (a TIMESTAMP), through the table function.
 pub fn as_of_query(config: &BigQueryConfig, table: &str) -> String {
     format!(
-        "SELECT doc_path, UNIX_MICROS(version) AS version, content_hash FROM {}(@as_of) WHERE tenant = @tenant ORDER BY doc_path",
+        "SELECT doc_path, {STATE_COLUMNS} FROM {}(@as_of) WHERE tenant = @tenant ORDER BY doc_path",
         qualified(config, &format!("{table}_as_of"))
     )
 }
@@ -147,8 +165,9 @@ mod tests {
         assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS `p1.converge.records` (tenant STRING NOT NULL"));
         assert!(statements[0].contains("amount FLOAT64, ingested_at TIMESTAMP NOT NULL"));
         assert!(statements[0].contains("PARTITION BY DATE(ingested_at) CLUSTER BY tenant, doc_path"));
-        assert!(statements[1].starts_with("CREATE OR REPLACE VIEW `p1.converge.records_latest`"));
-        assert!(statements[2].contains("`p1.converge.records_as_of`(as_of TIMESTAMP)"));
+        assert_eq!(statements[1], "ALTER TABLE `p1.converge.records` ADD COLUMN IF NOT EXISTS update_time TIMESTAMP");
+        assert!(statements[3].starts_with("CREATE OR REPLACE VIEW `p1.converge.records_latest`"));
+        assert!(statements[4].contains("`p1.converge.records_as_of`(as_of TIMESTAMP)"));
         assert_eq!(create_dataset(&config.clone().with_location("EU").unwrap()), "CREATE SCHEMA IF NOT EXISTS `p1.converge` OPTIONS (location = \"EU\")");
     }
 }

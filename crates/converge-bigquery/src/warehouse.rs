@@ -32,7 +32,7 @@ use converge_core::{AppendReceipt, ChangeRow, Clock, DocState, ErrorKind, Mirror
 use crate::arrow::{ipc_batch, ipc_schema, record_batch, table_schema};
 use crate::config::BigQueryConfig;
 use crate::error::{from_append, from_commit, from_gax, from_query, from_writer, timed_out, BACKEND};
-use crate::schema::{as_of_query, create_dataset, create_runs, create_statements, qualified};
+use crate::schema::{as_of_query, create_dataset, create_runs, create_statements, qualified, STATE_COLUMNS};
 
 /// Largest Arrow payload sent in one AppendRows request. The API refuses requests
 /// over 10 MB; the margin covers the schema and request framing.
@@ -323,8 +323,9 @@ fn doc_state(row: &Row) -> Result<DocState, StoreError> {
     let get_error = |e: google_cloud_bigquery::error::RowError| row_error("read state", &e);
     Ok(DocState {
         doc_path: row.get(0).map_err(get_error)?,
-        version: row.get(1).map_err(get_error)?,
+        update_time: row.get(1).map_err(get_error)?,
         content_hash: row.get::<Option<String>>(2).map_err(get_error)?.unwrap_or_default(),
+        version: row.get(3).map_err(get_error)?,
     })
 }
 
@@ -516,7 +517,7 @@ impl Warehouse for BigQueryWarehouse {
     async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
         self.route(table)?;
         let sql = format!(
-            "SELECT doc_path, UNIX_MICROS(version) AS version, content_hash FROM {} WHERE tenant = @tenant ORDER BY doc_path",
+            "SELECT doc_path, {STATE_COLUMNS} FROM {} WHERE tenant = @tenant ORDER BY doc_path",
             qualified(&self.inner.config, &format!("{table}_latest"))
         );
         // Informational: the query reads BigQuery's snapshot as of its start.

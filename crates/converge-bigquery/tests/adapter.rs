@@ -32,7 +32,7 @@ fn tombstone(tenant: &str, doc: &str, version: i64, event: &str) -> ChangeRow {
     let config = MirrorConfig::default();
     let path = format!("orgs/{tenant}/records/{doc}");
     let routed = config.route(&path).unwrap();
-    ChangeRow::tombstone(&routed, &path, version, event, &ctx())
+    ChangeRow::tombstone(&routed, &path, Op::Delete, version, event, &ctx())
 }
 
 async fn fresh(emulator: &BigQueryEmulator) -> BigQueryWarehouse {

@@ -41,6 +41,10 @@ enum Command {
         /// Report without writing (no repairs, no resolved errors, no run record).
         #[arg(long)]
         dry_run: bool,
+        /// The largest share (0.0–1.0) of a tenant's documents one run may tombstone;
+        /// above it the tenant's orphans are reported, not tombstoned (default 0.10).
+        #[arg(long)]
+        max_orphan_share: Option<f64>,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -177,6 +181,10 @@ struct RebuildArgs {
     /// What makes this rebuild this one, for its batch id (default: today's date).
     #[arg(long)]
     key: Option<String>,
+    /// The largest share (0.0–1.0) of a table's documents one rebuild may tombstone;
+    /// above it the rebuild writes nothing and is recorded as refused (default 0.10).
+    #[arg(long)]
+    max_orphan_share: Option<f64>,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     json: bool,
@@ -196,6 +204,7 @@ async fn rebuild_command(args: RebuildArgs, default_cap: Option<u32>) -> anyhow:
         tables: args.tables,
         key: args.key,
         max_docs_per_second: args.max_docs_per_second.or(default_cap),
+        max_orphan_share: args.max_orphan_share,
     };
     let summary = rebuild::run(rebuild::RebuildOptions { data_dir: args.data_dir, mirror: settings.mirror, request, progress: !args.json }).await?;
     if args.json {
@@ -235,13 +244,15 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Reconcile { data_dir, tenant, dry_run, json } => {
+        Command::Reconcile { data_dir, tenant, dry_run, max_orphan_share, json } => {
             if std::env::var(converge_http::env::LOG).is_err() {
                 std::env::set_var(converge_http::env::LOG, "warn");
             }
             converge_http::telemetry::init("converge-reconcile");
             let settings = converge_http::Settings::from_env()?;
-            let run = reconcile::run(&data_dir, settings.mirror, tenant, dry_run).await?;
+            let guard = max_orphan_share.map(|max_share| converge_reconcile::OrphanGuard { max_share, ..Default::default() });
+            let options = converge_reconcile::RunOptions { tenant, dry_run, orphan_guard: guard, ..Default::default() };
+            let run = reconcile::run(&data_dir, settings.mirror, options).await?;
             if json {
                 println!("{}", serde_json::to_string(&run)?);
             } else {

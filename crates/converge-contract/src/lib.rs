@@ -10,6 +10,8 @@
 //! - [`raw`]: [`raw_source_contract`] for [`converge_core::RawSource`].
 //! - [`metrics`]: [`metrics_warehouse_contract`] for [`converge_core::MetricsWarehouse`].
 //! - [`opportunities`]: [`opportunity_store_contract`] for [`converge_core::OpportunityStore`].
+//! - [`convergence`]: [`convergence_property`], a warehouse's latest view checked against
+//!   the core's ordering rule, and one reconcile run converging from any warehouse state.
 //!
 //! Each suite takes a factory that yields a fresh, empty backend per case, runs every
 //! case in turn and panics with the case's name on the first broken promise. A
@@ -25,6 +27,7 @@
 //! The suites assert what the real services promise. Where an emulator differs, the
 //! backend's own test documents the gap; the suite is never loosened for it.
 
+pub mod convergence;
 pub mod error_log;
 pub mod metrics;
 pub mod raw;
@@ -32,6 +35,7 @@ pub mod opportunities;
 pub mod source;
 pub mod warehouse;
 
+pub use convergence::convergence_property;
 pub use error_log::error_log_contract;
 pub use metrics::metrics_warehouse_contract;
 pub use raw::raw_source_contract;

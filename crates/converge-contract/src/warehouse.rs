@@ -252,11 +252,16 @@ fn tombstone(tenant: &str, id: &str, version_secs: i64, event_id: &str) -> Chang
     let config = MirrorConfig::default();
     let path = format!("orgs/{tenant}/records/{id}");
     let routed = config.route(&path).expect("contract documents match the default route");
-    ChangeRow::tombstone(&routed, &path, Timestamp::new(version_secs, 0).as_micros(), event_id, &ctx())
+    ChangeRow::tombstone(&routed, &path, Op::Delete, Timestamp::new(version_secs, 0).as_micros(), event_id, &ctx())
 }
 
 fn state(row: &ChangeRow) -> DocState {
-    DocState { doc_path: row.doc_path.clone(), version: row.version, content_hash: row.content_hash.clone().unwrap_or_default() }
+    DocState {
+        doc_path: row.doc_path.clone(),
+        update_time: row.update_time.unwrap_or(row.version),
+        content_hash: row.content_hash.clone().unwrap_or_default(),
+        version: row.version,
+    }
 }
 
 async fn latest(warehouse: &dyn Warehouse, tenant: &str) -> Vec<DocState> {

@@ -1,7 +1,7 @@
 //! From a document change to a changelog row.
 //!
 //! [`DocumentChange`] is one Firestore event, decoded (by `converge-events`) but not yet
-//! interpreted. [`ChangeRow::from_change`] applies the rules of DESIGN.md: the op
+//! interpreted. [`ChangeRow::from_change`] applies the rules of ARCHITECTURE.md: the op
 //! follows from which of `value` / `old_value` are present, the version is the
 //! source's commit time (see [`crate::version`]), deletes become tombstones, promoted
 //! fields are typed or the change is refused as a schema violation.
@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::config::{ColumnType, PromotedColumn, RoutedPath};
 use crate::hash::content_hash;
 use crate::value::{fields_to_json_string, Document, Fields, Timestamp, Value};
-use crate::version::{delete_version, RowOrder, Version};
+use crate::version::{delete_version, is_source_read, RowOrder, Version, MAX_CLOCK_SKEW_MICROS};
 
 /// One document change as Eventarc reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +110,12 @@ pub struct ChangeRow {
     pub ingested_at: i64,
     pub run_id: String,
     pub code_version: String,
+    /// The document's own `update_time` (µs): for a tombstone, the deleted document's
+    /// last one when the event carried it. Differs from `version` on rows read from the
+    /// source, whose version is their read time.
+    pub update_time: Option<Version>,
+    /// The document's own `create_time` (µs); `None` when unknown (some tombstones).
+    pub create_time: Option<Version>,
 }
 
 /// Why a change cannot become a row. Permanent: the event is quarantined.
@@ -119,6 +125,8 @@ pub enum RowError {
     SchemaViolation { column: String, field: String, expected: &'static str, found: String },
     #[error("event names document `{event}` but its payload is for `{payload}`")]
     PathMismatch { event: String, payload: String },
+    #[error("event dated {version_us} µs since the epoch, {ahead_us} µs after this function's clock (at most {max_us} allowed): a clock is wrong; the row would outrank every repair. Check the source's and the function's clocks, then replay the quarantined event")]
+    FromTheFuture { version_us: Version, ahead_us: i64, max_us: i64 },
 }
 
 impl ChangeRow {
@@ -136,18 +144,46 @@ impl ChangeRow {
                 Self::live(routed, op, doc, &change.event_id, ctx)?
             }
             (None, Some(old)) => {
-                Self::tombstone(routed, &change.document, delete_version(change.event_time, Some(old.update_time)), &change.event_id, ctx)
+                let mut row = Self::tombstone(routed, &change.document, Op::Delete, delete_version(change.event_time, Some(old.update_time)), &change.event_id, ctx);
+                row.update_time = Some(old.update_time.as_micros());
+                row.create_time = Some(old.create_time.as_micros());
+                row
             }
             (None, None) if is_delete_type(&change.event_type) => {
-                Self::tombstone(routed, &change.document, delete_version(change.event_time, None), &change.event_id, ctx)
+                Self::tombstone(routed, &change.document, Op::Delete, delete_version(change.event_time, None), &change.event_id, ctx)
             }
             (None, None) => return Ok(None),
         };
+        let ahead_us = row.version - ctx.ingested_at.as_micros();
+        if ahead_us > MAX_CLOCK_SKEW_MICROS {
+            return Err(RowError::FromTheFuture { version_us: row.version, ahead_us, max_us: MAX_CLOCK_SKEW_MICROS });
+        }
         Ok(Some(row))
     }
 
-    /// A row carrying a document's state: a create, update, rebuild or repair.
+    /// A row carrying a document's state from an event (a create or update), versioned
+    /// at the document's `update_time`.
     pub fn live(routed: &RoutedPath<'_>, op: Op, doc: &Document, event_id: &str, ctx: &RowContext) -> Result<Self, RowError> {
+        Self::live_at(routed, op, doc, doc.update_time.as_micros(), event_id, ctx)
+    }
+
+    /// A row carrying a document's state as read from the source at `read_time` (a
+    /// rebuild or repair, `op`), versioned at the read (see [`crate::version`]).
+    pub fn source_read(routed: &RoutedPath<'_>, op: Op, doc: &Document, read_time: Timestamp, ctx: &RowContext) -> Result<Self, RowError> {
+        debug_assert!(is_source_read(op), "{op:?} is not a source read");
+        let event_id = source_read_event_id(op, &doc.path, read_time, false);
+        Self::live_at(routed, op, doc, read_time.as_micros(), &event_id, ctx)
+    }
+
+    /// A tombstone for a document that a source read at `read_time` proved absent (a
+    /// rebuild or repair, `op`), versioned at the read.
+    pub fn source_read_tombstone(routed: &RoutedPath<'_>, op: Op, doc_path: &str, read_time: Timestamp, ctx: &RowContext) -> Self {
+        debug_assert!(is_source_read(op), "{op:?} is not a source read");
+        let event_id = source_read_event_id(op, doc_path, read_time, true);
+        Self::tombstone(routed, doc_path, op, read_time.as_micros(), &event_id, ctx)
+    }
+
+    fn live_at(routed: &RoutedPath<'_>, op: Op, doc: &Document, version: Version, event_id: &str, ctx: &RowContext) -> Result<Self, RowError> {
         let promoted = promote(&routed.route.promoted, &doc.fields)?;
         Ok(Self {
             table: routed.route.table.clone(),
@@ -157,7 +193,7 @@ impl ChangeRow {
             doc_path: doc.path.clone(),
             op,
             is_deleted: false,
-            version: doc.update_time.as_micros(),
+            version,
             event_id: event_id.to_owned(),
             content_hash: Some(content_hash(&doc.fields)),
             data: Some(fields_to_json_string(&doc.fields)),
@@ -165,18 +201,20 @@ impl ChangeRow {
             ingested_at: ctx.ingested_at.as_micros(),
             run_id: ctx.run_id.clone(),
             code_version: ctx.code_version.clone(),
+            update_time: Some(doc.update_time.as_micros()),
+            create_time: Some(doc.create_time.as_micros()),
         })
     }
 
     /// A tombstone: the document is gone as of `version`.
-    pub fn tombstone(routed: &RoutedPath<'_>, doc_path: &str, version: Version, event_id: &str, ctx: &RowContext) -> Self {
+    pub fn tombstone(routed: &RoutedPath<'_>, doc_path: &str, op: Op, version: Version, event_id: &str, ctx: &RowContext) -> Self {
         Self {
             table: routed.route.table.clone(),
             tenant: routed.tenant.clone(),
             collection: routed.collection.clone(),
             doc_id: routed.doc_id.clone(),
             doc_path: doc_path.to_owned(),
-            op: Op::Delete,
+            op,
             is_deleted: true,
             version,
             event_id: event_id.to_owned(),
@@ -186,17 +224,32 @@ impl ChangeRow {
             ingested_at: ctx.ingested_at.as_micros(),
             run_id: ctx.run_id.clone(),
             code_version: ctx.code_version.clone(),
+            update_time: None,
+            create_time: None,
         }
     }
 
+    /// This row's place in its document's order (the one rule, [`crate::version`]).
     pub fn order(&self) -> RowOrder<'_> {
-        RowOrder { version: self.version, is_deleted: self.is_deleted, event_id: &self.event_id }
+        RowOrder {
+            version: self.version,
+            source_read: is_source_read(self.op),
+            is_deleted: self.is_deleted,
+            content_hash: self.content_hash.as_deref(),
+        }
     }
 
     /// The deterministic id of this row's sync error record.
     pub fn error_id(&self) -> String {
         error_id(&self.tenant, &self.doc_id, self.op.action())
     }
+}
+
+/// The event id of a row read from the source: a function of what it writes (op,
+/// document, read time, live or tombstone), so writing the same read twice stores one
+/// row (DuckDB skips the copy; BigQuery's views pick either of two identical rows).
+pub fn source_read_event_id(op: Op, doc_path: &str, read_time: Timestamp, tombstone: bool) -> String {
+    format!("{}:{}:{}:{doc_path}", op.action(), read_time.as_micros(), if tombstone { "del" } else { "put" })
 }
 
 fn is_delete_type(event_type: &str) -> bool {

@@ -31,6 +31,42 @@ impl DriftReport {
     }
 }
 
+/// Refuses to tombstone a large share of a tenant's documents in one run. A source
+/// scan that comes back empty or short (a wrong project, a misconfigured route, a bug)
+/// looks exactly like every document having been deleted; tombstoning on its word
+/// would empty the warehouse. Such a tenant's orphans are reported, not tombstoned,
+/// and the run is recorded as `refused`; raise the share to tombstone them on purpose.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OrphanGuard {
+    /// The largest share (0.0–1.0) of a tenant's documents in the warehouse that one
+    /// run may tombstone.
+    pub max_share: f64,
+    /// Tenants with at most this many orphans are never refused (on a tenant of ten
+    /// documents, one delete is 10%).
+    pub min_orphans: u64,
+}
+
+impl Default for OrphanGuard {
+    fn default() -> Self {
+        Self { max_share: 0.10, min_orphans: 10 }
+    }
+}
+
+impl OrphanGuard {
+    /// Whether tombstoning `orphans` of `derived_docs` documents is refused.
+    pub fn refuses(&self, orphans: u64, derived_docs: u64) -> bool {
+        orphans > self.min_orphans && orphans as f64 > self.max_share * derived_docs as f64
+    }
+
+    /// How to override a refusal, for reports and logs.
+    pub fn override_hint(&self) -> String {
+        format!(
+            "orphans above {:.0}% of the tenant's documents are not tombstoned: check that the source scan reads the right project, database and route; to tombstone them on purpose, run again with --max-orphan-share 1.0 (or \"max_orphan_share\": 1.0 in the request)",
+            self.max_share * 100.0
+        )
+    }
+}
+
 /// Compares one tenant's documents under `route` in the source with the warehouse's
 /// latest view, document by document, streaming both sides.
 pub async fn compare_tenant(source: &dyn SourceStore, warehouse: &dyn Warehouse, route: &Route, tenant: &str) -> Result<DriftReport, StoreError> {
@@ -80,7 +116,7 @@ where
                 let d = derived.next().await.expect("peeked")?;
                 report.source_docs += 1;
                 report.derived_docs += 1;
-                if s.version != d.version || s.content_hash != d.content_hash {
+                if !s.same_state(&d) {
                     report.different.push(s.doc_path);
                 }
             }
@@ -94,7 +130,7 @@ mod tests {
     use futures::stream;
 
     fn st(path: &str, version: i64, hash: &str) -> Result<DocState, StoreError> {
-        Ok(DocState { doc_path: path.into(), version, content_hash: hash.into() })
+        Ok(DocState::from_source(path.into(), version, hash.into()))
     }
 
     #[test]

@@ -40,16 +40,20 @@ pub enum QuarantineReason {
     SchemaViolation,
     /// A body over the size limit.
     Oversized,
+    /// Dated further past the function's clock than the skew bound
+    /// (`converge_core::version::MAX_CLOCK_SKEW_MICROS`): a wrong clock.
+    FromTheFuture,
 }
 
 impl QuarantineReason {
-    pub const ALL: [QuarantineReason; 6] = [
+    pub const ALL: [QuarantineReason; 7] = [
         QuarantineReason::Malformed,
         QuarantineReason::UnsupportedContentType,
         QuarantineReason::UnknownEventType,
         QuarantineReason::Unroutable,
         QuarantineReason::SchemaViolation,
         QuarantineReason::Oversized,
+        QuarantineReason::FromTheFuture,
     ];
 
     /// The reason named by [`Self::as_str`]'s text, as stores keep it.
@@ -65,6 +69,7 @@ impl QuarantineReason {
             QuarantineReason::Unroutable => "unroutable",
             QuarantineReason::SchemaViolation => "schema_violation",
             QuarantineReason::Oversized => "oversized",
+            QuarantineReason::FromTheFuture => "from_the_future",
         }
     }
 }

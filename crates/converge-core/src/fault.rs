@@ -260,7 +260,7 @@ mod tests {
         ids.iter()
             .map(|id| {
                 let path = format!("orgs/acme/records/{id}");
-                ChangeRow::tombstone(&config.route(&path).unwrap(), &path, 1, id, &ctx)
+                ChangeRow::tombstone(&config.route(&path).unwrap(), &path, crate::Op::Delete, 1, id, &ctx)
             })
             .collect()
     }

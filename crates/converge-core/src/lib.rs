@@ -47,9 +47,9 @@ pub use raw::RawSource;
 pub use failure::{QuarantineReason, QuarantineRecord, SyncErrorRecord};
 pub use findings::{FindingRow, FindingsParam, FindingsParamValue, FindingsQuery, FindingsWarehouse, QueryDialect, FINDING_COLUMNS};
 pub use opportunity::{opportunity_id, opportunity_period, Opportunity, OpportunityStatus, OpportunityStore, UpsertOutcome};
-pub use store::{batch_id, flatten_chunks, AppendReceipt, DocState, DocWrite, ErrorLog, RunRecord, Scan, SourceStore, Warehouse, RUNS_TABLE};
+pub use store::{batch_id, flatten_chunks, AppendReceipt, DocState, ReadAt, DocWrite, ErrorLog, RunRecord, Scan, SourceStore, Warehouse, RUNS_TABLE};
 pub use value::{Document, Fields, GeoPoint, Timestamp, Value};
-pub use version::Version;
+pub use version::{RowOrder, Version};
 
 /// The version of Converge that wrote a row (the changelog's `code_version`).
 pub const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -17,11 +17,41 @@ use crate::version::Version;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DocState {
     pub doc_path: String,
-    pub version: Version,
+    /// The document's own `update_time` (µs).
+    pub update_time: Version,
     pub content_hash: String,
+    /// When this state was known to hold: the changelog `version` of the warehouse row
+    /// it comes from (a repair's read time, say); for a state read from the source,
+    /// its `update_time`. Only the warehouse side uses it, to leave alone rows written
+    /// after the source was read.
+    pub version: Version,
 }
 
-/// A consistent scan: every item reflects the store as of `read_time`.
+impl DocState {
+    /// A state as the source reports it.
+    pub fn from_source(doc_path: String, update_time: Version, content_hash: String) -> Self {
+        Self { doc_path, update_time, content_hash, version: update_time }
+    }
+
+    /// Whether two states of one document are the same state: the same `update_time`
+    /// and the same content. (Their `version`s may differ: a repair row read at `R`
+    /// carries the state committed at `update_time`.)
+    pub fn same_state(&self, other: &DocState) -> bool {
+        self.update_time == other.update_time && self.content_hash == other.content_hash
+    }
+}
+
+/// Documents read at one read time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadAt<T> {
+    /// Every commit at or before this instant is reflected; none after it.
+    pub read_time: Timestamp,
+    pub value: T,
+}
+
+/// A consistent scan: every item reflects the store as of `read_time`, the moment of
+/// the read: every commit it reflects is at or before it, every commit it does not
+/// reflect is after it.
 pub struct Scan<T> {
     pub read_time: Timestamp,
     /// Items in ascending `doc_path` order, streamed (never a whole tenant in memory).
@@ -57,6 +87,12 @@ pub enum DocWrite {
 pub trait SourceStore: Send + Sync + 'static {
     /// Reads one document.
     async fn get(&self, path: &str) -> Result<Option<Document>, StoreError>;
+
+    /// Reads documents at one read time, which it returns with them (in `paths`'
+    /// order, `None` for a missing document). The read time is the moment of the read
+    /// (never earlier than a commit it reflects, and every later commit is later than
+    /// it): what a repair row read from it is versioned with.
+    async fn get_all(&self, paths: &[String]) -> Result<ReadAt<Vec<Option<Document>>>, StoreError>;
 
     /// Applies writes atomically with one commit time, which it returns.
     async fn apply(&self, writes: Vec<DocWrite>) -> Result<Timestamp, StoreError>;

@@ -200,6 +200,7 @@ fn op_from_code(code: u8) -> Option<Op> {
 /// The rows in the journal's binary form: a count, then each row's fields in
 /// declaration order (strings length-prefixed, options and promoted values tagged).
 pub(crate) fn encode_rows(rows: &[ChangeRow], out: &mut Vec<u8>) {
+    out.extend_from_slice(&FORMAT_2.to_le_bytes());
     out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
     for row in rows {
         put_str(out, &row.table);
@@ -246,6 +247,23 @@ pub(crate) fn encode_rows(rows: &[ChangeRow], out: &mut Vec<u8>) {
         out.extend_from_slice(&row.ingested_at.to_le_bytes());
         put_str(out, &row.run_id);
         put_str(out, &row.code_version);
+        put_opt_i64(out, row.update_time);
+        put_opt_i64(out, row.create_time);
+    }
+}
+
+/// The payload's first word in the second format (rows carry `update_time` and
+/// `create_time`). The first format began with the row count, which never reaches
+/// it, so a journal a previous version left behind still loads.
+const FORMAT_2: u32 = u32::MAX;
+
+fn put_opt_i64(out: &mut Vec<u8>, value: Option<i64>) {
+    match value {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
 }
 
@@ -277,6 +295,14 @@ impl<'a> Cursor<'a> {
         let len = self.u32()? as usize;
         String::from_utf8(self.take(len)?.to_vec()).ok()
     }
+    fn opt_i64(&mut self) -> Option<Option<i64>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some(self.i64()?)),
+            _ => None,
+        }
+    }
+
     fn opt_string(&mut self) -> Option<Option<String>> {
         match self.u8()? {
             0 => Some(None),
@@ -289,7 +315,11 @@ impl<'a> Cursor<'a> {
 /// The inverse of [`encode_rows`]; `None` if the payload is not one.
 pub(crate) fn decode_rows(payload: &[u8]) -> Option<Vec<ChangeRow>> {
     let mut c = Cursor(payload);
-    let count = c.u32()? as usize;
+    let mut count = c.u32()? as usize;
+    let format_2 = count == FORMAT_2 as usize;
+    if format_2 {
+        count = c.u32()? as usize;
+    }
     // A row takes at least ~60 bytes: a corrupt count cannot reserve gigabytes.
     let mut rows = Vec::with_capacity(count.min(payload.len() / 32));
     for _ in 0..count {
@@ -321,6 +351,7 @@ pub(crate) fn decode_rows(payload: &[u8]) -> Option<Vec<ChangeRow>> {
         let ingested_at = c.i64()?;
         let run_id = c.string()?;
         let code_version = c.string()?;
+        let (update_time, create_time) = if format_2 { (c.opt_i64()?, c.opt_i64()?) } else { (None, None) };
         rows.push(ChangeRow {
             table,
             tenant,
@@ -337,6 +368,8 @@ pub(crate) fn decode_rows(payload: &[u8]) -> Option<Vec<ChangeRow>> {
             ingested_at,
             run_id,
             code_version,
+            update_time,
+            create_time,
         });
     }
     c.0.is_empty().then_some(rows)
@@ -380,7 +413,23 @@ pub(crate) mod tests {
             ingested_at: 42,
             run_id: "run".into(),
             code_version: "v1".into(),
+            update_time: (i % 3 != 0).then_some(1_600_000_000_000_000 + i as i64),
+            create_time: (i % 2 == 0).then_some(1_500_000_000_000_000),
         }
+    }
+
+    #[test]
+    fn a_payload_in_the_first_format_still_decodes() {
+        // The first format: no marker word, no update/create times at the end of a row.
+        let mut old = row(3);
+        old.update_time = None;
+        old.create_time = None;
+        let mut payload = Vec::new();
+        encode_rows(std::slice::from_ref(&old), &mut payload);
+        assert_eq!(payload[..4], FORMAT_2.to_le_bytes());
+        assert_eq!(payload[payload.len() - 2..], [0, 0]);
+        let first_format = &payload[4..payload.len() - 2];
+        assert_eq!(decode_rows(first_format), Some(vec![old]));
     }
 
     fn read_back(path: &Path) -> Vec<JournalBatch> {

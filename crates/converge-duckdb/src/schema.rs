@@ -27,6 +27,16 @@ pub const LEADING_COLUMNS: &[(&str, &str)] = &[
 pub const TRAILING_COLUMNS: &[(&str, &str)] =
     &[("ingested_at", "TIMESTAMP NOT NULL"), ("run_id", "VARCHAR NOT NULL"), ("code_version", "VARCHAR NOT NULL")];
 
+/// Columns added after the first release, last in every table (an existing table gets
+/// them by `ALTER TABLE … ADD COLUMN`, which appends, so new and upgraded tables have
+/// one column order for the appender). NULL in rows written before them.
+pub const ADDED_COLUMNS: &[(&str, &str)] = &[
+    // The document's own timestamps. A row's `version` is when its state was known to
+    // hold (a repair's read time); `update_time` is the document's commit time.
+    ("update_time", "TIMESTAMP"),
+    ("create_time", "TIMESTAMP"),
+];
+
 fn sql_type(column_type: ColumnType) -> &'static str {
     match column_type {
         ColumnType::String => "VARCHAR",
@@ -45,6 +55,7 @@ fn column_list(route: &Route) -> String {
         .copied()
         .chain(promoted)
         .chain(TRAILING_COLUMNS.iter().copied())
+        .chain(ADDED_COLUMNS.iter().copied())
         .map(|(name, ty)| {
             format!("{name} {ty}")
         })
@@ -52,49 +63,63 @@ fn column_list(route: &Route) -> String {
         .join(", ")
 }
 
-/// What picks each document's winner, greatest first: (version, is_deleted) packed
-/// into one BIGINT (see [`create_statements`]).
-const WINNER_KEY: &str = "epoch_us(version) * 2 + is_deleted::INTEGER";
-
-/// The latest states (path, version in microseconds, content hash) of one tenant's
-/// documents in `table`, in path order; parameter `$1` is the tenant. The latest
-/// view's rule, with the tenant filtered before the winners are picked: the view's
-/// own filter cannot reach inside its `GROUP BY`, so through the view every tenant's
-/// documents would be aggregated to return one tenant's.
-pub fn latest_states_query(table: &str) -> String {
+/// What picks each document's winner, greatest first: `converge_core::version`'s rule
+/// (version, then source read over event, then delete over write, then content hash)
+/// packed into one HUGEINT, so the winner is a hash aggregate over integers rather
+/// than a sort over strings (~2x faster than a window over 300,000 rows). The high
+/// 64 bits are `version * 4 + source_read * 2 + is_deleted`; the low ones order by
+/// content hash: its first 15 hex digits plus one (NULL, a tombstone's: 0). Content
+/// hashes are lowercase hex SHA-256, whose order is their prefix's numeric order, so
+/// this is the core's order up to a 60-bit prefix collision. The warehouse contract
+/// suite's property test checks this view against `converge_core::RowOrder`.
+fn winner_key() -> String {
     format!(
-        "SELECT doc_path, epoch_us(version), content_hash FROM {table} WHERE tenant = $1 AND rowid IN (
-            SELECT arg_max(rowid, {WINNER_KEY}) FROM {table} WHERE tenant = $1 GROUP BY doc_path
-         ) AND NOT is_deleted ORDER BY doc_path"
+        "((epoch_us(version) * 4 + (op IN ({ops}))::BIGINT * 2 + is_deleted::BIGINT)::HUGEINT << 64) \
+         + coalesce(TRY_CAST('0x' || content_hash[1:15] AS BIGINT) + 1, 0)",
+        ops = converge_core::version::source_read_ops_sql()
     )
 }
 
-/// Statements that create the changelog table, the latest view and
-/// the as-of macro. Idempotent.
+/// The latest states (path, update time and version in microseconds, content hash) of
+/// one tenant's documents in `table`, in path order; parameter `$1` is the tenant. The
+/// latest view's rule, with the tenant filtered before the winners are picked: the
+/// view's own filter cannot reach inside its `GROUP BY`, so through the view every
+/// tenant's documents would be aggregated to return one tenant's. Rows written before
+/// `update_time` existed carry it in `version`.
+pub fn latest_states_query(table: &str) -> String {
+    format!(
+        "SELECT doc_path, epoch_us(coalesce(update_time, version)), content_hash, epoch_us(version) FROM {table} WHERE tenant = $1 AND rowid IN (
+            SELECT arg_max(rowid, {key}) FROM {table} WHERE tenant = $1 GROUP BY doc_path
+         ) AND NOT is_deleted ORDER BY doc_path",
+        key = winner_key()
+    )
+}
+
+/// Statements that create the changelog table (or add the columns it lacks), the
+/// latest view and the as-of macro. Idempotent.
 pub fn create_statements(route: &Route) -> Vec<String> {
     let t = &route.table;
-    // The winner of each document: the greatest (version, is_deleted), so a delete
-    // beats a write at the same instant (converge_core::version). Packed into one
-    // BIGINT so the winner is a hash aggregate over integers, not a sort over strings:
-    // ~2x faster than a window over 300,000 rows. Rows that tie on it carry the same
-    // state (a redelivery, a rebuild of an unchanged document), so the view's content
-    // is a pure function of the set of rows. Grouped by `doc_path` alone: a path names
-    // one document across tenants (every route pattern has its `{tenant}` segment), and
-    // hashing the tenant's text too cost ~25% of the view's time (the demo's report on
-    // 330,000 documents not yet checkpointed: 89-160 ms grouped by both, 72-85 by path).
+    let key = winner_key();
+    // Grouped by `doc_path` alone: a path names one document across tenants (every
+    // route pattern has its `{tenant}` segment), and hashing the tenant's text too cost
+    // ~25% of the view's time (the demo's report on 330,000 documents not yet
+    // checkpointed: 89-160 ms grouped by both, 72-85 by path).
     let winners = |filter: &str| {
         format!(
             "SELECT * REPLACE (data::JSON AS data) FROM {t} WHERE rowid IN (
-                SELECT arg_max(rowid, {WINNER_KEY}) FROM {t} {filter} GROUP BY doc_path
+                SELECT arg_max(rowid, {key}) FROM {t} {filter} GROUP BY doc_path
              ) AND NOT is_deleted"
         )
     };
-    vec![
-        format!("CREATE TABLE IF NOT EXISTS {t} ({})", column_list(route)),
+    let mut statements = vec![format!("CREATE TABLE IF NOT EXISTS {t} ({})", column_list(route))];
+    statements.extend(ADDED_COLUMNS.iter().map(|(name, ty)| format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {name} {ty}")));
+    statements.extend([
         format!("CREATE OR REPLACE VIEW {t}_latest AS {}", winners("")),
-        // State at any past instant of the source: rows committed at or before `as_of`.
+        // As of an instant: the winner among the rows known to hold by then
+        // (converge_core::version, "As of an instant").
         format!("CREATE OR REPLACE MACRO {t}_as_of(as_of) AS TABLE {}", winners("WHERE version <= as_of")),
-    ]
+    ]);
+    statements
 }
 
 /// The last journal batch the warehouse's loader committed (see

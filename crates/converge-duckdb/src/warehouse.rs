@@ -447,7 +447,7 @@ fn optional_text(text: &Option<String>) -> Cell<'_> {
 }
 
 fn row_cells(row: &ChangeRow) -> Vec<Cell<'_>> {
-    let mut cells = Vec::with_capacity(13 + row.promoted.len());
+    let mut cells = Vec::with_capacity(15 + row.promoted.len());
     cells.extend([
         Cell::Text(&row.tenant),
         Cell::Text(&row.collection),
@@ -470,7 +470,12 @@ fn row_cells(row: &ChangeRow) -> Vec<Cell<'_>> {
         Some(PromotedValue::Date(days)) => Cell::Date(*days),
     }));
     cells.extend([Cell::Micros(row.ingested_at), Cell::Text(&row.run_id), Cell::Text(&row.code_version)]);
+    cells.extend([optional_micros(row.update_time), optional_micros(row.create_time)]);
     cells
+}
+
+fn optional_micros(micros: Option<i64>) -> Cell<'static> {
+    micros.map_or(Cell::Null, Cell::Micros)
 }
 
 /// Runs `statement` so that its rows are produced as they are read, not all at once.
@@ -585,8 +590,9 @@ impl Warehouse for DuckWarehouse {
                 while let Some(row) = rows.next().map_err(|e| db_error("scan latest", e))? {
                     chunk.push(DocState {
                         doc_path: row.get(0).map_err(|e| db_error("scan latest", e))?,
-                        version: row.get(1).map_err(|e| db_error("scan latest", e))?,
+                        update_time: row.get(1).map_err(|e| db_error("scan latest", e))?,
                         content_hash: row.get::<_, Option<String>>(2).map_err(|e| db_error("scan latest", e))?.unwrap_or_default(),
+                        version: row.get(3).map_err(|e| db_error("scan latest", e))?,
                     });
                     if chunk.len() == STATE_CHUNK && sender.blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(STATE_CHUNK)))).is_err() {
                         return Ok(()); // the consumer stopped reading

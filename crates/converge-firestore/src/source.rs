@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use converge_core::hash::content_hash;
-use converge_core::{DocState, DocWrite, Document, Scan, SourceStore, StoreError, Timestamp};
+use converge_core::{DocState, DocWrite, Document, ReadAt, Scan, SourceStore, StoreError, Timestamp};
 use firestore::gcloud_sdk::google::firestore::v1 as pb;
 use firestore::gcloud_sdk::google::firestore::v1::firestore_client::FirestoreClient;
 use firestore::gcloud_sdk::prost_types;
@@ -186,9 +186,15 @@ impl Inner {
         Ok(timestamp_from_proto(&read_time))
     }
 
-    /// Reads one document by resource name; `None` when it does not exist.
+    /// Reads one document by resource name, at `read_time` or now; `None` when it does
+    /// not exist.
     pub(crate) async fn get_by_name(&self, name: String) -> Result<Option<pb::Document>, FirestoreError> {
-        let request = pb::GetDocumentRequest { name, mask: None, request_options: None, consistency_selector: None };
+        self.get_by_name_at(name, None).await
+    }
+
+    pub(crate) async fn get_by_name_at(&self, name: String, read_time: Option<prost_types::Timestamp>) -> Result<Option<pb::Document>, FirestoreError> {
+        let consistency_selector = read_time.map(pb::get_document_request::ConsistencySelector::ReadTime);
+        let request = pb::GetDocumentRequest { name, mask: None, request_options: None, consistency_selector };
         match self.unary("GetDocument", self.client().get_document(request)).await {
             Ok(doc) => Ok(Some(doc)),
             Err(e) if e.code() == Some(Code::NotFound) => Ok(None),
@@ -301,7 +307,7 @@ pub(crate) fn page_stream<T: Send + 'static>(
 
 fn doc_state(paths: &DocPaths, doc: pb::Document) -> Result<DocState, FirestoreError> {
     let doc = paths.document_from_proto(doc)?;
-    Ok(DocState { content_hash: content_hash(&doc.fields), version: doc.update_time.as_micros(), doc_path: doc.path })
+    Ok(DocState::from_source(doc.path, doc.update_time.as_micros(), content_hash(&doc.fields)))
 }
 
 fn document(paths: &DocPaths, doc: pb::Document) -> Result<Document, FirestoreError> {
@@ -338,6 +344,25 @@ impl SourceStore for FirestoreSource {
         let name = self.inner.paths.document_name(path)?;
         let Some(doc) = self.inner.read_with_retry(|| self.inner.get_by_name(name.clone())).await? else { return Ok(None) };
         Ok(Some(self.inner.paths.document_from_proto(doc).map_err(FirestoreError::from)?))
+    }
+
+    /// At the database's current time (the read time of an empty query), then each
+    /// document at that read time: Firestore serves consistent reads at a past read
+    /// time within the last hour
+    /// (https://firebase.google.com/docs/firestore/reference/rpc/google.firestore.v1#getdocumentrequest).
+    async fn get_all(&self, paths: &[String]) -> Result<ReadAt<Vec<Option<Document>>>, StoreError> {
+        let read_time = self.inner.read_with_retry(|| self.inner.server_time()).await?;
+        let at = prost_types::Timestamp { seconds: read_time.seconds, nanos: read_time.nanos };
+        let mut docs = Vec::with_capacity(paths.len());
+        for path in paths {
+            let name = self.inner.paths.document_name(path)?;
+            let doc = self.inner.read_with_retry(|| self.inner.get_by_name_at(name.clone(), Some(at))).await?;
+            docs.push(match doc {
+                Some(doc) => Some(self.inner.paths.document_from_proto(doc).map_err(FirestoreError::from)?),
+                None => None,
+            });
+        }
+        Ok(ReadAt { read_time, value: docs })
     }
 
     async fn apply(&self, writes: Vec<DocWrite>) -> Result<Timestamp, StoreError> {

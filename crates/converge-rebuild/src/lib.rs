@@ -14,9 +14,9 @@
 //! - [`run`]: [`Rebuilder`] — one run per tenant at a time, its progress, its report
 //!   and its run record.
 //!
-//! Versions follow DESIGN.md: a rebuilt row carries the document's own `update_time`,
-//! a tombstone the snapshot read time of the scan that proved the document absent. A
-//! live write that lands during the rebuild has a later `update_time` and wins.
+//! Versions follow ARCHITECTURE.md: rebuilt rows and tombstones carry the read time
+//! of the source snapshot they come from (the document's own `update_time` is in its
+//! own column), so a live write that lands during the rebuild commits later and wins.
 
 pub mod merge;
 pub mod run;

@@ -1,6 +1,7 @@
 //! The source's documents against the warehouse's latest states, both streamed in
 //! ascending path order, as a merge join: memory stays flat whatever the tenant's size.
 
+use converge_core::hash::content_hash;
 use converge_core::{DocState, Document, StoreError, Version};
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -13,6 +14,9 @@ pub enum Rebuilt {
     /// The warehouse shows the document, the source does not have it: a tombstone at
     /// the scan's read time.
     Absent { doc_path: String },
+    /// The warehouse's latest state is the source's (same update time and content):
+    /// nothing to write, so a rebuild run again writes only what changed since.
+    Unchanged,
 }
 
 /// Merges `source` (documents) and `derived` (latest states), both in ascending
@@ -59,8 +63,13 @@ impl MergeJoin {
                 }
                 std::cmp::Ordering::Equal => {
                     let doc = self.next_source.take().expect("compared");
+                    let state = self.next_derived.take().expect("compared");
                     self.next_source = self.source.next().await.transpose()?;
                     self.next_derived = self.derived.next().await.transpose()?;
+                    let source_state = DocState::from_source(String::new(), doc.update_time.as_micros(), content_hash(&doc.fields));
+                    if source_state.same_state(&state) {
+                        return Ok(Some(Rebuilt::Unchanged));
+                    }
                     return Ok(Some(Rebuilt::Document(doc)));
                 }
                 std::cmp::Ordering::Greater => {
@@ -86,7 +95,7 @@ mod tests {
     }
 
     fn state(path: &str, version: Version) -> Result<DocState, StoreError> {
-        Ok(DocState { doc_path: path.into(), version, content_hash: "h".into() })
+        Ok(DocState { doc_path: path.into(), update_time: version, content_hash: "h".into(), version })
     }
 
     async fn all(mut merge: MergeJoin) -> Result<Vec<String>, StoreError> {
@@ -95,6 +104,7 @@ mod tests {
             out.push(match item {
                 Rebuilt::Document(d) => format!("doc {}", d.path),
                 Rebuilt::Absent { doc_path } => format!("absent {doc_path}"),
+                Rebuilt::Unchanged => "unchanged".into(),
             });
         }
         Ok(out)
@@ -107,6 +117,15 @@ mod tests {
         let found = all(MergeJoin::new(source, derived, 10)).await.unwrap();
         // c/d was written after the snapshot (version 50 > read time 10): no tombstone.
         assert_eq!(found, ["doc c/a", "absent c/b", "doc c/c", "doc c/e", "absent c/f"]);
+    }
+
+    #[tokio::test]
+    async fn a_document_whose_latest_state_is_the_sources_is_unchanged() {
+        let source = stream::iter(vec![doc("c/a"), doc("c/b")]).boxed();
+        let same = DocState::from_source("c/a".into(), 1_000_000, content_hash(&Fields::new()));
+        let derived = stream::iter(vec![Ok(same), state("c/b", 1_000_000)]).boxed();
+        let found = all(MergeJoin::new(source, derived, 10_000_000)).await.unwrap();
+        assert_eq!(found, ["unchanged", "doc c/b"]);
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use converge_core::{
-    batch_id, path, ChangeRow, Clock, ErrorKind, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError, Timestamp,
+    batch_id, drift::OrphanGuard, path, ChangeRow, Clock, ErrorKind, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError, Timestamp,
     Warehouse, CODE_VERSION,
 };
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
 const NAMED_DOCS: usize = 20;
 
 /// What to rebuild.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RebuildRequest {
     pub tenant: String,
@@ -39,6 +39,10 @@ pub struct RebuildRequest {
     /// Cap on documents read per second (an initial import next to live sync).
     #[serde(default)]
     pub max_docs_per_second: Option<u32>,
+    /// The largest share of a table's documents in the warehouse one rebuild may
+    /// tombstone (see `converge_core::drift::OrphanGuard`); default 0.10.
+    #[serde(default)]
+    pub max_orphan_share: Option<f64>,
 }
 
 /// Live counters of a running rebuild, for a progress bar or a log line.
@@ -65,7 +69,18 @@ pub struct TableRebuild {
     /// Documents that cannot be mirrored as they are (a promoted field of the wrong
     /// type): not written; named in `skipped_docs`.
     pub skipped: u64,
-    /// The snapshot the source was read at (the tombstones' version).
+    /// Documents whose latest state in the warehouse already is the source's: not
+    /// written again.
+    #[serde(default)]
+    pub unchanged: u64,
+    /// Documents in the warehouse's latest view before the rebuild.
+    #[serde(default)]
+    pub derived_docs: u64,
+    /// Whether the orphan guard refused this table's tombstones (nothing of the
+    /// rebuild was then written).
+    #[serde(default)]
+    pub refused: bool,
+    /// The snapshot the source was read at (every row's version).
     pub source_read_time: String,
 }
 
@@ -74,9 +89,14 @@ pub struct TableRebuild {
 pub struct RebuildRun {
     pub batch_id: String,
     pub tenant: String,
-    /// `ok`, `partial` (some documents could not be mirrored) or `failed`.
+    /// `ok`, `partial` (some documents could not be mirrored), `refused` (the orphan
+    /// guard: nothing written, see `how_to_override`) or `failed`.
     pub outcome: String,
+    /// Documents written (their latest state in the warehouse differed).
     pub documents: u64,
+    /// Documents already right in the warehouse.
+    #[serde(default)]
+    pub unchanged: u64,
     /// Rows newly stored (documents and tombstones), duplicates of stored rows aside.
     pub rows_written: u64,
     pub duplicates: u64,
@@ -89,6 +109,9 @@ pub struct RebuildRun {
     /// Why a failed rebuild failed (nothing of it is visible).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How to tombstone on purpose what the orphan guard refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub how_to_override: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,7 +247,9 @@ impl Rebuilder {
             ctx: RowContext { ingested_at: started_at, run_id: run.batch_id.clone(), code_version: CODE_VERSION.into() },
             throttle: Throttle::new(request.max_docs_per_second),
             progress: progress.clone(),
+            guard: OrphanGuard { max_share: request.max_orphan_share.unwrap_or(OrphanGuard::default().max_share), ..OrphanGuard::default() },
         };
+        let guard = scan.guard;
         let producer = tokio::spawn(scan.run(routes, sender));
         let rows = converge_core::flatten_chunks(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)));
         let appended = self.warehouse.append_atomic(rows).await;
@@ -233,9 +258,24 @@ impl Rebuilder {
 
         run.millis = started.elapsed().as_millis() as u64;
         let outcome = match (scanned, appended) {
+            // The scan aborted the append: nothing was written.
+            (Ok(scanned), _) if scanned.tables.iter().any(|t| t.refused) => {
+                for table in scanned.tables.iter().filter(|t| t.refused) {
+                    tracing::error!(batch_id = run.batch_id, tenant = run.tenant, table = table.table, orphans = table.tombstones,
+                        derived_docs = table.derived_docs, max_share = guard.max_share, "rebuild refused: {}", guard.override_hint());
+                }
+                for table in &scanned.tables {
+                    run.tombstones += table.tombstones;
+                }
+                run.tables = scanned.tables;
+                run.outcome = "refused".into();
+                run.how_to_override = Some(guard.override_hint());
+                Ok(())
+            }
             (Ok(scanned), Ok(receipt)) => {
                 for table in &scanned.tables {
                     run.documents += table.documents;
+                    run.unchanged += table.unchanged;
                     run.tombstones += table.tombstones;
                     run.skipped += table.skipped;
                 }
@@ -296,6 +336,7 @@ struct Scanner {
     ctx: RowContext,
     throttle: Throttle,
     progress: Arc<RebuildProgress>,
+    guard: OrphanGuard,
 }
 
 struct Scanned {
@@ -308,6 +349,12 @@ impl Scanner {
         let mut scanned = Scanned { tables: Vec::new(), skipped_docs: Vec::new() };
         for route in &routes {
             match self.table(route, &sender, &mut scanned).await {
+                Ok(table) if table.refused => {
+                    // Abort the append: nothing of this rebuild is committed.
+                    scanned.tables.push(table);
+                    let _ = sender.send(Err(StoreError::permanent("rebuild", "refused by the orphan guard"))).await;
+                    return Ok(scanned);
+                }
                 Ok(table) => scanned.tables.push(table),
                 Err(error) => {
                     // Abort the append: without its end, nothing is committed.
@@ -332,8 +379,13 @@ impl Scanner {
         // Drained before the first append, so the warehouse's query is over while the
         // rebuild writes (see spool.rs).
         let derived = crate::spool::spool(derived.items).await?;
-        let mut merge = MergeJoin::new(source.items, derived, read_time.as_micros());
-        let mut table = TableRebuild { table: route.table.clone(), source_read_time: read_time.to_rfc3339(), ..TableRebuild::default() };
+        let mut merge = MergeJoin::new(source.items, derived.states, read_time.as_micros());
+        let mut table = TableRebuild {
+            table: route.table.clone(),
+            derived_docs: derived.count,
+            source_read_time: read_time.to_rfc3339(),
+            ..TableRebuild::default()
+        };
         let config = MirrorConfig { routes: vec![route.clone()] };
         let mut last_log = Instant::now();
         let mut chunk = Vec::with_capacity(ROW_CHUNK);
@@ -342,8 +394,7 @@ impl Scanner {
                 Rebuilt::Document(doc) => {
                     self.throttle.admit().await;
                     let Some(routed) = config.route(&doc.path) else { continue };
-                    match ChangeRow::live(&routed, Op::Rebuild, &doc, &rebuild_event_id(&doc.path, doc.update_time.as_micros(), false), &self.ctx)
-                    {
+                    match ChangeRow::source_read(&routed, Op::Rebuild, &doc, read_time, &self.ctx) {
                         Ok(row) => {
                             table.documents += 1;
                             self.progress.documents.fetch_add(1, Ordering::Relaxed);
@@ -360,13 +411,24 @@ impl Scanner {
                         }
                     }
                 }
+                Rebuilt::Unchanged => {
+                    table.unchanged += 1;
+                    continue;
+                }
                 Rebuilt::Absent { doc_path } => {
                     let Some(routed) = config.route(&doc_path) else { continue };
                     table.tombstones += 1;
                     self.progress.tombstones.fetch_add(1, Ordering::Relaxed);
-                    ChangeRow::tombstone(&routed, &doc_path, read_time.as_micros(), &rebuild_event_id(&doc_path, read_time.as_micros(), true), &self.ctx)
+                    ChangeRow::source_read_tombstone(&routed, Op::Rebuild, &doc_path, read_time, &self.ctx)
                 }
             };
+            if !table.refused && self.guard.refuses(table.tombstones, table.derived_docs) {
+                // Counted to the end for the report; nothing more is handed over.
+                table.refused = true;
+            }
+            if table.refused {
+                continue;
+            }
             chunk.push(row);
             if chunk.len() < ROW_CHUNK {
                 continue;
@@ -381,15 +443,9 @@ impl Scanner {
                     documents = self.progress.documents.load(Ordering::Relaxed), rows = self.progress.rows(), "rebuild progress");
             }
         }
-        if !chunk.is_empty() {
+        if !chunk.is_empty() && !table.refused {
             let _ = sender.send(Ok(chunk)).await;
         }
         Ok(table)
     }
-}
-
-/// A rebuilt row's event id: a function of what it writes, so rebuilding the same
-/// state again is the same row (skipped as a duplicate, or an identical copy).
-fn rebuild_event_id(doc_path: &str, version: i64, tombstone: bool) -> String {
-    format!("rebuild:{version}:{}:{doc_path}", if tombstone { "del" } else { "put" })
 }

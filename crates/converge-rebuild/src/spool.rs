@@ -36,7 +36,7 @@ fn io_error(context: &str, error: std::io::Error) -> StoreError {
 /// Reads `states` to the end into a temporary file; returns them again, in the same
 /// order, as a stream read from that file. An error in `states` is returned here,
 /// before anything was written to the warehouse.
-pub async fn spool(mut states: BoxStream<'static, Result<DocState, StoreError>>) -> Result<BoxStream<'static, Result<DocState, StoreError>>, StoreError> {
+pub async fn spool(mut states: BoxStream<'static, Result<DocState, StoreError>>) -> Result<Spooled, StoreError> {
     let file = tokio::task::spawn_blocking(tempfile::tempfile)
         .await
         .map_err(|e| StoreError::permanent(BACKEND, format!("spool task failed: {e}")))?
@@ -79,7 +79,15 @@ pub async fn spool(mut states: BoxStream<'static, Result<DocState, StoreError>>)
         return Err(error);
     }
     let (file, count) = written?;
-    Ok(read_back(file, count))
+    Ok(Spooled { count, states: read_back(file, count) })
+}
+
+/// States read to the end and kept in a temporary file.
+pub struct Spooled {
+    /// How many there are.
+    pub count: u64,
+    /// The states again, in the order read.
+    pub states: BoxStream<'static, Result<DocState, StoreError>>,
 }
 
 /// `count` states from `file`, in the order written.
@@ -104,16 +112,19 @@ fn read_back(file: File, count: u64) -> BoxStream<'static, Result<DocState, Stor
 
 fn write_state(out: &mut impl Write, state: &DocState) -> std::io::Result<()> {
     write_text(out, &state.doc_path)?;
+    out.write_all(&state.update_time.to_le_bytes())?;
     out.write_all(&state.version.to_le_bytes())?;
     write_text(out, &state.content_hash)
 }
 
 fn read_state(input: &mut impl Read) -> std::io::Result<DocState> {
     let doc_path = read_text(input)?;
+    let mut update_time = [0u8; 8];
+    input.read_exact(&mut update_time)?;
     let mut version = [0u8; 8];
     input.read_exact(&mut version)?;
     let content_hash = read_text(input)?;
-    Ok(DocState { doc_path, version: i64::from_le_bytes(version), content_hash })
+    Ok(DocState { doc_path, update_time: i64::from_le_bytes(update_time), content_hash, version: i64::from_le_bytes(version) })
 }
 
 fn write_text(out: &mut impl Write, text: &str) -> std::io::Result<()> {
@@ -135,21 +146,27 @@ mod tests {
     use super::*;
 
     fn state(i: u32) -> DocState {
-        DocState { doc_path: format!("orgs/acme/records/r{i:07}"), version: 1_700_000_000_000_000 + i64::from(i), content_hash: format!("h{i}") }
+        DocState {
+            doc_path: format!("orgs/acme/records/r{i:07}"),
+            update_time: 1_600_000_000_000_000 + i64::from(i),
+            content_hash: format!("h{i}"),
+            version: 1_700_000_000_000_000 + i64::from(i),
+        }
     }
 
     #[tokio::test]
     async fn states_come_back_in_order_across_chunks() {
         let states: Vec<DocState> = (0..(CHUNK as u32 * 3 + 7)).map(state).collect();
         let spooled = spool(futures::stream::iter(states.clone().into_iter().map(Ok)).boxed()).await.unwrap();
-        let back: Vec<DocState> = spooled.map(Result::unwrap).collect().await;
+        assert_eq!(spooled.count, states.len() as u64);
+        let back: Vec<DocState> = spooled.states.map(Result::unwrap).collect().await;
         assert_eq!(back, states);
     }
 
     #[tokio::test]
     async fn an_empty_stream_spools_to_an_empty_stream() {
         let spooled = spool(futures::stream::empty().boxed()).await.unwrap();
-        assert_eq!(spooled.count().await, 0);
+        assert_eq!((spooled.count, spooled.states.count().await), (0, 0));
     }
 
     #[tokio::test]

@@ -90,8 +90,9 @@ async fn seed(s: &Setup, tenant: &str, count: usize, mirrored: usize, stale: usi
 
 /// Source and latest view agree on every (path, version, hash) of `tenant`.
 async fn converged(s: &Setup, tenant: &str) -> bool {
-    let source: Vec<_> = s.source.scan_states(&format!("orgs/{tenant}/records")).await.unwrap().items.map(Result::unwrap).collect().await;
-    let derived: Vec<_> = s.warehouse.latest_states("records", tenant).await.unwrap().items.map(Result::unwrap).collect().await;
+    let key = |s: converge_core::DocState| (s.doc_path, s.update_time, s.content_hash);
+    let source: Vec<_> = s.source.scan_states(&format!("orgs/{tenant}/records")).await.unwrap().items.map(Result::unwrap).map(key).collect().await;
+    let derived: Vec<_> = s.warehouse.latest_states("records", tenant).await.unwrap().items.map(Result::unwrap).map(key).collect().await;
     source == derived
 }
 
@@ -113,19 +114,22 @@ async fn a_drifted_tenant_is_rebuilt_to_equal_the_source(s: Setup) {
     let before_globex = fingerprint(s.warehouse.as_ref(), "globex").await;
 
     let run = rebuilder(&s).run(request("acme")).await.unwrap();
-    assert_eq!((run.documents, run.tombstones, run.skipped, run.outcome.as_str()), (40, 4, 0, "ok"), "{run:#?}");
-    assert_eq!(run.rows_written + run.duplicates, 44);
+    // 5 stale and 5 missing written, the 30 mirrored as they are left alone.
+    assert_eq!((run.documents, run.unchanged, run.tombstones, run.skipped, run.outcome.as_str()), (10, 30, 4, 0, "ok"), "{run:#?}");
+    assert_eq!(run.rows_written + run.duplicates, 14);
     assert!(converged(&s, "acme").await);
     assert_eq!(fingerprint(s.warehouse.as_ref(), "globex").await, before_globex, "other tenants untouched");
     let records = s.warehouse.runs("rebuild", 10).await.unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].batch_id.as_str(), records[0].outcome.as_str(), records[0].scope.as_str()), (run.batch_id.as_str(), "ok", "acme"));
-    assert_eq!(records[0].report["documents"], 40);
+    assert_eq!(records[0].report["documents"], 10);
 
-    // Run again (same day: the same batch): the same end state.
+    // Run again (same day: the same batch): the same end state, and nothing appended.
+    let rows_before = s.warehouse.latest_count("records", "acme").await.unwrap();
     let again = rebuilder(&s).run(request("acme")).await.unwrap();
     assert_eq!(again.batch_id, run.batch_id);
-    assert_eq!((again.documents, again.tombstones), (40, 0), "the orphans are gone already");
+    assert_eq!((again.documents, again.unchanged, again.tombstones, again.rows_written), (0, 40, 0, 0), "nothing differs any more: {again:#?}");
+    assert_eq!(s.warehouse.latest_count("records", "acme").await.unwrap(), rows_before);
     assert!(converged(&s, "acme").await);
 }
 
@@ -141,7 +145,7 @@ async fn an_interrupted_rebuild_leaves_nothing_visible_and_runs_again(s: Setup) 
 
     let run = rebuilder(&s).run(request("acme")).await.unwrap();
     assert_eq!(run.batch_id, failed[0].batch_id, "the re-run is the same batch");
-    assert_eq!((run.documents, run.tombstones, run.outcome.as_str()), (60, 3, "ok"));
+    assert_eq!((run.documents, run.unchanged, run.tombstones, run.outcome.as_str()), (40, 20, 3, "ok"));
     assert!(converged(&s, "acme").await);
     assert_eq!(s.warehouse.runs("rebuild", 10).await.unwrap()[0].outcome, "ok", "the latest record of the batch wins");
 }
@@ -183,6 +187,23 @@ async fn a_live_write_during_the_rebuild_wins_and_a_second_rebuild_is_refused(s:
     assert!(rebuilder.progress("acme").is_none(), "the tenant is free again");
     assert!(converged(&s, "acme").await, "the live write is the latest state, not the rebuild's older copy");
     rebuilder.run(request("acme")).await.expect("a rebuild after the first finished is accepted");
+}
+
+/// A source that lost a fifth of the warehouse's documents (a wrong scan looks like
+/// that): the rebuild tombstones nothing, writes nothing, says so; on purpose it goes.
+async fn a_mass_orphan_rebuild_is_refused_unless_allowed(s: Setup) {
+    seed(&s, "acme", 80, 70, 0, 20).await;
+    let before = fingerprint(s.warehouse.as_ref(), "acme").await;
+    let run = rebuilder(&s).run(request("acme")).await.unwrap();
+    assert_eq!((run.outcome.as_str(), run.tombstones, run.rows_written), ("refused", 20, 0), "{run:#?}");
+    assert!(run.tables[0].refused && run.tables[0].derived_docs == 90, "{run:#?}");
+    assert!(run.how_to_override.as_deref().is_some_and(|h| h.contains("--max-orphan-share 1.0")), "{run:#?}");
+    assert_eq!(fingerprint(s.warehouse.as_ref(), "acme").await, before, "nothing of a refused rebuild is visible");
+    assert_eq!(s.warehouse.runs("rebuild", 10).await.unwrap()[0].outcome, "refused");
+
+    let run = rebuilder(&s).run(RebuildRequest { max_orphan_share: Some(1.0), ..request("acme") }).await.unwrap();
+    assert_eq!((run.outcome.as_str(), run.documents, run.tombstones), ("ok", 10, 20), "{run:#?}");
+    assert!(converged(&s, "acme").await);
 }
 
 async fn bad_requests_are_refused_before_anything_runs(s: Setup) {
@@ -273,6 +294,12 @@ async fn embedded_a_live_write_during_the_rebuild_wins_and_a_second_rebuild_is_r
 }
 
 #[tokio::test]
+async fn embedded_a_mass_orphan_rebuild_is_refused_unless_allowed() {
+    let (s, _dir) = embedded().await;
+    a_mass_orphan_rebuild_is_refused_unless_allowed(s).await;
+}
+
+#[tokio::test]
 async fn embedded_bad_requests_are_refused_before_anything_runs() {
     let (s, _dir) = embedded().await;
     bad_requests_are_refused_before_anything_runs(s).await;
@@ -299,7 +326,7 @@ async fn emulators() -> Option<(FirestoreEmulator, BigQueryEmulator)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_backends_pass_the_same_scenarios() {
     let Some((firestore, bigquery)) = emulators().await else { return };
-    for scenario in 0..5 {
+    for scenario in 0..6 {
         firestore.reset().await.unwrap();
         let source: Arc<dyn SourceStore> = Arc::new(firestore.source().await.unwrap());
         let warehouse: Arc<dyn Warehouse> = Arc::new(bigquery.fresh_warehouse().await.unwrap());
@@ -309,6 +336,7 @@ async fn cloud_backends_pass_the_same_scenarios() {
             1 => an_interrupted_rebuild_leaves_nothing_visible_and_runs_again(s).await,
             2 => a_live_write_during_the_rebuild_wins_and_a_second_rebuild_is_refused(s).await,
             3 => bad_requests_are_refused_before_anything_runs(s).await,
+            4 => a_mass_orphan_rebuild_is_refused_unless_allowed(s).await,
             _ => readers_see_the_old_state_or_the_new_never_a_mix(s, 1_000).await,
         }
     }

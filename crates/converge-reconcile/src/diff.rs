@@ -73,7 +73,7 @@ where
                 out.derived_rows += 1;
                 if b.version > read_time {
                     out.in_flight += 1;
-                } else if a.version != b.version || a.content_hash != b.content_hash {
+                } else if !a.same_state(&b) {
                     out.differences.push(Difference { kind: DifferenceKind::Different, doc_path: a.doc_path });
                 }
                 s = source.next().await.transpose()?;
@@ -89,7 +89,7 @@ mod tests {
     use futures::stream;
 
     fn st(path: &str, version: i64, hash: &str) -> Result<DocState, StoreError> {
-        Ok(DocState { doc_path: path.into(), version, content_hash: hash.into() })
+        Ok(DocState::from_source(path.into(), version, hash.into()))
     }
 
     fn kinds(diff: &Diff) -> Vec<(DifferenceKind, &str)> {

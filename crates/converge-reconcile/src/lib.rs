@@ -25,4 +25,5 @@ pub mod diff;
 pub mod run;
 
 pub use diff::{Difference, DifferenceKind};
-pub use run::{ReconcileError, ReconcileRun, Reconciler, RunOptions, TenantReconcile};
+pub use converge_core::drift::OrphanGuard;
+pub use run::{ReconcileError, ReconcileRun, Reconciler, RefusedTenant, RunOptions, TenantReconcile};

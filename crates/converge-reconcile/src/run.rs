@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use converge_core::{
-    batch_id, change::error_id, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError,
+    batch_id, drift::OrphanGuard, change::error_id, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError,
     SyncErrorRecord, Timestamp, Warehouse, CODE_VERSION,
 };
 use serde::Serialize;
@@ -45,6 +45,19 @@ pub struct RunOptions {
     /// What makes this run this run, for its batch id: a scheduler's schedule time.
     /// Without one, the run's start time.
     pub key: Option<String>,
+    /// The mass-tombstoning guard; `None`: [`OrphanGuard::default`].
+    pub orphan_guard: Option<OrphanGuard>,
+}
+
+/// A tenant whose orphans the guard refused to tombstone.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RefusedTenant {
+    pub tenant: String,
+    pub table: String,
+    pub orphans: u64,
+    pub derived_docs: u64,
+    pub max_share: f64,
+    pub how_to_override: String,
 }
 
 /// One tenant's findings under one route.
@@ -86,6 +99,8 @@ pub struct ReconcileRun {
     /// Derived states written after the snapshot, left to the next run.
     pub in_flight: u64,
     pub tenants: Vec<TenantReconcile>,
+    /// Tenants whose orphans were not tombstoned: too many at once (see [`OrphanGuard`]).
+    pub refused: Vec<RefusedTenant>,
     pub millis: u64,
 }
 
@@ -116,7 +131,7 @@ impl Reconciler {
 
     /// One run over `tenant` (or every tenant when `None`).
     pub async fn run(&self, tenant: Option<&str>, dry_run: bool) -> Result<ReconcileRun, ReconcileError> {
-        self.run_with(RunOptions { tenant: tenant.map(str::to_owned), dry_run, key: None }).await
+        self.run_with(RunOptions { tenant: tenant.map(str::to_owned), dry_run, ..RunOptions::default() }).await
     }
 
     pub async fn run_with(&self, options: RunOptions) -> Result<ReconcileRun, ReconcileError> {
@@ -143,14 +158,15 @@ impl Reconciler {
                 None => self.tenants(route).await?,
             };
             for tenant in tenants {
-                let found = self.reconcile_tenant(route, &tenant, &batch, options.dry_run, &open_by_path, started_at, &mut run).await?;
+                let found = self.reconcile_tenant(route, &tenant, &batch, &options, &open_by_path, started_at, &mut run).await?;
                 run.tenants.push(found);
             }
         }
-        run.outcome = match (options.dry_run, run.repair_failures) {
-            (true, _) => "dry_run",
-            (false, 0) => "ok",
-            (false, _) => "partial",
+        run.outcome = match (options.dry_run, run.refused.is_empty(), run.repair_failures) {
+            (true, _, _) => "dry_run",
+            (false, false, _) => "refused",
+            (false, true, 0) => "ok",
+            (false, true, _) => "partial",
         }
         .into();
         run.millis = started.elapsed().as_millis() as u64;
@@ -189,7 +205,7 @@ impl Reconciler {
         route: &Route,
         tenant: &str,
         batch_id: &str,
-        dry_run: bool,
+        options: &RunOptions,
         open_by_path: &HashMap<String, Vec<SyncErrorRecord>>,
         started_at: Timestamp,
         run: &mut ReconcileRun,
@@ -243,9 +259,27 @@ impl Reconciler {
         run.derived_rows_read += report.derived_rows_read;
         run.in_flight += found.in_flight;
 
-        if !dry_run {
+        let guard = options.orphan_guard.unwrap_or_default();
+        let refused = guard.refuses(report.orphan, found.derived_rows);
+        if refused {
+            tracing::error!(
+                tenant, table = route.table, batch_id, orphans = report.orphan, derived_docs = found.derived_rows,
+                max_share = guard.max_share, "mass tombstoning refused: {}", guard.override_hint()
+            );
+            run.refused.push(RefusedTenant {
+                tenant: tenant.into(),
+                table: route.table.clone(),
+                orphans: report.orphan,
+                derived_docs: found.derived_rows,
+                max_share: guard.max_share,
+                how_to_override: guard.override_hint(),
+            });
+        }
+        if !options.dry_run {
             let drifting: BTreeSet<&str> = found.differences.iter().map(|d| d.doc_path.as_str()).collect();
-            let repaired = self.repair(tenant, batch_id, read_time, &found.differences, run).await?;
+            let to_repair: Vec<Difference> =
+                found.differences.iter().filter(|d| !(refused && d.kind == DifferenceKind::Orphan)).cloned().collect();
+            let repaired = self.repair(tenant, batch_id, read_time, &to_repair, run).await?;
             report.repaired = repaired.len() as u64;
             run.repaired += report.repaired;
             // Close the records whose document is now right: repaired here, or not
@@ -279,31 +313,39 @@ impl Reconciler {
         let ctx = RowContext { ingested_at: self.clock.now(), run_id: batch_id.into(), code_version: CODE_VERSION.into() };
         let mut repaired = BTreeSet::new();
         for chunk in differences.chunks(REPAIR_CHUNK) {
+            // Missing and different documents are read again, at one read time: their
+            // repair rows are versioned with it (converge_core::version), so a live
+            // write committed after it wins, and every row stored before it loses.
+            let to_read: Vec<String> = chunk
+                .iter()
+                .filter(|d| matches!(d.kind, DifferenceKind::Missing | DifferenceKind::Different))
+                .map(|d| d.doc_path.clone())
+                .collect();
+            let reread = if to_read.is_empty() { None } else { Some(self.source.get_all(&to_read).await?) };
+            let mut reread_docs = reread.as_ref().map(|r| r.value.iter()).into_iter().flatten();
             let mut rows = Vec::with_capacity(chunk.len());
             for difference in chunk {
-                let Some(routed) = self.config.route(&difference.doc_path) else { continue };
+                let routed = self.config.route(&difference.doc_path);
                 let row = match difference.kind {
-                    DifferenceKind::Missing | DifferenceKind::Different => match self.source.get(&difference.doc_path).await? {
-                        // Versioned with the source's own update_time: a live write
-                        // that lands meanwhile has a later one and wins.
-                        Some(doc) => match ChangeRow::live(&routed, Op::Repair, &doc, &repair_event_id(&doc.path, doc.update_time, false), &ctx) {
+                    DifferenceKind::Missing | DifferenceKind::Different => {
+                        let doc = reread_docs.next().expect("one read per missing or different document");
+                        let (Some(routed), Some(doc), Some(read)) = (routed, doc, reread.as_ref()) else {
+                            // Deleted since the scan: its delete (or the next run) settles it.
+                            continue;
+                        };
+                        match ChangeRow::source_read(&routed, Op::Repair, doc, read.read_time, &ctx) {
                             Ok(row) => row,
                             Err(error) => {
                                 tracing::warn!(doc_path = difference.doc_path, %error, "document cannot be mirrored as it is; not repaired");
                                 continue;
                             }
-                        },
-                        // Deleted since the scan: its delete (or the next run) settles it.
-                        None => continue,
-                    },
+                        }
+                    }
                     // Versioned at the snapshot that proved the document absent.
-                    DifferenceKind::Orphan => ChangeRow::tombstone(
-                        &routed,
-                        &difference.doc_path,
-                        read_time.as_micros(),
-                        &repair_event_id(&difference.doc_path, read_time, true),
-                        &ctx,
-                    ),
+                    DifferenceKind::Orphan => {
+                        let Some(routed) = routed else { continue };
+                        ChangeRow::source_read_tombstone(&routed, Op::Repair, &difference.doc_path, read_time, &ctx)
+                    }
                 };
                 rows.push(row);
             }
@@ -354,10 +396,4 @@ impl Reconciler {
             }
         }
     }
-}
-
-/// A repair row's event id: a function of what it writes, so repairing the same state
-/// twice is one row (DuckDB skips it; BigQuery's views ignore the copy).
-fn repair_event_id(doc_path: &str, version: Timestamp, tombstone: bool) -> String {
-    format!("repair:{}:{}:{doc_path}", version.as_micros(), if tombstone { "del" } else { "put" })
 }

@@ -157,6 +157,65 @@ async fn a_write_during_the_run_wins_over_the_repair(s: Setup) {
     assert_eq!(reconciler.run(Some("acme"), false).await.unwrap().findings(), 0);
 }
 
+/// The two corruptions a version-only order could not repair: a row at the document's
+/// own update_time with other content (a corrupt row, or an older code version's), and
+/// a tombstone dated after the document's last write (a delete the source never had).
+/// One run repairs both; the next finds nothing; the old rows delivered again change
+/// nothing.
+async fn wrong_content_at_the_same_version_and_a_wrong_tombstone_converge_in_one_run(s: Setup) {
+    let reconciler = reconciler(&s);
+    let wrong_content = s.source.get(&path("globex", 5)).await.unwrap().unwrap();
+    let mut corrupt = wrong_content.clone();
+    corrupt.fields.insert("amount".into(), converge_core::Value::Integer(-5));
+    let corrupt_row = ChangeRow { code_version: "0.0.1".into(), ..row(&s.config, &corrupt, "older-code") };
+    let deleted = s.source.get(&path("globex", 6)).await.unwrap().unwrap();
+    let routed = s.config.route(&deleted.path).unwrap();
+    let later = deleted.update_time.as_micros() + 1_000;
+    let wrong_tombstone = ChangeRow::tombstone(&routed, &deleted.path, Op::Delete, later, "never-deleted", &ctx());
+    s.warehouse.append(vec![corrupt_row.clone(), wrong_tombstone.clone()]).await.unwrap();
+
+    let run = reconciler.run(Some("globex"), false).await.unwrap();
+    assert_eq!((run.missing, run.different, run.orphan, run.repaired), (1, 1, 0, 2), "{run:#?}");
+    assert_eq!(reconciler.run(Some("globex"), false).await.unwrap().findings(), 0, "one run converges");
+    s.warehouse.append(vec![corrupt_row, wrong_tombstone]).await.unwrap();
+    assert_eq!(reconciler.run(Some("globex"), true).await.unwrap().findings(), 0, "redelivered rows undo nothing");
+}
+
+/// A scan that lost a third of a tenant's documents (20 warehouse-only of 60) looks
+/// like 20 deletes: the tenant's orphans are reported, not tombstoned, and the run is
+/// recorded as refused; other tenants are repaired as usual; on purpose it goes.
+async fn a_mass_orphan_run_is_refused_unless_allowed(s: Setup) {
+    let routed_rows: Vec<ChangeRow> = (0..20)
+        .map(|i| {
+            let ghost = Document {
+                path: format!("orgs/globex/records/ghost{i:02}"),
+                fields: fields_from_json(&serde_json::json!({"amount": 1})).unwrap(),
+                create_time: Timestamp::new(1_600_000_000, 0),
+                update_time: Timestamp::new(1_600_000_000, 0),
+            };
+            row(&s.config, &ghost, &format!("mass-ghost-{i}"))
+        })
+        .collect();
+    s.warehouse.append(routed_rows).await.unwrap();
+    let reconciler = reconciler(&s);
+    let run = reconciler.run(None, false).await.unwrap();
+    assert_eq!(run.outcome, "refused", "{run:#?}");
+    assert_eq!(run.refused.len(), 1, "{run:#?}");
+    assert_eq!((run.refused[0].tenant.as_str(), run.refused[0].orphans, run.refused[0].derived_docs), ("globex", 20, 60));
+    assert!(run.refused[0].how_to_override.contains("--max-orphan-share 1.0"));
+    assert_eq!(s.warehouse.latest_count("records", "globex").await.unwrap(), 60, "no tombstone for globex");
+    assert_eq!(s.warehouse.latest_count("records", "acme").await.unwrap(), 40, "acme repaired as usual");
+    assert_eq!(s.warehouse.runs("reconcile", 10).await.unwrap()[0].outcome, "refused");
+
+    let allowed = converge_reconcile::RunOptions {
+        orphan_guard: Some(converge_reconcile::OrphanGuard { max_share: 1.0, ..Default::default() }),
+        ..Default::default()
+    };
+    let run = reconciler.run_with(allowed).await.unwrap();
+    assert_eq!((run.outcome.as_str(), run.orphan), ("ok", 20), "{run:#?}");
+    assert_eq!(s.warehouse.latest_count("records", "globex").await.unwrap(), 40);
+}
+
 // --- Embedded: SQLite + DuckDB ------------------------------------------------------
 
 async fn embedded() -> (Setup, tempfile::TempDir) {
@@ -184,6 +243,18 @@ async fn embedded_a_write_during_the_run_wins_over_the_repair() {
     a_write_during_the_run_wins_over_the_repair(s).await;
 }
 
+#[tokio::test]
+async fn embedded_wrong_content_at_the_same_version_and_a_wrong_tombstone_converge_in_one_run() {
+    let (s, _dir) = embedded().await;
+    wrong_content_at_the_same_version_and_a_wrong_tombstone_converge_in_one_run(s).await;
+}
+
+#[tokio::test]
+async fn embedded_a_mass_orphan_run_is_refused_unless_allowed() {
+    let (s, _dir) = embedded().await;
+    a_mass_orphan_run_is_refused_unless_allowed(s).await;
+}
+
 // --- Cloud: Firestore + BigQuery on their emulators ---------------------------------
 
 /// Both emulators, or `None` (said loudly) where one is missing outside CI.
@@ -200,7 +271,7 @@ async fn emulators() -> Option<(FirestoreEmulator, BigQueryEmulator)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_backends_pass_the_same_scenarios() {
     let Some((firestore, bigquery)) = emulators().await else { return };
-    for scenario in 0..3 {
+    for scenario in 0..5 {
         firestore.reset().await.unwrap();
         let source = Arc::new(firestore.source().await.unwrap());
         let warehouse: Arc<dyn Warehouse> = Arc::new(bigquery.fresh_warehouse().await.unwrap());
@@ -208,6 +279,8 @@ async fn cloud_backends_pass_the_same_scenarios() {
         match scenario {
             0 => finds_every_kind_tells_known_from_silent_repairs_and_converges(s).await,
             1 => one_tenant_only_and_a_repair_that_keeps_failing_stays_visible(s).await,
+            2 => wrong_content_at_the_same_version_and_a_wrong_tombstone_converge_in_one_run(s).await,
+            3 => a_mass_orphan_run_is_refused_unless_allowed(s).await,
             _ => a_write_during_the_run_wins_over_the_repair(s).await,
         }
     }

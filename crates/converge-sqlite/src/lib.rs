@@ -4,7 +4,7 @@
 //! change event per changed document (a transactional outbox), so a write and its
 //! event are durable together or not at all. [`converge-relay`] then delivers the
 //! outbox as Eventarc-format CloudEvents. The same database holds the error log and
-//! the quarantine (the [`ErrorLog`] trait), next to the source data as DESIGN.md asks,
+//! the quarantine (the [`ErrorLog`] trait), next to the source data as ARCHITECTURE.md asks,
 //! and the detectors' opportunities (the [`OpportunityStore`] trait, `opportunities.rs`).
 //!
 //! [`OpportunityStore`]: converge_core::OpportunityStore
@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
 use converge_core::hash::content_hash;
-use converge_core::{Clock, DocState, DocWrite, Document, DocumentChange, Fields, MirrorConfig, Scan, SourceStore, StoreError, Timestamp};
+use converge_core::{Clock, DocState, DocWrite, Document, DocumentChange, Fields, MirrorConfig, ReadAt, Scan, SourceStore, StoreError, Timestamp};
 use converge_events::{encode_event_data, EventSource};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -226,10 +226,15 @@ impl Inner {
         let prepared = prepare_writes(writes)?;
         let mut guard = self.writer();
         let writer = &mut *guard;
-        let commit_us = self.clock.now().as_micros().max(writer.last_commit_us + 1);
-        let commit_time = Timestamp::from_micros(commit_us);
         let filter = self.outbox_filter.read().unwrap_or_else(|p| p.into_inner()).clone();
         let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Under the write lock (of every process on this file): after every earlier
+        // commit, and after every read time handed out, so a commit a read did not see
+        // is always dated after that read (see `take_read_time`).
+        let last_commit_us = schema::read_last_commit(&tx)?.unwrap_or(0).max(writer.last_commit_us);
+        let floor_us = schema::read_read_floor(&tx)?.unwrap_or(0);
+        let commit_us = self.clock.now().as_micros().max(last_commit_us + 1).max(floor_us + 1);
+        let commit_time = Timestamp::from_micros(commit_us);
         let mut events = 0usize;
         {
             let mut select_doc = tx.prepare_cached("SELECT fields, create_time_us, update_time_us FROM documents WHERE path = ?1")?;
@@ -306,6 +311,49 @@ impl Inner {
         Ok(commit_time)
     }
 
+    /// Fixes a read time for a read about to start: the moment of the read on this
+    /// store's clock (and after every earlier read), recorded under the write lock so
+    /// that every commit after it is dated after it. The read that follows takes its snapshot after this, and its
+    /// read time is the later of this and the last commit it sees (a commit that
+    /// slipped in between is dated after this floor and is in the snapshot).
+    /// Firestore's read times mean the same: the moment of the read, not the last
+    /// commit (an idle store's reads move forward with the clock).
+    fn take_read_floor(&self) -> Result<i64, SqliteError> {
+        let mut guard = self.writer();
+        let writer = &mut *guard;
+        let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last_commit_us = schema::read_last_commit(&tx)?.unwrap_or(0);
+        let floor_us = schema::read_read_floor(&tx)?.unwrap_or(0);
+        // Strictly after every earlier read, too: two reads never share an instant, so
+        // a later read's rows always outrank an earlier read's (two reads at one instant
+        // that disagreed could not be ordered).
+        let read_us = self.clock.now().as_micros().max(last_commit_us).max(floor_us + 1);
+        schema::write_read_floor(&tx, read_us)?;
+        tx.commit()?;
+        Ok(read_us)
+    }
+
+    /// Documents at one read time (see `take_read_floor`).
+    fn get_all(&self, paths: &[String]) -> Result<ReadAt<Vec<Option<Document>>>, SqliteError> {
+        for path in paths {
+            path::split_document_path(path)?;
+        }
+        let floor_us = self.take_read_floor()?;
+        self.with_reader(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let read_us = schema::read_last_commit(&tx)?.unwrap_or(0).max(floor_us);
+            let mut stmt = tx.prepare_cached("SELECT fields, create_time_us, update_time_us FROM documents WHERE path = ?1")?;
+            let mut docs = Vec::with_capacity(paths.len());
+            for path in paths {
+                let stored = stmt
+                    .query_row([path], |row| Ok(StoredDoc { fields: row.get(0)?, create_time_us: row.get(1)?, update_time_us: row.get(2)? }))
+                    .optional()?;
+                docs.push(stored.map(|doc| doc.into_document(path)).transpose()?);
+            }
+            Ok(ReadAt { read_time: Timestamp::from_micros(read_us), value: docs })
+        })
+    }
+
     fn get(&self, path: &str) -> Result<Option<Document>, SqliteError> {
         path::split_document_path(path)?;
         self.with_reader(|conn| {
@@ -371,10 +419,19 @@ impl Inner {
         chunks: mpsc::Sender<Result<Vec<T>, StoreError>>,
     ) {
         let mut snapshot = Some(snapshot);
+        let floor_us = match self.take_read_floor() {
+            Ok(floor_us) => floor_us,
+            Err(error) => {
+                if let Some(sender) = snapshot.take() {
+                    let _ = sender.send(Err(error));
+                }
+                return;
+            }
+        };
         let result = self.with_reader(|conn| {
             let tx = conn.unchecked_transaction()?;
             // The first read fixes the snapshot; every later read in `tx` sees it.
-            let read_time_us = schema::read_last_commit(&tx)?.unwrap_or(0);
+            let read_time_us = schema::read_last_commit(&tx)?.unwrap_or(0).max(floor_us);
             let Some(sender) = snapshot.take() else { return Ok(()) };
             if sender.send(Ok(Timestamp::from_micros(read_time_us))).is_err() {
                 return Ok(());
@@ -490,10 +547,15 @@ impl SourceStore for SqliteStore {
         self.blocking(move |inner| inner.apply(writes)).await
     }
 
+    async fn get_all(&self, paths: &[String]) -> Result<ReadAt<Vec<Option<Document>>>, StoreError> {
+        let paths = paths.to_vec();
+        self.blocking(move |inner| inner.get_all(&paths)).await
+    }
+
     async fn scan_states(&self, collection_path: &str) -> Result<Scan<DocState>, StoreError> {
         const SQL: &str = "SELECT path, update_time_us, content_hash FROM documents WHERE collection_path = ?1 ORDER BY path";
         self.scan(collection_path, SQL, |path, row| {
-            Ok(DocState { doc_path: path.to_owned(), version: row.get(1)?, content_hash: row.get(2)? })
+            Ok(DocState::from_source(path.to_owned(), row.get(1)?, row.get(2)?))
         })
         .await
     }

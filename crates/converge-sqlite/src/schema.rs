@@ -142,16 +142,34 @@ fn migrate(conn: &Connection) -> Result<(), SqliteError> {
 }
 
 const LAST_COMMIT_KEY: &str = "last_commit_us";
+/// The latest read time handed out (µs): every later commit is dated after it.
+const READ_FLOOR_KEY: &str = "read_floor_us";
 
-pub fn read_last_commit(conn: &Connection) -> Result<Option<i64>, SqliteError> {
+fn read_meta(conn: &Connection, key: &str) -> Result<Option<i64>, SqliteError> {
     let mut stmt = conn.prepare_cached("SELECT value FROM store_meta WHERE key = ?1")?;
-    Ok(stmt.query_row([LAST_COMMIT_KEY], |row| row.get(0)).optional()?)
+    Ok(stmt.query_row([key], |row| row.get(0)).optional()?)
 }
 
-pub fn write_last_commit(conn: &Connection, commit_us: i64) -> Result<(), SqliteError> {
+fn write_meta(conn: &Connection, key: &str, value: i64) -> Result<(), SqliteError> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO store_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )?;
-    stmt.execute(rusqlite::params![LAST_COMMIT_KEY, commit_us])?;
+    stmt.execute(rusqlite::params![key, value])?;
     Ok(())
+}
+
+pub fn read_last_commit(conn: &Connection) -> Result<Option<i64>, SqliteError> {
+    read_meta(conn, LAST_COMMIT_KEY)
+}
+
+pub fn write_last_commit(conn: &Connection, commit_us: i64) -> Result<(), SqliteError> {
+    write_meta(conn, LAST_COMMIT_KEY, commit_us)
+}
+
+pub fn read_read_floor(conn: &Connection) -> Result<Option<i64>, SqliteError> {
+    read_meta(conn, READ_FLOOR_KEY)
+}
+
+pub fn write_read_floor(conn: &Connection, read_us: i64) -> Result<(), SqliteError> {
+    write_meta(conn, READ_FLOOR_KEY, read_us)
 }

@@ -190,6 +190,7 @@ impl SyncService {
                 let reason = match error {
                     RowError::SchemaViolation { .. } => QuarantineReason::SchemaViolation,
                     RowError::PathMismatch { .. } => QuarantineReason::Malformed,
+                    RowError::FromTheFuture { .. } => QuarantineReason::FromTheFuture,
                 };
                 let arrival = Arrival { headers, body: &body, body_bytes: body.len() as u64 };
                 return self.quarantine(&arrival, reason, error.to_string(), Some(change.event_id), Some(change.event_type)).await;

@@ -31,12 +31,15 @@ pub use converge_http::pubsub::MESSAGE_PUBLISHED as PUBSUB_EVENT_TYPE;
 const MAX_BODY: usize = 64 * 1024;
 
 /// What a trigger asks for.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ReconcileRequest {
     pub tenant: Option<String>,
     #[serde(default)]
     pub dry_run: bool,
+    /// The mass-tombstoning guard's share (see `converge_core::drift::OrphanGuard`).
+    #[serde(default)]
+    pub max_orphan_share: Option<f64>,
 }
 
 /// `POST /` and `GET /healthz`.
@@ -81,7 +84,8 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<RunOptions, String> {
             return Err(format!("tenant {tenant:?} is not a document id: expected a non-empty id without `/`"));
         }
     }
-    Ok(RunOptions { tenant: request.tenant, dry_run: request.dry_run, key })
+    let orphan_guard = request.max_orphan_share.map(|max_share| converge_reconcile::OrphanGuard { max_share, ..Default::default() });
+    Ok(RunOptions { tenant: request.tenant, dry_run: request.dry_run, key, orphan_guard })
 }
 
 fn parse_request(bytes: &[u8]) -> Result<ReconcileRequest, String> {
