@@ -371,6 +371,35 @@ mod tests {
     }
 
     #[test]
+    fn an_event_dated_past_the_skew_bound_is_refused() {
+        let config = MirrorConfig::default();
+        let routed = config.route("orgs/t/records/d").unwrap();
+        // ctx() reads the clock at 9,999 s.
+        let ahead = |secs| doc("orgs/t/records/d", secs, serde_json::json!({}));
+        assert!(ChangeRow::from_change(&routed, &change("1", Some(ahead(10_059)), None, 10), &ctx()).is_ok());
+        let err = ChangeRow::from_change(&routed, &change("2", Some(ahead(10_060)), None, 10), &ctx()).unwrap_err();
+        assert!(matches!(err, RowError::FromTheFuture { ahead_us: 61_000_000, .. }), "{err:?}");
+        // A delete's version counts too.
+        let late_delete = change("3", None, Some(ahead(5)), 20_000);
+        assert!(matches!(ChangeRow::from_change(&routed, &late_delete, &ctx()), Err(RowError::FromTheFuture { .. })));
+    }
+
+    #[test]
+    fn source_reads_are_versioned_at_their_read_time_and_outrank_events_there() {
+        let config = MirrorConfig::default();
+        let routed = config.route("orgs/t/records/d").unwrap();
+        let d = doc("orgs/t/records/d", 10, serde_json::json!({"amount": 1}));
+        let read = Timestamp::new(50, 0);
+        let repair = ChangeRow::source_read(&routed, Op::Repair, &d, read, &ctx()).unwrap();
+        assert_eq!((repair.version, repair.update_time, repair.op), (50_000_000, Some(10_000_000), Op::Repair));
+        assert_eq!(repair.event_id, "repair:50000000:put:orgs/t/records/d");
+        let tombstone_event = ChangeRow::tombstone(&routed, "orgs/t/records/d", Op::Delete, 50_000_000, "e", &ctx());
+        assert_eq!(winner([&tombstone_event, &repair]), Some(&repair));
+        let rebuilt_absent = ChangeRow::source_read_tombstone(&routed, Op::Rebuild, "orgs/t/records/d", read, &ctx());
+        assert_eq!((rebuilt_absent.is_deleted, rebuilt_absent.event_id.as_str()), (true, "rebuild:50000000:del:orgs/t/records/d"));
+    }
+
+    #[test]
     fn a_wrong_promoted_type_is_a_schema_violation() {
         let config = MirrorConfig::default();
         let routed = config.route("orgs/t/records/d").unwrap();

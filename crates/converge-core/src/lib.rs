@@ -5,7 +5,8 @@
 //! - [`config`]: mirror routes (document path pattern → changelog table, promoted columns).
 //! - [`value`]: Firestore values and their type-exact JSON form.
 //! - [`hash`]: the canonical content hash of a document's fields.
-//! - [`version`]: row versions (the source's commit time) and the winner order.
+//! - [`version`]: row versions (when a row's state was known to hold, on the source's
+//!   clock) and the one ordering rule that picks each document's winner.
 //! - [`change`]: a document change → a [`ChangeRow`] or tombstone; error ids.
 //! - [`failure`]: sync error and quarantine records.
 //! - [`drift`]: comparing source and derived states.

@@ -11,9 +11,12 @@
 //! each as **known** (an open `sync_errors` record names the document) or **silent**
 //! (none does: a hole in error capture, logged at error level with the documents).
 //!
-//! Repairs are appended rows like any other: REPAIR rows versioned with the source's
-//! `update_time`, tombstones versioned at the scan's snapshot read time, so a write
-//! that lands during the run still wins. Repaired errors are resolved; a repair that
+//! Repairs are appended rows like any other: REPAIR rows versioned at the read time of
+//! the source read they come from (the documents re-read at one read time; tombstones
+//! at the scan's snapshot read time), so they outrank every row stored before the read
+//! and a write that lands during the run still wins (ARCHITECTURE.md, "The ordering
+//! rule"). A tenant whose orphans exceed the [`OrphanGuard`]'s share is reported, not
+//! tombstoned, and the run is recorded as `refused`. Repaired errors are resolved; a repair that
 //! keeps failing is recorded in the error log with its attempts and last error.
 //!
 //! # Layout

@@ -19,8 +19,16 @@
 //! # Commit times
 //!
 //! Like Firestore's, commit times are strictly increasing per store:
-//! `max(clock.now(), last commit + 1µs)`. Every write of a batch gets the batch's
-//! commit time as its `update_time`, and it is the event time of the batch's events.
+//! `max(clock.now(), last commit + 1µs, last read time + 1µs)`, taken under the write
+//! lock. Every write of a batch gets the batch's commit time as its `update_time`, and
+//! it is the event time of the batch's events.
+//!
+//! # Read times
+//!
+//! As in Firestore, a read's time is the moment of the read, not its last commit: each
+//! read records its time (after every commit and every earlier read) under the write
+//! lock before taking its snapshot, so every commit it does not see is dated after it
+//! (`take_read_floor`). Rows read from the source are versioned with it.
 //!
 //! [`converge-relay`]: ../converge_relay/index.html
 

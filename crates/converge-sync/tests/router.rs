@@ -160,6 +160,17 @@ async fn bad_input_is_refused_quarantined_and_the_server_keeps_serving() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
     assert_eq!(reply["reason"], "schema_violation");
 
+    // Dated an hour past the function's clock (1_800_000_000 s): a wrong clock, whose
+    // row would outrank every repair. Half a minute ahead is within the skew bound.
+    let future_path = "orgs/acme/records/future";
+    let future = change("future", future_path, Some(doc(future_path, 1_800_003_600, serde_json::json!({"amount": 1.0}))), None);
+    let (status, reply) = send(&h.router, &future).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert_eq!(reply["reason"], "from_the_future");
+    assert!(reply["error"].as_str().unwrap().contains("Check the source's and the function's clocks"), "{reply}");
+    let skewed = change("skewed", future_path, Some(doc(future_path, 1_800_000_030, serde_json::json!({"amount": 1.0}))), None);
+    assert_eq!(send(&h.router, &skewed).await.0, StatusCode::OK);
+
     // A 20 MB body, declared and streamed.
     let big = vec![b'x'; 20 * 1024 * 1024];
     let (status, reply) = post(&h.router, headers.clone(), big).await;
@@ -171,7 +182,7 @@ async fn bad_input_is_refused_quarantined_and_the_server_keeps_serving() {
 
     // Still serving.
     assert_eq!(send(&h.router, &good("r5")).await.0, StatusCode::OK);
-    assert_eq!(h.warehouse.latest_count("records", "acme").await.unwrap(), 1);
+    assert_eq!(h.warehouse.latest_count("records", "acme").await.unwrap(), 2);
 
     let mut reasons = quarantine_reasons(&h.errors).await;
     reasons.sort_by_key(|r| r.as_str());
@@ -181,6 +192,7 @@ async fn bad_input_is_refused_quarantined_and_the_server_keeps_serving() {
     assert!(reasons.contains(&QuarantineReason::Unroutable));
     assert!(reasons.contains(&QuarantineReason::SchemaViolation));
     assert!(reasons.contains(&QuarantineReason::Oversized));
+    assert!(reasons.contains(&QuarantineReason::FromTheFuture));
     let oversized = h.errors.quarantined(100).await.unwrap().into_iter().find(|r| r.reason == QuarantineReason::Oversized).unwrap();
     assert_eq!(oversized.payload_bytes, 20 * 1024 * 1024);
     assert!(oversized.payload.len() <= converge_core::failure::QUARANTINE_PAYLOAD_LIMIT);
