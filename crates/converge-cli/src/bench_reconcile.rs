@@ -346,11 +346,12 @@ pub async fn generate(data_dir: &Path, records: u64) -> anyhow::Result<Generated
         source_docs += writes.len() as u64;
         let commit = source.apply(writes).await.context("writing the source")?.as_micros();
         let mut rows = rows_at_commit;
+        // Event rows: their version is the document's commit time.
         for row in &mut rows {
-            row.version = commit;
+            (row.version, row.update_time, row.create_time) = (commit, Some(commit), Some(commit));
         }
         for (mut row, offset) in rows_older {
-            row.version = commit + offset;
+            (row.version, row.update_time, row.create_time) = (commit + offset, Some(commit + offset), Some(commit + offset));
             rows.push(row);
         }
         changelog_rows += rows.len() as u64;
