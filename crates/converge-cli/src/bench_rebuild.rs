@@ -29,6 +29,11 @@ pub struct RebuildBenchSize {
     pub peak_rss_mb: f64,
     /// What a reconciler dry run found right after (must be 0).
     pub drift_after: u64,
+    /// The same source rebuilt into an empty warehouse (an import: every document
+    /// written), as the child printed it.
+    pub import: serde_json::Value,
+    pub import_docs_per_second: f64,
+    pub import_peak_rss_mb: f64,
 }
 
 pub async fn run(records: &[u64], keep: bool) -> anyhow::Result<Vec<RebuildBenchSize>> {
@@ -54,21 +59,7 @@ async fn one_size(records: u64, data_dir: &Path) -> anyhow::Result<RebuildBenchS
         "  {} source documents, {} changelog rows ({} missing, {} different, {} orphan) in {} ms",
         generated.source_docs, generated.changelog_rows, injected.missing, injected.different, injected.orphan, generated.millis
     );
-    let me = std::env::current_exe()?;
-    let output = tokio::process::Command::new(me)
-        .args(["rebuild", "--json", "--tenant", TENANT, "--data-dir"])
-        .arg(data_dir)
-        .env(converge_http::env::LOG, "warn")
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .context("starting `converge rebuild` in a child process")?;
-    if !output.status.success() {
-        bail!("`converge rebuild` failed: {}", output.status);
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let rebuild: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or_default())
-        .with_context(|| format!("`converge rebuild --json` printed {text}"))?;
+    let rebuild = rebuild_child(data_dir).await?;
     let written = rebuild["documents"].as_u64().unwrap_or(0);
     let documents = written + rebuild["unchanged"].as_u64().unwrap_or(0);
     let millis = rebuild["millis"].as_u64().unwrap_or(0).max(1);
@@ -90,31 +81,67 @@ async fn one_size(records: u64, data_dir: &Path) -> anyhow::Result<RebuildBenchS
     ensure!(after.findings() == 0, "after the rebuild the reconciler still finds {} differences", after.findings());
     let docs_per_second = documents as f64 * 1000.0 / millis as f64;
     eprintln!("  rebuilt {documents} documents in {millis} ms: {docs_per_second:.0} docs/s, peak RSS {peak_rss_mb:.0} MB; no drift after");
-    Ok(RebuildBenchSize { generated, rebuild, docs_per_second, peak_rss_mb, drift_after: after.findings() })
+    drop((reconciler, backends));
+
+    // The import: the same source into an empty warehouse, every document written.
+    for file in ["warehouse.duckdb", "warehouse.duckdb.wal", "warehouse.duckdb.journal"] {
+        let _ = std::fs::remove_file(data_dir.join(file));
+    }
+    let import = rebuild_child(data_dir).await?;
+    let imported = import["documents"].as_u64().unwrap_or(0);
+    ensure!(imported == generated.source_docs, "the import wrote {imported} documents; the source has {}", generated.source_docs);
+    let import_millis = import["millis"].as_u64().unwrap_or(0).max(1);
+    let import_docs_per_second = imported as f64 * 1000.0 / import_millis as f64;
+    let import_peak_rss_mb = import["peak_rss_mb"].as_f64().unwrap_or(0.0);
+    eprintln!("  imported {imported} documents into an empty warehouse in {import_millis} ms: {import_docs_per_second:.0} docs/s, peak RSS {import_peak_rss_mb:.0} MB");
+    Ok(RebuildBenchSize { generated, rebuild, docs_per_second, peak_rss_mb, drift_after: after.findings(), import, import_docs_per_second, import_peak_rss_mb })
+}
+
+/// `converge rebuild --json` of the bench tenant in a child process (its peak memory
+/// is its own): what it printed.
+async fn rebuild_child(data_dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let me = std::env::current_exe()?;
+    let output = tokio::process::Command::new(me)
+        .args(["rebuild", "--json", "--tenant", TENANT, "--data-dir"])
+        .arg(data_dir)
+        .env(converge_http::env::LOG, "warn")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .context("starting `converge rebuild` in a child process")?;
+    if !output.status.success() {
+        bail!("`converge rebuild` failed: {}", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).with_context(|| format!("`converge rebuild --json` printed {text}"))
 }
 
 /// Replaces the rebuild section of the results file.
 pub fn write_results(path: &Path, sizes: &[RebuildBenchSize]) -> anyhow::Result<()> {
     let command: Vec<String> = std::env::args().collect();
     let mut lines = vec![
-        "| documents | rows written | tombstones | rebuild ms | docs/s | peak RSS MB | drift after |".to_owned(),
-        "|---|---|---|---|---|---|---|".to_owned(),
+        "| documents | rows written | tombstones | rebuild ms | docs/s | peak RSS MB | drift after | import: rows written | import ms | import docs/s | import peak RSS MB |".to_owned(),
+        "|---|---|---|---|---|---|---|---|---|---|---|".to_owned(),
     ];
     for size in sizes {
         lines.push(format!(
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {:.0} | {:.0} |",
             size.generated.records,
             size.rebuild["rows_written"],
             size.rebuild["tombstones"],
             size.rebuild["millis"],
             size.docs_per_second,
             size.peak_rss_mb,
-            size.drift_after
+            size.drift_after,
+            size.import["rows_written"],
+            size.import["millis"],
+            size.import_docs_per_second,
+            size.import_peak_rss_mb
         ));
     }
     let section = format!(
         "<!-- bench:rebuild:start -->\n## Rebuild\n\n{}\n\nMeasured {} on {}.\nCommand: `{}` (via `make bench`).\n\n{}\n<!-- bench:rebuild:end -->",
-        "One tenant of N documents on the embedded default, its warehouse rows drifted (0.1% of N each missing, different, orphan), rebuilt by `converge rebuild` through the rebuild function (in-process HTTP server, local ID token): every source document read and compared with the warehouse's latest state, a REBUILD row for each that differs (the missing and different ones), a tombstone for every orphan, one DuckDB transaction; docs/s counts every document rebuilt (compared, and written where it differs). Each rebuild is its own process, so its peak resident memory (VmHWM) is its own; a reconciler dry run afterwards must find nothing. Target: at least 100,000 documents/s and under 300 MB at 1,000,000.",
+        "One tenant of N documents on the embedded default, its warehouse rows drifted (0.1% of N each missing, different, orphan), rebuilt by `converge rebuild` through the rebuild function (in-process HTTP server, local ID token): every source document read and compared with the warehouse's latest state, a REBUILD row for each that differs (the missing and different ones), a tombstone for every orphan, one DuckDB transaction; docs/s counts every document rebuilt (compared, and written where it differs). Then the import: the same source rebuilt into an empty warehouse (its files removed), every document written. Each rebuild is its own process, so its peak resident memory (VmHWM) is its own; a reconciler dry run afterwards must find nothing. Target: at least 100,000 documents/s and under 300 MB at 1,000,000.",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         crate::bench::machine(),
         command.join(" "),
