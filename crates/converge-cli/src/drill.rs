@@ -26,13 +26,31 @@
 //!
 //!    Nothing else ever writes these documents, so nothing heals them before the
 //!    reconciler runs.
-//! 4. **Reconcile**: one run, then another (which must find nothing), then source and
-//!    latest view compared document by document per tenant (which must agree).
+//! 4. **Wrong rows** ([`Corruption`]): with the traffic settled, the drill appends
+//!    rows straight into the warehouse, as a buggy writer or an older code version
+//!    would, in two tenants of their own whose documents went through the pipeline
+//!    like any other:
+//!    - *wrong content at the same version*: for correctly mirrored documents, an
+//!      event row at the document's own version (its `update_time`) with other
+//!      fields, whose content hash sorts above the genuine row's, so the latest view
+//!      shows it (→ different);
+//!    - *wrong tombstone*: for live documents, a delete event dated just after the
+//!      document's last write, never in the future (→ missing);
+//!    - *mass orphans*: in the second tenant, live rows for more documents than the
+//!      [`OrphanGuard`] lets one run tombstone (more than 10% of its documents, and
+//!      more than 10), documents the source never had.
+//! 5. **Reconcile** ([`reconcile_phase`]): the repairing run with the default guard,
+//!    which must repair everything and refuse the mass orphans (outcome `refused`,
+//!    their tenant listed with its orphan count, none of them tombstoned); the same
+//!    run again with the guard lifted (the same key, so the same batch: its record
+//!    replaces the refusal's), which must tombstone those orphans and find nothing
+//!    else; another run, which must find nothing; then source and latest view
+//!    compared document by document per tenant (which must agree).
 //!
 //! The same drill runs on the cloud adapters against both emulators
 //! ([`crate::drill_cloud`]); it shares the loss plan, the reordering, the sync
-//! process and the reconcile phase defined here, so both backends are judged by the
-//! same counts.
+//! process, the wrong rows and the reconcile phase defined here, so both backends are
+//! judged by the same counts.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -44,8 +62,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use converge_backends::EmbeddedBackends;
 use converge_core::fault::FaultyWarehouse;
-use converge_core::{Clock, DocWrite, ErrorKind, ErrorLog, MirrorConfig, Op, SourceStore, SystemClock, Value, Warehouse};
-use converge_reconcile::Reconciler;
+use converge_core::hash::content_hash;
+use converge_core::{
+    ChangeRow, Clock, DocWrite, Document, ErrorKind, ErrorLog, Fields, MirrorConfig, Op, RowContext, SourceStore, SystemClock, Timestamp, Value, Warehouse,
+};
+use converge_reconcile::{OrphanGuard, Reconciler, RunOptions};
 use converge_relay::{Relay, RelayConfig, RunningRelay};
 use converge_sqlite::SqliteStore;
 use converge_sync::{GroupCommitConfig, SyncService};
@@ -64,6 +85,11 @@ pub struct DrillOptions {
 }
 
 /// Drift by kind and by class; the same shape for what was injected and what was found.
+///
+/// `missing`, `different` and `orphan` are the lost changes, and `known` and `silent`
+/// their classes (known + silent = missing + different + orphan). The wrong rows are
+/// kinds of their own, counted from the reconciler's report of their tenants: a wrong
+/// row is silent by nature (no delivery failed, so no error record names it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DriftCounts {
     pub missing: u64,
@@ -71,6 +97,14 @@ pub struct DriftCounts {
     pub orphan: u64,
     pub known: u64,
     pub silent: u64,
+    /// Documents whose latest row is a wrong event row at their own version (found as
+    /// different).
+    pub wrong_content_same_version: u64,
+    /// Live documents hidden by a wrong tombstone (found as missing).
+    pub wrong_tombstone: u64,
+    /// Tenants given more orphans than the guard lets one run tombstone; found when the
+    /// repairing run refused that tenant, with its orphan count, and tombstoned none.
+    pub mass_orphan_refused: u64,
 }
 
 /// Faults that must cause no drift, as injected.
@@ -112,13 +146,19 @@ pub struct DrillSummary {
     pub injected: DriftCounts,
     pub found: DriftCounts,
     pub no_drift_faults: NoDriftFaults,
+    /// Lost changes the repairing run repaired (the drill's tenants).
     pub repaired: u64,
+    /// Documents of the wrong rows' tenants repaired: by the repairing run, and the
+    /// mass orphans tombstoned by its run again with the guard lifted.
+    pub wrong_rows_repaired: u64,
     pub errors_resolved: u64,
-    /// Differences between source and latest view, all tenants, after the repairing run.
+    /// Differences between source and latest view, all tenants, after the repairing run
+    /// and its run with the guard lifted.
     pub drift_after_repair: u64,
-    /// What a second reconciler run, right after the first, found.
+    /// What the reconciler found after the repairing run: the run with the guard
+    /// lifted (besides the refused orphans it was run for), and another run after it.
     pub second_run_findings: u64,
-    /// `sync_errors` records still open after both runs (the transient failures' are
+    /// `sync_errors` records still open after the runs (the transient failures' are
     /// closed once their document is seen converged, the known losses' once repaired).
     pub open_sync_errors: u64,
     /// found == injected, no drift after repair, and a quiet second run.
@@ -161,8 +201,9 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     let all = demo::tenants(options.records);
     let tenant_names: Vec<&str> = all.iter().map(|(t, _, _)| *t).collect();
 
-    // The losses, chosen up front.
+    // The losses, chosen up front, and the wrong rows.
     let plan = LossPlan::new(&tenant_names, &pattern, LossPlan::per_cell_for(options.records));
+    let corruption = Corruption::new(LossPlan::per_cell_for(options.records));
 
     // sync function → FaultyWarehouse (transient and known failures, silent losses, the
     // stall after a commit) → DuckDB
@@ -233,8 +274,9 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     faults.duplicates = duplicates;
     relay = spawn_relay()?;
 
-    // 3. Losses: the documents that lose a change exist first (their creates land).
-    for chunk in plan.setup_writes(now).chunks(500) {
+    // 3. Losses: the documents that lose a change exist first (their creates land),
+    // and so do the documents the wrong rows will be written for.
+    for chunk in plan.setup_writes(now).into_iter().chain(corruption.setup_writes(&pattern, now)).collect::<Vec<_>>().chunks(500) {
         source.apply(chunk.to_vec()).await?;
     }
     wait_delivered(&source, u64::MAX, &bars).await?;
@@ -256,14 +298,19 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     server.stop().await?;
     plan.check_silent_losses(faulty.lost())?;
 
-    // 4. Reconcile, twice; then source and latest view, document by document.
-    let reconciled = reconcile_twice(backends.source_store(), backends.error_log(), backends.warehouse(), &config, clock, &tenant_names).await?;
+    // 4. Wrong rows, straight into the warehouse.
+    corruption.inject(&source, backends.warehouse().as_ref(), &config, clock.now()).await?;
+
+    // 5. Reconcile: the repairing run, again with the guard lifted, and another run;
+    // then source and latest view, document by document.
+    let reconciled =
+        reconcile_phase(backends.source_store(), backends.error_log(), backends.warehouse(), &config, clock, &tenant_names, &corruption).await?;
     Ok(DrillSummary::new(
         "embedded",
         data_dir.display().to_string(),
         options.records,
         source.outbox_stats().await?.delivered,
-        plan.injected(),
+        corruption.injected(plan.injected()),
         faults,
         reconciled,
         started,
@@ -274,33 +321,101 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
 pub(crate) struct Reconciled {
     found: DriftCounts,
     repaired: u64,
+    wrong_rows_repaired: u64,
     errors_resolved: u64,
     drift_after_repair: u64,
     second_run_findings: u64,
     open_sync_errors: u64,
 }
 
-/// Phase 4, on any backend: one repairing run (its findings are what the drill
-/// found), a second run right after it (which must find nothing), then every tenant's
-/// source compared with its latest view document by document (which must agree).
-pub(crate) async fn reconcile_twice(
+/// The last phase, on any backend:
+///
+/// 1. the repairing run, with the default [`OrphanGuard`]: its findings are what the
+///    drill found. It must repair everything but the mass orphans, which it must
+///    refuse: outcome `refused`, their tenant (alone) listed with their count, and
+///    that tenant's latest count unchanged;
+/// 2. the same run again with the guard lifted, as an operator overrides a refusal
+///    after checking it: the same key, so the same batch (its record replaces the
+///    refused one in [`Warehouse::runs`]). It must tombstone the mass orphans and find
+///    nothing else;
+/// 3. another run, which must find nothing;
+/// 4. every tenant's source compared with its latest view document by document, which
+///    must agree.
+pub(crate) async fn reconcile_phase(
     source: Arc<dyn SourceStore>,
     errors: Arc<dyn ErrorLog>,
     warehouse: Arc<dyn Warehouse>,
     config: &MirrorConfig,
     clock: Arc<dyn Clock>,
     tenants: &[&str],
+    corruption: &Corruption,
 ) -> anyhow::Result<Reconciled> {
-    let reconciler = Reconciler::new(source.clone(), errors.clone(), warehouse.clone(), config.clone(), clock);
-    let first = reconciler.run(None, false).await.context("the first reconciler run")?;
+    let table = config.routes[0].table.clone();
+    let reconciler = Reconciler::new(source.clone(), errors.clone(), warehouse.clone(), config.clone(), clock.clone());
+    let before_refusal = warehouse.latest_count(&table, MASS_ORPHAN_TENANT).await?;
+    let key = clock.now().to_rfc3339();
+    let first = reconciler.run_with(RunOptions { key: Some(key.clone()), ..RunOptions::default() }).await.context("the repairing reconciler run")?;
+    let after_refusal = warehouse.latest_count(&table, MASS_ORPHAN_TENANT).await?;
+    let lifted = OrphanGuard { max_share: 1.0, ..OrphanGuard::default() };
+    let overridden = reconciler
+        .run_with(RunOptions { key: Some(key), orphan_guard: Some(lifted), ..RunOptions::default() })
+        .await
+        .context("the repairing run again, with the orphan guard lifted")?;
     let second = reconciler.run(None, false).await.context("the second reconciler run")?;
-    let compared = demo::compare_tenants(source.as_ref(), warehouse.as_ref(), &config.routes[0], tenants).await?;
+
+    let mut found = DriftCounts::default();
+    let (mut repaired, mut wrong_rows_repaired) = (0, 0);
+    for t in &first.tenants {
+        match t.tenant.as_str() {
+            WRONG_ROWS_TENANT => {
+                found.wrong_content_same_version += t.different;
+                found.wrong_tombstone += t.missing;
+                // None injected: any is a mismatch.
+                found.orphan += t.orphan;
+                wrong_rows_repaired += t.repaired;
+            }
+            MASS_ORPHAN_TENANT => {
+                // Its orphans are the refusal's, judged below; nothing else injected.
+                found.missing += t.missing;
+                found.different += t.different;
+                wrong_rows_repaired += t.repaired;
+            }
+            _ => {
+                found.missing += t.missing;
+                found.different += t.different;
+                found.orphan += t.orphan;
+                found.known += t.known;
+                found.silent += t.silent;
+                repaired += t.repaired;
+            }
+        }
+    }
+    let refusal = first.refused.iter().map(|r| (r.tenant.as_str(), r.orphans)).collect::<Vec<_>>();
+    let refused_as_injected = first.outcome == "refused" && refusal == [(MASS_ORPHAN_TENANT, MASS_ORPHANS)] && after_refusal == before_refusal;
+    if !refused_as_injected {
+        tracing::error!(
+            outcome = first.outcome, ?refusal, before_refusal, after_refusal,
+            "the repairing run did not refuse exactly the mass orphans, leaving them in place"
+        );
+    }
+    found.mass_orphan_refused = u64::from(refused_as_injected);
+    // The override is for the refused orphans; anything else it finds, the repairing
+    // run left behind.
+    let mut after_repair = overridden.findings();
+    for t in overridden.tenants.iter().filter(|t| t.tenant == MASS_ORPHAN_TENANT) {
+        after_repair -= t.orphan;
+        wrong_rows_repaired += t.repaired;
+    }
+
+    let all_tenants: Vec<&str> = tenants.iter().copied().chain(corruption.tenants()).collect();
+    let compared = demo::compare_tenants(source.as_ref(), warehouse.as_ref(), &config.routes[0], &all_tenants).await?;
     Ok(Reconciled {
-        found: DriftCounts { missing: first.missing, different: first.different, orphan: first.orphan, known: first.known, silent: first.silent },
-        repaired: first.repaired,
-        errors_resolved: first.errors_resolved,
+        found,
+        repaired,
+        wrong_rows_repaired,
+        errors_resolved: first.errors_resolved + overridden.errors_resolved,
         drift_after_repair: compared.iter().map(|t| (t.missing + t.different + t.orphan) as u64).sum(),
-        second_run_findings: second.findings(),
+        second_run_findings: after_repair + second.findings(),
         open_sync_errors: errors.open_sync_errors(None).await?.len() as u64,
     })
 }
@@ -328,6 +443,7 @@ impl DrillSummary {
             found: reconciled.found,
             no_drift_faults,
             repaired: reconciled.repaired,
+            wrong_rows_repaired: reconciled.wrong_rows_repaired,
             errors_resolved: reconciled.errors_resolved,
             drift_after_repair: reconciled.drift_after_repair,
             second_run_findings: reconciled.second_run_findings,
@@ -596,8 +712,119 @@ impl LossPlan {
             orphan: count(&|l| l.kind == Kind::Orphan),
             known: count(&|l| l.class == Class::Known),
             silent: count(&|l| l.class == Class::Silent),
+            ..DriftCounts::default()
         }
     }
+}
+
+/// The tenant whose correctly mirrored documents get wrong rows.
+pub(crate) const WRONG_ROWS_TENANT: &str = "hooli";
+/// The tenant given rows for documents the source never had, too many for one run to
+/// tombstone.
+pub(crate) const MASS_ORPHAN_TENANT: &str = "cyberdyne";
+/// The mass-orphan tenant's documents in the source, and the orphans given to it: more
+/// than 10 and more than 10% of its documents in the warehouse (20 of 60), so the
+/// default [`OrphanGuard`] refuses them.
+const MASS_ORPHAN_DOCS: u64 = 40;
+const MASS_ORPHANS: u64 = 20;
+/// The code version the wrong rows claim: an older writer's.
+const WRONG_ROWS_CODE_VERSION: &str = "0.0.1-older";
+/// How far after a document's last write its wrong tombstone is dated (µs), at most.
+const WRONG_TOMBSTONE_AFTER_US: i64 = 1_000;
+
+/// Phase 4: rows written straight into the warehouse, in two tenants of their own
+/// whose documents first go through the pipeline like any other. Each wrong row is an
+/// event row (its own unique event id: DuckDB skips an id it has stored), so a source
+/// read outranks it (the ordering rule, `converge_core::version`).
+pub(crate) struct Corruption {
+    /// Documents given wrong content, and as many given a wrong tombstone.
+    per_kind: u64,
+}
+
+impl Corruption {
+    pub(crate) fn new(per_kind: u64) -> Self {
+        Self { per_kind }
+    }
+
+    pub(crate) fn tenants(&self) -> [&'static str; 2] {
+        [WRONG_ROWS_TENANT, MASS_ORPHAN_TENANT]
+    }
+
+    /// Documents of the wrong-rows tenant: the wrong content's first, then the wrong
+    /// tombstones', then some left alone.
+    fn wrong_rows_docs(&self) -> u64 {
+        2 * self.per_kind + 20
+    }
+
+    /// Both tenants' documents, written to the source before the wrong rows.
+    pub(crate) fn setup_writes(&self, pattern: &converge_core::PathPattern, now: Timestamp) -> Vec<DocWrite> {
+        let write = |tenant: &str, seed: u64, index: u64| DocWrite::Set {
+            path: pattern.document_path(tenant, &dataset::doc_id(index)).expect("plain pattern"),
+            fields: dataset::record(seed, index, now),
+        };
+        (0..self.wrong_rows_docs()).map(|i| write(WRONG_ROWS_TENANT, 5, i)).chain((0..MASS_ORPHAN_DOCS).map(|i| write(MASS_ORPHAN_TENANT, 6, i))).collect()
+    }
+
+    /// Appends the wrong rows, once every document of [`Self::setup_writes`] is
+    /// mirrored.
+    pub(crate) async fn inject(&self, source: &dyn SourceStore, warehouse: &dyn Warehouse, config: &MirrorConfig, now: Timestamp) -> anyhow::Result<()> {
+        let pattern = &config.routes[0].pattern;
+        let ctx = RowContext { ingested_at: now, run_id: "drill-wrong-rows".into(), code_version: WRONG_ROWS_CODE_VERSION.into() };
+        let event_id = |kind: &str| format!("drill-{kind}-{}", uuid::Uuid::new_v4());
+        let mut rows = Vec::new();
+        for index in 0..2 * self.per_kind {
+            let path = pattern.document_path(WRONG_ROWS_TENANT, &dataset::doc_id(index)).expect("plain pattern");
+            let doc = source.get(&path).await?.with_context(|| format!("{path} is not in the source"))?;
+            let routed = config.route(&path).with_context(|| format!("{path} is not mirrored"))?;
+            if index < self.per_kind {
+                // At the genuine row's version; above it in the order by content hash.
+                let wrong = Document { fields: content_sorting_above(&doc.fields), ..doc.clone() };
+                rows.push(ChangeRow::live(&routed, Op::Update, &wrong, &event_id("wrong-content"), &ctx)?);
+            } else {
+                // After the last write, never after now.
+                let last_write = doc.update_time.as_micros();
+                let version = (last_write + WRONG_TOMBSTONE_AFTER_US).min(now.as_micros()).max(last_write);
+                let mut row = ChangeRow::tombstone(&routed, &path, Op::Delete, version, &event_id("wrong-tombstone"), &ctx);
+                // What a delete event carries: the deleted document's own times.
+                row.update_time = Some(last_write);
+                row.create_time = Some(doc.create_time.as_micros());
+                rows.push(row);
+            }
+        }
+        // Documents the source never had, written a second ago.
+        let written = Timestamp::from_micros(now.as_micros() - 1_000_000);
+        for index in 0..MASS_ORPHANS {
+            let path = pattern.document_path(MASS_ORPHAN_TENANT, &format!("ghost-{index:04}")).expect("plain pattern");
+            let routed = config.route(&path).with_context(|| format!("{path} is not mirrored"))?;
+            let doc = Document { path: path.clone(), fields: dataset::record(6, 1_000_000 + index, now), create_time: written, update_time: written };
+            rows.push(ChangeRow::live(&routed, Op::Create, &doc, &event_id("orphan"), &ctx)?);
+        }
+        let expected = rows.len() as u64;
+        let receipt = warehouse.append(rows).await.context("appending the wrong rows")?;
+        if receipt.written != expected {
+            bail!("the warehouse stored {} of the {expected} wrong rows ({} skipped as duplicates)", receipt.written, receipt.duplicates);
+        }
+        Ok(())
+    }
+
+    /// `base` (the loss plan's) with the wrong rows added.
+    pub(crate) fn injected(&self, base: DriftCounts) -> DriftCounts {
+        DriftCounts { wrong_content_same_version: self.per_kind, wrong_tombstone: self.per_kind, mass_orphan_refused: 1, ..base }
+    }
+}
+
+/// Other fields than `fields`, whose content hash sorts above theirs: a wrong row at the
+/// genuine row's version wins the latest view by the hash alone.
+fn content_sorting_above(fields: &Fields) -> Fields {
+    let genuine = content_hash(fields);
+    (1..)
+        .map(|k: u32| {
+            let mut other = fields.clone();
+            other.insert("amount".into(), Value::Double(f64::from(k) / 100.0));
+            other
+        })
+        .find(|other| content_hash(other) > genuine)
+        .expect("some amount hashes above")
 }
 
 /// The sync function on a runtime of its own, so that a crash ends it the way a

@@ -1,7 +1,7 @@
 //! `converge drill --backend cloud`: the fault drill on the cloud adapters, Firestore
 //! and BigQuery each on its emulator on loopback, judged by the same counts as the
-//! embedded drill ([`crate::drill`]), whose loss plan, reordering, sync process and
-//! reconcile phase it uses.
+//! embedded drill ([`crate::drill`]), whose loss plan, reordering, sync process, wrong
+//! rows and reconcile phase it uses.
 //!
 //! The pipeline: the Firestore emulator's Eventarc trigger support → the
 //! [`EventarcFront`] (Eventarc's delivery: at least once, concurrent, unordered,
@@ -28,8 +28,12 @@
 //! 3. **Losses**: the embedded drill's plan. Known: the warehouse refuses the row for
 //!    good, so the sync function records `sync_errors/{tenant}_{doc}_{action}` in
 //!    Firestore and acknowledges (202). Silent: acknowledged, never written.
-//! 4. **Reconcile** on Firestore and BigQuery, twice, then source and latest view
-//!    compared document by document.
+//! 4. **Wrong rows**: the embedded drill's ([`crate::drill::Corruption`]), appended to
+//!    BigQuery directly: wrong content at a document's own version, wrong tombstones,
+//!    and mass orphans in a tenant of their own.
+//! 5. **Reconcile** on Firestore and BigQuery ([`crate::drill::reconcile_phase`]): the
+//!    repairing run (which must refuse the mass orphans), the same run with the guard
+//!    lifted, another run, then source and latest view compared document by document.
 //!
 //! The emulators are slow next to the embedded stores (each reconciler query is a
 //! BigQuery job), so this runs at a smaller size than the embedded drill.
@@ -48,8 +52,8 @@ use converge_http::CloudSettings;
 use crate::demo::{self, Bars};
 use crate::demo_cloud::{self, Emulators};
 use crate::drill::{
-    reconcile_twice, reorder_count, reorder_writes, wait_for, Class, DrillServer, DrillSummary, LossPlan, NoDriftFaults, OutOfOrder,
-    DRAIN_TIMEOUT, SYNC_KILL_AT, TRANSIENT_FAILURES,
+    reconcile_phase, reorder_count, reorder_writes, wait_for, Class, Corruption, DrillServer, DrillSummary, LossPlan, NoDriftFaults,
+    OutOfOrder, DRAIN_TIMEOUT, SYNC_KILL_AT, TRANSIENT_FAILURES,
 };
 use crate::eventarc_front::{EventarcFront, FrontConfig};
 
@@ -70,8 +74,9 @@ pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
     let all = demo_cloud::tenants(options.records);
     let tenant_names: Vec<&str> = all.iter().map(|(t, _, _)| *t).collect();
 
-    // The losses, chosen up front.
+    // The losses, chosen up front, and the wrong rows.
     let plan = LossPlan::new(&tenant_names, &pattern, LossPlan::per_cell_for(options.records));
+    let corruption = Corruption::new(LossPlan::per_cell_for(options.records));
 
     // Addresses in the order they are needed: the sync function's port (the front
     // delivers to it), the front's (the Firestore emulator posts to it), then the
@@ -144,8 +149,9 @@ pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
     expected += 2 * n;
     bars.delivered.set_length(expected);
 
-    // 3. Losses: the documents that lose a change exist first (their creates land).
-    expected += apply(&source, plan.setup_writes(now)).await?;
+    // 3. Losses: the documents that lose a change exist first (their creates land),
+    // and so do the documents the wrong rows will be written for.
+    expected += apply(&source, plan.setup_writes(now).into_iter().chain(corruption.setup_writes(&pattern, now)).collect()).await?;
     settle(&front, expected, &bars).await?;
     // Known losses: the warehouse refuses their rows for good.
     plan.refuse_known_rows(&faulty);
@@ -161,10 +167,15 @@ pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
     front.stop().await?;
     plan.check_silent_losses(faulty.lost())?;
 
-    // 4. Reconcile, twice; then source and latest view, document by document.
+    // 4. Wrong rows, straight into BigQuery.
     let stores = backends.backends();
-    let reconciled = reconcile_twice(stores.source, stores.errors, stores.warehouse, &config, clock, &tenant_names).await?;
-    let summary = DrillSummary::new("cloud", emulators.describe(), options.records, stats.accepted, plan.injected(), faults, reconciled, started);
+    corruption.inject(stores.source.as_ref(), stores.warehouse.as_ref(), &config, clock.now()).await?;
+
+    // 5. Reconcile: the repairing run, again with the guard lifted, and another run;
+    // then source and latest view, document by document.
+    let reconciled = reconcile_phase(stores.source, stores.errors, stores.warehouse, &config, clock.clone(), &tenant_names, &corruption).await?;
+    let injected = corruption.injected(plan.injected());
+    let summary = DrillSummary::new("cloud", emulators.describe(), options.records, stats.accepted, injected, faults, reconciled, started);
     // Dropping the emulators stops them (and their child processes).
     drop(emulators);
     Ok(summary)
