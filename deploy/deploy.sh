@@ -50,6 +50,26 @@ CONFIG_SECRET=converge-config
 EVENTARC_SA_NAME=converge-eventarc
 SCHEDULER_SA_NAME=converge-scheduler
 
+# Delivery rules (ARCHITECTURE.md, "What is acknowledged when").
+# Eventarc delivers through a Pub/Sub push subscription it creates (eventarc-REGION-…):
+# every answer that is not a success is redelivered with exponential backoff (10 s up
+# to 600 s) for the subscription's retention (24 h by default), then dropped unless a
+# dead-letter topic is set (https://cloud.google.com/eventarc/docs/retry-events).
+# So each trigger's subscription gets: the longest retention a subscription may keep
+# (7 days), and after DEAD_LETTER_MAX_ATTEMPTS deliveries (5 to 100 allowed; ~16 h of
+# retries at the 600 s ceiling) the dead-letter topic that infra/pubsub.tf creates with
+# a subscription holding its messages, since a topic without one loses them
+# (https://cloud.google.com/pubsub/docs/handling-failures).
+DEAD_LETTER_TOPIC=converge-dead-letter
+DEAD_LETTER_MAX_ATTEMPTS=100
+SUBSCRIPTION_RETENTION=7d
+# Cloud Scheduler retries a failed job only when its retry settings say so; the default
+# is no retry (https://cloud.google.com/scheduler/docs/configuring/retry-jobs). Every
+# scheduled function is idempotent (a deterministic batch id per schedule time) and
+# answers 503 when a retry may help: 5 retries (the most allowed), backoff 60 s
+# doubling to 900 s, for at most an hour.
+SCHEDULER_RETRY=(--max-retry-attempts=5 --min-backoff=60s --max-backoff=900s --max-doublings=3 --max-retry-duration=3600s)
+
 die() { echo "deploy.sh: error: $*" >&2; exit 1; }
 note() { echo "==> $*"; }
 
@@ -385,6 +405,22 @@ for entry in "${SELECTED[@]}"; do
         else
           run gcloud eventarc triggers create "$name" "${common[@]}" --labels=app=converge "${G[@]}"
         fi
+        # The trigger's own Pub/Sub subscription: dead-letter topic, retention, backoff.
+        if dry; then
+          show gcloud eventarc triggers describe "$name" --location="$EVENTARC_LOCATION" --format='value(transport.pubsub.subscription)' "${G[@]}"
+          subscription="projects/$PROJECT/subscriptions/eventarc-$EVENTARC_LOCATION-$name-sub-DRYRUN"
+        else
+          subscription=$(gcloud eventarc triggers describe "$name" --location="$EVENTARC_LOCATION" --format='value(transport.pubsub.subscription)' "${G[@]}")
+          [[ -n $subscription ]] || die "trigger $name has no Pub/Sub subscription"
+        fi
+        note "subscription of $name: dead letters to $DEAD_LETTER_TOPIC after $DEAD_LETTER_MAX_ATTEMPTS deliveries, retention $SUBSCRIPTION_RETENTION"
+        run gcloud pubsub subscriptions update "$subscription" \
+          --dead-letter-topic="projects/$PROJECT/topics/$DEAD_LETTER_TOPIC" --max-delivery-attempts="$DEAD_LETTER_MAX_ATTEMPTS" \
+          --min-retry-delay=10s --max-retry-delay=600s --message-retention-duration="$SUBSCRIPTION_RETENTION" "${G[@]}"
+        # Pub/Sub's service agent forwards dead letters: it must read this subscription
+        # (publishing to the topic is granted in infra/pubsub.tf).
+        run gcloud pubsub subscriptions add-iam-policy-binding "$subscription" \
+          --member="serviceAccount:service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com" --role=roles/pubsub.subscriber "${G[@]}"
       done
       # A trigger of an earlier configuration keeps delivering until deleted: name it.
       if ! dry; then
@@ -408,6 +444,7 @@ for entry in "${SELECTED[@]}"; do
         # (nightly-etl) expect exactly that audience, known before the first deployment.
         --oidc-service-account-email="$(sa_email "$SCHEDULER_SA_NAME")" --oidc-token-audience="https://$service-$PROJECT_NUMBER.$REGION.run.app"
         --attempt-deadline=1800s
+        "${SCHEDULER_RETRY[@]}"
       )
       if exists gcloud scheduler jobs describe "$job" --location="$REGION" "${G[@]}"; then
         run gcloud scheduler jobs update http "$job" "${common[@]}" "${G[@]}"

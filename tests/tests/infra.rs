@@ -27,6 +27,11 @@ fn render(path: &str) -> String {
     text.trim_end_matches(['\n', '\r']).to_owned()
 }
 
+/// Where the view and the table function are among `create_statements`: after the
+/// table and its added columns.
+const VIEW: usize = 3;
+const TABLE_FUNCTION: usize = 4;
+
 fn statements() -> Vec<String> {
     let config = BigQueryConfig::new(PROJECT, DATASET).unwrap();
     schema::create_statements(&config, &MirrorConfig::default().routes[0])
@@ -78,9 +83,9 @@ fn the_table_schema_is_the_code_s_columns() {
 fn the_view_and_table_function_are_the_code_s_text() {
     let statements = statements();
     let latest = format!("CREATE OR REPLACE VIEW `{PROJECT}.{DATASET}.records_latest` AS ");
-    assert_eq!(render("infra/sql/records_latest.sql"), body(&statements[1], &latest));
+    assert_eq!(render("infra/sql/records_latest.sql"), body(&statements[VIEW], &latest));
     let as_of = format!("CREATE OR REPLACE TABLE FUNCTION `{PROJECT}.{DATASET}.records_as_of`(as_of TIMESTAMP) AS ");
-    assert_eq!(render("infra/sql/records_as_of.sql"), body(&statements[2], &as_of));
+    assert_eq!(render("infra/sql/records_as_of.sql"), body(&statements[TABLE_FUNCTION], &as_of));
 }
 
 /// The same comparison through Terraform's own `templatefile`, where `terraform` is
@@ -92,7 +97,7 @@ fn terraform_renders_the_same_text() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for (file, index) in [("records_latest.sql", 1), ("records_as_of.sql", 2)] {
+    for (file, index) in [("records_latest.sql", VIEW), ("records_as_of.sql", TABLE_FUNCTION)] {
         let path = repo().join("infra/sql").join(file);
         let expr = format!("jsonencode(chomp(templatefile({:?}, {{ project = {PROJECT:?}, dataset = {DATASET:?} }})))", path.display().to_string());
         let out = Command::new("terraform")
@@ -171,6 +176,40 @@ fn deploy_dry_run_prints_the_deployment() {
         "--oidc-service-account-email=converge-scheduler@my-project-id.iam.gserviceaccount.com",
     ] {
         assert!(out.contains(expected), "dry run output lacks {expected:?}:\n{out}");
+    }
+}
+
+/// What Google documents about delivery, applied: Eventarc drops an event its
+/// subscription could not deliver within the retention unless a dead-letter topic is
+/// set (https://cloud.google.com/eventarc/docs/retry-events), a dead-letter topic loses
+/// messages without a subscription and takes 5–100 delivery attempts
+/// (https://cloud.google.com/pubsub/docs/handling-failures), and Cloud Scheduler does
+/// not retry without retry settings, allowing at most 5
+/// (https://cloud.google.com/scheduler/docs/configuring/retry-jobs).
+#[test]
+fn every_trigger_has_a_dead_letter_topic_and_every_job_retries() {
+    let (ok, out) = deploy(&repo().join("deploy/converge.env.example"));
+    assert!(ok, "dry run failed:\n{out}");
+    let triggers = out.lines().filter(|l| l.starts_with("+ gcloud eventarc triggers create ")).count();
+    let dead_letters: Vec<&str> = out.lines().filter(|l| l.starts_with("+ gcloud pubsub subscriptions update ")).collect();
+    assert!(triggers > 0 && dead_letters.len() == triggers, "one subscription update per trigger:\n{out}");
+    for line in &dead_letters {
+        assert!(line.contains("--dead-letter-topic=projects/my-project-id/topics/converge-dead-letter"), "{line}");
+        let attempts: u32 = line.split("--max-delivery-attempts=").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect(line);
+        assert!((5..=100).contains(&attempts), "{line}");
+        assert!(line.contains("--message-retention-duration=7d"), "{line}");
+    }
+    assert!(out.contains("--member=serviceAccount:service-000000000000@gcp-sa-pubsub.iam.gserviceaccount.com --role=roles/pubsub.subscriber"));
+    let jobs: Vec<&str> = out.lines().filter(|l| l.starts_with("+ gcloud scheduler jobs create http ")).collect();
+    assert_eq!(jobs.len(), 3, "{out}");
+    for job in jobs {
+        let retries: u32 = job.split("--max-retry-attempts=").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect(job);
+        assert!((1..=5).contains(&retries), "{job}");
+        assert!(job.contains("--min-backoff=") && job.contains("--max-backoff=") && job.contains("--max-retry-duration="), "{job}");
+    }
+    let pubsub = read("infra/pubsub.tf");
+    for expected in ["resource \"google_pubsub_topic\" \"dead_letter\"", "name       = \"converge-dead-letter\"", "resource \"google_pubsub_subscription\" \"dead_letter_hold\"", "roles/pubsub.publisher", "gcp-sa-pubsub.iam.gserviceaccount.com"] {
+        assert!(pubsub.contains(expected), "infra/pubsub.tf lacks {expected:?}");
     }
 }
 

@@ -294,7 +294,7 @@ async fn failed_writes_are_recorded_retried_and_converge() {
         assert_eq!(warehouse.injected(), 3);
         let open = source.open_sync_errors(Some("acme")).await.unwrap();
         assert_eq!(open.len(), 1, "{open:?}");
-        assert_eq!((open[0].id.as_str(), open[0].action.as_str(), open[0].attempts), ("acme_solo_create", "create", 3));
+        assert_eq!((open[0].id.as_str(), open[0].action.as_str(), open[0].attempts), ("records_acme_solo_create", "create", 3));
         assert!(open[0].error.contains("injected append failure"), "{}", open[0].error);
         assert_eq!(source.outbox_stats().await.unwrap().attempts, 4, "three failed deliveries, then the one that stuck");
         assert_eq!(duck.latest_count(TABLE, "acme").await.unwrap(), 1);

@@ -32,9 +32,12 @@ pub fn gax_kind(error: &GaxError) -> ErrorKind {
     ErrorKind::Permanent
 }
 
+/// Permission (401, 403: also quota and rate-limit reasons) and configuration
+/// failures are retryable: once IAM or the configuration is fixed, redelivery heals and
+/// every version lands (https://cloud.google.com/bigquery/docs/error-messages).
 pub fn http_kind(code: u16) -> ErrorKind {
     match code {
-        408 | 429 | 500..=599 => ErrorKind::Retryable,
+        401 | 403 | 408 | 429 | 500..=599 => ErrorKind::Retryable,
         404 => ErrorKind::NotFound,
         409 => ErrorKind::Conflict,
         _ => ErrorKind::Permanent,
@@ -46,6 +49,8 @@ pub fn code_kind(code: Code) -> ErrorKind {
         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Internal | Code::Unknown | Code::Cancelled => {
             ErrorKind::Retryable
         }
+        // IAM or configuration: heals once fixed (see `http_kind`).
+        Code::PermissionDenied | Code::Unauthenticated | Code::FailedPrecondition => ErrorKind::Retryable,
         Code::NotFound => ErrorKind::NotFound,
         Code::AlreadyExists => ErrorKind::Conflict,
         _ => ErrorKind::Permanent,
@@ -58,6 +63,8 @@ pub fn reason_kind(reason: &str) -> ErrorKind {
         "backendError" | "internalError" | "rateLimitExceeded" | "jobRateLimitExceeded" | "jobBackendError" | "jobInternalError" => {
             ErrorKind::Retryable
         }
+        // Permission, quota and billing: heal once fixed (see `http_kind`).
+        "accessDenied" | "quotaExceeded" | "billingNotEnabled" | "billingTierLimitExceeded" => ErrorKind::Retryable,
         "notFound" => ErrorKind::NotFound,
         "duplicate" => ErrorKind::Conflict,
         _ => ErrorKind::Permanent,
@@ -145,5 +152,16 @@ mod tests {
         assert_eq!(code_kind(Code::InvalidArgument), ErrorKind::Permanent);
         assert_eq!(reason_kind("rateLimitExceeded"), ErrorKind::Retryable);
         assert_eq!(reason_kind("invalidQuery"), ErrorKind::Permanent);
+        // Permission, credentials, quota, a missing table: fixed, they heal by redelivery.
+        for code in [401, 403] {
+            assert_eq!(http_kind(code), ErrorKind::Retryable, "{code}");
+        }
+        for code in [Code::PermissionDenied, Code::Unauthenticated, Code::FailedPrecondition] {
+            assert_eq!(code_kind(code), ErrorKind::Retryable, "{code:?}");
+        }
+        for reason in ["accessDenied", "quotaExceeded", "billingNotEnabled"] {
+            assert_eq!(reason_kind(reason), ErrorKind::Retryable, "{reason}");
+        }
+        assert!(StoreError::new(http_kind(404), BACKEND, "no table").is_retryable());
     }
 }

@@ -378,7 +378,7 @@ pub async fn generate(data_dir: &Path, records: u64) -> anyhow::Result<Generated
 
 fn sync_error(doc_id: &str, doc_path: &str, action: &str, now: Timestamp) -> SyncErrorRecord {
     SyncErrorRecord {
-        id: error_id(TENANT, doc_id, action),
+        id: error_id("records", TENANT, doc_id, action),
         tenant: TENANT.into(),
         doc_id: doc_id.into(),
         doc_path: doc_path.into(),

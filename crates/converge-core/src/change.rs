@@ -241,7 +241,7 @@ impl ChangeRow {
 
     /// The deterministic id of this row's sync error record.
     pub fn error_id(&self) -> String {
-        error_id(&self.tenant, &self.doc_id, self.op.action())
+        error_id(&self.table, &self.tenant, &self.doc_id, self.op.action())
     }
 }
 
@@ -256,9 +256,27 @@ fn is_delete_type(event_type: &str) -> bool {
     event_type.starts_with("google.cloud.firestore.document.v1.deleted")
 }
 
-/// `{tenant}_{doc_id}_{action}`: the same failure always lands on the same record.
-pub fn error_id(tenant: &str, doc_id: &str, action: &str) -> String {
-    format!("{tenant}_{doc_id}_{action}")
+/// `{table}_{tenant}_{doc_id}_{action}`, each part with `%` and `_` percent-encoded
+/// (`%25`, `%5F`): the same failure always lands on the same record, and two routes,
+/// tenants or documents never share one (`a_b`+`c` and `a`+`b_c` stay apart). Stable
+/// across versions: stores key records by it. Records written before the table was
+/// part of the id (`{tenant}_{doc_id}_{action}`, unescaped) stay readable; the
+/// reconciler finds records by their `doc_path` and resolves them all the same.
+pub fn error_id(table: &str, tenant: &str, doc_id: &str, action: &str) -> String {
+    let mut id = String::with_capacity(table.len() + tenant.len() + doc_id.len() + action.len() + 8);
+    for (i, part) in [table, tenant, doc_id, action].into_iter().enumerate() {
+        if i > 0 {
+            id.push('_');
+        }
+        for c in part.chars() {
+            match c {
+                '%' => id.push_str("%25"),
+                '_' => id.push_str("%5F"),
+                c => id.push(c),
+            }
+        }
+    }
+    id
 }
 
 /// The winning row among a document's rows (the latest view's rule), if any.
@@ -366,7 +384,7 @@ mod tests {
         assert_eq!(update.op, Op::Update);
         let delete = ChangeRow::from_change(&routed, &change("3", None, Some(a), 9), &ctx()).unwrap().unwrap();
         assert_eq!((delete.op, delete.version, delete.is_deleted, delete.data.as_deref()), (Op::Delete, 10_000_000, true, None));
-        assert_eq!(delete.error_id(), "t_d_delete");
+        assert_eq!(delete.error_id(), "records_t_d_delete");
         assert_eq!(ChangeRow::from_change(&routed, &change("4", None, None, 9), &ctx()).unwrap(), None);
     }
 
@@ -397,6 +415,14 @@ mod tests {
         assert_eq!(winner([&tombstone_event, &repair]), Some(&repair));
         let rebuilt_absent = ChangeRow::source_read_tombstone(&routed, Op::Rebuild, "orgs/t/records/d", read, &ctx());
         assert_eq!((rebuilt_absent.is_deleted, rebuilt_absent.event_id.as_str()), (true, "rebuild:50000000:del:orgs/t/records/d"));
+    }
+
+    #[test]
+    fn error_ids_keep_routes_tenants_and_documents_apart() {
+        assert_eq!(error_id("records", "acme", "r1", "update"), "records_acme_r1_update");
+        assert_ne!(error_id("records", "a_b", "c", "update"), error_id("records", "a", "b_c", "update"));
+        assert_ne!(error_id("records", "acme", "r1", "update"), error_id("invoices", "acme", "r1", "update"));
+        assert_eq!(error_id("daily_metrics", "a%b", "c_d", "delete"), "daily%5Fmetrics_a%25b_c%5Fd_delete");
     }
 
     #[test]

@@ -41,8 +41,13 @@ impl StoreError {
         Self::new(ErrorKind::Permanent, backend, message)
     }
 
+    /// Whether running the same call again later may succeed, so the platform should
+    /// redeliver (5xx) rather than take a failure record as the answer. Something not
+    /// found (a table or dataset missing, a wrong project) heals once the configuration
+    /// is fixed, and then every redelivered version lands; only input refused for its
+    /// own content (`InvalidInput`) and broken invariants (`Permanent`) do not.
     pub fn is_retryable(&self) -> bool {
-        self.kind == ErrorKind::Retryable
+        matches!(self.kind, ErrorKind::Retryable | ErrorKind::NotFound)
     }
 }
 

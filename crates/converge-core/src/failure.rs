@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::value::Timestamp;
 
-/// `sync_errors/{tenant}_{doc_id}_{action}`: a change that could not be written.
+/// `sync_errors/{table}_{tenant}_{doc_id}_{action}`: a change that could not be written.
 /// Recording the same failure again merges into the same record and increments
 /// `attempts`; it never creates a duplicate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

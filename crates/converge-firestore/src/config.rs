@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Default collection of sync error records (`sync_errors/{tenant}_{doc_id}_{action}`).
+/// Default collection of sync error records (`sync_errors/{table}_{tenant}_{doc_id}_{action}`).
 pub const DEFAULT_SYNC_ERRORS_COLLECTION: &str = "sync_errors";
 /// Default collection of quarantine records.
 pub const DEFAULT_QUARANTINE_COLLECTION: &str = "quarantine";

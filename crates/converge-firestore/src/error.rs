@@ -98,6 +98,10 @@ impl FirestoreError {
 pub fn code_kind(code: Code, transport: bool) -> ErrorKind {
     match code {
         Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted => ErrorKind::Retryable,
+        // IAM (a missing role), credentials, a missing index or database: they heal
+        // once the project is fixed, and the platform's redelivery then lands every
+        // version (https://firebase.google.com/docs/reference/kotlin/com/google/firebase/firestore/FirebaseFirestoreException.Code).
+        Code::PermissionDenied | Code::Unauthenticated | Code::FailedPrecondition => ErrorKind::Retryable,
         // The connection broke mid-call (reset, refused, closed): the same call may
         // succeed on a new connection.
         Code::Unknown | Code::Cancelled | Code::Internal if transport => ErrorKind::Retryable,
@@ -126,7 +130,10 @@ mod tests {
             assert!(error.to_string().contains("try again"), "{error}");
         }
         assert_eq!(FirestoreError::rpc("Commit", Status::invalid_argument("bad")).kind(), ErrorKind::InvalidInput);
-        assert_eq!(FirestoreError::rpc("Commit", Status::permission_denied("no")).kind(), ErrorKind::Permanent);
+        // IAM and configuration heal once fixed: the platform redelivers meanwhile.
+        assert_eq!(FirestoreError::rpc("Commit", Status::permission_denied("no")).kind(), ErrorKind::Retryable);
+        assert_eq!(FirestoreError::rpc("Commit", Status::unauthenticated("no")).kind(), ErrorKind::Retryable);
+        assert_eq!(FirestoreError::rpc("Commit", Status::failed_precondition("no index")).kind(), ErrorKind::Retryable);
         assert_eq!(FirestoreError::rpc("Commit", Status::internal("bug")).kind(), ErrorKind::Permanent);
         assert_eq!(code_kind(Code::Unknown, true), ErrorKind::Retryable);
         assert_eq!(code_kind(Code::Unknown, false), ErrorKind::Permanent);

@@ -30,6 +30,9 @@ pub const ACCEPT_EMULATOR_EVENTS: &str = "CONVERGE_ACCEPT_EMULATOR_EVENTS";
 
 /// Port to listen on (Cloud Run's convention). Default 8080.
 pub const PORT: &str = "PORT";
+/// IP address to listen on. Default: `0.0.0.0` on Cloud Run (`K_SERVICE` set),
+/// `127.0.0.1` elsewhere.
+pub const BIND: &str = "CONVERGE_BIND";
 /// Directory of the embedded backends (SQLite source, DuckDB warehouse). Default `./.converge`.
 pub const DATA_DIR: &str = "CONVERGE_DATA_DIR";
 /// Path of the mirror configuration (TOML). Default: the built-in `records` route.

@@ -8,7 +8,7 @@
 //! - [`telemetry`]: tracing setup: human-readable locally, JSON in Cloud Logging's
 //!   format on Cloud Run.
 //! - [`status`]: the one mapping from error kinds to HTTP statuses.
-//! - [`server`]: `listen(port)` (a listen queue sized for Cloud Run's 1,000 concurrent
+//! - [`server`]: `listen(address)` (a listen queue sized for Cloud Run's 1,000 concurrent
 //!   requests), the health route and `serve(listener, router, shutdown)`.
 //! - [`pubsub`]: Pub/Sub messages as Eventarc delivers them (reconciler, nightly ETL).
 //! - [`caller_auth`]: who may call an authenticated function (ID-token verifier

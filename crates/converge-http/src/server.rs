@@ -18,10 +18,11 @@ pub fn health_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 /// kernel caps this at `net.core.somaxconn`.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
-/// Binds `0.0.0.0:port` (Cloud Run's `$PORT`) with [`LISTEN_BACKLOG`].
-pub async fn listen(port: u16) -> std::io::Result<TcpListener> {
-    let address = std::net::SocketAddr::from(([0, 0, 0, 0], port));
-    let socket = tokio::net::TcpSocket::new_v4()?;
+/// Binds `address` (`Settings::listen_address`: Cloud Run's `$PORT`, on loopback
+/// unless on Cloud Run or told otherwise) with [`LISTEN_BACKLOG`].
+pub async fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let port = address.port();
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     // As std and tokio do for a listener: a restarted server may bind at once.
     socket.set_reuseaddr(true)?;
     socket.bind(address).map_err(|e| std::io::Error::new(e.kind(), format!("binding port {port}: {e}")))?;
@@ -98,7 +99,7 @@ mod tests {
             eprintln!("skipped: needs net.core.somaxconn and the open-files limit above {CONNECTIONS} (somaxconn {somaxconn}, files {:?})", open_files_limit());
             return;
         }
-        let listener = listen(0).await.unwrap();
+        let listener = listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let connects = (0..CONNECTIONS).map(|_| tokio::time::timeout(std::time::Duration::from_millis(500), tokio::net::TcpStream::connect(address)));

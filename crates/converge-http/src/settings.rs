@@ -10,6 +10,10 @@ use crate::env;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub port: u16,
+    /// The address to listen on: `CONVERGE_BIND`, else every interface on Cloud Run
+    /// (where the platform's front end is the only way in) and loopback elsewhere (a
+    /// laptop's functions are not for the network unless asked).
+    pub bind: std::net::IpAddr,
     pub data_dir: PathBuf,
     pub mirror: MirrorConfig,
     pub max_body_bytes: usize,
@@ -72,6 +76,14 @@ impl Settings {
                 problem: format!("expected a port number 0-65535, found {text:?}"),
             })?,
         };
+        let bind = match lookup(env::BIND) {
+            Some(text) => text.trim().parse().map_err(|_| SettingsError {
+                name: env::BIND,
+                problem: format!("expected an IP address such as 127.0.0.1 or 0.0.0.0, found {text:?}"),
+            })?,
+            None if lookup(env::CLOUD_RUN_SERVICE).is_some() => std::net::IpAddr::from([0, 0, 0, 0]),
+            None => std::net::IpAddr::from([127, 0, 0, 1]),
+        };
         let data_dir = lookup(env::DATA_DIR).map_or_else(|| PathBuf::from(".converge"), PathBuf::from);
         let mirror = match lookup(env::CONFIG) {
             None => MirrorConfig::default(),
@@ -108,7 +120,12 @@ impl Settings {
                 problem: "the emulator delivery route is for local runs; it cannot be enabled on Cloud Run (unset it)".into(),
             });
         }
-        Ok(Self { port, data_dir, mirror, max_body_bytes, backend, accept_emulator_events })
+        Ok(Self { port, bind, data_dir, mirror, max_body_bytes, backend, accept_emulator_events })
+    }
+
+    /// Where a function listens: [`Settings::bind`] and [`Settings::port`].
+    pub fn listen_address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.bind, self.port)
     }
 }
 
@@ -148,6 +165,19 @@ fn cloud_settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<CloudSetti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn functions_listen_on_loopback_unless_on_cloud_run_or_told() {
+        let on = |vars: &'static [(&'static str, &'static str)]| {
+            Settings::from_lookup(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| (*v).to_owned())).unwrap().listen_address().to_string()
+        };
+        assert_eq!(on(&[]), "127.0.0.1:8080");
+        assert_eq!(on(&[(env::CLOUD_RUN_SERVICE, "converge-sync"), (env::PORT, "9000")]), "0.0.0.0:9000");
+        assert_eq!(on(&[(env::BIND, "0.0.0.0")]), "0.0.0.0:8080");
+        assert_eq!(on(&[(env::BIND, "::1")]), "[::1]:8080");
+        let err = Settings::from_lookup(|n| (n == env::BIND).then(|| "everywhere".to_owned())).unwrap_err();
+        assert!(err.to_string().contains("CONVERGE_BIND"), "{err}");
+    }
 
     #[test]
     fn defaults_and_errors_name_the_variable() {

@@ -360,7 +360,7 @@ impl Reconciler {
                     for row in rows {
                         run.repair_failures += 1;
                         let record = SyncErrorRecord {
-                            id: error_id(tenant, &row.doc_id, Op::Repair.action()),
+                            id: error_id(&row.table, tenant, &row.doc_id, Op::Repair.action()),
                             tenant: tenant.into(),
                             doc_id: row.doc_id.clone(),
                             doc_path: row.doc_path.clone(),

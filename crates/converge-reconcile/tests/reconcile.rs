@@ -40,7 +40,7 @@ fn row(config: &MirrorConfig, doc: &Document, event_id: &str) -> ChangeRow {
 fn error_for(path: &str, tenant: &str) -> SyncErrorRecord {
     let doc_id = path.rsplit('/').next().unwrap();
     SyncErrorRecord {
-        id: converge_core::change::error_id(tenant, doc_id, "update"),
+        id: converge_core::change::error_id("records", tenant, doc_id, "update"),
         tenant: tenant.into(),
         doc_id: doc_id.into(),
         doc_path: path.into(),

@@ -47,12 +47,13 @@ impl IntoResponse for SyncOutcome {
             // The common answers are constant text: no JSON built per event.
             SyncOutcome::Written => constant_json(r#"{"outcome":"written"}"#),
             SyncOutcome::NoState => constant_json(r#"{"outcome":"no_state"}"#),
+            // Acknowledged: its quarantine record is durable (otherwise the outcome is
+            // Unrecorded, 503). Eventarc (Pub/Sub underneath) redelivers every answer
+            // that is not a success, for a day by default, then drops it
+            // (https://cloud.google.com/eventarc/docs/retry-events): a 4xx here would
+            // only repeat the same refusal ~150 times. The body says what was wrong.
             SyncOutcome::Quarantined { record_id, reason, detail } => {
-                let status = match reason {
-                    QuarantineReason::Oversized => StatusCode::PAYLOAD_TOO_LARGE,
-                    QuarantineReason::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    _ => StatusCode::BAD_REQUEST,
-                };
+                let status = StatusCode::OK;
                 let body = json!({"outcome": "quarantined", "reason": reason.as_str(), "error": detail, "quarantine_id": record_id});
                 (status, Json(body)).into_response()
             }

@@ -210,7 +210,7 @@ impl SyncService {
             Err(error) => {
                 // Built only on failure: the common path allocates none of it.
                 let record = SyncErrorRecord {
-                    id: converge_core::change::error_id(&routed.tenant, &routed.doc_id, op.action()),
+                    id: converge_core::change::error_id(&routed.route.table, &routed.tenant, &routed.doc_id, op.action()),
                     tenant: routed.tenant.clone(),
                     doc_id: routed.doc_id.clone(),
                     doc_path: change.document.clone(),

@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     runs.ensure_tables(&settings.mirror).await.context("creating the warehouse tables")?;
     let verifier = converge_auth::IdTokenVerifier::new(auth, clock.clone()).context("the token verifier's configuration")?;
     let runner = Arc::new(DetectorRunner::new(Pack::shipped()?, findings, runs, opportunities, clock.clone(), RunnerOptions::default()));
-    let listener = converge_http::listen(settings.port).await?;
+    let listener = converge_http::listen(settings.listen_address()).await?;
     tracing::info!(port = settings.port, "detector-runner serving");
     let state = detector_runner::DetectorRunnerState { runner, verifier, clock };
     converge_http::serve(listener, detector_runner::app(state), converge_http::shutdown_signal()).await?;

@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SystemClock),
     );
     runner.ensure_tables().await.context("creating daily_entity_metrics, entity_map and etl_loads")?;
-    let listener = converge_http::listen(settings.port).await?;
+    let listener = converge_http::listen(settings.listen_address()).await?;
     tracing::info!(port = settings.port, backend = backends.kind, "nightly-etl serving");
     let state = nightly_etl::EtlState { runner: Arc::new(runner), verifier, clock: Arc::new(SystemClock) };
     converge_http::serve(listener, nightly_etl::app(state), converge_http::shutdown_signal()).await?;

@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     if settings.accept_emulator_events {
         app = app.merge(converge_sync::emulator_route(service));
     }
-    let listener = converge_http::listen(settings.port).await?;
+    let listener = converge_http::listen(settings.listen_address()).await?;
     tracing::info!(run_id, port = settings.port, backend = backends.kind, "on-write sync serving");
     converge_http::serve(listener, app, converge_http::shutdown_signal()).await?;
     Ok(())

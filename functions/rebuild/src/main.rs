@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let backends = Backends::open(&settings, Arc::new(SystemClock)).await.context("opening the backends")?;
     backends.warehouse.ensure_tables(&settings.mirror).await.context("creating the changelog tables")?;
     let rebuilder = Arc::new(Rebuilder::new(backends.source, backends.warehouse, settings.mirror.clone(), Arc::new(SystemClock)));
-    let listener = converge_http::listen(settings.port).await?;
+    let listener = converge_http::listen(settings.listen_address()).await?;
     tracing::info!(port = settings.port, backend = backends.kind, "rebuild serving");
     converge_http::serve(listener, rebuild::app(rebuild::RebuildState { rebuilder, verifier }), converge_http::shutdown_signal()).await?;
     Ok(())

@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let backends = Backends::open(&settings, Arc::new(SystemClock)).await.context("opening the backends")?;
     backends.warehouse.ensure_tables(&settings.mirror).await.context("creating the changelog tables")?;
     let reconciler = Reconciler::new(backends.source, backends.errors, backends.warehouse, settings.mirror.clone(), Arc::new(SystemClock));
-    let listener = converge_http::listen(settings.port).await?;
+    let listener = converge_http::listen(settings.listen_address()).await?;
     tracing::info!(port = settings.port, backend = backends.kind, "reconciler serving");
     converge_http::serve(listener, reconciler::app(Arc::new(reconciler)), converge_http::shutdown_signal()).await?;
     Ok(())
