@@ -447,7 +447,7 @@ fn optional_text(text: &Option<String>) -> Cell<'_> {
 }
 
 fn row_cells(row: &ChangeRow) -> Vec<Cell<'_>> {
-    let mut cells = Vec::with_capacity(15 + row.promoted.len());
+    let mut cells = Vec::with_capacity(16 + row.promoted.len());
     cells.extend([
         Cell::Text(&row.tenant),
         Cell::Text(&row.collection),
@@ -471,6 +471,7 @@ fn row_cells(row: &ChangeRow) -> Vec<Cell<'_>> {
     }));
     cells.extend([Cell::Micros(row.ingested_at), Cell::Text(&row.run_id), Cell::Text(&row.code_version)]);
     cells.extend([optional_micros(row.update_time), optional_micros(row.create_time)]);
+    cells.push(Cell::BigInt(crate::schema::content_rank(row.content_hash.as_deref())));
     cells
 }
 
