@@ -93,6 +93,13 @@ pub fn reconcile(run: &ReconcileRun) -> String {
         "  errors resolved {}, repair failures {}, outcome {}, {} derived rows read, {} ms",
         run.errors_resolved, run.repair_failures, run.outcome, run.derived_rows_read, run.millis
     );
+    for refused in &run.refused {
+        let _ = writeln!(
+            out,
+            "  REFUSED tombstoning {} of {} documents of {} ({}): {}",
+            refused.orphans, refused.derived_docs, refused.tenant, refused.table, refused.how_to_override
+        );
+    }
     out
 }
 
@@ -108,9 +115,17 @@ pub fn drill(summary: &DrillSummary) -> String {
         "  no-drift faults     {} duplicates, {} reordered, {} transient append failures, {} sync kill(s) mid group commit, {} relay kill(s) mid-batch (pending at kills: {:?}, answered in the killed batches: {:?}); {} delivery retries, {} redeliveries skipped",
         f.duplicates, f.reordered, f.transient_failures, f.sync_kills, f.relay_kills, f.pending_at_relay_kills, f.answered_in_killed_batches, f.delivery_retries, f.redeliveries_skipped
     );
-    let _ = writeln!(out, "\n  {:<10} {:>8} {:>10} {:>7} {:>6} {:>7}", "", "missing", "different", "orphan", "known", "silent");
+    let _ = writeln!(
+        out,
+        "\n  {:<10} {:>8} {:>10} {:>7} {:>6} {:>7} {:>14} {:>16} {:>12}",
+        "", "missing", "different", "orphan", "known", "silent", "wrong content", "wrong tombstone", "mass orphan"
+    );
     for (name, c) in [("injected", &summary.injected), ("found", &summary.found)] {
-        let _ = writeln!(out, "  {:<10} {:>8} {:>10} {:>7} {:>6} {:>7}", name, c.missing, c.different, c.orphan, c.known, c.silent);
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>8} {:>10} {:>7} {:>6} {:>7} {:>14} {:>16} {:>12}",
+            name, c.missing, c.different, c.orphan, c.known, c.silent, c.wrong_content_same_version, c.wrong_tombstone, c.mass_orphan_refused
+        );
     }
     let _ = writeln!(out, "\n  repaired {}, errors resolved {}", summary.repaired, summary.errors_resolved);
     let _ = writeln!(out, "  drift after repair  {}", summary.drift_after_repair);
@@ -132,9 +147,12 @@ pub fn rebuild(summary: &crate::rebuild::RebuildSummary) -> String {
     let run = &summary.run;
     let mut out = String::new();
     let _ = writeln!(out, "\nRebuild {} — batch {} — {}", run.tenant, run.batch_id, run.outcome);
-    let _ = writeln!(out, "  {:<12} {:>10} {:>11} {:>8}  {}", "table", "documents", "tombstones", "skipped", "source read at");
+    let _ = writeln!(out, "  {:<12} {:>10} {:>10} {:>11} {:>8}  {}", "table", "documents", "unchanged", "tombstones", "skipped", "source read at");
     for t in &run.tables {
-        let _ = writeln!(out, "  {:<12} {:>10} {:>11} {:>8}  {}", t.table, t.documents, t.tombstones, t.skipped, t.source_read_time);
+        let _ = writeln!(out, "  {:<12} {:>10} {:>10} {:>11} {:>8}  {}", t.table, t.documents, t.unchanged, t.tombstones, t.skipped, t.source_read_time);
+    }
+    if let Some(hint) = &run.how_to_override {
+        let _ = writeln!(out, "  REFUSED: {hint}");
     }
     let rate = run.documents as f64 * 1000.0 / run.millis.max(1) as f64;
     let _ = writeln!(

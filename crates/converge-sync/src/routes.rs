@@ -8,7 +8,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use converge_core::QuarantineReason;
 use serde_json::json;
 
 use crate::service::{SyncOutcome, SyncService};
