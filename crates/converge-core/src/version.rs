@@ -60,7 +60,7 @@ pub fn delete_version(event_time: Timestamp, last_update_time: Option<Timestamp>
 /// Whether rows of `op` were read from the source (rule 2) rather than written from an
 /// event.
 pub fn is_source_read(op: Op) -> bool {
-    matches!(op, Op::Rebuild | Op::Repair)
+    SOURCE_READ_OPS.contains(&op)
 }
 
 /// The ops whose rows are read from the source, as the SQL views name them.

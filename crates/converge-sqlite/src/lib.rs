@@ -238,7 +238,7 @@ impl Inner {
         let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Under the write lock (of every process on this file): after every earlier
         // commit, and after every read time handed out, so a commit a read did not see
-        // is always dated after that read (see `take_read_time`).
+        // is always dated after that read (see `take_read_floor`).
         let last_commit_us = schema::read_last_commit(&tx)?.unwrap_or(0).max(writer.last_commit_us);
         let floor_us = schema::read_read_floor(&tx)?.unwrap_or(0);
         let commit_us = self.clock.now().as_micros().max(last_commit_us + 1).max(floor_us + 1);
