@@ -23,3 +23,73 @@ resource "google_firestore_field" "opportunities_status" {
 
   depends_on = [google_project_service.apis]
 }
+
+# Security Rules: infra/firestore.rules keeps the app's client SDKs out of sync_errors
+# and quarantine and lets a tenant's clients read (never write) its opportunities.
+# Converge itself does not need them (rules never judge its IAM-authorized server
+# library). A release replaces the database's whole ruleset, the app's rules included,
+# so Terraform deploys rules only when told which file: infra/firestore.rules itself
+# for a database the app's clients use for nothing else, or the app's rules file with
+# Converge's block merged in (infra/README.md, "Security Rules"). Unset, Terraform
+# leaves the database's rules alone.
+variable "firestore_rules_file" {
+  description = "Path (absolute, or relative to infra/) of the Security Rules file to deploy to the Firestore database: \"firestore.rules\" (Converge's alone) or the app's rules with Converge's block merged in. Empty: Terraform does not manage the database's rules."
+  type        = string
+  default     = ""
+}
+
+locals {
+  manage_firestore_rules = var.firestore_rules_file != ""
+  firestore_rules        = local.manage_firestore_rules ? file(var.firestore_rules_file) : ""
+  # Converge's block of infra/firestore.rules, from its `// converge:begin` line to its
+  # `// converge:end` line, with every run of whitespace made one space: the deployed
+  # file must contain it, however the app indents it.
+  converge_rules_block = replace(regex("(?s)// converge:begin.*// converge:end", file("${path.module}/firestore.rules")), "/\\s+/", " ")
+}
+
+resource "google_project_service" "firebaserules" {
+  count              = local.manage_firestore_rules ? 1 : 0
+  service            = "firebaserules.googleapis.com"
+  disable_on_destroy = false
+}
+
+resource "google_firebaserules_ruleset" "firestore" {
+  count   = local.manage_firestore_rules ? 1 : 0
+  project = var.project
+  source {
+    files {
+      name    = "firestore.rules"
+      content = local.firestore_rules
+    }
+  }
+
+  lifecycle {
+    # A ruleset cannot change: new rules are a new ruleset. Create it before the old
+    # one goes, so the release is never left pointing at a deleted ruleset.
+    create_before_destroy = true
+    precondition {
+      condition     = strcontains(replace(local.firestore_rules, "/\\s+/", " "), local.converge_rules_block)
+      error_message = "${var.firestore_rules_file} lacks Converge's Security Rules as they stand in infra/firestore.rules (the lines from `// converge:begin` to `// converge:end`): merge them in again (infra/README.md, \"Security Rules\")."
+    }
+  }
+
+  depends_on = [google_project_service.firebaserules]
+}
+
+# The release that puts the ruleset in force for the database. Its name is
+# `cloud.firestore` for the (default) database and `cloud.firestore/DATABASE_ID` for a
+# named one (the provider's sample for an additional database, and `gcloud firebase
+# security-rules release`: https://docs.cloud.google.com/sdk/gcloud/reference/alpha/firebase/security-rules/release).
+# If the database already has rules (deployed from the Firebase console or CLI), the
+# release exists: import it first (infra/README.md).
+resource "google_firebaserules_release" "firestore" {
+  count        = local.manage_firestore_rules ? 1 : 0
+  project      = var.project
+  name         = var.firestore_database == "(default)" ? "cloud.firestore" : "cloud.firestore/${var.firestore_database}"
+  ruleset_name = "projects/${var.project}/rulesets/${google_firebaserules_ruleset.firestore[0].name}"
+
+  lifecycle {
+    # As the provider's documentation does: a new ruleset replaces the release.
+    replace_triggered_by = [google_firebaserules_ruleset.firestore[0]]
+  }
+}

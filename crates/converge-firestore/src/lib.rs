@@ -18,8 +18,8 @@
 //!   sighting kept), open ones listed per tenant or by collection-group query.
 //! - [`error`]: this crate's errors and their mapping onto the core's error kinds.
 //! - [`emulator`]: a harness that starts Google's Firestore emulator on a free port,
-//!   hands out stores pointed at it, resets it, registers Eventarc triggers, and kills
-//!   it (the whole process group) when dropped.
+//!   hands out stores pointed at it, resets it, registers Eventarc triggers, loads
+//!   Security Rules, and kills it (the whole process group) when dropped.
 //!
 //! # Endpoint and credentials
 //!
