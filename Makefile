@@ -131,8 +131,8 @@ clean:
 
 # Google Cloud: deploy/deploy.sh reads deploy/converge.env (see deploy/README.md).
 # deploy-dry-run prints every gcloud command for the example configuration, runs none.
-deploy:
-	bash deploy/deploy.sh
+deploy: build
+	CONVERGE_BIN=$(abspath $(BIN))/converge bash deploy/deploy.sh
 
 deploy-dry-run:
 	DRY_RUN=1 CONVERGE_DEPLOY_ENV=$${CONVERGE_DEPLOY_ENV:-deploy/converge.env.example} bash deploy/deploy.sh

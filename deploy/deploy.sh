@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Deploys Converge to Google Cloud: images, Cloud Run services, Eventarc triggers and
-# Cloud Scheduler jobs. Run `terraform -chdir=infra apply` first (dataset, tables,
-# service accounts, IAM); see deploy/README.md.
+# Deploys Converge to Google Cloud: the warehouse's tables and views (`converge setup
+# --backend cloud`), images, Cloud Run services, Eventarc triggers and Cloud Scheduler
+# jobs. Run `terraform -chdir=infra apply` first (dataset, tables, service accounts,
+# IAM); see deploy/README.md.
 #
-#   make deploy                       # = bash deploy/deploy.sh
+#   make deploy                       # = CONVERGE_BIN=<built converge> bash deploy/deploy.sh
 #   DRY_RUN=1 bash deploy/deploy.sh   # print every gcloud command, run none
 #
 # Environment:
 #   CONVERGE_DEPLOY_ENV  configuration file (default deploy/converge.env)
+#   CONVERGE_BIN         the `converge` command (default: `converge` on PATH; make deploy
+#                        builds it and passes its path)
 #   DRY_RUN=1            print the commands instead of running them; renders the service
 #                        definitions into a temporary directory and prints its path.
 #                        Needs neither gcloud nor credentials.
@@ -245,8 +248,10 @@ done
 
 # --- Tools and credentials --------------------------------------------------------------
 
+CONVERGE_BIN=${CONVERGE_BIN:-converge}
 if ! dry; then
   command -v gcloud >/dev/null || die "gcloud not found: install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install)"
+  command -v "$CONVERGE_BIN" >/dev/null || die "$CONVERGE_BIN not found: run make deploy (it builds converge), or set CONVERGE_BIN to a built converge"
   [[ -n $(gcloud auth list --filter=status:ACTIVE --format='value(account)' 2>/dev/null) ]] \
     || die "gcloud has no active account: run gcloud auth login"
 fi
@@ -365,6 +370,21 @@ for entry in "${SELECTED[@]}"; do
   run gcloud builds submit . --config=deploy/cloudbuild.yaml --ignore-file=deploy/gcloudignore \
     --substitutions="_FUNCTION=$fn,_IMAGE=$image" "${G[@]}"
 done
+
+# --- Warehouse tables -------------------------------------------------------------------
+#
+# The functions run no DDL at start: each checks that the tables and views of its
+# configuration exist, as this version creates them, and exits naming what is missing.
+# So setup runs here, before any service is replaced, with the operator's Application
+# Default Credentials (gcloud auth application-default login) and the functions' own
+# settings. Idempotent: tables and columns only if missing, views replaced with the same
+# text, the dataset only if Terraform has not made it.
+
+note "warehouse tables: converge setup --backend cloud"
+SETUP_ENV=(CONVERGE_BACKEND=cloud "GOOGLE_CLOUD_PROJECT=$PROJECT" "CONVERGE_BIGQUERY_DATASET=$BIGQUERY_DATASET"
+  "CONVERGE_BIGQUERY_LOCATION=$BIGQUERY_LOCATION" "CONVERGE_FIRESTORE_DATABASE=$FIRESTORE_DATABASE")
+[[ -n $CONVERGE_CONFIG ]] && SETUP_ENV+=("CONVERGE_CONFIG=$CONVERGE_CONFIG")
+run env "${SETUP_ENV[@]}" "$CONVERGE_BIN" setup --backend cloud
 
 # --- Services, triggers, jobs -----------------------------------------------------------
 

@@ -66,32 +66,120 @@ impl Drop for Process {
 /// Starts function `name` the way Cloud Run does (`PORT`, settings from the
 /// environment) on the embedded data directory `data`, and waits for `/healthz`.
 async fn start_function(name: &str, data: &Path, logs: &Path) -> (Process, String) {
+    let data = data.to_string_lossy();
+    let (mut process, base) = spawn_function(name, &[("CONVERGE_DATA_DIR", &data)], logs);
+    wait_healthy(name, &mut process, &base).await;
+    (process, base)
+}
+
+/// Starts function `name` with only `PORT`, `CONVERGE_LOG` and `settings` in its
+/// environment; returns it and its base URL, without waiting.
+fn spawn_function(name: &str, settings: &[(&str, &str)], logs: &Path) -> (Process, String) {
     let program = binary(name);
     let port = free_port();
     let stderr = logs.join(format!("{name}.stderr"));
     let child = Command::new(&program)
         .env_clear()
         .env("PORT", port.to_string())
-        .env("CONVERGE_DATA_DIR", data)
         .env("CONVERGE_LOG", "info")
+        .envs(settings.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-    let mut process = Process { child, stderr };
-    let base = format!("http://127.0.0.1:{port}");
+    (Process { child, stderr }, format!("http://127.0.0.1:{port}"))
+}
+
+/// Waits until the function at `base` answers `/healthz` with 200.
+async fn wait_healthy(name: &str, process: &mut Process, base: &str) {
     let client = http_client();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         process.assert_running();
         match client.get(format!("{base}/healthz")).timeout(Duration::from_secs(2)).send().await {
-            Ok(response) if response.status().as_u16() == 200 => return (process, base),
+            Ok(response) if response.status().as_u16() == 200 => return,
             _ => {}
         }
         assert!(Instant::now() < deadline, "{name}: /healthz did not answer 200 within 30s; stderr:\n{}", process.stderr());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Sends SIGTERM and expects a clean exit.
+async fn stop(name: &str, mut process: Process) {
+    process.assert_running();
+    let pid = process.child.id().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+    assert!(kill.success(), "kill -TERM {pid} failed");
+    let status = process.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "{name} exited with {status} after SIGTERM; stderr:\n{}", process.stderr());
+}
+
+/// Every function, as deployed.
+const FUNCTIONS: [&str; 5] = ["on-write-sync", "reconciler", "rebuild", "nightly-etl", "detector-runner"];
+
+/// In the cloud configuration no function creates tables at start (DDL needs
+/// project-level BigQuery permissions no function's account has): each checks what
+/// `converge setup --backend cloud` made and, until it has run, exits non-zero naming
+/// what is missing and that command. After setup (run twice: it is idempotent), each
+/// serves. On both emulators, with the binaries as built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_functions_exit_until_setup_has_run_and_serve_after_it() {
+    if !converge_e2e::cloud_emulators_present("cloud_functions_exit_until_setup_has_run_and_serve_after_it") {
+        return;
+    }
+    bounded(300, "cloud functions before and after setup", async {
+        let bigquery = converge_bigquery::BigQueryEmulator::start().await.expect("the BigQuery emulator");
+        let firestore =
+            converge_firestore::FirestoreEmulator::start(converge_firestore::EmulatorOptions::default()).await.expect("the Firestore emulator");
+        let logs = tempfile::tempdir().unwrap();
+        let (rest, grpc, firestore_host) = (bigquery.rest_url(), bigquery.grpc_url(), firestore.host_port());
+        let settings = [
+            ("CONVERGE_BACKEND", "cloud"),
+            ("GOOGLE_CLOUD_PROJECT", bigquery.project()),
+            ("CONVERGE_BIGQUERY_DATASET", "converge_setup"),
+            ("BIGQUERY_EMULATOR_HOST", rest.as_str()),
+            ("CONVERGE_BIGQUERY_STORAGE_EMULATOR_HOST", grpc.as_str()),
+            ("FIRESTORE_EMULATOR_HOST", firestore_host.as_str()),
+            // What the functions that check callers' tokens require in the cloud.
+            ("CONVERGE_AUTH_AUDIENCE", "https://converge.example"),
+            ("CONVERGE_AUTH_ALLOWED_EMAILS", "operator@example.com"),
+        ];
+
+        for name in FUNCTIONS {
+            let (mut process, _) = spawn_function(name, &settings, logs.path());
+            let status = process.wait(Duration::from_secs(60)).await;
+            let stderr = process.stderr();
+            assert!(!status.success(), "{name} started before setup ({status}); stderr:\n{stderr}");
+            assert!(
+                stderr.contains("dataset `converge-test.converge_setup`") && stderr.contains("does not exist") && stderr.contains("converge setup --backend cloud"),
+                "{name} must name the missing dataset and the command that creates it; stderr:\n{stderr}"
+            );
+        }
+
+        for attempt in ["first", "second"] {
+            let output = Command::new(binary("converge"))
+                .args(["setup", "--backend", "cloud", "--json"])
+                .env_clear()
+                .env("CONVERGE_LOG", "warn")
+                .envs(settings.iter().copied())
+                .stdin(Stdio::null())
+                .output()
+                .expect("run converge setup");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{attempt} converge setup failed: {stderr}");
+            let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+            assert_eq!((&report["backend"], &report["tables"], &report["checked"]), (&serde_json::json!("cloud"), &serde_json::json!(["records"]), &serde_json::json!(true)), "{report}");
+        }
+
+        for name in FUNCTIONS {
+            let (mut process, base) = spawn_function(name, &settings, logs.path());
+            wait_healthy(name, &mut process, &base).await;
+            stop(name, process).await;
+        }
+    })
+    .await;
 }
 
 /// A port free at the time of asking.
@@ -126,7 +214,7 @@ fn numbered_event(doc: &str, event_id: &str) -> DocumentChange {
 async fn the_on_write_sync_binary_serves_events_and_stops_on_sigterm() {
     bounded(60, "on-write-sync binary", async {
         let (dir, path) = data_dir();
-        let (mut process, base) = start_function("on-write-sync", &path, dir.path()).await;
+        let (process, base) = start_function("on-write-sync", &path, dir.path()).await;
         let client = http_client();
 
         // A valid binary-mode event.
@@ -149,13 +237,7 @@ async fn the_on_write_sync_binary_serves_events_and_stops_on_sigterm() {
         assert_eq!(reply["outcome"], "quarantined", "{reply}");
 
         // SIGTERM: a clean exit.
-        process.assert_running();
-        let pid = process.child.id().to_string();
-        let kill = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
-        assert!(kill.success(), "kill -TERM {pid} failed");
-        let status = process.wait(Duration::from_secs(20)).await;
-        assert!(status.success(), "on-write-sync exited with {status} after SIGTERM; stderr:\n{}", process.stderr());
-        drop(process);
+        stop("on-write-sync", process).await;
 
         // What it wrote is durable after the process is gone.
         let source = open_source(&path);
@@ -234,7 +316,7 @@ async fn the_rebuild_binary_refuses_callers_without_a_token_and_rebuilds_for_the
         let writes = (0..25).map(|i| DocWrite::Set { path: format!("orgs/acme/records/r{i}"), fields: fields.clone() }).collect();
         source.apply(writes).await.unwrap();
         drop(source);
-        let (mut process, base) = start_function("rebuild", &path, dir.path()).await;
+        let (process, base) = start_function("rebuild", &path, dir.path()).await;
         let client = http_client();
 
         let response = client.post(format!("{base}/")).body(r#"{"tenant": "acme"}"#).send().await.unwrap();
@@ -252,11 +334,7 @@ async fn the_rebuild_binary_refuses_callers_without_a_token_and_rebuilds_for_the
         let response = client.post(format!("{base}/")).bearer_auth(&elsewhere).body(r#"{"tenant": "acme"}"#).send().await.unwrap();
         assert_eq!(response.status().as_u16(), 401);
 
-        process.assert_running();
-        let kill = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().expect("run kill");
-        assert!(kill.success());
-        let status = process.wait(Duration::from_secs(20)).await;
-        assert!(status.success(), "rebuild exited with {status} after SIGTERM; stderr:\n{}", process.stderr());
+        stop("rebuild", process).await;
     })
     .await;
 }
@@ -300,7 +378,7 @@ async fn the_nightly_etl_binary_loads_yesterday_for_a_scheduler_tick_and_stops_o
             .await
             .unwrap();
         drop(source);
-        let (mut process, base) = start_function("nightly-etl", &path, dir.path()).await;
+        let (process, base) = start_function("nightly-etl", &path, dir.path()).await;
         let client = http_client();
         let tick = ("X-CloudScheduler-ScheduleTime", "2025-06-02T02:00:00Z");
 
@@ -316,11 +394,7 @@ async fn the_nightly_etl_binary_loads_yesterday_for_a_scheduler_tick_and_stops_o
         assert_eq!(run["runs"].as_array().map(Vec::len), Some(4), "yesterday and the 3 days before: {run}");
         assert_eq!(run["runs"][3]["kind"], "etl");
 
-        process.assert_running();
-        let kill = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().expect("run kill");
-        assert!(kill.success());
-        let status = process.wait(Duration::from_secs(20)).await;
-        assert!(status.success(), "nightly-etl exited with {status} after SIGTERM; stderr:\n{}", process.stderr());
+        stop("nightly-etl", process).await;
 
         // The same data directory through the command: one object with the run record.
         let output = Command::new(binary("converge"))

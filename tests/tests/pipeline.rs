@@ -90,6 +90,10 @@ impl Warehouse for StallAfterCommit {
         self.inner.ensure_tables(config).await
     }
 
+    async fn check_tables(&self, config: &converge_core::MirrorConfig) -> Result<(), StoreError> {
+        self.inner.check_tables(config).await
+    }
+
     async fn append(&self, rows: Vec<converge_core::ChangeRow>) -> Result<converge_core::AppendReceipt, StoreError> {
         let receipt = self.inner.append(rows).await?;
         let committed = self.control.committed.fetch_add(receipt.written, Ordering::SeqCst) + receipt.written;

@@ -51,6 +51,6 @@ impl CloudBackends {
         let metrics: Arc<dyn converge_core::MetricsWarehouse> = Arc::new(self.warehouse.clone());
         let findings: Arc<dyn converge_core::FindingsWarehouse> = Arc::new(self.warehouse.clone());
         let opportunities: Arc<dyn converge_core::OpportunityStore> = Arc::new(self.source.clone());
-        Backends { source, errors, warehouse, raw, metrics, findings, opportunities, kind: "cloud" }
+        Backends { source, errors, warehouse, raw, metrics, findings, opportunities, kind: "cloud", tables_at_start: crate::TablesAtStart::Check }
     }
 }

@@ -74,6 +74,7 @@ impl EmbeddedBackends {
             findings: Arc::new(self.warehouse.clone()),
             opportunities: Arc::new(self.source.clone()),
             kind: "embedded",
+            tables_at_start: crate::TablesAtStart::Create,
         }
     }
 }

@@ -74,7 +74,7 @@ pub fn reason_kind(reason: &str) -> ErrorKind {
 fn hint(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::Retryable => "transient: retry later",
-        ErrorKind::NotFound => "run ensure_tables (or check project and dataset)",
+        ErrorKind::NotFound => "check project and dataset, and run `converge setup --backend cloud` with the same configuration",
         ErrorKind::Conflict => "someone else changed it concurrently: retry",
         ErrorKind::InvalidInput => "the rows cannot be stored as they are",
         ErrorKind::Permanent => "retrying will not help: check the table layout against the mirror configuration",

@@ -38,7 +38,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::arrow::{ipc_batch, ipc_schema};
 use crate::error::{from_append, from_commit, from_gax, from_writer, BACKEND};
-use crate::schema::{create_dataset, qualified};
+use crate::schema::qualified;
 use crate::warehouse::{row_error, BigQueryWarehouse, QueryParam};
 
 pub const STAGING_METRICS_TABLE: &str = "etl_staging_metrics";
@@ -264,11 +264,27 @@ impl BigQueryWarehouse {
 #[async_trait]
 impl MetricsWarehouse for BigQueryWarehouse {
     async fn ensure_metrics_tables(&self) -> Result<(), StoreError> {
-        self.run("create dataset", create_dataset(self.config()), &[]).await?;
+        self.ensure_dataset().await?;
         for statement in create_metrics_tables(self.config()) {
             self.run("create the metrics tables", statement, &[]).await?;
         }
         Ok(())
+    }
+
+    async fn check_metrics_tables(&self) -> Result<(), StoreError> {
+        let dataset = format!("dataset `{}.{}`", self.config().project, self.config().dataset);
+        let Some(catalog) = self.catalog().await? else {
+            return Err(StoreError::not_set_up(BACKEND, &dataset, &["it does not exist".to_owned()]));
+        };
+        let missing: Vec<String> = [METRICS_TABLE, ENTITY_MAP_TABLE, LOADS_TABLE, STAGING_METRICS_TABLE, STAGING_ENTITY_MAP_TABLE]
+            .into_iter()
+            .filter(|name| !catalog.contains_key(*name))
+            .map(|name| format!("table `{name}` is missing"))
+            .collect();
+        match missing.is_empty() {
+            true => Ok(()),
+            false => Err(StoreError::not_set_up(BACKEND, &dataset, &missing)),
+        }
     }
 
     async fn replace_slice(&self, load: SliceLoad, mut rows: BoxStream<'static, Result<SliceRow, StoreError>>) -> Result<ReplaceReceipt, StoreError> {

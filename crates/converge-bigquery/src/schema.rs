@@ -143,6 +143,42 @@ pub fn create_runs(config: &BigQueryConfig) -> String {
     )
 }
 
+/// The run kind (in `converge_runs`) of a completed setup: `ensure_tables` records one
+/// after its last statement, with batch id [`setup_batch_id`].
+pub const SETUP_KIND: &str = "setup";
+
+/// A digest of every statement `ensure_tables` runs for `mirror` (the runs table, then
+/// each route's table, added columns, view and table function, but not the dataset):
+/// equal digests, equal layouts. A function's start compares it with the last recorded
+/// setup, so a view from an older ordering rule or a route added to the configuration
+/// without setup stops the function instead of running on the wrong layout.
+pub fn layout_fingerprint(config: &BigQueryConfig, mirror: &converge_core::MirrorConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let statements = std::iter::once(create_runs(config)).chain(mirror.routes.iter().flat_map(|route| create_statements(config, route)));
+    for statement in statements {
+        hasher.update((statement.len() as u64).to_be_bytes());
+        hasher.update(statement.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// The batch id of the setup run that created the layout with `fingerprint`: a re-run
+/// of the same setup replaces its record instead of adding one.
+pub fn setup_batch_id(fingerprint: &str) -> String {
+    format!("{SETUP_KIND}-{fingerprint}")
+}
+
+/// Every table and view of the dataset with its type (`BASE TABLE`, `VIEW`, …).
+/// Querying `INFORMATION_SCHEMA.TABLES` needs `bigquery.tables.get`/`list` and
+/// `bigquery.routines.get`/`list` on the dataset, which `roles/bigquery.dataViewer`
+/// and `dataEditor` hold, plus `bigquery.jobs.create` for the query job
+/// (<https://cloud.google.com/bigquery/docs/information-schema-tables>, "Required
+/// permissions"); a missing dataset fails it with `notFound`.
+pub fn catalog_query(config: &BigQueryConfig) -> String {
+    format!("SELECT table_name, table_type FROM `{}.{}.INFORMATION_SCHEMA.TABLES`", config.project, config.dataset)
+}
+
 /// The as-of state of one tenant, as a query with named parameters `@tenant` and
 /// `@as_of` (a TIMESTAMP), through the table function.
 pub fn as_of_query(config: &BigQueryConfig, table: &str) -> String {

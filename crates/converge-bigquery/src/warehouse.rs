@@ -22,6 +22,7 @@ use google_cloud_bigquery::model::{ArrowRecordBatch, ArrowSchema};
 use google_cloud_bigquery::query::{CompleteQuery, Row, RowIterator};
 use google_cloud_bigquery::write::format::Arrow;
 use google_cloud_bigquery::write::{DefaultWriter, PendingWriter};
+use google_cloud_bigquery_v2::client::DatasetService;
 use google_cloud_bigquery_v2::model::{QueryParameter, QueryParameterType, QueryParameterValue, TableFieldSchema};
 use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_gax::retry_policy::RetryPolicyExt;
@@ -32,7 +33,9 @@ use converge_core::{AppendReceipt, ChangeRow, Clock, DocState, ErrorKind, Mirror
 use crate::arrow::{ipc_batch, ipc_schema, record_batch, table_schema};
 use crate::config::BigQueryConfig;
 use crate::error::{from_append, from_commit, from_gax, from_query, from_writer, timed_out, BACKEND};
-use crate::schema::{as_of_query, create_dataset, create_runs, create_statements, qualified, STATE_COLUMNS};
+use crate::schema::{
+    as_of_query, catalog_query, create_dataset, create_runs, create_statements, layout_fingerprint, qualified, setup_batch_id, SETUP_KIND, STATE_COLUMNS,
+};
 
 /// Largest Arrow payload sent in one AppendRows request. The API refuses requests
 /// over 10 MB; the margin covers the schema and request framing.
@@ -104,6 +107,9 @@ struct Inner {
     config: BigQueryConfig,
     query: BigQuery,
     write: Write,
+    /// datasets.get: whether the dataset exists (`bigquery.datasets.get`, which the
+    /// dataset-level roles hold).
+    datasets: DatasetService,
     mirror: RwLock<Option<MirrorConfig>>,
     /// One default-stream writer per table, opened on first append: it keeps its
     /// AppendRows connection open between appends.
@@ -134,8 +140,10 @@ impl BigQueryWarehouse {
             .with_retry_policy(google_cloud_bigquery::query::retry_policy::RetryableErrors.with_time_limit(config.call_timeout))
             .with_backoff_policy(backoff());
         let mut write = Write::builder();
+        let mut datasets = DatasetService::builder().with_retry_policy(google_cloud_gax::retry_policy::Aip194Strict.with_time_limit(config.call_timeout)).with_backoff_policy(backoff());
         if let Some(rest) = &config.rest_endpoint {
             query = query.with_endpoint(rest);
+            datasets = datasets.with_endpoint(rest);
         }
         if let Some(grpc) = &config.grpc_endpoint {
             write = write.with_endpoint(grpc);
@@ -143,6 +151,7 @@ impl BigQueryWarehouse {
         if config.anonymous {
             query = query.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
             write = write.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
+            datasets = datasets.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
         }
         let query = query.build().await.map_err(|e| {
             StoreError::permanent(BACKEND, format!("cannot build the BigQuery client: {e} (are Application Default Credentials set up?)"))
@@ -150,8 +159,11 @@ impl BigQueryWarehouse {
         let write = write.build().await.map_err(|e| {
             StoreError::permanent(BACKEND, format!("cannot build the Storage Write client: {e} (are Application Default Credentials set up?)"))
         })?;
+        let datasets = datasets.build().await.map_err(|e| {
+            StoreError::permanent(BACKEND, format!("cannot build the BigQuery datasets client: {e} (are Application Default Credentials set up?)"))
+        })?;
         Ok(Self {
-            inner: Arc::new(Inner { config, query, write, mirror: RwLock::new(None), writers: tokio::sync::Mutex::new(HashMap::new()) }),
+            inner: Arc::new(Inner { config, query, write, datasets, mirror: RwLock::new(None), writers: tokio::sync::Mutex::new(HashMap::new()) }),
         })
     }
 
@@ -173,6 +185,52 @@ impl BigQueryWarehouse {
         self.inner.mirror.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| {
             StoreError::permanent(BACKEND, "ensure_tables must run before appends and reads (the warehouse has no table layout yet)")
         })
+    }
+
+    /// Takes `config` as the table layout for later calls.
+    async fn adopt(&self, config: &MirrorConfig) {
+        // Writers carry their table's Arrow schema: a new layout needs new writers.
+        self.inner.writers.lock().await.clear();
+        *self.inner.mirror.write().unwrap_or_else(|p| p.into_inner()) = Some(config.clone());
+    }
+
+    /// Whether the dataset exists (datasets.get).
+    async fn dataset_exists(&self) -> Result<bool, StoreError> {
+        let config = &self.inner.config;
+        let get = self.inner.datasets.get_dataset().set_project_id(&config.project).set_dataset_id(&config.dataset).send();
+        match self.bounded("look the dataset up", get, from_gax).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The dataset's tables and views by name, with their type; `None` if the dataset
+    /// does not exist. Reads metadata only (see [`catalog_query`] for the permissions).
+    pub(crate) async fn catalog(&self) -> Result<Option<HashMap<String, String>>, StoreError> {
+        if !self.dataset_exists().await? {
+            return Ok(None);
+        }
+        let done = self.run("list the dataset's tables", catalog_query(&self.inner.config), &[]).await?;
+        let mut catalog = HashMap::new();
+        let mut rows = self.rows("list the dataset's tables", done);
+        while let Some(row) = rows.next().await {
+            let row = row?;
+            let field = |i| row.get::<String>(i).map_err(|e| row_error("list the dataset's tables", &e));
+            catalog.insert(field(0)?, field(1)?);
+        }
+        Ok(Some(catalog))
+    }
+
+    /// Creates the dataset only if it is missing. `CREATE SCHEMA IF NOT EXISTS` is
+    /// checked against `bigquery.datasets.create` on the project even when the dataset
+    /// exists (see `FACTS`: dbt-external-tables #354, Airbyte #39330), so a setup run by
+    /// someone with only dataset-level roles, on a dataset Terraform made, would fail.
+    pub(crate) async fn ensure_dataset(&self) -> Result<(), StoreError> {
+        if self.catalog().await?.is_none() {
+            self.run("create dataset", create_dataset(&self.inner.config), &[]).await?;
+        }
+        Ok(())
     }
 
     /// Table names reach SQL text only after this check against the configuration.
@@ -399,18 +457,77 @@ struct Pending {
 #[async_trait]
 impl Warehouse for BigQueryWarehouse {
     async fn ensure_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
+        let started_at = SystemClock.now();
         let bq = &self.inner.config;
-        self.run("create dataset", create_dataset(bq), &[]).await?;
+        self.ensure_dataset().await?;
         self.run("create the runs table", create_runs(bq), &[]).await?;
         for route in &config.routes {
             for statement in create_statements(bq, route) {
                 self.run(&format!("create table `{}` and its views", route.table), statement, &[]).await?;
             }
         }
-        // Writers carry their table's Arrow schema: a new layout needs new writers.
-        self.inner.writers.lock().await.clear();
-        *self.inner.mirror.write().unwrap_or_else(|p| p.into_inner()) = Some(config.clone());
-        Ok(())
+        self.adopt(config).await;
+        // The record a function's start looks for (`check_tables`): written last, so
+        // it exists only once every statement above has run.
+        let fingerprint = layout_fingerprint(bq, config);
+        let tables: Vec<&str> = config.routes.iter().map(|route| route.table.as_str()).collect();
+        self.record_run(RunRecord {
+            batch_id: setup_batch_id(&fingerprint),
+            kind: SETUP_KIND.to_owned(),
+            scope: format!("{}.{}", bq.project, bq.dataset),
+            started_at,
+            finished_at: SystemClock.now(),
+            outcome: "ok".to_owned(),
+            report: serde_json::json!({ "fingerprint": fingerprint, "tables": tables }),
+            code_version: converge_core::CODE_VERSION.to_owned(),
+        })
+        .await
+    }
+
+    async fn check_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
+        let bq = &self.inner.config;
+        let dataset = format!("dataset `{}.{}`", bq.project, bq.dataset);
+        let Some(catalog) = self.catalog().await? else {
+            return Err(StoreError::not_set_up(BACKEND, &dataset, &["it does not exist".to_owned()]));
+        };
+        let mut wanted = vec![(converge_core::RUNS_TABLE.to_owned(), "BASE TABLE")];
+        for route in &config.routes {
+            wanted.push((route.table.clone(), "BASE TABLE"));
+            wanted.push((format!("{}_latest", route.table), "VIEW"));
+        }
+        let missing: Vec<String> = wanted
+            .into_iter()
+            .filter(|(name, kind)| catalog.get(name).map(String::as_str) != Some(*kind))
+            .map(|(name, kind)| format!("{} `{name}` is missing", if kind == "VIEW" { "view" } else { "table" }))
+            .collect();
+        if !missing.is_empty() {
+            return Err(StoreError::not_set_up(BACKEND, &dataset, &missing));
+        }
+        // Everything is there; is it what this build and configuration create? The
+        // columns, views and table functions are compared by the fingerprint of their
+        // DDL, recorded by the last setup.
+        let expected = setup_batch_id(&layout_fingerprint(bq, config));
+        let sql = format!(
+            "SELECT batch_id FROM {} WHERE kind = @kind ORDER BY recorded_at DESC LIMIT 1",
+            qualified(bq, converge_core::RUNS_TABLE)
+        );
+        let done = self.run("read the last setup", sql, &[("kind", QueryParam::String(SETUP_KIND.to_owned()))]).await?;
+        let last: Option<String> = match self.rows("read the last setup", done).next().await {
+            None => None,
+            Some(row) => Some(row?.get(0).map_err(|e| row_error("read the last setup", &e))?),
+        };
+        match last {
+            Some(found) if found == expected => {
+                self.adopt(config).await;
+                Ok(())
+            }
+            Some(found) => Err(StoreError::not_set_up(
+                BACKEND,
+                &dataset,
+                &[format!("its tables and views were set up by another version or configuration (last setup `{found}`, this one needs `{expected}`)")],
+            )),
+            None => Err(StoreError::not_set_up(BACKEND, &dataset, &[format!("`{}` records no setup", converge_core::RUNS_TABLE)])),
+        }
     }
 
     async fn append(&self, rows: Vec<ChangeRow>) -> Result<AppendReceipt, StoreError> {

@@ -173,3 +173,44 @@ async fn reads_before_ensure_tables_are_refused() {
     assert_eq!(err.kind, ErrorKind::Permanent);
     assert!(err.message.contains("ensure_tables"), "{err}");
 }
+
+/// A function's start (`check_tables`) runs no DDL and trusts only what the last
+/// setup recorded: tables made some other way, or set up by another version of the
+/// views, stop it until `ensure_tables` (`converge setup`) runs again.
+#[tokio::test]
+async fn the_start_up_check_trusts_only_the_last_recorded_setup() {
+    let Some(emulator) = BigQueryEmulator::for_tests().await else { return };
+    let config = MirrorConfig::default();
+    let warehouse = emulator.fresh_warehouse().await.unwrap();
+    let missing = warehouse.check_tables(&config).await.unwrap_err();
+    assert_eq!(missing.kind, ErrorKind::NotFound);
+    assert!(missing.message.contains("does not exist"), "the dataset is missing: {missing}");
+
+    // The tables exist but no setup was recorded (made by hand, or by an older release).
+    warehouse.ensure_tables(&config).await.unwrap();
+    let runs = converge_bigquery::schema::qualified(warehouse.config(), converge_core::RUNS_TABLE);
+    warehouse.query_json(&format!("DELETE FROM {runs} WHERE kind = 'setup'"), &[]).await.unwrap();
+    let unrecorded = warehouse.check_tables(&config).await.unwrap_err();
+    assert!(unrecorded.message.contains("records no setup"), "{unrecorded}");
+
+    // A later setup by another version (another fingerprint) is the one that counts.
+    warehouse.ensure_tables(&config).await.unwrap();
+    warehouse.check_tables(&config).await.expect("set up by this version");
+    let now = Timestamp::from_micros(4_000_000_000_000_000);
+    let other = converge_core::RunRecord {
+        batch_id: "setup-0123456789abcdef0123456789abcdef".into(),
+        kind: "setup".into(),
+        scope: "other".into(),
+        started_at: now,
+        finished_at: now,
+        outcome: "ok".into(),
+        report: serde_json::json!({}),
+        code_version: "9.9.9".into(),
+    };
+    warehouse.record_run(other).await.unwrap();
+    let outdated = warehouse.check_tables(&config).await.unwrap_err();
+    assert_eq!(outdated.kind, ErrorKind::NotFound);
+    assert!(outdated.message.contains("another version or configuration") && outdated.message.contains("setup-0123456789abcdef"), "{outdated}");
+    warehouse.ensure_tables(&config).await.unwrap();
+    warehouse.check_tables(&config).await.expect("setup again heals it");
+}

@@ -15,6 +15,8 @@
 //! - [`rebuild`]: `converge rebuild` / `converge import`, one tenant through the rebuild
 //!   function on loopback, with a local ID token.
 //! - [`reconcile`]: `converge reconcile`, one reconciler run on a data directory.
+//! - [`setup`]: `converge setup`, the warehouse's tables and views created (the cloud's
+//!   functions only check them at start).
 //! - [`sql`]: `converge sql`, a query on the embedded warehouse, one JSON object per row.
 //! - [`serve`]: `converge serve`, the sync function and the relay in one process.
 //! - [`bench`]: `converge bench sync`, the sync path measured over loopback HTTP.
@@ -49,4 +51,5 @@ pub mod rebuild;
 pub mod reconcile;
 pub mod render;
 pub mod serve;
+pub mod setup;
 pub mod sql;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use converge_cli::{bench, demo, demo_cloud, detect, detectors, drill, drill_cloud, rebuild, reconcile, render, serve, sql};
+use converge_cli::{bench, demo, demo_cloud, detect, detectors, drill, drill_cloud, rebuild, reconcile, render, serve, setup, sql};
 
 #[derive(Parser)]
 #[command(name = "converge", version, about = "Keeps an analytics copy of a Firestore database honest.")]
@@ -133,6 +133,21 @@ enum Command {
         /// Cap on raw records read per second (backfills next to live traffic).
         #[arg(long)]
         max_records_per_second: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the warehouse's tables and views for the mirror configuration (idempotent).
+    /// In the cloud the functions only check them at start: run this before the first
+    /// deployment and after every upgrade or configuration change (`make deploy` does).
+    Setup {
+        /// `cloud`: BigQuery as the environment configures it (GOOGLE_CLOUD_PROJECT,
+        /// CONVERGE_BIGQUERY_DATASET, CONVERGE_BIGQUERY_LOCATION, the emulator hosts);
+        /// `embedded`: DuckDB in --data-dir.
+        #[arg(long, value_enum, default_value = "embedded")]
+        backend: DemoBackend,
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        /// Print one JSON object instead of the summary.
         #[arg(long)]
         json: bool,
     },
@@ -340,6 +355,15 @@ async fn main() -> anyhow::Result<()> {
             }
             if run.outcome == "failed" {
                 std::process::exit(1);
+            }
+        }
+        Command::Setup { backend, data_dir, json } => {
+            converge_http::telemetry::init("converge-setup");
+            let report = setup::run(setup::SetupOptions { cloud: backend == DemoBackend::Cloud, data_dir }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", setup::render(&report));
             }
         }
         Command::Sql { data_dir, query } => {

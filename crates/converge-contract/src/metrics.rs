@@ -75,7 +75,12 @@ where
 
     case(suite, "a replaced slice reads back exactly, and ensuring tables twice is harmless", async {
         let warehouse = fresh().await;
+        let before = warehouse.check_metrics_tables().await.expect_err("a fresh warehouse has no metrics tables");
+        assert_eq!(before.kind, ErrorKind::NotFound, "{before}");
+        // Names the missing table, or what holds it (a BigQuery dataset not created yet).
+        assert!(before.message.contains("`daily_entity_metrics`") || before.message.contains("does not exist"), "names what is missing: {before}");
         warehouse.ensure_metrics_tables().await.unwrap();
+        warehouse.check_metrics_tables().await.expect("the tables ensure_metrics_tables made pass the check");
         warehouse.ensure_metrics_tables().await.unwrap();
         assert!(warehouse.slice_metrics("acme", day(1)).await.unwrap().is_empty());
         let (metrics, entities) = slice("acme", day(1), slice_rows, 1.25);

@@ -38,6 +38,26 @@ where
     })
     .await;
 
+    case(suite, "check_tables names what setup has not made, and passes once it has", async {
+        let warehouse = fresh().await;
+        let before = warehouse.check_tables(&config).await.expect_err("a fresh warehouse is not set up");
+        assert_eq!(before.kind, ErrorKind::NotFound, "{before}");
+        warehouse.ensure_tables(&config).await.expect("ensure_tables");
+        warehouse.check_tables(&config).await.expect("the layout ensure_tables made passes the check");
+        // A route added to the configuration without running setup again.
+        let mut wider = config.clone();
+        wider.routes.extend(MirrorConfig::from_toml("[[route]]\npattern = \"orgs/{tenant}/orders/{doc}\"\ntable = \"orders\"\n").unwrap().routes);
+        let error = warehouse.check_tables(&wider).await.expect_err("the new route's table is missing");
+        assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
+        assert!(error.message.contains("`orders`") && error.message.contains("`orders_latest`"), "names the table and its view: {error}");
+        assert!(!error.message.contains("`records`"), "names only what is missing: {error}");
+        // The check took the configuration it passed for: rows append and read back.
+        warehouse.check_tables(&config).await.unwrap();
+        warehouse.append(vec![live("acme", "a", 10, 1.0, "a-c")]).await.unwrap();
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 1);
+    })
+    .await;
+
     case(suite, "the latest view shows each document's highest version", async {
         let warehouse = setup().await;
         let rows = vec![live("acme", "a", 10, 1.0, "a-c"), live("acme", "a", 20, 2.0, "a-u"), live("acme", "b", 15, 3.0, "b-c")];

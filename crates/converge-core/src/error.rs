@@ -41,6 +41,17 @@ impl StoreError {
         Self::new(ErrorKind::Permanent, backend, message)
     }
 
+    /// What a start-up check (`Warehouse::check_tables`) reports when the setup step
+    /// has not made what the caller needs: `NotFound`, naming every missing or
+    /// outdated object of `place` (a dataset, a database file).
+    pub fn not_set_up(backend: &'static str, place: &str, missing: &[String]) -> Self {
+        Self::new(
+            ErrorKind::NotFound,
+            backend,
+            format!("{place} is not set up for this configuration and version of Converge: {}", missing.join("; ")),
+        )
+    }
+
     /// Whether running the same call again later may succeed, so the platform should
     /// redeliver (5xx) rather than take a failure record as the answer. Something not
     /// found (a table or dataset missing, a wrong project) heals once the configuration

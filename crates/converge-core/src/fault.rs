@@ -143,6 +143,10 @@ impl Warehouse for FaultyWarehouse {
         self.inner.ensure_tables(config).await
     }
 
+    async fn check_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
+        self.inner.check_tables(config).await
+    }
+
     async fn append(&self, rows: Vec<ChangeRow>) -> Result<AppendReceipt, StoreError> {
         let take = self.pending_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if take.is_ok() {
@@ -228,6 +232,9 @@ mod tests {
     #[async_trait]
     impl Warehouse for Counting {
         async fn ensure_tables(&self, _: &MirrorConfig) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn check_tables(&self, _: &MirrorConfig) -> Result<(), StoreError> {
             Ok(())
         }
         async fn append(&self, rows: Vec<ChangeRow>) -> Result<AppendReceipt, StoreError> {

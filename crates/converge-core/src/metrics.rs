@@ -84,6 +84,10 @@ pub trait MetricsWarehouse: Send + Sync + 'static {
     /// Creates `daily_entity_metrics`, `entity_map` and `etl_loads` if missing.
     async fn ensure_metrics_tables(&self) -> Result<(), StoreError>;
 
+    /// Checks, changing nothing, that the tables `ensure_metrics_tables` creates exist
+    /// (`ErrorKind::NotFound` naming every missing one): a cloud function's start.
+    async fn check_metrics_tables(&self) -> Result<(), StoreError>;
+
     /// Replaces the (`load.tenant`, `load.date`) slice of all three tables with
     /// `rows` and `load`, atomically: until this returns `Ok` readers see the old
     /// slice; afterwards the new one. An error from the stream or the backend leaves
@@ -159,6 +163,10 @@ impl FaultyMetricsWarehouse {
 impl MetricsWarehouse for FaultyMetricsWarehouse {
     async fn ensure_metrics_tables(&self) -> Result<(), StoreError> {
         self.inner.ensure_metrics_tables().await
+    }
+
+    async fn check_metrics_tables(&self) -> Result<(), StoreError> {
+        self.inner.check_metrics_tables().await
     }
 
     async fn replace_slice(&self, load: SliceLoad, rows: BoxStream<'static, Result<SliceRow, StoreError>>) -> Result<ReplaceReceipt, StoreError> {

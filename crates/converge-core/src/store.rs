@@ -139,8 +139,16 @@ pub trait ErrorLog: Send + Sync + 'static {
 /// The analytics copy: BigQuery in the cloud, DuckDB embedded. Append-only.
 #[async_trait]
 pub trait Warehouse: Send + Sync + 'static {
-    /// Creates every changelog table and its views for `config`, if missing.
+    /// Creates every changelog table and its views for `config`, if missing, and the
+    /// runs table: the setup step (`converge setup`; the embedded backends run it at
+    /// every start, a laptop has no separate setup).
     async fn ensure_tables(&self, config: &MirrorConfig) -> Result<(), StoreError>;
+
+    /// Checks, changing nothing, that what [`Warehouse::ensure_tables`] creates for
+    /// `config` exists as this version of it creates it, and adopts `config` for later
+    /// calls: what a cloud function runs at start instead of DDL. A missing or outdated
+    /// object is `ErrorKind::NotFound`, naming every one.
+    async fn check_tables(&self, config: &MirrorConfig) -> Result<(), StoreError>;
 
     /// Appends rows (any tables) durably: when this returns `Ok`, they survive a crash.
     /// Redelivery is harmless: a row whose `event_id` is already stored never changes

@@ -13,6 +13,9 @@ use futures::stream::BoxStream;
 
 use crate::warehouse::{db_error, feed_blocking_writer, join_error, DuckWarehouse, WriterChunk, BACKEND};
 
+/// The tables `CREATE_METRICS_TABLES` creates.
+const METRICS_TABLES: [&str; 3] = [METRICS_TABLE, ENTITY_MAP_TABLE, LOADS_TABLE];
+
 /// The detector compiler reads `daily_entity_metrics` unqualified with exactly these
 /// columns (`converge_detect::compile`).
 pub const CREATE_METRICS_TABLES: &str = "
@@ -123,6 +126,27 @@ impl MetricsWarehouse for DuckWarehouse {
         tokio::task::spawn_blocking(move || connection.execute_batch(CREATE_METRICS_TABLES).map_err(|e| db_error("create the metrics tables", e)))
             .await
             .map_err(join_error)?
+    }
+
+    async fn check_metrics_tables(&self) -> Result<(), StoreError> {
+        let connection = self.reader()?;
+        tokio::task::spawn_blocking(move || {
+            let error = |e| db_error("read the catalog", e);
+            let mut statement = connection.prepare("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").map_err(error)?;
+            let present = statement
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(error)?
+                .collect::<Result<std::collections::HashSet<String>, _>>()
+                .map_err(error)?;
+            let missing: Vec<String> =
+                METRICS_TABLES.iter().filter(|name| !present.contains(**name)).map(|name| format!("table `{name}`")).collect();
+            match missing.is_empty() {
+                true => Ok(()),
+                false => Err(StoreError::not_set_up(BACKEND, "the DuckDB warehouse", &missing)),
+            }
+        })
+        .await
+        .map_err(join_error)?
     }
 
     async fn replace_slice(&self, load: SliceLoad, rows: BoxStream<'static, Result<SliceRow, StoreError>>) -> Result<ReplaceReceipt, StoreError> {

@@ -138,6 +138,36 @@ pub fn create_statements(route: &Route) -> Vec<String> {
     statements
 }
 
+/// What `create_statements` (and `CREATE_RUNS`) would create for `config` and is not
+/// there: each missing table, view, macro or added column, named. Reads the catalog
+/// only.
+pub fn missing_objects(connection: &duckdb::Connection, config: &converge_core::MirrorConfig) -> Result<Vec<String>, converge_core::StoreError> {
+    let error = |e| crate::warehouse::db_error("read the catalog", e);
+    let mut present = std::collections::HashSet::new();
+    let mut statement = connection
+        .prepare(
+            "SELECT table_type || ' ' || table_name FROM information_schema.tables WHERE table_schema = 'main' \
+             UNION ALL SELECT 'MACRO ' || function_name FROM duckdb_functions() WHERE function_type = 'table_macro' \
+             UNION ALL SELECT 'COLUMN ' || table_name || '.' || column_name FROM information_schema.columns WHERE table_schema = 'main'",
+        )
+        .map_err(error)?;
+    for name in statement.query_map([], |row| row.get::<_, String>(0)).map_err(error)? {
+        present.insert(name.map_err(error)?);
+    }
+    let mut wanted = vec![("BASE TABLE converge_runs".to_owned(), "table `converge_runs`".to_owned())];
+    for route in &config.routes {
+        let t = &route.table;
+        wanted.push((format!("BASE TABLE {t}"), format!("table `{t}`")));
+        if present.contains(&format!("BASE TABLE {t}")) {
+            // A table from before a column was added: setup adds it.
+            wanted.extend(ADDED_COLUMNS.iter().map(|(column, _)| (format!("COLUMN {t}.{column}"), format!("column `{t}.{column}`"))));
+        }
+        wanted.push((format!("VIEW {t}_latest"), format!("view `{t}_latest`")));
+        wanted.push((format!("MACRO {t}_as_of"), format!("table macro `{t}_as_of`")));
+    }
+    Ok(wanted.into_iter().filter(|(key, _)| !present.contains(key)).map(|(_, name)| name).collect())
+}
+
 /// The last journal batch the warehouse's loader committed (see
 /// `crate::journal`): one row, updated in the same transaction as the batch's rows.
 pub const CREATE_JOURNAL: &str = "CREATE TABLE IF NOT EXISTS converge_journal (seq BIGINT NOT NULL);

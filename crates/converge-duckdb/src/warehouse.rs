@@ -46,6 +46,8 @@ pub struct DuckWarehouse {
 }
 
 struct Inner {
+    /// Which database this is (its file), for messages.
+    place: String,
     /// The one writing connection, shared with the loader thread. DuckDB connections
     /// are not `Sync`; writes are serialized here.
     writer: Arc<Mutex<Connection>>,
@@ -112,7 +114,7 @@ impl DuckWarehouse {
         }
         let mut connection = connection;
         let (journal, loaded) = recover_journal(&mut connection, &Self::journal_path(path))?;
-        Self::from_connection(connection, Some(journal), loaded)
+        Self::from_connection(connection, Some(journal), loaded, format!("the DuckDB warehouse {}", path.display()))
     }
 
     /// The journal of the warehouse file at `path`: `<file>.journal`, beside it.
@@ -126,10 +128,10 @@ impl DuckWarehouse {
     /// thread, without a journal file.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let connection = Connection::open_in_memory().map_err(|e| db_error("cannot open in-memory warehouse", e))?;
-        Self::from_connection(connection, None, 0)
+        Self::from_connection(connection, None, 0, "the in-memory DuckDB warehouse".to_owned())
     }
 
-    fn from_connection(connection: Connection, journal: Option<Journal>, loaded: u64) -> Result<Self, StoreError> {
+    fn from_connection(connection: Connection, journal: Option<Journal>, loaded: u64, place: String) -> Result<Self, StoreError> {
         // DuckDB checkpoints (compresses its WAL into the database file) inside the
         // commit that passes a WAL threshold, 16 MB by default. Only the loader thread
         // waits for it (appends are answered from the journal), so the threshold
@@ -144,7 +146,7 @@ impl DuckWarehouse {
         let journal = Arc::new(Mutex::new(JournalWriter { journal, next_seq: loaded + 1 }));
         let loader = Loader::start(writer.clone(), journal.clone(), loaded, LoaderLimits::default())?;
         Ok(Self {
-            inner: Arc::new(Inner { writer, config: Mutex::new(None), recent: Mutex::new(RecentEvents::new(RECENT_EVENTS)), journal, loader }),
+            inner: Arc::new(Inner { place, writer, config: Mutex::new(None), recent: Mutex::new(RecentEvents::new(RECENT_EVENTS)), journal, loader }),
         })
     }
 
@@ -161,6 +163,24 @@ impl DuckWarehouse {
     pub fn reader(&self) -> Result<Connection, StoreError> {
         self.inner.loader.caught_up()?;
         self.writer().try_clone().map_err(|e| db_error("cannot open a reader connection", e))
+    }
+
+    /// Takes `config` as the table layout for later calls, once its tables exist.
+    /// After a restart it remembers the newest stored events again: redelivery most
+    /// often follows a crash.
+    fn adopt(&self, connection: &Connection, config: MirrorConfig) -> Result<(), StoreError> {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for route in &config.routes {
+            let sql = format!("SELECT event_id FROM {} ORDER BY ingested_at DESC LIMIT {}", route.table, RECENT_EVENTS_RELOADED / config.routes.len());
+            let mut statement = connection.prepare(&sql).map_err(|e| db_error("read recent events", e))?;
+            let ids = statement.query_map([], |row| row.get::<_, String>(0)).map_err(|e| db_error("read recent events", e))?;
+            for id in ids {
+                recent.insert(&id.map_err(|e| db_error("read recent events", e))?);
+            }
+        }
+        drop(recent);
+        *self.inner.config.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
+        Ok(())
     }
 
     fn config(&self) -> Result<MirrorConfig, StoreError> {
@@ -535,24 +555,27 @@ impl Warehouse for DuckWarehouse {
         tokio::task::spawn_blocking(move || {
             let connection = this.writer();
             connection.execute_batch(CREATE_RUNS).map_err(|e| db_error("create the runs table", e))?;
-            let mut recent = this.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
             for route in &config.routes {
                 for statement in create_statements(route) {
                     connection.execute_batch(&statement).map_err(|e| db_error(&format!("create table `{}`", route.table), e))?;
                 }
-                // After a restart, remember the newest stored events again: redelivery
-                // most often follows a crash.
-                let sql = format!("SELECT event_id FROM {} ORDER BY ingested_at DESC LIMIT {}", route.table, RECENT_EVENTS_RELOADED / config.routes.len());
-                let mut statement = connection.prepare(&sql).map_err(|e| db_error("read recent events", e))?;
-                let ids = statement.query_map([], |row| row.get::<_, String>(0)).map_err(|e| db_error("read recent events", e))?;
-                for id in ids {
-                    recent.insert(&id.map_err(|e| db_error("read recent events", e))?);
-                }
             }
-            drop(recent);
-            drop(connection);
-            *this.inner.config.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
-            Ok(())
+            this.adopt(&connection, config)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn check_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
+        let this = self.clone();
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = this.writer();
+            let missing = crate::schema::missing_objects(&connection, &config)?;
+            if !missing.is_empty() {
+                return Err(StoreError::not_set_up(BACKEND, &this.inner.place, &missing));
+            }
+            this.adopt(&connection, config)
         })
         .await
         .map_err(join_error)?

@@ -17,7 +17,6 @@ async fn main() -> anyhow::Result<()> {
     let auth = detector_runner::verifier_config(&settings, |name| std::env::var(name).ok())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (findings, runs, opportunities) = open(&settings, clock.clone()).await?;
-    runs.ensure_tables(&settings.mirror).await.context("creating the warehouse tables")?;
     let verifier = converge_auth::IdTokenVerifier::new(auth, clock.clone()).context("the token verifier's configuration")?;
     let runner = Arc::new(DetectorRunner::new(Pack::shipped()?, findings, runs, opportunities, clock.clone(), RunnerOptions::default()));
     let listener = converge_http::listen(settings.listen_address()).await?;
@@ -37,6 +36,7 @@ async fn open(settings: &converge_http::Settings, clock: Arc<dyn Clock>) -> anyh
         converge_http::caller_auth::ensure_local_signer(&settings.data_dir).context("creating the local signer's key")?;
     }
     let backends = converge_backends::Backends::open(settings, clock).await.context("opening the backends")?;
+    backends.open_tables(&settings.mirror, converge_backends::Tables::ChangelogAndMetrics).await.context("readying the warehouse's tables")?;
     tracing::info!(backend = backends.kind, "detector-runner backends open");
     Ok((backends.findings, backends.warehouse, backends.opportunities))
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use converge_backends::Backends;
+use converge_backends::{Backends, Tables};
 use converge_core::SystemClock;
 use converge_etl::{EtlBackends, EtlRunner};
 use converge_http::Backend;
@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let verifier = converge_auth::IdTokenVerifier::new(auth, Arc::new(SystemClock)).context("the token verifier's configuration")?;
     let backends = Backends::open(&settings, Arc::new(SystemClock)).await.context("opening the backends")?;
-    backends.warehouse.ensure_tables(&settings.mirror).await.context("creating the changelog and runs tables")?;
+    backends.open_tables(&settings.mirror, Tables::ChangelogAndMetrics).await.context("readying the warehouse's tables")?;
     let runner = EtlRunner::new(
         EtlBackends {
             raw: backends.raw.clone(),
@@ -30,7 +30,6 @@ async fn main() -> anyhow::Result<()> {
         },
         Arc::new(SystemClock),
     );
-    runner.ensure_tables().await.context("creating daily_entity_metrics, entity_map and etl_loads")?;
     let listener = converge_http::listen(settings.listen_address()).await?;
     tracing::info!(port = settings.port, backend = backends.kind, "nightly-etl serving");
     let state = nightly_etl::EtlState { runner: Arc::new(runner), verifier, clock: Arc::new(SystemClock) };

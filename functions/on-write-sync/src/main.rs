@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use converge_backends::Backends;
+use converge_backends::{Backends, Tables};
 use converge_core::SystemClock;
 use converge_sync::{GroupCommitConfig, SyncService};
 
@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = converge_http::Settings::from_env()?;
     let run_id = format!("sync-{}", uuid::Uuid::new_v4());
     let backends = Backends::open(&settings, Arc::new(SystemClock)).await.context("opening the backends")?;
-    backends.warehouse.ensure_tables(&settings.mirror).await.context("creating the changelog tables")?;
+    backends.open_tables(&settings.mirror, Tables::Changelog).await.context("readying the warehouse's tables")?;
     let service = Arc::new(SyncService::start(
         settings.mirror.clone(),
         backends.warehouse.clone(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use converge_backends::Backends;
+use converge_backends::{Backends, Tables};
 use converge_core::SystemClock;
 use converge_http::Backend;
 use converge_rebuild::Rebuilder;
@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let verifier = converge_auth::IdTokenVerifier::new(auth, Arc::new(SystemClock)).context("the token verifier's configuration")?;
     let backends = Backends::open(&settings, Arc::new(SystemClock)).await.context("opening the backends")?;
-    backends.warehouse.ensure_tables(&settings.mirror).await.context("creating the changelog tables")?;
+    backends.open_tables(&settings.mirror, Tables::Changelog).await.context("readying the warehouse's tables")?;
     let rebuilder = Arc::new(Rebuilder::new(backends.source, backends.warehouse, settings.mirror.clone(), Arc::new(SystemClock)));
     let listener = converge_http::listen(settings.listen_address()).await?;
     tracing::info!(port = settings.port, backend = backends.kind, "rebuild serving");
