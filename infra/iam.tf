@@ -2,8 +2,16 @@
 # call with. Least privilege: BigQuery data access on Converge's dataset only, never
 # the project; project-level roles only where the role has no narrower resource.
 #
-# Cloud Run's IAM invoker check stays on for every service: Eventarc and Scheduler
-# send OIDC tokens of converge-eventarc / converge-scheduler, which need run.invoker.
+# infra/IAM.md lists every Google API method each identity calls and the permission it
+# needs; tests/tests/infra.rs (module `iam`) holds these grants to it: a missing
+# permission, a role that supplies none of what its holder needs where it is granted,
+# or a role the table does not describe fails `make test`. Change the table with the
+# grant.
+#
+# Cloud Run's IAM invoker check stays on for converge-sync and converge-reconciler:
+# Eventarc and Scheduler send OIDC tokens of converge-eventarc / converge-scheduler,
+# which need run.invoker there. converge-etl and converge-detectors turn the check off
+# and verify the scheduler's token in the app (deploy/services/*.yaml).
 
 locals {
   # Function service accounts: account id => what it is for.
@@ -14,13 +22,27 @@ locals {
     "converge-etl"        = "nightly ETL: daily rollups"
     "converge-detectors"  = "detector runner: SQL detectors, findings back to Firestore"
   }
-  # Cloud Run service name => the identity that invokes it (deploy/deploy.sh uses the
-  # same names).
+  # Firestore role of each function, on Converge's database only (see firestore_user).
+  # converge-rebuild only reads the source (RunQuery); the others also write records
+  # (sync_errors, quarantine, opportunities: Commit), which needs
+  # datastore.entities.create/update (https://cloud.google.com/firestore/docs/security/iam).
+  firestore_roles = {
+    "converge-sync"       = "roles/datastore.user"
+    "converge-reconciler" = "roles/datastore.user"
+    "converge-rebuild"    = "roles/datastore.viewer"
+    "converge-etl"        = "roles/datastore.user"
+    "converge-detectors"  = "roles/datastore.user"
+  }
+  # Cloud Run service name => the identity that invokes it, for the services whose
+  # invoker check is on (deploy/deploy.sh uses the same names). converge-etl and
+  # converge-detectors are absent on purpose: their services set
+  # run.googleapis.com/invoker-iam-disabled (the Cloud Run API's invokerIamDisabled:
+  # "Disables IAM permission check for run.routes.invoke for callers of this service",
+  # https://cloud.google.com/run/docs/securing/managing-access#invoker_check) and verify
+  # the scheduler's token in the app; run.invoker there would grant nothing used.
   invoked_by = {
     "converge-sync"       = "converge-eventarc"
     "converge-reconciler" = "converge-scheduler"
-    "converge-etl"        = "converge-scheduler"
-    "converge-detectors"  = "converge-scheduler"
   }
   # Only services that are (to be) deployed get an invoker; converge-rebuild is invoked
   # by operators, whom you grant run.invoker on it yourself (deploy/README.md).
@@ -51,9 +73,16 @@ resource "google_service_account" "scheduler" {
 
 # --- BigQuery --------------------------------------------------------------------------
 
-# Every function appends changelog rows or run records, and creates tables and views of
-# configured routes at start (CREATE TABLE IF NOT EXISTS, CREATE OR REPLACE VIEW): data
-# editor on Converge's dataset only, not on the project's other datasets.
+# Every function reads tables and views, appends changelog rows or run records
+# (Storage Write API, INSERT), and at start checks the dataset's catalog
+# (INFORMATION_SCHEMA.TABLES): bigquery.tables.get/list/getData/updateData and
+# bigquery.routines.get/list, on Converge's dataset only, not on the project's other
+# datasets (https://cloud.google.com/bigquery/docs/write-api,
+# https://cloud.google.com/bigquery/docs/information-schema-tables). Functions no longer
+# run DDL (that is `converge setup --backend cloud` and Terraform), so data editor is
+# broader than they need (it can create, change and drop tables); no predefined dataset
+# role writes rows without it. infra/IAM.md, "Why these roles", says what a custom role
+# would take.
 resource "google_bigquery_dataset_iam_member" "editor" {
   for_each   = local.functions
   dataset_id = google_bigquery_dataset.converge.dataset_id
@@ -61,9 +90,10 @@ resource "google_bigquery_dataset_iam_member" "editor" {
   member     = google_service_account.function[each.key].member
 }
 
-# Running a query (DDL at start, the latest view, reconciliation) is a BigQuery job,
-# and jobs belong to a project: jobUser has no narrower resource. It grants no data
-# access by itself.
+# Running a query (the start-up check, the latest view, run records, the ETL's swap) is
+# a BigQuery job, and jobs belong to a project: bigquery.jobs.create on the project
+# (https://cloud.google.com/bigquery/docs/jobs-overview); jobUser has no narrower
+# resource and grants no data access by itself.
 resource "google_project_iam_member" "job_user" {
   for_each = local.functions
   project  = var.project
@@ -73,15 +103,16 @@ resource "google_project_iam_member" "job_user" {
 
 # --- Firestore -------------------------------------------------------------------------
 
-# Error log (sync_errors), quarantine, run records and findings live in Firestore, next
-# to the source, so a failing warehouse cannot swallow the record of its own failure;
-# the reconciler, rebuild and ETL also read the source documents. datastore.user is
-# granted on the project (Firestore has no per-database IAM resource) with a condition
-# limiting it to Converge's database.
+# Error log (sync_errors), quarantine and findings live in Firestore, next to the
+# source, so a failing warehouse cannot swallow the record of its own failure; the
+# reconciler, rebuild and ETL also read the source documents. The role (local
+# firestore_roles: datastore.viewer for the read-only rebuild, datastore.user for the
+# writers) is granted on the project (Firestore has no per-database IAM resource) with
+# a condition limiting it to Converge's database.
 resource "google_project_iam_member" "firestore_user" {
-  for_each = local.functions
+  for_each = local.firestore_roles
   project  = var.project
-  role     = "roles/datastore.user"
+  role     = each.value
   member   = google_service_account.function[each.key].member
   condition {
     title       = "converge-database-only"
@@ -93,7 +124,8 @@ resource "google_project_iam_member" "firestore_user" {
 # --- Eventarc ----------------------------------------------------------------------------
 
 # The trigger's identity must be allowed to receive events (Eventarc checks this when the
-# trigger is created and on delivery).
+# trigger is created and on delivery); the role's lowest grantable level is the project
+# (https://cloud.google.com/eventarc/docs/roles-permissions).
 resource "google_project_iam_member" "eventarc_receiver" {
   project = var.project
   role    = "roles/eventarc.eventReceiver"

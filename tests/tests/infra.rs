@@ -449,3 +449,1280 @@ fn terraform_declares_the_collection_group_index_of_open_opportunities() {
         assert!(tf.contains(&expected), "infra/firestore.tf lacks {expected:?}:\n{tf}");
     }
 }
+
+/// infra/IAM.md (every Google API method each identity calls, and the permission it
+/// needs) against the grants of `infra/*.tf` and of `deploy/deploy.sh`. The checker,
+/// [`iam::check`], is a function over text, so the tests below also prove it can fail:
+/// on copies of iam.tf with a grant removed, a broad role added, a grant kind it does
+/// not know, and on a copy of the table with a function left out.
+mod iam {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::fmt;
+
+    use super::{deploy, read, repo};
+
+    /// The member `infra/pubsub.tf` writes for Pub/Sub's service agent, and the table's
+    /// name for it.
+    const PUBSUB_AGENT: &str = "pubsub-service-agent";
+
+    // --- Where a permission is needed, where a role is granted -----------------------
+
+    /// A resource level. A grant on the project covers everything in it; any other grant
+    /// covers exactly its own resource (the dataset's tables and views are the dataset's).
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+    pub struct Level {
+        kind: String,
+        name: String,
+    }
+
+    /// Kinds the table may name; the first three are unique in a deployment and take no
+    /// name.
+    const LEVEL_KINDS: &[&str] = &["project", "dataset", "database", "topic", "subscription", "service", "secret", "service-account", "repository", "bucket"];
+
+    impl Level {
+        fn new(kind: &str, name: &str) -> Self {
+            Level { kind: kind.to_owned(), name: name.to_owned() }
+        }
+
+        fn project() -> Self {
+            Level::new("project", "")
+        }
+
+        /// `-` (no permission needed) is `None`.
+        fn parse(cell: &str) -> Result<Option<Level>, String> {
+            let text = cell.replace('`', "");
+            let text = text.trim();
+            if text == "-" {
+                return Ok(None);
+            }
+            let (kind, name) = text.split_once(' ').map_or((text, ""), |(k, n)| (k, n.trim()));
+            if !LEVEL_KINDS.contains(&kind) {
+                return Err(format!("`on` is {text:?}: expected `-` or one of {} (with a name after all but the first three)", LEVEL_KINDS.join(", ")));
+            }
+            let unique = matches!(kind, "project" | "dataset" | "database");
+            if unique != name.is_empty() {
+                return Err(format!("`on` is {text:?}: {kind} {}", if unique { "takes no name" } else { "needs a name, e.g. `service converge-sync`" }));
+            }
+            Ok(Some(Level::new(kind, name)))
+        }
+
+        fn is_project(&self) -> bool {
+            self.kind == "project"
+        }
+
+        fn covers(&self, other: &Level) -> bool {
+            self.is_project() || self == other
+        }
+    }
+
+    impl fmt::Display for Level {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self.kind.as_str() {
+                "project" | "dataset" | "database" => write!(f, "the {}", self.kind),
+                _ => write!(f, "{} {}", self.kind, self.name),
+            }
+        }
+    }
+
+    // --- What infra/IAM.md says --------------------------------------------------------
+
+    /// One row of the calls table.
+    #[derive(Debug, Clone)]
+    pub struct Need {
+        identities: Vec<String>,
+        call: String,
+        permissions: Vec<String>,
+        level: Option<Level>,
+        line: usize,
+    }
+
+    impl Need {
+        /// The call's name, for messages: its cell up to the first ` (` or `: `.
+        fn label(&self) -> String {
+            let text = self.call.replace('`', "");
+            let end = [text.find(" ("), text.find(": ")].into_iter().flatten().min().unwrap_or(text.len());
+            text[..end].trim().to_owned()
+        }
+    }
+
+    #[derive(Debug, Default)]
+    pub struct Table {
+        /// Identity → whether infra/ (Terraform, deploy.sh) makes its grants.
+        identities: BTreeMap<String, bool>,
+        /// `functions/<dir>` → its service account.
+        functions: BTreeMap<String, String>,
+        needs: Vec<Need>,
+        /// Role → the permissions the calls need from it.
+        roles: BTreeMap<String, BTreeSet<String>>,
+        /// Every backticked `gcloud …` command of the calls table.
+        gcloud: BTreeSet<String>,
+    }
+
+    const IDENTITIES_HEADER: &[&str] = &["identity", "what it is", "its grants come from"];
+    const FUNCTIONS_HEADER: &[&str] = &["function", "service account", "code it runs"];
+    const CALLS_HEADER: &[&str] = &["identity", "call", "Google API method", "permissions", "on"];
+    const ROLES_HEADER: &[&str] = &["role", "permissions the calls above need from it", "also grants (unused by Converge)", "reference"];
+
+    /// The cells of a Markdown table line, trimmed.
+    fn cells(line: &str) -> Vec<String> {
+        let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
+        inner.split('|').map(|c| c.trim().to_owned()).collect()
+    }
+
+    /// A table's rows: (1-based line, cells).
+    type Rows = Vec<(usize, Vec<String>)>;
+
+    /// Every Markdown table of `text`: header cells and rows.
+    fn md_tables(text: &str) -> Vec<(Vec<String>, Rows)> {
+        let lines: Vec<&str> = text.lines().collect();
+        let is_separator = |l: &str| l.trim().starts_with('|') && cells(l).iter().all(|c| !c.is_empty() && c.chars().all(|ch| matches!(ch, '-' | ':')));
+        let mut tables = Vec::new();
+        let mut i = 0;
+        while i + 1 < lines.len() {
+            if lines[i].trim().starts_with('|') && is_separator(lines[i + 1]) {
+                let header = cells(lines[i]);
+                let mut rows = Vec::new();
+                let mut j = i + 2;
+                while j < lines.len() && lines[j].trim().starts_with('|') {
+                    rows.push((j + 1, cells(lines[j])));
+                    j += 1;
+                }
+                tables.push((header, rows));
+                i = j;
+            } else {
+                i += 1;
+            }
+        }
+        tables
+    }
+
+    /// The backticked parts of a cell.
+    fn ticks(cell: &str) -> Vec<String> {
+        cell.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+    }
+
+    /// `service.resource.verb`, as IAM writes permissions.
+    fn is_permission(p: &str) -> bool {
+        let parts: Vec<&str> = p.split('.').collect();
+        parts.len() == 3 && parts[0].chars().all(|c| c.is_ascii_lowercase()) && parts.iter().all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric()))
+    }
+
+    /// Parses the four tables of infra/IAM.md, strictly: a malformed row is an error
+    /// naming its line, not a row skipped.
+    pub fn parse_table(text: &str) -> Result<Table, Vec<String>> {
+        let tables = md_tables(text);
+        let mut errors = Vec::new();
+        let mut find = |header: &[&str]| -> Rows {
+            let found: Vec<_> = tables.iter().filter(|(h, _)| h.iter().map(String::as_str).eq(header.iter().copied())).collect();
+            match found.as_slice() {
+                [(_, rows)] => rows.clone(),
+                [] => {
+                    errors.push(format!("infra/IAM.md: no table with the header | {} |", header.join(" | ")));
+                    Vec::new()
+                }
+                _ => {
+                    errors.push(format!("infra/IAM.md: {} tables with the header | {} |, expected one", found.len(), header.join(" | ")));
+                    Vec::new()
+                }
+            }
+        };
+        let (identity_rows, function_rows, call_rows, role_rows) = (find(IDENTITIES_HEADER), find(FUNCTIONS_HEADER), find(CALLS_HEADER), find(ROLES_HEADER));
+        let mut table = Table::default();
+        let mut row_error = |line: usize, what: String| errors.push(format!("infra/IAM.md line {line}: {what}"));
+        for (line, row) in &identity_rows {
+            match (row.len(), ticks(&row[0]).as_slice()) {
+                (3, [identity]) => {
+                    table.identities.insert(identity.clone(), row[2] == "infra");
+                }
+                _ => row_error(*line, "expected | `identity` | what it is | infra, or where its grants come from |".into()),
+            }
+        }
+        for (line, row) in &function_rows {
+            match (row.len(), ticks(&row[0]).as_slice(), ticks(&row[1]).as_slice()) {
+                (3, [dir], [account]) if dir.starts_with("functions/") && table.identities.contains_key(account) => {
+                    table.functions.insert(dir.clone(), account.clone());
+                }
+                _ => row_error(*line, "expected | `functions/<dir>` | `<service account listed under Identities>` | code |".into()),
+            }
+        }
+        for (line, row) in &call_rows {
+            if row.len() != 5 {
+                row_error(*line, format!("expected 5 cells ({}), found {}", CALLS_HEADER.join(", "), row.len()));
+                continue;
+            }
+            let identities = ticks(&row[0]);
+            let unknown: Vec<&String> = identities.iter().filter(|i| !table.identities.contains_key(*i)).collect();
+            if identities.is_empty() || !unknown.is_empty() {
+                row_error(*line, format!("identities {unknown:?} are not in the Identities table (the cell names them in backticks)"));
+                continue;
+            }
+            let permissions = if row[3] == "none" { Vec::new() } else { ticks(&row[3]) };
+            if row[3] != "none" && (permissions.is_empty() || permissions.iter().any(|p| !is_permission(p))) {
+                row_error(*line, format!("permissions cell {:?}: expected `service.resource.verb` in backticks, or none", row[3]));
+                continue;
+            }
+            let level = match Level::parse(&row[4]) {
+                Ok(level) => level,
+                Err(e) => {
+                    row_error(*line, e);
+                    continue;
+                }
+            };
+            if level.is_none() != permissions.is_empty() {
+                row_error(*line, "a row needs permissions and a level (`on`), or `none` and `-`".into());
+                continue;
+            }
+            table.gcloud.extend(ticks(&row[1]).into_iter().filter(|t| t.starts_with("gcloud ")));
+            table.needs.push(Need { identities, call: row[1].clone(), permissions, level, line: *line });
+        }
+        for (line, row) in &role_rows {
+            let permissions: BTreeSet<String> = if row.len() == 4 { ticks(&row[1]).into_iter().collect() } else { BTreeSet::new() };
+            match (row.len(), ticks(&row[0]).as_slice()) {
+                // The reference is Google's role page: the offline copy must say where it is from.
+                (4, [role]) if role.starts_with("roles/") && !permissions.is_empty() && permissions.iter().all(|p| is_permission(p)) && row[3].contains("https://cloud.google.com/iam/docs/roles-permissions/") => {
+                    if table.roles.insert(role.clone(), permissions).is_some() {
+                        row_error(*line, format!("`{role}` is described twice"));
+                    }
+                }
+                _ => row_error(*line, "expected | `roles/…` | `permission`, … | other permissions | <https://cloud.google.com/iam/docs/roles-permissions/…> |".into()),
+            }
+        }
+        if errors.is_empty() {
+            Ok(table)
+        } else {
+            Err(errors)
+        }
+    }
+
+    // --- Reading Terraform: a small scanner for the HCL our files use ---------------------
+
+    #[derive(Debug, Clone)]
+    struct Block {
+        kind: String,
+        labels: Vec<String>,
+        items: Vec<Item>,
+    }
+
+    /// What a block body holds directly: `key = expression` and nested blocks.
+    #[derive(Debug, Clone)]
+    enum Item {
+        Attr(String, String),
+        Block(Block),
+    }
+
+    impl Block {
+        fn attr(&self, key: &str) -> Option<&str> {
+            self.items.iter().find_map(|item| match item {
+                Item::Attr(k, v) if k == key => Some(v.as_str()),
+                _ => None,
+            })
+        }
+
+        fn block(&self, kind: &str) -> Option<&Block> {
+            self.items.iter().find_map(|item| match item {
+                Item::Block(b) if b.kind == kind => Some(b),
+                _ => None,
+            })
+        }
+    }
+
+    struct Scanner {
+        chars: Vec<char>,
+        pos: usize,
+    }
+
+    impl Scanner {
+        fn new(text: &str) -> Self {
+            Scanner { chars: text.chars().collect(), pos: 0 }
+        }
+
+        fn peek(&self, ahead: usize) -> Option<char> {
+            self.chars.get(self.pos + ahead).copied()
+        }
+
+        fn starts_with(&self, s: &str) -> bool {
+            s.chars().enumerate().all(|(i, c)| self.peek(i) == Some(c))
+        }
+
+        fn error<T>(&self, what: &str) -> Result<T, String> {
+            let line = self.chars[..self.pos.min(self.chars.len())].iter().filter(|c| **c == '\n').count() + 1;
+            Err(format!("line {line}: {what}"))
+        }
+
+        /// Skips a comment at the cursor (`#`, `//` to the end of the line, `/* */`).
+        fn comment(&mut self) -> bool {
+            if self.peek(0) == Some('#') || self.starts_with("//") {
+                while self.peek(0).is_some_and(|c| c != '\n') {
+                    self.pos += 1;
+                }
+                true
+            } else if self.starts_with("/*") {
+                while self.peek(0).is_some() && !self.starts_with("*/") {
+                    self.pos += 1;
+                }
+                self.pos = (self.pos + 2).min(self.chars.len());
+                true
+            } else {
+                false
+            }
+        }
+
+        /// Whitespace, newlines and comments.
+        fn trivia(&mut self) {
+            loop {
+                if self.peek(0).is_some_and(char::is_whitespace) {
+                    self.pos += 1;
+                } else if !self.comment() {
+                    return;
+                }
+            }
+        }
+
+        /// A quoted string, templates (`${…}`, `%{…}`) and escapes included.
+        fn string(&mut self) -> Result<(), String> {
+            self.pos += 1;
+            loop {
+                match self.peek(0) {
+                    None | Some('\n') => return self.error("unterminated string"),
+                    Some('\\') => self.pos += 2,
+                    Some('"') => {
+                        self.pos += 1;
+                        return Ok(());
+                    }
+                    Some('$' | '%') if self.peek(1) == Some('{') => {
+                        self.pos += 1;
+                        self.balanced()?;
+                    }
+                    Some(_) => self.pos += 1,
+                }
+            }
+        }
+
+        /// `<<EOT` / `<<-EOT` … `EOT`.
+        fn heredoc(&mut self) -> Result<(), String> {
+            self.pos += 2;
+            if self.peek(0) == Some('-') {
+                self.pos += 1;
+            }
+            let start = self.pos;
+            while self.peek(0).is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                self.pos += 1;
+            }
+            let marker: String = self.chars[start..self.pos].iter().collect();
+            if marker.is_empty() {
+                return self.error("heredoc without a marker");
+            }
+            loop {
+                while self.peek(0).is_some_and(|c| c != '\n') {
+                    self.pos += 1;
+                }
+                if self.peek(0).is_none() {
+                    return self.error("unterminated heredoc");
+                }
+                self.pos += 1;
+                let line_start = self.pos;
+                while self.peek(0).is_some_and(|c| c != '\n') {
+                    self.pos += 1;
+                }
+                let line: String = self.chars[line_start..self.pos].iter().collect();
+                if line.trim() == marker {
+                    return Ok(());
+                }
+            }
+        }
+
+        /// From an opening bracket to its match, over strings, heredocs and comments.
+        /// Returns the text between them.
+        fn balanced(&mut self) -> Result<String, String> {
+            let open = self.peek(0);
+            let close = match open {
+                Some('{') => '}',
+                Some('[') => ']',
+                Some('(') => ')',
+                _ => return self.error("expected an opening bracket"),
+            };
+            self.pos += 1;
+            let start = self.pos;
+            loop {
+                match self.peek(0) {
+                    None => return self.error(&format!("no closing {close:?}")),
+                    Some(c) if c == close => {
+                        let inner: String = self.chars[start..self.pos].iter().collect();
+                        self.pos += 1;
+                        return Ok(inner);
+                    }
+                    Some('"') => self.string()?,
+                    Some('{' | '[' | '(') => {
+                        self.balanced()?;
+                    }
+                    Some('<') if self.starts_with("<<") => self.heredoc()?,
+                    Some('#' | '/') if self.comment() => {}
+                    Some(_) => self.pos += 1,
+                }
+            }
+        }
+
+        /// An attribute's expression: up to the end of its line, brackets spanning lines.
+        fn expression(&mut self) -> Result<String, String> {
+            let start = self.pos;
+            let mut end = self.pos;
+            loop {
+                match self.peek(0) {
+                    None | Some('\n') => break,
+                    Some('"') => self.string()?,
+                    Some('{' | '[' | '(') => {
+                        self.balanced()?;
+                    }
+                    Some('<') if self.starts_with("<<") => self.heredoc()?,
+                    Some('#' | '/') if self.comment() => continue,
+                    Some(_) => self.pos += 1,
+                }
+                end = self.pos;
+            }
+            Ok(self.chars[start..end].iter().collect::<String>().trim().to_owned())
+        }
+
+        fn identifier(&mut self) -> String {
+            let start = self.pos;
+            while self.peek(0).is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                self.pos += 1;
+            }
+            self.chars[start..self.pos].iter().collect()
+        }
+
+        /// The items of a body (or of a whole file).
+        fn items(&mut self) -> Result<Vec<Item>, String> {
+            let mut items = Vec::new();
+            loop {
+                self.trivia();
+                if self.peek(0).is_none() {
+                    return Ok(items);
+                }
+                let key = self.identifier();
+                if key.is_empty() {
+                    return self.error(&format!("expected an attribute or a block, found {:?}", self.peek(0).unwrap()));
+                }
+                while self.peek(0).is_some_and(|c| c == ' ' || c == '\t') {
+                    self.pos += 1;
+                }
+                if self.peek(0) == Some('=') && self.peek(1) != Some('=') {
+                    self.pos += 1;
+                    while self.peek(0).is_some_and(|c| c == ' ' || c == '\t') {
+                        self.pos += 1;
+                    }
+                    let value = self.expression()?;
+                    items.push(Item::Attr(key, value));
+                    continue;
+                }
+                let mut labels = Vec::new();
+                while self.peek(0) == Some('"') {
+                    let start = self.pos + 1;
+                    self.string()?;
+                    labels.push(self.chars[start..self.pos - 1].iter().collect());
+                    while self.peek(0).is_some_and(|c| c == ' ' || c == '\t') {
+                        self.pos += 1;
+                    }
+                }
+                if self.peek(0) != Some('{') {
+                    return self.error(&format!("`{key}`: expected `=` or a block"));
+                }
+                let body = self.balanced()?;
+                let inner = Scanner::new(&body).items().map_err(|e| format!("in {key} {labels:?}: {e}"))?;
+                items.push(Item::Block(Block { kind: key, labels, items: inner }));
+            }
+        }
+    }
+
+    /// `"text"` without templates, unescaped.
+    fn string_literal(expr: &str) -> Option<String> {
+        let inner = expr.strip_prefix('"')?.strip_suffix('"')?;
+        (!inner.contains("${") && !inner.contains("%{")).then(|| inner.replace("\\\"", "\"").replace("\\\\", "\\"))
+    }
+
+    /// `{ "key" = "value" … }` → its entries, in order of keys.
+    fn map_literal(expr: &str) -> Result<BTreeMap<String, String>, String> {
+        let inner = expr.trim().strip_prefix('{').and_then(|e| e.strip_suffix('}')).ok_or_else(|| format!("expected a map literal, found {expr:?}"))?;
+        let mut map = BTreeMap::new();
+        for line in inner.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (key, value) = line.split_once('=').ok_or_else(|| format!("map entry {line:?}: expected \"key\" = \"value\""))?;
+            let value = value.split(" #").next().unwrap_or(value).trim().trim_end_matches(',');
+            match (string_literal(key.trim()), string_literal(value)) {
+                (Some(k), Some(v)) => {
+                    map.insert(k, v);
+                }
+                _ => return Err(format!("map entry {line:?}: expected \"key\" = \"value\" (string literals)")),
+            }
+        }
+        Ok(map)
+    }
+
+    fn collapse(expr: &str) -> String {
+        expr.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    // --- What infra/ grants -------------------------------------------------------------
+
+    /// One role granted to one identity on one resource.
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+    pub struct Grant {
+        identity: String,
+        role: String,
+        level: Level,
+        /// Where it is made, for messages.
+        origin: String,
+    }
+
+    /// A state of the deployment the grants depend on: `var.services` and
+    /// `var.deployed_services`.
+    #[derive(Debug, Clone)]
+    struct Scenario {
+        name: &'static str,
+        services: BTreeSet<String>,
+        deployed: BTreeSet<String>,
+    }
+
+    /// The resources and locals of `infra/*.tf`.
+    struct Terraform {
+        resources: Vec<(String, Block)>,
+        locals: BTreeMap<String, String>,
+        /// Service accounts the files create, by resource name → account ids.
+        accounts: BTreeMap<String, Vec<String>>,
+    }
+
+    impl Terraform {
+        fn parse(files: &[(String, String)]) -> Result<Terraform, Vec<String>> {
+            let mut errors = Vec::new();
+            let mut tf = Terraform { resources: Vec::new(), locals: BTreeMap::new(), accounts: BTreeMap::new() };
+            for (file, text) in files {
+                let items = match Scanner::new(text).items() {
+                    Ok(items) => items,
+                    Err(e) => {
+                        errors.push(format!("{file}: {e}"));
+                        continue;
+                    }
+                };
+                for item in items {
+                    match item {
+                        Item::Block(b) if b.kind == "resource" && b.labels.len() == 2 => tf.resources.push((file.clone(), b)),
+                        Item::Block(b) if b.kind == "locals" => {
+                            for item in b.items {
+                                if let Item::Attr(k, v) = item {
+                                    tf.locals.insert(k, v);
+                                }
+                            }
+                        }
+                        Item::Block(_) => {}
+                        Item::Attr(k, _) => errors.push(format!("{file}: top-level attribute `{k}`")),
+                    }
+                }
+            }
+            for (file, b) in tf.resources.iter().filter(|(_, b)| b.labels[0] == "google_service_account") {
+                let ids = match (b.attr("for_each"), b.attr("account_id")) {
+                    (None, Some(id)) => string_literal(id).map(|id| vec![id]),
+                    (Some(each), Some("each.key")) => each.strip_prefix("local.").and_then(|l| tf.locals.get(l)).and_then(|m| map_literal(m).ok()).map(|m| m.into_keys().collect()),
+                    _ => None,
+                };
+                match ids {
+                    Some(ids) => {
+                        tf.accounts.insert(b.labels[1].clone(), ids);
+                    }
+                    None => errors.push(format!(
+                        "{file}: google_service_account.{}: expected account_id = \"<id>\", or for_each = local.<map> with account_id = each.key",
+                        b.labels[1]
+                    )),
+                }
+            }
+            if errors.is_empty() {
+                Ok(tf)
+            } else {
+                Err(errors)
+            }
+        }
+
+        fn resource(&self, kind: &str, name: &str) -> Option<&Block> {
+            self.resources.iter().map(|(_, b)| b).find(|b| b.labels[0] == kind && b.labels[1] == name)
+        }
+
+        /// The name attribute (`attr`) of the resource an expression such as
+        /// `google_pubsub_topic.dead_letter.id` or `google_secret_manager_secret.x[0].id`
+        /// refers to.
+        fn referenced_name(&self, expr: &str, kind: &str, attr: &str) -> Result<String, String> {
+            let rest = expr.strip_prefix(&format!("{kind}.")).ok_or_else(|| format!("expected a reference to a {kind}, found {expr:?}"))?;
+            let name = rest.split(['.', '[']).next().unwrap_or_default();
+            let suffix = &rest[name.len()..];
+            if !matches!(suffix, ".id" | ".name" | "[0].id" | "[0].name") {
+                return Err(format!("{expr:?}: expected {kind}.<name>.id or .name"));
+            }
+            let block = self.resource(kind, name).ok_or_else(|| format!("{expr:?}: no resource {kind}.{name} in infra/"))?;
+            block.attr(attr).and_then(string_literal).ok_or_else(|| format!("{kind}.{name}: expected a literal {attr}"))
+        }
+
+        /// A `local.<name>` that is a map literal.
+        fn local_map(&self, name: &str) -> Result<BTreeMap<String, String>, String> {
+            let expr = self.locals.get(name).ok_or_else(|| format!("local.{name} is not defined"))?;
+            map_literal(expr).map_err(|e| format!("local.{name}: {e}"))
+        }
+
+        /// The invoker locals of iam.tf, evaluated for `scenario`. The checker models
+        /// their expressions; it refuses to guess if they change.
+        fn invokers(&self, which: &str, scenario: &Scenario) -> Result<Vec<(String, String)>, String> {
+            let expected = [
+                ("invoked", "{ for svc, sa in local.invoked_by : svc => sa if contains(var.services, svc) }"),
+                ("project_invokers", "toset([for svc, sa in local.invoked : sa if !contains(var.deployed_services, svc)])"),
+                ("service_invokers", "{ for svc, sa in local.invoked : svc => sa if contains(var.deployed_services, svc) }"),
+            ];
+            for (name, text) in expected {
+                let found = self.locals.get(name).map(|e| collapse(e)).unwrap_or_default();
+                if found != text {
+                    return Err(format!(
+                        "local.{name} is `{found}`; the checker models it as `{text}`: update the model in tests/tests/infra.rs (mod iam, Terraform::invokers) with the new expression"
+                    ));
+                }
+            }
+            let invoked: Vec<(String, String)> = self.local_map("invoked_by")?.into_iter().filter(|(svc, _)| scenario.services.contains(svc)).collect();
+            Ok(match which {
+                "project_invokers" => invoked
+                    .iter()
+                    .filter(|(svc, _)| !scenario.deployed.contains(svc))
+                    .map(|(_, sa)| (sa.clone(), sa.clone()))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+                _ => invoked.into_iter().filter(|(svc, _)| scenario.deployed.contains(svc)).collect(),
+            })
+        }
+
+        /// The instances of a resource: `(each.key, each.value)`, or one without `each`.
+        fn instances(&self, block: &Block, scenario: &Scenario) -> Result<Vec<Option<(String, String)>>, String> {
+            let Some(expr) = block.attr("for_each") else { return Ok(vec![None]) };
+            // `var.flag ? <expr> : {}`: checked as if the feature were on.
+            let expr = match expr.split_once(" ? ") {
+                Some((cond, rest)) if cond.starts_with("var.") && rest.trim_end().ends_with(": {}") => rest.trim_end().trim_end_matches(": {}").trim(),
+                Some(_) => return Err(format!("for_each = {expr}: the checker reads `var.<flag> ? <expression> : {{}}` only")),
+                None => expr,
+            };
+            let entries = match expr.strip_prefix("local.") {
+                Some(which @ ("project_invokers" | "service_invokers")) => self.invokers(which, scenario)?,
+                Some(name) => self.local_map(name)?.into_iter().collect(),
+                None => return Err(format!("for_each = {expr}: the checker reads for_each over a local map (or the invoker locals) only")),
+            };
+            Ok(entries.into_iter().map(Some).collect())
+        }
+
+        /// Evaluates a role or a resource name: a literal, `each.key` or `each.value`.
+        fn value(expr: &str, each: &Option<(String, String)>) -> Result<String, String> {
+            match (expr, each) {
+                ("each.key", Some((k, _))) => Ok(k.clone()),
+                ("each.value", Some((_, v))) => Ok(v.clone()),
+                _ => string_literal(expr).ok_or_else(|| format!("{expr:?}: expected a string literal, each.key or each.value")),
+            }
+        }
+
+        /// The identity a `member` expression names.
+        fn member(&self, expr: &str, each: &Option<(String, String)>) -> Result<String, String> {
+            if let Some(name) = expr.strip_prefix("google_service_account.").and_then(|r| r.strip_suffix(".member")) {
+                return match (name.split_once('['), each) {
+                    (Some((resource, "each.key]")), Some((key, _))) => match self.accounts.get(resource) {
+                        Some(ids) if ids.contains(key) => Ok(key.clone()),
+                        _ => Err(format!("{expr}: google_service_account.{resource} creates no account {key:?}")),
+                    },
+                    (None, _) => match self.accounts.get(name).map(Vec::as_slice) {
+                        Some([id]) => Ok(id.clone()),
+                        _ => Err(format!("{expr}: no single google_service_account.{name}")),
+                    },
+                    _ => Err(format!("{expr}: expected google_service_account.<name>.member or google_service_account.<name>[each.key].member")),
+                };
+            }
+            match (expr, each) {
+                ("\"serviceAccount:${each.value}@${var.project}.iam.gserviceaccount.com\"", Some((_, v))) => Ok(v.clone()),
+                ("\"serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com\"", _) => Ok(PUBSUB_AGENT.to_owned()),
+                _ => Err(format!("member = {expr}: the checker knows service account resources, \"serviceAccount:${{each.value}}@${{var.project}}.iam.gserviceaccount.com\" and Pub/Sub's service agent only")),
+            }
+        }
+
+        /// Where a grant resource grants.
+        fn level(&self, block: &Block, each: &Option<(String, String)>) -> Result<Level, String> {
+            let attr = |key: &str| block.attr(key).ok_or_else(|| format!("no `{key}`"));
+            match block.labels[0].as_str() {
+                "google_project_iam_member" => match block.block("condition") {
+                    None => Ok(Level::project()),
+                    Some(condition) => {
+                        let expression = condition.attr("expression").unwrap_or_default();
+                        let database = self.locals.get("firestore_resource").map(String::as_str);
+                        if expression == r#""resource.name == \"${local.firestore_resource}\"""#
+                            && database == Some("\"projects/${var.project}/databases/${var.firestore_database}\"")
+                        {
+                            Ok(Level::new("database", ""))
+                        } else {
+                            Err(format!("condition {expression}: the checker knows `resource.name == \"${{local.firestore_resource}}\"` (the Firestore database) only"))
+                        }
+                    }
+                },
+                "google_bigquery_dataset_iam_member" => match attr("dataset_id")? {
+                    "google_bigquery_dataset.converge.dataset_id" if self.resource("google_bigquery_dataset", "converge").is_some() => Ok(Level::new("dataset", "")),
+                    other => Err(format!("dataset_id = {other}: expected google_bigquery_dataset.converge.dataset_id (Converge's dataset)")),
+                },
+                "google_pubsub_topic_iam_member" => Ok(Level::new("topic", &self.referenced_name(attr("topic")?, "google_pubsub_topic", "name")?)),
+                "google_pubsub_subscription_iam_member" => Ok(Level::new("subscription", &self.referenced_name(attr("subscription")?, "google_pubsub_subscription", "name")?)),
+                "google_cloud_run_v2_service_iam_member" => Ok(Level::new("service", &Self::value(attr("name")?, each)?)),
+                "google_secret_manager_secret_iam_member" => Ok(Level::new("secret", &self.referenced_name(attr("secret_id")?, "google_secret_manager_secret", "secret_id")?)),
+                other => Err(format!("{other} is a grant the checker does not read")),
+            }
+        }
+
+        /// Every grant of `infra/*.tf` in `scenario`, or why the checker cannot tell.
+        fn grants(&self, scenario: &Scenario) -> (Vec<Grant>, Vec<String>) {
+            const READ: &[&str] = &[
+                "google_project_iam_member",
+                "google_bigquery_dataset_iam_member",
+                "google_pubsub_topic_iam_member",
+                "google_pubsub_subscription_iam_member",
+                "google_cloud_run_v2_service_iam_member",
+                "google_secret_manager_secret_iam_member",
+            ];
+            let (mut grants, mut errors) = (Vec::new(), Vec::new());
+            for (file, block) in &self.resources {
+                let (kind, name) = (block.labels[0].as_str(), block.labels[1].as_str());
+                let grants_access = kind.contains("_iam_") || kind.ends_with("_access") || (kind == "google_bigquery_dataset" && block.block("access").is_some());
+                if !READ.contains(&kind) {
+                    if grants_access {
+                        errors.push(format!(
+                            "{file}: {kind}.{name} grants access in a way the IAM checker does not read (it reads {}): use one of those, or teach tests/tests/infra.rs (mod iam, Terraform::level) the new kind",
+                            READ.join(", ")
+                        ));
+                    }
+                    continue;
+                }
+                let instances = match self.instances(block, scenario) {
+                    Ok(instances) => instances,
+                    Err(e) => {
+                        errors.push(format!("{file}: {kind}.{name}: {e}"));
+                        continue;
+                    }
+                };
+                for each in instances {
+                    let origin = match &each {
+                        Some((key, _)) => format!("{file}: {kind}.{name}[\"{key}\"]"),
+                        None => format!("{file}: {kind}.{name}"),
+                    };
+                    let grant = (|| -> Result<Grant, String> {
+                        let role = Self::value(block.attr("role").ok_or("no `role`")?, &each)?;
+                        let identity = self.member(block.attr("member").ok_or("no `member`")?, &each)?;
+                        Ok(Grant { identity, role, level: self.level(block, &each)?, origin: origin.clone() })
+                    })();
+                    match grant {
+                        Ok(grant) => grants.push(grant),
+                        Err(e) => errors.push(format!("{origin}: {e}")),
+                    }
+                }
+            }
+            (grants, errors)
+        }
+    }
+
+    /// Grants `deploy/deploy.sh` makes (its dry run prints every command): on resources
+    /// that exist only once it ran, such as each trigger's subscription. Bindings for
+    /// people (printed for `REBUILD_CALLERS`) are not identities of the table.
+    fn deploy_grants(dry_run: &str, table: &Table) -> (Vec<Grant>, Vec<String>) {
+        let (mut grants, mut errors) = (Vec::new(), Vec::new());
+        for line in dry_run.lines().filter(|l| l.starts_with("+ gcloud ") && l.contains(" add-iam-policy-binding ")) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == "add-iam-policy-binding").expect("filtered on it");
+            let kind = words[2..at].join(" ");
+            let resource = words.get(at + 1).copied().unwrap_or_default();
+            let flag = |name: &str| words.iter().find_map(|w| w.strip_prefix(name)).unwrap_or_default();
+            let member = flag("--member=");
+            let identity = match member.strip_prefix("serviceAccount:").and_then(|email| email.split_once('@')) {
+                Some((local, "gcp-sa-pubsub.iam.gserviceaccount.com")) if local.starts_with("service-") => PUBSUB_AGENT.to_owned(),
+                Some((local, domain)) if domain.ends_with(".iam.gserviceaccount.com") && table.identities.contains_key(local) => local.to_owned(),
+                _ => continue,
+            };
+            let name = resource.rsplit('/').next().unwrap_or(resource);
+            let level = match kind.as_str() {
+                "pubsub subscriptions" if name.starts_with("eventarc-") => Level::new("subscription", "eventarc-*"),
+                "pubsub subscriptions" => Level::new("subscription", name),
+                "run services" => Level::new("service", name),
+                "projects" => Level::project(),
+                _ => {
+                    errors.push(format!("deploy/deploy.sh: `gcloud {kind} add-iam-policy-binding` for {identity}: the IAM checker does not know where that grants"));
+                    continue;
+                }
+            };
+            grants.push(Grant { identity, role: flag("--role=").to_owned(), level, origin: format!("deploy/deploy.sh: gcloud {kind} add-iam-policy-binding {name}") });
+        }
+        (grants, errors)
+    }
+
+    // --- The check --------------------------------------------------------------------
+
+    /// The text the checker reads.
+    pub struct Inputs<'a> {
+        /// infra/IAM.md.
+        pub table: &'a str,
+        /// Every `infra/*.tf`: (path, text).
+        pub terraform: &'a [(String, String)],
+        /// `DRY_RUN=1 bash deploy/deploy.sh` output.
+        pub deploy_dry_run: &'a str,
+        /// Every directory under `functions/`, as `functions/<dir>`.
+        pub function_dirs: &'a [String],
+    }
+
+    /// Every disagreement between the table and the grants; empty when they agree. Each
+    /// problem says what was expected, what was found, and what to change.
+    pub fn check(inputs: &Inputs<'_>) -> Vec<String> {
+        let table = match parse_table(inputs.table) {
+            Ok(table) => table,
+            Err(errors) => return errors,
+        };
+        let tf = match Terraform::parse(inputs.terraform) {
+            Ok(tf) => tf,
+            Err(errors) => return errors,
+        };
+        let mut problems = coverage(&table, &tf, inputs.function_dirs);
+        // Invoker grants depend on which services exist: check before the first
+        // deployment (none yet) and after it (all of them).
+        let services: BTreeSet<String> = table.functions.values().cloned().collect();
+        let scenarios = [
+            Scenario { name: "before the first deployment", services: services.clone(), deployed: BTreeSet::new() },
+            Scenario { name: "after the first deployment", services: services.clone(), deployed: services },
+        ];
+        let mut per_scenario: Vec<BTreeSet<String>> = Vec::new();
+        let mut granted_roles = BTreeSet::new();
+        for scenario in &scenarios {
+            let (mut grants, mut errors) = tf.grants(scenario);
+            let (deployed, deploy_errors) = deploy_grants(inputs.deploy_dry_run, &table);
+            grants.extend(deployed);
+            errors.extend(deploy_errors);
+            granted_roles.extend(grants.iter().map(|g| g.role.clone()));
+            errors.extend(check_grants(&table, &grants, scenario));
+            per_scenario.push(errors.into_iter().collect());
+        }
+        // A problem of both states is stated once; one of a single state names it.
+        for (i, scenario) in scenarios.iter().enumerate() {
+            for problem in &per_scenario[i] {
+                if per_scenario.iter().all(|set| set.contains(problem)) {
+                    problems.insert(problem.clone());
+                } else {
+                    problems.insert(format!("[{}] {problem}", scenario.name));
+                }
+            }
+        }
+        // The role table lists only what the calls need, and only roles infra/ grants.
+        let needed: BTreeSet<&String> = table.needs.iter().flat_map(|n| &n.permissions).collect();
+        for (role, permissions) in &table.roles {
+            for p in permissions.iter().filter(|p| !needed.contains(p)) {
+                problems.insert(format!("infra/IAM.md's role table lists `{p}` for `{role}`, but no call in the calls table needs it: remove it from the role's row"));
+            }
+            if !granted_roles.contains(role) {
+                problems.insert(format!("infra/IAM.md describes `{role}`, which infra/ grants to nobody: remove its row (or the grant went missing)"));
+            }
+        }
+        problems.into_iter().collect()
+    }
+
+    /// Every function, every service account of iam.tf and every identity of the table
+    /// accounted for on both sides.
+    fn coverage(table: &Table, tf: &Terraform, function_dirs: &[String]) -> BTreeSet<String> {
+        let mut problems = BTreeSet::new();
+        for dir in function_dirs.iter().filter(|d| !table.functions.contains_key(*d)) {
+            problems.insert(format!("{dir} exists, but infra/IAM.md's Functions table does not list it: add | `{dir}` | `<its service account>` | … | and the rows of its calls"));
+        }
+        for dir in table.functions.keys().filter(|d| !function_dirs.contains(d)) {
+            problems.insert(format!("infra/IAM.md lists {dir}, but there is no such directory: remove its row"));
+        }
+        let function_accounts: BTreeSet<&String> = tf.accounts.get("function").map(|ids| ids.iter().collect()).unwrap_or_default();
+        let table_accounts: BTreeSet<&String> = table.functions.values().collect();
+        for sa in function_accounts.difference(&table_accounts) {
+            problems.insert(format!("infra/iam.tf creates the function service account {sa} (local.functions), but no function in infra/IAM.md runs as it"));
+        }
+        for sa in table_accounts.difference(&function_accounts) {
+            problems.insert(format!("infra/IAM.md runs a function as {sa}, but infra/iam.tf's local.functions does not create it"));
+        }
+        let created: BTreeSet<&String> = tf.accounts.values().flatten().collect();
+        for sa in &created {
+            if table.identities.get(*sa) != Some(&true) {
+                problems.insert(format!("infra/iam.tf creates the service account {sa}, but infra/IAM.md's Identities table does not list it with grants from infra: add it, and the rows of its calls"));
+            }
+        }
+        for (identity, _) in table.identities.iter().filter(|(_, infra)| **infra) {
+            if !table.needs.iter().any(|n| n.identities.contains(identity)) {
+                problems.insert(format!("infra/IAM.md lists {identity}, but no row of the calls table says what it calls"));
+            }
+            if identity != PUBSUB_AGENT && !created.contains(identity) {
+                problems.insert(format!("infra/IAM.md says infra/ grants {identity}'s roles, but infra/*.tf creates no such service account"));
+            }
+        }
+        problems
+    }
+
+    /// (a) every permission a call needs is granted where it is needed; (b) every grant
+    /// supplies something its holder needs where it is granted; (c) every granted role is
+    /// described.
+    fn check_grants(table: &Table, grants: &[Grant], scenario: &Scenario) -> Vec<String> {
+        let mut problems = Vec::new();
+        let supplies = |g: &Grant, permission: &str| table.roles.get(&g.role).is_some_and(|ps| ps.contains(permission));
+        // A service that is not deployed yet cannot carry a binding: its invoker is
+        // granted on the project meanwhile (infra/iam.tf, local.project_invokers).
+        let not_yet = |level: &Level| level.kind == "service" && scenario.services.contains(&level.name) && !scenario.deployed.contains(&level.name);
+        let describe = |identity: &str| -> String {
+            let held: Vec<String> = grants.iter().filter(|g| g.identity == identity).map(|g| format!("`{}` on {}", g.role, g.level)).collect();
+            if held.is_empty() {
+                "no grant at all".to_owned()
+            } else {
+                held.join(", ")
+            }
+        };
+        for need in &table.needs {
+            let Some(level) = &need.level else { continue };
+            for identity in need.identities.iter().filter(|i| table.identities.get(*i) == Some(&true)) {
+                for permission in &need.permissions {
+                    if grants.iter().any(|g| &g.identity == identity && g.level.covers(level) && supplies(g, permission)) {
+                        continue;
+                    }
+                    let roles: Vec<String> = table.roles.iter().filter(|(_, ps)| ps.contains(permission)).map(|(r, _)| format!("`{r}`")).collect();
+                    problems.push(format!(
+                        "{identity} lacks `{permission}` on {level}, which it needs for {} (infra/IAM.md line {}). Found for {identity}: {}. Expected: a role with `{permission}` granted on {level}{}; roles in the table that carry it: {}. Add the grant to infra/iam.tf, or remove the row if the code no longer makes the call",
+                        need.label(),
+                        need.line,
+                        describe(identity),
+                        if level.is_project() { "" } else { " (or the project)" },
+                        if roles.is_empty() { "none yet (describe one)".to_owned() } else { roles.join(", ") }
+                    ));
+                }
+            }
+        }
+        for g in grants {
+            match table.identities.get(&g.identity) {
+                None => {
+                    problems.push(format!("{} grants `{}` to {}, which infra/IAM.md's Identities table does not list: add the identity and its calls, or remove the grant", g.origin, g.role, g.identity));
+                    continue;
+                }
+                Some(false) => problems.push(format!("{} grants `{}` to {}, whose grants infra/IAM.md says come from outside infra/: fix the Identities table or remove the grant", g.origin, g.role, g.identity)),
+                Some(true) => {}
+            }
+            let described = table.roles.get(&g.role);
+            if described.is_none() {
+                problems.push(format!(
+                    "{} grants `{}` to {} on {}, but infra/IAM.md's role table does not describe `{}`: add its row (the permissions the calls need from it, and its reference page), or remove the grant",
+                    g.origin, g.role, g.identity, g.level, g.role
+                ));
+            }
+            let mine: Vec<(&Level, &String)> = table
+                .needs
+                .iter()
+                .filter(|n| n.identities.contains(&g.identity))
+                .filter_map(|n| n.level.as_ref().map(|l| (l, &n.permissions)))
+                .flat_map(|(l, ps)| ps.iter().map(move |p| (l, p)))
+                .collect();
+            let useful = mine.iter().any(|(level, p)| {
+                described.is_some_and(|ps| ps.contains(*p)) && if g.level.is_project() { level.is_project() || not_yet(level) } else { g.level.covers(level) }
+            });
+            if useful {
+                continue;
+            }
+            if g.level.is_project() {
+                let at_project: BTreeSet<&str> = mine.iter().filter(|(l, _)| l.is_project()).map(|(_, p)| p.as_str()).collect();
+                let elsewhere: BTreeSet<String> = mine.iter().filter(|(_, p)| described.is_some_and(|ps| ps.contains(*p))).map(|(l, _)| l.to_string()).collect();
+                problems.push(format!(
+                    "unneeded project-wide role: {} grants `{}` to {} on the whole project, but none of the permissions {} needs at project level ({}) comes from it{}. Remove it from infra/iam.tf{}",
+                    g.origin,
+                    g.role,
+                    g.identity,
+                    g.identity,
+                    if at_project.is_empty() { "none".to_owned() } else { at_project.into_iter().collect::<Vec<_>>().join(", ") },
+                    if elsewhere.is_empty() { String::new() } else { format!("; what it supplies that {} needs is needed on {} only", g.identity, elsewhere.into_iter().collect::<Vec<_>>().join(", ")) },
+                    if described.is_none() { "" } else { ", or grant it where the need is" }
+                ));
+            } else {
+                problems.push(format!(
+                    "unneeded grant: {} grants `{}` to {} on {}, but no call of {} in infra/IAM.md needs any of its permissions there: remove the grant, or add the call that needs it",
+                    g.origin, g.role, g.identity, g.level, g.identity
+                ));
+            }
+        }
+        problems
+    }
+
+    // --- Inputs from the repository -----------------------------------------------------
+
+    fn terraform_files() -> Vec<(String, String)> {
+        let mut paths: Vec<String> = std::fs::read_dir(repo().join("infra"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tf"))
+            .map(|n| format!("infra/{n}"))
+            .collect();
+        paths.sort();
+        paths.into_iter().map(|p| (p.clone(), read(&p))).collect()
+    }
+
+    fn function_dirs() -> Vec<String> {
+        let mut dirs: Vec<String> = std::fs::read_dir(repo().join("functions"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| format!("functions/{}", e.file_name().to_string_lossy()))
+            .collect();
+        dirs.sort();
+        dirs
+    }
+
+    fn dry_run() -> String {
+        let (ok, out) = deploy(&repo().join("deploy/converge.env.example"));
+        assert!(ok, "deploy dry run failed:\n{out}");
+        out
+    }
+
+    /// Runs the checker on the repository's files, with `edit` applied to (path, text).
+    fn check_with(edit: impl Fn(&str, String) -> String, dry_run: &str) -> Vec<String> {
+        let table = edit("infra/IAM.md", read("infra/IAM.md"));
+        let terraform: Vec<(String, String)> = terraform_files().into_iter().map(|(p, t)| (p.clone(), edit(&p, t))).collect();
+        check(&Inputs { table: &table, terraform: &terraform, deploy_dry_run: dry_run, function_dirs: &function_dirs() })
+    }
+
+    /// `text` without the resource block `resource "<kind>" "<name>" { … }` (iam.tf is
+    /// `terraform fmt`ed: a top-level block ends with `}` alone on its line).
+    fn without_resource(text: &str, kind: &str, name: &str) -> String {
+        let head = format!("resource \"{kind}\" \"{name}\" {{");
+        let start = text.find(&head).unwrap_or_else(|| panic!("no {kind}.{name} in the text"));
+        let end = start + text[start..].find("\n}\n").expect("a block ending in a `}` line") + 3;
+        format!("{}{}", &text[..start], &text[end..])
+    }
+
+    fn listing(problems: &[String]) -> String {
+        problems.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n")
+    }
+
+    // --- Tests --------------------------------------------------------------------------
+
+    #[test]
+    fn every_identity_holds_what_its_calls_need_and_nothing_project_wide_it_does_not() {
+        let problems = check_with(|_, text| text, &dry_run());
+        assert!(problems.is_empty(), "infra/IAM.md and the grants of infra/ disagree:\n{}", listing(&problems));
+    }
+
+    #[test]
+    fn a_removed_grant_is_reported_by_the_permission_it_took_away() {
+        let dry_run = dry_run();
+        let problems = check_with(|path, text| if path == "infra/iam.tf" { without_resource(&text, "google_bigquery_dataset_iam_member", "editor") } else { text }, &dry_run);
+        for function in ["converge-sync", "converge-reconciler", "converge-rebuild", "converge-etl", "converge-detectors"] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(&format!("{function} lacks `bigquery.tables.updateData` on the dataset"))),
+                "{function} without dataEditor must be reported as lacking bigquery.tables.updateData:\n{}",
+                listing(&problems)
+            );
+        }
+        let problems = check_with(|path, text| if path == "infra/iam.tf" { without_resource(&text, "google_project_iam_member", "job_user") } else { text }, &dry_run);
+        assert!(
+            problems.iter().any(|p| p.starts_with("converge-sync lacks `bigquery.jobs.create` on the project") && p.contains("`roles/bigquery.jobUser`")),
+            "without jobUser the report names bigquery.jobs.create and the role that carries it:\n{}",
+            listing(&problems)
+        );
+    }
+
+    #[test]
+    fn a_broad_role_on_the_project_is_reported_as_unneeded() {
+        let dry_run = dry_run();
+        // bigquery.admin on the project for every function: undescribed and unneeded.
+        let admin = "\nresource \"google_project_iam_member\" \"bigquery_admin\" {\n  for_each = local.functions\n  project  = var.project\n  role     = \"roles/bigquery.admin\"\n  member   = google_service_account.function[each.key].member\n}\n";
+        let problems = check_with(|path, text| if path == "infra/iam.tf" { format!("{text}{admin}") } else { text }, &dry_run);
+        assert!(
+            problems.iter().any(|p| p.starts_with("unneeded project-wide role: infra/iam.tf: google_project_iam_member.bigquery_admin[\"converge-sync\"] grants `roles/bigquery.admin`")),
+            "bigquery.admin on the project must be reported as an unneeded project-wide role:\n{}",
+            listing(&problems)
+        );
+        assert!(problems.iter().any(|p| p.contains("does not describe `roles/bigquery.admin`")), "{}", listing(&problems));
+        assert!(!problems.iter().any(|p| p.contains(" lacks ")), "adding a role takes nothing away:\n{}", listing(&problems));
+
+        // dataEditor moved from the dataset to the project: everything still works, but
+        // the role is needed on the dataset only.
+        let problems = check_with(
+            |path, text| {
+                if path != "infra/iam.tf" {
+                    return text;
+                }
+                let moved = "\nresource \"google_project_iam_member\" \"editor\" {\n  for_each = local.functions\n  project  = var.project\n  role     = \"roles/bigquery.dataEditor\"\n  member   = google_service_account.function[each.key].member\n}\n";
+                format!("{}{moved}", without_resource(&text, "google_bigquery_dataset_iam_member", "editor"))
+            },
+            &dry_run,
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("unneeded project-wide role:") && p.contains("`roles/bigquery.dataEditor`") && p.contains("is needed on the dataset only")),
+            "dataEditor on the project must be reported, pointing at the dataset:\n{}",
+            listing(&problems)
+        );
+        assert!(!problems.iter().any(|p| p.contains(" lacks ")), "{}", listing(&problems));
+    }
+
+    #[test]
+    fn an_invoker_grant_on_a_service_that_checks_tokens_itself_is_reported() {
+        // converge-etl turns Cloud Run's invoker check off: run.invoker there is unused.
+        let problems = check_with(
+            |path, text| if path == "infra/iam.tf" { text.replace("\"converge-reconciler\" = \"converge-scheduler\"\n", "\"converge-reconciler\" = \"converge-scheduler\"\n    \"converge-etl\"        = \"converge-scheduler\"\n") } else { text },
+            &dry_run(),
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("[after the first deployment] unneeded grant:") && p.contains("`roles/run.invoker` to converge-scheduler on service converge-etl")),
+            "{}",
+            listing(&problems)
+        );
+    }
+
+    #[test]
+    fn grants_the_checker_cannot_read_fail_instead_of_passing_silently() {
+        let dry_run = dry_run();
+        // An authoritative binding: a kind the checker does not read.
+        let problems = check_with(|path, text| if path == "infra/iam.tf" { text.replace("\"google_project_iam_member\" \"job_user\"", "\"google_project_iam_binding\" \"job_user\"") } else { text }, &dry_run);
+        assert!(problems.iter().any(|p| p.contains("google_project_iam_binding.job_user grants access in a way the IAM checker does not read")), "{}", listing(&problems));
+        // A condition it does not know.
+        let problems = check_with(|path, text| if path == "infra/iam.tf" { text.replace("resource.name == \\\"${local.firestore_resource}\\\"", "resource.type == \\\"firestore.googleapis.com/Database\\\"") } else { text }, &dry_run);
+        assert!(problems.iter().any(|p| p.contains("the checker knows `resource.name == \"${local.firestore_resource}\"`")), "{}", listing(&problems));
+    }
+
+    #[test]
+    fn the_table_covers_every_function_and_every_service_account() {
+        let dry_run = dry_run();
+        let problems = check_with(|path, text| if path == "infra/IAM.md" { text.lines().filter(|l| !l.starts_with("| `functions/rebuild`")).collect::<Vec<_>>().join("\n") } else { text }, &dry_run);
+        assert!(problems.iter().any(|p| p.starts_with("functions/rebuild exists, but infra/IAM.md's Functions table does not list it")), "{}", listing(&problems));
+        let problems = check_with(
+            |path, text| if path == "infra/iam.tf" { text.replace("    \"converge-detectors\"  = \"detector runner: SQL detectors, findings back to Firestore\"\n", "    \"converge-detectors\"  = \"detector runner: SQL detectors, findings back to Firestore\"\n    \"converge-export\"     = \"a new function\"\n") } else { text },
+            &dry_run,
+        );
+        assert!(problems.iter().any(|p| p.contains("creates the function service account converge-export")), "{}", listing(&problems));
+    }
+
+    /// The Firestore RPCs `crates/converge-firestore` sends (through the `firestore`
+    /// crate's raw gRPC client) are each named in the table.
+    #[test]
+    fn the_table_names_every_firestore_rpc_the_code_sends() {
+        let text = read("infra/IAM.md");
+        let dir = repo().join("crates/converge-firestore/src");
+        let mut rpcs = BTreeSet::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            // The emulator harness talks to the emulator's REST endpoints, never Google.
+            if path.extension().is_none_or(|e| e != "rs") || path.file_name().is_some_and(|n| n == "emulator.rs") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap();
+            for (at, _) in source.match_indices(".client().") {
+                // `self.db.client().get()` takes a channel from the pool; an RPC goes
+                // through `Inner::client()` (`self.client()` / `inner.client()`).
+                if source[..at].ends_with(".db") {
+                    continue;
+                }
+                let method: String = source[at + ".client().".len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let camel: String = method.split('_').map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect();
+                rpcs.insert((camel, path.file_name().unwrap().to_string_lossy().into_owned()));
+            }
+        }
+        assert!(rpcs.iter().any(|(r, _)| r == "Commit") && rpcs.iter().any(|(r, _)| r == "RunQuery"), "found no Firestore RPC calls in {}: {rpcs:?}", dir.display());
+        for (rpc, file) in &rpcs {
+            assert!(text.contains(&format!("`{rpc}`")), "crates/converge-firestore/src/{file} sends Firestore `{rpc}`, which infra/IAM.md does not name: add the rows of its callers with its permissions (https://cloud.google.com/firestore/docs/security/iam)");
+        }
+    }
+
+    /// The Storage Write API and query calls of `crates/converge-bigquery` are named in
+    /// the table.
+    #[test]
+    fn the_table_names_every_bigquery_method_the_code_calls() {
+        let text = read("infra/IAM.md");
+        let dir = repo().join("crates/converge-bigquery/src");
+        let sources: String = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs") && p.file_name().is_some_and(|n| n != "emulator.rs"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        // Client call → the API method it sends (google-cloud-bigquery 0.19: write/writer_builder.rs,
+        // write/base.rs, write/pending.rs, query/execution.rs).
+        for (call, methods) in [
+            (".open_default_stream(", &["AppendRows"][..]),
+            (".create_stream(", &["CreateWriteStream", "AppendRows"][..]),
+            (".attach_to_stream(", &["GetWriteStream"][..]),
+            (".finalize()", &["FinalizeWriteStream"][..]),
+            (".commit()", &["BatchCommitWriteStreams"][..]),
+            (".query(", &["jobs.query", "jobs.getQueryResults"][..]),
+            ("INFORMATION_SCHEMA.TABLES", &["INFORMATION_SCHEMA.TABLES"][..]),
+        ] {
+            if !sources.contains(call) {
+                continue;
+            }
+            for method in methods {
+                assert!(text.contains(&format!("`{method}`")), "crates/converge-bigquery calls `{call}` (BigQuery `{method}`), which infra/IAM.md does not name: add the rows of its callers");
+            }
+        }
+    }
+
+    /// Every `gcloud` command `deploy/deploy.sh` runs or prints has a row (and every row's
+    /// command is one the script has).
+    #[test]
+    fn the_table_names_every_gcloud_command_deploy_runs() {
+        let table = parse_table(&read("infra/IAM.md")).unwrap_or_else(|e| panic!("{}", e.join("\n")));
+        let script = read("deploy/deploy.sh");
+        let mut commands = BTreeSet::new();
+        for line in script.lines().map(str::trim) {
+            // Comments, messages and the "is gcloud installed" probe are not calls.
+            if line.starts_with('#') || line.contains("die ") || line.contains("note ") || line.contains("command -v gcloud") {
+                continue;
+            }
+            for (at, _) in line.match_indices("gcloud ") {
+                if at > 0 && !line[..at].ends_with([' ', '(', '"']) {
+                    continue;
+                }
+                let words: Vec<&str> = line[at..].split_whitespace().take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-')).collect();
+                commands.insert(words.join(" "));
+            }
+        }
+        assert!(commands.len() > 10, "found too few gcloud commands in deploy/deploy.sh: {commands:?}");
+        let word_prefix = |long: &str, short: &str| long == short || long.starts_with(&format!("{short} "));
+        for command in &commands {
+            assert!(
+                table.gcloud.iter().any(|row| word_prefix(command, row)),
+                "deploy/deploy.sh runs `{command}`, which no row of infra/IAM.md's calls table names: add an `operator` row with its API method and permissions"
+            );
+        }
+        for row in &table.gcloud {
+            assert!(commands.iter().any(|c| word_prefix(c, row)), "infra/IAM.md names `{row}`, which deploy/deploy.sh does not run: remove or correct the row");
+        }
+    }
+
+    /// A service with Cloud Run's invoker check on needs `run.routes.invoke` for its
+    /// caller (deploy.sh's kind: Eventarc, Scheduler, or an operator); one with the check
+    /// off needs it for nobody. Also: the table maps each function to the service
+    /// deploy.sh deploys it as.
+    #[test]
+    fn invoker_rows_follow_each_service_s_invoker_check() {
+        let table = parse_table(&read("infra/IAM.md")).unwrap_or_else(|e| panic!("{}", e.join("\n")));
+        let script = read("deploy/deploy.sh");
+        let entries: Vec<(&str, &str, &str)> = script
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix('"').and_then(|l| l.strip_suffix('"')))
+            .filter_map(|l| {
+                let parts: Vec<&str> = l.split('|').collect();
+                (parts.len() == 4 && matches!(parts[2], "firestore" | "schedule" | "http")).then(|| (parts[0], parts[1], parts[2]))
+            })
+            .collect();
+        assert_eq!(entries.len(), table.functions.len(), "deploy.sh's FUNCTIONS and infra/IAM.md's Functions table list different functions: {entries:?}");
+        for (dir, service, kind) in entries {
+            assert_eq!(table.functions.get(&format!("functions/{dir}")).map(String::as_str), Some(service), "deploy.sh deploys functions/{dir} as {service}; infra/IAM.md must say it runs as that service account");
+            let yaml = read(&format!("deploy/services/{dir}.yaml"));
+            let check_off = yaml.contains("run.googleapis.com/invoker-iam-disabled: \"true\"");
+            let level = Level::new("service", service);
+            let invokers: BTreeSet<&String> = table.needs.iter().filter(|n| n.level.as_ref() == Some(&level) && n.permissions.iter().any(|p| p == "run.routes.invoke")).flat_map(|n| &n.identities).collect();
+            let caller = match kind {
+                "firestore" => "converge-eventarc",
+                "schedule" => "converge-scheduler",
+                _ => "operator",
+            };
+            if check_off {
+                assert!(invokers.is_empty(), "deploy/services/{dir}.yaml turns Cloud Run's invoker check off, so nobody needs run.routes.invoke on {service}; infra/IAM.md says {invokers:?} do: remove those rows");
+            } else {
+                assert!(
+                    invokers.iter().any(|i| i.as_str() == caller),
+                    "{service} keeps Cloud Run's invoker check on and is called by {caller} ({kind} in deploy.sh): infra/IAM.md needs a row giving {caller} `run.routes.invoke` on service {service}"
+                );
+            }
+        }
+    }
+}
