@@ -74,11 +74,13 @@ resource "google_service_account" "scheduler" {
 # --- BigQuery --------------------------------------------------------------------------
 
 # Every function reads tables and views, appends changelog rows or run records
-# (Storage Write API, INSERT), and at start checks the dataset's catalog
-# (INFORMATION_SCHEMA.TABLES): bigquery.tables.get/list/getData/updateData and
-# bigquery.routines.get/list, on Converge's dataset only, not on the project's other
-# datasets (https://cloud.google.com/bigquery/docs/write-api,
-# https://cloud.google.com/bigquery/docs/information-schema-tables). Functions no longer
+# (Storage Write API, INSERT), and at start checks the dataset and its catalog
+# (datasets.get, INFORMATION_SCHEMA.TABLES): bigquery.datasets.get/getIamPolicy,
+# bigquery.tables.get/list/getData/updateData and bigquery.routines.get/list, on
+# Converge's dataset only, not on the project's other datasets
+# (https://cloud.google.com/bigquery/docs/write-api,
+# https://cloud.google.com/bigquery/docs/information-schema-tables,
+# https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets/get). Functions no longer
 # run DDL (that is `converge setup --backend cloud` and Terraform), so data editor is
 # broader than they need (it can create, change and drop tables); no predefined dataset
 # role writes rows without it. infra/IAM.md, "Why these roles", says what a custom role

@@ -1635,7 +1635,8 @@ mod iam {
             .map(|p| std::fs::read_to_string(p).unwrap())
             .collect();
         // Client call → the API method it sends (google-cloud-bigquery 0.19: write/writer_builder.rs,
-        // write/base.rs, write/pending.rs, query/execution.rs).
+        // write/base.rs, write/pending.rs, query/execution.rs; google-cloud-bigquery-v2's
+        // DatasetService for get_dataset).
         for (call, methods) in [
             (".open_default_stream(", &["AppendRows"][..]),
             (".create_stream(", &["CreateWriteStream", "AppendRows"][..]),
@@ -1643,6 +1644,7 @@ mod iam {
             (".finalize()", &["FinalizeWriteStream"][..]),
             (".commit()", &["BatchCommitWriteStreams"][..]),
             (".query(", &["jobs.query", "jobs.getQueryResults"][..]),
+            (".get_dataset(", &["datasets.get"][..]),
             ("INFORMATION_SCHEMA.TABLES", &["INFORMATION_SCHEMA.TABLES"][..]),
         ] {
             if !sources.contains(call) {
