@@ -1,8 +1,8 @@
 # The dataset, the default route's changelog table (`records`), its latest view and
-# its as-of table function. The text of each is the text the functions themselves run
-# at start (converge_bigquery::schema::create_statements: CREATE TABLE IF NOT EXISTS,
-# CREATE OR REPLACE VIEW / TABLE FUNCTION), so either side may create them first and
-# neither drifts from the other. tests/tests/infra.rs checks the three files below
+# its as-of table function. The text of each is the text `converge setup --backend
+# cloud` runs (converge_bigquery::schema::create_statements: CREATE TABLE IF NOT EXISTS,
+# CREATE OR REPLACE VIEW / TABLE FUNCTION; functions run no DDL, they check at start),
+# so either side may create them first and neither drifts from the other. tests/tests/infra.rs checks the three files below
 # against that code.
 
 resource "google_bigquery_dataset" "converge" {
@@ -32,7 +32,7 @@ resource "google_bigquery_table" "records" {
 }
 
 # Every run (reconcile, rebuild, ETL, detectors) records itself here, append-only.
-# The functions create it too (CREATE TABLE IF NOT EXISTS); declared so it exists with
+# `converge setup` creates it too (CREATE TABLE IF NOT EXISTS); declared so it exists with
 # the dataset's protection before the first run.
 resource "google_bigquery_table" "converge_runs" {
   dataset_id  = google_bigquery_dataset.converge.dataset_id
@@ -53,7 +53,7 @@ resource "google_bigquery_table" "records_latest" {
     query          = chomp(templatefile("${path.module}/sql/records_latest.sql", { project = var.project, dataset = var.dataset }))
     use_legacy_sql = false
   }
-  deletion_protection = false # a view holds no data; the functions recreate it at start
+  deletion_protection = false # a view holds no data; `converge setup` recreates it
   depends_on          = [google_bigquery_table.records]
 }
 

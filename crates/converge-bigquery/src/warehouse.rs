@@ -197,7 +197,17 @@ impl BigQueryWarehouse {
     /// Whether the dataset exists (datasets.get).
     async fn dataset_exists(&self) -> Result<bool, StoreError> {
         let config = &self.inner.config;
-        let get = self.inner.datasets.get_dataset().set_project_id(&config.project).set_dataset_id(&config.dataset).send();
+        // METADATA: the dataset's metadata without its access list, which would need
+        // `bigquery.datasets.getIamPolicy` as well
+        // (<https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets/get>, `datasetView`).
+        let get = self
+            .inner
+            .datasets
+            .get_dataset()
+            .set_project_id(&config.project)
+            .set_dataset_id(&config.dataset)
+            .set_dataset_view(google_cloud_bigquery_v2::model::get_dataset_request::DatasetView::Metadata)
+            .send();
         match self.bounded("look the dataset up", get, from_gax).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind == ErrorKind::NotFound => Ok(false),
