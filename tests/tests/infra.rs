@@ -179,6 +179,22 @@ fn deploy_dry_run_prints_the_deployment() {
     }
 }
 
+/// Functions run no DDL at start and exit until setup has made their tables, so the
+/// deployment runs `converge setup --backend cloud`, with the functions' own settings,
+/// before it replaces any service.
+#[test]
+fn deploy_sets_up_the_warehouse_before_it_replaces_any_service() {
+    let (ok, out) = deploy(&repo().join("deploy/converge.env.example"));
+    assert!(ok, "dry run failed:\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let setup = lines.iter().position(|l| l.starts_with("+ env ") && l.ends_with(" converge setup --backend cloud")).unwrap_or_else(|| panic!("no setup step:\n{out}"));
+    for setting in ["CONVERGE_BACKEND=cloud", "GOOGLE_CLOUD_PROJECT=my-project-id", "CONVERGE_BIGQUERY_DATASET=converge", "CONVERGE_BIGQUERY_LOCATION=EU"] {
+        assert!(lines[setup].contains(setting), "setup runs without {setting}: {}", lines[setup]);
+    }
+    let first_service = lines.iter().position(|l| l.starts_with("+ gcloud run services replace ")).expect("a service is deployed");
+    assert!(setup < first_service, "setup must come before the first service:\n{out}");
+}
+
 /// What Google documents about delivery, applied: Eventarc drops an event its
 /// subscription could not deliver within the retention unless a dead-letter topic is
 /// set (https://cloud.google.com/eventarc/docs/retry-events), a dead-letter topic loses
