@@ -1,6 +1,7 @@
 //! `converge detectors list`: the shipped detector pack, one detector per line.
 
-use converge_detect::{DetectorSpec, Dialect, Pack};
+use converge_core::QueryDialect;
+use converge_detect::{DetectorSpec, Pack};
 use serde::Serialize;
 
 /// What `converge detectors list --json` prints per detector.
@@ -18,7 +19,7 @@ pub struct DetectorListing {
 
 impl DetectorListing {
     fn of(spec: &DetectorSpec) -> Self {
-        let runs_on = [(Dialect::DuckDb, "duckdb"), (Dialect::BigQuery, "bigquery")]
+        let runs_on = [(QueryDialect::DuckDb, "duckdb"), (QueryDialect::BigQuery, "bigquery")]
             .into_iter()
             .filter(|(dialect, _)| spec.runs_on(*dialect))
             .map(|(_, name)| name)

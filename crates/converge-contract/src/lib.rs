@@ -10,8 +10,13 @@
 //! - [`raw`]: [`raw_source_contract`] for [`converge_core::RawSource`].
 //! - [`metrics`]: [`metrics_warehouse_contract`] for [`converge_core::MetricsWarehouse`].
 //! - [`opportunities`]: [`opportunity_store_contract`] for [`converge_core::OpportunityStore`].
+//! - [`findings`]: [`findings_warehouse_contract`] for [`converge_core::FindingsWarehouse`]
+//!   (with [`converge_core::MetricsWarehouse`] loading what it queries).
 //! - [`convergence`]: [`convergence_property`], a warehouse's latest view checked against
 //!   the core's ordering rule, and one reconcile run converging from any warehouse state.
+//! - [`kit`]: what the suites, the backends' test files and the detector tests share:
+//!   the planted metrics, loading metrics through the ETL's path, running a compiled
+//!   detector through the runner's path, fresh sources (features `sqlite`, `firestore`).
 //!
 //! Each suite takes a factory that yields a fresh, empty backend per case, runs every
 //! case in turn and panics with the case's name on the first broken promise. A
@@ -29,6 +34,8 @@
 
 pub mod convergence;
 pub mod error_log;
+pub mod findings;
+pub mod kit;
 pub mod metrics;
 pub mod raw;
 pub mod opportunities;
@@ -37,6 +44,7 @@ pub mod warehouse;
 
 pub use convergence::convergence_property;
 pub use error_log::error_log_contract;
+pub use findings::findings_warehouse_contract;
 pub use metrics::metrics_warehouse_contract;
 pub use raw::raw_source_contract;
 pub use opportunities::opportunity_store_contract;

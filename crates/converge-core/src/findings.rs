@@ -2,10 +2,13 @@
 //! the seven finding columns out.
 //!
 //! The detector compiler (`converge-detect`) produces the SQL and its parameters for
-//! one [`QueryDialect`]; the warehouse runs it. This trait knows nothing about
-//! detectors beyond the shape of their result, so the core stays free of the
-//! compiler and the compiler free of databases.
+//! one [`QueryDialect`] in these types; the warehouse runs it. This trait knows
+//! nothing about detectors beyond the shape of their result, so the core stays free
+//! of the compiler and the compiler free of databases. The types are the compiler's
+//! own (it has no twins of them), so the runner passes a compiled query to the
+//! warehouse and a row back to the message template without translating.
 
+use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,8 +17,8 @@ use futures::stream::BoxStream;
 
 use crate::error::StoreError;
 
-/// The columns every findings query returns, in order. The same list as
-/// `converge_detect::RESULT_COLUMNS`; the runner checks they agree.
+/// The columns every findings query returns, in order (every detector's query, raw
+/// SQL included).
 pub const FINDING_COLUMNS: [&str; 7] =
     ["tenant", "entity_type", "entity_id", "recent_value", "baseline_value", "volume", "reference_value"];
 
@@ -26,6 +29,26 @@ pub enum QueryDialect {
     DuckDb,
     /// Named parameters: `@name`.
     BigQuery,
+}
+
+impl QueryDialect {
+    /// Both dialects, DuckDB first.
+    pub const ALL: [QueryDialect; 2] = [QueryDialect::DuckDb, QueryDialect::BigQuery];
+
+    /// The dialect's name in specs, messages and `converge detectors list`: `duckdb`,
+    /// `bigquery` (the keys of a detector's `raw_sql`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryDialect::DuckDb => "duckdb",
+            QueryDialect::BigQuery => "bigquery",
+        }
+    }
+}
+
+impl fmt::Display for QueryDialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A typed parameter value.
@@ -55,16 +78,34 @@ pub struct FindingsQuery {
     pub timeout: Duration,
 }
 
-/// One row of [`FINDING_COLUMNS`].
+/// One row of [`FINDING_COLUMNS`]: one firing entity, as read from either backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FindingRow {
     pub tenant: String,
     pub entity_type: String,
     pub entity_id: String,
+    /// The measure over the recent window (NULL only for raw SQL that allows it).
     pub recent_value: Option<f64>,
+    /// The measure over the baseline window (sums rescaled to the recent window's
+    /// length); NULL without a baseline window or with a zero denominator.
     pub baseline_value: Option<f64>,
+    /// Recent-window sum of the gating metric (`min_volume.metric`, else the ratio's
+    /// denominator, else the summed metric).
     pub volume: Option<f64>,
+    /// What `recent_value` was compared with (baseline × fraction, factor × percentile,
+    /// the threshold, or 0).
     pub reference_value: Option<f64>,
+}
+
+impl FindingRow {
+    /// Relative change of the recent value against the baseline, in percent; `None`
+    /// without a non-zero baseline.
+    pub fn change_pct(&self) -> Option<f64> {
+        match (self.recent_value, self.baseline_value) {
+            (Some(recent), Some(baseline)) if baseline != 0.0 => Some((recent - baseline) / baseline.abs() * 100.0),
+            _ => None,
+        }
+    }
 }
 
 /// The warehouse side of the detector runner: BigQuery in the cloud, DuckDB embedded.
@@ -107,5 +148,28 @@ mod tests {
         let error = check_finding_columns("test", "d", &swapped).unwrap_err().to_string();
         assert!(error.contains("query `d`") && error.contains("baseline_value"), "{error}");
         assert!(check_finding_columns("test", "d", &good[..6]).is_err());
+    }
+
+    #[test]
+    fn change_pct_needs_a_non_zero_baseline() {
+        let mut row = FindingRow {
+            tenant: "t".into(),
+            entity_type: "page".into(),
+            entity_id: "/".into(),
+            recent_value: Some(3.0),
+            baseline_value: Some(4.0),
+            volume: None,
+            reference_value: None,
+        };
+        assert_eq!(row.change_pct(), Some(-25.0));
+        row.baseline_value = Some(0.0);
+        assert_eq!(row.change_pct(), None);
+        row.baseline_value = None;
+        assert_eq!(row.change_pct(), None);
+    }
+
+    #[test]
+    fn dialects_are_named_as_in_raw_sql() {
+        assert_eq!(QueryDialect::ALL.map(|d| d.to_string()), ["duckdb", "bigquery"]);
     }
 }

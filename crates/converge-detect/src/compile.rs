@@ -1,7 +1,7 @@
 //! The compiler: one validated [`DetectorSpec`] → one SQL query for one dialect.
 //!
-//! Every query returns [`RESULT_COLUMNS`], one row per firing entity, ordered by tenant
-//! and entity id. The run date and tenant are bound parameters (DuckDB `$1`/`$2`,
+//! Every query returns [`FINDING_COLUMNS`](converge_core::FINDING_COLUMNS), one row per
+//! firing entity, ordered by tenant and entity id. The run date and tenant are bound parameters (DuckDB `$1`/`$2`,
 //! BigQuery `@as_of`/`@tenant`), as are entity-id patterns; what is inlined — the
 //! entity type, metric names, numbers — comes from a validated spec only.
 //!
@@ -11,77 +11,67 @@
 //! per window with conditional aggregates, then the measure, the volume gate and the
 //! comparison.
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
+use std::time::Duration;
 
 use chrono::NaiveDate;
-use serde::{Deserialize, Serialize};
+use converge_core::metrics::METRICS_TABLE;
+use converge_core::{FindingsParam, FindingsParamValue, FindingsQuery, QueryDialect};
 
 use crate::error::CompileError;
 use crate::spec::{Comparison, DetectorSpec, EntityFilter, Form, Measure, MinVolume, Windows};
 
-/// The table every detector reads.
-pub const METRICS_TABLE: &str = "daily_entity_metrics";
-
-/// The columns every detector query returns, in order (raw SQL included).
-pub const RESULT_COLUMNS: [&str; 7] =
-    ["tenant", "entity_type", "entity_id", "recent_value", "baseline_value", "volume", "reference_value"];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Dialect {
-    #[serde(rename = "duckdb")]
-    DuckDb,
-    #[serde(rename = "bigquery")]
-    BigQuery,
+/// What the compiler needs to know of a dialect beyond core's [`QueryDialect`]: its
+/// spellings of types, division and percentiles. A trait, because the dialect is
+/// core's type and these are the compiler's concerns.
+pub(crate) trait DialectSql: Copy {
+    fn raw_sql_field(self) -> &'static str;
+    /// The parameters a raw-SQL query must use: run date, then tenant.
+    fn raw_sql_placeholders(self) -> [&'static str; 2];
+    fn double_type(self) -> &'static str;
+    fn string_type(self) -> &'static str;
+    /// `numerator / denominator`, NULL unless the denominator is positive.
+    fn ratio(self, numerator: &str, denominator: &str) -> String;
+    fn percentile_over_tenant(self, expr: &str, percentile: f64) -> String;
 }
 
-impl fmt::Display for Dialect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Dialect::DuckDb => "duckdb",
-            Dialect::BigQuery => "bigquery",
-        })
-    }
-}
-
-impl Dialect {
-    pub(crate) fn raw_sql_field(self) -> &'static str {
+impl DialectSql for QueryDialect {
+    fn raw_sql_field(self) -> &'static str {
         match self {
-            Dialect::DuckDb => "raw_sql.duckdb",
-            Dialect::BigQuery => "raw_sql.bigquery",
+            QueryDialect::DuckDb => "raw_sql.duckdb",
+            QueryDialect::BigQuery => "raw_sql.bigquery",
         }
     }
 
-    /// The parameters a raw-SQL query must use: run date, then tenant.
-    pub(crate) fn raw_sql_placeholders(self) -> [&'static str; 2] {
+    fn raw_sql_placeholders(self) -> [&'static str; 2] {
         match self {
-            Dialect::DuckDb => ["$1", "$2"],
-            Dialect::BigQuery => ["@as_of", "@tenant"],
+            QueryDialect::DuckDb => ["$1", "$2"],
+            QueryDialect::BigQuery => ["@as_of", "@tenant"],
         }
     }
 
     fn double_type(self) -> &'static str {
         match self {
-            Dialect::DuckDb => "DOUBLE",
-            Dialect::BigQuery => "FLOAT64",
+            QueryDialect::DuckDb => "DOUBLE",
+            QueryDialect::BigQuery => "FLOAT64",
         }
     }
 
     fn string_type(self) -> &'static str {
         match self {
-            Dialect::DuckDb => "VARCHAR",
-            Dialect::BigQuery => "STRING",
+            QueryDialect::DuckDb => "VARCHAR",
+            QueryDialect::BigQuery => "STRING",
         }
     }
 
-    /// `numerator / denominator`, NULL unless the denominator is positive. BigQuery
-    /// gets SAFE_DIVIDE as well: its CASE is not documented to short-circuit errors.
+    /// BigQuery gets SAFE_DIVIDE as well: its CASE is not documented to short-circuit
+    /// errors.
     fn ratio(self, numerator: &str, denominator: &str) -> String {
         match self {
-            Dialect::DuckDb => {
+            QueryDialect::DuckDb => {
                 format!("CASE WHEN {denominator} > 0 THEN {numerator} / {denominator} END")
             }
-            Dialect::BigQuery => {
+            QueryDialect::BigQuery => {
                 format!("CASE WHEN {denominator} > 0 THEN SAFE_DIVIDE({numerator}, {denominator}) END")
             }
         }
@@ -90,57 +80,42 @@ impl Dialect {
     fn percentile_over_tenant(self, expr: &str, percentile: f64) -> String {
         let p = number(percentile);
         match self {
-            Dialect::DuckDb => format!("quantile_cont({expr}, {p}) OVER (PARTITION BY tenant)"),
-            Dialect::BigQuery => format!("PERCENTILE_CONT({expr}, {p}) OVER (PARTITION BY tenant)"),
+            QueryDialect::DuckDb => format!("quantile_cont({expr}, {p}) OVER (PARTITION BY tenant)"),
+            QueryDialect::BigQuery => format!("PERCENTILE_CONT({expr}, {p}) OVER (PARTITION BY tenant)"),
         }
     }
 }
 
-/// A value bound to a query parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParamValue {
-    Date(NaiveDate),
-    /// NULL binds as a typed NULL string (BigQuery type STRING, DuckDB VARCHAR).
-    String(Option<String>),
-}
-
-impl ParamValue {
-    /// The BigQuery query parameter type.
-    pub fn bigquery_type(&self) -> &'static str {
-        match self {
-            ParamValue::Date(_) => "DATE",
-            ParamValue::String(_) => "STRING",
-        }
-    }
-}
-
-/// One parameter: BigQuery binds it by `@name`; DuckDB by position (`$1` is the first
-/// of [`CompiledDetector::params`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryParam {
-    pub name: &'static str,
-    pub value: ParamValue,
-}
-
+/// One detector compiled for one dialect. Its parameters are the warehouse's own
+/// ([`FindingsParam`]): BigQuery binds each by `@name`; DuckDB by position (`$1` is
+/// the first of `params`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompiledDetector {
     pub detector_id: String,
-    pub dialect: Dialect,
+    pub dialect: QueryDialect,
     pub sql: String,
-    pub params: Vec<QueryParam>,
+    pub params: Vec<FindingsParam>,
+}
+
+impl CompiledDetector {
+    /// The query to hand to [`converge_core::FindingsWarehouse::query_findings`],
+    /// labelled with the detector's id.
+    pub fn into_query(self, timeout: Duration) -> FindingsQuery {
+        FindingsQuery { label: self.detector_id, sql: self.sql, params: self.params, timeout }
+    }
 }
 
 /// Compiles `spec` for `dialect`, bound to the run date `as_of` (the last day of the
 /// recent window, inclusive) and one tenant, or every tenant with `None`.
 pub fn compile(
     spec: &DetectorSpec,
-    dialect: Dialect,
+    dialect: QueryDialect,
     as_of: NaiveDate,
     tenant: Option<&str>,
 ) -> Result<CompiledDetector, CompileError> {
     let mut params = Params::new(dialect);
-    params.push("as_of", ParamValue::Date(as_of));
-    params.push("tenant", ParamValue::String(tenant.map(str::to_string)));
+    params.push("as_of", FindingsParamValue::Date(as_of));
+    params.push("tenant", FindingsParamValue::String(tenant.map(str::to_string)));
 
     let sql = match spec.form()? {
         Form::Raw(raw) => raw
@@ -157,18 +132,18 @@ pub fn compile(
 }
 
 struct Params {
-    dialect: Dialect,
-    params: Vec<QueryParam>,
+    dialect: QueryDialect,
+    params: Vec<FindingsParam>,
 }
 
 impl Params {
-    fn new(dialect: Dialect) -> Params {
+    fn new(dialect: QueryDialect) -> Params {
         Params { dialect, params: Vec::new() }
     }
 
     /// Adds a parameter and returns the SQL that reads it, typed.
-    fn push(&mut self, name: &'static str, value: ParamValue) -> String {
-        self.params.push(QueryParam { name, value });
+    fn push(&mut self, name: &str, value: FindingsParamValue) -> String {
+        self.params.push(FindingsParam { name: name.to_owned(), value });
         self.reference(self.params.len() - 1)
     }
 
@@ -177,11 +152,11 @@ impl Params {
         match self.dialect {
             // DuckDB infers a parameter's type from its first use; casting makes the type
             // explicit wherever it is read (a NULL tenant included).
-            Dialect::DuckDb => match param.value {
-                ParamValue::Date(_) => format!("CAST(${} AS DATE)", index + 1),
-                ParamValue::String(_) => format!("CAST(${} AS VARCHAR)", index + 1),
+            QueryDialect::DuckDb => match param.value {
+                FindingsParamValue::Date(_) => format!("CAST(${} AS DATE)", index + 1),
+                FindingsParamValue::String(_) => format!("CAST(${} AS VARCHAR)", index + 1),
             },
-            Dialect::BigQuery => format!("@{}", param.name),
+            QueryDialect::BigQuery => format!("@{}", param.name),
         }
     }
 
@@ -190,7 +165,7 @@ impl Params {
         self.reference(index)
     }
 
-    fn into_vec(self) -> Vec<QueryParam> {
+    fn into_vec(self) -> Vec<FindingsParam> {
         self.params
     }
 }
@@ -217,7 +192,7 @@ struct DeclarativeQuery<'a> {
     windows: &'a Windows,
     comparison: &'a Comparison,
     min_volume: Option<&'a MinVolume>,
-    dialect: Dialect,
+    dialect: QueryDialect,
 }
 
 impl DeclarativeQuery<'_> {
@@ -228,8 +203,8 @@ impl DeclarativeQuery<'_> {
         let day = |offset: u32| -> String {
             match (dialect, offset) {
                 (_, 0) => as_of.clone(),
-                (Dialect::DuckDb, n) => format!("{as_of} - {n}"),
-                (Dialect::BigQuery, n) => format!("DATE_SUB({as_of}, INTERVAL {n} DAY)"),
+                (QueryDialect::DuckDb, n) => format!("{as_of} - {n}"),
+                (QueryDialect::BigQuery, n) => format!("DATE_SUB({as_of}, INTERVAL {n} DAY)"),
             }
         };
 
@@ -249,11 +224,11 @@ impl DeclarativeQuery<'_> {
         let _ = writeln!(sql, "    AND ({tenant} IS NULL OR tenant = {tenant})");
         if let Some(filter) = entity_filter {
             if let Some(like) = &filter.like {
-                let pattern = params.push("entity_like", ParamValue::String(Some(like.clone())));
+                let pattern = params.push("entity_like", FindingsParamValue::String(Some(like.clone())));
                 let _ = writeln!(sql, "    AND entity_id LIKE {pattern}");
             }
             if let Some(not_like) = &filter.not_like {
-                let pattern = params.push("entity_not_like", ParamValue::String(Some(not_like.clone())));
+                let pattern = params.push("entity_not_like", FindingsParamValue::String(Some(not_like.clone())));
                 let _ = writeln!(sql, "    AND entity_id NOT LIKE {pattern}");
             }
         }

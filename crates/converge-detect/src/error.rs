@@ -1,7 +1,7 @@
 //! Errors of parsing, validating and compiling detectors. Each says what was expected
 //! and what arrived.
 
-use crate::compile::Dialect;
+use converge_core::QueryDialect;
 use crate::vocabulary::EntityType;
 
 /// A spec that parsed but cannot be compiled safely.
@@ -33,7 +33,7 @@ pub enum SpecProblem {
     #[error("message: expected {expected}, got {got:?}")]
     Template { expected: String, got: String },
     #[error("raw_sql.{dialect}: expected the query to use the parameter {placeholder}, it does not")]
-    RawSqlParameter { dialect: Dialect, placeholder: &'static str },
+    RawSqlParameter { dialect: QueryDialect, placeholder: &'static str },
 }
 
 /// A single spec read from TOML or JSON.
@@ -53,7 +53,7 @@ pub enum CompileError {
     Invalid(#[from] SpecError),
     /// A raw-SQL detector without SQL for the backend: reported, never silently skipped.
     #[error("detector {detector:?} is not runnable on {dialect}: expected raw_sql.{dialect}, the spec has none")]
-    NotRunnable { detector: String, dialect: Dialect },
+    NotRunnable { detector: String, dialect: QueryDialect },
 }
 
 /// A pack of detectors read from TOML (`[[detector]]` tables) or JSON (an array).

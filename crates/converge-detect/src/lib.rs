@@ -7,13 +7,19 @@
 //!   with the nightly ETL that fills `daily_entity_metrics`.
 //! - [`spec`]: [`DetectorSpec`] (serde, TOML or JSON) and its validation.
 //! - [`compile`]: [`compile()`] → [`CompiledDetector`] (SQL and bound parameters) per
-//!   [`Dialect`]; the result columns every detector returns ([`RESULT_COLUMNS`]).
-//! - [`message`]: [`DetectorRow`] (one firing entity) and [`render_message`].
+//!   dialect.
+//! - [`message`]: [`render_message`], a finding's words from its row.
 //! - [`pack`]: [`Pack`], and the shipped pack embedded from `pack/detectors.toml`.
 //! - [`error`]: what can go wrong parsing, validating, compiling and loading.
 //!
+//! The dialect, the query parameters, the result row and its columns are core's
+//! (`converge_core::findings`: [`QueryDialect`](converge_core::QueryDialect),
+//! [`FindingsParam`](converge_core::FindingsParam), [`FindingRow`](converge_core::FindingRow),
+//! [`FINDING_COLUMNS`](converge_core::FINDING_COLUMNS)), so a compiled query goes to the
+//! warehouse and its rows come back to [`render_message`] as they are.
+//!
 //! Running the queries and writing opportunities belongs to the detector runner; this
-//! crate has no database dependency.
+//! crate has no database dependency (core does no I/O).
 
 pub mod compile;
 pub mod error;
@@ -22,9 +28,9 @@ pub mod pack;
 pub mod spec;
 pub mod vocabulary;
 
-pub use compile::{compile, CompiledDetector, Dialect, ParamValue, QueryParam, METRICS_TABLE, RESULT_COLUMNS};
+pub use compile::{compile, CompiledDetector};
 pub use error::{CompileError, PackError, ParseError, SpecError, SpecProblem};
-pub use message::{render_message, DetectorRow};
+pub use message::render_message;
 pub use pack::{Pack, SHIPPED_PACK_TOML};
 pub use spec::{Comparison, DetectorSpec, EntityFilter, Measure, MinVolume, RawSql, Severity, Windows};
 pub use vocabulary::{EntityType, MetricDef, VOCABULARY};

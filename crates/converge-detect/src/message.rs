@@ -1,42 +1,12 @@
-//! Result rows and the message template rendered from them.
+//! The message template, rendered from a result row ([`FindingRow`], core's).
 //!
 //! The SQL returns numbers; the words are rendered here, in Rust, so both backends
 //! produce the same text and a template can be checked before anything runs.
 
-use serde::{Deserialize, Serialize};
+use converge_core::FindingRow;
 
 use crate::error::SpecProblem;
 use crate::spec::DetectorSpec;
-
-/// One firing entity: a row of [`crate::RESULT_COLUMNS`] as read from either backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DetectorRow {
-    pub tenant: String,
-    pub entity_type: String,
-    pub entity_id: String,
-    /// The measure over the recent window (NULL only for raw SQL that allows it).
-    pub recent_value: Option<f64>,
-    /// The measure over the baseline window (sums rescaled to the recent window's
-    /// length); NULL without a baseline window or with a zero denominator.
-    pub baseline_value: Option<f64>,
-    /// Recent-window sum of the gating metric (`min_volume.metric`, else the ratio's
-    /// denominator, else the summed metric).
-    pub volume: Option<f64>,
-    /// What `recent_value` was compared with (baseline × fraction, factor × percentile,
-    /// the threshold, or 0).
-    pub reference_value: Option<f64>,
-}
-
-impl DetectorRow {
-    /// Relative change of the recent value against the baseline, in percent; `None`
-    /// without a non-zero baseline.
-    pub fn change_pct(&self) -> Option<f64> {
-        match (self.recent_value, self.baseline_value) {
-            (Some(recent), Some(baseline)) if baseline != 0.0 => Some((recent - baseline) / baseline.abs() * 100.0),
-            _ => None,
-        }
-    }
-}
 
 /// The placeholders a message template may use, each written `{name}`.
 pub const PLACEHOLDERS: &[(&str, &str)] = &[
@@ -116,7 +86,7 @@ fn parse(template: &str) -> Result<Vec<Segment<'_>>, SpecProblem> {
 
 /// Renders the spec's message for one row. The template was checked when the spec was
 /// validated; an unchecked, malformed template renders as its literal text.
-pub fn render_message(spec: &DetectorSpec, row: &DetectorRow) -> String {
+pub fn render_message(spec: &DetectorSpec, row: &FindingRow) -> String {
     let Ok(segments) = parse(&spec.message) else {
         return spec.message.clone();
     };
@@ -130,7 +100,7 @@ pub fn render_message(spec: &DetectorSpec, row: &DetectorRow) -> String {
     out
 }
 
-fn placeholder_value(spec: &DetectorSpec, row: &DetectorRow, name: &str) -> String {
+fn placeholder_value(spec: &DetectorSpec, row: &FindingRow, name: &str) -> String {
     let windows = spec.windows.as_ref();
     match name {
         "tenant" => row.tenant.clone(),
@@ -198,23 +168,5 @@ mod tests {
         let stray = check_template("fell } to").unwrap_err().to_string();
         assert!(stray.contains("} only to close"), "{stray}");
         assert!(check_template("empty {} here").is_err());
-    }
-
-    #[test]
-    fn change_pct_needs_a_non_zero_baseline() {
-        let mut row = DetectorRow {
-            tenant: "t".into(),
-            entity_type: "page".into(),
-            entity_id: "/".into(),
-            recent_value: Some(3.0),
-            baseline_value: Some(4.0),
-            volume: None,
-            reference_value: None,
-        };
-        assert_eq!(row.change_pct(), Some(-25.0));
-        row.baseline_value = Some(0.0);
-        assert_eq!(row.change_pct(), None);
-        row.baseline_value = None;
-        assert_eq!(row.change_pct(), None);
     }
 }

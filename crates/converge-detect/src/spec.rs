@@ -7,9 +7,10 @@
 //! checked here against the vocabulary and finite ranges; the rest is bound as
 //! parameters.
 
+use converge_core::QueryDialect;
 use serde::{Deserialize, Serialize};
 
-use crate::compile::Dialect;
+use crate::compile::DialectSql;
 use crate::error::{SpecError, SpecProblem};
 use crate::message;
 use crate::vocabulary::EntityType;
@@ -230,10 +231,10 @@ pub struct RawSql {
 }
 
 impl RawSql {
-    pub fn for_dialect(&self, dialect: Dialect) -> Option<&str> {
+    pub fn for_dialect(&self, dialect: QueryDialect) -> Option<&str> {
         match dialect {
-            Dialect::DuckDb => self.duckdb.as_deref(),
-            Dialect::BigQuery => self.bigquery.as_deref(),
+            QueryDialect::DuckDb => self.duckdb.as_deref(),
+            QueryDialect::BigQuery => self.bigquery.as_deref(),
         }
     }
 }
@@ -265,7 +266,7 @@ impl DetectorSpec {
     }
 
     /// Whether the detector has SQL for `dialect` (declarative detectors run everywhere).
-    pub fn runs_on(&self, dialect: Dialect) -> bool {
+    pub fn runs_on(&self, dialect: QueryDialect) -> bool {
         match &self.raw_sql {
             Some(raw) => raw.for_dialect(dialect).is_some(),
             None => true,
@@ -488,7 +489,7 @@ fn check_raw_sql(raw: &RawSql) -> Result<(), SpecProblem> {
             because: "a raw-SQL detector needs SQL for at least one dialect",
         });
     }
-    for dialect in [Dialect::DuckDb, Dialect::BigQuery] {
+    for dialect in [QueryDialect::DuckDb, QueryDialect::BigQuery] {
         let Some(sql) = raw.for_dialect(dialect) else {
             continue;
         };
@@ -500,7 +501,7 @@ fn check_raw_sql(raw: &RawSql) -> Result<(), SpecProblem> {
                 return Err(SpecProblem::RawSqlParameter { dialect, placeholder });
             }
         }
-        if dialect == Dialect::DuckDb && sql.contains("$3") {
+        if dialect == QueryDialect::DuckDb && sql.contains("$3") {
             return Err(SpecProblem::RawSqlParameter { dialect, placeholder: "only $1 and $2" });
         }
     }

@@ -8,122 +8,66 @@
 //! detector that the emulator could not run would fail here, not pass quietly; the
 //! offline golden check in pack.rs stays for the exact BigQuery text either way.)
 //! `daily_entity_metrics` is created and filled the way the nightly ETL does it
-//! (`MetricsWarehouse`: one atomic replace per (tenant, date) slice).
+//! (`MetricsWarehouse`: one atomic replace per (tenant, date) slice, the kit's
+//! `MetricsLoader`), and queried the way the runner does (`FindingsWarehouse`).
 //!
 //! Without the emulator the test prints one line and passes (`make bqemulator`).
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
 
 use common::{planted, MetricsDb};
-use converge_bigquery::{BigQueryEmulator, BigQueryWarehouse};
-use converge_core::{FindingsParam, FindingsParamValue, FindingsQuery, FindingsWarehouse, MetricsWarehouse, SliceLoad, SliceRow, Timestamp};
-use converge_detect::{compile, Dialect, DetectorRow, Pack, ParamValue};
-use futures::stream::{self, StreamExt, TryStreamExt};
-
-async fn load(warehouse: &BigQueryWarehouse, rows: &[common::MetricRow]) {
-    warehouse.ensure_metrics_tables().await.unwrap();
-    let mut slices: BTreeMap<(String, chrono::NaiveDate), Vec<converge_core::MetricRow>> = BTreeMap::new();
-    for row in rows {
-        slices.entry((row.tenant.clone(), row.date)).or_default().push(converge_core::MetricRow {
-            date: row.date,
-            tenant: row.tenant.clone(),
-            entity_type: row.entity_type.to_owned(),
-            entity_id: row.entity_id.clone(),
-            metric: row.metric.to_owned(),
-            value: row.value,
-        });
-    }
-    stream::iter(slices)
-        .map(|((tenant, date), rows)| async move {
-            let load = SliceLoad {
-                batch_id: format!("planted-{tenant}-{date}"),
-                tenant,
-                date,
-                rows_in: rows.len() as u64,
-                rows_out: rows.len() as u64,
-                loaded_at: Timestamp::from_micros(1_743_465_600_000_000),
-            };
-            warehouse.replace_slice(load, stream::iter(rows.into_iter().map(|r| Ok(SliceRow::Metric(r)))).boxed()).await
-        })
-        .buffer_unordered(4)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("load the planted metrics through MetricsWarehouse");
-}
-
-async fn run_on_bigquery(warehouse: &BigQueryWarehouse, compiled: &converge_detect::CompiledDetector) -> Vec<DetectorRow> {
-    let params = compiled
-        .params
-        .iter()
-        .map(|p| FindingsParam {
-            name: p.name.to_owned(),
-            value: match &p.value {
-                ParamValue::Date(d) => FindingsParamValue::Date(*d),
-                ParamValue::String(s) => FindingsParamValue::String(s.clone()),
-            },
-        })
-        .collect();
-    let query = FindingsQuery { label: compiled.detector_id.clone(), sql: compiled.sql.clone(), params, timeout: Duration::from_secs(60) };
-    let rows: Vec<_> = warehouse
-        .query_findings(query)
-        .await
-        .unwrap_or_else(|e| panic!("{} on bqemulator: {e}\n{}", compiled.detector_id, compiled.sql))
-        .collect()
-        .await;
-    rows.into_iter()
-        .map(|r| {
-            let r = r.unwrap_or_else(|e| panic!("{} on bqemulator: {e}", compiled.detector_id));
-            DetectorRow {
-                tenant: r.tenant,
-                entity_type: r.entity_type,
-                entity_id: r.entity_id,
-                recent_value: r.recent_value,
-                baseline_value: r.baseline_value,
-                volume: r.volume,
-                reference_value: r.reference_value,
-            }
-        })
-        .collect()
-}
-
-fn close(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()),
-        _ => false,
-    }
-}
+use converge_bigquery::BigQueryEmulator;
+use converge_contract::kit::{fire, values_agree, MetricsLoader};
+use converge_core::{FindingRow, QueryDialect};
+use converge_detect::{compile, Pack};
 
 /// Opportunity ids of `rows`, keyed by id, for comparison.
-fn by_id<'a>(detector: &str, period: &str, rows: &'a [DetectorRow]) -> BTreeMap<String, &'a DetectorRow> {
+fn by_id<'a>(detector: &str, period: &str, rows: &'a [FindingRow]) -> BTreeMap<String, &'a FindingRow> {
     rows.iter().map(|r| (converge_core::opportunity_id(detector, &r.tenant, &r.entity_type, &r.entity_id, period), r)).collect()
 }
 
 #[tokio::test]
 async fn every_shipped_detector_finds_the_same_on_bigquery_as_on_duckdb() {
     let Some(emulator) = BigQueryEmulator::for_tests().await else { return };
-    let warehouse = emulator.fresh_warehouse().await.unwrap();
+    let warehouse = Arc::new(emulator.fresh_warehouse().await.unwrap());
     let rows = planted::dataset();
-    let duck = MetricsDb::new();
-    duck.insert(&rows);
-    load(&warehouse, &rows).await;
+    // The DuckDB side runs on a runtime of its own (the tests' synchronous support),
+    // off this one's thread.
+    let duck = tokio::task::spawn_blocking({
+        let rows = rows.clone();
+        move || {
+            let duck = MetricsDb::new();
+            duck.insert(&rows);
+            duck
+        }
+    })
+    .await
+    .unwrap();
+    MetricsLoader::new(warehouse.clone()).await.insert(rows).await;
+    let duck = Arc::new(duck);
 
     let pack = Pack::shipped().unwrap();
     let as_of = planted::as_of();
     let mut compared = 0;
     let mut findings = 0;
     for spec in pack.detectors() {
-        assert!(spec.runs_on(Dialect::BigQuery), "{} has no BigQuery form", spec.id);
+        assert!(spec.runs_on(QueryDialect::BigQuery), "{} has no BigQuery form", spec.id);
         let period = converge_core::opportunity_period(as_of, spec.windows.map_or(1, |w| w.recent_days));
         for tenant in [None, Some(planted::PLANTED_TENANT)] {
-            let on_duckdb = duck.fire(spec, as_of, tenant);
-            let compiled = compile(spec, Dialect::BigQuery, as_of, tenant).unwrap();
-            let on_bigquery = run_on_bigquery(&warehouse, &compiled).await;
+            let on_duckdb = tokio::task::spawn_blocking({
+                let (duck, spec) = (duck.clone(), spec.clone());
+                move || duck.fire(&spec, as_of, tenant)
+            })
+            .await
+            .unwrap();
+            let compiled = compile(spec, QueryDialect::BigQuery, as_of, tenant).unwrap();
+            let sql = compiled.sql.clone();
+            let on_bigquery = fire(&*warehouse, compiled).await.unwrap_or_else(|e| panic!("{} on bqemulator: {e}\n{sql}", spec.id));
             let (b, d) = (by_id(&spec.id, &period, &on_bigquery), by_id(&spec.id, &period, &on_duckdb));
-            let ids = |m: &BTreeMap<String, &DetectorRow>| m.values().map(|r| format!("{}/{}", r.tenant, r.entity_id)).collect::<Vec<_>>();
+            let ids = |m: &BTreeMap<String, &FindingRow>| m.values().map(|r| format!("{}/{}", r.tenant, r.entity_id)).collect::<Vec<_>>();
             assert_eq!(ids(&b), ids(&d), "{} (tenant {tenant:?}): BigQuery vs DuckDB findings", spec.id);
             assert_eq!(b.keys().collect::<Vec<_>>(), d.keys().collect::<Vec<_>>(), "{}: opportunity ids", spec.id);
             for (id, bq) in &b {
@@ -135,7 +79,7 @@ async fn every_shipped_detector_finds_the_same_on_bigquery_as_on_duckdb() {
                     ("volume", bq.volume, dk.volume),
                     ("reference_value", bq.reference_value, dk.reference_value),
                 ] {
-                    assert!(close(x, y), "{} {} {what}: BigQuery {x:?}, DuckDB {y:?}", spec.id, bq.entity_id);
+                    assert!(values_agree(x, y), "{} {} {what}: BigQuery {x:?}, DuckDB {y:?}", spec.id, bq.entity_id);
                 }
             }
             compared += 1;

@@ -4,7 +4,8 @@
 mod common;
 
 use common::{date, spec, MetricsDb};
-use converge_detect::{compile, render_message, CompileError, DetectorRow, Dialect};
+use converge_core::{FindingRow, QueryDialect};
+use converge_detect::{compile, render_message, CompileError};
 
 const AS_OF: &str = "2025-03-31";
 
@@ -40,7 +41,7 @@ fn below_fraction_of_baseline_fires_under_the_fraction_only() {
     let rows = db.fire(&spec(CONVERSION_RATE_DROP), as_of(), Some("t"));
     assert_eq!(
         rows,
-        vec![DetectorRow {
+        vec![FindingRow {
             tenant: "t".into(),
             entity_type: "page".into(),
             entity_id: "/halved".into(),
@@ -370,9 +371,9 @@ fn raw_sql_runs_where_it_has_sql_and_is_reported_not_runnable_elsewhere() {
     assert_eq!(render_message(&raw, &rows[0]), "/p had 7 sessions");
     assert_eq!(db.fired_ids(&raw, as_of(), None), ["/p", "/q"]);
 
-    assert!(raw.runs_on(Dialect::DuckDb) && !raw.runs_on(Dialect::BigQuery));
-    let error = compile(&raw, Dialect::BigQuery, as_of(), None).unwrap_err();
-    assert!(matches!(error, CompileError::NotRunnable { dialect: Dialect::BigQuery, .. }), "{error:?}");
+    assert!(raw.runs_on(QueryDialect::DuckDb) && !raw.runs_on(QueryDialect::BigQuery));
+    let error = compile(&raw, QueryDialect::BigQuery, as_of(), None).unwrap_err();
+    assert!(matches!(error, CompileError::NotRunnable { dialect: QueryDialect::BigQuery, .. }), "{error:?}");
     assert_eq!(
         error.to_string(),
         "detector \"raw_duckdb_only\" is not runnable on bigquery: expected raw_sql.bigquery, the spec has none"

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use common::{date, MetricsDb};
-use converge_detect::{compile, CompiledDetector, Dialect, EntityType, Pack, ParamValue, SHIPPED_PACK_TOML};
+use converge_core::{FindingsParamValue, QueryDialect};
+use converge_detect::{compile, CompiledDetector, EntityType, Pack, SHIPPED_PACK_TOML};
 use sqlparser::dialect::{BigQueryDialect, DuckDbDialect};
 use sqlparser::parser::Parser;
 
@@ -41,7 +42,7 @@ fn the_shipped_pack_has_at_least_25_detectors_with_unique_ids_across_the_entity_
     assert!(raw_in_both.len() >= 2, "raw-SQL detectors with both dialects: {raw_in_both:?}");
 }
 
-fn compile_all(dialect: Dialect, tenant: Option<&str>) -> Vec<CompiledDetector> {
+fn compile_all(dialect: QueryDialect, tenant: Option<&str>) -> Vec<CompiledDetector> {
     let pack = Pack::shipped().unwrap();
     pack.detectors()
         .iter()
@@ -52,7 +53,7 @@ fn compile_all(dialect: Dialect, tenant: Option<&str>) -> Vec<CompiledDetector> 
 #[test]
 fn every_detector_runs_on_an_empty_duckdb_table_and_returns_nothing() {
     let db = MetricsDb::new();
-    for compiled in compile_all(Dialect::DuckDb, Some("acme")) {
+    for compiled in compile_all(QueryDialect::DuckDb, Some("acme")) {
         let rows = db.run(&compiled).unwrap_or_else(|e| panic!("{}: {e}\n{}", compiled.detector_id, compiled.sql));
         assert!(rows.is_empty(), "{}", compiled.detector_id);
     }
@@ -60,7 +61,7 @@ fn every_detector_runs_on_an_empty_duckdb_table_and_returns_nothing() {
 
 #[test]
 fn duckdb_queries_parse_and_use_positional_parameters_only() {
-    for compiled in compile_all(Dialect::DuckDb, None) {
+    for compiled in compile_all(QueryDialect::DuckDb, None) {
         let id = &compiled.detector_id;
         Parser::parse_sql(&DuckDbDialect {}, &compiled.sql).unwrap_or_else(|e| panic!("{id}: {e}\n{}", compiled.sql));
         assert!(!compiled.sql.contains('@'), "{id}: named parameter in DuckDB SQL");
@@ -76,7 +77,7 @@ fn duckdb_queries_parse_and_use_positional_parameters_only() {
 /// and no DuckDB-only syntax slipped in.
 #[test]
 fn bigquery_queries_parse_and_bind_exactly_the_named_parameters_they_use() {
-    for compiled in compile_all(Dialect::BigQuery, Some("acme")) {
+    for compiled in compile_all(QueryDialect::BigQuery, Some("acme")) {
         let id = &compiled.detector_id;
         let statements = Parser::parse_sql(&BigQueryDialect {}, &compiled.sql)
             .unwrap_or_else(|e| panic!("{id}: {e}\n{}", compiled.sql));
@@ -87,7 +88,12 @@ fn bigquery_queries_parse_and_bind_exactly_the_named_parameters_they_use() {
         for duckdb_only in ["$1", "$2", "quantile_cont", "VARCHAR", "DOUBLE", "::"] {
             assert!(!compiled.sql.contains(duckdb_only), "{id}: {duckdb_only:?} in BigQuery SQL");
         }
-        let types: Vec<(&str, &str)> = compiled.params.iter().map(|p| (p.name, p.value.bigquery_type())).collect();
+        // The BigQuery parameter type each value binds as (converge-bigquery's findings).
+        let bigquery_type = |value: &FindingsParamValue| match value {
+            FindingsParamValue::Date(_) => "DATE",
+            FindingsParamValue::String(_) => "STRING",
+        };
+        let types: Vec<(&str, &str)> = compiled.params.iter().map(|p| (p.name.as_str(), bigquery_type(&p.value))).collect();
         assert_eq!(&types[..2], [("as_of", "DATE"), ("tenant", "STRING")], "{id}");
     }
 }
@@ -96,7 +102,7 @@ fn bigquery_queries_parse_and_bind_exactly_the_named_parameters_they_use() {
 fn the_offline_parse_check_rejects_a_broken_query() {
     // The parse checks above have teeth: the same query with one parenthesis lost fails.
     let pack = Pack::shipped().unwrap();
-    let compiled = compile(pack.get("page_slow_load").unwrap(), Dialect::BigQuery, as_of(), None).unwrap();
+    let compiled = compile(pack.get("page_slow_load").unwrap(), QueryDialect::BigQuery, as_of(), None).unwrap();
     let broken = compiled.sql.replacen("),\nsums AS", ",\nsums AS", 1);
     assert_ne!(broken, compiled.sql);
     assert!(Parser::parse_sql(&BigQueryDialect {}, &broken).is_err());
@@ -117,18 +123,18 @@ fn named_parameters(sql: &str) -> BTreeSet<String> {
 fn parameters_carry_the_run_date_and_tenant() {
     let pack = Pack::shipped().unwrap();
     let spec = pack.get("landing_page_entries_drop").unwrap();
-    let compiled = compile(spec, Dialect::DuckDb, as_of(), Some("acme")).unwrap();
-    let values: Vec<(&str, ParamValue)> = compiled.params.iter().map(|p| (p.name, p.value.clone())).collect();
+    let compiled = compile(spec, QueryDialect::DuckDb, as_of(), Some("acme")).unwrap();
+    let values: Vec<(&str, FindingsParamValue)> = compiled.params.iter().map(|p| (p.name.as_str(), p.value.clone())).collect();
     assert_eq!(
         values,
         [
-            ("as_of", ParamValue::Date(as_of())),
-            ("tenant", ParamValue::String(Some("acme".into()))),
-            ("entity_not_like", ParamValue::String(Some("/blog/%".into()))),
+            ("as_of", FindingsParamValue::Date(as_of())),
+            ("tenant", FindingsParamValue::String(Some("acme".into()))),
+            ("entity_not_like", FindingsParamValue::String(Some("/blog/%".into()))),
         ]
     );
-    let all_tenants = compile(spec, Dialect::BigQuery, as_of(), None).unwrap();
-    assert_eq!(all_tenants.params[1].value, ParamValue::String(None));
+    let all_tenants = compile(spec, QueryDialect::BigQuery, as_of(), None).unwrap();
+    assert_eq!(all_tenants.params[1].value, FindingsParamValue::String(None));
 }
 
 #[test]
@@ -136,7 +142,7 @@ fn the_sql_does_not_depend_on_the_run_date_or_tenant() {
     // Both are parameters, so a runner may prepare each query once.
     let pack = Pack::shipped().unwrap();
     for spec in pack.detectors() {
-        for dialect in [Dialect::DuckDb, Dialect::BigQuery] {
+        for dialect in [QueryDialect::DuckDb, QueryDialect::BigQuery] {
             let one = compile(spec, dialect, as_of(), Some("acme")).unwrap();
             let other = compile(spec, dialect, date("2024-02-29"), None).unwrap();
             assert_eq!(one.sql, other.sql, "{} on {dialect}", spec.id);
@@ -161,7 +167,7 @@ fn golden_bigquery_queries() {
         "device_mobile_conversion_gap",       // raw SQL
     ] {
         let spec = pack.get(id).unwrap_or_else(|| panic!("{id} not in the pack"));
-        let sql = compile(spec, Dialect::BigQuery, as_of(), None).unwrap().sql + "\n";
+        let sql = compile(spec, QueryDialect::BigQuery, as_of(), None).unwrap().sql + "\n";
         let path = golden_dir.join(format!("{id}.bigquery.sql"));
         if update {
             std::fs::write(&path, &sql).unwrap();

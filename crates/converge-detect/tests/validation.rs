@@ -1,6 +1,7 @@
 //! Spec and pack validation: every error says what was expected and what arrived.
 
-use converge_detect::{compile, DetectorSpec, Dialect, Pack, PackError, ParseError, SpecProblem};
+use converge_core::QueryDialect;
+use converge_detect::{compile, DetectorSpec, Pack, PackError, ParseError, SpecProblem};
 
 const VALID: &str = r#"
 id = "cvr_drop"
@@ -166,7 +167,7 @@ fn compile_refuses_an_invalid_spec() {
     let mut spec = DetectorSpec::from_toml(VALID).unwrap();
     spec.id = "x'; DROP TABLE daily_entity_metrics; --".into();
     let error =
-        compile(&spec, Dialect::DuckDb, chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(), None).unwrap_err();
+        compile(&spec, QueryDialect::DuckDb, chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(), None).unwrap_err();
     assert!(error.to_string().contains("id: expected 1 to 64 characters of [a-z0-9_]"), "{error}");
 }
 

@@ -6,11 +6,10 @@ use std::time::Instant;
 
 use chrono::NaiveDate;
 use converge_core::{
-    batch_id, opportunity_id, opportunity_period, path, Clock, FindingRow, FindingsParam, FindingsParamValue, FindingsQuery,
-    FindingsWarehouse, Opportunity, OpportunityStatus, OpportunityStore, QueryDialect, RunRecord, StoreError, UpsertOutcome, Warehouse,
-    CODE_VERSION, FINDING_COLUMNS,
+    batch_id, opportunity_id, opportunity_period, path, Clock, FindingRow, FindingsWarehouse, Opportunity, OpportunityStatus,
+    OpportunityStore, RunRecord, StoreError, UpsertOutcome, Warehouse, CODE_VERSION,
 };
-use converge_detect::{compile, render_message, DetectorRow, DetectorSpec, Dialect, Pack, ParamValue, RESULT_COLUMNS};
+use converge_detect::{compile, render_message, DetectorSpec, Pack};
 use futures::stream::{self, StreamExt};
 
 use crate::error::DetectError;
@@ -41,7 +40,7 @@ struct UnitResult {
     spec: DetectorSpec,
     tenant: Option<String>,
     millis: u64,
-    rows: Result<Vec<DetectorRow>, StoreError>,
+    rows: Result<Vec<FindingRow>, StoreError>,
 }
 
 impl DetectorRunner {
@@ -54,9 +53,6 @@ impl DetectorRunner {
         clock: Arc<dyn Clock>,
         options: RunnerOptions,
     ) -> Self {
-        // The compiler's result columns are the trait's: one list in two crates that
-        // must not drift apart.
-        debug_assert_eq!(RESULT_COLUMNS, FINDING_COLUMNS);
         let options = RunnerOptions { concurrency: options.concurrency.max(1), ..options };
         Self { pack, findings, runs, opportunities, clock, options }
     }
@@ -224,32 +220,14 @@ impl DetectorRunner {
         UnitResult { spec: unit.spec, tenant: unit.tenant, millis: started.elapsed().as_millis() as u64, rows }
     }
 
-    async fn query(&self, spec: &DetectorSpec, tenant: Option<&str>, as_of: NaiveDate) -> Result<Vec<DetectorRow>, StoreError> {
-        let dialect = match self.findings.dialect() {
-            QueryDialect::DuckDb => Dialect::DuckDb,
-            QueryDialect::BigQuery => Dialect::BigQuery,
-        };
-        let compiled = compile(spec, dialect, as_of, tenant).map_err(|e| StoreError::permanent("detector", e.to_string()))?;
-        let query = FindingsQuery {
-            label: spec.id.clone(),
-            sql: compiled.sql,
-            params: compiled
-                .params
-                .into_iter()
-                .map(|param| FindingsParam {
-                    name: param.name.to_owned(),
-                    value: match param.value {
-                        ParamValue::Date(date) => FindingsParamValue::Date(date),
-                        ParamValue::String(text) => FindingsParamValue::String(text),
-                    },
-                })
-                .collect(),
-            timeout: self.options.query_timeout,
-        };
-        let mut stream = self.findings.query_findings(query).await?;
+    /// The compiler writes the warehouse's own query type, and the warehouse's rows are
+    /// what the message template reads: nothing to translate either way.
+    async fn query(&self, spec: &DetectorSpec, tenant: Option<&str>, as_of: NaiveDate) -> Result<Vec<FindingRow>, StoreError> {
+        let compiled = compile(spec, self.findings.dialect(), as_of, tenant).map_err(|e| StoreError::permanent("detector", e.to_string()))?;
+        let mut stream = self.findings.query_findings(compiled.into_query(self.options.query_timeout)).await?;
         let mut rows = Vec::new();
         while let Some(row) = stream.next().await {
-            rows.push(detector_row(row?));
+            rows.push(row?);
         }
         Ok(rows)
     }
@@ -257,7 +235,7 @@ impl DetectorRunner {
     fn opportunity(
         &self,
         spec: &DetectorSpec,
-        row: &DetectorRow,
+        row: &FindingRow,
         as_of: NaiveDate,
         seen: converge_core::Timestamp,
         batch_id: &str,
@@ -308,18 +286,6 @@ impl DetectorRunner {
             }
         }
         Ok(())
-    }
-}
-
-fn detector_row(row: FindingRow) -> DetectorRow {
-    DetectorRow {
-        tenant: row.tenant,
-        entity_type: row.entity_type,
-        entity_id: row.entity_id,
-        recent_value: row.recent_value,
-        baseline_value: row.baseline_value,
-        volume: row.volume,
-        reference_value: row.reference_value,
     }
 }
 

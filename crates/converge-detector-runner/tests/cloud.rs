@@ -14,76 +14,26 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::{planted, Embedded};
-use converge_bigquery::{BigQueryEmulator, BigQueryWarehouse};
-use converge_core::{
-    ManualClock, MetricRow, MetricsWarehouse, MirrorConfig, Opportunity, OpportunityStore, SliceLoad, SliceRow, Timestamp, Warehouse,
-};
+use converge_bigquery::BigQueryEmulator;
+use converge_contract::kit::backends::firestore_for_tests;
+use converge_contract::kit::{values_agree, MetricsLoader};
+use converge_core::{ManualClock, MirrorConfig, Opportunity, OpportunityStore, Timestamp, Warehouse};
 use converge_detect::Pack;
 use converge_detector_runner::{DetectRequest, DetectRun, DetectorRunner, Finding, RunnerOptions};
-use converge_firestore::{EmulatorError, EmulatorOptions, FirestoreEmulator, FirestoreSource};
-use futures::stream::{self, StreamExt, TryStreamExt};
-
-/// Fills `daily_entity_metrics` with `rows`, one replace per (tenant, date) slice, a
-/// few at a time.
-async fn load(warehouse: &BigQueryWarehouse, rows: Vec<common::MetricRow>) {
-    warehouse.ensure_metrics_tables().await.unwrap();
-    let mut slices: BTreeMap<(String, chrono::NaiveDate), Vec<MetricRow>> = BTreeMap::new();
-    for row in rows {
-        slices.entry((row.tenant.clone(), row.date)).or_default().push(MetricRow {
-            date: row.date,
-            tenant: row.tenant,
-            entity_type: row.entity_type.to_owned(),
-            entity_id: row.entity_id,
-            metric: row.metric.to_owned(),
-            value: row.value,
-        });
-    }
-    stream::iter(slices)
-        .map(|((tenant, date), rows)| async move {
-            let load = SliceLoad {
-                batch_id: converge_core::batch_id("etl", &tenant, &date.to_string()),
-                tenant,
-                date,
-                rows_in: rows.len() as u64,
-                rows_out: rows.len() as u64,
-                loaded_at: Timestamp::from_micros(1_743_465_600_000_000),
-            };
-            let rows = stream::iter(rows.into_iter().map(|r| Ok(SliceRow::Metric(r)))).boxed();
-            warehouse.replace_slice(load, rows).await
-        })
-        .buffer_unordered(4)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("load the planted metrics through MetricsWarehouse");
-}
+use converge_firestore::FirestoreSource;
 
 fn by_id(run: &DetectRun) -> BTreeMap<String, Finding> {
     run.findings.iter().map(|f| (f.opportunity_id.clone(), f.clone())).collect()
 }
 
-fn close(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()),
-        _ => false,
-    }
-}
-
 #[tokio::test]
 async fn on_bigquery_and_firestore_the_runner_opens_what_it_opens_embedded_and_a_rerun_moves_only_last_seen() {
     let Some(bigquery) = BigQueryEmulator::for_tests().await else { return };
-    let firestore = match FirestoreEmulator::start(EmulatorOptions::default()).await {
-        Ok(emulator) => emulator,
-        Err(e @ EmulatorError::Unavailable { .. }) => {
-            eprintln!("SKIPPED the cloud runner test: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    };
+    let Some(firestore) = firestore_for_tests().await else { return };
     let warehouse = bigquery.fresh_warehouse().await.unwrap();
     warehouse.ensure_tables(&MirrorConfig::default()).await.unwrap();
     let started = std::time::Instant::now();
-    load(&warehouse, planted::dataset()).await;
+    MetricsLoader::new(Arc::new(warehouse.clone())).await.insert(planted::dataset()).await;
     eprintln!("loaded the planted metrics into bqemulator in {:?}", started.elapsed());
     let store: FirestoreSource = firestore.fresh_source().await.unwrap();
 
@@ -116,7 +66,7 @@ async fn on_bigquery_and_firestore_the_runner_opens_what_it_opens_embedded_and_a
             ("reference", c.reference_value, l.reference_value),
             ("volume", c.volume, l.volume),
         ] {
-            assert!(close(a, b), "{} {} {what}: BigQuery {a:?}, DuckDB {b:?}", c.detector, c.entity_id);
+            assert!(values_agree(a, b), "{} {} {what}: BigQuery {a:?}, DuckDB {b:?}", c.detector, c.entity_id);
         }
         assert_eq!(c.message, l.message, "{} {}", c.detector, c.entity_id);
     }

@@ -1,4 +1,6 @@
-//! A synthetic 90-day `daily_entity_metrics` for two tenants.
+//! A synthetic 90-day `daily_entity_metrics` for two tenants, the one dataset the
+//! detector compiler's tests, the runner's tests and the cross-backend comparisons
+//! all use, so each is held to the same findings.
 //!
 //! `quiet` is healthy: every entity of every type keeps its rates, with seeded
 //! day-to-day noise and a weekly rhythm (weekends at 75%). `acme` has the same kind of
@@ -7,8 +9,7 @@
 //! loses revenue per session), and those are listed too.
 
 use chrono::{Datelike, Days, NaiveDate, Weekday};
-
-use super::MetricRow;
+use converge_core::MetricRow;
 
 pub const DAYS: u32 = 90;
 pub const PLANTED_TENANT: &str = "acme";
@@ -110,13 +111,13 @@ fn rhythm(day: u32) -> f64 {
 }
 
 impl Generator {
-    fn push(&mut self, day: u32, entity_type: &'static str, entity_id: &str, metric: &'static str, value: f64) {
+    fn push(&mut self, day: u32, entity_type: &str, entity_id: &str, metric: &str, value: f64) {
         self.rows.push(MetricRow {
             date: first_day() + Days::new(u64::from(day)),
             tenant: self.tenant.to_string(),
-            entity_type,
+            entity_type: entity_type.to_string(),
             entity_id: entity_id.to_string(),
-            metric,
+            metric: metric.to_string(),
             value,
         });
     }
