@@ -23,7 +23,7 @@ use converge_duckdb::DuckWarehouse;
 use converge_events::EventSource;
 use converge_relay::{Relay, RelayConfig, RelayStats, RunningRelay};
 use converge_sqlite::SqliteStore;
-use converge_sync::{GroupCommitConfig, SyncService};
+use converge_sync::{GroupCommitConfig, SyncConfig, SyncService};
 
 pub use converge_backends::EmbeddedBackends;
 
@@ -132,15 +132,15 @@ impl SyncServer {
         let service = {
             // The group-commit writer is spawned on the server's runtime.
             let _entered = runtime.enter();
-            Arc::new(SyncService::start(
-                config,
+            Arc::new(SyncService::start(SyncConfig {
+                mirror: config,
                 warehouse,
                 errors,
-                Arc::new(SystemClock),
-                format!("e2e-{}", addr.port()),
-                options.max_body_bytes,
-                options.commit,
-            ))
+                clock: Arc::new(SystemClock),
+                run_id: format!("e2e-{}", addr.port()),
+                max_body_bytes: options.max_body_bytes,
+                commit: options.commit,
+            }))
         };
         let app = converge_sync::app(service.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use converge_backends::EmbeddedBackends;
 use converge_core::{MirrorConfig, SystemClock, Warehouse};
 use converge_relay::{Relay, RelayConfig, RunningRelay};
-use converge_sync::{GroupCommitConfig, SyncService};
+use converge_sync::{GroupCommitConfig, SyncConfig, SyncService};
 
 pub struct ServeOptions {
     pub data_dir: PathBuf,
@@ -21,15 +21,15 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let backends = EmbeddedBackends::open_for(&options.data_dir, Arc::new(SystemClock), &options.mirror)?;
     backends.warehouse.ensure_tables(&options.mirror).await?;
     let run_id = format!("serve-{}", uuid::Uuid::new_v4());
-    let service = SyncService::start(
-        options.mirror.clone(),
-        backends.warehouse(),
-        backends.error_log(),
-        Arc::new(SystemClock),
-        run_id.clone(),
-        options.max_body_bytes,
-        GroupCommitConfig::default(),
-    );
+    let service = SyncService::start(SyncConfig {
+        mirror: options.mirror.clone(),
+        warehouse: backends.warehouse(),
+        errors: backends.error_log(),
+        clock: Arc::new(SystemClock),
+        run_id: run_id.clone(),
+        max_body_bytes: options.max_body_bytes,
+        commit: GroupCommitConfig::default(),
+    });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
     let address = listener.local_addr()?;
     let relay = Arc::new(Relay::new(Arc::new(backends.source.clone()), &format!("http://{address}/"), RelayConfig::default())?);

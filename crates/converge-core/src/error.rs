@@ -1,7 +1,9 @@
 //! Errors of the core and of every backend behind its traits.
 //!
-//! Backends report a [`StoreError`] with a small [`ErrorKind`]; callers decide on the
-//! kind alone (retry, answer 4xx, answer 5xx), never on message text.
+//! Backends report a [`StoreError`] with a small [`ErrorKind`], and every library's own
+//! error says which kind it is (`kind()`); callers decide on the kind alone (retry,
+//! answer 4xx, answer 5xx), never on message text. Whether a kind is worth retrying is
+//! [`ErrorKind::is_retryable`]; which HTTP status it is, `converge_http::answer`.
 
 /// What a caller can do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,6 +19,18 @@ pub enum ErrorKind {
     Conflict,
     /// A bug or a broken backend that retrying will not fix.
     Permanent,
+}
+
+impl ErrorKind {
+    /// Whether running the same call again later may succeed, so the platform should
+    /// redeliver (5xx) rather than take a failure record as the answer. Something not
+    /// found (a table or dataset missing, a wrong project) heals once the configuration
+    /// is fixed, and then every redelivered version lands; only input refused for its
+    /// own content (`InvalidInput`), a conflict and broken invariants (`Permanent`) do
+    /// not.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Retryable | ErrorKind::NotFound)
+    }
 }
 
 /// A failure of a source store, warehouse or error log.
@@ -52,13 +66,9 @@ impl StoreError {
         )
     }
 
-    /// Whether running the same call again later may succeed, so the platform should
-    /// redeliver (5xx) rather than take a failure record as the answer. Something not
-    /// found (a table or dataset missing, a wrong project) heals once the configuration
-    /// is fixed, and then every redelivered version lands; only input refused for its
-    /// own content (`InvalidInput`) and broken invariants (`Permanent`) do not.
+    /// Whether running the same call again later may succeed: [`ErrorKind::is_retryable`].
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, ErrorKind::Retryable | ErrorKind::NotFound)
+        self.kind.is_retryable()
     }
 }
 

@@ -19,25 +19,22 @@ pub enum DetectError {
     NotRecorded { batch_id: String, source: StoreError },
 }
 
-/// How a [`DetectError`] maps onto a response: decided once, here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DetectErrorKind {
-    /// The request is wrong: 400.
-    BadRequest,
-    /// Try again later (same batch): 503.
-    Retryable,
-    /// Would fail again: 500.
-    Permanent,
-}
-
 impl DetectError {
-    pub fn kind(&self) -> DetectErrorKind {
+    /// What a caller can do about it (the HTTP status follows from the kind alone, in
+    /// `converge_http::answer`): a wrong request is `InvalidInput`; a transient store
+    /// failure `Retryable` (same batch on the next try); anything else, an unusable pack
+    /// included, `Permanent`.
+    pub fn kind(&self) -> ErrorKind {
         match self {
             DetectError::UnknownDetector { .. } | DetectError::InvalidTenant { .. } | DetectError::EmptySelection { .. } => {
-                DetectErrorKind::BadRequest
+                ErrorKind::InvalidInput
             }
-            DetectError::Store(e) | DetectError::NotRecorded { source: e, .. } if e.kind == ErrorKind::Retryable => DetectErrorKind::Retryable,
-            DetectError::Store(_) | DetectError::NotRecorded { .. } | DetectError::Pack(_) => DetectErrorKind::Permanent,
+            DetectError::Store(e) | DetectError::NotRecorded { source: e, .. } if e.kind == ErrorKind::Retryable => ErrorKind::Retryable,
+            DetectError::Store(_) | DetectError::NotRecorded { .. } | DetectError::Pack(_) => ErrorKind::Permanent,
         }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
     }
 }

@@ -10,7 +10,7 @@
 //!   the ones that stopped firing, record the run.
 //! - [`report`]: [`DetectRun`], the run's report (also the run record's `report`), and
 //!   the [`Finding`]s of a pass.
-//! - [`error`]: [`DetectError`] and its [`DetectErrorKind`] (bad request, retryable,
+//! - [`error`]: [`DetectError`] and its core `ErrorKind` (invalid input, retryable,
 //!   permanent).
 //!
 //! # What a pass promises
@@ -30,7 +30,7 @@ pub mod report;
 pub mod request;
 pub mod runner;
 
-pub use error::{DetectError, DetectErrorKind};
+pub use error::DetectError;
 pub use report::{DetectRun, DetectorFailure, DetectorStats, Finding, OpportunityCounts};
 pub use request::{DetectRequest, RunnerOptions};
 pub use runner::DetectorRunner;

@@ -209,10 +209,10 @@ async fn bad_requests_are_refused_before_anything_runs() {
     let env = Embedded::planted().await;
     let runner = env.runner(Pack::shipped().unwrap(), RunnerOptions::default());
     let unknown = runner.run(DetectRequest { detectors: Some(vec!["nope".into()]), ..request() }).await.unwrap_err();
-    assert_eq!(unknown.kind(), converge_detector_runner::DetectErrorKind::BadRequest);
+    assert_eq!(unknown.kind(), converge_core::ErrorKind::InvalidInput);
     assert!(unknown.to_string().contains("\"nope\""), "{unknown}");
     let tenant = runner.run(DetectRequest { tenants: Some(vec!["a/b".into()]), ..request() }).await.unwrap_err();
-    assert_eq!(tenant.kind(), converge_detector_runner::DetectErrorKind::BadRequest);
+    assert_eq!(tenant.kind(), converge_core::ErrorKind::InvalidInput);
     assert!(env.warehouse.runs("detectors", 10).await.unwrap().is_empty());
 }
 

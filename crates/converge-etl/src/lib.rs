@@ -30,4 +30,4 @@ pub mod validate;
 
 pub use checks::{CheckPolicy, CheckResult};
 pub use collections::{RawCollection, RAW_COLLECTIONS, TENANT_ROOT};
-pub use run::{EtlBackends, EtlError, EtlErrorKind, EtlProgress, EtlRequest, EtlRun, EtlRunner, SliceReport, Watermark, DEFAULT_LATE_DAYS};
+pub use run::{EtlBackends, EtlError, EtlProgress, EtlRequest, EtlRun, EtlRunner, SliceReport, Watermark, DEFAULT_LATE_DAYS};

@@ -89,31 +89,25 @@ pub enum EtlError {
     NotRecorded { batch_id: String, source: StoreError },
 }
 
-/// How an [`EtlError`] maps to a response: decided once, here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EtlErrorKind {
-    /// The request is wrong: 400.
-    BadRequest,
-    /// Try again later (same batch ids): 503.
-    Unavailable,
-    /// Would fail again: 500.
-    Internal,
-}
-
 impl EtlError {
-    pub fn kind(&self) -> EtlErrorKind {
+    /// What a caller can do about it (the HTTP status follows from the kind alone, in
+    /// `converge_http::answer`): a wrong request is `InvalidInput` (400); a store failure
+    /// keeps its kind when transient (503, same batch ids) or refused for its input (400),
+    /// and is `Permanent` (500) otherwise — a store's `NotFound` included, as before
+    /// the errors shared one kind.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            EtlError::InvalidRequest(_) | EtlError::InvalidTenant { .. } => EtlErrorKind::BadRequest,
+            EtlError::InvalidRequest(_) | EtlError::InvalidTenant { .. } => ErrorKind::InvalidInput,
             EtlError::Store { source, .. } | EtlError::NotRecorded { source, .. } | EtlError::Tenants(source) => match source.kind {
-                ErrorKind::Retryable => EtlErrorKind::Unavailable,
-                ErrorKind::InvalidInput => EtlErrorKind::BadRequest,
-                _ => EtlErrorKind::Internal,
+                ErrorKind::Retryable => ErrorKind::Retryable,
+                ErrorKind::InvalidInput => ErrorKind::InvalidInput,
+                _ => ErrorKind::Permanent,
             },
         }
     }
 
     pub fn is_retryable(&self) -> bool {
-        self.kind() == EtlErrorKind::Unavailable
+        self.kind().is_retryable()
     }
 }
 
@@ -335,16 +329,7 @@ impl EtlRunner {
     }
 
     fn record(&self, started_at: Timestamp, report: &SliceReport) -> RunRecord {
-        RunRecord {
-            batch_id: report.batch_id.clone(),
-            kind: "etl".into(),
-            scope: report.tenant.clone(),
-            started_at,
-            finished_at: self.clock.now(),
-            outcome: report.outcome.clone(),
-            report: serde_json::to_value(report).expect("a slice report is plain data"),
-            code_version: CODE_VERSION.into(),
-        }
+        RunRecord::new(report.batch_id.clone(), "etl", report.tenant.clone(), started_at, self.clock.now(), &report.outcome, report)
     }
 
     /// Fills `report`; returns whether the slice was replaced (false: a check failed).
@@ -490,8 +475,8 @@ mod tests {
     #[test]
     fn error_kinds() {
         let store = |kind| EtlError::Store { tenant: "a".into(), date: day(1), source: StoreError::new(kind, "t", "m") };
-        assert_eq!(store(ErrorKind::Retryable).kind(), EtlErrorKind::Unavailable);
-        assert_eq!(store(ErrorKind::Permanent).kind(), EtlErrorKind::Internal);
-        assert_eq!(EtlError::InvalidRequest("x".into()).kind(), EtlErrorKind::BadRequest);
+        assert_eq!(store(ErrorKind::Retryable).kind(), ErrorKind::Retryable);
+        assert_eq!(store(ErrorKind::Permanent).kind(), ErrorKind::Permanent);
+        assert_eq!(EtlError::InvalidRequest("x".into()).kind(), ErrorKind::InvalidInput);
     }
 }

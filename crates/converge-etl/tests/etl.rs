@@ -10,7 +10,7 @@ use common::{day, day_writes, record, set, Env};
 use converge_core::metrics::FaultyMetricsWarehouse;
 use converge_core::{batch_id, DocWrite, ErrorLog, MetricsWarehouse, QuarantineReason, SourceStore, Value, Warehouse};
 use converge_etl::collections::{AD_KEYWORDS, GA4_PAGES, GA4_TRAFFIC_SOURCES};
-use converge_etl::{EtlBackends, EtlError, EtlErrorKind, EtlRequest, EtlRunner, SliceReport};
+use converge_etl::{EtlBackends, EtlError, EtlRequest, EtlRunner, SliceReport};
 
 fn one_day(date: chrono::NaiveDate) -> EtlRequest {
     EtlRequest { late_days: Some(0), ..EtlRequest::for_date(date) }
@@ -208,7 +208,7 @@ async fn an_interrupted_replace_leaves_the_old_slice_and_says_retry() {
     let runner = EtlRunner::new(EtlBackends { metrics: faulty.clone(), ..env.backends() }, env.clock.clone());
     let error = runner.run(one_day(day(7))).await.unwrap_err();
     assert!(matches!(error, EtlError::Store { .. }), "{error}");
-    assert_eq!(error.kind(), EtlErrorKind::Unavailable, "retryable: {error}");
+    assert_eq!(error.kind(), converge_core::ErrorKind::Retryable, "retryable: {error}");
     assert_eq!(faulty.injected(), 1);
     assert_eq!(state(&env, "acme", day(7)).await, before, "the old slice, whole");
     let stored = env.warehouse.runs("etl", 5).await.unwrap();
@@ -240,7 +240,7 @@ async fn tenants_default_to_every_org_and_bad_ones_are_refused() {
     let run = env.runner().run(one_day(day(8))).await.unwrap();
     assert_eq!(run.tenants, ["acme", "beta"]);
     let error = env.runner().run(EtlRequest { tenants: Some(vec!["a/b".into()]), ..one_day(day(8)) }).await.unwrap_err();
-    assert_eq!(error.kind(), EtlErrorKind::BadRequest, "{error}");
+    assert_eq!(error.kind(), converge_core::ErrorKind::InvalidInput, "{error}");
 }
 
 #[tokio::test]

@@ -6,11 +6,14 @@
 //! of the local signer in the data directory (the `converge` commands sign with it).
 
 use std::path::Path;
+use std::sync::Arc;
 
-use converge_auth::{parse_email_list, VerifierConfig};
+use converge_auth::{parse_email_list, IdTokenVerifier, VerifierConfig};
+use converge_core::Clock;
 
 use crate::settings::{Backend, Settings, SettingsError};
 use crate::env;
+use crate::start::StartError;
 
 /// The caller allowed by default on the embedded setup: who the `converge` commands
 /// sign as.
@@ -52,4 +55,15 @@ pub fn verifier_config(
 pub fn ensure_local_signer(data_dir: &Path) -> Result<(), converge_auth::LocalSignerError> {
     converge_auth::LocalSigner::open(converge_auth::local_signer_dir(data_dir))?;
     Ok(())
+}
+
+/// The verifier of a function that checks tokens, from the environment (see
+/// [`verifier_config`]); on the embedded setup it first makes sure the local signer
+/// exists, so the `converge` commands and the function agree on the key.
+pub fn open_verifier(settings: &Settings, local_audience: &str, purpose: &str, clock: Arc<dyn Clock>) -> Result<IdTokenVerifier, StartError> {
+    let config = verifier_config(settings, |name| std::env::var(name).ok(), local_audience, purpose)?;
+    if settings.backend == Backend::Embedded {
+        ensure_local_signer(&settings.data_dir)?;
+    }
+    Ok(IdTokenVerifier::new(config, clock)?)
 }

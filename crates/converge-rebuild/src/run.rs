@@ -130,26 +130,17 @@ pub enum RebuildError {
     NotRecorded { batch_id: String, source: StoreError },
 }
 
-/// How a [`RebuildError`] maps to a response: decided once, here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RebuildErrorKind {
-    /// The request is wrong: 400.
-    BadRequest,
-    /// Another rebuild of the tenant runs: 409.
-    Conflict,
-    /// Try again later: 503.
-    Unavailable,
-    /// Would fail again: 500.
-    Internal,
-}
-
 impl RebuildError {
-    pub fn kind(&self) -> RebuildErrorKind {
+    /// What a caller can do about it (the HTTP status follows from the kind alone, in
+    /// `converge_http::answer`): a wrong request is `InvalidInput`, a running rebuild of
+    /// the tenant a `Conflict`, a transient store failure `Retryable` (nothing of the
+    /// attempt is visible); anything else `Permanent`.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            RebuildError::InvalidTenant { .. } | RebuildError::UnknownTable { .. } => RebuildErrorKind::BadRequest,
-            RebuildError::Busy { .. } => RebuildErrorKind::Conflict,
-            RebuildError::Store(e) | RebuildError::NotRecorded { source: e, .. } if e.kind == ErrorKind::Retryable => RebuildErrorKind::Unavailable,
-            RebuildError::Store(_) | RebuildError::NotRecorded { .. } | RebuildError::Unlistable { .. } => RebuildErrorKind::Internal,
+            RebuildError::InvalidTenant { .. } | RebuildError::UnknownTable { .. } => ErrorKind::InvalidInput,
+            RebuildError::Busy { .. } => ErrorKind::Conflict,
+            RebuildError::Store(e) | RebuildError::NotRecorded { source: e, .. } if e.kind == ErrorKind::Retryable => ErrorKind::Retryable,
+            RebuildError::Store(_) | RebuildError::NotRecorded { .. } | RebuildError::Unlistable { .. } => ErrorKind::Permanent,
         }
     }
 }
@@ -293,16 +284,7 @@ impl Rebuilder {
                 Err(error)
             }
         };
-        let record = RunRecord {
-            batch_id: run.batch_id.clone(),
-            kind: "rebuild".into(),
-            scope,
-            started_at,
-            finished_at: self.clock.now(),
-            outcome: run.outcome.clone(),
-            report: serde_json::to_value(&run).expect("a run report is plain data"),
-            code_version: CODE_VERSION.into(),
-        };
+        let record = RunRecord::new(run.batch_id.clone(), "rebuild", scope, started_at, self.clock.now(), &run.outcome, &run);
         match outcome {
             Ok(()) => {
                 // The rows are committed: an error here must not say "nothing is visible".

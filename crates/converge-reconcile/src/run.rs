@@ -29,9 +29,18 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
-    /// Whether running again later may succeed (the platform redelivers: 5xx).
+    /// What a caller can do about it (the HTTP status follows from the kind alone, in
+    /// `converge_http::answer`): a transient store failure is `Retryable` (the scheduler
+    /// or Pub/Sub tries again, same key, same batch); anything else would fail again.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ReconcileError::Store(e) if e.kind == ErrorKind::Retryable => ErrorKind::Retryable,
+            ReconcileError::Store(_) | ReconcileError::Unlistable { .. } => ErrorKind::Permanent,
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ReconcileError::Store(e) if e.kind == ErrorKind::Retryable)
+        self.kind().is_retryable()
     }
 }
 

@@ -5,10 +5,12 @@
 //!
 //! - [`service`]: [`SyncService::handle`], the whole decision for one event: decode,
 //!   route, build the row, commit it or record why not. Returns a [`SyncOutcome`].
+//!   [`SyncService::start`] takes a [`SyncConfig`].
 //! - [`group_commit`]: concurrent events share one warehouse append.
 //! - [`quarantine`]: building the quarantine record of bad input.
 //! - [`routes`]: [`app`], the axum router (`POST /`, `GET /healthz`) that maps an
-//!   outcome to an HTTP status, and nothing else.
+//!   outcome to an answer (its status chosen in `converge_http::answer`), and nothing
+//!   else.
 //!
 //! The answer is 2xx only once the row, or the record of its failure, is durable.
 
@@ -19,4 +21,4 @@ pub mod service;
 
 pub use group_commit::{GroupCommitConfig, GroupCommitter};
 pub use routes::{app, emulator_route};
-pub use service::{SyncOutcome, SyncService};
+pub use service::{SyncConfig, SyncOutcome, SyncService};

@@ -1,13 +1,16 @@
 //! The on-write sync router: decode nothing here, decide nothing here; call the
-//! service and map its outcome to a status.
+//! service and map its outcome to an answer, whose status `converge_http::answer`
+//! chooses.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
+use converge_core::ErrorKind;
+use converge_http::Answer;
 use serde_json::json;
 
 use crate::service::{SyncOutcome, SyncService};
@@ -52,18 +55,17 @@ impl IntoResponse for SyncOutcome {
             // (https://cloud.google.com/eventarc/docs/retry-events): a 4xx here would
             // only repeat the same refusal ~150 times. The body says what was wrong.
             SyncOutcome::Quarantined { record_id, reason, detail } => {
-                let status = StatusCode::OK;
-                let body = json!({"outcome": "quarantined", "reason": reason.as_str(), "error": detail, "quarantine_id": record_id});
-                (status, Json(body)).into_response()
+                Answer::Done.with(json!({"outcome": "quarantined", "reason": reason.as_str(), "error": detail, "quarantine_id": record_id}))
             }
+            // The record is durable: a retryable failure asks for the redelivery that will
+            // land once it heals; a permanent one is acknowledged, left to the reconciler.
             SyncOutcome::ErrorRecorded { error_id, error } => {
-                let status = if error.is_retryable() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::ACCEPTED };
-                let body = json!({"outcome": "error_recorded", "error_id": error_id, "error": error.to_string(), "retryable": error.is_retryable()});
-                (status, Json(body)).into_response()
+                let answer = if error.is_retryable() { Answer::Failed(error.kind) } else { Answer::Recorded };
+                answer.with(json!({"outcome": "error_recorded", "error_id": error_id, "error": error.to_string(), "retryable": error.is_retryable()}))
             }
+            // Nothing durable: only the redelivery can save the event, whatever the kind.
             SyncOutcome::Unrecorded { error } => {
-                let body = json!({"outcome": "unrecorded", "error": error.to_string(), "retryable": true});
-                (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+                Answer::Failed(ErrorKind::Retryable).with(json!({"outcome": "unrecorded", "error": error.to_string(), "retryable": true}))
             }
         }
     }

@@ -55,20 +55,28 @@ pub struct SyncService {
     counters: SyncCounters,
 }
 
+/// What a [`SyncService`] is built from (see [`SyncService::start`]).
+pub struct SyncConfig {
+    /// Which documents are mirrored to which table, with which promoted columns.
+    pub mirror: MirrorConfig,
+    pub warehouse: Arc<dyn Warehouse>,
+    /// Where failure and quarantine records go: next to the source data, so a failing
+    /// warehouse cannot swallow the record of its own failure.
+    pub errors: Arc<dyn ErrorLog>,
+    pub clock: Arc<dyn Clock>,
+    /// This process's run id: on every log line and, extended per append, every row.
+    pub run_id: String,
+    /// Largest event body read; a larger one is quarantined as `oversized`.
+    pub max_body_bytes: usize,
+    pub commit: GroupCommitConfig,
+}
+
 impl SyncService {
     /// Builds the service and starts its group-commit writer on the current runtime.
-    /// `run_id` identifies this process's run; every append's batch id extends it.
-    pub fn start(
-        config: MirrorConfig,
-        warehouse: Arc<dyn Warehouse>,
-        errors: Arc<dyn ErrorLog>,
-        clock: Arc<dyn Clock>,
-        run_id: String,
-        max_body_bytes: usize,
-        commit: GroupCommitConfig,
-    ) -> Self {
+    pub fn start(config: SyncConfig) -> Self {
+        let SyncConfig { mirror, warehouse, errors, clock, run_id, max_body_bytes, commit } = config;
         Self {
-            config: Arc::new(config),
+            config: Arc::new(mirror),
             committer: GroupCommitter::start(warehouse, commit, run_id.clone()),
             run_id,
             errors,
@@ -209,19 +217,15 @@ impl SyncService {
             }
             Err(error) => {
                 // Built only on failure: the common path allocates none of it.
-                let record = SyncErrorRecord {
-                    id: converge_core::change::error_id(&routed.route.table, &routed.tenant, &routed.doc_id, op.action()),
-                    tenant: routed.tenant.clone(),
-                    doc_id: routed.doc_id.clone(),
-                    doc_path: change.document.clone(),
-                    action: op.action().to_owned(),
-                    event_id: change.event_id.clone(),
-                    error: error.to_string(),
-                    attempts: 1,
-                    first_seen: context.ingested_at,
-                    last_seen: context.ingested_at,
-                    resolved: false,
+                let failed = converge_core::failure::FailedWrite {
+                    table: &routed.route.table,
+                    tenant: &routed.tenant,
+                    doc_id: &routed.doc_id,
+                    doc_path: &change.document,
+                    op,
+                    event_id: &change.event_id,
                 };
+                let record = failed.record(&error, 1, context.ingested_at);
                 self.record_failure(record, error).await
             }
         }

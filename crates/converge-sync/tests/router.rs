@@ -12,7 +12,7 @@ use converge_duckdb::DuckWarehouse;
 use converge_events::{to_binary, to_structured, DataFormat, EventSource};
 use converge_sqlite::SqliteStore;
 use base64::Engine as _;
-use converge_sync::{app, emulator_route, GroupCommitConfig, SyncService};
+use converge_sync::{app, emulator_route, GroupCommitConfig, SyncConfig, SyncService};
 use tower::ServiceExt;
 
 struct Harness {
@@ -34,15 +34,15 @@ async fn harness() -> Harness {
     let duck = DuckWarehouse::open_in_memory().unwrap();
     let warehouse = Arc::new(FaultyWarehouse::new(Arc::new(duck.clone())));
     warehouse.ensure_tables(&config).await.unwrap();
-    let service = SyncService::start(
-        config,
-        warehouse.clone(),
-        Arc::new(errors.clone()),
+    let service = SyncService::start(SyncConfig {
+        mirror: config,
+        warehouse: warehouse.clone(),
+        errors: Arc::new(errors.clone()),
         clock,
-        "test-run".into(),
-        MAX_BODY,
-        GroupCommitConfig::default(),
-    );
+        run_id: "test-run".into(),
+        max_body_bytes: MAX_BODY,
+        commit: GroupCommitConfig::default(),
+    });
     let service = Arc::new(service);
     Harness { router: app(service.clone()).merge(emulator_route(service)), duck, warehouse, errors, _dir: dir }
 }

@@ -9,36 +9,45 @@
 //! the last day the nightly ETL loaded, and a retried tick is the same batch), else
 //! yesterday by the clock.
 //!
-//! Statuses: 401 no or invalid token; 403 a valid token of a caller not allowed; 400 a
-//! request that is not one; 413 a body over 64 KiB; 200 the pass ran (`ok`, or
+//! Statuses (chosen in `converge_http::answer`): 401 no or invalid token; 403 a valid
+//! token of a caller not allowed; 400 a request that is not one; 413 a body over 64
+//! KiB; 200 the pass ran (`ok`, or
 //! `partial` with only permanent detector failures: a retry would fail the same way,
 //! the run record names them); 503 some detector failed in a way that may pass
 //! (timeout, unavailable backend) or the opportunity store did — Cloud Scheduler
 //! retries, same batch; 500 every detector failed permanently (e.g. no
 //! `daily_entity_metrics`), or the pass could not be recorded for good.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::post;
-use axum::{Json, Router};
-use chrono::{DateTime, Days, NaiveDate};
+use axum::Router;
+use chrono::{DateTime, NaiveDate, Utc};
 use converge_auth::{IdTokenVerifier, VerifierConfig};
-use converge_core::Clock;
-use converge_detector_runner::{DetectErrorKind, DetectRequest, DetectRun, DetectorRunner};
-use converge_http::{Settings, SettingsError};
+use converge_backends::{Backends, Tables};
+use converge_core::{Clock, SystemClock};
+use converge_detect::Pack;
+use converge_detector_runner::{DetectRequest, DetectRun, DetectorRunner, RunnerOptions};
+use converge_http::answer::Answer;
+use converge_http::scheduled::{ScheduledFront, Trigger, Triggers};
+use converge_http::{Settings, SettingsError, StartError};
+use converge_core::ErrorKind;
 use serde::Deserialize;
-use serde_json::json;
+use tokio::net::TcpListener;
 
 /// Largest accepted request: a few hundred bytes in practice.
-pub const MAX_BODY: usize = 64 * 1024;
+pub use converge_http::scheduled::MAX_BODY;
+/// Cloud Scheduler's header with the tick's scheduled time (RFC 3339).
+pub use converge_http::scheduled::SCHEDULE_TIME_HEADER;
 /// The audience of local tokens when `CONVERGE_AUTH_AUDIENCE` is unset (embedded only).
 pub const LOCAL_AUDIENCE: &str = "converge-local-detector-runner";
-/// Cloud Scheduler's header with the tick's scheduled time (RFC 3339).
-pub const SCHEDULE_TIME_HEADER: &str = "x-cloudscheduler-scheduletime";
+/// What the caller is allowed to do, in the error naming a missing allow-list.
+const PURPOSE: &str = "run the detectors";
 
 #[derive(Clone)]
 pub struct DetectorRunnerState {
@@ -47,14 +56,39 @@ pub struct DetectorRunnerState {
     pub clock: Arc<dyn Clock>,
 }
 
+impl DetectorRunnerState {
+    /// Everything the function needs, from its settings: the caller check (and, embedded,
+    /// the local signer), the warehouse (findings queries and run records) and the
+    /// opportunity store, the changelog and metrics tables readied (in the cloud only
+    /// checked: a dataset the setup step has not made stops the start here, naming what
+    /// is missing), and the shipped detector pack.
+    pub async fn open(settings: &Settings) -> Result<Self, StartError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let verifier = converge_http::caller_auth::open_verifier(settings, LOCAL_AUDIENCE, PURPOSE, clock.clone())?;
+        let backends = Backends::open(settings, clock.clone()).await.map_err(StartError::Backends)?;
+        backends.open_tables(&settings.mirror, Tables::ChangelogAndMetrics).await.map_err(StartError::Tables)?;
+        tracing::info!(backend = backends.kind, "detector-runner backends open");
+        let pack = Pack::shipped().map_err(|e| StartError::Other { step: "loading the shipped detector pack", source: e.into() })?;
+        let runner = DetectorRunner::new(pack, backends.findings, backends.warehouse, backends.opportunities, clock.clone(), RunnerOptions::default());
+        Ok(Self { runner: Arc::new(runner), verifier, clock })
+    }
+
+    /// Serves [`app`] on `listener` until `shutdown` resolves.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        converge_http::serve(listener, app(self), shutdown).await
+    }
+}
+
 /// Who may call (see [`converge_http::caller_auth`]).
 pub fn verifier_config(settings: &Settings, lookup: impl Fn(&str) -> Option<String>) -> Result<VerifierConfig, SettingsError> {
-    converge_http::caller_auth::verifier_config(settings, lookup, LOCAL_AUDIENCE, "run the detectors")
+    converge_http::caller_auth::verifier_config(settings, lookup, LOCAL_AUDIENCE, PURPOSE)
 }
 
 /// `POST /` and `GET /healthz`.
 pub fn app(state: DetectorRunnerState) -> Router {
-    Router::new().route("/", post(receive)).merge(converge_http::health_routes()).with_state(state)
+    // Plain POSTs only: the scheduler's job targets the service directly.
+    let front = ScheduledFront { name: "detector run", verifier: Some(state.verifier.clone()), triggers: Triggers::Http };
+    Router::new().route("/", post(receive)).merge(converge_http::health_routes()).with_state((front, state))
 }
 
 /// The optional body.
@@ -66,74 +100,42 @@ pub struct RunBody {
     pub detectors: Option<Vec<String>>,
 }
 
-fn refuse(status: StatusCode, error: impl Into<String>) -> Response {
-    (status, Json(json!({"error": error.into()}))).into_response()
-}
-
-async fn receive(State(state): State<DetectorRunnerState>, headers: HeaderMap, body: Body) -> Response {
-    let caller = match state.verifier.verify_headers(&headers).await {
-        Ok(caller) => caller,
-        Err(error) => {
-            // The reason goes to the log, never to the caller.
-            tracing::warn!(%error, status = error.status().as_u16(), "detector run request refused");
-            return refuse(error.status(), error.public_message());
-        }
+async fn receive(State((front, state)): State<(ScheduledFront, DetectorRunnerState)>, headers: HeaderMap, body: Body) -> Response {
+    let trigger = match front.accept(&headers, body).await {
+        Ok(trigger) => trigger,
+        Err(refusal) => return refusal,
     };
-    let bytes = match to_bytes(body, MAX_BODY).await {
-        Ok(bytes) => bytes,
-        Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("expected a JSON request of at most {MAX_BODY} bytes")),
-    };
-    let request = match decode(&headers, &bytes, state.clock.as_ref()) {
+    let request = match decode(&trigger, converge_http::scheduled::utc(state.clock.now())) {
         Ok(request) => request,
-        Err(error) => return refuse(StatusCode::BAD_REQUEST, error),
+        Err(error) => return Answer::BAD_REQUEST.error(error),
     };
-    tracing::info!(caller = caller.email, as_of = %request.as_of, tenants = ?request.tenants, detectors = ?request.detectors, "detector run requested");
+    tracing::info!(caller = trigger.caller.as_deref(), as_of = %request.as_of, tenants = ?request.tenants, detectors = ?request.detectors, "detector run requested");
     match state.runner.run(request).await {
-        Ok(run) => (status_of(&run), Json(run)).into_response(),
-        Err(error) => {
-            let status = match error.kind() {
-                DetectErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-                DetectErrorKind::Retryable => StatusCode::SERVICE_UNAVAILABLE,
-                DetectErrorKind::Permanent => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            refuse(status, error.to_string())
-        }
+        Ok(run) => answer_of(&run).with(run),
+        Err(error) => Answer::Failed(error.kind()).error(error.to_string()),
     }
 }
 
-/// A finished pass's status (see the module documentation).
-pub fn status_of(run: &DetectRun) -> StatusCode {
+/// A finished pass's answer (see the module documentation): done when every detector
+/// ran, or only failed in ways a retry would repeat; else retryable if any failure may
+/// pass later, permanent if not.
+pub fn answer_of(run: &DetectRun) -> Answer {
     match run.outcome.as_str() {
-        "ok" => StatusCode::OK,
-        _ if run.has_retryable_failure() => StatusCode::SERVICE_UNAVAILABLE,
-        "partial" => StatusCode::OK,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        "ok" => Answer::Done,
+        _ if run.has_retryable_failure() => Answer::Failed(ErrorKind::Retryable),
+        "partial" => Answer::Done,
+        _ => Answer::Failed(ErrorKind::Permanent),
     }
 }
 
-/// The pass a request asks for. Errors say what was expected.
-pub fn decode(headers: &HeaderMap, body: &[u8], clock: &dyn Clock) -> Result<DetectRequest, String> {
-    let body: RunBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RunBody::default()
-    } else {
-        serde_json::from_slice(body).map_err(|e| {
-            format!("expected a JSON request {{\"as_of\": \"YYYY-MM-DD\", \"tenants\": [\"…\"], \"detectors\": [\"…\"]}} (all optional): {e}")
-        })?
-    };
+/// The pass a request asks for; without `as_of`, the day before the trigger's time
+/// (else yesterday by `now`). Errors say what was expected.
+pub fn decode(trigger: &Trigger, now: DateTime<Utc>) -> Result<DetectRequest, String> {
+    let body: RunBody =
+        trigger.request("expected a JSON request {\"as_of\": \"YYYY-MM-DD\", \"tenants\": [\"…\"], \"detectors\": [\"…\"]} (all optional)")?;
     let as_of = match body.as_of {
         Some(date) => date,
-        None => match headers.get(SCHEDULE_TIME_HEADER) {
-            Some(value) => {
-                let text = value.to_str().map_err(|_| format!("{SCHEDULE_TIME_HEADER} is not text"))?;
-                let time = DateTime::parse_from_rfc3339(text)
-                    .map_err(|e| format!("{SCHEDULE_TIME_HEADER} {text:?}: expected an RFC 3339 time such as 2025-04-01T02:00:00Z: {e}"))?;
-                time.to_utc().date_naive() - Days::new(1)
-            }
-            None => {
-                let now = clock.now();
-                DateTime::from_timestamp(now.seconds, 0).ok_or("the clock is out of range")?.date_naive() - Days::new(1)
-            }
-        },
+        None => trigger.run_date(now)?,
     };
     Ok(DetectRequest { as_of, tenants: body.tenants, detectors: body.detectors })
 }
@@ -142,6 +144,11 @@ pub fn decode(headers: &HeaderMap, body: &[u8], clock: &dyn Clock) -> Result<Det
 mod tests {
     use super::*;
     use converge_core::{ManualClock, Timestamp};
+
+    /// The trigger and the request it carries, as `receive` reads them.
+    fn decode(headers: &HeaderMap, body: &[u8], clock: &dyn Clock) -> Result<DetectRequest, String> {
+        super::decode(&Trigger::decode(headers, body, Triggers::Http)?, converge_http::scheduled::utc(clock.now()))
+    }
 
     fn date(text: &str) -> NaiveDate {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()

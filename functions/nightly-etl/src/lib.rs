@@ -19,37 +19,44 @@
 //! (give one); with `from`, every day `from..=to` is loaded (a backfill), otherwise
 //! the run date and the `late_days` before it.
 //!
-//! Statuses, decided once in [`status_for`]: 200 every slice loaded (the run's
+//! Statuses (chosen in `converge_http::answer`): 200 every slice loaded (the run's
 //! report); 422 a slice failed a quality check (not loaded, the old slice stays; the
 //! report says which check, and the scheduler shows the job as failed); 400 a request
 //! that is not one; 401/403 no or a refused token; 413 a body over 64 KiB; 503 try
 //! again (retryable backend failure: the same request converges); 500 would fail
-//! again. Authentication comes first, as in the rebuild function.
+//! again. Authentication comes first, as in the rebuild function
+//! (`converge_http::scheduled`).
 
+use std::future::Future;
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::post;
-use axum::{Json, Router};
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use axum::Router;
+use chrono::{DateTime, NaiveDate, Utc};
 use converge_auth::{IdTokenVerifier, VerifierConfig};
-use converge_core::Clock;
-use converge_etl::{EtlError, EtlErrorKind, EtlRequest, EtlRun, EtlRunner};
-use converge_http::{Settings, SettingsError};
+use converge_backends::{Backends, Tables};
+use converge_core::{Clock, SystemClock};
+use converge_etl::{EtlBackends, EtlError, EtlRequest, EtlRun, EtlRunner};
+use converge_http::answer::{failed_run, Answer};
+use converge_http::scheduled::{ScheduledFront, Trigger, Triggers};
+use converge_http::{Settings, SettingsError, StartError};
 use serde::Deserialize;
-use serde_json::json;
+use tokio::net::TcpListener;
 
 /// The CloudEvent type of a Pub/Sub message delivered through Eventarc.
 pub use converge_http::pubsub::MESSAGE_PUBLISHED as PUBSUB_EVENT_TYPE;
 /// Cloud Scheduler's header carrying the tick's scheduled time (RFC 3339).
-pub const SCHEDULE_TIME_HEADER: &str = "x-cloudscheduler-scheduletime";
+pub use converge_http::scheduled::SCHEDULE_TIME_HEADER;
 /// Largest accepted request: a trigger is a few hundred bytes.
-pub const MAX_BODY: usize = 64 * 1024;
+pub use converge_http::scheduled::MAX_BODY;
 /// The audience of local tokens when `CONVERGE_AUTH_AUDIENCE` is unset (embedded only).
 pub const LOCAL_AUDIENCE: &str = "converge-local-nightly-etl";
+/// What the caller is allowed to do, in the error naming a missing allow-list.
+const PURPOSE: &str = "run the nightly ETL";
 
 #[derive(Clone)]
 pub struct EtlState {
@@ -59,15 +66,43 @@ pub struct EtlState {
     pub clock: Arc<dyn Clock>,
 }
 
+impl EtlState {
+    /// Everything the function needs, from its settings: the caller check (and, embedded,
+    /// the local signer), the backends, and the raw, changelog and metrics tables
+    /// readied (in the cloud only checked: a dataset the setup step has not made stops
+    /// the start here, naming what is missing).
+    pub async fn open(settings: &Settings) -> Result<Self, StartError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let verifier = converge_http::caller_auth::open_verifier(settings, LOCAL_AUDIENCE, PURPOSE, clock.clone())?;
+        let backends = Backends::open(settings, clock.clone()).await.map_err(StartError::Backends)?;
+        backends.open_tables(&settings.mirror, Tables::ChangelogAndMetrics).await.map_err(StartError::Tables)?;
+        tracing::info!(backend = backends.kind, "nightly-etl backends open");
+        let etl = EtlBackends {
+            raw: backends.raw,
+            source: backends.source,
+            errors: backends.errors,
+            warehouse: backends.warehouse,
+            metrics: backends.metrics,
+        };
+        Ok(Self { runner: Arc::new(EtlRunner::new(etl, clock.clone())), verifier, clock })
+    }
+
+    /// Serves [`app`] on `listener` until `shutdown` resolves.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        converge_http::serve(listener, app(self), shutdown).await
+    }
+}
+
 /// Who may trigger a run: see [`converge_http::caller_auth`] (in the cloud, the
 /// scheduler's and Eventarc trigger's service accounts, by email).
 pub fn verifier_config(settings: &Settings, lookup: impl Fn(&str) -> Option<String>) -> Result<VerifierConfig, SettingsError> {
-    converge_http::caller_auth::verifier_config(settings, lookup, LOCAL_AUDIENCE, "run the nightly ETL")
+    converge_http::caller_auth::verifier_config(settings, lookup, LOCAL_AUDIENCE, PURPOSE)
 }
 
 /// `POST /` and `GET /healthz`.
 pub fn app(state: EtlState) -> Router {
-    Router::new().route("/", post(receive)).merge(converge_http::health_routes()).with_state(state)
+    let front = ScheduledFront { name: "nightly ETL", verifier: Some(state.verifier.clone()), triggers: Triggers::HttpAndPubSub };
+    Router::new().route("/", post(receive)).merge(converge_http::health_routes()).with_state((front, state))
 }
 
 /// What a trigger's body may say.
@@ -86,85 +121,46 @@ const EXPECTED_BODY: &str = "expected an empty body or a JSON object {\"date\": 
 
 /// The ETL request a trigger asks for; `now` is the fallback when the trigger
 /// carries no time. Errors say what was expected.
-pub fn decode(headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> Result<EtlRequest, String> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (body, trigger_time) = match header("ce-type") {
-        Some(event_type) if event_type == PUBSUB_EVENT_TYPE => {
-            let message = converge_http::pubsub::decode_message_published(body)?;
-            let time = message.publish_time.or_else(|| header("ce-time"));
-            (message.data, time.map(|t| ("message.publishTime", t)))
-        }
-        Some(other) => return Err(format!("unexpected CloudEvent type `{other}`: expected `{PUBSUB_EVENT_TYPE}` or a plain POST from Cloud Scheduler")),
-        None => (body.to_vec(), header(SCHEDULE_TIME_HEADER).map(|t| ("X-CloudScheduler-ScheduleTime", t))),
-    };
-    let request: TriggerBody =
-        if body.iter().all(u8::is_ascii_whitespace) { TriggerBody::default() } else { serde_json::from_slice(&body).map_err(|e| format!("{EXPECTED_BODY}: {e}"))? };
+pub fn decode(trigger: &Trigger, now: DateTime<Utc>) -> Result<EtlRequest, String> {
+    let request: TriggerBody = trigger.request(EXPECTED_BODY)?;
     let named = match (request.date, request.to) {
         (Some(date), Some(to)) if date != to => return Err(format!("date {date} and to {to} differ: both name the last day to load, give one")),
         (date, to) => date.or(to),
     };
     let run_date = match named {
         Some(date) => date,
-        None => {
-            let time = match trigger_time {
-                Some((name, text)) => DateTime::parse_from_rfc3339(&text)
-                    .map_err(|e| format!("{name} {text:?} is not an RFC 3339 time: {e}"))?
-                    .with_timezone(&Utc),
-                None => now,
-            };
-            // The day that just ended: a run scheduled at 02:00 UTC loads yesterday.
-            time.date_naive().checked_sub_days(Days::new(1)).ok_or("the trigger time is the first day of the calendar")?
-        }
+        None => trigger.run_date(now)?,
     };
     Ok(EtlRequest { run_date, from: request.from, tenants: request.tenants, late_days: request.late_days, max_records_per_second: request.max_records_per_second })
 }
 
-/// The one mapping from an ETL outcome to a status.
-pub fn status_for(outcome: &Result<EtlRun, EtlError>) -> StatusCode {
+/// What an ETL outcome answers: a run whose slice a quality check refused is
+/// [`Answer::Refused`]; a failed run, its error's kind.
+pub fn answer_for(outcome: &Result<EtlRun, EtlError>) -> Answer {
     match outcome {
-        Ok(run) if run.outcome == "failed" => StatusCode::UNPROCESSABLE_ENTITY,
-        Ok(_) => StatusCode::OK,
-        Err(error) => match error.kind() {
-            EtlErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-            EtlErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            EtlErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        },
+        Ok(run) if run.outcome == "failed" => Answer::Refused,
+        Ok(_) => Answer::Done,
+        Err(error) => Answer::Failed(error.kind()),
     }
 }
 
-fn refuse(status: StatusCode, error: impl Into<String>) -> Response {
-    (status, Json(json!({"error": error.into()}))).into_response()
-}
-
-async fn receive(State(state): State<EtlState>, headers: HeaderMap, body: Body) -> Response {
-    let caller = match state.verifier.verify_headers(&headers).await {
-        Ok(caller) => caller,
-        Err(error) => {
-            // The reason goes to the log, never to the caller.
-            tracing::warn!(%error, status = error.status().as_u16(), "nightly ETL request refused");
-            return refuse(error.status(), error.public_message());
-        }
+async fn receive(State((front, state)): State<(ScheduledFront, EtlState)>, headers: HeaderMap, body: Body) -> Response {
+    let trigger = match front.accept(&headers, body).await {
+        Ok(trigger) => trigger,
+        Err(refusal) => return refusal,
     };
-    let bytes = match to_bytes(body, MAX_BODY).await {
-        Ok(bytes) => bytes,
-        Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("expected a request of at most {MAX_BODY} bytes")),
-    };
-    let now = {
-        let t = state.clock.now();
-        DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap_or_default()
-    };
-    let request = match decode(&headers, &bytes, now) {
+    let request = match decode(&trigger, converge_http::scheduled::utc(state.clock.now())) {
         Ok(request) => request,
-        Err(error) => return refuse(StatusCode::BAD_REQUEST, error),
+        Err(error) => return Answer::BAD_REQUEST.error(error),
     };
-    tracing::info!(caller = caller.email, run_date = %request.run_date, from = ?request.from, tenants = ?request.tenants, "nightly ETL requested");
+    tracing::info!(caller = trigger.caller.as_deref(), run_date = %request.run_date, from = ?request.from, tenants = ?request.tenants, "nightly ETL requested");
     let outcome = state.runner.run(request).await;
-    let status = status_for(&outcome);
+    let answer = answer_for(&outcome);
     match outcome {
-        Ok(run) => (status, Json(run)).into_response(),
+        Ok(run) => answer.with(run),
         Err(error) => {
-            tracing::error!(%error, retryable = error.is_retryable(), status = status.as_u16(), "nightly ETL failed");
-            (status, Json(json!({"error": error.to_string(), "retryable": error.is_retryable()}))).into_response()
+            tracing::error!(%error, retryable = error.is_retryable(), status = answer.status().as_u16(), "nightly ETL failed");
+            failed_run(error.kind(), &error)
         }
     }
 }
@@ -173,6 +169,12 @@ async fn receive(State(state): State<EtlState>, headers: HeaderMap, body: Body) 
 mod tests {
     use super::*;
     use base64::Engine as _;
+    use serde_json::json;
+
+    /// The trigger and the request it carries, as `receive` reads them.
+    fn decode(headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> Result<EtlRequest, String> {
+        super::decode(&Trigger::decode(headers, body, Triggers::HttpAndPubSub)?, now)
+    }
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2025-06-10T12:00:00Z").unwrap().with_timezone(&Utc)

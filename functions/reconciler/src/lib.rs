@@ -13,22 +13,49 @@
 //! Invocation is authenticated by Cloud Run's IAM invoker check (the Scheduler and
 //! Eventarc service accounts hold `run.invoker`).
 
+use std::future::Future;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
+use converge_backends::{Backends, Tables};
+use converge_core::SystemClock;
+use converge_http::answer::{failed_run, Answer};
+use converge_http::scheduled::{ScheduledFront, Trigger, Triggers};
+use converge_http::{Settings, StartError};
 use converge_reconcile::{Reconciler, RunOptions};
 use serde::Deserialize;
-use serde_json::json;
+use tokio::net::TcpListener;
 
 /// The CloudEvent type of a Pub/Sub message delivered through Eventarc.
 pub use converge_http::pubsub::MESSAGE_PUBLISHED as PUBSUB_EVENT_TYPE;
-/// Largest accepted request: a trigger is a few hundred bytes.
-const MAX_BODY: usize = 64 * 1024;
+
+/// The function's state: one reconciler over the backends.
+pub struct ReconcilerState {
+    pub reconciler: Arc<Reconciler>,
+}
+
+impl ReconcilerState {
+    /// The backends from the settings, their changelog tables readied (in the cloud
+    /// only checked: a dataset the setup step has not made stops the start here,
+    /// naming what is missing), and the reconciler over them.
+    pub async fn open(settings: &Settings) -> Result<Self, StartError> {
+        let backends = Backends::open(settings, Arc::new(SystemClock)).await.map_err(StartError::Backends)?;
+        backends.open_tables(&settings.mirror, Tables::Changelog).await.map_err(StartError::Tables)?;
+        tracing::info!(backend = backends.kind, "reconciler backends open");
+        let reconciler = Reconciler::new(backends.source, backends.errors, backends.warehouse, settings.mirror.clone(), Arc::new(SystemClock));
+        Ok(Self { reconciler: Arc::new(reconciler) })
+    }
+
+    /// Serves [`app`] on `listener` until `shutdown` resolves.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        converge_http::serve(listener, app(self.reconciler), shutdown).await
+    }
+}
 
 /// What a trigger asks for.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -44,53 +71,36 @@ pub struct ReconcileRequest {
 
 /// `POST /` and `GET /healthz`.
 pub fn app(reconciler: Arc<Reconciler>) -> Router {
-    Router::new()
-        .route("/", post(receive))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .merge(converge_http::health_routes())
-        .with_state(reconciler)
+    // No token check in the app: Cloud Run's IAM invoker check is the gate.
+    let front = ScheduledFront { name: "reconcile", verifier: None, triggers: Triggers::HttpAndPubSub };
+    Router::new().route("/", post(receive)).merge(converge_http::health_routes()).with_state((front, reconciler))
 }
 
-async fn receive(State(reconciler): State<Arc<Reconciler>>, headers: HeaderMap, body: Bytes) -> Response {
-    let options = match decode(&headers, &body) {
+async fn receive(State((front, reconciler)): State<(ScheduledFront, Arc<Reconciler>)>, headers: HeaderMap, body: Body) -> Response {
+    let options = match front.accept(&headers, body).await.and_then(|trigger| decode(&trigger).map_err(|e| Answer::BAD_REQUEST.error(e))) {
         Ok(options) => options,
-        Err(error) => return (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response(),
+        Err(refusal) => return refusal,
     };
     match reconciler.run_with(options).await {
-        Ok(run) => (StatusCode::OK, Json(run)).into_response(),
+        Ok(run) => Answer::Done.with(run),
         Err(error) => {
             // Retryable: 503 and the scheduler or Pub/Sub tries again (same key, same
             // batch). Anything else would fail again: 500, visible in the logs.
-            let status = if error.is_retryable() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
             tracing::error!(%error, retryable = error.is_retryable(), "reconcile run failed");
-            (status, Json(json!({"error": error.to_string(), "retryable": error.is_retryable()}))).into_response()
+            failed_run(error.kind(), &error)
         }
     }
 }
 
-/// The run a trigger asks for. Errors say what was expected.
-pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<RunOptions, String> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (request, key) = match header("ce-type") {
-        Some(event_type) if event_type == PUBSUB_EVENT_TYPE => {
-            let message = converge_http::pubsub::decode_message_published(body)?;
-            (parse_request(&message.data)?, message.message_id.or_else(|| header("ce-id")))
-        }
-        Some(other) => return Err(format!("unexpected CloudEvent type `{other}`: expected `{PUBSUB_EVENT_TYPE}` or a plain JSON request")),
-        None => (parse_request(body)?, header("x-cloudscheduler-scheduletime")),
-    };
+/// The run a trigger asks for; its key is the trigger's (a redelivered message or a
+/// retried tick is the same batch). Errors say what was expected.
+pub fn decode(trigger: &Trigger) -> Result<RunOptions, String> {
+    let request: ReconcileRequest = trigger.request("expected a JSON request {\"tenant\": \"…\", \"dry_run\": false} (both optional)")?;
     if let Some(tenant) = &request.tenant {
         if tenant.is_empty() || tenant.contains('/') {
             return Err(format!("tenant {tenant:?} is not a document id: expected a non-empty id without `/`"));
         }
     }
     let orphan_guard = request.max_orphan_share.map(|max_share| converge_reconcile::OrphanGuard { max_share, ..Default::default() });
-    Ok(RunOptions { tenant: request.tenant, dry_run: request.dry_run, key, orphan_guard })
-}
-
-fn parse_request(bytes: &[u8]) -> Result<ReconcileRequest, String> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(ReconcileRequest::default());
-    }
-    serde_json::from_slice(bytes).map_err(|e| format!("expected a JSON request {{\"tenant\": \"…\", \"dry_run\": false}} (both optional): {e}"))
+    Ok(RunOptions { tenant: request.tenant, dry_run: request.dry_run, key: trigger.key.clone(), orphan_guard })
 }
