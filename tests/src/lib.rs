@@ -52,7 +52,7 @@ pub fn cloud_emulators_present(test: &str) -> bool {
 /// What a fault drill must show on either backend: at least three losses of every
 /// kind × class, as many known as silent, every one found and classified as injected
 /// and repaired, no drift after repair, and a second run that finds nothing.
-pub fn assert_drill_found_what_it_injected(summary: &converge_cli::drill::DrillSummary) {
+pub fn assert_drill_found_what_it_injected(summary: &converge_scenarios::drill::DrillSummary) {
     let injected = summary.injected;
     assert!(injected.missing >= 6 && injected.different >= 6 && injected.orphan >= 6, "{summary:#?}");
     assert_eq!(injected.known + injected.silent, injected.missing + injected.different + injected.orphan);

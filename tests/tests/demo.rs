@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use converge_cli::demo::{run, DemoOptions, DemoSummary};
+use converge_scenarios::demo::{run, DemoOptions, DemoSummary};
 use converge_core::Warehouse;
 use converge_e2e::{assert_converged, bounded, data_dir, open_source, open_warehouse, TABLE};
 

@@ -4,7 +4,7 @@
 //! (outside CI the BigQuery one may not be installed yet; the Firestore one needs the
 //! Google Cloud SDK and Java, which a CI machine may lack).
 
-use converge_cli::demo_cloud::{run, CloudDemoOptions};
+use converge_scenarios::demo_cloud::{run, CloudDemoOptions};
 use converge_e2e::{bounded, cloud_emulators_present};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

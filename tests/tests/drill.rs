@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use converge_cli::drill::{run, DrillOptions, DrillSummary};
+use converge_scenarios::drill::{run, DrillOptions, DrillSummary};
 use converge_core::{ErrorLog, Warehouse};
 use converge_e2e::{assert_converged, assert_drill_found_what_it_injected, bounded, data_dir, open_source, open_warehouse};
 

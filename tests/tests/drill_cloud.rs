@@ -4,7 +4,7 @@
 //! classified as injected, derived == source after repair, a second run finds nothing,
 //! no error record left open. Skipped, loudly, where an emulator is missing.
 
-use converge_cli::drill_cloud::{run, CloudDrillOptions};
+use converge_scenarios::drill_cloud::{run, CloudDrillOptions};
 use converge_e2e::{assert_drill_found_what_it_injected, bounded, cloud_emulators_present};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,8 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use converge_backends::EmbeddedBackends;
 use converge_core::{Clock, MirrorConfig, SystemClock, Warehouse};
-use converge_etl::{EtlBackends, EtlProgress, EtlRequest, EtlRun, EtlRunner, SliceReport};
+use converge_etl::{EtlProgress, EtlRequest, EtlRun, SliceReport};
+use converge_scenarios::embedded_etl::runner;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct EtlOptions {
@@ -20,20 +21,6 @@ pub struct EtlOptions {
     pub request: EtlRequest,
     /// Draw a progress bar on stderr (backfills).
     pub progress: bool,
-}
-
-/// The runner on a data directory's embedded stores.
-pub fn runner(backends: &EmbeddedBackends, clock: Arc<dyn Clock>) -> EtlRunner {
-    EtlRunner::new(
-        EtlBackends {
-            raw: Arc::new(backends.source.clone()),
-            source: Arc::new(backends.source.clone()),
-            errors: Arc::new(backends.source.clone()),
-            warehouse: Arc::new(backends.warehouse.clone()),
-            metrics: Arc::new(backends.warehouse.clone()),
-        },
-        clock,
-    )
 }
 
 /// Runs one pass; its run records are in `converge_runs` (kind `etl`).

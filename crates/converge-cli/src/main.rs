@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use converge_cli::{bench, demo, demo_cloud, detect, detectors, drill, drill_cloud, rebuild, reconcile, render, serve, setup, sql};
+use converge_cli::{bench, detect, detectors, rebuild, reconcile, render, serve, setup, sql};
+use converge_scenarios::{demo, demo_cloud, drill, drill_cloud};
 
 #[derive(Parser)]
 #[command(name = "converge", version, about = "Keeps an analytics copy of a Firestore database honest.")]

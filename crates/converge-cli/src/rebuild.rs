@@ -97,7 +97,7 @@ pub async fn run(options: RebuildOptions) -> anyhow::Result<RebuildSummary> {
     let run: RebuildRun = serde_json::from_slice(&body).with_context(|| format!("the rebuild function answered {}", String::from_utf8_lossy(&body)))?;
     bar.set_position(run.documents);
     bar.finish_with_message(format!("{} rows written", run.rows_written));
-    let (_, peak_kib) = crate::bench_reconcile::memory_kib();
+    let (_, peak_kib) = crate::bench::measure::memory_kib();
     Ok(RebuildSummary { run, peak_rss_mb: peak_kib as f64 / 1024.0 })
 }
 

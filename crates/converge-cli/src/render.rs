@@ -3,9 +3,8 @@
 use std::fmt::Write;
 
 use converge_reconcile::ReconcileRun;
-
-use crate::demo::DemoSummary;
-use crate::drill::DrillSummary;
+use converge_scenarios::demo::DemoSummary;
+use converge_scenarios::drill::{self, DrillSummary};
 
 pub fn demo(summary: &DemoSummary) -> String {
     let mut out = String::new();
@@ -131,7 +130,7 @@ pub fn drill(summary: &DrillSummary) -> String {
     let _ = writeln!(out, "  drift after repair  {}", summary.drift_after_repair);
     let _ = writeln!(out, "  second run findings {}", summary.second_run_findings);
     let _ = writeln!(out, "  open sync errors    {}", summary.open_sync_errors);
-    let problems = crate::drill::mismatches(summary);
+    let problems = drill::mismatches(summary);
     if problems.is_empty() {
         let _ = writeln!(out, "\n  PASS: every injected loss found and classified as injected; derived == source after repair");
     } else {

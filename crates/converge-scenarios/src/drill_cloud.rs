@@ -55,7 +55,7 @@ use crate::drill::{
     reconcile_phase, reorder_count, reorder_writes, wait_for, Class, Corruption, DrillServer, DrillSummary, LossPlan, NoDriftFaults,
     OutOfOrder, DRAIN_TIMEOUT, SYNC_KILL_AT, TRANSIENT_FAILURES,
 };
-use crate::eventarc_front::{EventarcFront, FrontConfig};
+use crate::eventarc_delivery::{EventarcFront, FrontConfig};
 
 #[derive(Debug, Clone)]
 pub struct CloudDrillOptions {
@@ -239,7 +239,7 @@ async fn wait_delivered(front: &EventarcFront, target: u64, bars: &Bars) -> anyh
 }
 
 /// Waits until the emulator has posted `expected` events and every one is delivered.
-async fn settle(front: &EventarcFront, expected: u64, bars: &Bars) -> anyhow::Result<crate::eventarc_front::FrontStats> {
+async fn settle(front: &EventarcFront, expected: u64, bars: &Bars) -> anyhow::Result<crate::eventarc_delivery::FrontStats> {
     let stats = front.settle(expected, DRAIN_TIMEOUT).await?;
     bars.delivered.set_position(stats.accepted);
     Ok(stats)

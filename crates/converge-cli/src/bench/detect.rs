@@ -178,10 +178,10 @@ pub fn write_results(path: &Path, result: &DetectBenchResult) -> anyhow::Result<
         result.failed,
         lines.join("\n"),
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        crate::bench::machine(),
+        super::measure::machine(),
         command.join(" "),
     );
-    crate::bench::replace_section(path, "detect", &section)
+    super::measure::replace_section(path, "detect", &section)
 }
 
 /// Where the bench keeps its data directory by default.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use converge_backends::EmbeddedBackends;
-use converge_cli::ops_planted::{self, expected_findings, OpsBars, OpsPlan};
+use converge_scenarios::planted_patterns::{self, expected_findings, OpsBars, OpsPlan};
 use converge_detect::Pack;
 use converge_core::{Clock, MetricsWarehouse, MirrorConfig, Opportunity, OpportunityStore, SystemClock, Warehouse};
 use converge_etl::EtlRequest;
@@ -25,7 +25,7 @@ fn opportunities_but_last_seen(mut opportunities: Vec<Opportunity>) -> Vec<Oppor
 async fn seed_load_and_detect(
     acme_scale: f64,
     globex_scale: f64,
-) -> (tempfile::TempDir, EmbeddedBackends, Arc<dyn Clock>, OpsPlan, ops_planted::OpsOutcome) {
+) -> (tempfile::TempDir, EmbeddedBackends, Arc<dyn Clock>, OpsPlan, planted_patterns::OpsOutcome) {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = MirrorConfig::default();
@@ -38,7 +38,7 @@ async fn seed_load_and_detect(
         days: 90,
     };
     let bars = OpsBars { seeded: ProgressBar::hidden(), etl: ProgressBar::hidden() };
-    let outcome = ops_planted::run(&backends, clock.clone(), &plan, &bars).await.unwrap();
+    let outcome = planted_patterns::run(&backends, clock.clone(), &plan, &bars).await.unwrap();
     (dir, backends, clock, plan, outcome)
 }
 
@@ -50,7 +50,7 @@ async fn planted_patterns_are_found_exactly_and_rerunning_changes_nothing() {
     let detect = &outcome.detect_run;
     let found: Vec<String> = detect.findings.iter().map(|f| format!("{} {} {}: {}", f.detector, f.tenant, f.entity_id, f.message)).collect();
     assert_eq!((outcome.missed.as_slice(), outcome.unexpected.as_slice()), (&[][..], &[][..]), "findings:\n{}", found.join("\n"));
-    let mut keys: Vec<_> = detect.findings.iter().map(ops_planted::key).collect();
+    let mut keys: Vec<_> = detect.findings.iter().map(planted_patterns::key).collect();
     keys.sort();
     let mut expected = expected_findings("acme");
     expected.sort();
@@ -66,7 +66,7 @@ async fn planted_patterns_are_found_exactly_and_rerunning_changes_nothing() {
     // Re-running the ETL of the last day leaves its slices as they were.
     let last = plan.last_day();
     let before = (backends.warehouse.slice_metrics("acme", last).await.unwrap(), backends.warehouse.slice_metrics("globex", last).await.unwrap());
-    let runner = converge_cli::etl::runner(&backends, clock.clone());
+    let runner = converge_scenarios::embedded_etl::runner(&backends, clock.clone());
     let rerun = runner.run(EtlRequest { late_days: Some(0), ..EtlRequest::for_date(last) }).await.unwrap();
     assert_eq!(rerun.outcome, "ok");
     let after = (backends.warehouse.slice_metrics("acme", last).await.unwrap(), backends.warehouse.slice_metrics("globex", last).await.unwrap());
@@ -77,7 +77,7 @@ async fn planted_patterns_are_found_exactly_and_rerunning_changes_nothing() {
     // last_seen moves, and nothing is opened or resolved.
     let opened = backends.source.open_opportunities(None).await.unwrap();
     assert_eq!(opened.len(), expected.len());
-    let again = ops_planted::detect(&backends, clock, last).await.unwrap();
+    let again = planted_patterns::detect(&backends, clock, last).await.unwrap();
     assert_eq!((again.opportunities.opened, again.opportunities.resolved), (0, 0), "{:?}", again.opportunities);
     assert_eq!(again.opportunities.updated, expected.len() as u64);
     let reopened = backends.source.open_opportunities(None).await.unwrap();

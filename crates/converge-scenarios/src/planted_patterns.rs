@@ -1,6 +1,6 @@
 //! Planted patterns in the raw operational data, and the pass that must find them.
 //!
-//! [`PlantedPatterns`] is a [`Planter`] for [`crate::ops_dataset`]: for one tenant it
+//! [`PlantedPatterns`] is a [`Planter`] for [`crate::raw_exports`]: for one tenant it
 //! changes the raw export rows of a few named entities so that, once the nightly ETL has
 //! rolled them up, every detector of the shipped pack has something real to find (a
 //! page that stops converting, a campaign that stops delivering, an email whose
@@ -28,7 +28,7 @@ use converge_etl::{EtlProgress, EtlRequest, EtlRun};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::ops_dataset::{self, OpsOptions, Planter, RawRow};
+use crate::raw_exports::{self, OpsOptions, Planter, RawRow};
 
 /// Planted patterns for one tenant; every other tenant's rows pass unchanged.
 pub struct PlantedPatterns {
@@ -293,7 +293,7 @@ pub async fn run(backends: &EmbeddedBackends, clock: Arc<dyn Clock>, plan: &OpsP
     let seed_millis = seed_started.elapsed().as_millis() as u64;
     bars.seeded.finish();
 
-    let runner = crate::etl::runner(backends, clock.clone());
+    let runner = crate::embedded_etl::runner(backends, clock.clone());
     runner.ensure_tables().await.context("creating daily_entity_metrics, entity_map and etl_loads")?;
     let progress = Arc::new(EtlProgress::default());
     let ticker = tokio::spawn({
@@ -357,18 +357,18 @@ pub fn key(finding: &Finding) -> FindingKey {
     FindingKey { detector: finding.detector.clone(), tenant: finding.tenant.clone(), entity_id: finding.entity_id.clone() }
 }
 
-/// Writes every tenant's days through the source store (as `ops_dataset::seed`, one
+/// Writes every tenant's days through the source store (as `raw_exports::seed`, one
 /// scale per tenant), the bar counting raw rows.
 async fn seed(source: &dyn SourceStore, plan: &OpsPlan, bar: &ProgressBar) -> anyhow::Result<u64> {
     let planter: Arc<dyn Planter> = Arc::new(PlantedPatterns { tenant: plan.planted_tenant.clone(), last_day: plan.last_day() });
-    let universes: Vec<_> = plan.tenants.iter().map(|(_, scale)| ops_dataset::universe(*scale)).collect();
+    let universes: Vec<_> = plan.tenants.iter().map(|(_, scale)| raw_exports::universe(*scale)).collect();
     let rows_a_day: usize = universes.iter().flat_map(|u| u.iter().map(|(_, entities)| entities.len())).sum();
     bar.set_length(rows_a_day as u64 * u64::from(plan.days));
     let mut rows = 0;
     for ((tenant, scale), universe) in plan.tenants.iter().zip(&universes) {
         let options = OpsOptions { scale: *scale, batch: 5_000, planters: vec![planter.clone()], ..OpsOptions::new(vec![tenant.clone()], plan.first_day, plan.days) };
         for day in 0..plan.days {
-            let writes: Vec<DocWrite> = ops_dataset::day_writes(&options, tenant, day, universe);
+            let writes: Vec<DocWrite> = raw_exports::day_writes(&options, tenant, day, universe);
             let writes_len = writes.len() as u64;
             rows += writes_len;
             let mut writes = writes.into_iter().peekable();

@@ -1,5 +1,4 @@
 //! `converge bench sync`: the sync path measured end to end over loopback HTTP.
-//! (`converge bench reconcile` lives in [`crate::bench_reconcile`].)
 //!
 //! The real `on-write-sync` binary runs as its own process on the embedded backends;
 //! this process is the load generator, sending real Eventarc binary-mode CloudEvents
@@ -22,127 +21,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use clap::Subcommand;
 use converge_core::{Clock, Document, DocumentChange, SystemClock};
 use converge_events::{to_binary, EventSource};
+use converge_scenarios::bookkeeping_records;
 use serde::Serialize;
 
-use crate::{bench_reconcile, dataset};
-
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// The on-write sync path over loopback HTTP.
-    Sync {
-        /// Events sent in the saturation run.
-        #[arg(long, default_value_t = 100_000)]
-        events: usize,
-        /// Concurrent connections in the saturation run. 1000 is the most requests one
-        /// Cloud Run instance accepts at once, i.e. how Eventarc can load one instance.
-        #[arg(long, default_value_t = 1000)]
-        concurrency: usize,
-        /// Offered load of the fixed-rate run, events/s.
-        #[arg(long, default_value_t = 5_000)]
-        rate: u64,
-        /// Duration of the fixed-rate run, seconds.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Duration of the sustained run at the same rate, seconds (0 skips it). Long
-        /// enough by default that DuckDB checkpoints its WAL during it, which the short
-        /// run never sees.
-        #[arg(long, default_value_t = 120)]
-        sustained_seconds: u64,
-        /// The on-write-sync binary (default: next to this one).
-        #[arg(long)]
-        server_bin: Option<PathBuf>,
-        /// Update this results file's sync section (e.g. bench/RESULTS.md).
-        #[arg(long)]
-        results: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Reconciliation of one tenant with 0.1% drift of each kind, beside reladiff.
-    Reconcile {
-        /// Tenant sizes, documents (comma-separated).
-        #[arg(long, value_delimiter = ',', default_values_t = [300_000u64, 1_000_000])]
-        records: Vec<u64>,
-        /// Python of the venv where reladiff is installed (`make reladiff`); without
-        /// it, reladiff is skipped.
-        #[arg(long)]
-        reladiff_python: Option<PathBuf>,
-        /// reladiff's driver script.
-        #[arg(long, default_value = "tools/reladiff/diff.py")]
-        reladiff_script: PathBuf,
-        /// Update this results file's reconcile section (e.g. bench/RESULTS.md).
-        #[arg(long)]
-        results: Option<PathBuf>,
-        /// Keep the generated data directories.
-        #[arg(long)]
-        keep: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Rebuild of one tenant of N documents on the embedded default: documents/s and
-    /// peak memory, each size in its own process.
-    Rebuild {
-        /// Tenant sizes, documents (comma-separated).
-        #[arg(long, value_delimiter = ',', default_values_t = [300_000u64, 1_000_000])]
-        records: Vec<u64>,
-        /// Update this results file's rebuild section (e.g. bench/RESULTS.md).
-        #[arg(long)]
-        results: Option<PathBuf>,
-        /// Keep the generated data directories.
-        #[arg(long)]
-        keep: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// The whole detector pack over 90 days of metrics at the demo's scale (DuckDB):
-    /// wall time of the pack and per detector.
-    Detect {
-        /// Tenants, each at one real account's scale.
-        #[arg(long, default_value_t = 4)]
-        tenants: usize,
-        /// Passes of the whole pack (the first opens opportunities, the rest update).
-        #[arg(long, default_value_t = 5)]
-        passes: usize,
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        /// Data directory (replaced).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Update this results file's detect section (e.g. bench/RESULTS.md).
-        #[arg(long)]
-        results: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// The nightly ETL on one tenant of a real account's size: one day, and a backfill
-    /// of every seeded day (90 by default), on the embedded default.
-    Etl {
-        /// Days of raw data seeded (and backfilled).
-        #[arg(long, default_value_t = 90)]
-        days: u32,
-        /// Data directory (replaced; default: converge-bench-etl in the temp directory).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Update this results file's etl section (e.g. bench/RESULTS.md).
-        #[arg(long)]
-        results: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// One reconciler run in this process, printed as one JSON line with its peak
-    /// resident memory (the reconcile benchmark runs each in its own process).
-    #[command(hide = true)]
-    ReconcileOne {
-        #[arg(long)]
-        data_dir: PathBuf,
-        #[arg(long, default_value = crate::bench_reconcile::TENANT)]
-        tenant: String,
-        #[arg(long)]
-        dry_run: bool,
-    },
-}
+use super::measure::{cpu_time, machine, peak_rss_mb, replace_section};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencySummary {
@@ -180,90 +64,7 @@ pub struct SyncBenchResult {
     pub server_peak_rss_mb: Option<u64>,
 }
 
-pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Sync { events, concurrency, rate, seconds, sustained_seconds, server_bin, results, json } => {
-            let server_bin = match server_bin {
-                Some(path) => path,
-                None => sibling_binary("on-write-sync")?,
-            };
-            let result = sync(events, concurrency, rate, seconds, sustained_seconds, &server_bin).await?;
-            if let Some(path) = results {
-                write_results(&path, &result)?;
-            }
-            if json {
-                println!("{}", serde_json::to_string(&result)?);
-            } else {
-                println!("{}", markdown(&result));
-            }
-            Ok(())
-        }
-        BenchCommand::Reconcile { records, reladiff_python, reladiff_script, results, keep, json } => {
-            let options = bench_reconcile::ReconcileBenchOptions { records, reladiff_python, reladiff_script, keep };
-            let result = bench_reconcile::run(&options).await?;
-            if let Some(path) = results {
-                bench_reconcile::write_results(&path, &result)?;
-            }
-            if json {
-                println!("{}", serde_json::to_string(&result)?);
-            } else {
-                println!("{}", bench_reconcile::markdown(&result));
-            }
-            Ok(())
-        }
-        BenchCommand::Rebuild { records, results, keep, json } => {
-            let sizes = crate::bench_rebuild::run(&records, keep).await?;
-            if let Some(path) = results {
-                crate::bench_rebuild::write_results(&path, &sizes)?;
-                eprintln!("wrote {}", path.display());
-            }
-            if json {
-                println!("{}", serde_json::to_string(&sizes)?);
-            }
-            Ok(())
-        }
-        BenchCommand::Detect { tenants, passes, concurrency, data_dir, results, json } => {
-            let data_dir = data_dir.unwrap_or_else(crate::bench_detect::default_data_dir);
-            let result = crate::bench_detect::run(&data_dir, tenants, passes, concurrency).await?;
-            if let Some(path) = results {
-                crate::bench_detect::write_results(&path, &result)?;
-                eprintln!("wrote {}", path.display());
-            }
-            if json {
-                println!("{}", serde_json::to_string(&result)?);
-            } else {
-                eprintln!(
-                    "{} metric rows ({} tenants, generated in {} ms); whole pack p50 {} ms, max {} ms over {} passes; {} findings, {} failed",
-                    result.metric_rows, result.tenants, result.generate_ms, result.pack_p50_ms, result.pack_max_ms, result.passes, result.findings, result.failed
-                );
-            }
-            Ok(())
-        }
-        BenchCommand::Etl { days, data_dir, results, json } => {
-            let report = crate::bench_etl::run(crate::bench_etl::EtlBenchOptions { days, data_dir, results: results.clone() }).await?;
-            if let Some(path) = results {
-                eprintln!("wrote {}", path.display());
-            }
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                eprintln!(
-                    "{} raw rows seeded in {} ms; ETL of one day {} ms ({} rows in, {} out); {} days {} ms ({:.0} raw rows/s); peak RSS {:.0} MB",
-                    report.raw_rows, report.seed_millis, report.one_day_millis, report.one_day_rows_in, report.one_day_rows_out, report.days,
-                    report.backfill_millis, report.backfill_rows_per_second, report.peak_rss_mb
-                );
-            }
-            Ok(())
-        }
-        BenchCommand::ReconcileOne { data_dir, tenant, dry_run } => {
-            let run = bench_reconcile::reconcile_one(&data_dir, &tenant, dry_run).await?;
-            println!("{}", serde_json::to_string(&run)?);
-            Ok(())
-        }
-    }
-}
-
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let path = me.with_file_name(name);
     if !path.exists() {
@@ -332,14 +133,14 @@ fn events(range: std::ops::Range<usize>, host: &http::HeaderValue) -> Vec<(http:
     let source = EventSource::local();
     range
         .map(|i| {
-            let path = format!("orgs/bench{}/records/{}", i % 4, dataset::doc_id(i as u64));
+            let path = format!("orgs/bench{}/records/{}", i % 4, bookkeeping_records::doc_id(i as u64));
             let time = converge_core::Timestamp::new(now.seconds, (i % 1_000_000) as i32 * 1_000);
             let change = DocumentChange {
                 event_id: format!("bench-{i}"),
                 event_type: "google.cloud.firestore.document.v1.written".into(),
                 event_time: time,
                 document: path.clone(),
-                value: Some(Document { path, fields: dataset::record(7, i as u64, now), create_time: time, update_time: time }),
+                value: Some(Document { path, fields: bookkeeping_records::record(7, i as u64, now), create_time: time, update_time: time }),
                 old_value: None,
                 update_mask: vec![],
             };
@@ -391,23 +192,6 @@ async fn send_on(slot: &mut Option<Connection>, address: std::net::SocketAddr, e
         Some(connection) => send(connection, event).await,
         None => false,
     }
-}
-
-/// CPU time (user + system) a process has used so far, from `/proc/{pid}/stat`;
-/// None off Linux. The kernel reports it in USER_HZ ticks, 100 per second.
-fn cpu_time(pid: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after it are plain.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
-/// Peak resident memory (VmHWM) of a process, MB; None off Linux.
-fn peak_rss_mb(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
 }
 
 /// CPU used by the server and by this load generator over one run.
@@ -561,7 +345,7 @@ async fn paced_run(server: &Server, address: std::net::SocketAddr, events: Arc<V
 }
 
 /// `sustained_seconds` of 0 skips the sustained run.
-pub async fn sync(
+pub async fn run(
     events_n: usize,
     concurrency: usize,
     rate: u64,
@@ -635,7 +419,7 @@ pub async fn sync(
     })
 }
 
-fn markdown(result: &SyncBenchResult) -> String {
+pub fn markdown(result: &SyncBenchResult) -> String {
     let row = |name: &str, s: &LatencySummary| {
         format!(
             "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -671,7 +455,7 @@ fn markdown(result: &SyncBenchResult) -> String {
 }
 
 /// Replaces the sync section of the results file (creating the file if needed).
-fn write_results(path: &Path, result: &SyncBenchResult) -> anyhow::Result<()> {
+pub fn write_results(path: &Path, result: &SyncBenchResult) -> anyhow::Result<()> {
     let command: Vec<String> = std::env::args().collect();
     let section = format!(
         "<!-- bench:sync:start -->\n## On-write sync over loopback HTTP\n\n{}\n\nMeasured {} on {}.\nCommand: `{}` (via `make bench`).\n\n{}\n<!-- bench:sync:end -->",
@@ -682,36 +466,4 @@ fn write_results(path: &Path, result: &SyncBenchResult) -> anyhow::Result<()> {
         markdown(result)
     );
     replace_section(path, "sync", &section)
-}
-
-/// Replaces the section between `<!-- bench:{name}:start -->` and
-/// `<!-- bench:{name}:end -->` of the results file with `section` (which carries both
-/// markers), appending it if absent and creating the file if needed.
-pub fn replace_section(path: &Path, name: &str, section: &str) -> anyhow::Result<()> {
-    let (start_marker, end_marker) = (format!("<!-- bench:{name}:start -->"), format!("<!-- bench:{name}:end -->"));
-    let existing = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmark results\n\nWritten by `make bench`; each section is replaced by its benchmark.\n".to_owned());
-    let updated = match (existing.find(&start_marker), existing.find(&end_marker)) {
-        (Some(start), Some(end)) if start < end => format!("{}{}{}", &existing[..start], section, &existing[end + end_marker.len()..]),
-        _ => format!("{}\n\n{}\n", existing.trim_end(), section),
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(path, updated)?;
-    Ok(())
-}
-
-/// CPU model, cores and memory of this machine, for the results file.
-pub fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map_or("unknown CPU", str::trim).to_owned();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory_gib = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    format!("{model}, {cores} cores, {memory_gib:.0} GiB RAM, dev profile (dependencies at opt-level 3, Converge crates at opt-level 2)")
 }

@@ -18,7 +18,7 @@ use converge_core::{MirrorConfig, SystemClock, Warehouse};
 use converge_reconcile::Reconciler;
 use serde::Serialize;
 
-use crate::bench_reconcile::{generate, Generated, TENANT};
+use super::drifted_tenant::{generate, Generated, TENANT};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RebuildBenchSize {
@@ -143,9 +143,9 @@ pub fn write_results(path: &Path, sizes: &[RebuildBenchSize]) -> anyhow::Result<
         "<!-- bench:rebuild:start -->\n## Rebuild\n\n{}\n\nMeasured {} on {}.\nCommand: `{}` (via `make bench`).\n\n{}\n<!-- bench:rebuild:end -->",
         "One tenant of N documents on the embedded default, its warehouse rows drifted (0.1% of N each missing, different, orphan), rebuilt by `converge rebuild` through the rebuild function (in-process HTTP server, local ID token): every source document read and compared with the warehouse's latest state, a REBUILD row for each that differs (the missing and different ones), a tombstone for every orphan, one DuckDB transaction; docs/s counts every document rebuilt (compared, and written where it differs). Then the import: the same source rebuilt into an empty warehouse (its files removed), every document written. Each rebuild is its own process, so its peak resident memory (VmHWM) is its own; a reconciler dry run afterwards must find nothing. Target: at least 100,000 documents/s and under 300 MB at 1,000,000.",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        crate::bench::machine(),
+        super::measure::machine(),
         command.join(" "),
         lines.join("\n")
     );
-    crate::bench::replace_section(path, "rebuild", &section)
+    super::measure::replace_section(path, "rebuild", &section)
 }

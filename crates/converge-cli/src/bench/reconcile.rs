@@ -27,69 +27,12 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
 use converge_backends::EmbeddedBackends;
-use converge_core::change::error_id;
-use converge_core::{
-    ChangeRow, Clock, DocWrite, Document, ErrorLog, MirrorConfig, Op, RowContext, SourceStore, SyncErrorRecord, SystemClock, Timestamp,
-    Value, Warehouse,
-};
+use converge_core::{Clock, MirrorConfig, SourceStore, SystemClock, Warehouse};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset;
-
-/// The benchmark's tenant.
-pub const TENANT: &str = "bench";
-const SEED: u64 = 11;
-/// Documents per source commit and per warehouse append.
-const BATCH: u64 = 10_000;
-/// One document in this many is drifted, of each kind (0.1%).
-const DRIFT_EVERY: u64 = 1_000;
-
-/// What kind of drift, if any, document `index` gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Drift {
-    None,
-    Missing,
-    Different,
-    Orphan,
-}
-
-fn drift_of(index: u64) -> Drift {
-    match index % DRIFT_EVERY {
-        101 => Drift::Missing,
-        457 => Drift::Different,
-        803 => Drift::Orphan,
-        _ => Drift::None,
-    }
-}
-
-/// Counts per kind: what was injected, or what a run found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DriftCounts {
-    pub missing: u64,
-    pub different: u64,
-    pub orphan: u64,
-    pub known: u64,
-    pub silent: u64,
-}
-
-impl DriftCounts {
-    pub fn total(&self) -> u64 {
-        self.missing + self.different + self.orphan
-    }
-}
-
-/// What data generation made.
-#[derive(Debug, Clone, Serialize)]
-pub struct Generated {
-    pub records: u64,
-    pub source_docs: u64,
-    pub changelog_rows: u64,
-    pub injected: DriftCounts,
-    pub millis: u64,
-}
-
-/// One reconciler run, as its child process reported it.
+use super::drifted_tenant::{generate, DriftCounts, Generated, TENANT};
+use super::measure::memory_kib;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildRun {
     pub dry_run: bool,
@@ -259,139 +202,6 @@ fn check_found(name: &str, run: &ChildRun, expected: &DriftCounts, repaired: u64
     Ok(())
 }
 
-/// Writes the dataset with its drift into a fresh `data_dir`.
-pub async fn generate(data_dir: &Path, records: u64) -> anyhow::Result<Generated> {
-    let started = Instant::now();
-    if data_dir.exists() {
-        std::fs::remove_dir_all(data_dir).with_context(|| format!("removing {}", data_dir.display()))?;
-    }
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let config = MirrorConfig::default();
-    let backends = EmbeddedBackends::open(data_dir, clock.clone()).context("opening the embedded stores")?;
-    backends.warehouse.ensure_tables(&config).await?;
-    let source: Arc<dyn SourceStore> = backends.source_store();
-    let errors: Arc<dyn ErrorLog> = backends.error_log();
-    let warehouse: Arc<dyn Warehouse> = backends.warehouse();
-    let pattern = config.routes[0].pattern.clone();
-    let now = clock.now();
-    let ctx = RowContext { ingested_at: now, run_id: format!("bench-reconcile-{records}"), code_version: env!("CARGO_PKG_VERSION").into() };
-
-    let mut injected = DriftCounts::default();
-    let mut source_docs = 0u64;
-    let mut changelog_rows = 0u64;
-    // Each kind's k-th drifted document is known when k is even.
-    let mut seen = DriftCounts::default();
-    let mut pending_append: Option<tokio::task::JoinHandle<Result<converge_core::AppendReceipt, converge_core::StoreError>>> = None;
-    let mut start = 0;
-    while start < records {
-        let end = (start + BATCH).min(records);
-        let mut writes = Vec::with_capacity((end - start) as usize);
-        // Rows whose version is the batch's commit time, and rows with a version of their own.
-        let mut rows_at_commit = Vec::with_capacity((end - start) as usize);
-        let mut rows_older: Vec<(ChangeRow, i64)> = Vec::new();
-        let mut sync_errors = Vec::new();
-        for index in start..end {
-            let doc_id = dataset::doc_id(index);
-            let path = pattern.document_path(TENANT, &doc_id).expect("the default route has a plain pattern");
-            let fields = dataset::record(SEED, index, now);
-            let drift = drift_of(index);
-            let known = |seen: &mut u64| {
-                *seen += 1;
-                *seen % 2 == 1
-            };
-            let routed = config.route(&path).expect("the default route matches");
-            let doc = Document { path: path.clone(), fields, create_time: now, update_time: now };
-            match drift {
-                Drift::None => {
-                    rows_at_commit.push(ChangeRow::live(&routed, Op::Create, &doc, &format!("bench-{index}"), &ctx)?);
-                }
-                Drift::Missing => {
-                    injected.missing += 1;
-                    if known(&mut seen.missing) {
-                        sync_errors.push(sync_error(&doc_id, &path, "create", now));
-                    }
-                }
-                Drift::Different => {
-                    injected.different += 1;
-                    // The write before the last one, whose update never arrived: an older
-                    // version, and for every other document other content too.
-                    let mut stale = doc.clone();
-                    if injected.different % 2 == 0 {
-                        stale.fields.insert("amount".into(), Value::Double(1.25));
-                    }
-                    let row = ChangeRow::live(&routed, Op::Create, &stale, &format!("bench-{index}"), &ctx)?;
-                    rows_older.push((row, -1_000_000));
-                    if known(&mut seen.different) {
-                        sync_errors.push(sync_error(&doc_id, &path, "update", now));
-                    }
-                }
-                Drift::Orphan => {
-                    // A document the source deleted (it never had it here) whose
-                    // tombstone never arrived; next to a live one in path order.
-                    injected.orphan += 1;
-                    let orphan_id = format!("{doc_id}-gone");
-                    let orphan_path = pattern.document_path(TENANT, &orphan_id).expect("plain pattern");
-                    let orphan_routed = config.route(&orphan_path).expect("the default route matches");
-                    let orphan = Document { path: orphan_path.clone(), fields: dataset::record(SEED, records + index, now), create_time: now, update_time: now };
-                    let row = ChangeRow::live(&orphan_routed, Op::Create, &orphan, &format!("bench-{orphan_id}"), &ctx)?;
-                    rows_older.push((row, -2_000_000));
-                    if known(&mut seen.orphan) {
-                        sync_errors.push(sync_error(&orphan_id, &orphan_path, "delete", now));
-                    }
-                    rows_at_commit.push(ChangeRow::live(&routed, Op::Create, &doc, &format!("bench-{index}"), &ctx)?);
-                }
-            }
-            writes.push(DocWrite::Set { path, fields: doc.fields });
-        }
-        source_docs += writes.len() as u64;
-        let commit = source.apply(writes).await.context("writing the source")?.as_micros();
-        let mut rows = rows_at_commit;
-        // Event rows: their version is the document's commit time.
-        for row in &mut rows {
-            (row.version, row.update_time, row.create_time) = (commit, Some(commit), Some(commit));
-        }
-        for (mut row, offset) in rows_older {
-            (row.version, row.update_time, row.create_time) = (commit + offset, Some(commit + offset), Some(commit + offset));
-            rows.push(row);
-        }
-        changelog_rows += rows.len() as u64;
-        for record in sync_errors {
-            errors.record_sync_error(record).await?;
-        }
-        // The warehouse appends one batch while the source commits the next.
-        if let Some(previous) = pending_append.take() {
-            previous.await??;
-        }
-        let warehouse = warehouse.clone();
-        pending_append = Some(tokio::spawn(async move { warehouse.append(rows).await }));
-        start = end;
-    }
-    if let Some(previous) = pending_append.take() {
-        previous.await??;
-    }
-    injected.known = seen.missing.div_ceil(2) + seen.different.div_ceil(2) + seen.orphan.div_ceil(2);
-    injected.silent = injected.total() - injected.known;
-    drop((source, errors, warehouse));
-    drop(backends);
-    Ok(Generated { records, source_docs, changelog_rows, injected, millis: started.elapsed().as_millis() as u64 })
-}
-
-fn sync_error(doc_id: &str, doc_path: &str, action: &str, now: Timestamp) -> SyncErrorRecord {
-    SyncErrorRecord {
-        id: error_id("records", TENANT, doc_id, action),
-        tenant: TENANT.into(),
-        doc_id: doc_id.into(),
-        doc_path: doc_path.into(),
-        action: action.into(),
-        event_id: format!("bench-error-{doc_id}-{action}"),
-        error: "bench: injected warehouse failure".into(),
-        attempts: 1,
-        first_seen: now,
-        last_seen: now,
-        resolved: false,
-    }
-}
-
 /// Exports the source's document states and the latest view's into their own DuckDB
 /// file, as tables `source_states` and `derived_states` (doc_id, doc_path, version,
 /// content_hash). One tenant, so doc_id is a key.
@@ -485,20 +295,6 @@ async fn child_run(data_dir: &Path, dry_run: bool) -> anyhow::Result<ChildRun> {
     let text = String::from_utf8_lossy(&output.stdout);
     let line = text.lines().last().context("the reconciler's child process printed nothing")?;
     serde_json::from_str(line).with_context(|| format!("the reconciler's child process printed {line}"))
-}
-
-/// `VmRSS` and `VmHWM` of this process, KiB.
-pub fn memory_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// The child's side: one reconciler run on `data_dir`, printed as one JSON line.
@@ -638,9 +434,9 @@ pub fn write_results(path: &Path, result: &ReconcileBenchResult) -> anyhow::Resu
         "One tenant of N documents on the embedded default (SQLite source, DuckDB warehouse) with 0.1% of N drifted of each kind: missing (a source document without its row), different (a row of an older version, half of them with other content too), orphan (a live row for a document the source does not have); half of each kind has an open sync error (known), half none (silent). `converge reconcile` compares the source's (path, version, content hash) with the latest view's, streamed and merged in path order. Each run is its own process, so its peak resident memory (VmHWM) is its own: a dry run, a repairing run (REPAIR rows and tombstones appended, errors resolved), and a dry run after it that must find nothing; the benchmark fails if any count differs from what was injected.",
         reladiff_about,
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        crate::bench::machine(),
+        super::measure::machine(),
         command.join(" "),
         markdown(result)
     );
-    crate::bench::replace_section(path, "reconcile", &section)
+    super::measure::replace_section(path, "reconcile", &section)
 }

@@ -10,7 +10,7 @@
 //! 5. The operational half: 90 days of raw GA4/ads/email exports for every tenant (the
 //!    large one at a real account's scale) with planted patterns, the nightly ETL over
 //!    every day, the shipped detector pack as of the last day; the opportunities found
-//!    must be exactly the planted ones ([`crate::ops_planted`]).
+//!    must be exactly the planted ones ([`crate::planted_patterns`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,12 +20,12 @@ use anyhow::{bail, Context};
 use converge_backends::EmbeddedBackends;
 use converge_core::{drift, Clock, DocWrite, DriftReport, MirrorConfig, SourceStore, SystemClock, Timestamp, Value, Warehouse};
 use converge_relay::{Relay, RelayConfig, RunningRelay};
-use converge_sync::{GroupCommitConfig, SyncService};
+use converge_sync::{GroupCommitConfig, SyncConfig, SyncService};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::dataset::{self, Rng};
-use crate::ops_planted::{self, DetectorsSummary, EtlSummary, FindingKey, OpsBars, OpsPlan};
+use crate::bookkeeping_records::{self, Rng};
+use crate::planted_patterns::{self, DetectorsSummary, EtlSummary, FindingKey, OpsBars, OpsPlan};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -165,15 +165,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
 
     // The sync function, served over real HTTP on loopback.
     let run_id = format!("demo-{}", uuid::Uuid::new_v4());
-    let service = Arc::new(SyncService::start(
-        config.clone(),
-        backends.warehouse(),
-        backends.error_log(),
-        clock.clone(),
-        run_id.clone(),
-        converge_http::settings::DEFAULT_MAX_BODY_BYTES,
-        GroupCommitConfig::default(),
-    ));
+    let service = Arc::new(SyncService::start(SyncConfig {
+        mirror: config.clone(),
+        warehouse: backends.warehouse(),
+        errors: backends.error_log(),
+        clock: clock.clone(),
+        run_id: run_id.clone(),
+        max_body_bytes: converge_http::settings::DEFAULT_MAX_BODY_BYTES,
+        commit: GroupCommitConfig::default(),
+    }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -238,8 +238,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
 
     // The operational half: raw data, the ETL, the detectors.
     let plan = options.ops_plan();
-    let ops = ops_planted::run(&backends, clock.clone(), &plan, &ops_bars(options.progress)).await?;
-    let expected: std::collections::BTreeSet<FindingKey> = ops_planted::expected_findings(&plan.planted_tenant).into_iter().collect();
+    let ops = planted_patterns::run(&backends, clock.clone(), &plan, &ops_bars(options.progress)).await?;
+    let expected: std::collections::BTreeSet<FindingKey> = planted_patterns::expected_findings(&plan.planted_tenant).into_iter().collect();
     let opportunities = ops
         .detect_run
         .findings
@@ -251,7 +251,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
             entity_type: f.entity_type.clone(),
             entity_id: f.entity_id.clone(),
             message: f.message.clone(),
-            planted: expected.contains(&ops_planted::key(f)),
+            planted: expected.contains(&planted_patterns::key(f)),
         })
         .collect();
     let counters = service.counters();
@@ -315,8 +315,8 @@ pub(crate) async fn load_dataset(
     for (tenant, count, seed) in tenants {
         let mut writes = Vec::with_capacity(batch);
         for index in 0..*count {
-            let path = pattern.document_path(tenant, &dataset::doc_id(index)).expect("demo route has a plain pattern");
-            writes.push(DocWrite::Set { path, fields: dataset::record(*seed, index, now) });
+            let path = pattern.document_path(tenant, &bookkeeping_records::doc_id(index)).expect("demo route has a plain pattern");
+            writes.push(DocWrite::Set { path, fields: bookkeeping_records::record(*seed, index, now) });
             if writes.len() == batch || index + 1 == *count {
                 let n = writes.len() as u64;
                 source.apply(std::mem::take(&mut writes)).await.context("loading the dataset")?;
@@ -392,9 +392,9 @@ pub(crate) async fn live_traffic(
         let writes: Vec<DocWrite> = indices
             .into_iter()
             .map(|index| {
-                let mut fields = dataset::record(seed, index, now);
+                let mut fields = bookkeeping_records::record(seed, index, now);
                 fields.insert("amount".into(), Value::Double((rng.below(900_000) as f64 + 100.0) / 100.0));
-                DocWrite::Set { path: path(&dataset::doc_id(index)), fields }
+                DocWrite::Set { path: path(&bookkeeping_records::doc_id(index)), fields }
             })
             .collect();
         live.edits += writes.len() as u64;
@@ -405,12 +405,12 @@ pub(crate) async fn live_traffic(
     let mut recategorized = 0;
     let mut index = third;
     while recategorized < scale && index < 2 * third {
-        let mut fields = dataset::record(seed, index, now);
-        if dataset::is_older_than(&fields, now, 90) {
+        let mut fields = bookkeeping_records::record(seed, index, now);
+        if bookkeeping_records::is_older_than(&fields, now, 90) {
             let current = fields.get("label").cloned();
-            let relabel = dataset::LABELS.iter().find(|l| Some(Value::String((**l).into())) != current).expect("several labels");
+            let relabel = bookkeeping_records::LABELS.iter().find(|l| Some(Value::String((**l).into())) != current).expect("several labels");
             fields.insert("label".into(), Value::String((*relabel).into()));
-            source.apply(vec![DocWrite::Set { path: path(&dataset::doc_id(index)), fields }]).await?;
+            source.apply(vec![DocWrite::Set { path: path(&bookkeeping_records::doc_id(index)), fields }]).await?;
             recategorized += 1;
             bars.live.inc(1);
         }
@@ -419,7 +419,7 @@ pub(crate) async fn live_traffic(
     live.recategorized_old_records = recategorized;
     // Deletes.
     let deletes = scale / 5;
-    let writes: Vec<DocWrite> = (0..deletes).map(|i| DocWrite::Delete { path: path(&dataset::doc_id(2 * third + i)) }).collect();
+    let writes: Vec<DocWrite> = (0..deletes).map(|i| DocWrite::Delete { path: path(&bookkeeping_records::doc_id(2 * third + i)) }).collect();
     for chunk in writes.chunks(500) {
         source.apply(chunk.to_vec()).await?;
     }
@@ -428,7 +428,7 @@ pub(crate) async fn live_traffic(
     // Create-then-delete within a second: two events whose order must not matter.
     for i in 0..scale / 25 {
         let id = format!("tmp{i:05}");
-        source.apply(vec![DocWrite::Set { path: path(&id), fields: dataset::record(seed, records + i, now) }]).await?;
+        source.apply(vec![DocWrite::Set { path: path(&id), fields: bookkeeping_records::record(seed, records + i, now) }]).await?;
         source.apply(vec![DocWrite::Delete { path: path(&id) }]).await?;
         live.created_then_deleted += 1;
         bars.live.inc(2);
@@ -437,7 +437,7 @@ pub(crate) async fn live_traffic(
     for burst in 0..3u64 {
         let size = scale * 3 / 2;
         let writes: Vec<DocWrite> = (0..size)
-            .map(|i| DocWrite::Set { path: path(&format!("b{burst}-{i:06}")), fields: dataset::record(seed, records * 2 + burst * size + i, now) })
+            .map(|i| DocWrite::Set { path: path(&format!("b{burst}-{i:06}")), fields: bookkeeping_records::record(seed, records * 2 + burst * size + i, now) })
             .collect();
         for chunk in writes.chunks(500) {
             source.apply(chunk.to_vec()).await?;
@@ -472,7 +472,7 @@ GROUP BY ALL
 ORDER BY account, fund, month";
 
 async fn run_report(backends: &EmbeddedBackends, tenant: &str) -> anyhow::Result<ReportSummary> {
-    let label = dataset::REPORT_LABEL;
+    let label = bookkeeping_records::REPORT_LABEL;
     let started = Instant::now();
     let rows = backends.warehouse.query_json_with(REPORT_SQL, vec![tenant.to_owned(), label.to_owned()]).await?;
     let millis = started.elapsed().as_secs_f64() * 1000.0;

@@ -12,9 +12,8 @@ use chrono::NaiveDate;
 use converge_backends::EmbeddedBackends;
 use converge_core::{MirrorConfig, SystemClock, Warehouse};
 use converge_etl::EtlRequest;
+use converge_scenarios::raw_exports::{self, OpsOptions};
 use serde::Serialize;
-
-use crate::ops_dataset::{self, OpsOptions};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EtlBenchReport {
@@ -53,9 +52,9 @@ pub async fn run(options: EtlBenchOptions) -> anyhow::Result<EtlBenchReport> {
     let backends = EmbeddedBackends::open_for(&data_dir, Arc::new(SystemClock), &mirror)?;
     backends.warehouse.ensure_tables(&mirror).await?;
     let ops = OpsOptions { batch: 5_000, ..OpsOptions::new(vec!["acme".into()], first_day(), options.days) };
-    let seeded = ops_dataset::seed(&backends.source, &ops).await.context("seeding the raw collections")?;
+    let seeded = raw_exports::seed(&backends.source, &ops).await.context("seeding the raw collections")?;
     eprintln!("seeded {} raw rows in {} ms", seeded.rows, seeded.millis);
-    let runner = crate::etl::runner(&backends, Arc::new(SystemClock));
+    let runner = converge_scenarios::embedded_etl::runner(&backends, Arc::new(SystemClock));
     runner.ensure_tables().await?;
     let last = ops.last_day();
 
@@ -89,10 +88,10 @@ pub async fn run(options: EtlBenchOptions) -> anyhow::Result<EtlBenchReport> {
         backfill_rows_out: all.rows_out,
         backfill_rows_per_second: all.rows_in as f64 / (backfill_millis.max(1) as f64 / 1000.0),
         rerun_one_day_millis,
-        peak_rss_mb: crate::bench_reconcile::memory_kib().1 as f64 / 1024.0,
+        peak_rss_mb: super::measure::memory_kib().1 as f64 / 1024.0,
     };
     if let Some(path) = &options.results {
-        crate::bench::replace_section(path, "etl", &render_results(&report))?;
+        super::measure::replace_section(path, "etl", &render_results(&report))?;
     }
     Ok(report)
 }
@@ -102,7 +101,7 @@ fn render_results(r: &EtlBenchReport) -> String {
         "<!-- bench:etl:start -->\n## Nightly ETL\n\n\
          `converge bench etl` (`make bench-etl`), {date}: one tenant of a real account's size on the embedded default \
          (SQLite raw collections with the date index, DuckDB metrics tables), {days} days of raw rows from the ops dataset \
-         (`crates/converge-cli/src/ops_dataset.rs`, seed 42). Each ETL reads the day's seven raw collections by date, \
+         (`crates/converge-scenarios/src/raw_exports.rs`, seed 42). Each ETL reads the day's seven raw collections by date, \
          validates every record, rolls them up to every vocabulary metric, runs the quality checks and replaces the slice \
          in one DuckDB transaction, with a run record per slice.\n\n\
          | step | raw rows | metric rows out | time | raw rows/s |\n|---|---|---|---|---|\n\
@@ -126,7 +125,7 @@ fn render_results(r: &EtlBenchReport) -> String {
         all = r.backfill_millis,
         all_rate = r.backfill_rows_per_second,
         rss = r.peak_rss_mb,
-        machine = crate::bench::machine(),
+        machine = super::measure::machine(),
         command = std::env::args().collect::<Vec<_>>().join(" "),
     )
 }

@@ -27,9 +27,9 @@ use converge_core::{Clock, ErrorLog, MirrorConfig, Route, SourceStore, SystemClo
 use converge_firestore::emulator::WRITTEN_EVENT_TYPE;
 use converge_firestore::{EmulatorOptions, FirestoreEmulator};
 use converge_http::CloudSettings;
-use converge_sync::{GroupCommitConfig, SyncService};
+use converge_sync::{GroupCommitConfig, SyncConfig, SyncService};
 
-use crate::dataset;
+use crate::bookkeeping_records;
 use crate::demo::{compare_tenants, live_traffic, load_dataset, Bars, DemoSummary, ReportSummary};
 
 /// The trigger id registered on the Firestore emulator.
@@ -66,15 +66,15 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
     backends.warehouse.ensure_tables(&config).await?;
 
     let run_id = format!("demo-cloud-{}", uuid::Uuid::new_v4());
-    let service = Arc::new(SyncService::start(
-        config.clone(),
-        Arc::new(backends.warehouse.clone()),
-        Arc::new(backends.source.clone()),
-        clock.clone(),
-        run_id.clone(),
-        converge_http::settings::DEFAULT_MAX_BODY_BYTES,
-        GroupCommitConfig::default(),
-    ));
+    let service = Arc::new(SyncService::start(SyncConfig {
+        mirror: config.clone(),
+        warehouse: Arc::new(backends.warehouse.clone()),
+        errors: Arc::new(backends.source.clone()),
+        clock: clock.clone(),
+        run_id: run_id.clone(),
+        max_body_bytes: converge_http::settings::DEFAULT_MAX_BODY_BYTES,
+        commit: GroupCommitConfig::default(),
+    }));
     let app = converge_sync::app(service.clone()).merge(converge_sync::emulator_route(service.clone()));
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(converge_http::serve(listener, app, async {
@@ -225,7 +225,7 @@ async fn wait_for_deliveries(received: &impl Fn() -> u64, expected: u64, timeout
 
 /// The same report as the embedded demo's, in BigQuery's dialect with named parameters.
 async fn run_report(backends: &CloudBackends, tenant: &str) -> anyhow::Result<ReportSummary> {
-    let label = dataset::REPORT_LABEL;
+    let label = bookkeeping_records::REPORT_LABEL;
     let view = converge_bigquery::schema::qualified(backends.warehouse.config(), "records_latest");
     let sql = format!(
         "SELECT account, fund, FORMAT_DATE('%Y-%m', date) AS month, COUNT(*) AS records, ROUND(SUM(amount), 2) AS total \

@@ -1,0 +1,64 @@
+//! What every benchmark measures and writes the same way: the machine's description,
+//! resident memory and CPU time of a process (from `/proc`; zero or None off Linux),
+//! and the results file, one replaceable section per benchmark.
+
+use std::path::Path;
+use std::time::Duration;
+
+/// CPU time (user + system) a process has used so far, from `/proc/{pid}/stat`;
+/// None off Linux. The kernel reports it in USER_HZ ticks, 100 per second.
+pub fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// A memory field of `/proc/{pid}/status` (`pid` may be `self`), KiB; None off Linux.
+fn status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Peak resident memory (VmHWM) of a process, MB; None off Linux.
+pub fn peak_rss_mb(pid: &str) -> Option<u64> {
+    Some(status_kib(pid, "VmHWM:")? / 1024)
+}
+
+/// `VmRSS` and `VmHWM` of this process, KiB (0 off Linux).
+pub fn memory_kib() -> (u64, u64) {
+    (status_kib("self", "VmRSS:").unwrap_or(0), status_kib("self", "VmHWM:").unwrap_or(0))
+}
+
+/// Replaces the section between `<!-- bench:{name}:start -->` and
+/// `<!-- bench:{name}:end -->` of the results file with `section` (which carries both
+/// markers), appending it if absent and creating the file if needed.
+pub fn replace_section(path: &Path, name: &str, section: &str) -> anyhow::Result<()> {
+    let (start_marker, end_marker) = (format!("<!-- bench:{name}:start -->"), format!("<!-- bench:{name}:end -->"));
+    let existing = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmark results\n\nWritten by `make bench`; each section is replaced by its benchmark.\n".to_owned());
+    let updated = match (existing.find(&start_marker), existing.find(&end_marker)) {
+        (Some(start), Some(end)) if start < end => format!("{}{}{}", &existing[..start], section, &existing[end + end_marker.len()..]),
+        _ => format!("{}\n\n{}\n", existing.trim_end(), section),
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, updated)?;
+    Ok(())
+}
+
+/// CPU model, cores and memory of this machine, for the results file.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map_or("unknown CPU", str::trim).to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_gib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{model}, {cores} cores, {memory_gib:.0} GiB RAM, dev profile (dependencies at opt-level 3, Converge crates at opt-level 2)")
+}

@@ -1,0 +1,226 @@
+//! `converge bench …`: the benchmarks, one module each, and the command that picks one.
+//!
+//! # Layout
+//!
+//! - [`measure`]: what every benchmark measures and writes the same way: the machine's
+//!   description, resident memory and CPU time from `/proc`, the results file's sections.
+//! - [`sync`]: `converge bench sync`, the sync path measured over loopback HTTP.
+//! - [`drifted_tenant`]: one tenant of N documents whose warehouse rows drifted 0.1% of
+//!   each kind, the data of the reconcile and rebuild benchmarks.
+//! - [`reconcile`]: `converge bench reconcile`, reconciliation beside reladiff.
+//! - [`rebuild`]: `converge bench rebuild`, rebuild throughput and memory.
+//! - [`etl`]: `converge bench etl`, the nightly ETL of one day and of 90 days.
+//! - [`detect`]: `converge bench detect`, the whole pack over 90 days of metrics.
+//!
+//! Dependencies point one way: this command → the benchmarks → `drifted_tenant` and
+//! `measure`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+pub mod detect;
+pub mod drifted_tenant;
+pub mod etl;
+pub mod measure;
+pub mod rebuild;
+pub mod reconcile;
+pub mod sync;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// The on-write sync path over loopback HTTP.
+    Sync {
+        /// Events sent in the saturation run.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Concurrent connections in the saturation run. 1000 is the most requests one
+        /// Cloud Run instance accepts at once, i.e. how Eventarc can load one instance.
+        #[arg(long, default_value_t = 1000)]
+        concurrency: usize,
+        /// Offered load of the fixed-rate run, events/s.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        /// Duration of the fixed-rate run, seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Duration of the sustained run at the same rate, seconds (0 skips it). Long
+        /// enough by default that DuckDB checkpoints its WAL during it, which the short
+        /// run never sees.
+        #[arg(long, default_value_t = 120)]
+        sustained_seconds: u64,
+        /// The on-write-sync binary (default: next to this one).
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+        /// Update this results file's sync section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reconciliation of one tenant with 0.1% drift of each kind, beside reladiff.
+    Reconcile {
+        /// Tenant sizes, documents (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [300_000u64, 1_000_000])]
+        records: Vec<u64>,
+        /// Python of the venv where reladiff is installed (`make reladiff`); without
+        /// it, reladiff is skipped.
+        #[arg(long)]
+        reladiff_python: Option<PathBuf>,
+        /// reladiff's driver script.
+        #[arg(long, default_value = "tools/reladiff/diff.py")]
+        reladiff_script: PathBuf,
+        /// Update this results file's reconcile section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Keep the generated data directories.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild of one tenant of N documents on the embedded default: documents/s and
+    /// peak memory, each size in its own process.
+    Rebuild {
+        /// Tenant sizes, documents (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [300_000u64, 1_000_000])]
+        records: Vec<u64>,
+        /// Update this results file's rebuild section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Keep the generated data directories.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole detector pack over 90 days of metrics at the demo's scale (DuckDB):
+    /// wall time of the pack and per detector.
+    Detect {
+        /// Tenants, each at one real account's scale.
+        #[arg(long, default_value_t = 4)]
+        tenants: usize,
+        /// Passes of the whole pack (the first opens opportunities, the rest update).
+        #[arg(long, default_value_t = 5)]
+        passes: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Data directory (replaced).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Update this results file's detect section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The nightly ETL on one tenant of a real account's size: one day, and a backfill
+    /// of every seeded day (90 by default), on the embedded default.
+    Etl {
+        /// Days of raw data seeded (and backfilled).
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// Data directory (replaced; default: converge-bench-etl in the temp directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Update this results file's etl section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One reconciler run in this process, printed as one JSON line with its peak
+    /// resident memory (the reconcile benchmark runs each in its own process).
+    #[command(hide = true)]
+    ReconcileOne {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = drifted_tenant::TENANT)]
+        tenant: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Sync { events, concurrency, rate, seconds, sustained_seconds, server_bin, results, json } => {
+            let server_bin = match server_bin {
+                Some(path) => path,
+                None => sync::sibling_binary("on-write-sync")?,
+            };
+            let result = sync::run(events, concurrency, rate, seconds, sustained_seconds, &server_bin).await?;
+            if let Some(path) = results {
+                sync::write_results(&path, &result)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                println!("{}", sync::markdown(&result));
+            }
+            Ok(())
+        }
+        BenchCommand::Reconcile { records, reladiff_python, reladiff_script, results, keep, json } => {
+            let options = reconcile::ReconcileBenchOptions { records, reladiff_python, reladiff_script, keep };
+            let result = reconcile::run(&options).await?;
+            if let Some(path) = results {
+                reconcile::write_results(&path, &result)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                println!("{}", reconcile::markdown(&result));
+            }
+            Ok(())
+        }
+        BenchCommand::Rebuild { records, results, keep, json } => {
+            let sizes = rebuild::run(&records, keep).await?;
+            if let Some(path) = results {
+                rebuild::write_results(&path, &sizes)?;
+                eprintln!("wrote {}", path.display());
+            }
+            if json {
+                println!("{}", serde_json::to_string(&sizes)?);
+            }
+            Ok(())
+        }
+        BenchCommand::Detect { tenants, passes, concurrency, data_dir, results, json } => {
+            let data_dir = data_dir.unwrap_or_else(detect::default_data_dir);
+            let result = detect::run(&data_dir, tenants, passes, concurrency).await?;
+            if let Some(path) = results {
+                detect::write_results(&path, &result)?;
+                eprintln!("wrote {}", path.display());
+            }
+            if json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                eprintln!(
+                    "{} metric rows ({} tenants, generated in {} ms); whole pack p50 {} ms, max {} ms over {} passes; {} findings, {} failed",
+                    result.metric_rows, result.tenants, result.generate_ms, result.pack_p50_ms, result.pack_max_ms, result.passes, result.findings, result.failed
+                );
+            }
+            Ok(())
+        }
+        BenchCommand::Etl { days, data_dir, results, json } => {
+            let report = etl::run(etl::EtlBenchOptions { days, data_dir, results: results.clone() }).await?;
+            if let Some(path) = results {
+                eprintln!("wrote {}", path.display());
+            }
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                eprintln!(
+                    "{} raw rows seeded in {} ms; ETL of one day {} ms ({} rows in, {} out); {} days {} ms ({:.0} raw rows/s); peak RSS {:.0} MB",
+                    report.raw_rows, report.seed_millis, report.one_day_millis, report.one_day_rows_in, report.one_day_rows_out, report.days,
+                    report.backfill_millis, report.backfill_rows_per_second, report.peak_rss_mb
+                );
+            }
+            Ok(())
+        }
+        BenchCommand::ReconcileOne { data_dir, tenant, dry_run } => {
+            let run = reconcile::reconcile_one(&data_dir, &tenant, dry_run).await?;
+            println!("{}", serde_json::to_string(&run)?);
+            Ok(())
+        }
+    }
+}
