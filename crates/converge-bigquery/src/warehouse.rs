@@ -481,17 +481,9 @@ impl Warehouse for BigQueryWarehouse {
         // it exists only once every statement above has run.
         let fingerprint = layout_fingerprint(bq, config);
         let tables: Vec<&str> = config.routes.iter().map(|route| route.table.as_str()).collect();
-        self.record_run(RunRecord {
-            batch_id: setup_batch_id(&fingerprint),
-            kind: SETUP_KIND.to_owned(),
-            scope: format!("{}.{}", bq.project, bq.dataset),
-            started_at,
-            finished_at: SystemClock.now(),
-            outcome: "ok".to_owned(),
-            report: serde_json::json!({ "fingerprint": fingerprint, "tables": tables }),
-            code_version: converge_core::CODE_VERSION.to_owned(),
-        })
-        .await
+        let report = serde_json::json!({ "fingerprint": fingerprint, "tables": tables });
+        let scope = format!("{}.{}", bq.project, bq.dataset);
+        self.record_run(RunRecord::new(setup_batch_id(&fingerprint), SETUP_KIND, scope, started_at, SystemClock.now(), "ok", &report)).await
     }
 
     async fn check_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {

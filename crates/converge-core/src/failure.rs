@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::change::{error_id, ChangeRow, Op};
 use crate::value::Timestamp;
 
 /// `sync_errors/{table}_{tenant}_{doc_id}_{action}`: a change that could not be written.
@@ -22,6 +23,44 @@ pub struct SyncErrorRecord {
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
     pub resolved: bool,
+}
+
+/// The change a failed write was for: what names its `sync_errors` record. The one
+/// place a record is made, for the sync function's failed events and the reconciler's
+/// failed repairs alike.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedWrite<'a> {
+    pub table: &'a str,
+    pub tenant: &'a str,
+    pub doc_id: &'a str,
+    pub doc_path: &'a str,
+    pub op: Op,
+    pub event_id: &'a str,
+}
+
+impl<'a> FailedWrite<'a> {
+    /// The failed write of `row`.
+    pub fn of_row(row: &'a ChangeRow) -> Self {
+        Self { table: &row.table, tenant: &row.tenant, doc_id: &row.doc_id, doc_path: &row.doc_path, op: row.op, event_id: &row.event_id }
+    }
+
+    /// Its open record after `attempts` attempts, the last failing with `error` at
+    /// `at`. Stores merge it into an existing record of the same id.
+    pub fn record(&self, error: &impl std::fmt::Display, attempts: u32, at: Timestamp) -> SyncErrorRecord {
+        SyncErrorRecord {
+            id: error_id(self.table, self.tenant, self.doc_id, self.op.action()),
+            tenant: self.tenant.to_owned(),
+            doc_id: self.doc_id.to_owned(),
+            doc_path: self.doc_path.to_owned(),
+            action: self.op.action().to_owned(),
+            event_id: self.event_id.to_owned(),
+            error: error.to_string(),
+            attempts,
+            first_seen: at,
+            last_seen: at,
+            resolved: false,
+        }
+    }
 }
 
 /// Why an event was quarantined.

@@ -222,3 +222,21 @@ pub struct RunRecord {
     pub report: serde_json::Value,
     pub code_version: String,
 }
+
+impl RunRecord {
+    /// The record of one run of `kind` over `scope`: `report` (the run's own report,
+    /// plain data) as its JSON, this build's code version. The one place a run record is
+    /// made.
+    pub fn new(batch_id: String, kind: &str, scope: String, started_at: Timestamp, finished_at: Timestamp, outcome: &str, report: &impl serde::Serialize) -> Self {
+        Self {
+            batch_id,
+            kind: kind.to_owned(),
+            scope,
+            started_at,
+            finished_at,
+            outcome: outcome.to_owned(),
+            report: serde_json::to_value(report).expect("a run report is plain data"),
+            code_version: crate::CODE_VERSION.to_owned(),
+        }
+    }
+}

@@ -189,16 +189,7 @@ impl DetectorRunner {
         }
         .into();
 
-        let record = RunRecord {
-            batch_id: run.batch_id.clone(),
-            kind: RUN_KIND.into(),
-            scope,
-            started_at,
-            finished_at: self.clock.now(),
-            outcome: run.outcome.clone(),
-            report: serde_json::to_value(&run).expect("a run report is plain data"),
-            code_version: CODE_VERSION.into(),
-        };
+        let record = RunRecord::new(run.batch_id.clone(), RUN_KIND, scope, started_at, self.clock.now(), &run.outcome, &run);
         if let Err(error) = outcome {
             if let Err(record_error) = self.runs.record_run(record).await {
                 tracing::warn!(batch_id = run.batch_id, %record_error, "the failed pass's run record could not be stored");

@@ -1,10 +1,9 @@
 //! The source's documents against the warehouse's latest states, both streamed in
 //! ascending path order, as a merge join: memory stays flat whatever the tenant's size.
 
-use converge_core::hash::content_hash;
+use converge_core::drift::{DriftMerge, Judgement, SourceSide};
 use converge_core::{DocState, Document, StoreError, Version};
 use futures::stream::BoxStream;
-use futures::StreamExt;
 
 /// What the rebuild writes for one document path.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,17 +18,12 @@ pub enum Rebuilt {
     Unchanged,
 }
 
-/// Merges `source` (documents) and `derived` (latest states), both in ascending
-/// `doc_path` order. Derived documents whose version is after `read_time` were
-/// written after the scan's snapshot (a live create): the snapshot cannot speak for
-/// them, so they get no tombstone.
+/// The source's documents against the warehouse's latest states, through core's one
+/// merge (`converge_core::drift::DriftMerge`, with its read-time guard): derived
+/// documents versioned after `read_time` were written after the scan's snapshot (a
+/// live create), so the snapshot cannot speak for them and they get no tombstone.
 pub struct MergeJoin {
-    source: BoxStream<'static, Result<Document, StoreError>>,
-    derived: BoxStream<'static, Result<DocState, StoreError>>,
-    read_time: Version,
-    next_source: Option<Document>,
-    next_derived: Option<DocState>,
-    started: bool,
+    merge: DriftMerge<Document>,
 }
 
 impl MergeJoin {
@@ -38,48 +32,25 @@ impl MergeJoin {
         derived: BoxStream<'static, Result<DocState, StoreError>>,
         read_time: Version,
     ) -> Self {
-        Self { source, derived, read_time, next_source: None, next_derived: None, started: false }
+        Self { merge: DriftMerge::new(source, derived, read_time) }
     }
 
     /// The next item, or `None` at the end of both streams.
     pub async fn next(&mut self) -> Result<Option<Rebuilt>, StoreError> {
-        if !self.started {
-            self.started = true;
-            self.next_source = self.source.next().await.transpose()?;
-            self.next_derived = self.derived.next().await.transpose()?;
-        }
         loop {
-            let order = match (&self.next_source, &self.next_derived) {
-                (None, None) => return Ok(None),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some(doc), Some(state)) => doc.path.as_str().cmp(state.doc_path.as_str()),
+            let rebuilt = match self.merge.next().await? {
+                None => return Ok(None),
+                Some(Judgement::Missing(doc) | Judgement::Different { source: doc, .. }) => Rebuilt::Document(doc),
+                Some(Judgement::Same(_)) => Rebuilt::Unchanged,
+                Some(Judgement::Orphan(state)) => Rebuilt::Absent { doc_path: state.doc_path },
+                // A live write after the snapshot: the source's copy (read at the
+                // snapshot) is written only if it differs, and loses to the live row by
+                // version anyway; a live create gets no tombstone.
+                Some(Judgement::InFlight { source: Some(doc), derived }) if doc.matches(&derived) => Rebuilt::Unchanged,
+                Some(Judgement::InFlight { source: Some(doc), .. }) => Rebuilt::Document(doc),
+                Some(Judgement::InFlight { source: None, .. }) => continue,
             };
-            match order {
-                std::cmp::Ordering::Less => {
-                    let doc = self.next_source.take().expect("compared");
-                    self.next_source = self.source.next().await.transpose()?;
-                    return Ok(Some(Rebuilt::Document(doc)));
-                }
-                std::cmp::Ordering::Equal => {
-                    let doc = self.next_source.take().expect("compared");
-                    let state = self.next_derived.take().expect("compared");
-                    self.next_source = self.source.next().await.transpose()?;
-                    self.next_derived = self.derived.next().await.transpose()?;
-                    let source_state = DocState::from_source(String::new(), doc.update_time.as_micros(), content_hash(&doc.fields));
-                    if source_state.same_state(&state) {
-                        return Ok(Some(Rebuilt::Unchanged));
-                    }
-                    return Ok(Some(Rebuilt::Document(doc)));
-                }
-                std::cmp::Ordering::Greater => {
-                    let state = self.next_derived.take().expect("compared");
-                    self.next_derived = self.derived.next().await.transpose()?;
-                    if state.version <= self.read_time {
-                        return Ok(Some(Rebuilt::Absent { doc_path: state.doc_path }));
-                    }
-                }
-            }
+            return Ok(Some(rebuilt));
         }
     }
 }
@@ -87,8 +58,9 @@ impl MergeJoin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use converge_core::hash::content_hash;
     use converge_core::{Fields, Timestamp};
-    use futures::stream;
+    use futures::{stream, StreamExt};
 
     fn doc(path: &str) -> Result<Document, StoreError> {
         Ok(Document { path: path.into(), fields: Fields::new(), create_time: Timestamp::new(1, 0), update_time: Timestamp::new(1, 0) })

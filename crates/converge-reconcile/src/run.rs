@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use converge_core::{
-    batch_id, drift::OrphanGuard, change::error_id, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError,
+    batch_id, drift::OrphanGuard, failure::FailedWrite, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError,
     SyncErrorRecord, Timestamp, Warehouse, CODE_VERSION,
 };
 use serde::Serialize;
 
-use crate::diff::{diff, Difference, DifferenceKind};
+use converge_core::drift::{diff, Difference, DifferenceKind};
 
 /// Rows per repair append.
 const REPAIR_CHUNK: usize = 1_000;
@@ -180,16 +180,7 @@ impl Reconciler {
         .into();
         run.millis = started.elapsed().as_millis() as u64;
         if !options.dry_run {
-            let record = RunRecord {
-                batch_id: run.batch_id.clone(),
-                kind: "reconcile".into(),
-                scope,
-                started_at,
-                finished_at: self.clock.now(),
-                outcome: run.outcome.clone(),
-                report: serde_json::to_value(&run).expect("a run report is plain data"),
-                code_version: CODE_VERSION.into(),
-            };
+            let record = RunRecord::new(run.batch_id.clone(), "reconcile", scope, started_at, self.clock.now(), &run.outcome, &run);
             self.warehouse.record_run(record).await?;
         }
         tracing::info!(
@@ -368,19 +359,7 @@ impl Reconciler {
                     let now = self.clock.now();
                     for row in rows {
                         run.repair_failures += 1;
-                        let record = SyncErrorRecord {
-                            id: error_id(&row.table, tenant, &row.doc_id, Op::Repair.action()),
-                            tenant: tenant.into(),
-                            doc_id: row.doc_id.clone(),
-                            doc_path: row.doc_path.clone(),
-                            action: Op::Repair.action().into(),
-                            event_id: row.event_id.clone(),
-                            error: error.to_string(),
-                            attempts: REPAIR_ATTEMPTS,
-                            first_seen: now,
-                            last_seen: now,
-                            resolved: false,
-                        };
+                        let record = FailedWrite::of_row(&row).record(&error, REPAIR_ATTEMPTS, now);
                         self.errors.record_sync_error(record).await?;
                     }
                 }
