@@ -1,5 +1,5 @@
 //! `converge detect --json` over the binary, on a data directory holding the planted
-//! 90 days of `daily_entity_metrics` (converge-detect's dataset, loaded the way the
+//! 90 days of `daily_entity_metrics` (the test kit's dataset, loaded the way the
 //! nightly ETL loads it): the printed run record, the stored one, and a second pass
 //! that opens nothing new.
 
@@ -10,20 +10,7 @@ use std::process::Command;
 use converge_core::{MetricsWarehouse, SliceLoad, SliceRow, Timestamp, Warehouse};
 use futures::StreamExt;
 
-/// One planted `daily_entity_metrics` row (the shape `planted.rs` builds).
-#[derive(Debug, Clone)]
-pub struct MetricRow {
-    pub date: chrono::NaiveDate,
-    pub tenant: String,
-    pub entity_type: &'static str,
-    pub entity_id: String,
-    pub metric: &'static str,
-    pub value: f64,
-}
-
-#[path = "../../crates/converge-detect/tests/common/planted.rs"]
-#[allow(dead_code)]
-mod planted;
+use converge_contract::kit::planted;
 
 /// A binary built next to this test: `current_exe()` is `target/<profile>/deps/<test>`.
 fn binary(name: &str) -> PathBuf {
@@ -40,14 +27,7 @@ async fn load_planted(data_dir: &Path) {
     warehouse.ensure_metrics_tables().await.unwrap();
     let mut slices: BTreeMap<(String, chrono::NaiveDate), Vec<converge_core::MetricRow>> = BTreeMap::new();
     for row in planted::dataset() {
-        slices.entry((row.tenant.clone(), row.date)).or_default().push(converge_core::MetricRow {
-            date: row.date,
-            tenant: row.tenant,
-            entity_type: row.entity_type.to_owned(),
-            entity_id: row.entity_id,
-            metric: row.metric.to_owned(),
-            value: row.value,
-        });
+        slices.entry((row.tenant.clone(), row.date)).or_default().push(row);
     }
     for ((tenant, date), rows) in slices {
         let load = SliceLoad {
