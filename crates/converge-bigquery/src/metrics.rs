@@ -272,19 +272,8 @@ impl MetricsWarehouse for BigQueryWarehouse {
     }
 
     async fn check_metrics_tables(&self) -> Result<(), StoreError> {
-        let dataset = format!("dataset `{}.{}`", self.config().project, self.config().dataset);
-        let Some(catalog) = self.catalog().await? else {
-            return Err(StoreError::not_set_up(BACKEND, &dataset, &["it does not exist".to_owned()]));
-        };
-        let missing: Vec<String> = [METRICS_TABLE, ENTITY_MAP_TABLE, LOADS_TABLE, STAGING_METRICS_TABLE, STAGING_ENTITY_MAP_TABLE]
-            .into_iter()
-            .filter(|name| !catalog.contains_key(*name))
-            .map(|name| format!("table `{name}` is missing"))
-            .collect();
-        match missing.is_empty() {
-            true => Ok(()),
-            false => Err(StoreError::not_set_up(BACKEND, &dataset, &missing)),
-        }
+        let tables = [METRICS_TABLE, ENTITY_MAP_TABLE, LOADS_TABLE, STAGING_METRICS_TABLE, STAGING_ENTITY_MAP_TABLE];
+        self.require(tables.into_iter().map(|name| (name.to_owned(), crate::warehouse::TABLE)).collect()).await
     }
 
     async fn replace_slice(&self, load: SliceLoad, mut rows: BoxStream<'static, Result<SliceRow, StoreError>>) -> Result<ReplaceReceipt, StoreError> {

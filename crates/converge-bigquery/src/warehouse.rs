@@ -37,6 +37,10 @@ use crate::schema::{
     as_of_query, catalog_query, create_dataset, create_runs, create_statements, layout_fingerprint, qualified, setup_batch_id, SETUP_KIND, STATE_COLUMNS,
 };
 
+/// `INFORMATION_SCHEMA.TABLES` types of what setup creates.
+pub(crate) const TABLE: &str = "BASE TABLE";
+pub(crate) const VIEW: &str = "VIEW";
+
 /// Largest Arrow payload sent in one AppendRows request. The API refuses requests
 /// over 10 MB; the margin covers the schema and request framing.
 const MAX_APPEND_BYTES: usize = 7 * 1024 * 1024;
@@ -215,11 +219,17 @@ impl BigQueryWarehouse {
         }
     }
 
-    /// The dataset's tables and views by name, with their type; `None` if the dataset
-    /// does not exist. Reads metadata only (see [`catalog_query`] for the permissions).
-    pub(crate) async fn catalog(&self) -> Result<Option<HashMap<String, String>>, StoreError> {
+    /// `` dataset `project.dataset` ``, for messages.
+    fn dataset_name(&self) -> String {
+        format!("dataset `{}.{}`", self.inner.config.project, self.inner.config.dataset)
+    }
+
+    /// Checks, reading metadata only (see [`catalog_query`] for the permissions), that
+    /// the dataset exists and holds every `(name, type)` wanted (type [`TABLE`] or
+    /// [`VIEW`]); otherwise a not-set-up error naming each one missing.
+    pub(crate) async fn require(&self, wanted: Vec<(String, &'static str)>) -> Result<(), StoreError> {
         if !self.dataset_exists().await? {
-            return Ok(None);
+            return Err(StoreError::not_set_up(BACKEND, &self.dataset_name(), &["it does not exist".to_owned()]));
         }
         let done = self.run("list the dataset's tables", catalog_query(&self.inner.config), &[]).await?;
         let mut catalog = HashMap::new();
@@ -229,7 +239,15 @@ impl BigQueryWarehouse {
             let field = |i| row.get::<String>(i).map_err(|e| row_error("list the dataset's tables", &e));
             catalog.insert(field(0)?, field(1)?);
         }
-        Ok(Some(catalog))
+        let missing: Vec<String> = wanted
+            .into_iter()
+            .filter(|(name, kind)| catalog.get(name).map(String::as_str) != Some(*kind))
+            .map(|(name, kind)| format!("{} `{name}` is missing", if kind == VIEW { "view" } else { "table" }))
+            .collect();
+        match missing.is_empty() {
+            true => Ok(()),
+            false => Err(StoreError::not_set_up(BACKEND, &self.dataset_name(), &missing)),
+        }
     }
 
     /// Creates the dataset only if it is missing. `CREATE SCHEMA IF NOT EXISTS` is
@@ -237,7 +255,7 @@ impl BigQueryWarehouse {
     /// exists (see `FACTS`: dbt-external-tables #354, Airbyte #39330), so a setup run by
     /// someone with only dataset-level roles, on a dataset Terraform made, would fail.
     pub(crate) async fn ensure_dataset(&self) -> Result<(), StoreError> {
-        if self.catalog().await?.is_none() {
+        if !self.dataset_exists().await? {
             self.run("create dataset", create_dataset(&self.inner.config), &[]).await?;
         }
         Ok(())
@@ -488,23 +506,12 @@ impl Warehouse for BigQueryWarehouse {
 
     async fn check_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
         let bq = &self.inner.config;
-        let dataset = format!("dataset `{}.{}`", bq.project, bq.dataset);
-        let Some(catalog) = self.catalog().await? else {
-            return Err(StoreError::not_set_up(BACKEND, &dataset, &["it does not exist".to_owned()]));
-        };
-        let mut wanted = vec![(converge_core::RUNS_TABLE.to_owned(), "BASE TABLE")];
+        let mut wanted = vec![(converge_core::RUNS_TABLE.to_owned(), TABLE)];
         for route in &config.routes {
-            wanted.push((route.table.clone(), "BASE TABLE"));
-            wanted.push((format!("{}_latest", route.table), "VIEW"));
+            wanted.push((route.table.clone(), TABLE));
+            wanted.push((format!("{}_latest", route.table), VIEW));
         }
-        let missing: Vec<String> = wanted
-            .into_iter()
-            .filter(|(name, kind)| catalog.get(name).map(String::as_str) != Some(*kind))
-            .map(|(name, kind)| format!("{} `{name}` is missing", if kind == "VIEW" { "view" } else { "table" }))
-            .collect();
-        if !missing.is_empty() {
-            return Err(StoreError::not_set_up(BACKEND, &dataset, &missing));
-        }
+        self.require(wanted).await?;
         // Everything is there; is it what this build and configuration create? The
         // columns, views and table functions are compared by the fingerprint of their
         // DDL, recorded by the last setup.
@@ -525,10 +532,10 @@ impl Warehouse for BigQueryWarehouse {
             }
             Some(found) => Err(StoreError::not_set_up(
                 BACKEND,
-                &dataset,
+                &self.dataset_name(),
                 &[format!("its tables and views were set up by another version or configuration (last setup `{found}`, this one needs `{expected}`)")],
             )),
-            None => Err(StoreError::not_set_up(BACKEND, &dataset, &[format!("`{}` records no setup", converge_core::RUNS_TABLE)])),
+            None => Err(StoreError::not_set_up(BACKEND, &self.dataset_name(), &[format!("`{}` records no setup", converge_core::RUNS_TABLE)])),
         }
     }
 
