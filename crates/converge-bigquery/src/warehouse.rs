@@ -28,7 +28,7 @@ use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_gax::retry_policy::RetryPolicyExt;
 
 use converge_core::config::Route;
-use converge_core::{AppendReceipt, ChangeRow, Clock, DocState, ErrorKind, MirrorConfig, RunRecord, Scan, StoreError, SystemClock, Timestamp, Warehouse, RUNS_TABLE};
+use converge_core::{AppendReceipt, ChangeRow, Clock, DocState, ErrorKind, MirrorConfig, RunOutcome, RunRecord, Scan, StoreError, SystemClock, Timestamp, Warehouse, RUNS_TABLE};
 
 use crate::arrow::{ipc_batch, ipc_schema, record_batch, table_schema};
 use crate::config::BigQueryConfig;
@@ -501,7 +501,7 @@ impl Warehouse for BigQueryWarehouse {
         let tables: Vec<&str> = config.routes.iter().map(|route| route.table.as_str()).collect();
         let report = serde_json::json!({ "fingerprint": fingerprint, "tables": tables });
         let scope = format!("{}.{}", bq.project, bq.dataset);
-        self.record_run(RunRecord::new(setup_batch_id(&fingerprint), SETUP_KIND, scope, started_at, SystemClock.now(), "ok", &report)).await
+        self.record_run(RunRecord::new(setup_batch_id(&fingerprint), SETUP_KIND, scope, started_at, SystemClock.now(), RunOutcome::Ok, &report)).await
     }
 
     async fn check_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
@@ -674,7 +674,7 @@ impl Warehouse for BigQueryWarehouse {
             ("scope", QueryParam::String(run.scope)),
             ("started_at", QueryParam::Timestamp(run.started_at.as_micros())),
             ("finished_at", QueryParam::Timestamp(run.finished_at.as_micros())),
-            ("outcome", QueryParam::String(run.outcome)),
+            ("outcome", QueryParam::String(run.outcome.as_str().to_owned())),
             ("report", QueryParam::String(run.report.to_string())),
             ("code_version", QueryParam::String(run.code_version)),
         ];
@@ -704,7 +704,11 @@ impl Warehouse for BigQueryWarehouse {
                     scope: row.get(2).map_err(error)?,
                     started_at: Timestamp::from_micros(row.get(3).map_err(error)?),
                     finished_at: Timestamp::from_micros(row.get(4).map_err(error)?),
-                    outcome: row.get(5).map_err(error)?,
+                    outcome: row
+                        .get::<String>(5)
+                        .map_err(error)?
+                        .parse()
+                        .map_err(|e: converge_core::run::UnknownRunOutcome| StoreError::permanent(BACKEND, format!("run record: {e}")))?,
                     report: serde_json::from_str(&report)
                         .map_err(|e| StoreError::permanent(BACKEND, format!("run report is not JSON: {e}")))?,
                     code_version: row.get(7).map_err(error)?,

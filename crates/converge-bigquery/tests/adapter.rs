@@ -203,7 +203,7 @@ async fn the_start_up_check_trusts_only_the_last_recorded_setup() {
         scope: "other".into(),
         started_at: now,
         finished_at: now,
-        outcome: "ok".into(),
+        outcome: converge_core::RunOutcome::Ok,
         report: serde_json::json!({}),
         code_version: "9.9.9".into(),
     };

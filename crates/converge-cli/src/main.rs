@@ -1,6 +1,7 @@
 //! `converge`: the command-line entry point. Parses arguments and calls one command
 //! module; all behaviour lives in the library.
 
+use converge_core::RunOutcome;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -337,7 +338,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 print!("{}", detect::render(&run));
             }
-            if run.outcome != "ok" {
+            if run.outcome != RunOutcome::Ok {
                 std::process::exit(1);
             }
         }
@@ -354,7 +355,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 print!("{}", converge_cli::etl::render(&run));
             }
-            if run.outcome == "failed" {
+            if run.outcome == RunOutcome::Failed {
                 std::process::exit(1);
             }
         }

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use converge_core::value::fields_from_json;
-use converge_core::{ChangeRow, DocState, Document, ErrorKind, MirrorConfig, Op, RowContext, RunRecord, StoreError, Timestamp, Warehouse};
+use converge_core::{ChangeRow, DocState, Document, ErrorKind, MirrorConfig, Op, RowContext, RunOutcome, RunRecord, StoreError, Timestamp, Warehouse};
 use futures::StreamExt;
 
 use crate::case;
@@ -147,26 +147,34 @@ where
 
     case(suite, "run records read back newest first, one per batch id", async {
         let warehouse = setup().await;
-        let run = |batch: &str, finished: i64, outcome: &str| RunRecord {
+        let run = |batch: &str, finished: i64, outcome: RunOutcome| RunRecord {
             batch_id: batch.into(),
             kind: "reconcile".into(),
             scope: "acme".into(),
             started_at: Timestamp::new(finished - 5, 250_000),
             finished_at: Timestamp::new(finished, 500_000),
-            outcome: outcome.into(),
+            outcome,
             report: serde_json::json!({"missing": 3, "silent": 1, "tenants": ["acme"]}),
             code_version: "contract".into(),
         };
-        warehouse.record_run(run("b1", 1_700_000_100, "partial")).await.unwrap();
-        warehouse.record_run(run("b2", 1_700_000_200, "ok")).await.unwrap();
+        warehouse.record_run(run("b1", 1_700_000_100, RunOutcome::Partial)).await.unwrap();
+        warehouse.record_run(run("b2", 1_700_000_200, RunOutcome::Ok)).await.unwrap();
         // The same batch recorded again (a re-run): read back once, as last recorded.
-        warehouse.record_run(run("b1", 1_700_000_300, "ok")).await.unwrap();
-        let mut other = run("e1", 1_700_000_400, "ok");
+        warehouse.record_run(run("b1", 1_700_000_300, RunOutcome::Ok)).await.unwrap();
+        let mut other = run("e1", 1_700_000_400, RunOutcome::Ok);
         other.kind = "etl".into();
         warehouse.record_run(other).await.unwrap();
         let runs = warehouse.runs("reconcile", 10).await.unwrap();
-        assert_eq!(runs, vec![run("b1", 1_700_000_300, "ok"), run("b2", 1_700_000_200, "ok")]);
+        assert_eq!(runs, vec![run("b1", 1_700_000_300, RunOutcome::Ok), run("b2", 1_700_000_200, RunOutcome::Ok)]);
         assert_eq!(warehouse.runs("reconcile", 1).await.unwrap().len(), 1);
+        // Every outcome is stored under its name and read back as itself.
+        for (i, outcome) in RunOutcome::ALL.into_iter().enumerate() {
+            let mut record = run(&format!("o{i}"), 1_700_001_000 - i as i64, outcome);
+            record.kind = "outcomes".into();
+            warehouse.record_run(record).await.unwrap();
+        }
+        let outcomes: Vec<RunOutcome> = warehouse.runs("outcomes", 10).await.unwrap().into_iter().map(|run| run.outcome).collect();
+        assert_eq!(outcomes, RunOutcome::ALL);
     })
     .await;
 

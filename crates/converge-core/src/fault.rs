@@ -29,7 +29,8 @@ use futures::stream::BoxStream;
 use crate::change::ChangeRow;
 use crate::config::MirrorConfig;
 use crate::error::{ErrorKind, StoreError};
-use crate::store::{AppendReceipt, DocState, RunRecord, Scan, Warehouse};
+use crate::run::RunRecord;
+use crate::store::{AppendReceipt, DocState, Scan, Warehouse};
 
 /// Which rows an append may not carry, and how such an append fails.
 type RowFault = (RowPredicate, ErrorKind);

@@ -12,6 +12,7 @@
 //! - [`drift`]: comparing source and derived states.
 //! - [`path`]: Firestore's rules for ids and paths, shared by every store.
 //! - [`store`]: the traits behind which every external system sits.
+//! - [`run`]: run records (batch ids, [`RunOutcome`]) every job writes.
 //! - [`findings`]: running detector queries on the warehouse ([`FindingsWarehouse`]).
 //! - [`opportunity`]: detectors' findings as stored records ([`OpportunityStore`]), their ids and periods.
 //! - [`raw`]: reading raw operational records by date (the nightly ETL's input).
@@ -34,6 +35,7 @@ pub mod opportunity;
 pub mod metrics;
 pub mod path;
 pub mod raw;
+pub mod run;
 pub mod store;
 pub mod value;
 pub mod version;
@@ -48,7 +50,8 @@ pub use raw::RawSource;
 pub use failure::{QuarantineReason, QuarantineRecord, SyncErrorRecord};
 pub use findings::{FindingRow, FindingsParam, FindingsParamValue, FindingsQuery, FindingsWarehouse, QueryDialect, FINDING_COLUMNS};
 pub use opportunity::{opportunity_id, opportunity_period, Opportunity, OpportunityStatus, OpportunityStore, UpsertOutcome};
-pub use store::{batch_id, flatten_chunks, AppendReceipt, DocState, ReadAt, DocWrite, ErrorLog, RunRecord, Scan, SourceStore, Warehouse, RUNS_TABLE};
+pub use run::{batch_id, RunOutcome, RunRecord, RUNS_TABLE};
+pub use store::{flatten_chunks, AppendReceipt, DocState, ReadAt, DocWrite, ErrorLog, Scan, SourceStore, Warehouse};
 pub use value::{Document, Fields, GeoPoint, Timestamp, Value};
 pub use version::{RowOrder, Version};
 

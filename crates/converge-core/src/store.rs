@@ -9,6 +9,7 @@ use crate::change::ChangeRow;
 use crate::config::MirrorConfig;
 use crate::error::StoreError;
 use crate::failure::{QuarantineRecord, SyncErrorRecord};
+use crate::run::RunRecord;
 use crate::value::{Document, Fields, Timestamp};
 use crate::version::Version;
 
@@ -188,55 +189,3 @@ pub struct AppendReceipt {
     pub duplicates: u64,
 }
 
-/// The table every run (reconcile, rebuild, ETL, detectors) records itself in.
-pub const RUNS_TABLE: &str = "converge_runs";
-
-/// A run's batch id: `sha256(kind, scope, key)`, hex. The same work (a scheduler's
-/// tick, a tenant's rebuild on one day) always carries the same id, so a re-run is
-/// recognisable as one.
-pub fn batch_id(kind: &str, scope: &str, key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    for part in [kind, scope, key] {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    hex::encode(&hasher.finalize()[..16])
-}
-
-/// What one run did: its deterministic batch id, scope, outcome and counts.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RunRecord {
-    /// Deterministic (sha256 of kind, scope and the run's key), so a re-run of the
-    /// same work carries the same id.
-    pub batch_id: String,
-    /// `reconcile`, `rebuild`, `etl`, `detectors`.
-    pub kind: String,
-    /// A tenant, or `*` for all.
-    pub scope: String,
-    pub started_at: Timestamp,
-    pub finished_at: Timestamp,
-    /// `ok`, `partial` (some work failed and was recorded), `failed`, `dry_run`.
-    pub outcome: String,
-    /// The kind's counts and details, as a JSON object.
-    pub report: serde_json::Value,
-    pub code_version: String,
-}
-
-impl RunRecord {
-    /// The record of one run of `kind` over `scope`: `report` (the run's own report,
-    /// plain data) as its JSON, this build's code version. The one place a run record is
-    /// made.
-    pub fn new(batch_id: String, kind: &str, scope: String, started_at: Timestamp, finished_at: Timestamp, outcome: &str, report: &impl serde::Serialize) -> Self {
-        Self {
-            batch_id,
-            kind: kind.to_owned(),
-            scope,
-            started_at,
-            finished_at,
-            outcome: outcome.to_owned(),
-            report: serde_json::to_value(report).expect("a run report is plain data"),
-            code_version: crate::CODE_VERSION.to_owned(),
-        }
-    }
-}

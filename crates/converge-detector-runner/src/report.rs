@@ -1,5 +1,6 @@
 //! The report of one pass, stored as the run record's `report`.
 
+use converge_core::RunOutcome;
 use serde::{Deserialize, Serialize};
 
 /// One pass.
@@ -10,7 +11,7 @@ pub struct DetectRun {
     pub scope: String,
     /// `ok`, `partial` (some detectors failed, the others' results stand) or `failed`
     /// (every detector failed).
-    pub outcome: String,
+    pub outcome: RunOutcome,
     /// Detectors run (each once, or once per named tenant).
     pub run: u64,
     /// Findings: rows returned by the detectors that succeeded.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use chrono::NaiveDate;
 use converge_core::{
     batch_id, opportunity_id, opportunity_period, path, Clock, FindingRow, FindingsWarehouse, Opportunity, OpportunityStatus,
-    OpportunityStore, RunRecord, StoreError, UpsertOutcome, Warehouse, CODE_VERSION,
+    OpportunityStore, RunOutcome, RunRecord, StoreError, UpsertOutcome, Warehouse, CODE_VERSION,
 };
 use converge_detect::{compile, render_message, DetectorSpec, Pack};
 use futures::stream::{self, StreamExt};
@@ -182,14 +182,13 @@ impl DetectorRunner {
         run.failed = run.detectors.iter().filter(|d| !d.ok).count() as u64;
         run.millis = started.elapsed().as_millis() as u64;
         run.outcome = match (&outcome, run.failed) {
-            (Err(_), _) => "failed",
-            (Ok(()), 0) => "ok",
-            (Ok(()), failed) if failed == run.run => "failed",
-            (Ok(()), _) => "partial",
-        }
-        .into();
+            (Err(_), _) => RunOutcome::Failed,
+            (Ok(()), 0) => RunOutcome::Ok,
+            (Ok(()), failed) if failed == run.run => RunOutcome::Failed,
+            (Ok(()), _) => RunOutcome::Partial,
+        };
 
-        let record = RunRecord::new(run.batch_id.clone(), RUN_KIND, scope, started_at, self.clock.now(), &run.outcome, &run);
+        let record = RunRecord::new(run.batch_id.clone(), RUN_KIND, scope, started_at, self.clock.now(), run.outcome, &run);
         if let Err(error) = outcome {
             if let Err(record_error) = self.runs.record_run(record).await {
                 tracing::warn!(batch_id = run.batch_id, %record_error, "the failed pass's run record could not be stored");
@@ -198,7 +197,7 @@ impl DetectorRunner {
             return Err(DetectError::Store(error));
         }
         self.runs.record_run(record).await.map_err(|source| DetectError::NotRecorded { batch_id: run.batch_id.clone(), source })?;
-        tracing::info!(batch_id = run.batch_id, outcome = run.outcome, run = run.run, fired = run.fired, failed = run.failed,
+        tracing::info!(batch_id = run.batch_id, outcome = %run.outcome, run = run.run, fired = run.fired, failed = run.failed,
             opened = run.opportunities.opened, updated = run.opportunities.updated, resolved = run.opportunities.resolved,
             millis = run.millis, "detector pass finished");
         Ok(run)

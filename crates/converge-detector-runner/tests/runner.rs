@@ -4,6 +4,7 @@
 
 mod common;
 
+use converge_core::RunOutcome;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -62,7 +63,7 @@ async fn the_planted_patterns_become_opportunities_and_the_run_is_recorded() {
     assert_eq!(records[0].batch_id, converge_core::batch_id("detectors", "*", &planted::as_of().to_string()));
     assert_eq!(records[0].report["fired"], total as u64);
     assert_eq!(records[0].report["opportunities"]["opened"], total as u64);
-    assert_eq!(records[0].outcome, "ok");
+    assert_eq!(records[0].outcome, RunOutcome::Ok);
 }
 
 trait NowTs {
@@ -137,7 +138,7 @@ async fn a_failing_detector_is_recorded_and_the_others_run() {
     let total: usize = planted::expected_acme_findings().iter().map(|(_, ids)| ids.len()).sum();
     assert_eq!(run.fired as usize, total, "every other detector's findings stand");
     let record = &env.warehouse.runs("detectors", 1).await.unwrap()[0];
-    assert_eq!(record.outcome, "partial");
+    assert_eq!(record.outcome, RunOutcome::Partial);
     assert_eq!(record.report["failures"][0]["detector"], "broken_reader");
 }
 
@@ -280,7 +281,7 @@ async fn no_more_queries_run_at_once_than_the_limit() {
             RunnerOptions { concurrency: limit, query_timeout: Duration::from_secs(60) },
         );
         let run = runner.run(request()).await.unwrap();
-        assert_eq!(run.outcome, "ok");
+        assert_eq!(run.outcome, RunOutcome::Ok);
         assert_eq!(probe.started.load(Ordering::SeqCst), 34);
         assert_eq!(probe.max_seen.load(Ordering::SeqCst), limit, "queries in flight at most, and at least once exactly, the limit");
     }

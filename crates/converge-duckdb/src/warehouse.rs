@@ -662,7 +662,7 @@ impl Warehouse for DuckWarehouse {
                         run.scope,
                         run.started_at.as_micros(),
                         run.finished_at.as_micros(),
-                        run.outcome,
+                        run.outcome.as_str(),
                         run.report.to_string(),
                         run.code_version
                     ],
@@ -724,7 +724,7 @@ fn run_from_row(row: &duckdb::Row<'_>) -> duckdb::Result<(RunRecord, String)> {
             scope: row.get(2)?,
             started_at: micros(3)?,
             finished_at: micros(4)?,
-            outcome: row.get(5)?,
+            outcome: row.get::<_, String>(5)?.parse().map_err(|e| duckdb::Error::FromSqlConversionFailure(5, duckdb::types::Type::Text, Box::new(e)))?,
             report: serde_json::Value::Null,
             code_version: row.get(7)?,
         },

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{Days, NaiveDate};
 use converge_core::failure::QUARANTINE_PAYLOAD_LIMIT;
 use converge_core::{
-    batch_id, path, Clock, ErrorKind, ErrorLog, MetricsWarehouse, QuarantineReason, QuarantineRecord, RawSource, RunRecord, SliceLoad,
+    batch_id, path, Clock, ErrorKind, ErrorLog, MetricsWarehouse, QuarantineReason, QuarantineRecord, RawSource, RunOutcome, RunRecord, SliceLoad,
     SliceRow, SourceStore, StoreError, Timestamp, Warehouse, CODE_VERSION,
 };
 use converge_rebuild::Throttle;
@@ -139,7 +139,7 @@ pub struct SliceReport {
     pub date: String,
     /// `ok`, `partial` (loaded; some records quarantined) or `failed` (not loaded:
     /// a quality check failed or a backend did; the old slice stays).
-    pub outcome: String,
+    pub outcome: RunOutcome,
     /// Valid raw records read (quarantined ones excluded).
     pub rows_in: u64,
     /// `daily_entity_metrics` rows of the slice.
@@ -170,7 +170,7 @@ pub struct EtlRun {
     pub tenants: Vec<String>,
     /// `ok`, `partial` (every slice loaded, some records quarantined) or `failed`
     /// (at least one slice failed a quality check and was not loaded).
-    pub outcome: String,
+    pub outcome: RunOutcome,
     pub slices: u64,
     pub failed_slices: u64,
     pub rows_in: u64,
@@ -249,7 +249,7 @@ impl EtlRunner {
             from: from.to_string(),
             to: to.to_string(),
             tenants: tenants.clone(),
-            outcome: "ok".into(),
+            outcome: RunOutcome::Ok,
             slices: 0,
             failed_slices: 0,
             rows_in: 0,
@@ -268,14 +268,10 @@ impl EtlRunner {
                 run.rows_in += report.rows_in;
                 run.rows_out += report.rows_out;
                 run.quarantined += report.quarantined;
-                match report.outcome.as_str() {
-                    "failed" => {
-                        run.failed_slices += 1;
-                        run.outcome = "failed".into();
-                    }
-                    "partial" if run.outcome == "ok" => run.outcome = "partial".into(),
-                    _ => {}
+                if report.outcome == RunOutcome::Failed {
+                    run.failed_slices += 1;
                 }
+                run.outcome = run.outcome.combine(report.outcome);
                 run.runs.push(record);
                 progress.slices_done.fetch_add(1, Ordering::Relaxed);
             }
@@ -284,7 +280,7 @@ impl EtlRunner {
         if let [only] = run.runs.as_slice() {
             run.batch_id = only.batch_id.clone();
         }
-        tracing::info!(run_id, outcome = run.outcome, slices = run.slices, failed_slices = run.failed_slices, rows_in = run.rows_in,
+        tracing::info!(run_id, outcome = %run.outcome, slices = run.slices, failed_slices = run.failed_slices, rows_in = run.rows_in,
             rows_out = run.rows_out, quarantined = run.quarantined, millis = run.millis, "etl finished");
         Ok(run)
     }
@@ -300,7 +296,7 @@ impl EtlRunner {
         let loaded = match result {
             Ok(loaded) => loaded,
             Err(source) => {
-                report.outcome = "failed".into();
+                report.outcome = RunOutcome::Failed;
                 report.error = Some(source.to_string());
                 let record = self.record(started_at, &report);
                 // Best effort: the warehouse may be what failed.
@@ -318,18 +314,18 @@ impl EtlRunner {
             (false, Err(source)) => return Err(EtlError::Store { tenant: tenant.into(), date, source }),
             _ => {}
         }
-        if report.outcome == "failed" {
+        if report.outcome == RunOutcome::Failed {
             let failed: Vec<&str> = report.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
             tracing::error!(run_id, batch_id = batch, tenant, %date, checks = ?failed, rows_in = report.rows_in, "etl slice failed its quality checks; the old slice stays");
         } else {
-            tracing::info!(run_id, batch_id = batch, tenant, %date, outcome = report.outcome, rows_in = report.rows_in, rows_out = report.rows_out,
+            tracing::info!(run_id, batch_id = batch, tenant, %date, outcome = %report.outcome, rows_in = report.rows_in, rows_out = report.rows_out,
                 quarantined = report.quarantined, millis = report.millis, "etl slice loaded");
         }
         Ok(record)
     }
 
     fn record(&self, started_at: Timestamp, report: &SliceReport) -> RunRecord {
-        RunRecord::new(report.batch_id.clone(), "etl", report.tenant.clone(), started_at, self.clock.now(), &report.outcome, report)
+        RunRecord::new(report.batch_id.clone(), "etl", report.tenant.clone(), started_at, self.clock.now(), report.outcome, report)
     }
 
     /// Fills `report`; returns whether the slice was replaced (false: a check failed).
@@ -370,7 +366,7 @@ impl EtlRunner {
             self.backends.metrics.loads_before(tenant, date, self.policy.trailing_loads * 2).await?.into_iter().map(|load| load.rows_in).collect();
         report.checks = vec![rows_in_check(slice.rows_in, &earlier, &self.policy), duplicate_keys_check(&slice), empty_ids_check(&slice)];
         if report.checks.iter().any(|check| !check.passed) {
-            report.outcome = "failed".into();
+            report.outcome = RunOutcome::Failed;
             return Ok(false);
         }
         let (metrics, entities) = slice.into_rows(tenant, date);
@@ -391,7 +387,7 @@ impl EtlRunner {
         };
         let rows = metrics.into_iter().map(SliceRow::Metric).chain(entities.into_iter().map(SliceRow::Entity)).map(Ok);
         self.backends.metrics.replace_slice(load, futures::stream::iter(rows).boxed()).await?;
-        report.outcome = if report.quarantined == 0 { "ok" } else { "partial" }.into();
+        report.outcome = if report.quarantined == 0 { RunOutcome::Ok } else { RunOutcome::Partial };
         Ok(true)
     }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+use converge_core::RunOutcome;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -156,11 +157,11 @@ async fn check_fails_and_old_slice_stays(env: &Env, date: chrono::NaiveDate, bre
     let report = report(&run, 0);
     let failed: Vec<&str> = report.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
     assert_eq!(failed, [check], "{:?}", report.checks);
-    assert_eq!(run.runs[0].outcome, "failed");
+    assert_eq!(run.runs[0].outcome, RunOutcome::Failed);
     assert_eq!(state(env, "acme", date).await, before, "the old slice stays");
     let stored = env.warehouse.runs("etl", 50).await.unwrap();
     let stored = stored.iter().find(|r| r.batch_id == batch_id("etl", "acme", &date.to_string())).unwrap();
-    assert_eq!(stored.outcome, "failed", "the failure is recorded");
+    assert_eq!(stored.outcome, RunOutcome::Failed, "the failure is recorded");
 }
 
 #[tokio::test]
@@ -193,7 +194,7 @@ async fn each_quality_check_fails_the_slice_and_leaves_the_old_one() {
 
     // Fixed: the day loads again.
     env.write(day_writes("acme", day(6), 10)).await;
-    assert_eq!(env.runner().run(one_day(day(6))).await.unwrap().outcome, "ok");
+    assert_eq!(env.runner().run(one_day(day(6))).await.unwrap().outcome, RunOutcome::Ok);
 }
 
 #[tokio::test]
@@ -212,10 +213,10 @@ async fn an_interrupted_replace_leaves_the_old_slice_and_says_retry() {
     assert_eq!(faulty.injected(), 1);
     assert_eq!(state(&env, "acme", day(7)).await, before, "the old slice, whole");
     let stored = env.warehouse.runs("etl", 5).await.unwrap();
-    assert_eq!(stored[0].outcome, "failed");
+    assert_eq!(stored[0].outcome, RunOutcome::Failed);
     // The retry loads the new row.
     let run = runner.run(one_day(day(7))).await.unwrap();
-    assert_eq!(run.outcome, "ok");
+    assert_eq!(run.outcome, RunOutcome::Ok);
     assert!(state(&env, "acme", day(7)).await.0.iter().any(|m| m.entity_id == "/new"));
 }
 

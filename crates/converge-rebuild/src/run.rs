@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use converge_core::{
-    batch_id, drift::OrphanGuard, path, ChangeRow, Clock, ErrorKind, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError, Timestamp,
+    batch_id, drift::OrphanGuard, path, ChangeRow, Clock, ErrorKind, MirrorConfig, Op, Route, RowContext, RunOutcome, RunRecord, SourceStore, StoreError, Timestamp,
     Warehouse, CODE_VERSION,
 };
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,7 @@ pub struct RebuildRun {
     pub tenant: String,
     /// `ok`, `partial` (some documents could not be mirrored), `refused` (the orphan
     /// guard: nothing written, see `how_to_override`) or `failed`.
-    pub outcome: String,
+    pub outcome: RunOutcome,
     /// Documents written (their latest state in the warehouse differed).
     pub documents: u64,
     /// Documents already right in the warehouse.
@@ -259,7 +259,7 @@ impl Rebuilder {
                     run.tombstones += table.tombstones;
                 }
                 run.tables = scanned.tables;
-                run.outcome = "refused".into();
+                run.outcome = RunOutcome::Refused;
                 run.how_to_override = Some(guard.override_hint());
                 Ok(())
             }
@@ -274,17 +274,17 @@ impl Rebuilder {
                 run.skipped_docs = scanned.skipped_docs;
                 run.rows_written = receipt.written;
                 run.duplicates = receipt.duplicates;
-                run.outcome = if run.skipped == 0 { "ok" } else { "partial" }.into();
+                run.outcome = if run.skipped == 0 { RunOutcome::Ok } else { RunOutcome::Partial };
                 Ok(())
             }
             // The scan's own error first: the append only saw it as an aborted stream.
             (Err(error), _) | (Ok(_), Err(error)) => {
-                run.outcome = "failed".into();
+                run.outcome = RunOutcome::Failed;
                 run.error = Some(error.to_string());
                 Err(error)
             }
         };
-        let record = RunRecord::new(run.batch_id.clone(), "rebuild", scope, started_at, self.clock.now(), &run.outcome, &run);
+        let record = RunRecord::new(run.batch_id.clone(), "rebuild", scope, started_at, self.clock.now(), run.outcome, &run);
         match outcome {
             Ok(()) => {
                 // The rows are committed: an error here must not say "nothing is visible".

@@ -3,6 +3,7 @@
 //! source, all or nothing when interrupted, a live write that still wins, one rebuild
 //! per tenant at a time, and readers that only ever see the old or the new state.
 
+use converge_core::RunOutcome;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,13 +142,13 @@ async fn an_interrupted_rebuild_leaves_nothing_visible_and_runs_again(s: Setup) 
     assert!(matches!(&error, RebuildError::Store(e) if e.is_retryable()), "{error}");
     assert_eq!(fingerprint(s.warehouse.as_ref(), "acme").await, before, "nothing of the interrupted rebuild is visible");
     let failed = s.warehouse.runs("rebuild", 10).await.unwrap();
-    assert_eq!(failed[0].outcome, "failed");
+    assert_eq!(failed[0].outcome, RunOutcome::Failed);
 
     let run = rebuilder(&s).run(request("acme")).await.unwrap();
     assert_eq!(run.batch_id, failed[0].batch_id, "the re-run is the same batch");
     assert_eq!((run.documents, run.unchanged, run.tombstones, run.outcome.as_str()), (40, 20, 3, "ok"));
     assert!(converged(&s, "acme").await);
-    assert_eq!(s.warehouse.runs("rebuild", 10).await.unwrap()[0].outcome, "ok", "the latest record of the batch wins");
+    assert_eq!(s.warehouse.runs("rebuild", 10).await.unwrap()[0].outcome, RunOutcome::Ok, "the latest record of the batch wins");
 }
 
 async fn a_committed_rebuild_whose_record_fails_says_so_and_runs_again(s: Setup) {
@@ -199,7 +200,7 @@ async fn a_mass_orphan_rebuild_is_refused_unless_allowed(s: Setup) {
     assert!(run.tables[0].refused && run.tables[0].derived_docs == 90, "{run:#?}");
     assert!(run.how_to_override.as_deref().is_some_and(|h| h.contains("--max-orphan-share 1.0")), "{run:#?}");
     assert_eq!(fingerprint(s.warehouse.as_ref(), "acme").await, before, "nothing of a refused rebuild is visible");
-    assert_eq!(s.warehouse.runs("rebuild", 10).await.unwrap()[0].outcome, "refused");
+    assert_eq!(s.warehouse.runs("rebuild", 10).await.unwrap()[0].outcome, RunOutcome::Refused);
 
     let run = rebuilder(&s).run(RebuildRequest { max_orphan_share: Some(1.0), ..request("acme") }).await.unwrap();
     assert_eq!((run.outcome.as_str(), run.documents, run.tombstones), ("ok", 10, 20), "{run:#?}");

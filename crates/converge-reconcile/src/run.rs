@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use converge_core::{
-    batch_id, drift::OrphanGuard, failure::FailedWrite, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunRecord, SourceStore, StoreError,
+    batch_id, drift::OrphanGuard, failure::FailedWrite, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunOutcome, RunRecord, SourceStore, StoreError,
     SyncErrorRecord, Timestamp, Warehouse, CODE_VERSION,
 };
 use serde::Serialize;
@@ -92,7 +92,7 @@ pub struct ReconcileRun {
     pub batch_id: String,
     pub scope: String,
     pub dry_run: bool,
-    pub outcome: String,
+    pub outcome: RunOutcome,
     pub missing: u64,
     pub different: u64,
     pub orphan: u64,
@@ -172,15 +172,14 @@ impl Reconciler {
             }
         }
         run.outcome = match (options.dry_run, run.refused.is_empty(), run.repair_failures) {
-            (true, _, _) => "dry_run",
-            (false, false, _) => "refused",
-            (false, true, 0) => "ok",
-            (false, true, _) => "partial",
-        }
-        .into();
+            (true, _, _) => RunOutcome::DryRun,
+            (false, false, _) => RunOutcome::Refused,
+            (false, true, 0) => RunOutcome::Ok,
+            (false, true, _) => RunOutcome::Partial,
+        };
         run.millis = started.elapsed().as_millis() as u64;
         if !options.dry_run {
-            let record = RunRecord::new(run.batch_id.clone(), "reconcile", scope, started_at, self.clock.now(), &run.outcome, &run);
+            let record = RunRecord::new(run.batch_id.clone(), "reconcile", scope, started_at, self.clock.now(), run.outcome, &run);
             self.warehouse.record_run(record).await?;
         }
         tracing::info!(

@@ -2,6 +2,7 @@
 //! their emulators — through one set of scenarios: every kind of drift found, known
 //! and silent told apart, repaired, and a second run finds nothing.
 
+use converge_core::RunOutcome;
 use std::sync::Arc;
 
 use converge_core::fault::FaultyWarehouse;
@@ -199,13 +200,13 @@ async fn a_mass_orphan_run_is_refused_unless_allowed(s: Setup) {
     s.warehouse.append(routed_rows).await.unwrap();
     let reconciler = reconciler(&s);
     let run = reconciler.run(None, false).await.unwrap();
-    assert_eq!(run.outcome, "refused", "{run:#?}");
+    assert_eq!(run.outcome, RunOutcome::Refused, "{run:#?}");
     assert_eq!(run.refused.len(), 1, "{run:#?}");
     assert_eq!((run.refused[0].tenant.as_str(), run.refused[0].orphans, run.refused[0].derived_docs), ("globex", 20, 60));
     assert!(run.refused[0].how_to_override.contains("--max-orphan-share 1.0"));
     assert_eq!(s.warehouse.latest_count("records", "globex").await.unwrap(), 60, "no tombstone for globex");
     assert_eq!(s.warehouse.latest_count("records", "acme").await.unwrap(), 40, "acme repaired as usual");
-    assert_eq!(s.warehouse.runs("reconcile", 10).await.unwrap()[0].outcome, "refused");
+    assert_eq!(s.warehouse.runs("reconcile", 10).await.unwrap()[0].outcome, RunOutcome::Refused);
 
     let allowed = converge_reconcile::RunOptions {
         orphan_guard: Some(converge_reconcile::OrphanGuard { max_share: 1.0, ..Default::default() }),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::NaiveDate;
 use converge_backends::EmbeddedBackends;
-use converge_core::{Clock, DocWrite, SourceStore};
+use converge_core::{Clock, DocWrite, RunOutcome, SourceStore};
 use converge_detect::Pack;
 use converge_detector_runner::{DetectRequest, DetectRun, DetectorRunner, Finding, RunnerOptions};
 use converge_etl::{EtlProgress, EtlRequest, EtlRun};
@@ -313,7 +313,7 @@ pub async fn run(backends: &EmbeddedBackends, clock: Arc<dyn Clock>, plan: &OpsP
     bars.etl.set_position(progress.slices_done.load(Ordering::Relaxed));
     bars.etl.finish();
     let etl_run = etl_run.context("the ETL over the seeded days")?;
-    anyhow::ensure!(etl_run.outcome == "ok", "the ETL did not load every slice: {} of {} failed", etl_run.failed_slices, etl_run.slices);
+    anyhow::ensure!(etl_run.outcome == RunOutcome::Ok, "the ETL did not load every slice: {} of {} failed", etl_run.failed_slices, etl_run.slices);
 
     let detect_run = detect(backends, clock, plan.last_day()).await?;
     let found: BTreeSet<FindingKey> = detect_run.findings.iter().map(key).collect();

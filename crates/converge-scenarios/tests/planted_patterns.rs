@@ -2,6 +2,7 @@
 //! in every scale's universe): the planted patterns are found exactly, nothing else
 //! fires, and re-running the ETL of a day and the detectors changes nothing.
 
+use converge_core::RunOutcome;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -68,7 +69,7 @@ async fn planted_patterns_are_found_exactly_and_rerunning_changes_nothing() {
     let before = (backends.warehouse.slice_metrics("acme", last).await.unwrap(), backends.warehouse.slice_metrics("globex", last).await.unwrap());
     let runner = converge_scenarios::embedded_etl::runner(&backends, clock.clone());
     let rerun = runner.run(EtlRequest { late_days: Some(0), ..EtlRequest::for_date(last) }).await.unwrap();
-    assert_eq!(rerun.outcome, "ok");
+    assert_eq!(rerun.outcome, RunOutcome::Ok);
     let after = (backends.warehouse.slice_metrics("acme", last).await.unwrap(), backends.warehouse.slice_metrics("globex", last).await.unwrap());
     assert_eq!(before, after, "re-running the ETL of {last} changed a slice");
     assert!(!before.0.is_empty());

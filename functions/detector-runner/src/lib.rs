@@ -36,7 +36,7 @@ use converge_detector_runner::{DetectRequest, DetectRun, DetectorRunner, RunnerO
 use converge_http::answer::Answer;
 use converge_http::scheduled::{ScheduledFront, Trigger, Triggers};
 use converge_http::{Settings, SettingsError, StartError};
-use converge_core::ErrorKind;
+use converge_core::{ErrorKind, RunOutcome};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
@@ -120,10 +120,10 @@ async fn receive(State((front, state)): State<(ScheduledFront, DetectorRunnerSta
 /// ran, or only failed in ways a retry would repeat; else retryable if any failure may
 /// pass later, permanent if not.
 pub fn answer_of(run: &DetectRun) -> Answer {
-    match run.outcome.as_str() {
-        "ok" => Answer::Done,
+    match run.outcome {
+        RunOutcome::Ok => Answer::Done,
         _ if run.has_retryable_failure() => Answer::Failed(ErrorKind::Retryable),
-        "partial" => Answer::Done,
+        RunOutcome::Partial => Answer::Done,
         _ => Answer::Failed(ErrorKind::Permanent),
     }
 }

@@ -1,6 +1,7 @@
 //! The detector runner function's router without a socket, on real SQLite and DuckDB,
 //! with Google-shaped tokens signed by a key this test generates and serves on loopback.
 
+use converge_core::RunOutcome;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -140,7 +141,7 @@ async fn a_partial_pass_with_a_permanently_broken_detector_answers_200_and_names
     assert_eq!(status, StatusCode::OK, "a retry would fail the same way: {body}");
     assert_eq!((body["outcome"].as_str(), body["failed"].as_u64()), (Some("partial"), Some(1)));
     assert_eq!(body["failures"][0]["detector"], "broken_reader");
-    assert_eq!(h.warehouse.runs("detectors", 1).await.unwrap()[0].outcome, "partial");
+    assert_eq!(h.warehouse.runs("detectors", 1).await.unwrap()[0].outcome, RunOutcome::Partial);
 }
 
 #[tokio::test]

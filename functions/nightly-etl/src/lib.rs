@@ -39,7 +39,7 @@ use axum::Router;
 use chrono::{DateTime, NaiveDate, Utc};
 use converge_auth::{IdTokenVerifier, VerifierConfig};
 use converge_backends::{Backends, Tables};
-use converge_core::{Clock, SystemClock};
+use converge_core::{Clock, RunOutcome, SystemClock};
 use converge_etl::{EtlBackends, EtlError, EtlRequest, EtlRun, EtlRunner};
 use converge_http::answer::{failed_run, Answer};
 use converge_http::scheduled::{ScheduledFront, Trigger, Triggers};
@@ -138,7 +138,7 @@ pub fn decode(trigger: &Trigger, now: DateTime<Utc>) -> Result<EtlRequest, Strin
 /// [`Answer::Refused`]; a failed run, its error's kind.
 pub fn answer_for(outcome: &Result<EtlRun, EtlError>) -> Answer {
     match outcome {
-        Ok(run) if run.outcome == "failed" => Answer::Refused,
+        Ok(run) if run.outcome == RunOutcome::Failed => Answer::Refused,
         Ok(_) => Answer::Done,
         Err(error) => Answer::Failed(error.kind()),
     }

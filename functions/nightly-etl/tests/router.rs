@@ -1,6 +1,7 @@
 //! The nightly ETL function's router without a socket, on real SQLite and DuckDB, with
 //! Google-shaped tokens signed by a key this test generates and serves on loopback.
 
+use converge_core::RunOutcome;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -133,7 +134,7 @@ async fn a_failed_quality_check_is_a_422_with_its_run_record() {
     let checks = run["runs"][0]["report"]["checks"].as_array().unwrap();
     assert!(checks.iter().any(|c| c["name"] == "duplicate_keys" && c["passed"] == false), "{checks:?}");
     assert!(h.warehouse.slice_metrics("acme", "2025-06-01".parse().unwrap()).await.unwrap().is_empty(), "nothing loaded");
-    assert_eq!(h.warehouse.runs("etl", 5).await.unwrap()[0].outcome, "failed");
+    assert_eq!(h.warehouse.runs("etl", 5).await.unwrap()[0].outcome, RunOutcome::Failed);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! the ETL of one day, and the 90-day backfill, each in a fresh pass over the same
 //! data directory. Also times the seeding itself (raw rows/s written to SQLite).
 
+use converge_core::RunOutcome;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,12 +62,12 @@ pub async fn run(options: EtlBenchOptions) -> anyhow::Result<EtlBenchReport> {
     let started = Instant::now();
     let one = runner.run(EtlRequest { late_days: Some(0), ..EtlRequest::for_date(last) }).await?;
     let one_day_millis = started.elapsed().as_millis() as u64;
-    anyhow::ensure!(one.outcome == "ok", "the one-day ETL did not load: {}", serde_json::to_string(&one)?);
+    anyhow::ensure!(one.outcome == RunOutcome::Ok, "the one-day ETL did not load: {}", serde_json::to_string(&one)?);
 
     let started = Instant::now();
     let all = runner.run(EtlRequest { from: Some(first_day()), ..EtlRequest::for_date(last) }).await?;
     let backfill_millis = started.elapsed().as_millis() as u64;
-    anyhow::ensure!(all.outcome == "ok", "the backfill did not load everything: {} failed slices", all.failed_slices);
+    anyhow::ensure!(all.outcome == RunOutcome::Ok, "the backfill did not load everything: {} failed slices", all.failed_slices);
 
     let before = converge_core::MetricsWarehouse::slice_metrics(&backends.warehouse, "acme", last).await?;
     let started = Instant::now();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use converge_core::{Clock, ErrorLog, MirrorConfig, SourceStore, Warehouse};
+use converge_core::{Clock, ErrorLog, MirrorConfig, RunOutcome, SourceStore, Warehouse};
 use converge_reconcile::{OrphanGuard, Reconciler, RunOptions};
 
 use crate::demo;
@@ -74,10 +74,10 @@ pub(crate) async fn reconcile_phase(
         }
     }
     let refusal = first.refused.iter().map(|r| (r.tenant.as_str(), r.orphans)).collect::<Vec<_>>();
-    let refused_as_injected = first.outcome == "refused" && refusal == [(MASS_ORPHAN_TENANT, MASS_ORPHANS)] && after_refusal == before_refusal;
+    let refused_as_injected = first.outcome == RunOutcome::Refused && refusal == [(MASS_ORPHAN_TENANT, MASS_ORPHANS)] && after_refusal == before_refusal;
     if !refused_as_injected {
         tracing::error!(
-            outcome = first.outcome, ?refusal, before_refusal, after_refusal,
+            outcome = %first.outcome, ?refusal, before_refusal, after_refusal,
             "the repairing run did not refuse exactly the mass orphans, leaving them in place"
         );
     }
