@@ -92,12 +92,12 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { max_body_bytes: converge_http::settings::DEFAULT_MAX_BODY_BYTES, commit: GroupCommitConfig::default(), addr: None }
+        Self { max_body_bytes: converge_function::settings::DEFAULT_MAX_BODY_BYTES, commit: GroupCommitConfig::default(), addr: None }
     }
 }
 
 /// The on-write sync function served on loopback.
-pub use converge_core::fault::FaultyWarehouse;
+pub use converge_core::faulty_warehouse::FaultyWarehouse;
 
 pub struct SyncServer {
     /// `http://127.0.0.1:PORT/`: the Eventarc route.
@@ -121,7 +121,7 @@ impl SyncServer {
         let config = MirrorConfig::default();
         let weak_warehouse = Arc::downgrade(&warehouse);
         warehouse.ensure_tables(&config).await.context("creating the changelog tables")?;
-        let listener = converge_http::bind_retrying(options.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+        let listener = converge_function::bind_retrying(options.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -146,7 +146,7 @@ impl SyncServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            converge_http::serve(listener, app, async {
+            converge_function::serve(listener, app, async {
                 let _ = stopped.await;
             })
             .await

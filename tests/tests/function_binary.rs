@@ -386,7 +386,7 @@ async fn the_nightly_etl_binary_loads_yesterday_for_a_scheduler_tick_and_stops_o
         assert_eq!(response.status().as_u16(), 401);
 
         let signer = converge_auth::LocalSigner::open(converge_auth::local_signer_dir(&path)).unwrap();
-        let token = signer.sign(converge_http::caller_auth::LOCAL_OPERATOR, nightly_etl::LOCAL_AUDIENCE, Duration::from_secs(300)).unwrap();
+        let token = signer.sign(converge_function::caller_auth::LOCAL_OPERATOR, nightly_etl::LOCAL_AUDIENCE, Duration::from_secs(300)).unwrap();
         let response = client.post(format!("{base}/")).bearer_auth(&token).header(tick.0, tick.1).send().await.unwrap();
         let status = response.status().as_u16();
         let run: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();

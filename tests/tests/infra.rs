@@ -238,9 +238,9 @@ fn the_rebuild_service_checks_tokens_for_its_own_url_and_the_configured_callers(
     let yaml = std::fs::read_to_string(Path::new(dir).join("rebuild.yaml")).unwrap();
     assert!(!yaml.contains("${"), "placeholder left:\n{yaml}");
     for (name, value) in [
-        (converge_http::env::AUTH_AUDIENCE, "\"https://converge-rebuild-000000000000.europe-west1.run.app\""),
-        (converge_http::env::AUTH_ALLOWED_EMAILS, "\"ops@example.com\""),
-        (converge_http::env::BACKEND, "cloud"),
+        (converge_function::env::AUTH_AUDIENCE, "\"https://converge-rebuild-000000000000.europe-west1.run.app\""),
+        (converge_function::env::AUTH_ALLOWED_EMAILS, "\"ops@example.com\""),
+        (converge_function::env::BACKEND, "cloud"),
     ] {
         assert!(yaml.contains(&format!("- name: {name}\n              value: {value}\n")), "{name}={value} missing:\n{yaml}");
     }
@@ -256,11 +256,11 @@ fn the_service_definition_renders_every_setting() {
     assert!(!yaml.contains("${"), "placeholder left:\n{yaml}");
     assert!(!yaml.contains("mirror-config") && !yaml.contains("/etc/converge"), "mirror-config lines kept without CONVERGE_CONFIG:\n{yaml}");
     for (name, value) in [
-        (converge_http::env::BACKEND, "cloud"),
-        (converge_http::env::PROJECT, "\"my-project-id\""),
-        (converge_http::env::FIRESTORE_DATABASE, "\"(default)\""),
-        (converge_http::env::BIGQUERY_DATASET, "\"converge\""),
-        (converge_http::env::BIGQUERY_LOCATION, "\"EU\""),
+        (converge_function::env::BACKEND, "cloud"),
+        (converge_function::env::PROJECT, "\"my-project-id\""),
+        (converge_function::env::FIRESTORE_DATABASE, "\"(default)\""),
+        (converge_function::env::BIGQUERY_DATASET, "\"converge\""),
+        (converge_function::env::BIGQUERY_LOCATION, "\"EU\""),
     ] {
         assert!(yaml.contains(&format!("- name: {name}\n              value: {value}\n")), "{name}={value} missing:\n{yaml}");
     }
@@ -356,12 +356,12 @@ fn the_nightly_etl_service_checks_the_scheduler_s_tokens_itself() {
     let yaml = std::fs::read_to_string(Path::new(dir).join("nightly-etl.yaml")).unwrap();
     assert!(!yaml.contains("${"), "placeholder left:\n{yaml}");
     for (name, value) in [
-        (converge_http::env::AUTH_AUDIENCE, "\"https://converge-etl-000000000000.europe-west1.run.app\""),
+        (converge_function::env::AUTH_AUDIENCE, "\"https://converge-etl-000000000000.europe-west1.run.app\""),
         (
-            converge_http::env::AUTH_ALLOWED_EMAILS,
+            converge_function::env::AUTH_ALLOWED_EMAILS,
             "\"converge-scheduler@my-project-id.iam.gserviceaccount.com,converge-eventarc@my-project-id.iam.gserviceaccount.com\"",
         ),
-        (converge_http::env::BACKEND, "cloud"),
+        (converge_function::env::BACKEND, "cloud"),
     ] {
         assert!(yaml.contains(&format!("- name: {name}\n              value: {value}\n")), "{name}={value} missing:\n{yaml}");
     }
@@ -403,11 +403,11 @@ fn the_detector_runner_runs_after_the_etl_and_checks_the_scheduler_s_tokens_itse
     let yaml = std::fs::read_to_string(Path::new(dir).join("detector-runner.yaml")).unwrap();
     assert!(!yaml.contains("${"), "placeholder left:\n{yaml}");
     for (name, value) in [
-        (converge_http::env::AUTH_AUDIENCE, "\"https://converge-detectors-000000000000.europe-west1.run.app\""),
-        (converge_http::env::AUTH_ALLOWED_EMAILS, "\"converge-scheduler@my-project-id.iam.gserviceaccount.com\""),
-        (converge_http::env::BACKEND, "cloud"),
-        (converge_http::env::PROJECT, "\"my-project-id\""),
-        (converge_http::env::BIGQUERY_DATASET, "\"converge\""),
+        (converge_function::env::AUTH_AUDIENCE, "\"https://converge-detectors-000000000000.europe-west1.run.app\""),
+        (converge_function::env::AUTH_ALLOWED_EMAILS, "\"converge-scheduler@my-project-id.iam.gserviceaccount.com\""),
+        (converge_function::env::BACKEND, "cloud"),
+        (converge_function::env::PROJECT, "\"my-project-id\""),
+        (converge_function::env::BIGQUERY_DATASET, "\"converge\""),
     ] {
         assert!(yaml.contains(&format!("- name: {name}\n              value: {value}\n")), "{name}={value} missing:\n{yaml}");
     }

@@ -300,8 +300,8 @@ async fn bad_input_is_quarantined_acknowledged_and_the_server_keeps_serving() {
         let declared = oversized.iter().find(|r| r.payload.is_empty()).expect("the declared oversized body is recorded unread");
         assert_eq!(declared.payload_bytes, TWENTY_MB as u64);
         let streamed = oversized.iter().find(|r| !r.payload.is_empty()).expect("the streamed oversized body keeps its first bytes");
-        assert!(streamed.payload_bytes > converge_http::settings::DEFAULT_MAX_BODY_BYTES as u64, "{}", streamed.payload_bytes);
-        assert!(streamed.payload.len() <= converge_core::failure::QUARANTINE_PAYLOAD_LIMIT);
+        assert!(streamed.payload_bytes > converge_function::settings::DEFAULT_MAX_BODY_BYTES as u64, "{}", streamed.payload_bytes);
+        assert!(streamed.payload.len() <= converge_core::error_log::QUARANTINE_PAYLOAD_LIMIT);
         assert!(streamed.payload.iter().all(|b| *b == b'x'));
         let truncated = records.iter().find(|r| r.reason == QuarantineReason::Malformed).unwrap();
         assert_eq!(truncated.payload, body_of(&event("trunc"))[..body_of(&event("trunc")).len() / 2]);
@@ -347,7 +347,7 @@ async fn every_delivery_class_answers_as_eventarc_needs() {
         let (dir, path) = data_dir();
         let errors = open_source(&path);
         let warehouse = open_warehouse(&path);
-        let faulty = Arc::new(converge_core::fault::FaultyWarehouse::new(Arc::new(warehouse.clone())));
+        let faulty = Arc::new(converge_core::faulty_warehouse::FaultyWarehouse::new(Arc::new(warehouse.clone())));
         let server = SyncServer::start(faulty.clone(), Arc::new(errors.clone()), ServerOptions::default()).await.unwrap();
         let client = http_client();
         let url = server.url.clone();

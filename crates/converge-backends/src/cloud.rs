@@ -7,7 +7,7 @@ use std::sync::Arc;
 use converge_bigquery::{BigQueryConfig, BigQueryWarehouse};
 use converge_core::{ErrorLog, SourceStore, StoreError, Warehouse};
 use converge_firestore::{FirestoreConfig, FirestoreSource};
-use converge_http::{env, CloudSettings};
+use converge_function::{env, CloudSettings};
 
 use crate::Backends;
 

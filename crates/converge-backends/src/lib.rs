@@ -20,7 +20,7 @@ pub mod setup;
 use std::sync::Arc;
 
 use converge_core::{Clock, ErrorKind, ErrorLog, FindingsWarehouse, MetricsWarehouse, MirrorConfig, OpportunityStore, RawSource, SourceStore, StoreError, Warehouse};
-use converge_http::{Backend, Settings};
+use converge_function::{Backend, Settings};
 
 #[cfg(feature = "cloud")]
 pub use cloud::CloudBackends;
@@ -121,19 +121,19 @@ fn open_embedded(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Backends,
 fn open_embedded(_: &Settings, _: Arc<dyn Clock>) -> Result<Backends, StoreError> {
     Err(StoreError::permanent(
         "settings",
-        format!("{} is `embedded` (or unset), but this binary was built for the cloud only; set {}=cloud", converge_http::env::BACKEND, converge_http::env::BACKEND),
+        format!("{} is `embedded` (or unset), but this binary was built for the cloud only; set {}=cloud", converge_function::env::BACKEND, converge_function::env::BACKEND),
     ))
 }
 
 #[cfg(feature = "cloud")]
-async fn open_cloud(settings: &converge_http::CloudSettings) -> Result<Backends, StoreError> {
+async fn open_cloud(settings: &converge_function::CloudSettings) -> Result<Backends, StoreError> {
     Ok(CloudBackends::open(settings).await?.backends())
 }
 
 #[cfg(not(feature = "cloud"))]
-async fn open_cloud(_: &converge_http::CloudSettings) -> Result<Backends, StoreError> {
+async fn open_cloud(_: &converge_function::CloudSettings) -> Result<Backends, StoreError> {
     Err(StoreError::permanent(
         "settings",
-        format!("{}=cloud, but this binary was built without the cloud backends (cargo feature `cloud`)", converge_http::env::BACKEND),
+        format!("{}=cloud, but this binary was built without the cloud backends (cargo feature `cloud`)", converge_function::env::BACKEND),
     ))
 }

@@ -12,8 +12,10 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_ipc::writer::{write_message, CompressionContext, DictionaryTracker, IpcDataGenerator, IpcWriteOptions};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use converge_core::config::{ColumnType, Route};
-use converge_core::{ChangeRow, PromotedValue};
+use converge_core::{ChangeRow, PromotedValue, StoreError};
+use google_cloud_bigquery::model::{ArrowRecordBatch, ArrowSchema};
 
+use crate::error::BACKEND;
 use crate::schema::{ADDED_COLUMNS, LEADING_COLUMNS, TRAILING_COLUMNS};
 
 /// A row that does not fit its table's layout: a bug or a configuration that differs
@@ -172,6 +174,47 @@ pub fn ipc_batch(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
     write_message(&mut out, encoded, &options)?;
     Ok(out)
 }
+
+/// Largest Arrow payload sent in one AppendRows request. The API refuses requests
+/// over 10 MB; the margin covers the schema and request framing.
+const MAX_APPEND_BYTES: usize = 7 * 1024 * 1024;
+
+pub(crate) fn arrow_schema(route: &Route) -> ArrowSchema {
+    ArrowSchema::new().set_serialized_schema(ipc_schema(&table_schema(route)))
+}
+
+pub(crate) fn arrow_rows(route: &Route, rows: &[&ChangeRow]) -> Result<ArrowRecordBatch, StoreError> {
+    let batch = record_batch(route, rows).map_err(|e| StoreError::permanent(BACKEND, e.to_string()))?;
+    let bytes = ipc_batch(&batch).map_err(|e| StoreError::permanent(BACKEND, format!("Arrow IPC encoding failed: {e}")))?;
+    Ok(ArrowRecordBatch::new().set_serialized_record_batch(bytes))
+}
+
+/// Splits rows into runs whose estimated Arrow size stays under [`MAX_APPEND_BYTES`].
+pub(crate) fn chunks_by_size<'a, 'r>(rows: &'a [&'r ChangeRow]) -> impl Iterator<Item = &'a [&'r ChangeRow]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= rows.len() {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut end = start;
+        while end < rows.len() && (end == start || bytes + estimate(rows[end]) <= MAX_APPEND_BYTES) {
+            bytes += estimate(rows[end]);
+            end += 1;
+        }
+        let chunk = &rows[start..end];
+        start = end;
+        Some(chunk)
+    })
+}
+
+fn estimate(row: &ChangeRow) -> usize {
+    let text = row.tenant.len() + row.collection.len() + row.doc_id.len() + row.doc_path.len() + row.event_id.len();
+    let optional = row.content_hash.as_ref().map_or(0, String::len) + row.data.as_ref().map_or(0, String::len);
+    // Offsets, validity bits, fixed-width columns and promoted values.
+    text + optional + row.run_id.len() + row.code_version.len() + 128 + 16 * row.promoted.len()
+}
+
 
 #[cfg(test)]
 mod tests {

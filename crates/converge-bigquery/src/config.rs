@@ -1,7 +1,7 @@
 //! Where the warehouse lives and how long to wait for it.
 //!
 //! Built from explicit values only: reading environment variables is the caller's job
-//! (their names live in `converge-http`'s `env` module). Project, dataset and location
+//! (their names live in `converge-function`'s `env` module). Project, dataset and location
 //! end up in SQL text (as quoted identifiers and one string literal), so they are
 //! validated here, once.
 

@@ -21,7 +21,7 @@ use converge_core::StoreError;
 use crate::config::BigQueryConfig;
 use crate::warehouse::BigQueryWarehouse;
 
-/// Names the emulator binary; the same name as `converge_http::env::BQEMULATOR`
+/// Names the emulator binary; the same name as `converge_function::env::BQEMULATOR`
 /// (this crate does not depend on the HTTP plumbing).
 pub const BINARY_ENV: &str = "CONVERGE_BQEMULATOR";
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use converge_core::findings::check_finding_columns;
-use converge_core::metrics::{ENTITY_MAP_TABLE, METRICS_TABLE};
+use converge_core::business_metrics::{ENTITY_MAP_TABLE, METRICS_TABLE};
 use converge_core::{FindingRow, FindingsParamValue, FindingsQuery, FindingsWarehouse, QueryDialect, StoreError};
 use futures::stream::{BoxStream, StreamExt};
 use google_cloud_bigquery::query::Row;
@@ -37,7 +37,8 @@ use google_cloud_bigquery_v2::model::{DatasetReference, QueryParameter, QueryPar
 
 use crate::error::{from_query, BACKEND};
 use crate::schema::qualified;
-use crate::warehouse::{row_error, BigQueryWarehouse};
+use crate::query::row_error;
+use crate::warehouse::BigQueryWarehouse;
 
 /// The tables a findings query may read, qualified with the dataset in its SQL.
 const READABLE_TABLES: [&str; 2] = [METRICS_TABLE, ENTITY_MAP_TABLE];

@@ -13,11 +13,14 @@
 //! - [`schema`]: DDL of the dataset, each changelog table (partitioned by ingestion
 //!   day, clustered by tenant and document path), its latest view and as-of table
 //!   function.
-//! - [`arrow`]: changelog rows → Arrow schema and record batches → Arrow IPC bytes.
+//! - [`arrow`]: changelog rows → Arrow schema and record batches → Arrow IPC bytes,
+//!   in requests under the Storage Write API's size limit.
 //! - [`error`]: BigQuery failures → [`converge_core::StoreError`] kinds
 //!   (retryable vs permanent), with messages that say what to do.
 //! - [`warehouse`]: [`BigQueryWarehouse`], the [`converge_core::Warehouse`]
 //!   implementation, and `query_json` for reports.
+//! - `query`: [`QueryParam`], typed named parameters, and result rows read back;
+//!   `runs`: run records in `converge_runs`.
 //! - [`findings`]: detector queries ([`converge_core::FindingsWarehouse`]): typed named
 //!   parameters, a per-query deadline, rows streamed page by page.
 //! - [`metrics`]: the nightly ETL's tables and their atomic (tenant, date) replace
@@ -32,9 +35,12 @@ pub mod emulator;
 pub mod error;
 pub mod findings;
 pub mod metrics;
+mod query;
+mod runs;
 pub mod schema;
 pub mod warehouse;
 
 pub use config::{BigQueryConfig, ConfigError};
 pub use emulator::{BigQueryEmulator, EmulatorError};
-pub use warehouse::{BigQueryWarehouse, QueryParam};
+pub use query::QueryParam;
+pub use warehouse::BigQueryWarehouse;

@@ -22,7 +22,7 @@
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use converge_core::metrics::{check_slice_row, ENTITY_MAP_TABLE, LOADS_TABLE, METRICS_TABLE};
+use converge_core::business_metrics::{check_slice_row, ENTITY_MAP_TABLE, LOADS_TABLE, METRICS_TABLE};
 use converge_core::{EntityMapRow, MetricRow, MetricsWarehouse, ReplaceReceipt, SliceLoad, SliceRow, StoreError, Timestamp};
 use futures::stream::{BoxStream, StreamExt};
 use google_cloud_bigquery::model::{ArrowRecordBatch, ArrowSchema};
@@ -39,7 +39,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use crate::arrow::{ipc_batch, ipc_schema};
 use crate::error::{from_append, from_commit, from_gax, from_writer, BACKEND};
 use crate::schema::qualified;
-use crate::warehouse::{row_error, BigQueryWarehouse, QueryParam};
+use crate::query::{row_error, QueryParam};
+use crate::warehouse::BigQueryWarehouse;
 
 pub const STAGING_METRICS_TABLE: &str = "etl_staging_metrics";
 pub const STAGING_ENTITY_MAP_TABLE: &str = "etl_staging_entity_map";
@@ -358,7 +359,7 @@ impl MetricsWarehouse for BigQueryWarehouse {
             .map(|(date, batch_id, rows_in, rows_out, loaded_at)| {
                 Ok(SliceLoad {
                     tenant: tenant.to_owned(),
-                    date: converge_core::raw::parse_date(&date)
+                    date: converge_core::raw_source::parse_date(&date)
                         .ok_or_else(|| StoreError::permanent(BACKEND, format!("etl_loads date read back as {date:?}: expected YYYY-MM-DD")))?,
                     batch_id,
                     rows_in: rows_in as u64,

@@ -19,7 +19,7 @@ pub enum DetectTarget {
     /// DuckDB and SQLite in this data directory.
     Embedded(PathBuf),
     /// BigQuery and Firestore (or their emulators).
-    Cloud(converge_http::CloudSettings),
+    Cloud(converge_function::CloudSettings),
 }
 
 pub struct DetectOptions {

@@ -211,11 +211,11 @@ struct RebuildArgs {
 const IMPORT_DOCS_PER_SECOND: u32 = 20_000;
 
 async fn rebuild_command(args: RebuildArgs, default_cap: Option<u32>) -> anyhow::Result<()> {
-    if std::env::var(converge_http::env::LOG).is_err() {
-        std::env::set_var(converge_http::env::LOG, "warn");
+    if std::env::var(converge_function::env::LOG).is_err() {
+        std::env::set_var(converge_function::env::LOG, "warn");
     }
-    converge_http::telemetry::init("converge-rebuild");
-    let settings = converge_http::Settings::from_env()?;
+    converge_function::telemetry::init("converge-rebuild");
+    let settings = converge_function::Settings::from_env()?;
     let request = converge_rebuild::RebuildRequest {
         tenant: args.tenant,
         tables: args.tables,
@@ -244,10 +244,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { data_dir, records, json, backend } => {
             // The demo's own output is the summary; logs only for trouble.
-            if std::env::var(converge_http::env::LOG).is_err() {
-                std::env::set_var(converge_http::env::LOG, "warn");
+            if std::env::var(converge_function::env::LOG).is_err() {
+                std::env::set_var(converge_function::env::LOG, "warn");
             }
-            converge_http::telemetry::init("converge-demo");
+            converge_function::telemetry::init("converge-demo");
             let summary = match backend {
                 DemoBackend::Embedded => demo::run(demo::DemoOptions { data_dir, records, progress: !json, ops_scale: 1.0 }).await?,
                 DemoBackend::Cloud => demo_cloud::run(demo_cloud::CloudDemoOptions { records, progress: !json }).await?,
@@ -262,11 +262,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Reconcile { data_dir, tenant, dry_run, max_orphan_share, json } => {
-            if std::env::var(converge_http::env::LOG).is_err() {
-                std::env::set_var(converge_http::env::LOG, "warn");
+            if std::env::var(converge_function::env::LOG).is_err() {
+                std::env::set_var(converge_function::env::LOG, "warn");
             }
-            converge_http::telemetry::init("converge-reconcile");
-            let settings = converge_http::Settings::from_env()?;
+            converge_function::telemetry::init("converge-reconcile");
+            let settings = converge_function::Settings::from_env()?;
             let guard = max_orphan_share.map(|max_share| converge_reconcile::OrphanGuard { max_share, ..Default::default() });
             let options = converge_reconcile::RunOptions { tenant, dry_run, orphan_guard: guard, ..Default::default() };
             let run = reconcile::run(&data_dir, settings.mirror, options).await?;
@@ -279,10 +279,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Drill { data_dir, records, json, backend } => {
             // Injected failures log warnings by the thousand; the silent drift the
             // reconciler reports is at error level.
-            if std::env::var(converge_http::env::LOG).is_err() {
-                std::env::set_var(converge_http::env::LOG, "error");
+            if std::env::var(converge_function::env::LOG).is_err() {
+                std::env::set_var(converge_function::env::LOG, "error");
             }
-            converge_http::telemetry::init("converge-drill");
+            converge_function::telemetry::init("converge-drill");
             let summary = match backend {
                 DemoBackend::Embedded => drill::run(drill::DrillOptions { data_dir, records, progress: !json }).await?,
                 DemoBackend::Cloud => drill_cloud::run(drill_cloud::CloudDrillOptions { records, progress: !json }).await?,
@@ -315,20 +315,20 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Detect { data_dir, as_of, tenant, concurrency, json, backend } => {
-            if std::env::var(converge_http::env::LOG).is_err() {
-                std::env::set_var(converge_http::env::LOG, "warn");
+            if std::env::var(converge_function::env::LOG).is_err() {
+                std::env::set_var(converge_function::env::LOG, "warn");
             }
-            converge_http::telemetry::init("converge-detect");
+            converge_function::telemetry::init("converge-detect");
             let tenants = if tenant.is_empty() { None } else { Some(tenant) };
             let target = match backend {
                 DemoBackend::Embedded => detect::DetectTarget::Embedded(data_dir),
                 DemoBackend::Cloud => {
-                    let settings = converge_http::Settings::from_lookup(|name| {
-                        if name == converge_http::env::BACKEND { Some("cloud".to_owned()) } else { std::env::var(name).ok() }
+                    let settings = converge_function::Settings::from_lookup(|name| {
+                        if name == converge_function::env::BACKEND { Some("cloud".to_owned()) } else { std::env::var(name).ok() }
                     })?;
                     match settings.backend {
-                        converge_http::Backend::Cloud(cloud) => detect::DetectTarget::Cloud(cloud),
-                        converge_http::Backend::Embedded => unreachable!("the backend setting was given as cloud"),
+                        converge_function::Backend::Cloud(cloud) => detect::DetectTarget::Cloud(cloud),
+                        converge_function::Backend::Embedded => unreachable!("the backend setting was given as cloud"),
                     }
                 }
             };
@@ -343,11 +343,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Etl { data_dir, date, from, to, tenant, late_days, max_records_per_second, json } => {
-            if std::env::var(converge_http::env::LOG).is_err() {
-                std::env::set_var(converge_http::env::LOG, "warn");
+            if std::env::var(converge_function::env::LOG).is_err() {
+                std::env::set_var(converge_function::env::LOG, "warn");
             }
-            converge_http::telemetry::init("converge-etl");
-            let settings = converge_http::Settings::from_env()?;
+            converge_function::telemetry::init("converge-etl");
+            let settings = converge_function::Settings::from_env()?;
             let request = converge_cli::etl::request(date, from, to, tenant, late_days, max_records_per_second)?;
             let run = converge_cli::etl::run(converge_cli::etl::EtlOptions { data_dir, mirror: settings.mirror, request, progress: !json }).await?;
             if json {
@@ -360,7 +360,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Setup { backend, data_dir, json } => {
-            converge_http::telemetry::init("converge-setup");
+            converge_function::telemetry::init("converge-setup");
             let report = setup::run(setup::SetupOptions { cloud: backend == DemoBackend::Cloud, data_dir }).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -369,19 +369,19 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Sql { data_dir, query } => {
-            converge_http::telemetry::init("converge-sql");
+            converge_function::telemetry::init("converge-sql");
             sql::run(&data_dir, &query, &mut std::io::stdout().lock()).await?;
         }
         Command::Serve { data_dir, port } => {
-            converge_http::telemetry::init("converge-serve");
-            let settings = converge_http::Settings::from_env()?;
+            converge_function::telemetry::init("converge-serve");
+            let settings = converge_function::Settings::from_env()?;
             serve::run(serve::ServeOptions { data_dir, port, mirror: settings.mirror, max_body_bytes: settings.max_body_bytes }).await?;
         }
         Command::Bench { which } => {
-            if std::env::var(converge_http::env::LOG).is_err() {
-                std::env::set_var(converge_http::env::LOG, "warn");
+            if std::env::var(converge_function::env::LOG).is_err() {
+                std::env::set_var(converge_function::env::LOG, "warn");
             }
-            converge_http::telemetry::init("converge-bench");
+            converge_function::telemetry::init("converge-bench");
             bench::run(which).await?;
         }
     }

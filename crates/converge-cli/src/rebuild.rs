@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use converge_auth::{IdTokenVerifier, LocalSigner};
 use converge_backends::EmbeddedBackends;
 use converge_core::{MirrorConfig, SourceStore, SystemClock, Warehouse};
-use converge_http::{Backend, Settings};
+use converge_function::{Backend, Settings};
 use converge_rebuild::{RebuildRequest, RebuildRun, Rebuilder};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -54,7 +54,7 @@ pub async fn run(options: RebuildOptions) -> anyhow::Result<RebuildSummary> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(converge_http::serve(
+    let server = tokio::spawn(converge_function::serve(
         listener,
         rebuild::app(rebuild::RebuildState { rebuilder: rebuilder.clone(), verifier }),
         async move {

@@ -35,7 +35,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let relay = Arc::new(Relay::new(Arc::new(backends.source.clone()), &format!("http://{address}/"), RelayConfig::default())?);
     tracing::info!(run_id, %address, data_dir = %options.data_dir.display(), "serving on-write sync with the outbox relay");
     let running_relay = RunningRelay::spawn(relay);
-    converge_http::serve(listener, converge_sync::app(Arc::new(service)), converge_http::shutdown_signal()).await?;
+    converge_function::serve(listener, converge_sync::app(Arc::new(service)), converge_function::shutdown_signal()).await?;
     running_relay.stop().await?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use anyhow::Context;
 use converge_backends::setup::SetupReport;
 use converge_backends::Backends;
 use converge_core::SystemClock;
-use converge_http::{env, Settings};
+use converge_function::{env, Settings};
 
 pub struct SetupOptions {
     /// `true`: the cloud backends; `false`: the embedded ones in `data_dir`.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::config::{ColumnType, PromotedColumn, RoutedPath};
 use crate::hash::content_hash;
 use crate::value::{fields_to_json_string, Document, Fields, Timestamp, Value};
-use crate::version::{delete_version, is_source_read, RowOrder, Version, MAX_CLOCK_SKEW_MICROS};
+use crate::version::{delete_version, is_source_read, Op, RowOrder, Version, MAX_CLOCK_SKEW_MICROS};
 
 /// One document change as Eventarc reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,40 +29,6 @@ pub struct DocumentChange {
     /// The document before the change; absent for a create.
     pub old_value: Option<Document>,
     pub update_mask: Vec<String>,
-}
-
-/// What a changelog row records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Op {
-    Create,
-    Update,
-    Delete,
-    Rebuild,
-    Repair,
-}
-
-impl Op {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Create => "CREATE",
-            Op::Update => "UPDATE",
-            Op::Delete => "DELETE",
-            Op::Rebuild => "REBUILD",
-            Op::Repair => "REPAIR",
-        }
-    }
-
-    /// The `action` part of a sync error id.
-    pub fn action(self) -> &'static str {
-        match self {
-            Op::Create => "create",
-            Op::Update => "update",
-            Op::Delete => "delete",
-            Op::Rebuild => "rebuild",
-            Op::Repair => "repair",
-        }
-    }
 }
 
 /// A promoted column's typed value.

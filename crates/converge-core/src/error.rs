@@ -3,7 +3,7 @@
 //! Backends report a [`StoreError`] with a small [`ErrorKind`], and every library's own
 //! error says which kind it is (`kind()`); callers decide on the kind alone (retry,
 //! answer 4xx, answer 5xx), never on message text. Whether a kind is worth retrying is
-//! [`ErrorKind::is_retryable`]; which HTTP status it is, `converge_http::answer`.
+//! [`ErrorKind::is_retryable`]; which HTTP status it is, `converge_function::answer`.
 
 /// What a caller can do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -5,55 +5,60 @@
 //! - [`config`]: mirror routes (document path pattern → changelog table, promoted columns).
 //! - [`value`]: Firestore values and their type-exact JSON form.
 //! - [`hash`]: the canonical content hash of a document's fields.
-//! - [`version`]: row versions (when a row's state was known to hold, on the source's
+//! - [`version`]: a row's [`Op`], row versions (when a row's state was known to hold, on the source's
 //!   clock) and the one ordering rule that picks each document's winner.
 //! - [`change`]: a document change → a [`ChangeRow`] or tombstone; error ids.
-//! - [`failure`]: sync error and quarantine records.
-//! - [`drift`]: comparing source and derived states.
+//! - [`drift`]: comparing source and derived states (the one merge, with its read-time
+//!   guard; the orphan guard).
 //! - [`path`]: Firestore's rules for ids and paths, shared by every store.
-//! - [`store`]: the traits behind which every external system sits.
+//! - [`store`]: the source store and the warehouse ([`SourceStore`], [`Warehouse`]).
+//! - [`error_log`]: sync error and quarantine records, and the [`ErrorLog`] that keeps
+//!   them next to the source.
 //! - [`run`]: run records (batch ids, [`RunOutcome`]) every job writes.
+//! - [`raw_source`]: reading raw operational records by date (the nightly ETL's input,
+//!   [`RawSource`]).
+//! - [`business_metrics`]: `daily_entity_metrics`, `entity_map`, and replacing one
+//!   (tenant, date) slice atomically (the nightly ETL's output, [`MetricsWarehouse`]).
 //! - [`findings`]: running detector queries on the warehouse ([`FindingsWarehouse`]).
 //! - [`opportunity`]: detectors' findings as stored records ([`OpportunityStore`]), their ids and periods.
-//! - [`raw`]: reading raw operational records by date (the nightly ETL's input).
-//! - [`metrics`]: `daily_entity_metrics`, `entity_map`, and replacing one (tenant, date)
-//!   slice atomically (the nightly ETL's output).
 //! - [`clock`]: the injected clock.
-//! - [`fault`]: fault injection around a real warehouse, for tests and drills.
-//! - [`error`]: error kinds shared by every backend.
+//! - [`error`]: the errors Converge's code returns; one [`ErrorKind`] (retryable or
+//!   permanent, and which) shared by every backend.
+//! - [`faulty_warehouse`]: a test double — fault injection around a real warehouse, for
+//!   tests and the fault drill; never a stand-in for one.
 
+pub mod business_metrics;
 pub mod change;
 pub mod clock;
 pub mod config;
 pub mod drift;
 pub mod error;
-pub mod fault;
-pub mod failure;
+pub mod error_log;
+pub mod faulty_warehouse;
 pub mod findings;
 pub mod hash;
 pub mod opportunity;
-pub mod metrics;
 pub mod path;
-pub mod raw;
+pub mod raw_source;
 pub mod run;
 pub mod store;
 pub mod value;
 pub mod version;
 
-pub use change::{ChangeRow, DocumentChange, Op, PromotedValue, RowContext, RowError};
+pub use change::{ChangeRow, DocumentChange, PromotedValue, RowContext, RowError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ColumnType, MirrorConfig, PathPattern, PromotedColumn, Route, RoutedPath};
 pub use drift::DriftReport;
 pub use error::{ConfigError, ErrorKind, StoreError};
-pub use metrics::{EntityMapRow, MetricRow, MetricsWarehouse, ReplaceReceipt, SliceLoad, SliceRow};
-pub use raw::RawSource;
-pub use failure::{QuarantineReason, QuarantineRecord, SyncErrorRecord};
+pub use business_metrics::{EntityMapRow, MetricRow, MetricsWarehouse, ReplaceReceipt, SliceLoad, SliceRow};
+pub use raw_source::RawSource;
+pub use error_log::{ErrorLog, QuarantineReason, QuarantineRecord, SyncErrorRecord};
 pub use findings::{FindingRow, FindingsParam, FindingsParamValue, FindingsQuery, FindingsWarehouse, QueryDialect, FINDING_COLUMNS};
 pub use opportunity::{opportunity_id, opportunity_period, Opportunity, OpportunityStatus, OpportunityStore, UpsertOutcome};
 pub use run::{batch_id, RunOutcome, RunRecord, RUNS_TABLE};
-pub use store::{flatten_chunks, AppendReceipt, DocState, ReadAt, DocWrite, ErrorLog, Scan, SourceStore, Warehouse};
+pub use store::{flatten_chunks, AppendReceipt, DocState, ReadAt, DocWrite, Scan, SourceStore, Warehouse};
 pub use value::{Document, Fields, GeoPoint, Timestamp, Value};
-pub use version::{RowOrder, Version};
+pub use version::{Op, RowOrder, Version};
 
 /// The version of Converge that wrote a row (the changelog's `code_version`).
 pub const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");

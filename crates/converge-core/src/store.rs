@@ -8,7 +8,6 @@ use futures::stream::BoxStream;
 use crate::change::ChangeRow;
 use crate::config::MirrorConfig;
 use crate::error::StoreError;
-use crate::failure::{QuarantineRecord, SyncErrorRecord};
 use crate::run::RunRecord;
 use crate::value::{Document, Fields, Timestamp};
 use crate::version::Version;
@@ -113,28 +112,6 @@ pub trait SourceStore: Send + Sync + 'static {
     /// "missing" documents: `orgs/acme` when only `orgs/acme/records/r1` was written).
     /// How the reconciler lists tenants.
     async fn list_document_ids(&self, collection_path: &str) -> Result<Vec<String>, StoreError>;
-}
-
-/// Where failures are recorded: next to the source data, so that a failing warehouse
-/// cannot also swallow the record of its failure.
-#[async_trait]
-pub trait ErrorLog: Send + Sync + 'static {
-    /// Creates or merges `sync_errors/{id}`: attempts incremented, last error kept,
-    /// `resolved` cleared.
-    async fn record_sync_error(&self, record: SyncErrorRecord) -> Result<(), StoreError>;
-
-    /// Open (unresolved) sync errors, optionally of one tenant.
-    async fn open_sync_errors(&self, tenant: Option<&str>) -> Result<Vec<SyncErrorRecord>, StoreError>;
-
-    /// Marks `sync_errors/{id}` resolved (its change finally landed, or a repair made
-    /// it so). Returns whether it was open.
-    async fn resolve_sync_error(&self, id: &str) -> Result<bool, StoreError>;
-
-    /// Stores a quarantine record, merging by id (attempts incremented).
-    async fn quarantine(&self, record: QuarantineRecord) -> Result<(), StoreError>;
-
-    /// The most recent quarantine records, newest first.
-    async fn quarantined(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError>;
 }
 
 /// The analytics copy: BigQuery in the cloud, DuckDB embedded. Append-only.

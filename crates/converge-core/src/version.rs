@@ -35,7 +35,8 @@
 
 use std::cmp::Ordering;
 
-use crate::change::Op;
+use serde::Serialize;
+
 use crate::value::Timestamp;
 
 /// The instant a row's state was known to hold, in microseconds since the Unix epoch,
@@ -55,6 +56,40 @@ pub const MAX_CLOCK_SKEW_MICROS: i64 = 60_000_000;
 pub fn delete_version(event_time: Timestamp, last_update_time: Option<Timestamp>) -> Version {
     let event = event_time.as_micros();
     last_update_time.map_or(event, |t| event.max(t.as_micros()))
+}
+
+/// What a changelog row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    Rebuild,
+    Repair,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "CREATE",
+            Op::Update => "UPDATE",
+            Op::Delete => "DELETE",
+            Op::Rebuild => "REBUILD",
+            Op::Repair => "REPAIR",
+        }
+    }
+
+    /// The `action` part of a sync error id.
+    pub fn action(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Rebuild => "rebuild",
+            Op::Repair => "repair",
+        }
+    }
 }
 
 /// Whether rows of `op` were read from the source (rule 2) rather than written from an

@@ -15,76 +15,12 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use converge_core::metrics::METRICS_TABLE;
+use converge_core::business_metrics::METRICS_TABLE;
 use converge_core::{FindingsParam, FindingsParamValue, FindingsQuery, QueryDialect};
 
+use crate::dialect::{number, DialectSql};
 use crate::error::CompileError;
 use crate::spec::{Comparison, DetectorSpec, EntityFilter, Form, Measure, MinVolume, Windows};
-
-/// What the compiler needs to know of a dialect beyond core's [`QueryDialect`]: its
-/// spellings of types, division and percentiles. A trait, because the dialect is
-/// core's type and these are the compiler's concerns.
-pub(crate) trait DialectSql: Copy {
-    fn raw_sql_field(self) -> &'static str;
-    /// The parameters a raw-SQL query must use: run date, then tenant.
-    fn raw_sql_placeholders(self) -> [&'static str; 2];
-    fn double_type(self) -> &'static str;
-    fn string_type(self) -> &'static str;
-    /// `numerator / denominator`, NULL unless the denominator is positive.
-    fn ratio(self, numerator: &str, denominator: &str) -> String;
-    fn percentile_over_tenant(self, expr: &str, percentile: f64) -> String;
-}
-
-impl DialectSql for QueryDialect {
-    fn raw_sql_field(self) -> &'static str {
-        match self {
-            QueryDialect::DuckDb => "raw_sql.duckdb",
-            QueryDialect::BigQuery => "raw_sql.bigquery",
-        }
-    }
-
-    fn raw_sql_placeholders(self) -> [&'static str; 2] {
-        match self {
-            QueryDialect::DuckDb => ["$1", "$2"],
-            QueryDialect::BigQuery => ["@as_of", "@tenant"],
-        }
-    }
-
-    fn double_type(self) -> &'static str {
-        match self {
-            QueryDialect::DuckDb => "DOUBLE",
-            QueryDialect::BigQuery => "FLOAT64",
-        }
-    }
-
-    fn string_type(self) -> &'static str {
-        match self {
-            QueryDialect::DuckDb => "VARCHAR",
-            QueryDialect::BigQuery => "STRING",
-        }
-    }
-
-    /// BigQuery gets SAFE_DIVIDE as well: its CASE is not documented to short-circuit
-    /// errors.
-    fn ratio(self, numerator: &str, denominator: &str) -> String {
-        match self {
-            QueryDialect::DuckDb => {
-                format!("CASE WHEN {denominator} > 0 THEN {numerator} / {denominator} END")
-            }
-            QueryDialect::BigQuery => {
-                format!("CASE WHEN {denominator} > 0 THEN SAFE_DIVIDE({numerator}, {denominator}) END")
-            }
-        }
-    }
-
-    fn percentile_over_tenant(self, expr: &str, percentile: f64) -> String {
-        let p = number(percentile);
-        match self {
-            QueryDialect::DuckDb => format!("quantile_cont({expr}, {p}) OVER (PARTITION BY tenant)"),
-            QueryDialect::BigQuery => format!("PERCENTILE_CONT({expr}, {p}) OVER (PARTITION BY tenant)"),
-        }
-    }
-}
 
 /// One detector compiled for one dialect. Its parameters are the warehouse's own
 /// ([`FindingsParam`]): BigQuery binds each by `@name`; DuckDB by position (`$1` is
@@ -167,17 +103,6 @@ impl Params {
 
     fn into_vec(self) -> Vec<FindingsParam> {
         self.params
-    }
-}
-
-/// A finite f64 as an SQL literal both dialects read as a floating-point number.
-fn number(value: f64) -> String {
-    debug_assert!(value.is_finite(), "validated specs carry finite numbers only");
-    let text = format!("{value:?}");
-    if text.contains(['.', 'e', 'E']) {
-        text
-    } else {
-        format!("{text}.0")
     }
 }
 
@@ -382,18 +307,5 @@ impl DeclarativeQuery<'_> {
                 ("0.0".to_string(), "baseline_value > 0 AND recent_value = reference_value".to_string())
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_are_float_literals() {
-        assert_eq!(number(100.0), "100.0");
-        assert_eq!(number(0.7), "0.7");
-        assert_eq!(number(-2.5), "-2.5");
-        assert_eq!(number(0.25), "0.25");
     }
 }

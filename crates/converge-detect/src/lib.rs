@@ -6,9 +6,14 @@
 //! - [`vocabulary`]: the entity types and the metric vocabulary per type — the contract
 //!   with the nightly ETL that fills `daily_entity_metrics`.
 //! - [`spec`]: [`DetectorSpec`] (serde, TOML or JSON) and its validation.
+//! - `dialect`: what the compiler and the validation need to know of a dialect beyond
+//!   core's [`QueryDialect`](converge_core::QueryDialect) (crate-private).
 //! - [`compile`]: [`compile()`] → [`CompiledDetector`] (SQL and bound parameters) per
 //!   dialect.
-//! - [`message`]: [`render_message`], a finding's words from its row.
+//! - [`message_template`]: the message template — its placeholders, their check, its
+//!   rendering and how numbers are written.
+//! - [`finding_message`]: [`render_message`], a finding's words: the spec's message
+//!   template filled from its result row.
 //! - [`pack`]: [`Pack`], and the shipped pack embedded from `pack/detectors.toml`.
 //! - [`error`]: what can go wrong parsing, validating, compiling and loading.
 //!
@@ -22,15 +27,17 @@
 //! crate has no database dependency (core does no I/O).
 
 pub mod compile;
+mod dialect;
 pub mod error;
-pub mod message;
+pub mod finding_message;
+pub mod message_template;
 pub mod pack;
 pub mod spec;
 pub mod vocabulary;
 
 pub use compile::{compile, CompiledDetector};
 pub use error::{CompileError, PackError, ParseError, SpecError, SpecProblem};
-pub use message::render_message;
+pub use finding_message::render_message;
 pub use pack::{Pack, SHIPPED_PACK_TOML};
 pub use spec::{Comparison, DetectorSpec, EntityFilter, Measure, MinVolume, RawSql, Severity, Windows};
 pub use vocabulary::{EntityType, MetricDef, VOCABULARY};

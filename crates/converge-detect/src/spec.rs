@@ -10,9 +10,9 @@
 use converge_core::QueryDialect;
 use serde::{Deserialize, Serialize};
 
-use crate::compile::DialectSql;
+use crate::dialect::DialectSql;
 use crate::error::{SpecError, SpecProblem};
-use crate::message;
+use crate::message_template;
 use crate::vocabulary::EntityType;
 
 /// The longest window any detector may read, in days (two years): a bound on scans.
@@ -26,7 +26,7 @@ pub struct DetectorSpec {
     pub title: String,
     pub entity_type: EntityType,
     pub severity: Severity,
-    /// Rendered per finding; placeholders are listed in [`message::PLACEHOLDERS`].
+    /// Rendered per finding; placeholders are listed in [`message_template::PLACEHOLDERS`].
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measure: Option<Measure>,
@@ -289,7 +289,7 @@ impl DetectorSpec {
         if self.message.trim().is_empty() {
             return Err(fail(SpecProblem::Empty { field: "message" }));
         }
-        message::check_template(&self.message).map_err(fail)?;
+        message_template::check_template(&self.message).map_err(fail)?;
         if let Some(windows) = &self.windows {
             check_windows(windows).map_err(fail)?;
         }

@@ -21,7 +21,7 @@ pub enum DetectError {
 
 impl DetectError {
     /// What a caller can do about it (the HTTP status follows from the kind alone, in
-    /// `converge_http::answer`): a wrong request is `InvalidInput`; a transient store
+    /// `converge_function::answer`): a wrong request is `InvalidInput`; a transient store
     /// failure `Retryable` (same batch on the next try); anything else, an unusable pack
     /// included, `Permanent`.
     pub fn kind(&self) -> ErrorKind {

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use converge_core::{ChangeRow, Op, PromotedValue, StoreError};
 
-use crate::warehouse::BACKEND;
+use crate::db::BACKEND;
 
 /// Header bytes before a batch's payload: len, crc, seq.
 const HEADER: usize = 4 + 4 + 8;

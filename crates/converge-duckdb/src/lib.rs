@@ -4,9 +4,14 @@
 //!
 //! - [`schema`]: the DDL of a changelog table, its `_latest` view and `_as_of` macro.
 //! - [`warehouse`]: [`DuckWarehouse`], the [`converge_core::Warehouse`] implementation.
+//! - `appender`: changelog rows into a DuckDB table (checked, values borrowed from
+//!   each row); `runs`: run records in `converge_runs`; `db`: DuckDB errors as core's,
+//!   streaming queries, ad-hoc SQL as JSON, feeding a blocking all-or-nothing writer.
 //! - `journal`: where an append is durable first (DuckDB's checkpoints would stall
 //!   every commit for seconds), and `loader`: the thread that moves journaled
 //!   appends into DuckDB, so a checkpoint stalls only it.
+//! - [`recent_event_ids`]: a bounded memory of recently appended event ids, so most
+//!   redeliveries are skipped without an index lookup.
 //! - [`findings`]: detector queries ([`converge_core::FindingsWarehouse`]), with timeouts.
 //! - [`metrics`]: the nightly ETL's tables and their atomic (tenant, date) replace
 //!   ([`converge_core::MetricsWarehouse`]).
@@ -15,11 +20,14 @@
 //! one [`DuckWarehouse`] per process and shares it: one writer connection (appends
 //! are group-committed by the caller) and a cloned connection per reader.
 
+mod appender;
+mod db;
 pub mod metrics;
 pub mod findings;
 mod journal;
 mod loader;
-pub mod recent;
+mod runs;
+pub mod recent_event_ids;
 pub mod schema;
 pub mod warehouse;
 

@@ -21,7 +21,8 @@ use converge_core::{ChangeRow, StoreError};
 use duckdb::Connection;
 
 use crate::journal::{Journal, JournalBatch};
-use crate::warehouse::{append_rows, db_error, BACKEND};
+use crate::appender::append_rows;
+use crate::db::{db_error, BACKEND};
 
 /// How far the loader may fall behind, and how long callers wait for it.
 #[derive(Debug, Clone, Copy)]

@@ -5,13 +5,14 @@
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use converge_core::metrics::{check_slice_row, ENTITY_MAP_TABLE, LOADS_TABLE, METRICS_TABLE};
+use converge_core::business_metrics::{check_slice_row, ENTITY_MAP_TABLE, LOADS_TABLE, METRICS_TABLE};
 use converge_core::{EntityMapRow, MetricRow, MetricsWarehouse, ReplaceReceipt, SliceLoad, SliceRow, StoreError, Timestamp};
 use duckdb::types::{TimeUnit, Value as DuckValue};
 use duckdb::{params, Connection};
 use futures::stream::BoxStream;
 
-use crate::warehouse::{db_error, feed_blocking_writer, join_error, DuckWarehouse, WriterChunk, BACKEND};
+use crate::db::{db_error, feed_blocking_writer, join_error, WriterChunk, BACKEND};
+use crate::warehouse::DuckWarehouse;
 
 /// The tables `CREATE_METRICS_TABLES` creates.
 const METRICS_TABLES: [&str; 3] = [METRICS_TABLE, ENTITY_MAP_TABLE, LOADS_TABLE];
@@ -50,7 +51,7 @@ fn days_since_epoch(date: NaiveDate) -> i32 {
 }
 
 fn parse_day(text: &str) -> Result<NaiveDate, StoreError> {
-    converge_core::raw::parse_date(text)
+    converge_core::raw_source::parse_date(text)
         .ok_or_else(|| StoreError::permanent(BACKEND, format!("DATE column read back as {text:?}: expected YYYY-MM-DD")))
 }
 

@@ -142,7 +142,7 @@ pub fn create_statements(route: &Route) -> Vec<String> {
 /// there: each missing table, view, macro or added column, named. Reads the catalog
 /// only.
 pub fn missing_objects(connection: &duckdb::Connection, config: &converge_core::MirrorConfig) -> Result<Vec<String>, converge_core::StoreError> {
-    let error = |e| crate::warehouse::db_error("read the catalog", e);
+    let error = |e| crate::db::db_error("read the catalog", e);
     let mut present = std::collections::HashSet::new();
     let mut statement = connection
         .prepare(

@@ -5,20 +5,19 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use converge_core::{
-    AppendReceipt, ChangeRow, DocState, ErrorKind, MirrorConfig, PromotedValue, RunRecord, Scan, StoreError, Timestamp, Warehouse,
+    AppendReceipt, ChangeRow, DocState, ErrorKind, MirrorConfig, RunRecord, Scan, StoreError, Timestamp, Warehouse,
 };
-use duckdb::types::{TimeUnit, ToSqlOutput, Value as DuckValue, ValueRef};
-use duckdb::ToSql;
-use duckdb::{appender_params_from_iter, params, Connection};
+use duckdb::{params, Connection};
 
+use crate::appender::{append_rows, check_rows};
+use crate::db::{db_error, join_error, query_json_blocking, query_streaming, feed_blocking_writer, WriterChunk, BACKEND};
 use crate::journal::Journal;
 use crate::loader::{by_table, load, JournalWriter, Loader, LoaderLimits, LOAD_ROWS};
-use crate::recent::RecentEvents;
+use crate::recent_event_ids::RecentEvents;
+use crate::runs;
 use crate::schema::{create_statements, CREATE_JOURNAL, CREATE_RUNS};
-
-pub(crate) const BACKEND: &str = "duckdb";
 
 /// How many recent event ids the warehouse remembers for skipping redeliveries.
 /// 16 bytes each: about 8 MiB.
@@ -36,7 +35,7 @@ const MEMORY_LIMIT: &str = "96MB";
 /// DuckDB checkpoints its WAL when it passes this size (see `from_connection`).
 const WAL_CHECKPOINT: &str = "64MB";
 /// The environment variable that overrides [`MEMORY_LIMIT`] (DuckDB syntax: `256MB`,
-/// `1GB`). Also listed in `converge_http::env`.
+/// `1GB`). Also listed in `converge_function::env`.
 pub const MEMORY_LIMIT_ENV: &str = "CONVERGE_DUCKDB_MEMORY_LIMIT";
 
 /// The embedded warehouse. Cheap to clone; all clones share one database.
@@ -60,21 +59,6 @@ struct Inner {
     /// Moves journaled appends into DuckDB. Stopped (after loading what is queued)
     /// when the last handle goes.
     loader: Loader,
-}
-
-pub(crate) fn db_error(context: &str, error: duckdb::Error) -> StoreError {
-    let text = error.to_string();
-    // Lock and I/O trouble may pass; anything else (constraint, type, syntax) will not.
-    let kind = if text.contains("Could not set lock") || text.contains("IO Error") || text.contains("Conflict") {
-        ErrorKind::Retryable
-    } else {
-        ErrorKind::Permanent
-    };
-    StoreError::new(kind, BACKEND, format!("{context}: {text}"))
-}
-
-pub(crate) fn join_error(error: tokio::task::JoinError) -> StoreError {
-    StoreError::permanent(BACKEND, format!("warehouse task failed: {error}"))
 }
 
 impl DuckWarehouse {
@@ -308,24 +292,6 @@ impl DuckWarehouse {
     }
 }
 
-/// Refuses rows no table of `config` can take, before anything is written: the
-/// journal must hold only rows the loader can append.
-fn check_rows<'r>(config: &MirrorConfig, rows: impl Iterator<Item = &'r ChangeRow>) -> Result<(), StoreError> {
-    for row in rows {
-        let table = row.table.as_str();
-        let route = config.table(table).ok_or_else(|| {
-            StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
-        })?;
-        if row.promoted.len() != route.promoted.len() {
-            return Err(StoreError::permanent(
-                BACKEND,
-                format!("row has {} promoted values, table `{table}` has {} promoted columns", row.promoted.len(), route.promoted.len()),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Opens the journal at `path` and loads into DuckDB every batch it has that DuckDB
 /// does not (the sequence in `converge_journal` says which), then empties it.
 /// Returns the journal and the last sequence DuckDB holds.
@@ -372,180 +338,9 @@ fn recover_journal(connection: &mut Connection, path: &Path) -> Result<(Journal,
     Ok((journal, loaded))
 }
 
-/// What the async side of an all-or-nothing write (an atomic append, a slice
-/// replace) hands its blocking writer.
-pub(crate) enum WriterChunk<T> {
-    Rows(Vec<T>),
-    Commit,
-}
-
-/// Feeds `rows` in chunks of [`WRITER_CHUNK`] to `writer`, run on a blocking thread
-/// with its own transaction, then [`WriterChunk::Commit`]. An error in the stream stops
-/// the feed without a Commit: the writer sees its sender dropped and rolls back. The
-/// stream's own error comes first: the writer only saw an abandoned write.
-pub(crate) async fn feed_blocking_writer<T: Send + 'static, R: Send + 'static>(
-    mut rows: BoxStream<'static, Result<T, StoreError>>,
-    writer: impl FnOnce(tokio::sync::mpsc::Receiver<WriterChunk<T>>) -> Result<R, StoreError> + Send + 'static,
-) -> Result<R, StoreError> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(2);
-    let writer = tokio::task::spawn_blocking(move || writer(receiver));
-    let mut chunk = Vec::with_capacity(WRITER_CHUNK);
-    let mut outcome = Ok(());
-    while let Some(item) = rows.next().await {
-        match item {
-            Ok(row) => chunk.push(row),
-            Err(error) => {
-                outcome = Err(error);
-                break;
-            }
-        }
-        if chunk.len() == WRITER_CHUNK && sender.send(WriterChunk::Rows(std::mem::take(&mut chunk))).await.is_err() {
-            break; // the writer failed; its error is returned below
-        }
-    }
-    if outcome.is_ok() {
-        if !chunk.is_empty() {
-            let _ = sender.send(WriterChunk::Rows(chunk)).await;
-        }
-        let _ = sender.send(WriterChunk::Commit).await;
-    }
-    // Without a Commit, dropping the sender makes the writer roll back.
-    drop(sender);
-    let written = writer.await.map_err(join_error)?;
-    outcome?;
-    written
-}
-
 /// States per chunk of a latest-view scan, and chunks read ahead of the consumer.
 const STATE_CHUNK: usize = 1024;
 const STATE_CHUNKS_AHEAD: usize = 4;
-
-/// Rows per chunk handed to a blocking writer: bounded memory whatever the stream's length.
-const WRITER_CHUNK: usize = 4096;
-
-/// Appends one table's rows (checked by [`check_rows`]) inside `transaction`;
-/// returns how many.
-pub(crate) fn append_rows(transaction: &duckdb::Transaction<'_>, table: &str, rows: &[&ChangeRow]) -> Result<u64, StoreError> {
-    let mut appender = transaction.appender(table).map_err(|e| db_error("open appender", e))?;
-    for row in rows {
-        appender.append_row(appender_params_from_iter(row_cells(row))).map_err(|e| db_error("append row", e))?;
-    }
-    appender.flush().map_err(|e| db_error("flush appender", e))?;
-    Ok(rows.len() as u64)
-}
-
-/// One appended value, borrowed from its row: the appender copies text straight out
-/// of the [`ChangeRow`], with no owned copy per value (a row has ~15 of them, and the
-/// group commit and rebuilds append them by the hundred thousand).
-#[derive(Debug, Clone, Copy)]
-enum Cell<'a> {
-    Null,
-    Text(&'a str),
-    Boolean(bool),
-    BigInt(i64),
-    Double(f64),
-    Micros(i64),
-    Date(i32),
-}
-
-impl ToSql for Cell<'_> {
-    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match *self {
-            Cell::Null => ValueRef::Null,
-            Cell::Text(text) => ValueRef::Text(text.as_bytes()),
-            Cell::Boolean(b) => ValueRef::Boolean(b),
-            Cell::BigInt(i) => ValueRef::BigInt(i),
-            Cell::Double(f) => ValueRef::Double(f),
-            Cell::Micros(us) => ValueRef::Timestamp(TimeUnit::Microsecond, us),
-            Cell::Date(days) => ValueRef::Date32(days),
-        }))
-    }
-}
-
-fn optional_text(text: &Option<String>) -> Cell<'_> {
-    text.as_deref().map_or(Cell::Null, Cell::Text)
-}
-
-fn row_cells(row: &ChangeRow) -> Vec<Cell<'_>> {
-    let mut cells = Vec::with_capacity(16 + row.promoted.len());
-    cells.extend([
-        Cell::Text(&row.tenant),
-        Cell::Text(&row.collection),
-        Cell::Text(&row.doc_id),
-        Cell::Text(&row.doc_path),
-        Cell::Text(row.op.as_str()),
-        Cell::Boolean(row.is_deleted),
-        Cell::Micros(row.version),
-        Cell::Text(&row.event_id),
-        optional_text(&row.content_hash),
-        optional_text(&row.data),
-    ]);
-    cells.extend(row.promoted.iter().map(|p| match p {
-        None => Cell::Null,
-        Some(PromotedValue::String(s)) => Cell::Text(s),
-        Some(PromotedValue::Int64(i)) => Cell::BigInt(*i),
-        Some(PromotedValue::Float64(f)) => Cell::Double(*f),
-        Some(PromotedValue::Bool(b)) => Cell::Boolean(*b),
-        Some(PromotedValue::Timestamp(us)) => Cell::Micros(*us),
-        Some(PromotedValue::Date(days)) => Cell::Date(*days),
-    }));
-    cells.extend([Cell::Micros(row.ingested_at), Cell::Text(&row.run_id), Cell::Text(&row.code_version)]);
-    cells.extend([optional_micros(row.update_time), optional_micros(row.create_time)]);
-    cells.push(Cell::BigInt(crate::schema::content_rank(row.content_hash.as_deref())));
-    cells
-}
-
-fn optional_micros(micros: Option<i64>) -> Cell<'static> {
-    micros.map_or(Cell::Null, Cell::Micros)
-}
-
-/// Runs `statement` so that its rows are produced as they are read, not all at once.
-///
-/// `Statement::query` materializes the whole result first, outside DuckDB's memory
-/// limit: the sorted latest states of a 1,000,000-document tenant held ~100 MB there
-/// for as long as a rebuild or a reconciliation read them. Executed for streaming,
-/// the result stays in DuckDB's buffer-managed (capped, spillable) operators and is
-/// fetched a chunk at a time. `stream_arrow` is the crate's one streaming entry point;
-/// its iterator panics on a fetch error, so it is dropped unread and the rows are read
-/// through `raw_query`, which returns fetch errors as errors.
-pub(crate) fn query_streaming<'s>(statement: &'s mut duckdb::Statement<'_>, params: impl duckdb::Params) -> duckdb::Result<duckdb::Rows<'s>> {
-    drop(statement.stream_arrow(params)?);
-    Ok(statement.raw_query())
-}
-
-fn query_json_blocking(connection: &Connection, sql: &str) -> Result<Vec<serde_json::Value>, StoreError> {
-    let first_word = sql.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
-    let returns_rows = matches!(first_word.as_str(), "select" | "with" | "from" | "values" | "table" | "(");
-    if !returns_rows {
-        // DESCRIBE, SHOW, PRAGMA… cannot be wrapped in a subquery; run them as they are
-        // and render their text columns.
-        let mut statement = connection.prepare(sql).map_err(|e| db_error("query", e))?;
-        let mut rows = statement.query([]).map_err(|e| db_error("query", e))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| db_error("query", e))? {
-            let names = row.as_ref().column_names();
-            let mut object = serde_json::Map::new();
-            for (i, name) in names.iter().enumerate() {
-                let value: Option<String> = row.get::<_, DuckValue>(i).ok().and_then(|v| match v {
-                    DuckValue::Null => None,
-                    DuckValue::Text(s) => Some(s),
-                    other => Some(format!("{other:?}")),
-                });
-                object.insert(name.clone(), value.map_or(serde_json::Value::Null, serde_json::Value::String));
-            }
-            out.push(serde_json::Value::Object(object));
-        }
-        return Ok(out);
-    }
-    let wrapped = format!("SELECT to_json(_row)::VARCHAR FROM ({sql}) AS _row");
-    let mut statement = connection.prepare(&wrapped).map_err(|e| db_error("query", e))?;
-    let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(|e| db_error("query", e))?;
-    rows.map(|text| {
-        let text = text.map_err(|e| db_error("query", e))?;
-        serde_json::from_str(&text).map_err(|e| StoreError::permanent(BACKEND, format!("row is not JSON: {e}")))
-    })
-    .collect()
-}
 
 #[async_trait]
 impl Warehouse for DuckWarehouse {
@@ -650,26 +445,7 @@ impl Warehouse for DuckWarehouse {
     async fn record_run(&self, run: RunRecord) -> Result<(), StoreError> {
         self.config()?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let connection = this.writer();
-            connection
-                .execute(
-                    "INSERT INTO converge_runs (batch_id, kind, scope, started_at, finished_at, outcome, report, code_version) \
-                     VALUES (?, ?, ?, make_timestamp(?), make_timestamp(?), ?, ?, ?)",
-                    params![
-                        run.batch_id,
-                        run.kind,
-                        run.scope,
-                        run.started_at.as_micros(),
-                        run.finished_at.as_micros(),
-                        run.outcome.as_str(),
-                        run.report.to_string(),
-                        run.code_version
-                    ],
-                )
-                .map(|_| ())
-                .map_err(|e| db_error("record run", e))
-        })
+        tokio::task::spawn_blocking(move || runs::record(&this.writer(), &run))
         .await
         .map_err(join_error)?
     }
@@ -678,23 +454,7 @@ impl Warehouse for DuckWarehouse {
         self.config()?;
         let connection = self.reader()?;
         let kind = kind.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let mut statement = connection
-                .prepare(
-                    "SELECT batch_id, kind, scope, epoch_us(started_at), epoch_us(finished_at), outcome, report::VARCHAR, code_version \
-                     FROM converge_runs WHERE kind = ? \
-                     QUALIFY row_number() OVER (PARTITION BY batch_id ORDER BY recorded_at DESC, finished_at DESC) = 1 \
-                     ORDER BY finished_at DESC, batch_id LIMIT ?",
-                )
-                .map_err(|e| db_error("read runs", e))?;
-            let rows = statement.query_map(params![kind, limit as i64], run_from_row).map_err(|e| db_error("read runs", e))?;
-            rows.map(|row| {
-                let (mut run, report) = row.map_err(|e| db_error("read runs", e))?;
-                run.report = serde_json::from_str(&report).map_err(|e| StoreError::permanent(BACKEND, format!("run report is not JSON: {e}")))?;
-                Ok(run)
-            })
-            .collect()
-        })
+        tokio::task::spawn_blocking(move || runs::read(&connection, &kind, limit))
         .await
         .map_err(join_error)?
     }
@@ -713,23 +473,6 @@ impl Warehouse for DuckWarehouse {
         .await
         .map_err(join_error)?
     }
-}
-
-fn run_from_row(row: &duckdb::Row<'_>) -> duckdb::Result<(RunRecord, String)> {
-    let micros = |i| row.get::<_, i64>(i).map(Timestamp::from_micros);
-    Ok((
-        RunRecord {
-            batch_id: row.get(0)?,
-            kind: row.get(1)?,
-            scope: row.get(2)?,
-            started_at: micros(3)?,
-            finished_at: micros(4)?,
-            outcome: row.get::<_, String>(5)?.parse().map_err(|e| duckdb::Error::FromSqlConversionFailure(5, duckdb::types::Type::Text, Box::new(e)))?,
-            report: serde_json::Value::Null,
-            code_version: row.get(7)?,
-        },
-        row.get::<_, String>(6)?,
-    ))
 }
 
 /// Small extension so the warehouse can stamp scans without an injected clock: a

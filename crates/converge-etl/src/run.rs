@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate};
-use converge_core::failure::QUARANTINE_PAYLOAD_LIMIT;
+use converge_core::error_log::QUARANTINE_PAYLOAD_LIMIT;
 use converge_core::{
     batch_id, path, Clock, ErrorKind, ErrorLog, MetricsWarehouse, QuarantineReason, QuarantineRecord, RawSource, RunOutcome, RunRecord, SliceLoad,
     SliceRow, SourceStore, StoreError, Timestamp, Warehouse, CODE_VERSION,
@@ -91,7 +91,7 @@ pub enum EtlError {
 
 impl EtlError {
     /// What a caller can do about it (the HTTP status follows from the kind alone, in
-    /// `converge_http::answer`): a wrong request is `InvalidInput` (400); a store failure
+    /// `converge_function::answer`): a wrong request is `InvalidInput` (400); a store failure
     /// keeps its kind when transient (503, same batch ids) or refused for its input (400),
     /// and is `Permanent` (500) otherwise — a store's `NotFound` included, as before
     /// the errors shared one kind.

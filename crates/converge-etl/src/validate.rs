@@ -24,7 +24,7 @@ pub struct ValidRecord {
 pub fn validate(collection: &RawCollection, date: NaiveDate, fields: &Fields) -> Result<ValidRecord, Vec<String>> {
     let mut problems = Vec::new();
     match fields.get(DATE_FIELD) {
-        Some(Value::String(text)) => match converge_core::raw::parse_date(text) {
+        Some(Value::String(text)) => match converge_core::raw_source::parse_date(text) {
             Some(day) if day == date => {}
             Some(day) => problems.push(format!("field `date` is {day}: expected {date}, the day being loaded")),
             None => problems.push(format!("field `date` is {text:?}: expected a day as \"YYYY-MM-DD\"")),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::{day, day_writes, record, set, Env};
-use converge_core::metrics::FaultyMetricsWarehouse;
+use converge_core::business_metrics::FaultyMetricsWarehouse;
 use converge_core::{batch_id, DocWrite, ErrorLog, MetricsWarehouse, QuarantineReason, SourceStore, Value, Warehouse};
 use converge_etl::collections::{AD_KEYWORDS, GA4_PAGES, GA4_TRAFFIC_SOURCES};
 use converge_etl::{EtlBackends, EtlError, EtlRequest, EtlRunner, SliceReport};

@@ -35,7 +35,7 @@ use http::header::{HeaderName, CONTENT_TYPE};
 use http::HeaderMap;
 use prost::Message as _;
 
-use crate::json::from_seconds_nanos;
+use crate::proto::json::from_seconds_nanos;
 use crate::proto::{CorePayload, DocumentEventData, DOCUMENT_EVENT_DATA};
 
 /// The event types of Firestore document events that Converge accepts. Each also comes
@@ -279,7 +279,7 @@ impl<'b> Envelope<'b> {
 
         let time = match header(headers, &CE_TIME).map_err(context)? {
             Some(text) => Some(
-                crate::json::parse_rfc3339(&text)
+                crate::proto::json::parse_rfc3339(&text)
                     .ok_or_else(|| context(DecodeError::malformed(format!("ce-time {text:?} is not an RFC 3339 timestamp"))))?,
             ),
             None => None,

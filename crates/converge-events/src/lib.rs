@@ -10,8 +10,8 @@
 //!
 //! - [`proto`]: hand-written prost messages for `DocumentEventData` and its conversions
 //!   to and from the core's `Document` / `Value`.
-//! - [`json`]: the proto3 JSON mapping of those messages' scalars (int64 as strings,
-//!   `"NaN"`, base64, RFC 3339), for `application/json` data.
+//!   - [`proto::json`]: the proto3 JSON mapping of those messages' scalars (int64 as
+//!     strings, `"NaN"`, base64, RFC 3339), for `application/json` data.
 //! - [`decode`]: HTTP headers + body → `DocumentChange`; binary and structured content
 //!   modes; protobuf and JSON data; [`DecodeError`].
 //! - [`encode`]: `DocumentChange` → Eventarc's binary-mode headers and protobuf body, or
@@ -24,7 +24,6 @@
 
 pub mod decode;
 pub mod encode;
-pub mod json;
 pub mod proto;
 
 pub use decode::{

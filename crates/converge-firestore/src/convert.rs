@@ -17,41 +17,13 @@
 
 use std::collections::HashMap;
 
-use converge_core::{Document, ErrorKind, Fields, GeoPoint, Timestamp, Value};
+use converge_core::{Document, Fields, GeoPoint, Timestamp, Value};
 use firestore::gcloud_sdk::google::firestore::v1 as pb;
 use firestore::gcloud_sdk::google::r#type::LatLng;
 use firestore::gcloud_sdk::prost_types;
 use pb::value::ValueType;
 
-use crate::error::FirestoreError;
-
-/// Why a Firestore value or document cannot be read as a core one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConvertError {
-    #[error("field `{at}` holds a {found}, which only Firestore pipelines use and no stored document can hold; expected a stored value type")]
-    UnsupportedValue { at: String, found: &'static str },
-
-    #[error("field `{at}` has no value type set; expected one of Firestore's value types (a client newer than this build?)")]
-    MissingValue { at: String },
-
-    #[error("document `{name}` is not under `{root}`; expected a document of the configured database")]
-    ForeignDocument { name: String, root: String },
-
-    #[error("document `{name}` arrived without its {what}; Firestore always sends it with a stored document")]
-    MissingTime { name: String, what: &'static str },
-
-    #[error("timestamp {seconds}s {nanos}ns is outside Firestore's range (nanos must be 0..1e9)")]
-    BadTimestamp { seconds: i64, nanos: i32 },
-}
-
-impl ConvertError {
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            ConvertError::BadTimestamp { .. } => ErrorKind::InvalidInput,
-            _ => ErrorKind::Permanent,
-        }
-    }
-}
+use crate::error::{ConvertError, FirestoreError};
 
 pub fn timestamp_to_proto(ts: Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ts.seconds, nanos: ts.nanos }
@@ -215,6 +187,8 @@ pub fn record_doc_id(id: &str) -> Result<String, FirestoreError> {
 
 #[cfg(test)]
 mod tests {
+    use converge_core::ErrorKind;
+
     use super::*;
 
     fn all_types() -> Fields {

@@ -11,8 +11,6 @@ use std::time::Duration;
 use converge_core::{ErrorKind, StoreError};
 use firestore::gcloud_sdk::tonic::{Code, Status};
 
-use crate::convert::ConvertError;
-
 /// The backend name in every [`StoreError`] this crate reports.
 pub const BACKEND: &str = "firestore";
 
@@ -90,6 +88,34 @@ impl FirestoreError {
             | FirestoreError::InvalidRecordId { .. } => ErrorKind::InvalidInput,
             FirestoreError::Convert(e) => e.kind(),
             FirestoreError::MissingInResponse { .. } | FirestoreError::CorruptRecord { .. } => ErrorKind::Permanent,
+        }
+    }
+}
+
+/// Why a Firestore value or document cannot be read as a core one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    #[error("field `{at}` holds a {found}, which only Firestore pipelines use and no stored document can hold; expected a stored value type")]
+    UnsupportedValue { at: String, found: &'static str },
+
+    #[error("field `{at}` has no value type set; expected one of Firestore's value types (a client newer than this build?)")]
+    MissingValue { at: String },
+
+    #[error("document `{name}` is not under `{root}`; expected a document of the configured database")]
+    ForeignDocument { name: String, root: String },
+
+    #[error("document `{name}` arrived without its {what}; Firestore always sends it with a stored document")]
+    MissingTime { name: String, what: &'static str },
+
+    #[error("timestamp {seconds}s {nanos}ns is outside Firestore's range (nanos must be 0..1e9)")]
+    BadTimestamp { seconds: i64, nanos: i32 },
+}
+
+impl ConvertError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ConvertError::BadTimestamp { .. } => ErrorKind::InvalidInput,
+            _ => ErrorKind::Permanent,
         }
     }
 }

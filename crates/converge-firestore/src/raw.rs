@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use converge_core::raw::{check_date_range, date_text};
+use converge_core::raw_source::{check_date_range, date_text};
 use converge_core::{Document, RawSource, Scan, StoreError};
 use firestore::gcloud_sdk::google::firestore::v1 as pb;
 use pb::structured_query::{composite_filter, field_filter, filter, CollectionSelector, CompositeFilter, Direction, FieldFilter, FieldReference, Filter, Order};

@@ -132,7 +132,7 @@ pub enum RebuildError {
 
 impl RebuildError {
     /// What a caller can do about it (the HTTP status follows from the kind alone, in
-    /// `converge_http::answer`): a wrong request is `InvalidInput`, a running rebuild of
+    /// `converge_function::answer`): a wrong request is `InvalidInput`, a running rebuild of
     /// the tenant a `Conflict`, a transient store failure `Retryable` (nothing of the
     /// attempt is visible); anything else `Permanent`.
     pub fn kind(&self) -> ErrorKind {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use converge_bigquery::BigQueryEmulator;
-use converge_core::fault::FaultyWarehouse;
+use converge_core::faulty_warehouse::FaultyWarehouse;
 use converge_core::value::fields_from_json;
 use converge_core::{ChangeRow, DocWrite, Document, MirrorConfig, Op, RowContext, SourceStore, SystemClock, Timestamp, Warehouse};
 use converge_duckdb::DuckWarehouse;

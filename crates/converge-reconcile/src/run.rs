@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use converge_core::{
-    batch_id, drift::OrphanGuard, failure::FailedWrite, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunOutcome, RunRecord, SourceStore, StoreError,
+    batch_id, drift::OrphanGuard, error_log::FailedWrite, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunOutcome, RunRecord, SourceStore, StoreError,
     SyncErrorRecord, Timestamp, Warehouse, CODE_VERSION,
 };
 use serde::Serialize;
@@ -30,7 +30,7 @@ pub enum ReconcileError {
 
 impl ReconcileError {
     /// What a caller can do about it (the HTTP status follows from the kind alone, in
-    /// `converge_http::answer`): a transient store failure is `Retryable` (the scheduler
+    /// `converge_function::answer`): a transient store failure is `Retryable` (the scheduler
     /// or Pub/Sub tries again, same key, same batch); anything else would fail again.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -5,7 +5,7 @@
 use converge_core::RunOutcome;
 use std::sync::Arc;
 
-use converge_core::fault::FaultyWarehouse;
+use converge_core::faulty_warehouse::FaultyWarehouse;
 use converge_core::value::fields_from_json;
 use converge_core::{
     ChangeRow, DocWrite, Document, ErrorKind, ErrorLog, MirrorConfig, Op, RowContext, SourceStore, SyncErrorRecord, SystemClock, Timestamp,

@@ -171,13 +171,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         errors: backends.error_log(),
         clock: clock.clone(),
         run_id: run_id.clone(),
-        max_body_bytes: converge_http::settings::DEFAULT_MAX_BODY_BYTES,
+        max_body_bytes: converge_function::settings::DEFAULT_MAX_BODY_BYTES,
         commit: GroupCommitConfig::default(),
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(converge_http::serve(listener, converge_sync::app(service.clone()), async {
+    let server = tokio::spawn(converge_function::serve(listener, converge_sync::app(service.clone()), async {
         let _ = server_stopped.await;
     }));
     tracing::info!(run_id, %address, "sync function listening");

@@ -26,7 +26,7 @@ use converge_bigquery::{BigQueryEmulator, QueryParam};
 use converge_core::{Clock, ErrorLog, MirrorConfig, Route, SourceStore, SystemClock, Warehouse};
 use converge_firestore::emulator::WRITTEN_EVENT_TYPE;
 use converge_firestore::{EmulatorOptions, FirestoreEmulator};
-use converge_http::CloudSettings;
+use converge_function::CloudSettings;
 use converge_sync::{GroupCommitConfig, SyncConfig, SyncService};
 
 use crate::bookkeeping_records;
@@ -72,12 +72,12 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
         errors: Arc::new(backends.source.clone()),
         clock: clock.clone(),
         run_id: run_id.clone(),
-        max_body_bytes: converge_http::settings::DEFAULT_MAX_BODY_BYTES,
+        max_body_bytes: converge_function::settings::DEFAULT_MAX_BODY_BYTES,
         commit: GroupCommitConfig::default(),
     }));
     let app = converge_sync::app(service.clone()).merge(converge_sync::emulator_route(service.clone()));
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(converge_http::serve(listener, app, async {
+    let server = tokio::spawn(converge_function::serve(listener, app, async {
         let _ = server_stopped.await;
     }));
     emulators.register_trigger(route).await?;

@@ -45,9 +45,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use converge_backends::CloudBackends;
-use converge_core::fault::FaultyWarehouse;
+use converge_core::faulty_warehouse::FaultyWarehouse;
 use converge_core::{Clock, DocWrite, ErrorKind, MirrorConfig, SourceStore, SystemClock, Warehouse};
-use converge_http::CloudSettings;
+use converge_function::CloudSettings;
 
 use crate::demo::{self, Bars};
 use crate::demo_cloud::{self, Emulators};
@@ -81,7 +81,7 @@ pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
     // Addresses in the order they are needed: the sync function's port (the front
     // delivers to it), the front's (the Firestore emulator posts to it), then the
     // emulators (the sync function's clients talk to them).
-    let sync_listener = converge_http::bind_retrying(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let sync_listener = converge_function::bind_retrying(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let sync_addr = sync_listener.local_addr()?;
     let front = EventarcFront::start(sync_addr, FrontConfig::default()).await?;
     let emulators = Emulators::start(front.addr()).await?;
@@ -121,7 +121,7 @@ pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
     // Armed before the live traffic's first write can have been delivered.
     faults.redeliveries_skipped += server.kill_mid_group_commit(&faulty).await?;
     faults.sync_kills += 1;
-    let listener = converge_http::bind_retrying(sync_addr).await?;
+    let listener = converge_function::bind_retrying(sync_addr).await?;
     (server, faulty) = start_sync_process(&emulators.settings, &config, &plan, listener).await?;
     let live = traffic.await.context("traffic task")??;
     let mut expected = total_docs + live.writes();

@@ -140,7 +140,7 @@ impl EventarcFront {
         let addr = listener.local_addr()?;
         let app = Router::new().fallback(accept).with_state(shared.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(converge_http::serve(listener, app, async {
+        let server = tokio::spawn(converge_function::serve(listener, app, async {
             let _ = stopped.await;
         }));
         Ok(Self { addr, shared, stop: Some(stop), server: Some(server) })
@@ -302,7 +302,7 @@ async fn accept(State(shared): State<Arc<Shared>>, request: Request) -> StatusCo
         return StatusCode::METHOD_NOT_ALLOWED;
     }
     let (parts, body) = request.into_parts();
-    let Ok(body) = to_bytes(body, converge_http::settings::DEFAULT_MAX_BODY_BYTES).await else {
+    let Ok(body) = to_bytes(body, converge_function::settings::DEFAULT_MAX_BODY_BYTES).await else {
         // Nothing accepted: the emulator is told so (it will not retry, and the drill's
         // count of accepted events comes up short and says so).
         return StatusCode::PAYLOAD_TOO_LARGE;

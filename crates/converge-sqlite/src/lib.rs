@@ -9,6 +9,13 @@
 //!
 //! [`OpportunityStore`]: converge_core::OpportunityStore
 //!
+//! Why this file is ~600 lines: the store, its writer (the commit clock and the read
+//! floor) and the [`SourceStore`] implementation share private state that splitting
+//! would turn into `pub(crate)` fields reached from several files; the outbox, error
+//! log, opportunities, raw scans and schema are their own modules.
+//!
+//! [`SourceStore`]: converge_core::SourceStore
+//!
 //! # Concurrency
 //!
 //! One writer connection behind a mutex (SQLite serializes writers anyway; the mutex

@@ -22,7 +22,7 @@
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use converge_core::raw::{check_date_range, date_text};
+use converge_core::raw_source::{check_date_range, date_text};
 use converge_core::{Document, ErrorKind, Fields, MirrorConfig, RawSource, Scan, StoreError, Value};
 use rusqlite::{params, Connection};
 

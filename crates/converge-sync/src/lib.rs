@@ -9,7 +9,7 @@
 //! - [`group_commit`]: concurrent events share one warehouse append.
 //! - [`quarantine`]: building the quarantine record of bad input.
 //! - [`routes`]: [`app`], the axum router (`POST /`, `GET /healthz`) that maps an
-//!   outcome to an answer (its status chosen in `converge_http::answer`), and nothing
+//!   outcome to an answer (its status chosen in `converge_function::answer`), and nothing
 //!   else.
 //!
 //! The answer is 2xx only once the row, or the record of its failure, is durable.

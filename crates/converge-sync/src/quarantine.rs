@@ -1,7 +1,7 @@
 //! Quarantine records: bad input kept with its raw payload and reason.
 
 use axum::http::HeaderMap;
-use converge_core::failure::QUARANTINE_PAYLOAD_LIMIT;
+use converge_core::error_log::QUARANTINE_PAYLOAD_LIMIT;
 use converge_core::{QuarantineReason, QuarantineRecord, Timestamp};
 use sha2::{Digest, Sha256};
 

@@ -1,5 +1,5 @@
 //! The on-write sync router: decode nothing here, decide nothing here; call the
-//! service and map its outcome to an answer, whose status `converge_http::answer`
+//! service and map its outcome to an answer, whose status `converge_function::answer`
 //! chooses.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use converge_core::ErrorKind;
-use converge_http::Answer;
+use converge_function::Answer;
 use serde_json::json;
 
 use crate::service::{SyncOutcome, SyncService};
@@ -19,7 +19,7 @@ use crate::service::{SyncOutcome, SyncService};
 pub fn app(service: Arc<SyncService>) -> Router {
     Router::new()
         .route("/", post(receive))
-        .merge(converge_http::health_routes())
+        .merge(converge_function::health_routes())
         .with_state(service)
 }
 

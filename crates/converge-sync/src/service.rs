@@ -162,7 +162,7 @@ impl SyncService {
         format!(
             "request body of {size} bytes exceeds the limit of {} bytes (setting {}); a Firestore event is at most a few MiB",
             self.max_body_bytes,
-            converge_http_env_max_body()
+            converge_function_env_max_body()
         )
     }
 
@@ -217,7 +217,7 @@ impl SyncService {
             }
             Err(error) => {
                 // Built only on failure: the common path allocates none of it.
-                let failed = converge_core::failure::FailedWrite {
+                let failed = converge_core::error_log::FailedWrite {
                     table: &routed.route.table,
                     tenant: &routed.tenant,
                     doc_id: &routed.doc_id,
@@ -273,8 +273,8 @@ impl SyncService {
     }
 }
 
-fn converge_http_env_max_body() -> &'static str {
-    converge_http::env::MAX_BODY_BYTES
+fn converge_function_env_max_body() -> &'static str {
+    converge_function::env::MAX_BODY_BYTES
 }
 
 enum ReadError {
@@ -291,8 +291,8 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ReadError
         if let Ok(data) = frame.into_data() {
             if buffer.len() + data.len() > limit {
                 let read = (buffer.len() + data.len()) as u64;
-                buffer.extend_from_slice(&data[..data.len().min(converge_core::failure::QUARANTINE_PAYLOAD_LIMIT.saturating_sub(buffer.len()))]);
-                buffer.truncate(converge_core::failure::QUARANTINE_PAYLOAD_LIMIT);
+                buffer.extend_from_slice(&data[..data.len().min(converge_core::error_log::QUARANTINE_PAYLOAD_LIMIT.saturating_sub(buffer.len()))]);
+                buffer.truncate(converge_core::error_log::QUARANTINE_PAYLOAD_LIMIT);
                 return Err(ReadError::TooLarge { prefix: buffer, read });
             }
             buffer.extend_from_slice(&data);

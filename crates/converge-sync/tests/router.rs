@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use converge_core::value::fields_from_json;
-use converge_core::fault::FaultyWarehouse;
+use converge_core::faulty_warehouse::FaultyWarehouse;
 use converge_core::{Document, DocumentChange, ErrorKind, ErrorLog, ManualClock, MirrorConfig, QuarantineReason, Timestamp, Warehouse};
 use converge_duckdb::DuckWarehouse;
 use converge_events::{to_binary, to_structured, DataFormat, EventSource};
@@ -195,7 +195,7 @@ async fn bad_input_is_refused_quarantined_and_the_server_keeps_serving() {
     assert!(reasons.contains(&QuarantineReason::FromTheFuture));
     let oversized = h.errors.quarantined(100).await.unwrap().into_iter().find(|r| r.reason == QuarantineReason::Oversized).unwrap();
     assert_eq!(oversized.payload_bytes, 20 * 1024 * 1024);
-    assert!(oversized.payload.len() <= converge_core::failure::QUARANTINE_PAYLOAD_LIMIT);
+    assert!(oversized.payload.len() <= converge_core::error_log::QUARANTINE_PAYLOAD_LIMIT);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 //! the last day the nightly ETL loaded, and a retried tick is the same batch), else
 //! yesterday by the clock.
 //!
-//! Statuses (chosen in `converge_http::answer`): 401 no or invalid token; 403 a valid
+//! Statuses (chosen in `converge_function::answer`): 401 no or invalid token; 403 a valid
 //! token of a caller not allowed; 400 a request that is not one; 413 a body over 64
 //! KiB; 200 the pass ran (`ok`, or
 //! `partial` with only permanent detector failures: a retry would fail the same way,
@@ -33,17 +33,17 @@ use converge_backends::{Backends, Tables};
 use converge_core::{Clock, SystemClock};
 use converge_detect::Pack;
 use converge_detector_runner::{DetectRequest, DetectRun, DetectorRunner, RunnerOptions};
-use converge_http::answer::Answer;
-use converge_http::scheduled::{ScheduledFront, Trigger, Triggers};
-use converge_http::{Settings, SettingsError, StartError};
+use converge_function::answer::Answer;
+use converge_function::scheduled::{ScheduledFront, Trigger, Triggers};
+use converge_function::{Settings, SettingsError, StartError};
 use converge_core::{ErrorKind, RunOutcome};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
 /// Largest accepted request: a few hundred bytes in practice.
-pub use converge_http::scheduled::MAX_BODY;
+pub use converge_function::scheduled::MAX_BODY;
 /// Cloud Scheduler's header with the tick's scheduled time (RFC 3339).
-pub use converge_http::scheduled::SCHEDULE_TIME_HEADER;
+pub use converge_function::scheduled::SCHEDULE_TIME_HEADER;
 /// The audience of local tokens when `CONVERGE_AUTH_AUDIENCE` is unset (embedded only).
 pub const LOCAL_AUDIENCE: &str = "converge-local-detector-runner";
 /// What the caller is allowed to do, in the error naming a missing allow-list.
@@ -64,7 +64,7 @@ impl DetectorRunnerState {
     /// is missing), and the shipped detector pack.
     pub async fn open(settings: &Settings) -> Result<Self, StartError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let verifier = converge_http::caller_auth::open_verifier(settings, LOCAL_AUDIENCE, PURPOSE, clock.clone())?;
+        let verifier = converge_function::caller_auth::open_verifier(settings, LOCAL_AUDIENCE, PURPOSE, clock.clone())?;
         let backends = Backends::open(settings, clock.clone()).await.map_err(StartError::Backends)?;
         backends.open_tables(&settings.mirror, Tables::ChangelogAndMetrics).await.map_err(StartError::Tables)?;
         tracing::info!(backend = backends.kind, "detector-runner backends open");
@@ -75,20 +75,20 @@ impl DetectorRunnerState {
 
     /// Serves [`app`] on `listener` until `shutdown` resolves.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        converge_http::serve(listener, app(self), shutdown).await
+        converge_function::serve(listener, app(self), shutdown).await
     }
 }
 
-/// Who may call (see [`converge_http::caller_auth`]).
+/// Who may call (see [`converge_function::caller_auth`]).
 pub fn verifier_config(settings: &Settings, lookup: impl Fn(&str) -> Option<String>) -> Result<VerifierConfig, SettingsError> {
-    converge_http::caller_auth::verifier_config(settings, lookup, LOCAL_AUDIENCE, PURPOSE)
+    converge_function::caller_auth::verifier_config(settings, lookup, LOCAL_AUDIENCE, PURPOSE)
 }
 
 /// `POST /` and `GET /healthz`.
 pub fn app(state: DetectorRunnerState) -> Router {
     // Plain POSTs only: the scheduler's job targets the service directly.
     let front = ScheduledFront { name: "detector run", verifier: Some(state.verifier.clone()), triggers: Triggers::Http };
-    Router::new().route("/", post(receive)).merge(converge_http::health_routes()).with_state((front, state))
+    Router::new().route("/", post(receive)).merge(converge_function::health_routes()).with_state((front, state))
 }
 
 /// The optional body.
@@ -105,7 +105,7 @@ async fn receive(State((front, state)): State<(ScheduledFront, DetectorRunnerSta
         Ok(trigger) => trigger,
         Err(refusal) => return refusal,
     };
-    let request = match decode(&trigger, converge_http::scheduled::utc(state.clock.now())) {
+    let request = match decode(&trigger, converge_function::scheduled::utc(state.clock.now())) {
         Ok(request) => request,
         Err(error) => return Answer::BAD_REQUEST.error(error),
     };
@@ -147,7 +147,7 @@ mod tests {
 
     /// The trigger and the request it carries, as `receive` reads them.
     fn decode(headers: &HeaderMap, body: &[u8], clock: &dyn Clock) -> Result<DetectRequest, String> {
-        super::decode(&Trigger::decode(headers, body, Triggers::Http)?, converge_http::scheduled::utc(clock.now()))
+        super::decode(&Trigger::decode(headers, body, Triggers::Http)?, converge_function::scheduled::utc(clock.now()))
     }
 
     fn date(text: &str) -> NaiveDate {

@@ -19,13 +19,13 @@
 //! (give one); with `from`, every day `from..=to` is loaded (a backfill), otherwise
 //! the run date and the `late_days` before it.
 //!
-//! Statuses (chosen in `converge_http::answer`): 200 every slice loaded (the run's
+//! Statuses (chosen in `converge_function::answer`): 200 every slice loaded (the run's
 //! report); 422 a slice failed a quality check (not loaded, the old slice stays; the
 //! report says which check, and the scheduler shows the job as failed); 400 a request
 //! that is not one; 401/403 no or a refused token; 413 a body over 64 KiB; 503 try
 //! again (retryable backend failure: the same request converges); 500 would fail
 //! again. Authentication comes first, as in the rebuild function
-//! (`converge_http::scheduled`).
+//! (`converge_function::scheduled`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,18 +41,18 @@ use converge_auth::{IdTokenVerifier, VerifierConfig};
 use converge_backends::{Backends, Tables};
 use converge_core::{Clock, RunOutcome, SystemClock};
 use converge_etl::{EtlBackends, EtlError, EtlRequest, EtlRun, EtlRunner};
-use converge_http::answer::{failed_run, Answer};
-use converge_http::scheduled::{ScheduledFront, Trigger, Triggers};
-use converge_http::{Settings, SettingsError, StartError};
+use converge_function::answer::{failed_run, Answer};
+use converge_function::scheduled::{ScheduledFront, Trigger, Triggers};
+use converge_function::{Settings, SettingsError, StartError};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
 /// The CloudEvent type of a Pub/Sub message delivered through Eventarc.
-pub use converge_http::pubsub::MESSAGE_PUBLISHED as PUBSUB_EVENT_TYPE;
+pub use converge_function::pubsub::MESSAGE_PUBLISHED as PUBSUB_EVENT_TYPE;
 /// Cloud Scheduler's header carrying the tick's scheduled time (RFC 3339).
-pub use converge_http::scheduled::SCHEDULE_TIME_HEADER;
+pub use converge_function::scheduled::SCHEDULE_TIME_HEADER;
 /// Largest accepted request: a trigger is a few hundred bytes.
-pub use converge_http::scheduled::MAX_BODY;
+pub use converge_function::scheduled::MAX_BODY;
 /// The audience of local tokens when `CONVERGE_AUTH_AUDIENCE` is unset (embedded only).
 pub const LOCAL_AUDIENCE: &str = "converge-local-nightly-etl";
 /// What the caller is allowed to do, in the error naming a missing allow-list.
@@ -73,7 +73,7 @@ impl EtlState {
     /// the start here, naming what is missing).
     pub async fn open(settings: &Settings) -> Result<Self, StartError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let verifier = converge_http::caller_auth::open_verifier(settings, LOCAL_AUDIENCE, PURPOSE, clock.clone())?;
+        let verifier = converge_function::caller_auth::open_verifier(settings, LOCAL_AUDIENCE, PURPOSE, clock.clone())?;
         let backends = Backends::open(settings, clock.clone()).await.map_err(StartError::Backends)?;
         backends.open_tables(&settings.mirror, Tables::ChangelogAndMetrics).await.map_err(StartError::Tables)?;
         tracing::info!(backend = backends.kind, "nightly-etl backends open");
@@ -89,20 +89,20 @@ impl EtlState {
 
     /// Serves [`app`] on `listener` until `shutdown` resolves.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        converge_http::serve(listener, app(self), shutdown).await
+        converge_function::serve(listener, app(self), shutdown).await
     }
 }
 
-/// Who may trigger a run: see [`converge_http::caller_auth`] (in the cloud, the
+/// Who may trigger a run: see [`converge_function::caller_auth`] (in the cloud, the
 /// scheduler's and Eventarc trigger's service accounts, by email).
 pub fn verifier_config(settings: &Settings, lookup: impl Fn(&str) -> Option<String>) -> Result<VerifierConfig, SettingsError> {
-    converge_http::caller_auth::verifier_config(settings, lookup, LOCAL_AUDIENCE, PURPOSE)
+    converge_function::caller_auth::verifier_config(settings, lookup, LOCAL_AUDIENCE, PURPOSE)
 }
 
 /// `POST /` and `GET /healthz`.
 pub fn app(state: EtlState) -> Router {
     let front = ScheduledFront { name: "nightly ETL", verifier: Some(state.verifier.clone()), triggers: Triggers::HttpAndPubSub };
-    Router::new().route("/", post(receive)).merge(converge_http::health_routes()).with_state((front, state))
+    Router::new().route("/", post(receive)).merge(converge_function::health_routes()).with_state((front, state))
 }
 
 /// What a trigger's body may say.
@@ -149,7 +149,7 @@ async fn receive(State((front, state)): State<(ScheduledFront, EtlState)>, heade
         Ok(trigger) => trigger,
         Err(refusal) => return refusal,
     };
-    let request = match decode(&trigger, converge_http::scheduled::utc(state.clock.now())) {
+    let request = match decode(&trigger, converge_function::scheduled::utc(state.clock.now())) {
         Ok(request) => request,
         Err(error) => return Answer::BAD_REQUEST.error(error),
     };

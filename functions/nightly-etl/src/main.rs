@@ -3,11 +3,11 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    converge_http::telemetry::init("nightly-etl");
-    let settings = converge_http::Settings::from_env()?;
+    converge_function::telemetry::init("nightly-etl");
+    let settings = converge_function::Settings::from_env()?;
     let state = nightly_etl::EtlState::open(&settings).await?;
-    let listener = converge_http::listen(settings.listen_address()).await?;
+    let listener = converge_function::listen(settings.listen_address()).await?;
     tracing::info!(port = settings.port, "nightly-etl serving");
-    state.run(listener, converge_http::shutdown_signal()).await?;
+    state.run(listener, converge_function::shutdown_signal()).await?;
     Ok(())
 }

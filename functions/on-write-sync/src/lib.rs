@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::Router;
 use converge_backends::{Backends, Tables};
 use converge_core::SystemClock;
-use converge_http::{Settings, StartError};
+use converge_function::{Settings, StartError};
 use converge_sync::{GroupCommitConfig, SyncConfig, SyncService};
 use tokio::net::TcpListener;
 
@@ -56,6 +56,6 @@ impl SyncState {
 
     /// Serves [`SyncState::app`] on `listener` until `shutdown` resolves.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        converge_http::serve(listener, self.app(), shutdown).await
+        converge_function::serve(listener, self.app(), shutdown).await
     }
 }

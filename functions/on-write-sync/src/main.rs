@@ -10,11 +10,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    converge_http::telemetry::init("on-write-sync");
-    let settings = converge_http::Settings::from_env()?;
+    converge_function::telemetry::init("on-write-sync");
+    let settings = converge_function::Settings::from_env()?;
     let state = on_write_sync::SyncState::open(&settings).await?;
-    let listener = converge_http::listen(settings.listen_address()).await?;
+    let listener = converge_function::listen(settings.listen_address()).await?;
     tracing::info!(run_id = state.service.run_id(), port = settings.port, "on-write sync serving");
-    state.run(listener, converge_http::shutdown_signal()).await?;
+    state.run(listener, converge_function::shutdown_signal()).await?;
     Ok(())
 }

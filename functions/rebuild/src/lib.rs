@@ -7,7 +7,7 @@
 //! rebuild is committed. An initial import is the same request for a tenant that has
 //! no derived rows yet, usually with `max_docs_per_second` so live sync keeps its share.
 //!
-//! Statuses (chosen in `converge_http::answer`): 401 no or invalid token; 403 a valid
+//! Statuses (chosen in `converge_function::answer`): 401 no or invalid token; 403 a valid
 //! token of a caller not allowed; 400 a request that is not one; 409 a rebuild of the
 //! tenant is running; 413 a body over 64 KiB; 503 try again (nothing of the attempt is
 //! visible); 500 would fail again.
@@ -26,8 +26,8 @@ use axum::Router;
 use converge_auth::{IdTokenVerifier, VerifierConfig};
 use converge_backends::{Backends, Tables};
 use converge_core::{Clock, SystemClock};
-use converge_http::answer::{refused_caller, Answer};
-use converge_http::{Settings, SettingsError, StartError};
+use converge_function::answer::{refused_caller, Answer};
+use converge_function::{Settings, SettingsError, StartError};
 use converge_rebuild::{RebuildRequest, Rebuilder};
 use tokio::net::TcpListener;
 
@@ -36,11 +36,11 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// The audience of local tokens when `CONVERGE_AUTH_AUDIENCE` is unset (embedded only).
 pub const LOCAL_AUDIENCE: &str = "converge-local-rebuild";
 /// The caller allowed by default on the embedded setup: who `converge rebuild` signs as.
-pub const LOCAL_OPERATOR: &str = converge_http::caller_auth::LOCAL_OPERATOR;
+pub const LOCAL_OPERATOR: &str = converge_function::caller_auth::LOCAL_OPERATOR;
 /// What the caller is allowed to do, in the error naming a missing allow-list.
 const PURPOSE: &str = "rebuild";
 /// Makes sure the embedded setup's local signer exists (`converge rebuild` signs with it).
-pub use converge_http::caller_auth::ensure_local_signer;
+pub use converge_function::caller_auth::ensure_local_signer;
 
 #[derive(Clone)]
 pub struct RebuildState {
@@ -55,7 +55,7 @@ impl RebuildState {
     /// is missing), and the rebuilder over them.
     pub async fn open(settings: &Settings) -> Result<Self, StartError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let verifier = converge_http::caller_auth::open_verifier(settings, LOCAL_AUDIENCE, PURPOSE, clock.clone())?;
+        let verifier = converge_function::caller_auth::open_verifier(settings, LOCAL_AUDIENCE, PURPOSE, clock.clone())?;
         let backends = Backends::open(settings, clock.clone()).await.map_err(StartError::Backends)?;
         backends.open_tables(&settings.mirror, Tables::Changelog).await.map_err(StartError::Tables)?;
         tracing::info!(backend = backends.kind, "rebuild backends open");
@@ -65,20 +65,20 @@ impl RebuildState {
 
     /// Serves [`app`] on `listener` until `shutdown` resolves.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        converge_http::serve(listener, app(self), shutdown).await
+        converge_function::serve(listener, app(self), shutdown).await
     }
 }
 
-/// Who may call (see [`converge_http::caller_auth`]): in the cloud Google-signed tokens
+/// Who may call (see [`converge_function::caller_auth`]): in the cloud Google-signed tokens
 /// for `CONVERGE_AUTH_AUDIENCE` from `CONVERGE_AUTH_ALLOWED_EMAILS`; embedded, the local
 /// signer's (`converge rebuild` signs with it).
 pub fn verifier_config(settings: &Settings, lookup: impl Fn(&str) -> Option<String>) -> Result<VerifierConfig, SettingsError> {
-    converge_http::caller_auth::verifier_config(settings, lookup, LOCAL_AUDIENCE, PURPOSE)
+    converge_function::caller_auth::verifier_config(settings, lookup, LOCAL_AUDIENCE, PURPOSE)
 }
 
 /// `POST /` and `GET /healthz`.
 pub fn app(state: RebuildState) -> Router {
-    Router::new().route("/", post(receive)).merge(converge_http::health_routes()).with_state(state)
+    Router::new().route("/", post(receive)).merge(converge_function::health_routes()).with_state(state)
 }
 
 async fn receive(State(state): State<RebuildState>, headers: HeaderMap, body: Body) -> Response {

@@ -3,11 +3,11 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    converge_http::telemetry::init("rebuild");
-    let settings = converge_http::Settings::from_env()?;
+    converge_function::telemetry::init("rebuild");
+    let settings = converge_function::Settings::from_env()?;
     let state = rebuild::RebuildState::open(&settings).await?;
-    let listener = converge_http::listen(settings.listen_address()).await?;
+    let listener = converge_function::listen(settings.listen_address()).await?;
     tracing::info!(port = settings.port, "rebuild serving");
-    state.run(listener, converge_http::shutdown_signal()).await?;
+    state.run(listener, converge_function::shutdown_signal()).await?;
     Ok(())
 }

@@ -24,15 +24,15 @@ use axum::routing::post;
 use axum::Router;
 use converge_backends::{Backends, Tables};
 use converge_core::SystemClock;
-use converge_http::answer::{failed_run, Answer};
-use converge_http::scheduled::{ScheduledFront, Trigger, Triggers};
-use converge_http::{Settings, StartError};
+use converge_function::answer::{failed_run, Answer};
+use converge_function::scheduled::{ScheduledFront, Trigger, Triggers};
+use converge_function::{Settings, StartError};
 use converge_reconcile::{Reconciler, RunOptions};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
 /// The CloudEvent type of a Pub/Sub message delivered through Eventarc.
-pub use converge_http::pubsub::MESSAGE_PUBLISHED as PUBSUB_EVENT_TYPE;
+pub use converge_function::pubsub::MESSAGE_PUBLISHED as PUBSUB_EVENT_TYPE;
 
 /// The function's state: one reconciler over the backends.
 pub struct ReconcilerState {
@@ -53,7 +53,7 @@ impl ReconcilerState {
 
     /// Serves [`app`] on `listener` until `shutdown` resolves.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        converge_http::serve(listener, app(self.reconciler), shutdown).await
+        converge_function::serve(listener, app(self.reconciler), shutdown).await
     }
 }
 
@@ -73,7 +73,7 @@ pub struct ReconcileRequest {
 pub fn app(reconciler: Arc<Reconciler>) -> Router {
     // No token check in the app: Cloud Run's IAM invoker check is the gate.
     let front = ScheduledFront { name: "reconcile", verifier: None, triggers: Triggers::HttpAndPubSub };
-    Router::new().route("/", post(receive)).merge(converge_http::health_routes()).with_state((front, reconciler))
+    Router::new().route("/", post(receive)).merge(converge_function::health_routes()).with_state((front, reconciler))
 }
 
 async fn receive(State((front, reconciler)): State<(ScheduledFront, Arc<Reconciler>)>, headers: HeaderMap, body: Body) -> Response {

@@ -5,9 +5,9 @@
 /// backends in a fresh data directory, `run` on a listener — but on port 0, and stops it
 /// when the returned sender is dropped or fired.
 async fn start(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>) {
-    let settings = converge_http::Settings { data_dir: dir.to_owned(), port: 0, ..converge_http::Settings::from_lookup(|_| None).unwrap() };
+    let settings = converge_function::Settings { data_dir: dir.to_owned(), port: 0, ..converge_function::Settings::from_lookup(|_| None).unwrap() };
     let state = reconciler::ReconcilerState::open(&settings).await.unwrap();
-    let listener = converge_http::listen(settings.listen_address()).await.unwrap();
+    let listener = converge_function::listen(settings.listen_address()).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(state.run(listener, async move {

@@ -104,7 +104,7 @@ async fn rebuild_child(data_dir: &Path) -> anyhow::Result<serde_json::Value> {
     let output = tokio::process::Command::new(me)
         .args(["rebuild", "--json", "--tenant", TENANT, "--data-dir"])
         .arg(data_dir)
-        .env(converge_http::env::LOG, "warn")
+        .env(converge_function::env::LOG, "warn")
         .stderr(std::process::Stdio::inherit())
         .output()
         .await

@@ -105,8 +105,8 @@ async fn start_server(bin: &Path, data_dir: &Path) -> anyhow::Result<(Server, st
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let child = std::process::Command::new(bin)
         .env("PORT", port.to_string())
-        .env(converge_http::env::DATA_DIR, data_dir)
-        .env(converge_http::env::LOG, std::env::var(converge_http::env::LOG).unwrap_or_else(|_| "warn".into()))
+        .env(converge_function::env::DATA_DIR, data_dir)
+        .env(converge_function::env::LOG, std::env::var(converge_function::env::LOG).unwrap_or_else(|_| "warn".into()))
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let server = Server { child };

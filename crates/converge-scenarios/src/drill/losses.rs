@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use anyhow::bail;
-use converge_core::fault::FaultyWarehouse;
+use converge_core::faulty_warehouse::FaultyWarehouse;
 use converge_core::{DocWrite, ErrorKind, Op, Value};
 
 use crate::bookkeeping_records::{self, Rng};

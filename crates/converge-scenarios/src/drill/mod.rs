@@ -66,7 +66,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use converge_backends::EmbeddedBackends;
-use converge_core::fault::FaultyWarehouse;
+use converge_core::faulty_warehouse::FaultyWarehouse;
 use converge_core::{Clock, ErrorKind, MirrorConfig, SourceStore, SystemClock, Warehouse};
 use converge_relay::{Relay, RelayConfig, RunningRelay};
 use converge_sqlite::SqliteStore;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use converge_core::fault::FaultyWarehouse;
+use converge_core::faulty_warehouse::FaultyWarehouse;
 use converge_core::{ErrorLog, MirrorConfig, SystemClock, Warehouse};
 use converge_sync::{GroupCommitConfig, SyncConfig, SyncService};
 
@@ -32,7 +32,7 @@ impl DrillServer {
     /// The sync function on `addr` (a free port when `None`), on a runtime of its own,
     /// writing through stores that outlive it (the embedded ones).
     pub(super) async fn start(warehouse: Arc<dyn Warehouse>, errors: Arc<dyn ErrorLog>, config: &MirrorConfig, addr: Option<SocketAddr>) -> anyhow::Result<Self> {
-        let listener = converge_http::bind_retrying(addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+        let listener = converge_function::bind_retrying(addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
         Self::start_on(Self::runtime()?, listener, warehouse, errors, config, false).await
     }
 
@@ -57,7 +57,7 @@ impl DrillServer {
                 errors,
                 clock: Arc::new(SystemClock),
                 run_id: format!("drill-{}", uuid::Uuid::new_v4()),
-                max_body_bytes: converge_http::settings::DEFAULT_MAX_BODY_BYTES,
+                max_body_bytes: converge_function::settings::DEFAULT_MAX_BODY_BYTES,
                 commit: GroupCommitConfig::default(),
             }))
         };
@@ -68,7 +68,7 @@ impl DrillServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            converge_http::serve(listener, app, async {
+            converge_function::serve(listener, app, async {
                 let _ = stopped.await;
             })
             .await

@@ -18,7 +18,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::ser::SerializeMap as _;
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::proto::{Timestamp, Value, ValueType};
+use super::{Timestamp, Value, ValueType};
 
 /// `google.protobuf.NullValue`: written `null`; read from `null` or `"NULL_VALUE"`.
 pub mod null {

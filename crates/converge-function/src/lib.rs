@@ -1,4 +1,6 @@
-//! HTTP plumbing shared by every Converge function.
+//! What every Converge function binary runs on: its settings (every environment
+//! variable, read once), serving (listen, health, shutdown), telemetry, caller auth,
+//! the one mapping of outcomes to HTTP statuses and the scheduled functions' front.
 //!
 //! # Layout
 //!

@@ -1,8 +1,13 @@
-//! Failures are data: the records a failed sync or a bad event leaves behind.
+//! The error log: failures are data. The records a failed sync (`sync_errors`) or a
+//! bad event (`quarantine`) leaves behind, how they are made ([`FailedWrite`]), and the
+//! [`ErrorLog`] that stores them next to the source.
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::change::{error_id, ChangeRow, Op};
+use crate::change::{error_id, ChangeRow};
+use crate::version::Op;
+use crate::error::StoreError;
 use crate::value::Timestamp;
 
 /// `sync_errors/{table}_{tenant}_{doc_id}_{action}`: a change that could not be written.
@@ -138,6 +143,29 @@ pub struct QuarantineRecord {
 /// How much of a bad body a quarantine record keeps. The record always holds the
 /// full size; a larger body is kept only in part (Firestore documents hold 1 MiB).
 pub const QUARANTINE_PAYLOAD_LIMIT: usize = 256 * 1024;
+
+
+/// Where failures are recorded: next to the source data, so that a failing warehouse
+/// cannot also swallow the record of its failure.
+#[async_trait]
+pub trait ErrorLog: Send + Sync + 'static {
+    /// Creates or merges `sync_errors/{id}`: attempts incremented, last error kept,
+    /// `resolved` cleared.
+    async fn record_sync_error(&self, record: SyncErrorRecord) -> Result<(), StoreError>;
+
+    /// Open (unresolved) sync errors, optionally of one tenant.
+    async fn open_sync_errors(&self, tenant: Option<&str>) -> Result<Vec<SyncErrorRecord>, StoreError>;
+
+    /// Marks `sync_errors/{id}` resolved (its change finally landed, or a repair made
+    /// it so). Returns whether it was open.
+    async fn resolve_sync_error(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Stores a quarantine record, merging by id (attempts incremented).
+    async fn quarantine(&self, record: QuarantineRecord) -> Result<(), StoreError>;
+
+    /// The most recent quarantine records, newest first.
+    async fn quarantined(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError>;
+}
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 //! build time for ~60 lines of structs. The field numbers below are those of
 //! `google/events/cloud/firestore/v1/data.proto` (googleapis/google-cloudevents); the
 //! messages also carry serde implementations of the proto3 JSON mapping (see
-//! [`crate::json`]) so one set of types serves both content types.
+//! [`json`]) so one set of types serves both content types.
 //!
 //! Maps are `BTreeMap`s: decoding then hands the core (whose [`Fields`] is a `BTreeMap`)
 //! its map without re-sorting, and encoding is deterministic — the same change always
@@ -15,13 +15,13 @@
 //! (a value without a type, a timestamp outside Firestore's range, a document name that
 //! is not a Firestore resource name) is refused, never patched.
 
+pub mod json;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
 use converge_core::{Document as CoreDocument, Fields, GeoPoint, Timestamp as CoreTimestamp, Value as CoreValue};
 use serde::{Deserialize, Serialize};
-
-use crate::json;
 
 /// The fully qualified name of [`DocumentEventData`], for error messages.
 pub const DOCUMENT_EVENT_DATA: &str = "google.events.cloud.firestore.v1.DocumentEventData";
@@ -88,7 +88,7 @@ pub struct Value {
 
 /// The oneof of [`Value`]. Its JSON form is an object with exactly one key naming the
 /// variant (`{"integerValue": "5"}`): serde's externally tagged enum when writing; read
-/// through [`Value`]'s hand-written `Deserialize` (in [`crate::json`]).
+/// through [`Value`]'s hand-written `Deserialize` (in [`json`]).
 #[derive(Clone, PartialEq, prost::Oneof, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ValueType {

@@ -1,12 +1,11 @@
-//! The message template, rendered from a result row ([`FindingRow`], core's).
+//! The message template: literal text with `{placeholder}`s, its check, its rendering
+//! from a value per placeholder, and the way numbers are written.
 //!
-//! The SQL returns numbers; the words are rendered here, in Rust, so both backends
-//! produce the same text and a template can be checked before anything runs.
-
-use converge_core::FindingRow;
+//! The SQL returns numbers; the words are rendered in Rust (a finding's in
+//! [`crate::finding_message`]), so both backends produce the same text and a template
+//! can be checked before anything runs.
 
 use crate::error::SpecProblem;
-use crate::spec::DetectorSpec;
 
 /// The placeholders a message template may use, each written `{name}`.
 pub const PLACEHOLDERS: &[(&str, &str)] = &[
@@ -84,42 +83,21 @@ fn parse(template: &str) -> Result<Vec<Segment<'_>>, SpecProblem> {
     Ok(segments)
 }
 
-/// Renders the spec's message for one row. The template was checked when the spec was
-/// validated; an unchecked, malformed template renders as its literal text.
-pub fn render_message(spec: &DetectorSpec, row: &FindingRow) -> String {
-    let Ok(segments) = parse(&spec.message) else {
-        return spec.message.clone();
+/// Renders a template, each placeholder replaced by `value(name)`. Templates are checked
+/// when their spec is validated; an unchecked, malformed template renders as its literal
+/// text.
+pub fn render(template: &str, mut value: impl FnMut(&str) -> String) -> String {
+    let Ok(segments) = parse(template) else {
+        return template.to_string();
     };
-    let mut out = String::with_capacity(spec.message.len() + 32);
+    let mut out = String::with_capacity(template.len() + 32);
     for segment in segments {
         match segment {
             Segment::Text(text) => out.push_str(text),
-            Segment::Placeholder(name) => out.push_str(&placeholder_value(spec, row, name)),
+            Segment::Placeholder(name) => out.push_str(&value(name)),
         }
     }
     out
-}
-
-fn placeholder_value(spec: &DetectorSpec, row: &FindingRow, name: &str) -> String {
-    let windows = spec.windows.as_ref();
-    match name {
-        "tenant" => row.tenant.clone(),
-        "entity_type" => row.entity_type.clone(),
-        "entity_id" => row.entity_id.clone(),
-        "title" => spec.title.clone(),
-        "recent" => format_optional(row.recent_value),
-        "baseline" => format_optional(row.baseline_value),
-        "reference" => format_optional(row.reference_value),
-        "volume" => format_optional(row.volume),
-        "change_pct" => row.change_pct().map_or_else(|| "n/a".to_string(), |pct| format!("{pct:+.1}%")),
-        "recent_days" => windows.map_or_else(|| "n/a".to_string(), |w| w.recent_days.to_string()),
-        "baseline_days" => windows.and_then(|w| w.baseline_days).map_or_else(|| "n/a".to_string(), |d| d.to_string()),
-        other => format!("{{{other}}}"),
-    }
-}
-
-fn format_optional(value: Option<f64>) -> String {
-    value.map_or_else(|| "n/a".to_string(), format_number)
 }
 
 /// Numbers for people: whole numbers from 100 up, two decimals from 1, three

@@ -133,7 +133,7 @@ pub fn check_slice_row(backend: &'static str, load: &SliceLoad, row: &SliceRow) 
 }
 
 /// Fault injection around a real [`MetricsWarehouse`], in the style of
-/// [`crate::fault::FaultyWarehouse`]: the next replace's row stream ends in an error
+/// [`crate::faulty_warehouse::FaultyWarehouse`]: the next replace's row stream ends in an error
 /// after `n` rows, as when the ETL process dies mid-write. It wraps a real
 /// implementation; it never stands in for one.
 pub struct FaultyMetricsWarehouse {
