@@ -31,7 +31,7 @@ pub mod request;
 pub mod runner;
 
 pub use error::DetectError;
-pub use report::{DetectRun, DetectorFailure, DetectorStats, Finding, OpportunityCounts};
+pub use report::{DetectRun, DetectorFailure, DetectorStats, OpportunityCounts};
 pub use request::{DetectRequest, RunnerOptions};
 pub use runner::DetectorRunner;
 

@@ -1,6 +1,6 @@
 //! The report of one pass, stored as the run record's `report`.
 
-use converge_core::RunOutcome;
+use converge_core::{Opportunity, RunOutcome};
 use serde::{Deserialize, Serialize};
 
 /// One pass.
@@ -24,9 +24,10 @@ pub struct DetectRun {
     pub detectors: Vec<DetectorStats>,
     pub millis: u64,
     pub code_version: String,
-    /// The findings themselves, for the CLI's table; not stored in the run record.
+    /// The findings themselves, as the opportunities upserted (for the CLI's table);
+    /// not stored in the run record.
     #[serde(skip)]
-    pub findings: Vec<Finding>,
+    pub findings: Vec<Opportunity>,
 }
 
 impl DetectRun {
@@ -64,20 +65,4 @@ pub struct DetectorStats {
     /// Wall time of its queries (summed over tenants when run per tenant).
     pub millis: u64,
     pub ok: bool,
-}
-
-/// One finding of a pass, as upserted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Finding {
-    pub opportunity_id: String,
-    pub detector: String,
-    pub severity: String,
-    pub tenant: String,
-    pub entity_type: String,
-    pub entity_id: String,
-    pub message: String,
-    pub recent_value: Option<f64>,
-    pub baseline_value: Option<f64>,
-    pub reference_value: Option<f64>,
-    pub volume: Option<f64>,
 }

@@ -13,7 +13,7 @@ use converge_detect::{compile, render_message, DetectorSpec, Pack};
 use futures::stream::{self, StreamExt};
 
 use crate::error::DetectError;
-use crate::report::{DetectRun, DetectorFailure, DetectorStats, Finding};
+use crate::report::{DetectRun, DetectorFailure, DetectorStats};
 use crate::request::{DetectRequest, RunnerOptions};
 use crate::RUN_KIND;
 
@@ -154,7 +154,7 @@ impl DetectorRunner {
             for row in rows {
                 let opportunity = self.opportunity(&result.spec, &row, request.as_of, started_at, &run.batch_id);
                 found.insert((opportunity.tenant.clone(), opportunity.id.clone()));
-                run.findings.push(finding(&result.spec, &opportunity));
+                run.findings.push(opportunity.clone());
                 match self.opportunities.upsert_opportunity(opportunity).await {
                     Ok(UpsertOutcome::Opened) => run.opportunities.opened += 1,
                     Ok(UpsertOutcome::Updated) => run.opportunities.updated += 1,
@@ -276,21 +276,5 @@ impl DetectorRunner {
             }
         }
         Ok(())
-    }
-}
-
-fn finding(spec: &DetectorSpec, o: &Opportunity) -> Finding {
-    Finding {
-        opportunity_id: o.id.clone(),
-        detector: spec.id.clone(),
-        severity: o.severity.clone(),
-        tenant: o.tenant.clone(),
-        entity_type: o.entity_type.clone(),
-        entity_id: o.entity_id.clone(),
-        message: o.message.clone(),
-        recent_value: o.recent_value,
-        baseline_value: o.baseline_value,
-        reference_value: o.reference_value,
-        volume: o.volume,
     }
 }

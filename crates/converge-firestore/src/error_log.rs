@@ -35,21 +35,49 @@ use crate::source::{FirestoreSource, Inner};
 /// recreated over and over by someone else gets there).
 pub(crate) const MAX_MERGE_ROUNDS: u32 = 16;
 
+/// What [`Inner::create_or_merge`] writes into a document that exists already.
+pub(crate) struct Merge {
+    pub(crate) fields: HashMap<String, pb::Value>,
+    /// The fields replaced (a field in the mask but not in `fields` is removed).
+    pub(crate) mask: Vec<String>,
+    /// A counter incremented by each merge (`attempts`).
+    pub(crate) increment: Option<&'static str>,
+}
+
+impl Merge {
+    /// Merges every field of `fields` and counts the attempt.
+    fn counting_attempts(fields: HashMap<String, pb::Value>) -> Self {
+        let mut mask: Vec<String> = fields.keys().cloned().collect();
+        mask.sort();
+        Self { fields, mask, increment: Some("attempts") }
+    }
+}
+
+/// Which step of [`Inner::create_or_merge`] stored the document.
+pub(crate) enum Stored {
+    Created,
+    Merged,
+}
+
 impl Inner {
     fn record_name(&self, collection: &str, id: &str) -> Result<String, FirestoreError> {
         Ok(format!("{}/{collection}/{}", self.paths.documents, record_doc_id(id)?))
     }
 
-    /// Creates the record `name` with `create`, or merges `merge` (fields named by
-    /// their keys) into it with `attempts` incremented.
-    async fn create_or_merge(
+    /// Creates the document `name` with `create` (precondition: it does not exist), or
+    /// else merges `merge.fields` into it, the fields named by `merge.mask` (precondition:
+    /// it exists), incrementing `merge.increment` when named; a document deleted or created
+    /// between the two steps sends the loop round again. Used by every record that must
+    /// merge into one document however often it is written (sync errors, quarantine,
+    /// opportunities).
+    pub(crate) async fn create_or_merge(
         &self,
         operation: &'static str,
         id: &str,
         name: String,
         create: HashMap<String, pb::Value>,
-        merge: HashMap<String, pb::Value>,
-    ) -> Result<(), FirestoreError> {
+        merge: Merge,
+    ) -> Result<Stored, FirestoreError> {
         use pb::document_transform::field_transform::TransformType;
         use pb::document_transform::FieldTransform;
         use pb::precondition::ConditionType;
@@ -61,23 +89,25 @@ impl Inner {
                 operation: Some(pb::write::Operation::Update(document(name.clone(), create.clone()))),
             };
             match self.commit(vec![write]).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(Stored::Created),
                 Err(e) if matches!(e.code(), Some(Code::AlreadyExists | Code::FailedPrecondition)) => {}
                 Err(e) => return Err(e),
             }
-            let mut mask: Vec<String> = merge.keys().cloned().collect();
-            mask.sort();
             let write = pb::Write {
-                update_mask: Some(pb::DocumentMask { field_paths: mask }),
-                update_transforms: vec![FieldTransform {
-                    field_path: "attempts".into(),
-                    transform_type: Some(TransformType::Increment(value_to_proto(&Value::Integer(1)))),
-                }],
+                update_mask: Some(pb::DocumentMask { field_paths: merge.mask.clone() }),
+                update_transforms: merge
+                    .increment
+                    .map(|field| FieldTransform {
+                        field_path: field.into(),
+                        transform_type: Some(TransformType::Increment(value_to_proto(&Value::Integer(1)))),
+                    })
+                    .into_iter()
+                    .collect(),
                 current_document: Some(pb::Precondition { condition_type: Some(ConditionType::Exists(true)) }),
-                operation: Some(pb::write::Operation::Update(document(name.clone(), merge.clone()))),
+                operation: Some(pb::write::Operation::Update(document(name.clone(), merge.fields.clone()))),
             };
             match self.commit(vec![write]).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(Stored::Merged),
                 // Deleted since step 1: create it again.
                 Err(e) if matches!(e.code(), Some(Code::NotFound | Code::FailedPrecondition)) => {}
                 Err(e) => return Err(e),
@@ -275,7 +305,8 @@ impl ErrorLog for FirestoreSource {
         create.insert("action".to_owned(), string(&record.action));
         create.insert("attempts".to_owned(), integer(i64::from(record.attempts.max(1))));
         put_time(&mut create, "first_seen", record.first_seen);
-        Ok(inner.create_or_merge("record_sync_error", &record.id, name, create, merge).await?)
+        inner.create_or_merge("record_sync_error", &record.id, name, create, Merge::counting_attempts(merge)).await?;
+        Ok(())
     }
 
     async fn open_sync_errors(&self, tenant: Option<&str>) -> Result<Vec<SyncErrorRecord>, StoreError> {
@@ -350,7 +381,8 @@ impl ErrorLog for FirestoreSource {
         }
         create.insert("id".to_owned(), string(&record.id));
         create.insert("attempts".to_owned(), integer(i64::from(record.attempts.max(1))));
-        Ok(inner.create_or_merge("quarantine", &record.id, name, create, merge).await?)
+        inner.create_or_merge("quarantine", &record.id, name, create, Merge::counting_attempts(merge)).await?;
+        Ok(())
     }
 
     async fn quarantined(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {

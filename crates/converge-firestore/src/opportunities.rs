@@ -41,7 +41,7 @@ use pb::structured_query::CollectionSelector;
 
 use crate::convert::value_to_proto;
 use crate::error::FirestoreError;
-use crate::error_log::{document, equals, put_time, string, RecordReader, MAX_MERGE_ROUNDS};
+use crate::error_log::{document, equals, put_time, string, Merge, RecordReader, Stored, MAX_MERGE_ROUNDS};
 use crate::source::{FirestoreSource, Inner};
 
 /// The collection of tenants whose documents hold the opportunities.
@@ -215,33 +215,11 @@ impl OpportunityStore for FirestoreSource {
         let mut update = create.clone();
         update.remove("first_seen");
         update.remove("first_seen_nanos");
-        let mask: Vec<String> = UPDATED_FIELDS.iter().map(|f| (*f).to_owned()).collect();
-        for _ in 0..MAX_MERGE_ROUNDS {
-            let write = pb::Write {
-                update_mask: None,
-                update_transforms: Vec::new(),
-                current_document: Some(pb::Precondition { condition_type: Some(ConditionType::Exists(false)) }),
-                operation: Some(pb::write::Operation::Update(document(name.clone(), create.clone()))),
-            };
-            match inner.commit(vec![write]).await {
-                Ok(_) => return Ok(UpsertOutcome::Opened),
-                Err(e) if matches!(e.code(), Some(Code::AlreadyExists | Code::FailedPrecondition)) => {}
-                Err(e) => return Err(e.into()),
-            }
-            let write = pb::Write {
-                update_mask: Some(pb::DocumentMask { field_paths: mask.clone() }),
-                update_transforms: Vec::new(),
-                current_document: Some(pb::Precondition { condition_type: Some(ConditionType::Exists(true)) }),
-                operation: Some(pb::write::Operation::Update(document(name.clone(), update.clone()))),
-            };
-            match inner.commit(vec![write]).await {
-                Ok(_) => return Ok(UpsertOutcome::Updated),
-                // Deleted since step 1: create it again.
-                Err(e) if matches!(e.code(), Some(Code::NotFound | Code::FailedPrecondition)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(FirestoreError::Contention { operation: "upsert_opportunity", id: stored.id, attempts: MAX_MERGE_ROUNDS }.into())
+        let merge = Merge { fields: update, mask: UPDATED_FIELDS.iter().map(|f| (*f).to_owned()).collect(), increment: None };
+        Ok(match inner.create_or_merge("upsert_opportunity", &stored.id, name, create, merge).await? {
+            Stored::Created => UpsertOutcome::Opened,
+            Stored::Merged => UpsertOutcome::Updated,
+        })
     }
 
     async fn opportunity(&self, tenant: &str, id: &str) -> Result<Option<Opportunity>, StoreError> {

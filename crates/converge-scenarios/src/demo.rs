@@ -289,17 +289,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
 
 /// Bars for the raw rows seeded and the ETL's (tenant, day) slices.
 fn ops_bars(visible: bool) -> OpsBars {
-    let multi = MultiProgress::with_draw_target(if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-    let style = ProgressStyle::with_template("{prefix:>18} [{bar:40}] {pos:>8}/{len:8} {per_sec:>12} {elapsed_precise}")
-        .expect("valid template")
-        .progress_chars("=> ");
-    let bar = |prefix: &'static str| {
-        let bar = multi.add(ProgressBar::new(0));
-        bar.set_style(style.clone());
-        bar.set_prefix(prefix);
-        bar
-    };
-    OpsBars { seeded: bar("raw rows seeded"), etl: bar("etl slices") }
+    let bars = BarSet::new(visible);
+    OpsBars { seeded: bars.bar("raw rows seeded"), etl: bars.bar("etl slices") }
 }
 
 /// Writes every tenant's records through the source store, `batch` per commit, as an
@@ -488,16 +479,30 @@ pub(crate) struct Bars {
 
 impl Bars {
     pub(crate) fn new(visible: bool) -> Self {
+        let bars = BarSet::new(visible);
+        Self { loaded: bars.bar("source writes"), live: bars.bar("live changes"), delivered: bars.bar("events delivered") }
+    }
+}
+
+/// Progress bars drawn together on stderr in the demo's style (hidden when not visible).
+struct BarSet {
+    multi: MultiProgress,
+    style: ProgressStyle,
+}
+
+impl BarSet {
+    fn new(visible: bool) -> Self {
         let multi = MultiProgress::with_draw_target(if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
         let style = ProgressStyle::with_template("{prefix:>18} [{bar:40}] {pos:>8}/{len:8} {per_sec:>12} {elapsed_precise}")
             .expect("valid template")
             .progress_chars("=> ");
-        let bar = |prefix: &'static str| {
-            let bar = multi.add(ProgressBar::new(0));
-            bar.set_style(style.clone());
-            bar.set_prefix(prefix);
-            bar
-        };
-        Self { loaded: bar("source writes"), live: bar("live changes"), delivered: bar("events delivered") }
+        Self { multi, style }
+    }
+
+    fn bar(&self, prefix: &'static str) -> ProgressBar {
+        let bar = self.multi.add(ProgressBar::new(0));
+        bar.set_style(self.style.clone());
+        bar.set_prefix(prefix);
+        bar
     }
 }

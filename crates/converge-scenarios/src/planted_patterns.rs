@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::NaiveDate;
 use converge_backends::EmbeddedBackends;
-use converge_core::{Clock, DocWrite, RunOutcome, SourceStore};
+use converge_core::{Clock, DocWrite, Opportunity, RunOutcome, SourceStore};
 use converge_detect::Pack;
-use converge_detector_runner::{DetectRequest, DetectRun, DetectorRunner, Finding, RunnerOptions};
+use converge_detector_runner::{DetectRequest, DetectRun, DetectorRunner, RunnerOptions};
 use converge_etl::{EtlProgress, EtlRequest, EtlRun};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -353,7 +353,7 @@ pub async fn detect(backends: &EmbeddedBackends, clock: Arc<dyn Clock>, as_of: N
     Ok(runner.run(DetectRequest { as_of, tenants: None, detectors: None }).await?)
 }
 
-pub fn key(finding: &Finding) -> FindingKey {
+pub fn key(finding: &Opportunity) -> FindingKey {
     FindingKey { detector: finding.detector.clone(), tenant: finding.tenant.clone(), entity_id: finding.entity_id.clone() }
 }
 

@@ -150,72 +150,37 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 None => sync::sibling_binary("on-write-sync")?,
             };
             let result = sync::run(events, concurrency, rate, seconds, sustained_seconds, &server_bin).await?;
-            if let Some(path) = results {
-                sync::write_results(&path, &result)?;
-            }
-            if json {
-                println!("{}", serde_json::to_string(&result)?);
-            } else {
-                println!("{}", sync::markdown(&result));
-            }
-            Ok(())
+            report(&result, results.as_deref(), sync::write_results, json, |result| println!("{}", sync::markdown(result)))
         }
         BenchCommand::Reconcile { records, reladiff_python, reladiff_script, results, keep, json } => {
             let options = reconcile::ReconcileBenchOptions { records, reladiff_python, reladiff_script, keep };
             let result = reconcile::run(&options).await?;
-            if let Some(path) = results {
-                reconcile::write_results(&path, &result)?;
-            }
-            if json {
-                println!("{}", serde_json::to_string(&result)?);
-            } else {
-                println!("{}", reconcile::markdown(&result));
-            }
-            Ok(())
+            report(&result, results.as_deref(), reconcile::write_results, json, |result| println!("{}", reconcile::markdown(result)))
         }
         BenchCommand::Rebuild { records, results, keep, json } => {
             let sizes = rebuild::run(&records, keep).await?;
-            if let Some(path) = results {
-                rebuild::write_results(&path, &sizes)?;
-                eprintln!("wrote {}", path.display());
-            }
-            if json {
-                println!("{}", serde_json::to_string(&sizes)?);
-            }
-            Ok(())
+            report(&sizes, results.as_deref(), |path, sizes| rebuild::write_results(path, sizes), json, |_| {})
         }
         BenchCommand::Detect { tenants, passes, concurrency, data_dir, results, json } => {
             let data_dir = data_dir.unwrap_or_else(detect::default_data_dir);
             let result = detect::run(&data_dir, tenants, passes, concurrency).await?;
-            if let Some(path) = results {
-                detect::write_results(&path, &result)?;
-                eprintln!("wrote {}", path.display());
-            }
-            if json {
-                println!("{}", serde_json::to_string(&result)?);
-            } else {
+            report(&result, results.as_deref(), detect::write_results, json, |result| {
                 eprintln!(
                     "{} metric rows ({} tenants, generated in {} ms); whole pack p50 {} ms, max {} ms over {} passes; {} findings, {} failed",
                     result.metric_rows, result.tenants, result.generate_ms, result.pack_p50_ms, result.pack_max_ms, result.passes, result.findings, result.failed
-                );
-            }
-            Ok(())
+                )
+            })
         }
         BenchCommand::Etl { days, data_dir, results, json } => {
-            let report = etl::run(etl::EtlBenchOptions { days, data_dir, results: results.clone() }).await?;
-            if let Some(path) = results {
-                eprintln!("wrote {}", path.display());
-            }
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
+            // The ETL benchmark writes its own section as it goes (it needs the seed's figures first).
+            let result = etl::run(etl::EtlBenchOptions { days, data_dir, results: results.clone() }).await?;
+            report(&result, results.as_deref(), |_, _| Ok(()), json, |report| {
                 eprintln!(
                     "{} raw rows seeded in {} ms; ETL of one day {} ms ({} rows in, {} out); {} days {} ms ({:.0} raw rows/s); peak RSS {:.0} MB",
                     report.raw_rows, report.seed_millis, report.one_day_millis, report.one_day_rows_in, report.one_day_rows_out, report.days,
                     report.backfill_millis, report.backfill_rows_per_second, report.peak_rss_mb
-                );
-            }
-            Ok(())
+                )
+            })
         }
         BenchCommand::ReconcileOne { data_dir, tenant, dry_run } => {
             let run = reconcile::reconcile_one(&data_dir, &tenant, dry_run).await?;
@@ -223,4 +188,25 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// What every benchmark does with its result: replaces its section of the results file
+/// (when asked), then prints its JSON (`--json`) or its text.
+fn report<T: serde::Serialize>(
+    result: &T,
+    results: Option<&std::path::Path>,
+    write_results: impl FnOnce(&std::path::Path, &T) -> anyhow::Result<()>,
+    json: bool,
+    text: impl FnOnce(&T),
+) -> anyhow::Result<()> {
+    if let Some(path) = results {
+        write_results(path, result)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if json {
+        println!("{}", serde_json::to_string(result)?);
+    } else {
+        text(result);
+    }
+    Ok(())
 }
