@@ -1,5 +1,6 @@
 //! Why a request was refused, in two registers: the [`AuthError`] variant and its
-//! `Display` carry the detail for logs; [`AuthError::status`] and
+//! `Display` carry the detail for logs; its [`AuthErrorKind`] (which the functions turn
+//! into a status in one place, `converge_function::answer`: 401, 403 or 503) and
 //! [`AuthError::public_message`] are all a response may show, so a caller probing the
 //! endpoint learns nothing about which check failed.
 //!
@@ -7,7 +8,6 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
 
 /// What the endpoint answers, decided on the kind alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,13 +23,6 @@ pub enum AuthErrorKind {
 }
 
 impl AuthErrorKind {
-    pub fn status(self) -> StatusCode {
-        match self {
-            AuthErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-            AuthErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            AuthErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
 
     /// The response body: fixed per kind, free of detail.
     pub fn public_message(self) -> &'static str {
@@ -109,10 +102,6 @@ impl AuthError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.kind().status()
-    }
-
     /// What the response body may say: fixed per kind, no detail.
     pub fn public_message(&self) -> &'static str {
         self.kind().public_message()
@@ -135,18 +124,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_kind_has_its_status_and_a_message_free_of_detail() {
+    fn each_error_has_its_kind_and_a_message_free_of_detail() {
         let forbidden = AuthError::EmailNotAllowed { email: "mallory@example.com".into() };
-        assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+        assert_eq!(forbidden.kind(), AuthErrorKind::Forbidden);
         assert!(forbidden.to_string().contains("mallory@example.com"));
         assert!(!forbidden.public_message().contains("mallory"));
 
         let unknown = AuthError::UnknownKeyId { kid: "k1".into(), key_source: "x".into() };
-        assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(unknown.kind(), AuthErrorKind::Unauthenticated);
         assert!(!unknown.public_message().contains("k1"));
 
         let unavailable = AuthError::KeysUnavailable { key_source: "x".into(), detail: "timeout".into() };
-        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.kind(), AuthErrorKind::Unavailable);
         assert!(unavailable.is_retryable());
         assert!(!unavailable.public_message().contains("timeout"));
     }

@@ -13,7 +13,7 @@ use converge_auth::{
 };
 use converge_core::{ManualClock, Timestamp};
 use http::header::AUTHORIZATION;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue};
 use serde_json::json;
 
 const AUDIENCE: &str = "https://converge-rebuild-abc123-uc.a.run.app";
@@ -106,7 +106,7 @@ async fn a_request_without_a_token_is_unauthenticated() {
     let f = Fixture::new().await;
     let err = f.verifier.verify_headers(&HeaderMap::new()).await.unwrap_err();
     assert_eq!(err, AuthError::MissingToken);
-    assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(err.kind(), AuthErrorKind::Unauthenticated);
     assert_eq!(err.public_message(), "missing or invalid credentials");
     assert_eq!(f.jwks.fetch_count(), 0);
 }
@@ -187,7 +187,7 @@ async fn a_token_for_another_audience_is_refused() {
         err,
         AuthError::WrongAudience { found: "`https://some-other-service.a.run.app`".into(), expected: AUDIENCE.into() }
     );
-    assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(err.kind(), AuthErrorKind::Unauthenticated);
     let trailing_slash = f.token_with(|c| c["aud"] = json!(format!("{AUDIENCE}/")));
     assert!(matches!(f.verify(&trailing_slash).await.unwrap_err(), AuthError::WrongAudience { .. }));
     let listed = f.token_with(|c| c["aud"] = json!(["other", AUDIENCE]));
@@ -200,7 +200,7 @@ async fn a_token_from_another_issuer_is_refused() {
     let other = f.token_with(|c| c["iss"] = json!("https://securetoken.google.com/someone-elses-project"));
     let err = f.verify(&other).await.unwrap_err();
     assert!(matches!(&err, AuthError::WrongIssuer { found, .. } if found.contains("someone-elses-project")), "{err}");
-    assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(err.kind(), AuthErrorKind::Unauthenticated);
 }
 
 #[tokio::test]
@@ -210,7 +210,7 @@ async fn a_signature_by_another_key_under_the_same_kid_is_refused() {
     let forged = impostor.sign(&google_claims(ALLOWED, AUDIENCE, T0, 3600)).unwrap();
     let err = f.verify(&forged).await.unwrap_err();
     assert_eq!(err, AuthError::BadSignature { kid: f.key.key_id().into() });
-    assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(err.kind(), AuthErrorKind::Unauthenticated);
 
     // A genuine token with its claims swapped after signing.
     let genuine = f.token_for(ALLOWED);
@@ -290,7 +290,7 @@ async fn alg_none_and_hs256_tokens_are_refused() {
         jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(rsa.n.as_bytes())).unwrap();
     let err = f.verify(&hmac).await.unwrap_err();
     assert_eq!(err, AuthError::DisallowedAlgorithm { found: "HS256".into() });
-    assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(err.kind(), AuthErrorKind::Unauthenticated);
     assert_eq!(f.jwks.fetch_count(), 0, "refused on the header alone");
 }
 
@@ -299,7 +299,7 @@ async fn a_genuine_token_for_someone_not_allowed_is_forbidden() {
     let f = Fixture::new().await;
     let err = f.verify(&f.token_for("someone@example.com")).await.unwrap_err();
     assert_eq!(err, AuthError::EmailNotAllowed { email: "someone@example.com".into() });
-    assert_eq!(err.status(), StatusCode::FORBIDDEN);
+    assert_eq!(err.kind(), AuthErrorKind::Forbidden);
     assert_eq!(err.public_message(), "the caller is not allowed to use this endpoint");
     assert!(err.to_string().contains("someone@example.com"), "the log line names the caller: {err}");
 }
@@ -323,7 +323,7 @@ async fn an_unverified_or_missing_email_is_forbidden() {
     });
     let err = f.verify(&no_email).await.unwrap_err();
     assert_eq!(err, AuthError::EmailMissing { subject: "117003457437398467251".into() });
-    assert_eq!(err.status(), StatusCode::FORBIDDEN);
+    assert_eq!(err.kind(), AuthErrorKind::Forbidden);
 }
 
 #[tokio::test]
@@ -341,7 +341,7 @@ async fn x_serverless_authorization_takes_precedence() {
     // The stripped token alone says what went wrong.
     let err = f.verifier.verify_headers(&bearer(&stripped)).await.unwrap_err();
     assert_eq!(err, AuthError::SignatureRemovedByProxy);
-    assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(err.kind(), AuthErrorKind::Unauthenticated);
 
     // When both are present, the X-Serverless-Authorization token is the one judged.
     let mut both = bearer(&allowed);
@@ -361,7 +361,7 @@ async fn a_cold_cache_with_the_key_server_down_is_unavailable() {
     let token = key.sign(&google_claims(ALLOWED, AUDIENCE, T0, 3600)).unwrap();
     let err = verifier.verify_headers(&bearer(&token)).await.unwrap_err();
     assert!(matches!(&err, AuthError::KeysUnavailable { detail, .. } if detail.contains("request failed")), "{err}");
-    assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(err.kind(), AuthErrorKind::Unavailable);
     assert!(err.is_retryable());
     assert!(!err.public_message().contains(&url));
 
