@@ -377,3 +377,17 @@ pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().to_owned();
     (dir, path)
 }
+
+/// A binary of the workspace, built next to the running test (`current_exe()` is
+/// `target/<profile>/deps/<test>`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "the `{name}` binary is not built (looked for {}); run `cargo build --workspace --bins` first (`make test` does), with the same CARGO_TARGET_DIR",
+        path.display()
+    );
+    path
+}

@@ -3,8 +3,9 @@
 //! nightly ETL loads it): the printed run record, the stored one, and a second pass
 //! that opens nothing new.
 
+use converge_e2e::binary;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use converge_core::{MetricsWarehouse, SliceLoad, SliceRow, Timestamp, Warehouse};
@@ -12,13 +13,6 @@ use futures::StreamExt;
 
 use converge_contract::kit::planted;
 
-/// A binary built next to this test: `current_exe()` is `target/<profile>/deps/<test>`.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let path = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").join(name);
-    assert!(path.is_file(), "the `{name}` binary is not built ({}); run `cargo build --workspace --bins` first (`make test` does)", path.display());
-    path
-}
 
 /// Loads the planted dataset into the data directory's warehouse, one slice per
 /// (tenant, date), and closes it (DuckDB: one writing process per file).

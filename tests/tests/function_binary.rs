@@ -2,6 +2,7 @@
 //! it (`PORT`, settings from the environment), stopped with SIGTERM; then `converge
 //! sql` reading what it wrote.
 
+use converge_e2e::binary;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -11,18 +12,6 @@ use converge_core::{DocWrite, Document, DocumentChange, ErrorLog, SourceStore, T
 use converge_e2e::{bounded, data_dir, http_client, open_source, open_warehouse, TABLE};
 use converge_events::{to_binary, EventSource};
 
-/// A binary built next to this test: `current_exe()` is `target/<profile>/deps/<test>`.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let path = profile_dir.join(name);
-    assert!(
-        path.is_file(),
-        "the `{name}` binary is not built (looked for {}); run `cargo build --workspace --bins` first (`make test` does), with the same CARGO_TARGET_DIR",
-        path.display()
-    );
-    path
-}
 
 /// A child process killed (SIGKILL) if the test ends before it exits.
 struct Process {

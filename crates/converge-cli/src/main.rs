@@ -51,6 +51,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Retry the error log: re-read every document an open sync error names, append its
+    /// current state (a tombstone if it is gone) and resolve the record. Much cheaper
+    /// than a reconcile; silent drift (no record) is the reconcile's to find.
+    RetryErrors {
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        /// One tenant's records; every tenant's when absent.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run demo traffic with faults injected, then the reconciler: what it found
     /// against what was injected. Exits non-zero unless they match and no drift remains.
     Drill {
@@ -274,6 +287,19 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&run)?);
             } else {
                 print!("{}", render::reconcile(&run));
+            }
+        }
+        Command::RetryErrors { data_dir, tenant, json } => {
+            if std::env::var(converge_function::env::LOG).is_err() {
+                std::env::set_var(converge_function::env::LOG, "warn");
+            }
+            converge_function::telemetry::init("converge-retry-errors");
+            let settings = converge_function::Settings::from_env()?;
+            let run = reconcile::retry_errors(&data_dir, settings.mirror, tenant.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&run)?);
+            } else {
+                print!("{}", render::retry_errors(&run));
             }
         }
         Command::Drill { data_dir, records, json, backend } => {

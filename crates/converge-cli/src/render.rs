@@ -102,6 +102,25 @@ pub fn reconcile(run: &ReconcileRun) -> String {
     out
 }
 
+pub fn retry_errors(run: &converge_reconcile::RetryRun) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\nSync error retry ({}) — batch {} — {}", run.scope, run.batch_id, run.outcome);
+    let _ = writeln!(
+        out,
+        "  {} open records naming {} documents: {} rows appended ({} tombstones), {} records resolved, {} ms",
+        run.open_errors, run.documents, run.rows_appended, run.tombstones, run.errors_resolved, run.millis
+    );
+    let open = run.recorded_after_read + run.unroutable + run.unmirrorable;
+    if open > 0 {
+        let _ = writeln!(
+            out,
+            "  left open: {} recorded after the read (the next pass takes them), {} of paths no route matches, {} not mirrorable as they are (see the log)",
+            run.recorded_after_read, run.unroutable, run.unmirrorable
+        );
+    }
+    out
+}
+
 pub fn drill(summary: &DrillSummary) -> String {
     let mut out = String::new();
     let pipeline = if summary.backend == "cloud" { "the cloud pipeline (Firestore and BigQuery emulators)" } else { "the embedded pipeline" };

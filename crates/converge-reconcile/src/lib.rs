@@ -22,10 +22,14 @@
 //! # Layout
 //!
 //! - [`run`]: [`Reconciler`], one run over one tenant or all, and its [`ReconcileRun`] report.
+//! - [`retry`]: the error log's own retry ([`Reconciler::retry_errors`]): only the
+//!   documents open `sync_errors` records name, re-read and appended; [`RetryRun`].
 
+pub mod retry;
 pub mod run;
 
 // The merge itself is core's (`converge_core::drift`): the reconciler, the rebuild and
 // the demo's strict comparison judge documents by the one rule.
 pub use converge_core::drift::{Difference, DifferenceKind, OrphanGuard};
 pub use run::{ReconcileError, ReconcileRun, Reconciler, RefusedTenant, RunOptions, TenantReconcile};
+pub use retry::{RetryRun, RETRY_KIND};

@@ -13,7 +13,7 @@ use serde::Serialize;
 use converge_core::drift::{diff, Difference, DifferenceKind};
 
 /// Rows per repair append.
-const REPAIR_CHUNK: usize = 1_000;
+pub(crate) const REPAIR_CHUNK: usize = 1_000;
 /// Attempts per repair append before the failure is recorded, and the first backoff.
 const REPAIR_ATTEMPTS: u32 = 3;
 const REPAIR_BACKOFF: Duration = Duration::from_millis(100);
@@ -120,11 +120,11 @@ impl ReconcileRun {
 }
 
 pub struct Reconciler {
-    source: Arc<dyn SourceStore>,
-    errors: Arc<dyn ErrorLog>,
-    warehouse: Arc<dyn Warehouse>,
-    config: MirrorConfig,
-    clock: Arc<dyn Clock>,
+    pub(crate) source: Arc<dyn SourceStore>,
+    pub(crate) errors: Arc<dyn ErrorLog>,
+    pub(crate) warehouse: Arc<dyn Warehouse>,
+    pub(crate) config: MirrorConfig,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Reconciler {
@@ -367,7 +367,7 @@ impl Reconciler {
         Ok(repaired)
     }
 
-    async fn append_with_retry(&self, rows: Vec<ChangeRow>) -> Result<(), StoreError> {
+    pub(crate) async fn append_with_retry(&self, rows: Vec<ChangeRow>) -> Result<(), StoreError> {
         let mut backoff = REPAIR_BACKOFF;
         let mut attempt = 1;
         loop {
