@@ -10,7 +10,9 @@
 //! - [`etl`]: `converge etl`, one nightly-ETL pass on a data directory.
 //! - [`rebuild`]: `converge rebuild` / `converge import`, one tenant through the rebuild
 //!   function on loopback, with a local ID token.
-//! - [`reconcile`]: `converge reconcile`, one reconciler run on a data directory.
+//! - [`reconcile`]: `converge reconcile` and `converge retry-errors`, one reconciler run
+//!   or one pass of the error log's retry on a data directory.
+//! - [`quarantine`]: `converge quarantine list`, quarantined events and what to do.
 //! - [`setup`]: `converge setup`, the warehouse's tables and views created (the cloud's
 //!   functions only check them at start).
 //! - [`sql`]: `converge sql`, a query on the embedded warehouse, one JSON object per row.
@@ -23,6 +25,7 @@ pub mod bench;
 pub mod detect;
 pub mod detectors;
 pub mod etl;
+pub mod quarantine;
 pub mod rebuild;
 pub mod reconcile;
 pub mod render;

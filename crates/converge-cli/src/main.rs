@@ -5,7 +5,7 @@ use converge_core::RunOutcome;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use converge_cli::{bench, detect, detectors, rebuild, reconcile, render, serve, setup, sql};
+use converge_cli::{bench, detect, detectors, quarantine, rebuild, reconcile, render, serve, setup, sql};
 use converge_scenarios::{demo, demo_cloud, drill, drill_cloud};
 
 #[derive(Parser)]
@@ -50,6 +50,11 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// Quarantined events: the newest first, with their reason and what to do about it.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
     },
     /// Retry the error log: re-read every document an open sync error names, append its
     /// current state (a tombstone if it is gone) and resolve the record. Much cheaper
@@ -196,6 +201,21 @@ enum DetectorsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// The newest quarantined events: reason, detail, what to do.
+    List {
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON array of the records (the payload as base64), each with `what_to_do`.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(clap::Args)]
 struct RebuildArgs {
     #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
@@ -287,6 +307,14 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&run)?);
             } else {
                 print!("{}", render::reconcile(&run));
+            }
+        }
+        Command::Quarantine { command: QuarantineCommand::List { data_dir, limit, json } } => {
+            let records = quarantine::list(&data_dir, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string(&records)?);
+            } else {
+                print!("{}", quarantine::render(&records));
             }
         }
         Command::RetryErrors { data_dir, tenant, json } => {

@@ -116,6 +116,35 @@ impl QuarantineReason {
             QuarantineReason::FromTheFuture => "from_the_future",
         }
     }
+
+    /// What a person can do about an event quarantined for this reason. The document
+    /// itself is still in the source: where it can be mirrored, the next reconcile (or
+    /// `converge retry-errors` for recorded failures) writes its current state.
+    pub fn what_to_do(self) -> &'static str {
+        match self {
+            QuarantineReason::Malformed => {
+                "The body is not a Firestore document event Converge can decode (see the detail): check the Eventarc trigger's event type and data format (application/protobuf) and anything between it and the function. The document is still in the source; the next reconcile mirrors it."
+            }
+            QuarantineReason::UnsupportedContentType => {
+                "Eventarc sends Firestore events as application/protobuf (application/json is read too): check the trigger and any proxy in between. The next reconcile mirrors the document."
+            }
+            QuarantineReason::UnknownEventType => {
+                "Only google.cloud.firestore.document.v1 events are read: narrow the trigger's event filter to those. Nothing was lost."
+            }
+            QuarantineReason::Unroutable => {
+                "No route of the mirror configuration matches the document's path: if it should be mirrored, add a route (CONVERGE_CONFIG) and run `converge setup`, then `converge reconcile`; if not, narrow the trigger's path pattern."
+            }
+            QuarantineReason::SchemaViolation => {
+                "A promoted field has a type its column does not take: fix the document in the source, or the column's type in the mirror configuration; the next reconcile mirrors it once it fits."
+            }
+            QuarantineReason::Oversized => {
+                "The body is over the function's size limit: the document is read from the source instead by the next reconcile (`converge reconcile`)."
+            }
+            QuarantineReason::FromTheFuture => {
+                "The event is dated over a minute past the function's clock: a clock is wrong (the sender's or the function's host). Check time synchronisation; the next reconcile mirrors the document's current state."
+            }
+        }
+    }
 }
 
 /// Bad input kept with its raw payload and the reason it was refused. Keyed by the
@@ -170,6 +199,13 @@ pub trait ErrorLog: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_quarantine_reason_says_what_to_do() {
+        let hints: std::collections::BTreeSet<&str> = QuarantineReason::ALL.into_iter().map(QuarantineReason::what_to_do).collect();
+        assert_eq!(hints.len(), QuarantineReason::ALL.len(), "one distinct hint per reason");
+        assert!(hints.iter().all(|hint| hint.len() > 40), "{hints:?}");
+    }
 
     #[test]
     fn every_reason_reads_back_from_its_text() {
