@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use converge_core::{
     drift, DocWrite, DriftReport, ErrorLog, Fields, MirrorConfig, SourceStore, SystemClock, Value, Warehouse,
 };
@@ -258,20 +258,8 @@ pub async fn kill_relay(relay: RunningRelay) {
     assert!(ended.as_ref().err().is_some_and(|e| e.is_cancelled()), "the relay task was expected to be cancelled: {ended:?}");
 }
 
-/// Waits until the outbox has no pending event.
-pub async fn wait_for_outbox(source: &SqliteStore, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let stats = source.outbox_stats().await?;
-        if stats.pending == 0 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{} events still pending after {timeout:?} ({stats:?})", stats.pending);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// Waits until the outbox has no pending event (the demo's wait).
+pub use converge_scenarios::demo::wait_for_outbox;
 
 /// Polls `condition` every few milliseconds until it holds.
 pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {

@@ -441,7 +441,10 @@ pub(crate) async fn live_traffic(
     Ok(live)
 }
 
-pub(crate) async fn wait_for_outbox(source: &converge_sqlite::SqliteStore, timeout: Duration) -> anyhow::Result<()> {
+/// Waits until a running relay has emptied the source's outbox (no event pending), or
+/// fails after `timeout` naming what is left. (`Relay::drain` delivers by itself; this
+/// only watches the relay already running.) Also the end-to-end tests' wait.
+pub async fn wait_for_outbox(source: &converge_sqlite::SqliteStore, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let stats = source.outbox_stats().await?;
@@ -449,9 +452,9 @@ pub(crate) async fn wait_for_outbox(source: &converge_sqlite::SqliteStore, timeo
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{} events still pending after {:?}; is the sync function answering? see the log", stats.pending, timeout);
+            bail!("{} events still pending after {timeout:?} ({stats:?}); is the sync function answering? see the log", stats.pending);
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
