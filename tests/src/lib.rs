@@ -326,7 +326,8 @@ pub async fn assert_converged(source: &dyn SourceStore, warehouse: &dyn Warehous
             report.orphan.iter().take(3).collect::<Vec<_>>(),
         );
         assert_eq!(report.source_docs, report.derived_docs, "tenant {tenant}");
-        let source_count = source.count(&collection(tenant)).await.expect("source count");
+        let scope = converge_core::SourceScope::collection(&collection(tenant)).expect("a collection path");
+        let source_count = source.count(&scope).await.expect("source count");
         let latest = warehouse.latest_count(TABLE, tenant).await.expect("latest count");
         assert_eq!((report.source_docs, latest), (source_count, source_count), "tenant {tenant}: scan, count and latest view agree");
         counts.push(source_count);

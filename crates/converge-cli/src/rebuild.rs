@@ -109,8 +109,8 @@ async fn progress_bar(visible: bool, source: &dyn SourceStore, mirror: &MirrorCo
     let mut total = 0;
     for route in &mirror.routes {
         let selected = request.tables.as_ref().is_none_or(|tables| tables.contains(&route.table));
-        if let (true, Some(collection)) = (selected, route.pattern.collection_path(&request.tenant)) {
-            total += source.count(&collection).await.unwrap_or(0);
+        if let (true, Ok(scope)) = (selected, route.pattern.tenant_scope(&request.tenant)) {
+            total += source.count(&scope).await.unwrap_or(0);
         }
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());

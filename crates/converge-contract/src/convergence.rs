@@ -250,7 +250,8 @@ async fn latest_states(warehouse: &dyn Warehouse) -> Vec<(String, i64, String)> 
 }
 
 async fn source_states(source: &dyn SourceStore) -> Vec<(String, i64, String)> {
-    let scan = source.scan_states(&format!("orgs/{TENANT}/records")).await.expect("scan_states");
+    let scope = converge_core::SourceScope::collection(&format!("orgs/{TENANT}/records")).expect("a collection path");
+    let scan = source.scan_states(&scope).await.expect("scan_states");
     scan.items.map(|s| s.expect("a state")).map(|s| (s.doc_path, s.update_time, s.content_hash)).collect().await
 }
 

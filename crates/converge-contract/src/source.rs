@@ -1,5 +1,6 @@
 //! The source store contract: exact values, atomic batches with one commit time,
-//! and consistent, ordered, streamed scans.
+//! and consistent, ordered, streamed scans, of one collection and of a route's
+//! documents of one tenant at any depth.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use converge_core::hash::content_hash;
 use converge_core::value::fields_from_json;
-use converge_core::{DocState, DocWrite, ErrorKind, Fields, GeoPoint, SourceStore, Timestamp, Value};
+use converge_core::{DocState, DocWrite, ErrorKind, Fields, GeoPoint, PathPattern, SourceScope, SourceStore, Timestamp, Value};
 use futures::StreamExt;
 
 use crate::case;
@@ -75,7 +76,7 @@ where
     case(suite, "deleting a missing document is not an error", async {
         let store = fresh().await;
         store.apply(vec![DocWrite::Delete { path: "orgs/acme/records/never".into() }]).await.expect("delete of a missing document");
-        assert_eq!(store.count("orgs/acme/records").await.unwrap(), 0);
+        assert_eq!(store.count(&coll("orgs/acme/records")).await.unwrap(), 0);
     })
     .await;
 
@@ -110,7 +111,7 @@ where
             .await
             .unwrap();
 
-        let mut scan = store.scan_states("orgs/acme/records").await.unwrap();
+        let mut scan = store.scan_states(&coll("orgs/acme/records")).await.unwrap();
         assert!(scan.read_time >= last_commit, "the snapshot includes every earlier commit");
         let mut seen: Vec<DocState> = Vec::new();
         for _ in 0..10 {
@@ -136,7 +137,7 @@ where
         assert_eq!(r300.content_hash, expected_hash, "the core's canonical hash of the fields");
 
         // A new scan sees the new state, and matches the documents one by one.
-        let scan = store.scan_states("orgs/acme/records").await.unwrap();
+        let scan = store.scan_states(&coll("orgs/acme/records")).await.unwrap();
         assert!(scan.read_time >= after);
         let states: Vec<DocState> = scan.items.map(Result::unwrap).collect().await;
         assert_eq!(states.len(), total);
@@ -146,12 +147,12 @@ where
         }
         let paths: BTreeSet<&str> = states.iter().map(|s| s.doc_path.as_str()).collect();
         assert!(paths.contains("orgs/acme/records/r0300x") && !paths.contains(format!("orgs/acme/records/r{:04}", total - 1).as_str()));
-        assert_eq!(store.count("orgs/acme/records").await.unwrap(), total as u64);
-        assert_eq!(store.count("orgs/acme/recordsx").await.unwrap(), 1);
-        assert_eq!(store.count("orgs/initech/records").await.unwrap(), 0);
+        assert_eq!(store.count(&coll("orgs/acme/records")).await.unwrap(), total as u64);
+        assert_eq!(store.count(&coll("orgs/acme/recordsx")).await.unwrap(), 1);
+        assert_eq!(store.count(&coll("orgs/initech/records")).await.unwrap(), 0);
 
         // Dropping a scan half way must not block later writes.
-        let mut abandoned = store.scan_states("orgs/acme/records").await.unwrap();
+        let mut abandoned = store.scan_states(&coll("orgs/acme/records")).await.unwrap();
         abandoned.items.next().await.unwrap().unwrap();
         drop(abandoned);
         store.apply(vec![DocWrite::Delete { path: "orgs/acme/records/r0002".into() }]).await.unwrap();
@@ -171,7 +172,7 @@ where
         for chunk in writes.chunks(contract.max_batch.min(50)) {
             store.apply(chunk.to_vec()).await.unwrap();
         }
-        let scan = store.scan_documents("orgs/acme/records").await.unwrap();
+        let scan = store.scan_documents(&coll("orgs/acme/records")).await.unwrap();
         let docs: Vec<_> = scan.items.map(Result::unwrap).collect().await;
         assert_eq!(docs.len(), 120);
         assert!(docs.windows(2).all(|w| w[0].path < w[1].path));
@@ -201,6 +202,127 @@ where
     })
     .await;
 
+    case(suite, "a nested route's scan holds one tenant's documents at their depth, in path order, at one snapshot", async {
+        let store = fresh().await;
+        let pattern = PathPattern::parse(NESTED).unwrap();
+        let task = |tenant: &str, project: &str, id: &str| pattern.document_path_with(tenant, &[project], id).unwrap();
+        // acme's project ids order differently segment by segment (Firestore's
+        // `__name__`) and as whole paths (`p-1/…` and `p.x/…` before `p/…`); only
+        // `orgs/acme/projects/q` exists as a document, every other ancestor is missing.
+        let mut expected: Vec<String> = Vec::new();
+        let mut writes = Vec::new();
+        for project in ["p", "p-1", "p.x", "pa", "q"] {
+            for i in 0..3 {
+                let path = task("acme", project, &format!("t{i}"));
+                writes.push(set(&path, json(serde_json::json!({"project": project, "i": i}))));
+                expected.push(path);
+            }
+        }
+        writes.push(set("orgs/acme/projects/q", json(serde_json::json!({"name": "a real project document"}))));
+        // Neighbours that must not leak in: a `tasks` collection at another depth,
+        // another literal, another tenant (and one whose id extends acme's), another
+        // route of the same tenant.
+        for path in [
+            "orgs/acme/tasks/t0",
+            "orgs/acme/projects/p/tasks/t0/tasks/deeper",
+            "orgs/acme/teams/p/tasks/t0",
+            "orgs/acme-x/projects/p/tasks/t0",
+            "orgs/globex/projects/p/tasks/t0",
+            "orgs/acme/records/r0",
+        ] {
+            writes.push(set(path, json(serde_json::json!({"neighbour": true}))));
+        }
+        let last_commit = store.apply(writes).await.unwrap();
+        expected.sort();
+        let scope = pattern.tenant_scope("acme").unwrap();
+
+        let mut scan = store.scan_states(&scope).await.unwrap();
+        assert!(scan.read_time >= last_commit, "the snapshot includes every earlier commit");
+        let first = scan.items.next().await.expect("a first state").unwrap();
+        // Written after the scan began: a new task in the last project, and a delete.
+        let after = store
+            .apply(vec![set(&task("acme", "q", "t9"), json(serde_json::json!({}))), DocWrite::Delete { path: task("acme", "q", "t0") }])
+            .await
+            .unwrap();
+        assert!(after > scan.read_time);
+        let mut seen = vec![first];
+        while let Some(state) = scan.items.next().await {
+            seen.push(state.unwrap());
+        }
+        let paths: Vec<&str> = seen.iter().map(|s| s.doc_path.as_str()).collect();
+        assert_eq!(paths, expected, "exactly the tenant's tasks at the route's depth, in byte order of the whole path, as of the snapshot");
+        let q0 = seen.iter().find(|s| s.doc_path == task("acme", "q", "t0")).unwrap();
+        assert_eq!(q0.content_hash, content_hash(&json(serde_json::json!({"project": "q", "i": 0}))));
+
+        let docs = store.scan_documents(&scope).await.unwrap();
+        assert!(docs.read_time >= after);
+        let docs: Vec<_> = docs.items.map(Result::unwrap).collect().await;
+        let mut now_expected: Vec<String> = expected.iter().filter(|p| **p != task("acme", "q", "t0")).cloned().collect();
+        now_expected.push(task("acme", "q", "t9"));
+        now_expected.sort();
+        assert_eq!(docs.iter().map(|d| d.path.clone()).collect::<Vec<_>>(), now_expected);
+        for doc in [&docs[0], &docs[7]] {
+            assert_eq!(Some(doc), store.get(&doc.path).await.unwrap().as_ref(), "scan and get agree");
+        }
+        assert_eq!(store.count(&scope).await.unwrap(), now_expected.len() as u64);
+        assert_eq!(store.count(&pattern.tenant_scope("initech").unwrap()).await.unwrap(), 0);
+        assert_eq!(store.scan_states(&pattern.tenant_scope("initech").unwrap()).await.unwrap().items.count().await, 0);
+
+        // Tenants whose own document (and their projects') was never written.
+        assert_eq!(store.list_tenants(&pattern).await.unwrap(), vec!["acme", "acme-x", "globex"]);
+    })
+    .await;
+
+    case(suite, "a nested route's scan pages through many documents of many projects", async {
+        let store = fresh().await;
+        let pattern = PathPattern::parse(NESTED).unwrap();
+        let mut expected = Vec::new();
+        let writes: Vec<DocWrite> = (0..450)
+            .map(|i| {
+                let path = pattern.document_path_with("globex", &[&format!("proj{}", i % 3)], &format!("t{i:04}")).unwrap();
+                expected.push(path.clone());
+                set(&path, json(serde_json::json!({"i": i})))
+            })
+            .collect();
+        for chunk in writes.chunks(contract.max_batch.min(250)) {
+            store.apply(chunk.to_vec()).await.unwrap();
+        }
+        store.apply(vec![set("orgs/globex/archive/x/tasks/t0000", json(serde_json::json!({})))]).await.unwrap();
+        expected.sort();
+        let scan = store.scan_states(&pattern.tenant_scope("globex").unwrap()).await.unwrap();
+        let paths: Vec<String> = scan.items.map(|s| s.unwrap().doc_path).collect().await;
+        assert_eq!(paths, expected);
+        // Dropping a scan half way must not block later writes.
+        let mut abandoned = store.scan_documents(&pattern.tenant_scope("globex").unwrap()).await.unwrap();
+        abandoned.items.next().await.unwrap().unwrap();
+        drop(abandoned);
+        store.apply(vec![DocWrite::Delete { path: expected[0].clone() }]).await.unwrap();
+    })
+    .await;
+
+    case(suite, "a route with a wildcard before its tenant is scanned and its tenants listed", async {
+        let store = fresh().await;
+        let pattern = PathPattern::parse("regions/{region}/orgs/{tenant}/records/{doc}").unwrap();
+        store
+            .apply(vec![
+                set("regions/eu/orgs/acme/records/a", json(serde_json::json!({}))),
+                set("regions/us/orgs/acme/records/b", json(serde_json::json!({}))),
+                set("regions/us/orgs/globex/records/c", json(serde_json::json!({}))),
+                set("regions/us/orgs/globex/notes/n", json(serde_json::json!({}))),
+                set("orgs/initech/records/d", json(serde_json::json!({}))),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.list_tenants(&pattern).await.unwrap(), vec!["acme", "globex"]);
+        let scan = store.scan_states(&pattern.tenant_scope("acme").unwrap()).await.unwrap();
+        let paths: Vec<String> = scan.items.map(|s| s.unwrap().doc_path).collect().await;
+        assert_eq!(paths, vec!["regions/eu/orgs/acme/records/a", "regions/us/orgs/acme/records/b"]);
+        // A top-level route's tenants are the ids under its literal prefix, as before.
+        let plain = PathPattern::parse("orgs/{tenant}/records/{doc}").unwrap();
+        assert_eq!(store.list_tenants(&plain).await.unwrap(), vec!["initech"]);
+    })
+    .await;
+
     case(suite, "commit times strictly increase", async {
         let store = fresh().await;
         let mut previous = Timestamp::new(0, 0);
@@ -211,6 +333,14 @@ where
         }
     })
     .await;
+}
+
+/// The nested route the cases use.
+const NESTED: &str = "orgs/{tenant}/projects/{project}/tasks/{doc}";
+
+/// The scope of one collection.
+fn coll(path: &str) -> SourceScope {
+    SourceScope::collection(path).expect("a collection path")
 }
 
 fn json(value: serde_json::Value) -> Fields {

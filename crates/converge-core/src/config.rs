@@ -159,6 +159,55 @@ impl PathPattern {
         self.collection_path(tenant).map(|c| format!("{c}/{doc_id}"))
     }
 
+    /// The path of one document of one tenant, the pattern's other wildcards filled
+    /// from `wildcards` in order (`orgs/{tenant}/projects/{project}/tasks/{doc}` with
+    /// `["p1"]` → `orgs/acme/projects/p1/tasks/t1`); `None` when their number differs.
+    pub fn document_path_with(&self, tenant: &str, wildcards: &[&str], doc_id: &str) -> Option<String> {
+        let mut fill = wildcards.iter();
+        let parts: Vec<&str> = self
+            .segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Literal(l) => Some(l.as_str()),
+                Segment::Tenant => Some(tenant),
+                Segment::Doc => Some(doc_id),
+                Segment::Wildcard => fill.next().copied(),
+            })
+            .collect::<Option<_>>()?;
+        fill.next().is_none().then(|| parts.join("/"))
+    }
+
+    /// Every document of `tenant` this pattern matches, at any depth: what the source
+    /// scans for a reconcile or a rebuild of one tenant. An invalid tenant id is refused.
+    pub fn tenant_scope(&self, tenant: &str) -> Result<SourceScope, crate::path::PathProblem> {
+        crate::path::check_id(tenant)?;
+        Ok(self.scope(Some(tenant)))
+    }
+
+    /// Every document this pattern matches, of every tenant: how tenants are found when
+    /// a wildcard comes before `{tenant}`.
+    pub fn every_tenant_scope(&self) -> SourceScope {
+        self.scope(None)
+    }
+
+    fn scope(&self, tenant: Option<&str>) -> SourceScope {
+        let segments = self
+            .segments
+            .iter()
+            .map(|segment| match (segment, tenant) {
+                (Segment::Literal(l), _) => ScopeSegment::Id(l.clone()),
+                (Segment::Tenant, Some(tenant)) => ScopeSegment::Id(tenant.to_owned()),
+                _ => ScopeSegment::Any,
+            })
+            .collect();
+        SourceScope::new(segments)
+    }
+
+    /// The tenant of a path this pattern matches.
+    pub fn tenant_of(&self, path: &str) -> Option<String> {
+        self.capture(path).map(|(tenant, _, _)| tenant)
+    }
+
     fn capture(&self, path: &str) -> Option<(String, String, String)> {
         let parts: Vec<&str> = path.split('/').collect();
         if parts.len() != self.segments.len() || parts.iter().any(|p| p.is_empty()) {
@@ -177,6 +226,101 @@ impl PathPattern {
             }
         }
         Some((tenant?.to_owned(), doc?.to_owned(), collection?.to_owned()))
+    }
+}
+
+/// Which documents of the source one scan covers: every document whose path has the
+/// scope's segments, each a given id or any id (`orgs/acme/projects/*/tasks/*`). The
+/// documents all lie under [`SourceScope::parent`] (the longest run of given ids that
+/// ends at a document, `orgs/acme`; empty for the database root) in collections named
+/// [`SourceScope::collection_id`] (`tasks`); a `tasks` collection elsewhere in that
+/// subtree (`orgs/acme/tasks/t1`, `orgs/acme/projects/p/tasks/t/tasks/u`) is not in
+/// the scope. One collection (`orgs/acme/records`) is the simplest scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceScope {
+    segments: Vec<ScopeSegment>,
+    /// Leading segments that form the parent document (even, all `Id`).
+    parent_len: usize,
+}
+
+/// One segment of a [`SourceScope`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeSegment {
+    Id(String),
+    Any,
+}
+
+impl SourceScope {
+    /// Built from a pattern's segments: even in number, the next to last an id.
+    fn new(segments: Vec<ScopeSegment>) -> Self {
+        debug_assert!(segments.len() >= 2 && segments.len() % 2 == 0);
+        let given = segments.iter().take_while(|s| matches!(s, ScopeSegment::Id(_))).count();
+        let parent_len = (given.min(segments.len() - 2)) & !1;
+        Self { segments, parent_len }
+    }
+
+    /// Every document directly in the collection at `collection_path`.
+    pub fn collection(collection_path: &str) -> Result<Self, crate::path::PathProblem> {
+        crate::path::check_collection_path(collection_path)?;
+        let mut segments: Vec<ScopeSegment> = collection_path.split('/').map(|s| ScopeSegment::Id(s.to_owned())).collect();
+        segments.push(ScopeSegment::Any);
+        Ok(Self::new(segments))
+    }
+
+    pub fn segments(&self) -> &[ScopeSegment] {
+        &self.segments
+    }
+
+    /// The document every path of the scope lies under (`orgs/acme`), or `""` for the
+    /// database root.
+    pub fn parent(&self) -> String {
+        self.ids(0, self.parent_len)
+    }
+
+    /// The id of the collections holding the scope's documents (`tasks`).
+    pub fn collection_id(&self) -> &str {
+        match &self.segments[self.segments.len() - 2] {
+            ScopeSegment::Id(id) => id,
+            ScopeSegment::Any => unreachable!("a scope's next to last segment is a collection id"),
+        }
+    }
+
+    /// The one collection holding every document of the scope, when there is one
+    /// (no wildcard before the last segment): `orgs/acme/records`.
+    pub fn collection_path(&self) -> Option<String> {
+        (self.parent_len == self.segments.len() - 2).then(|| self.ids(0, self.segments.len() - 1))
+    }
+
+    /// Whether `path` is a document of the scope: exactly as many segments, each the
+    /// given id where one is given.
+    pub fn matches(&self, path: &str) -> bool {
+        let mut parts = path.split('/');
+        for segment in &self.segments {
+            match (segment, parts.next()) {
+                (_, None | Some("")) => return false,
+                (ScopeSegment::Id(id), Some(part)) if id != part => return false,
+                _ => {}
+            }
+        }
+        parts.next().is_none()
+    }
+
+    fn ids(&self, from: usize, to: usize) -> String {
+        self.segments[from..to]
+            .iter()
+            .map(|s| match s {
+                ScopeSegment::Id(id) => id.as_str(),
+                ScopeSegment::Any => "*",
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+}
+
+impl std::fmt::Display for SourceScope {
+    /// `orgs/acme/projects/*/tasks/*`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.ids(0, self.segments.len()))
     }
 }
 
@@ -233,6 +377,14 @@ impl MirrorConfig {
         self.routes.iter().find_map(|route| {
             route.pattern.capture(path).map(|(tenant, doc_id, collection)| RoutedPath { route, tenant, doc_id, collection })
         })
+    }
+
+    /// Whether `path` mirrors into `table`: the first route matching it is that table's.
+    /// A scan of one route's scope can hold paths an earlier, overlapping route claims
+    /// (`orgs/{tenant}/projects/main/tasks/{doc}` before
+    /// `orgs/{tenant}/projects/{project}/tasks/{doc}`); they are that route's, not this one's.
+    pub fn routes_to(&self, path: &str, table: &str) -> bool {
+        self.route(path).is_some_and(|routed| routed.route.table == table)
     }
 
     pub fn table(&self, name: &str) -> Option<&Route> {
@@ -301,6 +453,55 @@ mod tests {
         let q = PathPattern::parse("orgs/{tenant}/projects/{project}/tasks/{doc}").unwrap();
         assert_eq!(q.collection_path("t1"), None);
         assert_eq!(q.capture("orgs/t/projects/p/tasks/d"), Some(("t".into(), "d".into(), "tasks".into())));
+    }
+
+    #[test]
+    fn scopes_of_any_depth() {
+        let plain = PathPattern::parse("orgs/{tenant}/records/{doc}").unwrap().tenant_scope("acme").unwrap();
+        assert_eq!((plain.parent().as_str(), plain.collection_id()), ("orgs/acme", "records"));
+        assert_eq!(plain.collection_path().as_deref(), Some("orgs/acme/records"));
+        assert_eq!(plain, SourceScope::collection("orgs/acme/records").unwrap());
+        assert!(plain.matches("orgs/acme/records/r1"));
+        for other in ["orgs/acme/records", "orgs/globex/records/r1", "orgs/acme/records/r1/sub/x", "orgs/acme/records/", "orgs/acme/tasks/r1"] {
+            assert!(!plain.matches(other), "{other}");
+        }
+
+        let nested = PathPattern::parse("orgs/{tenant}/projects/{project}/tasks/{doc}").unwrap();
+        let scope = nested.tenant_scope("acme").unwrap();
+        assert_eq!((scope.parent().as_str(), scope.collection_id(), scope.collection_path()), ("orgs/acme", "tasks", None));
+        assert_eq!(scope.to_string(), "orgs/acme/projects/*/tasks/*");
+        assert!(scope.matches("orgs/acme/projects/p1/tasks/t1"));
+        for other in ["orgs/acme/tasks/t1", "orgs/acme/projects/p1/tasks/t1/tasks/t2", "orgs/globex/projects/p1/tasks/t1", "orgs/acme/teams/p1/tasks/t1"] {
+            assert!(!scope.matches(other), "{other}");
+        }
+        assert!(nested.tenant_scope("a/b").is_err());
+        assert_eq!(nested.document_path_with("acme", &["p1"], "t1").as_deref(), Some("orgs/acme/projects/p1/tasks/t1"));
+        assert_eq!(nested.document_path_with("acme", &[], "t1"), None);
+        assert_eq!(nested.tenant_of("orgs/acme/projects/p1/tasks/t1").as_deref(), Some("acme"));
+
+        let before = PathPattern::parse("regions/{region}/orgs/{tenant}/records/{doc}").unwrap();
+        let scope = before.tenant_scope("acme").unwrap();
+        assert_eq!((scope.parent().as_str(), scope.collection_path()), ("", None));
+        assert!(scope.matches("regions/eu/orgs/acme/records/r1") && !scope.matches("regions/eu/orgs/globex/records/r1"));
+        let every = before.every_tenant_scope();
+        assert!(every.matches("regions/eu/orgs/globex/records/r1"));
+        let literal_after = PathPattern::parse("orgs/{tenant}/config/main/items/{doc}").unwrap().tenant_scope("acme").unwrap();
+        assert_eq!(literal_after.collection_path().as_deref(), Some("orgs/acme/config/main/items"));
+    }
+
+    #[test]
+    fn overlapping_routes_keep_their_paths() {
+        let config = MirrorConfig::from_toml(
+            "[[route]]\npattern = \"orgs/{tenant}/projects/main/tasks/{doc}\"\ntable = \"main_tasks\"\n\
+             [[route]]\npattern = \"orgs/{tenant}/projects/{project}/tasks/{doc}\"\ntable = \"tasks\"",
+        )
+        .unwrap();
+        let scope = config.routes[1].pattern.tenant_scope("acme").unwrap();
+        assert!(scope.matches("orgs/acme/projects/main/tasks/t1"), "the scan sees it");
+        assert!(config.routes_to("orgs/acme/projects/main/tasks/t1", "main_tasks"));
+        assert!(!config.routes_to("orgs/acme/projects/main/tasks/t1", "tasks"));
+        assert!(config.routes_to("orgs/acme/projects/p2/tasks/t1", "tasks"));
+        assert!(!config.routes_to("orgs/acme/other/t1", "tasks"));
     }
 
     #[test]

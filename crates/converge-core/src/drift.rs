@@ -78,14 +78,11 @@ impl OrphanGuard {
 /// guard, so every state the view shows must match the source's — the proof of
 /// equality the demo and the tests make at quiescence, where nothing is in flight.
 pub async fn compare_tenant(source: &dyn SourceStore, warehouse: &dyn Warehouse, route: &Route, tenant: &str) -> Result<DriftReport, StoreError> {
-    let collection = route.pattern.collection_path(tenant).ok_or_else(|| {
-        StoreError::new(
-            ErrorKind::InvalidInput,
-            "drift",
-            format!("route `{}` has wildcards besides {{tenant}} and {{doc}}; its documents cannot be listed per tenant", route.pattern.as_str()),
-        )
-    })?;
-    let source_scan = source.scan_states(&collection).await?;
+    let scope = route
+        .pattern
+        .tenant_scope(tenant)
+        .map_err(|problem| StoreError::new(ErrorKind::InvalidInput, "drift", format!("tenant {tenant:?} is not a document id: {problem}")))?;
+    let source_scan = source.scan_states(&scope).await?;
     let derived_scan = warehouse.latest_states(&route.table, tenant).await?;
     compare(source_scan.items, derived_scan.items).await
 }

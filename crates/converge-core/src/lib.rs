@@ -47,7 +47,7 @@ pub mod version;
 
 pub use change::{ChangeRow, DocumentChange, PromotedValue, RowContext, RowError};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{ColumnType, MirrorConfig, PathPattern, PromotedColumn, Route, RoutedPath};
+pub use config::{ColumnType, MirrorConfig, PathPattern, PromotedColumn, Route, RoutedPath, ScopeSegment, SourceScope};
 pub use drift::DriftReport;
 pub use error::{ConfigError, ErrorKind, StoreError};
 pub use business_metrics::{EntityMapRow, MetricRow, MetricsWarehouse, ReplaceReceipt, SliceLoad, SliceRow};

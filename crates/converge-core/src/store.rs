@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use crate::change::ChangeRow;
-use crate::config::MirrorConfig;
+use crate::config::{MirrorConfig, PathPattern, SourceScope};
 use crate::error::StoreError;
 use crate::run::RunRecord;
 use crate::value::{Document, Fields, Timestamp};
@@ -97,21 +97,46 @@ pub trait SourceStore: Send + Sync + 'static {
     /// Applies writes atomically with one commit time, which it returns.
     async fn apply(&self, writes: Vec<DocWrite>) -> Result<Timestamp, StoreError>;
 
-    /// States of every document directly in `collection_path`, at one read time.
-    async fn scan_states(&self, collection_path: &str) -> Result<Scan<DocState>, StoreError>;
+    /// States of every document of `scope` (one collection, or one tenant's documents
+    /// of a route at any depth), at one read time, in ascending `doc_path` order (byte
+    /// order of the whole path, as the warehouse's `ORDER BY doc_path`), streamed.
+    async fn scan_states(&self, scope: &SourceScope) -> Result<Scan<DocState>, StoreError>;
 
-    /// Whole documents directly in `collection_path`, at one read time, in path order;
-    /// streamed, for rebuilds and repairs.
-    async fn scan_documents(&self, collection_path: &str) -> Result<Scan<Document>, StoreError>;
+    /// Whole documents of `scope`, at one read time, in path order (as
+    /// [`SourceStore::scan_states`]); streamed, for rebuilds and repairs.
+    async fn scan_documents(&self, scope: &SourceScope) -> Result<Scan<Document>, StoreError>;
 
-    /// Number of documents directly in `collection_path`.
-    async fn count(&self, collection_path: &str) -> Result<u64, StoreError>;
+    /// Number of documents of `scope`.
+    async fn count(&self, scope: &SourceScope) -> Result<u64, StoreError>;
 
     /// Ids of the documents directly in `collection_path`, in ascending order,
     /// including ids that exist only as the parent of a subcollection (Firestore's
     /// "missing" documents: `orgs/acme` when only `orgs/acme/records/r1` was written).
     /// How the reconciler lists tenants.
     async fn list_document_ids(&self, collection_path: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The tenants of `pattern` in the source, ascending. When only literal segments
+    /// come before `{tenant}`: the ids in the collection of tenants (`orgs`) by
+    /// [`SourceStore::list_document_ids`], which includes ids that exist only as the
+    /// ancestor of deeper documents (Firestore's "missing" documents), so the tenants of
+    /// a nested route (`orgs/{tenant}/projects/{project}/tasks/{doc}`) are found though
+    /// `orgs/acme` and `orgs/acme/projects/p1` were never written; such a tenant may have
+    /// no document of this pattern (it has others). With a wildcard before `{tenant}`:
+    /// the tenants of every document the pattern matches, from one scan of all of them.
+    async fn list_tenants(&self, pattern: &PathPattern) -> Result<Vec<String>, StoreError> {
+        use futures::StreamExt;
+        if let Some(parent) = pattern.tenant_parent() {
+            return self.list_document_ids(&parent).await;
+        }
+        let mut scan = self.scan_states(&pattern.every_tenant_scope()).await?.items;
+        let mut tenants = std::collections::BTreeSet::new();
+        while let Some(state) = scan.next().await {
+            if let Some(tenant) = pattern.tenant_of(&state?.doc_path) {
+                tenants.insert(tenant);
+            }
+        }
+        Ok(tenants.into_iter().collect())
+    }
 }
 
 /// The analytics copy: BigQuery in the cloud, DuckDB embedded. Append-only.

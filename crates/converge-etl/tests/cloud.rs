@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::{day, day_writes, record};
 use converge_bigquery::BigQueryEmulator;
-use converge_core::{ErrorLog, ManualClock, MetricsWarehouse, MirrorConfig, QuarantineReason, SourceStore, Timestamp, Value, Warehouse};
+use converge_core::{ErrorLog, ManualClock, MetricsWarehouse, MirrorConfig, QuarantineReason, SourceScope, SourceStore, Timestamp, Value, Warehouse};
 use converge_etl::collections::GA4_PAGES;
 use converge_etl::{EtlBackends, EtlRequest, EtlRunner, SliceReport};
 use converge_firestore::{EmulatorError, EmulatorOptions, FirestoreEmulator};
@@ -64,5 +64,5 @@ async fn on_firestore_and_bigquery_a_rerun_changes_nothing_and_violators_are_qua
     assert_eq!(quarantined.len(), 1);
     assert_eq!((quarantined[0].reason, quarantined[0].attempts), (QuarantineReason::SchemaViolation, 2));
     assert!(quarantined[0].detail.contains("field `exits` is the double -1"), "{}", quarantined[0].detail);
-    assert_eq!(source.count("orgs/acme/ga4_pages").await.unwrap(), 9);
+    assert_eq!(source.count(&SourceScope::collection("orgs/acme/ga4_pages").unwrap()).await.unwrap(), 9);
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use common::{day, day_writes, record, set, Env};
 use converge_core::business_metrics::FaultyMetricsWarehouse;
-use converge_core::{batch_id, DocWrite, ErrorLog, MetricsWarehouse, QuarantineReason, SourceStore, Value, Warehouse};
+use converge_core::{batch_id, DocWrite, ErrorLog, MetricsWarehouse, QuarantineReason, SourceScope, SourceStore, Value, Warehouse};
 use converge_etl::collections::{AD_KEYWORDS, GA4_PAGES, GA4_TRAFFIC_SOURCES};
 use converge_etl::{EtlBackends, EtlError, EtlRequest, EtlRunner, SliceReport};
 
@@ -249,5 +249,5 @@ async fn raw_writes_produce_no_outbox_events_under_the_mirror_filter() {
     let env = Env::new().await;
     env.write(day_writes("acme", day(9), 3)).await;
     assert_eq!(env.source.outbox_stats().await.unwrap().pending, 0, "raw collections are not mirrored");
-    assert!(env.source.count("orgs/acme/ga4_pages").await.unwrap() > 0);
+    assert!(env.source.count(&SourceScope::collection("orgs/acme/ga4_pages").unwrap()).await.unwrap() > 0);
 }

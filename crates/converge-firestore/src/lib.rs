@@ -9,6 +9,9 @@
 //!   and [`Document`](converge_core::Document), exact for every type; paths ↔ resource names.
 //! - [`source`]: [`FirestoreSource`], the [`SourceStore`]: atomic batches (one `Commit`),
 //!   consistent paged scans at one read time, `COUNT` aggregations.
+//! - `subtree`: scans of a scope at any depth (a nested route's documents of one
+//!   tenant): ids listed at wildcard levels, a collection-group query where the orders
+//!   agree, every read at one read time, in path order.
 //! - [`raw`]: the [`RawSource`](converge_core::RawSource): a date range of raw records by
 //!   structured query (`date >= from and date <= to`), paged at one read time.
 //! - [`error_log`]: the [`ErrorLog`] on the same client: `sync_errors` and `quarantine`
@@ -40,6 +43,7 @@ pub mod error_log;
 pub mod opportunities;
 pub mod raw;
 pub mod source;
+mod subtree;
 
 pub use config::FirestoreConfig;
 pub use emulator::{EmulatorError, EmulatorOptions, FirestoreEmulator};

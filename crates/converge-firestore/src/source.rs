@@ -15,7 +15,9 @@
 //!   one snapshot however long it takes (Firestore keeps versions for an hour, or
 //!   seven days with point-in-time recovery). A reader task keeps a page or two ahead
 //!   of the consumer, so memory stays bounded by the page size.
-//! - `count` is a `COUNT` aggregation query.
+//! - a scope at any depth (a nested route's documents of one tenant) is walked by
+//!   `subtree.rs`, every read at one read time; `count` of one is that walk, counted.
+//! - `count` of one collection is a `COUNT` aggregation query.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use converge_core::hash::content_hash;
-use converge_core::{DocState, DocWrite, Document, ReadAt, Scan, SourceStore, StoreError, Timestamp};
+use converge_core::{DocState, DocWrite, Document, ReadAt, Scan, SourceScope, SourceStore, StoreError, Timestamp};
 use firestore::gcloud_sdk::google::firestore::v1 as pb;
 use firestore::gcloud_sdk::google::firestore::v1::firestore_client::FirestoreClient;
 use firestore::gcloud_sdk::prost_types;
@@ -39,7 +41,7 @@ use crate::convert::{self, timestamp_from_proto, DocPaths};
 use crate::error::FirestoreError;
 
 /// Pages a scan's reader task keeps ahead of its consumer.
-const PAGES_AHEAD: usize = 2;
+pub(crate) const PAGES_AHEAD: usize = 2;
 /// Tries of an idempotent read (a get, a page, a count) before its error is returned.
 const READ_ATTEMPTS: u32 = 3;
 /// Wait before the first retry of a read; each next one waits four times longer.
@@ -180,7 +182,7 @@ impl Inner {
 
     /// The database's current time: the read time of a query that reads nothing.
     pub(crate) async fn server_time(&self) -> Result<Timestamp, FirestoreError> {
-        let query = page_query("converge-clock", None, 1);
+        let query = page_query("converge-clock", None, 1, false);
         let (_, read_time) = self.run_query(self.paths.documents.clone(), query, None).await?;
         let read_time = read_time.ok_or(FirestoreError::MissingInResponse { operation: "RunQuery", what: "read_time" })?;
         Ok(timestamp_from_proto(&read_time))
@@ -234,10 +236,12 @@ impl Inner {
     }
 }
 
-/// A query for one page of a collection in `__name__` order, after `cursor`.
-fn page_query(collection_id: &str, cursor: Option<&str>, limit: u32) -> pb::StructuredQuery {
+/// A query for one page of a collection in `__name__` order, after `cursor`; with
+/// `all_descendants`, of every collection named `collection_id` below the parent (a
+/// collection-group query scoped to the parent's subtree).
+pub(crate) fn page_query(collection_id: &str, cursor: Option<&str>, limit: u32, all_descendants: bool) -> pb::StructuredQuery {
     pb::StructuredQuery {
-        from: vec![CollectionSelector { collection_id: collection_id.to_owned(), all_descendants: false }],
+        from: vec![CollectionSelector { collection_id: collection_id.to_owned(), all_descendants }],
         order_by: vec![Order { field: Some(FieldReference { field_path: "__name__".into() }), direction: Direction::Ascending as i32 }],
         start_at: cursor.map(|name| pb::Cursor { values: vec![reference(name)], before: false }),
         limit: Some(i32::try_from(limit).unwrap_or(i32::MAX)),
@@ -261,7 +265,7 @@ impl FirestoreSource {
         let (parent, collection_id) = inner.paths.collection_parent(collection_path)?;
         let page_size = inner.config.page_size.max(1);
         let (first, read_time) =
-            inner.read_with_retry(|| inner.run_query(parent.clone(), page_query(&collection_id, None, page_size), None)).await?;
+            inner.read_with_retry(|| inner.run_query(parent.clone(), page_query(&collection_id, None, page_size, false), None)).await?;
         let read_time = read_time.ok_or(FirestoreError::MissingInResponse { operation: "RunQuery", what: "read_time" })?;
         let mut done = first.len() < page_size as usize;
         let mut cursor = first.last().map(|d| d.name.clone());
@@ -272,7 +276,7 @@ impl FirestoreSource {
             let inner = self.inner.clone();
             tokio::spawn(async move {
                 while !done {
-                    let query = page_query(&collection_id, cursor.as_deref(), page_size);
+                    let query = page_query(&collection_id, cursor.as_deref(), page_size, false);
                     let page = inner
                         .read_with_retry(|| inner.run_query(parent.clone(), query.clone(), Some(read_time)))
                         .await
@@ -305,12 +309,12 @@ pub(crate) fn page_stream<T: Send + 'static>(
     converge_core::flatten_chunks(futures::stream::iter([Ok(first)]).chain(rest))
 }
 
-fn doc_state(paths: &DocPaths, doc: pb::Document) -> Result<DocState, FirestoreError> {
+pub(crate) fn doc_state(paths: &DocPaths, doc: pb::Document) -> Result<DocState, FirestoreError> {
     let doc = paths.document_from_proto(doc)?;
     Ok(DocState::from_source(doc.path, doc.update_time.as_micros(), content_hash(&doc.fields)))
 }
 
-fn document(paths: &DocPaths, doc: pb::Document) -> Result<Document, FirestoreError> {
+pub(crate) fn document(paths: &DocPaths, doc: pb::Document) -> Result<Document, FirestoreError> {
     Ok(paths.document_from_proto(doc)?)
 }
 
@@ -376,19 +380,48 @@ impl SourceStore for FirestoreSource {
         Ok(self.inner.commit(writes).await?)
     }
 
-    async fn scan_states(&self, collection_path: &str) -> Result<Scan<DocState>, StoreError> {
-        self.scan(collection_path, doc_state).await
+    async fn scan_states(&self, scope: &SourceScope) -> Result<Scan<DocState>, StoreError> {
+        match scope.collection_path() {
+            Some(collection_path) => self.scan(&collection_path, doc_state).await,
+            None => crate::subtree::scan(&self.inner, scope, doc_state).await,
+        }
     }
 
-    async fn scan_documents(&self, collection_path: &str) -> Result<Scan<Document>, StoreError> {
-        self.scan(collection_path, document).await
+    async fn scan_documents(&self, scope: &SourceScope) -> Result<Scan<Document>, StoreError> {
+        match scope.collection_path() {
+            Some(collection_path) => self.scan(&collection_path, document).await,
+            None => crate::subtree::scan(&self.inner, scope, document).await,
+        }
     }
 
     async fn list_document_ids(&self, collection_path: &str) -> Result<Vec<String>, StoreError> {
-        // ListDocuments with show_missing: ids that exist only as parents of
-        // subcollections come back too (a query would skip them). An empty mask reads
-        // no fields.
-        let inner = &self.inner;
+        Ok(self.inner.list_ids(collection_path, None).await?)
+    }
+
+    async fn count(&self, scope: &SourceScope) -> Result<u64, StoreError> {
+        match scope.collection_path() {
+            Some(collection_path) => self.count_collection(&collection_path).await,
+            // No aggregation counts a scope's exact depth: its states, counted.
+            None => {
+                let mut items = self.scan_states(scope).await?.items;
+                let mut count = 0u64;
+                while let Some(item) = items.next().await {
+                    item?;
+                    count += 1;
+                }
+                Ok(count)
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Ids directly in `collection_path` (at `read_time`, or now), ascending.
+    /// ListDocuments with show_missing: ids that exist only as parents of
+    /// subcollections come back too (a query would skip them). An empty mask reads
+    /// no fields.
+    pub(crate) async fn list_ids(&self, collection_path: &str, read_time: Option<prost_types::Timestamp>) -> Result<Vec<String>, FirestoreError> {
+        let inner = self;
         let (parent, collection_id) = inner.paths.collection_parent(collection_path)?;
         let mut ids = Vec::new();
         let mut page_token = String::new();
@@ -402,13 +435,13 @@ impl SourceStore for FirestoreSource {
                 mask: Some(pb::DocumentMask { field_paths: vec![] }),
                 show_missing: true,
                 request_options: None,
-                consistency_selector: None,
+                consistency_selector: read_time.map(pb::list_documents_request::ConsistencySelector::ReadTime),
             };
             let response = inner
                 .read_with_retry(|| async { inner.unary("ListDocuments", inner.client().list_documents(request.clone())).await })
                 .await?;
             for doc in response.documents {
-                let path = inner.paths.relative(&doc.name).map_err(FirestoreError::from)?;
+                let path = inner.paths.relative(&doc.name)?;
                 if let Some(id) = path.rsplit('/').next() {
                     ids.push(id.to_owned());
                 }
@@ -422,8 +455,10 @@ impl SourceStore for FirestoreSource {
         ids.dedup();
         Ok(ids)
     }
+}
 
-    async fn count(&self, collection_path: &str) -> Result<u64, StoreError> {
+impl FirestoreSource {
+    async fn count_collection(&self, collection_path: &str) -> Result<u64, StoreError> {
         use pb::structured_aggregation_query::aggregation::{Count, Operator};
         use pb::structured_aggregation_query::{Aggregation, QueryType};
         let inner = &self.inner;

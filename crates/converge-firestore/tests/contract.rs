@@ -24,7 +24,9 @@ async fn firestore_passes_the_source_store_contract() {
     };
     converge_contract::source_store_contract(contract, || async {
         emulator.reset_project(SOURCE_PROJECT).await.expect("reset the contract's project");
-        let source = FirestoreSource::connect(FirestoreConfig::emulator(SOURCE_PROJECT, emulator.host_port())).await.expect("connect");
+        // Pages of 100: the scans of 450 and 600 documents cross pages.
+        let config = FirestoreConfig::emulator(SOURCE_PROJECT, emulator.host_port()).with_page_size(100);
+        let source = FirestoreSource::connect(config).await.expect("connect");
         Arc::new(source) as _
     })
     .await;

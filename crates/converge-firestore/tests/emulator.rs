@@ -1,7 +1,7 @@
 //! The emulator harness itself: start, reset, trigger registration, and that
 //! dropping it leaves no process behind.
 
-use converge_core::{DocWrite, Fields, SourceStore, Value};
+use converge_core::{DocWrite, Fields, SourceScope, SourceStore, Value};
 use converge_firestore::emulator::WRITTEN_EVENT_TYPE;
 use converge_firestore::{EmulatorError, EmulatorOptions, FirestoreEmulator};
 
@@ -30,12 +30,12 @@ async fn start_use_reset_register_and_stop() {
     let source = emulator.source().await.unwrap();
     let doc = Fields::from([("n".to_string(), Value::Integer(1))]);
     source.apply(vec![DocWrite::Set { path: "c/a".into(), fields: doc }]).await.unwrap();
-    assert_eq!(source.count("c").await.unwrap(), 1);
+    assert_eq!(source.count(&SourceScope::collection("c").unwrap()).await.unwrap(), 1);
 
     emulator.register_eventarc_trigger("records-written", WRITTEN_EVENT_TYPE, "orgs/{tenant}/records/{doc}").await.unwrap();
 
     emulator.reset().await.unwrap();
-    assert_eq!(source.count("c").await.unwrap(), 0);
+    assert_eq!(source.count(&SourceScope::collection("c").unwrap()).await.unwrap(), 0);
     assert_eq!(source.get("c/a").await.unwrap(), None);
 
     let pgid = emulator.process_group();

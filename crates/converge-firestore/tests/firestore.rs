@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use converge_core::hash::content_hash;
-use converge_core::{DocState, DocWrite, ErrorKind, ErrorLog, Fields, GeoPoint, QuarantineReason, QuarantineRecord, SourceStore, SyncErrorRecord, Timestamp, Value};
+use converge_core::{DocState, DocWrite, ErrorKind, ErrorLog, Fields, GeoPoint, QuarantineReason, QuarantineRecord, SourceScope, SourceStore, SyncErrorRecord, Timestamp, Value};
 use converge_firestore::{FirestoreConfig, FirestoreSource};
 use futures::StreamExt;
 
@@ -60,7 +60,7 @@ async fn every_value_type_comes_back_exactly_but_timestamps_to_the_microsecond()
     assert!(nan.is_nan());
     let hash = content_hash(&all);
     assert_eq!(content_hash(&stored.fields), hash, "{:#?}", stored.fields);
-    let scanned: Vec<DocState> = source.scan_states("c").await.unwrap().items.map(Result::unwrap).collect().await;
+    let scanned: Vec<DocState> = source.scan_states(&coll("c")).await.unwrap().items.map(Result::unwrap).collect().await;
     assert_eq!(scanned, vec![DocState::from_source("c/all".into(), stored.update_time.as_micros(), hash)]);
 
     // Firestore refuses an array directly inside an array (maps in between are fine).
@@ -87,7 +87,7 @@ async fn a_batch_commits_at_one_time_and_keeps_create_times() {
     assert_eq!(a.fields, fields(serde_json::json!({"n": 2})));
     assert_eq!(source.get("c/b").await.unwrap(), None);
     assert_eq!(source.get("c/c").await.unwrap().unwrap().update_time, t2);
-    assert_eq!(source.count("c").await.unwrap(), 2);
+    assert_eq!(source.count(&coll("c")).await.unwrap(), 2);
     // Deleting only missing documents is not an error.
     source.apply(vec![delete("c/missing"), delete("c/b")]).await.unwrap();
     // An empty batch commits nothing and answers a time after every commit so far.
@@ -109,8 +109,8 @@ async fn bad_batches_are_invalid_input_and_write_nothing() {
         let err = source.apply(writes).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidInput, "{err}");
     }
-    assert_eq!(source.count("c").await.unwrap(), 0);
-    assert_eq!(source.count("c/a").await.unwrap_err().kind, ErrorKind::InvalidInput);
+    assert_eq!(source.count(&coll("c")).await.unwrap(), 0);
+    assert!(SourceScope::collection("c/a").is_err(), "a document path is no collection");
     assert_eq!(source.get("c").await.unwrap_err().kind, ErrorKind::InvalidInput);
 }
 
@@ -134,7 +134,7 @@ async fn scans_page_through_one_snapshot_in_path_order() {
         .unwrap();
     let before = source.apply(vec![set("orgs/t/records/r000", serde_json::json!({"i": "changed"}))]).await.unwrap();
 
-    let mut scan = source.scan_states("orgs/t/records").await.unwrap();
+    let mut scan = source.scan_states(&coll("orgs/t/records")).await.unwrap();
     assert!(scan.read_time >= before, "{:?} < {before:?}", scan.read_time);
     let mut seen = Vec::new();
     for _ in 0..10 {
@@ -162,21 +162,21 @@ async fn scans_page_through_one_snapshot_in_path_order() {
     assert_eq!(seen[50].content_hash, content_hash(&fields(serde_json::json!({"i": 50}))));
 
     // Whole documents, same snapshot rules, new state.
-    let scan = source.scan_documents("orgs/t/records").await.unwrap();
+    let scan = source.scan_documents(&coll("orgs/t/records")).await.unwrap();
     assert!(scan.read_time >= after);
     let docs: Vec<_> = scan.items.map(Result::unwrap).collect().await;
     let paths: BTreeSet<&str> = docs.iter().map(|d| d.path.as_str()).collect();
     assert_eq!(paths.len(), total);
     assert!(paths.contains("orgs/t/records/r050x") && !paths.contains("orgs/t/records/r099"));
     assert_eq!(docs[50].fields, fields(serde_json::json!({"i": "changed"})));
-    assert_eq!(source.count("orgs/t/records").await.unwrap(), total as u64);
-    assert_eq!(source.count("orgs/t/recordsx").await.unwrap(), 1);
+    assert_eq!(source.count(&coll("orgs/t/records")).await.unwrap(), total as u64);
+    assert_eq!(source.count(&coll("orgs/t/recordsx")).await.unwrap(), 1);
 
     // An empty collection still has a read time; dropping a scan half way is fine.
-    let empty = source.scan_states("nothing").await.unwrap();
+    let empty = source.scan_states(&coll("nothing")).await.unwrap();
     assert!(empty.read_time >= after);
     assert_eq!(empty.items.count().await, 0);
-    let mut abandoned = source.scan_states("orgs/t/records").await.unwrap();
+    let mut abandoned = source.scan_states(&coll("orgs/t/records")).await.unwrap();
     abandoned.items.next().await.unwrap().unwrap();
     drop(abandoned);
     source.apply(vec![delete("orgs/t/records/r002")]).await.unwrap();
@@ -213,6 +213,8 @@ fn quarantine(id: &str, received: i64) -> QuarantineRecord {
         payload_bytes: 4,
         received_at: Timestamp::new(received, 7),
         attempts: 1,
+        replays: 0,
+        last_replay: None,
     }
 }
 
@@ -224,9 +226,9 @@ async fn collection_names_are_configurable() {
     let source = FirestoreSource::connect(config).await.unwrap();
     source.record_sync_error(sync_error("t_d_create", "t", "e1", "x", 1)).await.unwrap();
     source.quarantine(quarantine("q", 1)).await.unwrap();
-    assert_eq!(source.count("errs").await.unwrap(), 1);
-    assert_eq!(source.count("bad_events").await.unwrap(), 1);
-    assert_eq!(source.count("sync_errors").await.unwrap(), 0);
+    assert_eq!(source.count(&coll("errs")).await.unwrap(), 1);
+    assert_eq!(source.count(&coll("bad_events")).await.unwrap(), 1);
+    assert_eq!(source.count(&coll("sync_errors")).await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -252,4 +254,9 @@ async fn probe_negative_zero() {
     source.apply(vec![DocWrite::Set { path: "c/z".into(), fields: f }]).await.unwrap();
     let Value::Double(z) = source.get("c/z").await.unwrap().unwrap().fields["z"] else { panic!() };
     eprintln!("-0.0 comes back as {z:?} (sign negative: {})", z.is_sign_negative());
+}
+
+/// The scope of one collection.
+fn coll(path: &str) -> SourceScope {
+    SourceScope::collection(path).unwrap()
 }

@@ -9,6 +9,7 @@ use converge_core::{
     batch_id, drift::OrphanGuard, path, ChangeRow, Clock, ErrorKind, MirrorConfig, Op, Route, RowContext, RunOutcome, RunRecord, SourceStore, StoreError, Timestamp,
     Warehouse, CODE_VERSION,
 };
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -122,8 +123,6 @@ pub enum RebuildError {
     UnknownTable { table: String, known: Vec<String> },
     #[error("a rebuild of tenant {tenant:?} is already running; wait for it to finish, then run again if still needed")]
     Busy { tenant: String },
-    #[error("route `{pattern}` has a wildcard before {{doc}}: its documents cannot be listed for one tenant; give it literal collection ids")]
-    Unlistable { pattern: String },
     #[error("rebuild failed, nothing of it is visible; run it again (same batch): {0}")]
     Store(#[from] StoreError),
     #[error("rebuild committed (batch {batch_id}): its rows are visible, but its run record could not be stored: {source}; running it again is safe")]
@@ -140,7 +139,7 @@ impl RebuildError {
             RebuildError::InvalidTenant { .. } | RebuildError::UnknownTable { .. } => ErrorKind::InvalidInput,
             RebuildError::Busy { .. } => ErrorKind::Conflict,
             RebuildError::Store(e) | RebuildError::NotRecorded { source: e, .. } if e.kind == ErrorKind::Retryable => ErrorKind::Retryable,
-            RebuildError::Store(_) | RebuildError::NotRecorded { .. } | RebuildError::Unlistable { .. } => ErrorKind::Permanent,
+            RebuildError::Store(_) | RebuildError::NotRecorded { .. } => ErrorKind::Permanent,
         }
     }
 }
@@ -192,11 +191,6 @@ impl Rebuilder {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        for route in &routes {
-            if route.pattern.collection_path(&request.tenant).is_none() {
-                return Err(RebuildError::Unlistable { pattern: route.pattern.as_str().into() });
-            }
-        }
         Ok(routes)
     }
 
@@ -233,6 +227,7 @@ impl Rebuilder {
         let (sender, mut receiver) = mpsc::channel::<Result<Vec<ChangeRow>, StoreError>>(CHUNKS_AHEAD);
         let scan = Scanner {
             source: self.source.clone(),
+            config: self.config.clone(),
             warehouse: self.warehouse.clone(),
             tenant: request.tenant.clone(),
             ctx: RowContext { ingested_at: started_at, run_id: run.batch_id.clone(), code_version: CODE_VERSION.into() },
@@ -313,6 +308,8 @@ impl Rebuilder {
 /// hands them to the warehouse's atomic append through a bounded channel.
 struct Scanner {
     source: Arc<dyn SourceStore>,
+    /// Every route: a path an earlier, overlapping route claims is that route's.
+    config: MirrorConfig,
     warehouse: Arc<dyn Warehouse>,
     tenant: String,
     ctx: RowContext,
@@ -354,14 +351,22 @@ impl Scanner {
         sender: &mpsc::Sender<Result<Vec<ChangeRow>, StoreError>>,
         scanned: &mut Scanned,
     ) -> Result<TableRebuild, StoreError> {
-        let collection = route.pattern.collection_path(&self.tenant).expect("checked by Rebuilder::routes");
-        let source = self.source.scan_documents(&collection).await?;
+        let scope = route
+            .pattern
+            .tenant_scope(&self.tenant)
+            .map_err(|problem| StoreError::new(ErrorKind::InvalidInput, "rebuild", format!("tenant {:?}: {problem}", self.tenant)))?;
+        let source = self.source.scan_documents(&scope).await?;
         let read_time: Timestamp = source.read_time;
+        let (every_route, table_name) = (self.config.clone(), route.table.clone());
+        let source_items = source
+            .items
+            .filter(move |item| std::future::ready(item.as_ref().map_or(true, |doc| every_route.routes_to(&doc.path, &table_name))))
+            .boxed();
         let derived = self.warehouse.latest_states(&route.table, &self.tenant).await?;
         // Drained before the first append, so the warehouse's query is over while the
         // rebuild writes (see spool.rs).
         let derived = crate::spool::spool(derived.items).await?;
-        let mut merge = MergeJoin::new(source.items, derived.states, read_time.as_micros());
+        let mut merge = MergeJoin::new(source_items, derived.states, read_time.as_micros());
         let mut table = TableRebuild {
             table: route.table.clone(),
             derived_docs: derived.count,

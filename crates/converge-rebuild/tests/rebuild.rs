@@ -11,7 +11,7 @@ use std::time::Duration;
 use converge_bigquery::BigQueryEmulator;
 use converge_core::faulty_warehouse::FaultyWarehouse;
 use converge_core::value::fields_from_json;
-use converge_core::{ChangeRow, DocWrite, Document, MirrorConfig, Op, RowContext, SourceStore, SystemClock, Timestamp, Warehouse};
+use converge_core::{ChangeRow, DocWrite, Document, MirrorConfig, Op, RowContext, SourceScope, SourceStore, SystemClock, Timestamp, Warehouse};
 use converge_duckdb::DuckWarehouse;
 use converge_events::EventSource;
 use converge_firestore::{EmulatorOptions, FirestoreEmulator};
@@ -60,7 +60,7 @@ async fn seed(s: &Setup, tenant: &str, count: usize, mirrored: usize, stale: usi
             .collect();
         s.source.apply(writes).await.unwrap();
     }
-    let scan = s.source.scan_documents(&format!("orgs/{tenant}/records")).await.unwrap();
+    let scan = s.source.scan_documents(&SourceScope::collection(&format!("orgs/{tenant}/records")).unwrap()).await.unwrap();
     let mut docs = scan.items.enumerate();
     let mut rows = Vec::new();
     while let Some((i, doc)) = docs.next().await {
@@ -92,7 +92,7 @@ async fn seed(s: &Setup, tenant: &str, count: usize, mirrored: usize, stale: usi
 /// Source and latest view agree on every (path, version, hash) of `tenant`.
 async fn converged(s: &Setup, tenant: &str) -> bool {
     let key = |s: converge_core::DocState| (s.doc_path, s.update_time, s.content_hash);
-    let source: Vec<_> = s.source.scan_states(&format!("orgs/{tenant}/records")).await.unwrap().items.map(Result::unwrap).map(key).collect().await;
+    let source: Vec<_> = s.source.scan_states(&SourceScope::collection(&format!("orgs/{tenant}/records")).unwrap()).await.unwrap().items.map(Result::unwrap).map(key).collect().await;
     let derived: Vec<_> = s.warehouse.latest_states("records", tenant).await.unwrap().items.map(Result::unwrap).map(key).collect().await;
     source == derived
 }

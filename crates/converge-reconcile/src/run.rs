@@ -8,6 +8,7 @@ use converge_core::{
     batch_id, drift::OrphanGuard, error_log::FailedWrite, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunOutcome, RunRecord, SourceStore, StoreError,
     SyncErrorRecord, Timestamp, Warehouse, CODE_VERSION,
 };
+use futures::StreamExt;
 use serde::Serialize;
 
 use converge_core::drift::{diff, Difference, DifferenceKind};
@@ -24,8 +25,8 @@ const NAMED_DOCS: usize = 20;
 pub enum ReconcileError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("route `{pattern}` has a wildcard before {{tenant}} or {{doc}}: its tenants or documents cannot be listed; give it a literal prefix")]
-    Unlistable { pattern: String },
+    #[error("tenant {tenant:?} is not a document id ({problem}): expected a Firestore document id such as `acme`")]
+    InvalidTenant { tenant: String, problem: &'static str },
 }
 
 impl ReconcileError {
@@ -35,7 +36,8 @@ impl ReconcileError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ReconcileError::Store(e) if e.kind == ErrorKind::Retryable => ErrorKind::Retryable,
-            ReconcileError::Store(_) | ReconcileError::Unlistable { .. } => ErrorKind::Permanent,
+            ReconcileError::InvalidTenant { .. } => ErrorKind::InvalidInput,
+            ReconcileError::Store(_) => ErrorKind::Permanent,
         }
     }
 
@@ -190,11 +192,11 @@ impl Reconciler {
         Ok(run)
     }
 
-    /// Tenants of `route` in the source or in the warehouse (a tenant deleted from the
-    /// source entirely still has rows to tombstone).
+    /// Tenants of `route` in the source (`SourceStore::list_tenants`: at any depth, and
+    /// on Firestore also tenants whose own document was never written) or in the
+    /// warehouse (a tenant deleted from the source entirely still has rows to tombstone).
     async fn tenants(&self, route: &Route) -> Result<Vec<String>, ReconcileError> {
-        let parent = route.pattern.tenant_parent().ok_or_else(|| ReconcileError::Unlistable { pattern: route.pattern.as_str().into() })?;
-        let mut tenants: BTreeSet<String> = self.source.list_document_ids(&parent).await?.into_iter().collect();
+        let mut tenants: BTreeSet<String> = self.source.list_tenants(&route.pattern).await?.into_iter().collect();
         tenants.extend(self.warehouse.tenants(&route.table).await?);
         Ok(tenants.into_iter().collect())
     }
@@ -209,11 +211,18 @@ impl Reconciler {
         started_at: Timestamp,
         run: &mut ReconcileRun,
     ) -> Result<TenantReconcile, ReconcileError> {
-        let collection = route.pattern.collection_path(tenant).ok_or_else(|| ReconcileError::Unlistable { pattern: route.pattern.as_str().into() })?;
-        let source_scan = self.source.scan_states(&collection).await?;
+        let scope = route
+            .pattern
+            .tenant_scope(tenant)
+            .map_err(|problem| ReconcileError::InvalidTenant { tenant: tenant.into(), problem })?;
+        let source_scan = self.source.scan_states(&scope).await?;
         let read_time = source_scan.read_time;
+        let (config, table) = (self.config.clone(), route.table.clone());
+        let source_items = source_scan.items.filter(move |item| {
+            std::future::ready(item.as_ref().map_or(true, |state| config.routes_to(&state.doc_path, &table)))
+        });
         let derived_scan = self.warehouse.latest_states(&route.table, tenant).await?;
-        let found = diff(source_scan.items, derived_scan.items, read_time.as_micros()).await?;
+        let found = diff(source_items, derived_scan.items, read_time.as_micros()).await?;
 
         let mut report = TenantReconcile {
             tenant: tenant.into(),
@@ -285,8 +294,7 @@ impl Reconciler {
             // drifting at a snapshot taken after the failure was recorded (its change
             // landed after all, by a redelivery). A failure recorded after the run
             // began may concern a commit the snapshot cannot see: left open.
-            let prefix = format!("{collection}/");
-            for (path, records) in open_by_path.iter().filter(|(path, _)| path.starts_with(&prefix) && !path[prefix.len()..].contains('/')) {
+            for (path, records) in open_by_path.iter().filter(|(path, _)| scope.matches(path) && self.config.routes_to(path, &route.table)) {
                 let was_repaired = repaired.contains(path.as_str());
                 let converged = !drifting.contains(path.as_str());
                 for record in records.iter().filter(|r| was_repaired || (converged && r.last_seen <= started_at)) {

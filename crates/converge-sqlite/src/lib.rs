@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
 use converge_core::hash::content_hash;
-use converge_core::{Clock, DocState, DocWrite, Document, DocumentChange, Fields, MirrorConfig, ReadAt, Scan, SourceStore, StoreError, Timestamp};
+use converge_core::{Clock, DocState, DocWrite, Document, DocumentChange, Fields, MirrorConfig, ReadAt, Scan, SourceScope, SourceStore, StoreError, Timestamp};
 use converge_events::{encode_event_data, EventSource};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -173,16 +173,28 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// A consistent, streamed scan of one collection: `sql` selects the path first and
-    /// takes the collection path as `?1`; `map_row` turns each row into an item.
+    /// A consistent, streamed scan of `scope` by `sql` in the form the scope needs;
+    /// `map_row` turns each row into an item. One collection is read through the
+    /// `collection_path` index; a scope at any depth (a nested route) walks the path
+    /// range of its parent's subtree (`orgs/acme/` … `orgs/acme0`, in path order by the
+    /// primary key) and keeps the paths the scope matches exactly, so a same-named
+    /// collection elsewhere in the subtree is skipped before its row is decoded.
     async fn scan<T: Send + 'static>(
         &self,
-        collection_path: &str,
-        sql: &'static str,
+        scope: &SourceScope,
+        sql: ScopeSql,
         map_row: fn(&str, &rusqlite::Row<'_>) -> Result<T, SqliteError>,
     ) -> Result<Scan<T>, StoreError> {
-        path::check_collection_path(collection_path)?;
-        self.scan_query(sql, vec![collection_path.to_owned()], map_row).await
+        match scope.collection_path() {
+            Some(collection_path) => self.scan_query(sql.collection, vec![collection_path], map_row).await,
+            None => {
+                let (sql, args) = match subtree_range(&scope.parent()) {
+                    Some((from, to)) => (sql.subtree, vec![from, to]),
+                    None => (sql.everything, Vec::new()),
+                };
+                self.scan_filtered(sql, args, Some(scope.clone()), map_row).await
+            }
+        }
     }
 
     /// A consistent, streamed query: `sql` selects the path first and takes `args` as
@@ -194,9 +206,24 @@ impl SqliteStore {
         args: Vec<String>,
         map_row: fn(&str, &rusqlite::Row<'_>) -> Result<T, SqliteError>,
     ) -> Result<Scan<T>, StoreError> {
+        self.scan_filtered(sql, args, None, map_row).await
+    }
+
+    /// [`SqliteStore::scan_query`], keeping only the rows whose path `keep` matches.
+    async fn scan_filtered<T: Send + 'static>(
+        &self,
+        sql: &'static str,
+        args: Vec<String>,
+        keep: Option<SourceScope>,
+        map_row: fn(&str, &rusqlite::Row<'_>) -> Result<T, SqliteError>,
+    ) -> Result<Scan<T>, StoreError> {
         let (snapshot_tx, snapshot_rx) = oneshot::channel();
         let (chunk_tx, chunk_rx) = mpsc::channel(SCAN_CHUNKS_AHEAD);
         let inner = self.inner.clone();
+        let map_row = move |path: &str, row: &rusqlite::Row<'_>| match &keep {
+            Some(scope) if !scope.matches(path) => Ok(None),
+            _ => map_row(path, row).map(Some),
+        };
         tokio::task::spawn_blocking(move || inner.stream_query(sql, &args, map_row, snapshot_tx, chunk_tx));
         let read_time = match snapshot_rx.await {
             Ok(result) => result?,
@@ -415,10 +442,25 @@ impl Inner {
         })
     }
 
-    fn count(&self, collection_path: &str) -> Result<u64, SqliteError> {
+    fn count(&self, scope: &SourceScope) -> Result<u64, SqliteError> {
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT count(*) FROM documents WHERE collection_path = ?1")?;
-            Ok(outbox::non_negative(stmt.query_row([collection_path], |row| row.get(0))?))
+            if let Some(collection_path) = scope.collection_path() {
+                let mut stmt = conn.prepare_cached("SELECT count(*) FROM documents WHERE collection_path = ?1")?;
+                return Ok(outbox::non_negative(stmt.query_row([collection_path], |row| row.get(0))?));
+            }
+            // A scope at any depth: its parent's subtree, counted by the paths it matches.
+            let mut count = 0u64;
+            let mut tally = |rows: &mut rusqlite::Rows<'_>| -> Result<(), SqliteError> {
+                while let Some(row) = rows.next()? {
+                    count += u64::from(scope.matches(row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?));
+                }
+                Ok(())
+            };
+            match subtree_range(&scope.parent()) {
+                Some((from, to)) => tally(&mut conn.prepare_cached("SELECT path FROM documents WHERE path > ?1 AND path < ?2")?.query([from, to])?)?,
+                None => tally(&mut conn.prepare_cached("SELECT path FROM documents")?.query([])?)?,
+            }
+            Ok(count)
         })
     }
 
@@ -429,7 +471,7 @@ impl Inner {
         &self,
         sql: &str,
         args: &[String],
-        map_row: impl Fn(&str, &rusqlite::Row<'_>) -> Result<T, SqliteError>,
+        map_row: impl Fn(&str, &rusqlite::Row<'_>) -> Result<Option<T>, SqliteError>,
         snapshot: oneshot::Sender<Result<Timestamp, SqliteError>>,
         chunks: mpsc::Sender<Result<Vec<T>, StoreError>>,
     ) {
@@ -456,7 +498,8 @@ impl Inner {
             let mut chunk = Vec::with_capacity(SCAN_CHUNK);
             while let Some(row) = rows.next()? {
                 let path: String = row.get(0)?;
-                chunk.push(map_row(&path, row)?);
+                let Some(item) = map_row(&path, row)? else { continue };
+                chunk.push(item);
                 if chunk.len() == SCAN_CHUNK {
                     let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK));
                     if chunks.blocking_send(Ok(full)).is_err() {
@@ -567,18 +610,22 @@ impl SourceStore for SqliteStore {
         self.blocking(move |inner| inner.get_all(&paths)).await
     }
 
-    async fn scan_states(&self, collection_path: &str) -> Result<Scan<DocState>, StoreError> {
-        const SQL: &str = "SELECT path, update_time_us, content_hash FROM documents WHERE collection_path = ?1 ORDER BY path";
-        self.scan(collection_path, SQL, |path, row| {
-            Ok(DocState::from_source(path.to_owned(), row.get(1)?, row.get(2)?))
-        })
-        .await
+    async fn scan_states(&self, scope: &SourceScope) -> Result<Scan<DocState>, StoreError> {
+        const SQL: ScopeSql = ScopeSql {
+            collection: "SELECT path, update_time_us, content_hash FROM documents WHERE collection_path = ?1 ORDER BY path",
+            subtree: "SELECT path, update_time_us, content_hash FROM documents WHERE path > ?1 AND path < ?2 ORDER BY path",
+            everything: "SELECT path, update_time_us, content_hash FROM documents ORDER BY path",
+        };
+        self.scan(scope, SQL, |path, row| Ok(DocState::from_source(path.to_owned(), row.get(1)?, row.get(2)?))).await
     }
 
-    async fn scan_documents(&self, collection_path: &str) -> Result<Scan<Document>, StoreError> {
-        const SQL: &str =
-            "SELECT path, fields, create_time_us, update_time_us FROM documents WHERE collection_path = ?1 ORDER BY path";
-        self.scan(collection_path, SQL, document_from_row).await
+    async fn scan_documents(&self, scope: &SourceScope) -> Result<Scan<Document>, StoreError> {
+        const SQL: ScopeSql = ScopeSql {
+            collection: "SELECT path, fields, create_time_us, update_time_us FROM documents WHERE collection_path = ?1 ORDER BY path",
+            subtree: "SELECT path, fields, create_time_us, update_time_us FROM documents WHERE path > ?1 AND path < ?2 ORDER BY path",
+            everything: "SELECT path, fields, create_time_us, update_time_us FROM documents ORDER BY path",
+        };
+        self.scan(scope, SQL, document_from_row).await
     }
 
     async fn list_document_ids(&self, collection_path: &str) -> Result<Vec<String>, StoreError> {
@@ -587,11 +634,24 @@ impl SourceStore for SqliteStore {
         self.blocking(move |inner| inner.list_document_ids(&collection_path)).await
     }
 
-    async fn count(&self, collection_path: &str) -> Result<u64, StoreError> {
-        path::check_collection_path(collection_path)?;
-        let collection_path = collection_path.to_owned();
-        self.blocking(move |inner| inner.count(&collection_path)).await
+    async fn count(&self, scope: &SourceScope) -> Result<u64, StoreError> {
+        let scope = scope.clone();
+        self.blocking(move |inner| inner.count(&scope)).await
     }
+}
+
+/// One scan's query in three forms: over one collection (`?1`: its path), over a
+/// parent's subtree (`?1`, `?2`: [`subtree_range`]), over every document.
+struct ScopeSql {
+    collection: &'static str,
+    subtree: &'static str,
+    everything: &'static str,
+}
+
+/// The exclusive path range of every document below `parent` (`orgs/acme/` …
+/// `orgs/acme0`: `0` follows `/`), or `None` for the database root.
+fn subtree_range(parent: &str) -> Option<(String, String)> {
+    (!parent.is_empty()).then(|| (format!("{parent}/"), format!("{parent}0")))
 }
 
 #[cfg(test)]

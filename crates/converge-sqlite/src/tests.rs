@@ -134,9 +134,9 @@ async fn bad_batches_are_invalid_input_and_write_nothing() {
         let err = f.store.apply(writes).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidInput, "{err}");
     }
-    assert_eq!(f.store.count("c").await.unwrap(), 0);
+    assert_eq!(f.store.count(&coll("c")).await.unwrap(), 0);
     assert!(outbox_rows(&f.store).is_empty());
-    assert_eq!(f.store.count("c/a").await.unwrap_err().kind, ErrorKind::InvalidInput);
+    assert!(SourceScope::collection("c/a").is_err(), "a document path is no collection");
     assert_eq!(f.store.get("c").await.unwrap_err().kind, ErrorKind::InvalidInput);
 }
 
@@ -166,7 +166,7 @@ async fn every_value_type_comes_back_exactly() {
     let stored = f.store.get("c/all").await.unwrap().unwrap();
     assert_eq!(codec::encode_fields(&stored.fields), codec::encode_fields(&all), "bit-exact, NaN and -0.0 included");
     assert_eq!(content_hash(&stored.fields), content_hash(&all));
-    let mut scan = f.store.scan_states("c").await.unwrap();
+    let mut scan = f.store.scan_states(&coll("c")).await.unwrap();
     let state = scan.items.next().await.unwrap().unwrap();
     assert_eq!((state.doc_path.as_str(), state.content_hash), ("c/all", content_hash(&all)));
 }
@@ -271,7 +271,7 @@ async fn a_scan_is_ordered_and_stays_on_its_snapshot_while_writes_continue() {
     let before = f.store.apply(vec![set("orgs/t/records/r00000", serde_json::json!({"i": "changed"}))]).await.unwrap();
     assert!(before > last_commit);
 
-    let mut scan = f.store.scan_states("orgs/t/records").await.unwrap();
+    let mut scan = f.store.scan_states(&coll("orgs/t/records")).await.unwrap();
     assert_eq!(scan.read_time, before, "read time = latest commit visible");
     let mut seen = Vec::new();
     // Read a little, then write all over the collection while the scan is open.
@@ -298,16 +298,16 @@ async fn a_scan_is_ordered_and_stays_on_its_snapshot_while_writes_continue() {
     assert_eq!(seen[total - 1].doc_path, "orgs/t/records/r04999");
 
     // A new scan sees the new state.
-    let scan = f.store.scan_states("orgs/t/records").await.unwrap();
+    let scan = f.store.scan_states(&coll("orgs/t/records")).await.unwrap();
     assert_eq!(scan.read_time, after);
     let states: Vec<DocState> = scan.items.map(Result::unwrap).collect().await;
     assert_eq!(states.len(), total);
     assert!(states.iter().any(|s| s.doc_path == "orgs/t/records/r02500x"));
-    assert_eq!(f.store.count("orgs/t/records").await.unwrap(), total as u64);
-    assert_eq!(f.store.count("orgs/t/recordsx").await.unwrap(), 1);
+    assert_eq!(f.store.count(&coll("orgs/t/records")).await.unwrap(), total as u64);
+    assert_eq!(f.store.count(&coll("orgs/t/recordsx")).await.unwrap(), 1);
 
     // Dropping a scan half way ends its reader (no leaked transaction blocks writes).
-    let mut abandoned = f.store.scan_states("orgs/t/records").await.unwrap();
+    let mut abandoned = f.store.scan_states(&coll("orgs/t/records")).await.unwrap();
     abandoned.items.next().await.unwrap().unwrap();
     drop(abandoned);
     f.store.apply(vec![delete("orgs/t/records/r00002")]).await.unwrap();
@@ -316,7 +316,7 @@ async fn a_scan_is_ordered_and_stays_on_its_snapshot_while_writes_continue() {
 #[tokio::test]
 async fn an_empty_store_reports_its_creation_as_read_time() {
     let f = fixture();
-    let scan = f.store.scan_states("c").await.unwrap();
+    let scan = f.store.scan_states(&coll("c")).await.unwrap();
     assert_eq!(scan.read_time, Timestamp::new(T0, 0));
     assert_eq!(scan.items.count().await, 0);
 }
@@ -359,4 +359,9 @@ async fn bulk_load_is_fast() {
 #[ignore = "full demo size; run with --ignored"]
 async fn bulk_load_300k() {
     bulk_load(300_000, 5_000).await;
+}
+
+/// The scope of one collection.
+fn coll(path: &str) -> SourceScope {
+    SourceScope::collection(path).unwrap()
 }

@@ -209,8 +209,8 @@ pub async fn export_states(data_dir: &Path, file: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(file);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let source = converge_sqlite::SqliteStore::open(&EmbeddedBackends::source_path(data_dir), clock, converge_events::EventSource::local())?;
-    let collection = MirrorConfig::default().routes[0].pattern.collection_path(TENANT).expect("plain pattern");
-    let mut scan = source.scan_states(&collection).await?;
+    let scope = MirrorConfig::default().routes[0].pattern.tenant_scope(TENANT).expect("a valid tenant id");
+    let mut scan = source.scan_states(&scope).await?;
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<converge_core::DocState>>(4);
     let file_owned = file.to_owned();
     let warehouse_path = EmbeddedBackends::warehouse_path(data_dir);
