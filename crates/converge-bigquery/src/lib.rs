@@ -21,6 +21,8 @@
 //!   implementation, and `query_json` for reports.
 //! - `query`: [`QueryParam`], typed named parameters, and result rows read back;
 //!   `runs`: run records in `converge_runs`.
+//! - `retention`: the current table's refresh from its watermark and compaction by
+//!   partition (`converge_core::retention`'s rules in BigQuery scripts).
 //! - [`findings`]: detector queries ([`converge_core::FindingsWarehouse`]): typed named
 //!   parameters, a per-query deadline, rows streamed page by page.
 //! - [`metrics`]: the nightly ETL's tables and their atomic (tenant, date) replace
@@ -36,6 +38,7 @@ pub mod error;
 pub mod findings;
 pub mod metrics;
 mod query;
+mod retention;
 mod runs;
 pub mod schema;
 pub mod warehouse;

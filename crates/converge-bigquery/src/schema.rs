@@ -117,19 +117,59 @@ pub fn create_statements(config: &BigQueryConfig, route: &Route) -> Vec<String> 
              OPTIONS (description = \"Converge changelog: append-only, one row per document change; read {t}_latest\")"
         ),
     ];
+    // The latest view materialized (converge_core::retention): the same columns, one
+    // row per document whose winner is live, and its deletes beside it. Clustered by
+    // (tenant, doc_path) so a tenant's report reads only that tenant's blocks; not
+    // partitioned: BigQuery partitions by a time or integer column, and a tenant is
+    // neither (clustering is what prunes by tenant).
+    for name in [converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t)] {
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {} ({columns}) CLUSTER BY tenant, doc_path \
+             OPTIONS (description = \"Converge: each document's winner by the ordering rule, refreshed from {t}\")",
+            qualified(config, &name)
+        ));
+    }
     statements.extend(ADDED_COLUMNS.iter().map(|(name, ty, _)| format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ty}")));
+    // As of an instant before the compaction horizon the changelog no longer has the
+    // rows superseded then: the function fails instead of answering wrongly.
+    let guard = format!(
+        "(SELECT IF(MAX(compacted_before) > as_of, ERROR(CONCAT('{message} (horizon ', CAST(MAX(compacted_before) AS STRING), ')')), 1) AS ok \
+           FROM {state} WHERE table_name = '{t}')",
+        message = converge_core::retention::incomplete_as_of_message(t).replace('`', "").replace('\'', "\\'"),
+        state = qualified(config, converge_core::retention::TABLE_STATE),
+    );
     statements.extend([
         format!("CREATE OR REPLACE VIEW {} AS {}", qualified(config, &format!("{t}_latest")), winners(&table)),
         // As of an instant: the winner among the rows known to hold by then
         // (converge_core::version, "As of an instant").
         format!(
-            "CREATE OR REPLACE TABLE FUNCTION {}(as_of TIMESTAMP) AS {}",
+            "CREATE OR REPLACE TABLE FUNCTION {}(as_of TIMESTAMP) AS SELECT s.* FROM ({}) AS s CROSS JOIN {guard} AS g WHERE g.ok = 1",
             qualified(config, &format!("{t}_as_of")),
             winners(&format!("(SELECT * FROM {table} WHERE version <= as_of)"))
         ),
     ]);
     statements
 }
+
+/// One row per changelog table: its current table's watermark and its compaction
+/// horizon; and the watermark resets an atomic append records before its commit (see
+/// `converge_core::retention` and `crates/converge-duckdb/src/schema.rs`).
+pub fn create_table_state(config: &BigQueryConfig) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (table_name STRING NOT NULL, current_watermark TIMESTAMP, compacted_before TIMESTAMP, refreshed_at TIMESTAMP) \
+             OPTIONS (description = \"Converge: each changelog's current-table watermark and compaction horizon\")",
+            qualified(config, converge_core::retention::TABLE_STATE)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (table_name STRING NOT NULL, lowered_to TIMESTAMP NOT NULL)",
+            qualified(config, WATERMARK_RESETS)
+        ),
+    ]
+}
+
+/// Where an atomic append lowers a current table's watermark (see [`create_table_state`]).
+pub const WATERMARK_RESETS: &str = "converge_watermark_resets";
 
 /// The runs table (`converge_core::RUNS_TABLE`): one row per recorded run,
 /// append-only; readers take the newest row of each batch id. `report` is JSON text.
@@ -155,7 +195,9 @@ pub const SETUP_KIND: &str = "setup";
 pub fn layout_fingerprint(config: &BigQueryConfig, mirror: &converge_core::MirrorConfig) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
-    let statements = std::iter::once(create_runs(config)).chain(mirror.routes.iter().flat_map(|route| create_statements(config, route)));
+    let statements = std::iter::once(create_runs(config))
+        .chain(create_table_state(config))
+        .chain(mirror.routes.iter().flat_map(|route| create_statements(config, route)));
     for statement in statements {
         hasher.update((statement.len() as u64).to_be_bytes());
         hasher.update(statement.as_bytes());
@@ -201,9 +243,11 @@ mod tests {
         assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS `p1.converge.records` (tenant STRING NOT NULL"));
         assert!(statements[0].contains("amount FLOAT64, ingested_at TIMESTAMP NOT NULL"));
         assert!(statements[0].contains("PARTITION BY DATE(ingested_at) CLUSTER BY tenant, doc_path"));
-        assert_eq!(statements[1], "ALTER TABLE `p1.converge.records` ADD COLUMN IF NOT EXISTS update_time TIMESTAMP");
-        assert!(statements[3].starts_with("CREATE OR REPLACE VIEW `p1.converge.records_latest`"));
-        assert!(statements[4].contains("`p1.converge.records_as_of`(as_of TIMESTAMP)"));
+        assert!(statements[1].starts_with("CREATE TABLE IF NOT EXISTS `p1.converge.records_current` (tenant STRING NOT NULL"));
+        assert!(statements[2].starts_with("CREATE TABLE IF NOT EXISTS `p1.converge.records_current_tombstones`"));
+        assert_eq!(statements[3], "ALTER TABLE `p1.converge.records` ADD COLUMN IF NOT EXISTS update_time TIMESTAMP");
+        assert!(statements[5].starts_with("CREATE OR REPLACE VIEW `p1.converge.records_latest`"));
+        assert!(statements[6].contains("`p1.converge.records_as_of`(as_of TIMESTAMP)"));
         assert_eq!(create_dataset(&config.clone().with_location("EU").unwrap()), "CREATE SCHEMA IF NOT EXISTS `p1.converge` OPTIONS (location = \"EU\")");
     }
 }

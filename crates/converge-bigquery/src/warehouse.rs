@@ -31,7 +31,10 @@ use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_gax::retry_policy::RetryPolicyExt;
 
 use converge_core::config::Route;
-use converge_core::{AppendReceipt, ChangeRow, Clock, DocState, ErrorKind, MirrorConfig, RunOutcome, RunRecord, Scan, StoreError, SystemClock, Warehouse};
+use converge_core::{
+    AppendReceipt, ChangeRow, Clock, CompactionPlan, CurrentRefresh, DocState, ErrorKind, MirrorConfig, RefreshFrom, RunOutcome, RunRecord, Scan, StoreError,
+    SystemClock, TableCompaction, Timestamp, Warehouse,
+};
 
 use crate::arrow::{arrow_rows, arrow_schema, chunks_by_size};
 use crate::query::{doc_state, row_error, row_json, QueryParam};
@@ -271,18 +274,7 @@ impl BigQueryWarehouse {
         self.single_count("count changelog", sql, &[]).await
     }
 
-    /// One tenant's states as of `as_of` (microseconds since the epoch), in path order,
-    /// through the `<table>_as_of` table function.
-    pub async fn as_of_states(&self, table: &str, tenant: &str, as_of: i64) -> Result<Vec<DocState>, StoreError> {
-        self.route(table)?;
-        let sql = as_of_query(&self.inner.config, table);
-        let done = self
-            .run("scan as of", sql, &[("tenant", QueryParam::String(tenant.to_owned())), ("as_of", QueryParam::Timestamp(as_of))])
-            .await?;
-        self.rows("scan as of", done).map(|row| row.and_then(|r| doc_state(&r))).collect::<Vec<_>>().await.into_iter().collect()
-    }
-
-    async fn single_count(&self, context: &'static str, sql: String, params: &[(&str, QueryParam)]) -> Result<u64, StoreError> {
+    pub(crate) async fn single_count(&self, context: &'static str, sql: String, params: &[(&str, QueryParam)]) -> Result<u64, StoreError> {
         let done = self.run(context, sql, params).await?;
         let mut rows = self.rows(context, done);
         let row = rows.next().await.ok_or_else(|| StoreError::permanent(BACKEND, format!("{context}: COUNT(*) returned no row")))??;
@@ -345,12 +337,58 @@ impl BigQueryWarehouse {
     }
 }
 
-/// An atomic append in progress: one PENDING stream (one table).
+/// An atomic append in progress on one table: its PENDING stream.
 struct Pending {
     table: String,
     route: Route,
     writer: PendingWriter<Arrow>,
     offset: i64,
+    /// The oldest `ingested_at` of its rows.
+    oldest: i64,
+}
+
+impl BigQueryWarehouse {
+    /// Opens `table`'s PENDING stream for [`Warehouse::append_atomic`].
+    async fn open_pending(&self, mirror: &MirrorConfig, table: &str) -> Result<Pending, StoreError> {
+        let route = mirror.table(table).cloned().ok_or_else(|| {
+            StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
+        })?;
+        let writer: PendingWriter<Arrow> = self
+            .bounded(
+                &format!("create a PENDING stream on `{table}`"),
+                self.inner.write.create_stream(self.inner.config.table_resource(table)).build_arrow(arrow_schema(&route)),
+                from_writer,
+            )
+            .await?;
+        Ok(Pending { table: table.to_owned(), route, writer, offset: 0, oldest: i64::MAX })
+    }
+
+    /// Appends one table's rows to its PENDING stream; the number appended.
+    async fn append_pending(&self, p: &mut Pending, rows: &[&ChangeRow]) -> Result<u64, StoreError> {
+        let mut written = 0u64;
+        p.oldest = rows.iter().map(|r| r.ingested_at).fold(p.oldest, i64::min);
+        for part in chunks_by_size(rows) {
+            if p.offset > 0 && self.inner.config.connection_per_append {
+                // A new connection to the same stream (see BigQueryConfig).
+                let name = p.writer.write_stream().to_owned();
+                p.writer = self
+                    .bounded(
+                        &format!("attach to the PENDING stream of `{}`", p.table),
+                        self.inner.write.attach_to_stream(name).build_arrow(arrow_schema(&p.route)),
+                        from_writer,
+                    )
+                    .await?;
+            }
+            let batch = arrow_rows(&p.route, part)?;
+            // The offset makes a resent chunk land once (the stream refuses an offset it
+            // has already seen).
+            let context = format!("append to the PENDING stream of `{}`", p.table);
+            self.bounded(&context, p.writer.append(batch).set_offset(p.offset).send(), from_append).await?;
+            p.offset += part.len() as i64;
+            written += part.len() as u64;
+        }
+        Ok(written)
+    }
 }
 
 #[async_trait]
@@ -360,6 +398,9 @@ impl Warehouse for BigQueryWarehouse {
         let bq = &self.inner.config;
         self.ensure_dataset().await?;
         self.run("create the runs table", create_runs(bq), &[]).await?;
+        for statement in crate::schema::create_table_state(bq) {
+            self.run("create the table state", statement, &[]).await?;
+        }
         for route in &config.routes {
             for statement in create_statements(bq, route) {
                 self.run(&format!("create table `{}` and its views", route.table), statement, &[]).await?;
@@ -378,8 +419,12 @@ impl Warehouse for BigQueryWarehouse {
     async fn check_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
         let bq = &self.inner.config;
         let mut wanted = vec![(converge_core::RUNS_TABLE.to_owned(), TABLE)];
+        wanted.push((converge_core::retention::TABLE_STATE.to_owned(), TABLE));
+        wanted.push((crate::schema::WATERMARK_RESETS.to_owned(), TABLE));
         for route in &config.routes {
             wanted.push((route.table.clone(), TABLE));
+            wanted.push((converge_core::retention::current_table(&route.table), TABLE));
+            wanted.push((converge_core::retention::current_tombstones_table(&route.table), TABLE));
             wanted.push((format!("{}_latest", route.table), VIEW));
         }
         self.require(wanted).await?;
@@ -434,68 +479,49 @@ impl Warehouse for BigQueryWarehouse {
         Ok(receipt)
     }
 
+    /// All or nothing per table, and nothing visible until every table's rows are
+    /// durable: the rows go to one PENDING stream per table (opened at the table's
+    /// first row, appended with offsets, so a resent request lands once); after the
+    /// last row every stream is finalized, and only then are they committed, one
+    /// `BatchCommitWriteStreams` per table in the order the tables first came. That
+    /// call commits the streams of one table only (its request names one parent table,
+    /// https://cloud.google.com/bigquery/docs/reference/storage/rpc/google.cloud.bigquery.storage.v1#batchcommitwritestreamsrequest),
+    /// so across tables: an error before the commits (the stream's, an append's, a
+    /// finalize's) leaves nothing visible; an error in the commits leaves the tables
+    /// committed before it visible, each whole, and the others invisible, and says
+    /// which. A rebuild's rows are reads of the source, so what is visible is true;
+    /// running it again (same batch id) appends what is missing.
     async fn append_atomic(&self, mut rows: BoxStream<'static, Result<ChangeRow, StoreError>>) -> Result<AppendReceipt, StoreError> {
         let mirror = self.mirror()?;
-        let mut pending: Option<Pending> = None;
+        // In the order the tables first came.
+        let mut pending: Vec<Pending> = Vec::new();
         let mut chunk: Vec<ChangeRow> = Vec::with_capacity(ATOMIC_CHUNK);
         let mut written = 0u64;
-        // Any early return below leaves the PENDING stream uncommitted: its rows never
-        // become visible, and BigQuery discards the stream.
+        // Any early return below leaves every PENDING stream uncommitted: their rows
+        // never become visible, and BigQuery discards the streams.
         loop {
             let next = rows.next().await;
             let end = next.is_none();
             if let Some(item) = next {
-                let row = item?;
-                if let Some(p) = &pending {
-                    if p.table != row.table {
-                        return Err(StoreError::new(
-                            ErrorKind::InvalidInput,
-                            BACKEND,
-                            format!(
-                                "atomic append mixes tables `{}` and `{}`: the BigQuery client commits one PENDING stream per call, so all-or-nothing holds per table; split the rows by table (nothing was committed)",
-                                p.table, row.table
-                            ),
-                        ));
-                    }
-                }
-                chunk.push(row);
+                chunk.push(item?);
             }
             if chunk.len() == ATOMIC_CHUNK || (end && !chunk.is_empty()) {
-                if pending.is_none() {
-                    let table = chunk[0].table.clone();
-                    let route = mirror.table(&table).cloned().ok_or_else(|| {
-                        StoreError::permanent(BACKEND, format!("row for unknown table `{table}`; is the mirror configuration the same everywhere?"))
-                    })?;
-                    let writer: PendingWriter<Arrow> = self
-                        .bounded(
-                            &format!("create a PENDING stream on `{table}`"),
-                            self.inner.write.create_stream(self.inner.config.table_resource(&table)).build_arrow(arrow_schema(&route)),
-                            from_writer,
-                        )
-                        .await?;
-                    pending = Some(Pending { table, route, writer, offset: 0 });
-                }
-                let p = pending.as_mut().expect("set above");
-                let refs: Vec<&ChangeRow> = chunk.iter().collect();
-                for part in chunks_by_size(&refs) {
-                    if p.offset > 0 && self.inner.config.connection_per_append {
-                        // A new connection to the same stream (see BigQueryConfig).
-                        let name = p.writer.write_stream().to_owned();
-                        p.writer = self
-                            .bounded(
-                                &format!("attach to the PENDING stream of `{}`", p.table),
-                                self.inner.write.attach_to_stream(name).build_arrow(arrow_schema(&p.route)),
-                                from_writer,
-                            )
-                            .await?;
+                let mut by_table: Vec<(&str, Vec<&ChangeRow>)> = Vec::new();
+                for row in &chunk {
+                    match by_table.iter_mut().find(|(table, _)| *table == row.table) {
+                        Some((_, rows)) => rows.push(row),
+                        None => by_table.push((&row.table, vec![row])),
                     }
-                    let batch = arrow_rows(&p.route, part)?;
-                    // The offset makes a resent chunk land once (the stream refuses an
-                    // offset it has already seen).
-                    let context = format!("append to the PENDING stream of `{}`", p.table);
-                    self.bounded(&context, p.writer.append(batch).set_offset(p.offset).send(), from_append).await?;
-                    p.offset += part.len() as i64;
-                    written += part.len() as u64;
+                }
+                for (table, refs) in by_table {
+                    let index = match pending.iter().position(|p| p.table == table) {
+                        Some(index) => index,
+                        None => {
+                            pending.push(self.open_pending(&mirror, table).await?);
+                            pending.len() - 1
+                        }
+                    };
+                    written += self.append_pending(&mut pending[index], &refs).await?;
                 }
                 chunk.clear();
             }
@@ -503,11 +529,34 @@ impl Warehouse for BigQueryWarehouse {
                 break;
             }
         }
-        let Some(p) = pending else { return Ok(AppendReceipt::default()) };
-        let context = format!("finalize the PENDING stream of `{}`", p.table);
-        self.bounded(&context, p.writer.finalize(), from_gax).await?;
-        let context = format!("commit the PENDING stream of `{}`", p.table);
-        self.bounded(&context, p.writer.commit(), from_commit).await?;
+        // Before the rows become visible: each current table's next refresh must read
+        // from the oldest of them (a spurious reset, if a commit fails, only costs
+        // that refresh a longer read).
+        for p in &pending {
+            crate::retention::lower_watermark(self, &p.table, p.oldest).await?;
+        }
+        for p in &pending {
+            let context = format!("finalize the PENDING stream of `{}`", p.table);
+            self.bounded(&context, p.writer.finalize(), from_gax).await?;
+        }
+        for (done, p) in pending.iter().enumerate() {
+            let context = format!("commit the PENDING stream of `{}`", p.table);
+            if let Err(error) = self.bounded(&context, p.writer.commit(), from_commit).await {
+                if done == 0 {
+                    return Err(error);
+                }
+                let names = |ps: &[Pending]| ps.iter().map(|p| format!("`{}`", p.table)).collect::<Vec<_>>().join(", ");
+                return Err(StoreError {
+                    message: format!(
+                        "{}; this atomic append had committed {} (visible, each whole) but not {} (nothing of them visible): BigQuery commits PENDING streams per table; run it again",
+                        error.message,
+                        names(&pending[..done]),
+                        names(&pending[done..])
+                    ),
+                    ..error
+                });
+            }
+        }
         Ok(AppendReceipt { written, duplicates: 0 })
     }
 
@@ -522,6 +571,37 @@ impl Warehouse for BigQueryWarehouse {
         let done = self.run("scan latest", sql, &[("tenant", QueryParam::String(tenant.to_owned()))]).await?;
         let items = self.rows("scan latest", done).map(|row| row.and_then(|r| doc_state(&r)));
         Ok(Scan { read_time, items: Box::pin(items) })
+    }
+
+    async fn current_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
+        self.route(table)?;
+        let sql = format!(
+            "SELECT doc_path, {STATE_COLUMNS} FROM {} WHERE tenant = @tenant ORDER BY doc_path",
+            qualified(&self.inner.config, &converge_core::retention::current_table(table))
+        );
+        let read_time = SystemClock.now();
+        let done = self.run("scan current", sql, &[("tenant", QueryParam::String(tenant.to_owned()))]).await?;
+        let items = self.rows("scan current", done).map(|row| row.and_then(|r| doc_state(&r)));
+        Ok(Scan { read_time, items: Box::pin(items) })
+    }
+
+    async fn as_of_states(&self, table: &str, tenant: &str, as_of: Timestamp) -> Result<Scan<DocState>, StoreError> {
+        self.route(table)?;
+        let sql = as_of_query(&self.inner.config, table);
+        let params = [("tenant", QueryParam::String(tenant.to_owned())), ("as_of", QueryParam::Timestamp(as_of.as_micros()))];
+        let done = self.run("scan as of", sql, &params).await?;
+        let items = self.rows("scan as of", done).map(|row| row.and_then(|r| doc_state(&r)));
+        Ok(Scan { read_time: as_of, items: Box::pin(items) })
+    }
+
+    async fn refresh_current(&self, table: &str, from: RefreshFrom) -> Result<CurrentRefresh, StoreError> {
+        let route = self.route(table)?;
+        crate::retention::refresh(self, &route, from).await
+    }
+
+    async fn compact(&self, table: &str, plan: CompactionPlan) -> Result<TableCompaction, StoreError> {
+        let route = self.route(table)?;
+        crate::retention::compact(self, &route, plan).await
     }
 
     async fn tenants(&self, table: &str) -> Result<Vec<String>, StoreError> {

@@ -1,6 +1,8 @@
 //! The convergence property: whatever rows a warehouse holds, one reconcile run makes
 //! its latest view equal to the source, a second run finds nothing, and redelivering
-//! any of the old rows changes nothing. And before any repair, the warehouse's latest
+//! any of the old rows changes nothing. The current table, refreshed incrementally at
+//! arbitrary points, equals the latest view after every refresh; compaction at any
+//! horizon keeps the latest view and every as-of state at or after the horizon. And before any repair, the warehouse's latest
 //! view is exactly what the core's ordering rule ([`converge_core::RowOrder`]) picks:
 //! the rule in Rust is the oracle each warehouse's view SQL is checked against.
 //!
@@ -21,8 +23,8 @@ use converge_core::change::{source_read_event_id, winner};
 use converge_core::hash::content_hash;
 use converge_core::value::fields_from_json;
 use converge_core::{
-    ChangeRow, Clock, DocState, DocWrite, DocumentChange, ErrorLog, ManualClock, MirrorConfig, Op, RowContext, SourceStore, Timestamp,
-    Warehouse,
+    ChangeRow, Clock, CompactionPlan, DocState, DocWrite, DocumentChange, ErrorLog, ManualClock, MirrorConfig, Op, RefreshFrom, RowContext,
+    SourceStore, Timestamp, Warehouse,
 };
 use converge_reconcile::{OrphanGuard, Reconciler, RunOptions};
 use futures::StreamExt;
@@ -169,12 +171,15 @@ async fn one_case(seed: u64, clock: Arc<ManualClock>, source: Arc<dyn SourceStor
         stored.push(row);
     }
     rng.shuffle(&mut stored);
-    append_in_chunks(&*warehouse, &stored, &mut rng).await;
+    append_in_chunks(&*warehouse, &clock, false, &stored, &mut rng).await;
 
-    // 3. Before any repair, the view is the core's rule over the stored rows.
+    // 3. Before any repair, the view is the core's rule over the stored rows, and so is
+    // the current table, refreshed incrementally between the appends above.
     let expected = oracle(&stored);
     let shown = latest(&*warehouse).await;
     assert_eq!(shown, expected, "seed {seed}: the latest view disagrees with converge_core::RowOrder over {stored:#?}");
+    warehouse.refresh_current(TABLE, RefreshFrom::Watermark).await.expect("refresh the current table");
+    assert_eq!(current(&*warehouse).await, expected, "seed {seed}: the current table disagrees with the latest view over {stored:#?}");
 
     // 4. One reconcile run converges. Half the time the clock has not moved since the
     // history ended: the run reads at the instant of the last commit and of every wrong
@@ -206,8 +211,54 @@ async fn one_case(seed: u64, clock: Arc<ManualClock>, source: Arc<dyn SourceStor
         .filter(|_| rng.below(2) == 0)
         .cloned()
         .collect();
-    append_in_chunks(&*warehouse, &again, &mut rng).await;
+    append_in_chunks(&*warehouse, &clock, true, &again, &mut rng).await;
     assert_eq!(latest_states(&*warehouse).await, source_states, "seed {seed}: redelivered rows undid the repair");
+    warehouse.refresh_current(TABLE, RefreshFrom::Watermark).await.expect("refresh the current table");
+    assert_eq!(current(&*warehouse).await, latest(&*warehouse).await, "seed {seed}: the current table disagrees after repairs and redelivery");
+
+    // 7. Compaction at any instant of the history changes neither the latest view nor
+    // any as-of state at or after the horizon, refuses as-of states before it, and the
+    // current table refreshed in full still equals the latest view. The plan pretends
+    // a day has passed (BigQuery leaves rows appended in the last 90 minutes alone)
+    // and every delete is past the late-event bound.
+    let horizon = T0 + rng.below((history_end - T0) as u64 + 1) as i64;
+    let instants: Vec<i64> = vec![horizon, horizon + (history_end - horizon) / 2, history_end, clock.now().as_micros()];
+    let mut before = Vec::new();
+    for at in &instants {
+        before.push(as_of(&*warehouse, *at).await.expect("as of, before compaction"));
+    }
+    let latest_before = latest(&*warehouse).await;
+    let plan = CompactionPlan {
+        horizon: Timestamp::from_micros(horizon),
+        tombstone_horizon: Timestamp::from_micros(horizon),
+        now: Timestamp::from_micros(clock.now().as_micros() + 86_400_000_000),
+    };
+    let compaction = warehouse.compact(TABLE, plan).await.expect("compact");
+    assert_eq!(compaction.rows_after, compaction.rows_before - compaction.superseded_pruned - compaction.tombstones_pruned);
+    for (at, states) in instants.iter().zip(&before) {
+        assert_eq!(&as_of(&*warehouse, *at).await.expect("as of, after compaction"), states, "seed {seed}: compaction changed the state as of {at} (horizon {horizon})");
+    }
+    assert_eq!(latest(&*warehouse).await, latest_before, "seed {seed}: compaction changed the latest view");
+    if horizon > T0 {
+        let refused = as_of(&*warehouse, horizon - 1).await.expect_err("an as-of state before the horizon is incomplete");
+        assert!(refused.message.contains("incomplete"), "seed {seed}: {refused}");
+    }
+    warehouse.refresh_current(TABLE, RefreshFrom::Full).await.expect("refresh the current table after compaction");
+    assert_eq!(current(&*warehouse).await, latest_before, "seed {seed}: the current table disagrees after compaction");
+    clock.advance_micros(1_000_000);
+    let after = reconciler.run_with(RunOptions { dry_run: true, ..options() }).await.expect("reconcile after compaction");
+    assert_eq!(after.findings(), 0, "seed {seed}: the reconciler found drift after compaction: {after:?}");
+}
+
+async fn current(warehouse: &dyn Warehouse) -> Vec<DocState> {
+    let scan = warehouse.current_states(TABLE, TENANT).await.expect("current_states");
+    scan.items.map(|s| s.expect("a state")).collect().await
+}
+
+/// The tenant's states as of `at`, or the warehouse's error.
+async fn as_of(warehouse: &dyn Warehouse, at: i64) -> Result<Vec<DocState>, converge_core::StoreError> {
+    let scan = warehouse.as_of_states(TABLE, TENANT, Timestamp::from_micros(at)).await?;
+    scan.items.collect::<Vec<_>>().await.into_iter().collect()
 }
 
 /// The latest states the core's rule picks among `rows`, tombstones hidden, by path.
@@ -229,12 +280,22 @@ fn oracle(rows: &[ChangeRow]) -> Vec<DocState> {
         .collect()
 }
 
-async fn append_in_chunks(warehouse: &dyn Warehouse, rows: &[ChangeRow], rng: &mut SplitMix) {
+/// Appends `rows` in chunks of random size, each stamped as ingested when appended;
+/// with `spread`, the clock moves on 20 minutes after each chunk (past the refresh
+/// overlap, so an incremental refresh between chunks reads only the newer ones).
+async fn append_in_chunks(warehouse: &dyn Warehouse, clock: &ManualClock, spread: bool, rows: &[ChangeRow], rng: &mut SplitMix) {
     let mut rest = rows;
     while !rest.is_empty() {
         let n = (1 + rng.below(rest.len() as u64) as usize).min(rest.len());
         let (chunk, tail) = rest.split_at(n);
-        warehouse.append(chunk.to_vec()).await.expect("append");
+        let ingested_at = clock.now().as_micros();
+        warehouse.append(chunk.iter().cloned().map(|row| ChangeRow { ingested_at, ..row }).collect()).await.expect("append");
+        if spread {
+            clock.advance_micros(20 * 60 * 1_000_000);
+        }
+        if rng.below(3) == 0 {
+            warehouse.refresh_current(TABLE, RefreshFrom::Watermark).await.expect("refresh the current table");
+        }
         rest = tail;
     }
 }

@@ -8,7 +8,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use converge_core::value::fields_from_json;
-use converge_core::{ChangeRow, DocState, Document, ErrorKind, MirrorConfig, Op, RowContext, RunOutcome, RunRecord, StoreError, Timestamp, Warehouse};
+use converge_core::{
+    ChangeRow, CompactionPlan, DocState, Document, ErrorKind, MirrorConfig, Op, RefreshFrom, RowContext, RunOutcome, RunRecord, StoreError, Timestamp,
+    Warehouse,
+};
 use futures::StreamExt;
 
 use crate::case;
@@ -242,6 +245,88 @@ where
         assert_eq!(latest(&*warehouse, "acme").await, vec![state(&newer)]);
     })
     .await;
+
+    case(suite, "the current table follows the changelog by the ordering rule, refresh after refresh", async {
+        let warehouse = setup().await;
+        let refresh = |from| {
+            let warehouse = warehouse.clone();
+            async move { warehouse.refresh_current(TABLE, from).await.expect("refresh_current") }
+        };
+        let first = refresh(RefreshFrom::Watermark).await;
+        assert!(first.full && first.current_rows == 0, "no watermark yet: a full refresh of nothing: {first:?}");
+        let a2 = live("acme", "a", 20, 2.0, "a-u");
+        warehouse.append(vec![live("acme", "a", 10, 1.0, "a-c"), a2.clone(), live("acme", "b", 10, 1.0, "b-c")]).await.unwrap();
+        let second = refresh(RefreshFrom::Watermark).await;
+        assert_eq!((second.full, second.documents_merged, second.current_rows), (true, 2, 2), "still no watermark: {second:?}");
+        // A delete, then a stale event of the deleted document delivered after it: the
+        // stale event loses to the delete the tombstone table remembers.
+        warehouse.append(vec![tombstone("acme", "b", 30, "b-d")]).await.unwrap();
+        refresh(RefreshFrom::Watermark).await;
+        warehouse.append(vec![live("acme", "b", 20, 9.0, "b-u-late")]).await.unwrap();
+        let fourth = refresh(RefreshFrom::Watermark).await;
+        assert_eq!(fourth.current_rows, 1, "{fourth:?}");
+        assert_eq!(current(&*warehouse, "acme").await, vec![state(&a2)]);
+        assert_eq!(current(&*warehouse, "acme").await, latest(&*warehouse, "acme").await);
+        // A rebuild's atomic append stamped long before the watermark still reaches the
+        // current table: the append lowers the watermark for the next refresh.
+        let mut old = rebuilt("acme", "c", 40, "batch-c");
+        old.ingested_at -= 86_400_000_000;
+        warehouse.append_atomic(futures::stream::iter(vec![Ok(old)]).boxed()).await.unwrap();
+        refresh(RefreshFrom::Watermark).await;
+        assert_eq!(current(&*warehouse, "acme").await, latest(&*warehouse, "acme").await);
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 2);
+        let full = refresh(RefreshFrom::Full).await;
+        assert_eq!((full.full, full.current_rows), (true, 2), "{full:?}");
+        assert_eq!(current(&*warehouse, "acme").await, latest(&*warehouse, "acme").await);
+    })
+    .await;
+
+    case(suite, "compaction prunes superseded rows and old deletes, never a delete a late event could outrank", async {
+        let warehouse = setup().await;
+        let a = [live("acme", "a", 10, 1.0, "a1"), live("acme", "a", 20, 2.0, "a2"), live("acme", "a", 30, 3.0, "a3")];
+        let b = [live("acme", "b", 10, 1.0, "b1"), tombstone("acme", "b", 20, "b2")];
+        let c = [live("acme", "c", 10, 1.0, "c1"), tombstone("acme", "c", 40, "c2")];
+        let d = live("acme", "d", 50, 5.0, "d1");
+        warehouse.append(a.iter().chain(&b).chain(&c).cloned().chain([d.clone()]).collect()).await.unwrap();
+        let latest_before = latest(&*warehouse, "acme").await;
+        let as_of_25 = as_of(&*warehouse, 25).await.expect("as of 25 before compaction");
+        assert_eq!(as_of_25, vec![state(&a[1]), state(&c[0])]);
+        let now = ctx().ingested_at.as_micros() + 86_400_000_000; // a day after the rows arrived
+        let plan = |horizon_secs: i64, tombstone_secs: i64| CompactionPlan {
+            horizon: Timestamp::new(horizon_secs, 0),
+            tombstone_horizon: Timestamp::new(tombstone_secs, 0),
+            now: Timestamp::from_micros(now),
+        };
+        // Horizon 25: a's version 10 and b's create are superseded; b's delete (20) is
+        // younger than the late-event bound (15 here), so it stays.
+        let first = warehouse.compact(TABLE, plan(25, 15)).await.expect("compact");
+        assert_eq!((first.rows_before, first.superseded_pruned, first.tombstones_pruned, first.rows_after), (8, 2, 0, 6), "{first:?}");
+        assert_eq!(latest(&*warehouse, "acme").await, latest_before);
+        assert_eq!(as_of(&*warehouse, 25).await.expect("as of the horizon"), as_of_25);
+        let refused = as_of(&*warehouse, 24).await.expect_err("before the horizon the state is incomplete");
+        assert!(refused.message.contains("incomplete"), "{refused}");
+        // A late event older than b's kept delete cannot bring b back.
+        warehouse.append(vec![live("acme", "b", 10, 1.0, "b1-late")]).await.unwrap();
+        assert_eq!(latest(&*warehouse, "acme").await, latest_before);
+        // Once the delete is past the bound it goes, with the late copy it outranked.
+        let second = warehouse.compact(TABLE, plan(25, 25)).await.expect("compact again");
+        assert_eq!((second.superseded_pruned, second.tombstones_pruned, second.rows_after), (1, 1, 5), "{second:?}");
+        assert_eq!(latest(&*warehouse, "acme").await, latest_before);
+        warehouse.refresh_current(TABLE, RefreshFrom::Full).await.expect("refresh after compaction");
+        assert_eq!(current(&*warehouse, "acme").await, latest_before);
+        assert_eq!(latest_before, vec![state(&a[2]), state(&d)]);
+    })
+    .await;
+}
+
+async fn current(warehouse: &dyn Warehouse, tenant: &str) -> Vec<DocState> {
+    let scan = warehouse.current_states(TABLE, tenant).await.expect("current_states");
+    scan.items.map(|item| item.expect("current state")).collect().await
+}
+
+async fn as_of(warehouse: &dyn Warehouse, secs: i64) -> Result<Vec<DocState>, StoreError> {
+    let scan = warehouse.as_of_states(TABLE, "acme", Timestamp::new(secs, 0)).await?;
+    scan.items.collect::<Vec<_>>().await.into_iter().collect()
 }
 
 fn ctx() -> RowContext {

@@ -29,6 +29,7 @@ use futures::stream::BoxStream;
 use crate::change::ChangeRow;
 use crate::config::MirrorConfig;
 use crate::error::{ErrorKind, StoreError};
+use crate::retention::{CompactionPlan, CurrentRefresh, RefreshFrom, TableCompaction};
 use crate::run::RunRecord;
 use crate::store::{AppendReceipt, DocState, Scan, Warehouse};
 
@@ -217,6 +218,22 @@ impl Warehouse for FaultyWarehouse {
     async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         self.inner.runs(kind, limit).await
     }
+
+    async fn refresh_current(&self, table: &str, from: RefreshFrom) -> Result<CurrentRefresh, StoreError> {
+        self.inner.refresh_current(table, from).await
+    }
+
+    async fn current_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
+        self.inner.current_states(table, tenant).await
+    }
+
+    async fn as_of_states(&self, table: &str, tenant: &str, as_of: crate::value::Timestamp) -> Result<Scan<DocState>, StoreError> {
+        self.inner.as_of_states(table, tenant, as_of).await
+    }
+
+    async fn compact(&self, table: &str, plan: CompactionPlan) -> Result<TableCompaction, StoreError> {
+        self.inner.compact(table, plan).await
+    }
 }
 
 #[cfg(test)]
@@ -258,6 +275,18 @@ mod tests {
             unimplemented!()
         }
         async fn runs(&self, _: &str, _: usize) -> Result<Vec<RunRecord>, StoreError> {
+            unimplemented!()
+        }
+        async fn refresh_current(&self, _: &str, _: RefreshFrom) -> Result<CurrentRefresh, StoreError> {
+            unimplemented!()
+        }
+        async fn current_states(&self, _: &str, _: &str) -> Result<Scan<DocState>, StoreError> {
+            unimplemented!()
+        }
+        async fn as_of_states(&self, _: &str, _: &str, _: Timestamp) -> Result<Scan<DocState>, StoreError> {
+            unimplemented!()
+        }
+        async fn compact(&self, _: &str, _: CompactionPlan) -> Result<TableCompaction, StoreError> {
             unimplemented!()
         }
     }

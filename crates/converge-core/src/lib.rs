@@ -15,6 +15,8 @@
 //! - [`error_log`]: sync error and quarantine records, and the [`ErrorLog`] that keeps
 //!   them next to the source.
 //! - [`run`]: run records (batch ids, [`RunOutcome`]) every job writes.
+//! - [`retention`]: the physical current table (`<table>_current`, refreshed from a
+//!   watermark) and compaction with a retention horizon.
 //! - [`raw_source`]: reading raw operational records by date (the nightly ETL's input,
 //!   [`RawSource`]).
 //! - [`business_metrics`]: `daily_entity_metrics`, `entity_map`, and replacing one
@@ -40,6 +42,7 @@ pub mod hash;
 pub mod opportunity;
 pub mod path;
 pub mod raw_source;
+pub mod retention;
 pub mod run;
 pub mod store;
 pub mod value;
@@ -52,9 +55,10 @@ pub use drift::DriftReport;
 pub use error::{ConfigError, ErrorKind, StoreError};
 pub use business_metrics::{EntityMapRow, MetricRow, MetricsWarehouse, ReplaceReceipt, SliceLoad, SliceRow};
 pub use raw_source::RawSource;
-pub use error_log::{ErrorLog, QuarantineReason, QuarantineRecord, SyncErrorRecord};
+pub use error_log::{ErrorLog, QuarantineReason, QuarantineRecord, QuarantineReplay, ReplayOutcome, SyncErrorRecord};
 pub use findings::{FindingRow, FindingsParam, FindingsParamValue, FindingsQuery, FindingsWarehouse, QueryDialect, FINDING_COLUMNS};
 pub use opportunity::{opportunity_id, opportunity_period, Opportunity, OpportunityStatus, OpportunityStore, UpsertOutcome};
+pub use retention::{CompactionPlan, CurrentRefresh, RefreshFrom, TableCompaction};
 pub use run::{batch_id, RunOutcome, RunRecord, RUNS_TABLE};
 pub use store::{flatten_chunks, AppendReceipt, DocState, ReadAt, DocWrite, Scan, SourceStore, Warehouse};
 pub use value::{Document, Fields, GeoPoint, Timestamp, Value};

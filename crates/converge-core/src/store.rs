@@ -8,6 +8,7 @@ use futures::stream::BoxStream;
 use crate::change::ChangeRow;
 use crate::config::{MirrorConfig, PathPattern, SourceScope};
 use crate::error::StoreError;
+use crate::retention::{CompactionPlan, CurrentRefresh, RefreshFrom, TableCompaction};
 use crate::run::RunRecord;
 use crate::value::{Document, Fields, Timestamp};
 use crate::version::Version;
@@ -168,6 +169,15 @@ pub trait Warehouse: Send + Sync + 'static {
     /// Latest states of one tenant's documents in `table`, tombstones hidden.
     async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError>;
 
+    /// Latest states of one tenant's documents as `<table>_current` holds them (what
+    /// reports read; equal to [`Warehouse::latest_states`] after a refresh), in path
+    /// order.
+    async fn current_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError>;
+
+    /// One tenant's states as of `as_of` (the `<table>_as_of` view), in path order.
+    /// Before the table's compaction horizon it fails: the state then is incomplete.
+    async fn as_of_states(&self, table: &str, tenant: &str, as_of: Timestamp) -> Result<Scan<DocState>, StoreError>;
+
     /// Number of live documents of `tenant` in `table`'s latest view.
     async fn latest_count(&self, table: &str, tenant: &str) -> Result<u64, StoreError>;
 
@@ -180,6 +190,16 @@ pub trait Warehouse: Send + Sync + 'static {
 
     /// The most recent run records of `kind`, newest first (one per batch id).
     async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Brings `<table>_current` (and its tombstones) up to date with the changelog, in
+    /// one transaction: the rows ingested since the watermark (minus the overlap), or
+    /// every row, ranked by the ordering rule (see [`crate::retention`]).
+    async fn refresh_current(&self, table: &str, from: RefreshFrom) -> Result<CurrentRefresh, StoreError>;
+
+    /// Prunes `table`'s rows superseded at or before the plan's horizon and the deletes
+    /// the plan allows, records the horizon (as-of queries before it then fail), and
+    /// leaves the current table to a full refresh (see [`crate::retention`]).
+    async fn compact(&self, table: &str, plan: CompactionPlan) -> Result<TableCompaction, StoreError>;
 }
 
 /// What an append did.

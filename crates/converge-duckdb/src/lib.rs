@@ -12,6 +12,8 @@
 //!   appends into DuckDB, so a checkpoint stalls only it.
 //! - [`recent_event_ids`]: a bounded memory of recently appended event ids, so most
 //!   redeliveries are skipped without an index lookup.
+//! - `retention`: the current table's refresh from its watermark and compaction
+//!   (`converge_core::retention`'s rules in DuckDB SQL).
 //! - [`findings`]: detector queries ([`converge_core::FindingsWarehouse`]), with timeouts.
 //! - [`metrics`]: the nightly ETL's tables and their atomic (tenant, date) replace
 //!   ([`converge_core::MetricsWarehouse`]).
@@ -28,6 +30,7 @@ mod journal;
 mod loader;
 mod runs;
 pub mod recent_event_ids;
+mod retention;
 pub mod schema;
 pub mod warehouse;
 

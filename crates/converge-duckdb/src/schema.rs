@@ -65,7 +65,7 @@ fn sql_type(column_type: ColumnType) -> &'static str {
     }
 }
 
-fn column_list(route: &Route) -> String {
+pub(crate) fn column_list(route: &Route) -> String {
     let promoted = route.promoted.iter().map(|c| (c.column.as_str(), sql_type(c.column_type)));
     LEADING_COLUMNS
         .iter()
@@ -88,13 +88,17 @@ fn column_list(route: &Route) -> String {
 /// content hash's order, [`content_rank`] (stored; parsed from the hash for rows
 /// appended before the column existed, as the SQL does the same computation). The warehouse contract
 /// suite's property test checks this view against `converge_core::RowOrder`.
-fn winner_key() -> String {
+pub(crate) fn winner_key() -> String {
     format!(
         "((epoch_us(version) * 4 + (op IN ({ops}))::BIGINT * 2 + is_deleted::BIGINT)::HUGEINT << 64) \
          + coalesce(content_rank, TRY_CAST('0x' || content_hash[1:15] AS BIGINT) + 1, 0)",
         ops = converge_core::version::source_read_ops_sql()
     )
 }
+
+/// What a state scan selects: path, update time (microseconds; rows written before
+/// `update_time` existed carry it in `version`), content hash, version (microseconds).
+pub const STATE_COLUMNS: &str = "doc_path, epoch_us(coalesce(update_time, version)), content_hash, epoch_us(version)";
 
 /// The latest states (path, update time and version in microseconds, content hash) of
 /// one tenant's documents in `table`, in path order; parameter `$1` is the tenant. The
@@ -104,7 +108,7 @@ fn winner_key() -> String {
 /// `update_time` existed carry it in `version`.
 pub fn latest_states_query(table: &str) -> String {
     format!(
-        "SELECT doc_path, epoch_us(coalesce(update_time, version)), content_hash, epoch_us(version) FROM {table} WHERE tenant = $1 AND rowid IN (
+        "SELECT {STATE_COLUMNS} FROM {table} WHERE tenant = $1 AND rowid IN (
             SELECT arg_max(rowid, {key}) FROM {table} WHERE tenant = $1 GROUP BY doc_path
          ) AND NOT is_deleted ORDER BY doc_path",
         key = winner_key()
@@ -127,16 +131,53 @@ pub fn create_statements(route: &Route) -> Vec<String> {
              ) AND NOT is_deleted"
         )
     };
-    let mut statements = vec![format!("CREATE TABLE IF NOT EXISTS {t} ({})", column_list(route))];
-    statements.extend(ADDED_COLUMNS.iter().map(|(name, ty)| format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {name} {ty}")));
+    let current = converge_core::retention::current_table(t);
+    let tombstones = converge_core::retention::current_tombstones_table(t);
+    let mut statements = vec![
+        CREATE_TABLE_STATE.to_owned(),
+        format!("CREATE TABLE IF NOT EXISTS {t} ({})", column_list(route)),
+        // The latest view materialized (converge_core::retention): the same columns,
+        // one row per document whose winner is live, and its deletes beside it.
+        format!("CREATE TABLE IF NOT EXISTS {current} ({})", column_list(route)),
+        format!("CREATE TABLE IF NOT EXISTS {tombstones} ({})", column_list(route)),
+    ];
+    for table in [t.as_str(), current.as_str(), tombstones.as_str()] {
+        statements.extend(ADDED_COLUMNS.iter().map(|(name, ty)| format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ty}")));
+    }
+    // As of an instant before the compaction horizon the changelog no longer has the
+    // rows superseded then: the macro fails instead of answering wrongly. The check is
+    // a one-row join, evaluated once and whatever the table holds.
+    let guard = format!(
+        "(SELECT CASE WHEN horizon > as_of THEN error('{message} (horizon ' || horizon::VARCHAR || ')') ELSE 1 END AS ok \
+           FROM (SELECT max(compacted_before) AS horizon FROM {TABLE_STATE} WHERE table_name = '{t}')) AS _converge_guard",
+        message = converge_core::retention::incomplete_as_of_message(t).replace('\'', "''"),
+        TABLE_STATE = converge_core::retention::TABLE_STATE,
+    );
     statements.extend([
         format!("CREATE OR REPLACE VIEW {t}_latest AS {}", winners("")),
         // As of an instant: the winner among the rows known to hold by then
         // (converge_core::version, "As of an instant").
-        format!("CREATE OR REPLACE MACRO {t}_as_of(as_of) AS TABLE {}", winners("WHERE version <= as_of")),
+        format!(
+            "CREATE OR REPLACE MACRO {t}_as_of(as_of) AS TABLE SELECT _converge_states.* FROM ({}) AS _converge_states, {guard} WHERE _converge_guard.ok = 1",
+            winners("WHERE version <= as_of")
+        ),
     ]);
     statements
 }
+
+/// One row per changelog table: its current table's watermark (the greatest
+/// `ingested_at` merged) and its compaction horizon (`compacted_before`), see
+/// `converge_core::retention`. `converge_watermark_resets` lowers the watermark: an
+/// append of rows stamped long before they became visible (an atomic append, the
+/// journal replayed at open) records its oldest `ingested_at` there in its own commit,
+/// and the next refresh reads from it.
+pub const CREATE_TABLE_STATE: &str = "CREATE TABLE IF NOT EXISTS converge_table_state (
+    table_name VARCHAR PRIMARY KEY,
+    current_watermark TIMESTAMP,
+    compacted_before TIMESTAMP,
+    refreshed_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS converge_watermark_resets (table_name VARCHAR NOT NULL, lowered_to TIMESTAMP NOT NULL)";
 
 /// What `create_statements` (and `CREATE_RUNS`) would create for `config` and is not
 /// there: each missing table, view, macro or added column, named. Reads the catalog
@@ -155,12 +196,18 @@ pub fn missing_objects(connection: &duckdb::Connection, config: &converge_core::
         present.insert(name.map_err(error)?);
     }
     let mut wanted = vec![("BASE TABLE converge_runs".to_owned(), "table `converge_runs`".to_owned())];
+    for table in [converge_core::retention::TABLE_STATE, "converge_watermark_resets"] {
+        wanted.push((format!("BASE TABLE {table}"), format!("table `{table}`")));
+    }
     for route in &config.routes {
         let t = &route.table;
         wanted.push((format!("BASE TABLE {t}"), format!("table `{t}`")));
         if present.contains(&format!("BASE TABLE {t}")) {
             // A table from before a column was added: setup adds it.
             wanted.extend(ADDED_COLUMNS.iter().map(|(column, _)| (format!("COLUMN {t}.{column}"), format!("column `{t}.{column}`"))));
+        }
+        for table in [converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t)] {
+            wanted.push((format!("BASE TABLE {table}"), format!("table `{table}`")));
         }
         wanted.push((format!("VIEW {t}_latest"), format!("view `{t}_latest`")));
         wanted.push((format!("MACRO {t}_as_of"), format!("table macro `{t}_as_of`")));

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use converge_core::{
-    AppendReceipt, ChangeRow, DocState, ErrorKind, MirrorConfig, RunRecord, Scan, StoreError, Timestamp, Warehouse,
+    AppendReceipt, ChangeRow, CompactionPlan, CurrentRefresh, DocState, ErrorKind, MirrorConfig, RefreshFrom, RunRecord, Scan, StoreError,
+    TableCompaction, Timestamp, Warehouse,
 };
 use duckdb::{params, Connection};
 
@@ -17,7 +18,7 @@ use crate::journal::Journal;
 use crate::loader::{by_table, load, JournalWriter, Loader, LoaderLimits, LOAD_ROWS};
 use crate::recent_event_ids::RecentEvents;
 use crate::runs;
-use crate::schema::{create_statements, CREATE_JOURNAL, CREATE_RUNS};
+use crate::schema::{create_statements, CREATE_JOURNAL, CREATE_RUNS, CREATE_TABLE_STATE, STATE_COLUMNS};
 
 /// How many recent event ids the warehouse remembers for skipping redeliveries.
 /// 16 bytes each: about 8 MiB.
@@ -59,6 +60,9 @@ struct Inner {
     /// Moves journaled appends into DuckDB. Stopped (after loading what is queued)
     /// when the last handle goes.
     loader: Loader,
+    /// Held by a current-table refresh or a compaction: one at a time, so their
+    /// transactions never conflict over the table state.
+    maintenance: Mutex<()>,
 }
 
 impl DuckWarehouse {
@@ -130,7 +134,15 @@ impl DuckWarehouse {
         let journal = Arc::new(Mutex::new(JournalWriter { journal, next_seq: loaded + 1 }));
         let loader = Loader::start(writer.clone(), journal.clone(), loaded, LoaderLimits::default())?;
         Ok(Self {
-            inner: Arc::new(Inner { place, writer, config: Mutex::new(None), recent: Mutex::new(RecentEvents::new(RECENT_EVENTS)), journal, loader }),
+            inner: Arc::new(Inner {
+                place,
+                writer,
+                config: Mutex::new(None),
+                recent: Mutex::new(RecentEvents::new(RECENT_EVENTS)),
+                journal,
+                loader,
+                maintenance: Mutex::new(()),
+            }),
         })
     }
 
@@ -214,10 +226,50 @@ impl DuckWarehouse {
 
     /// Table names reach SQL text only after this check against the configuration.
     fn check_table(&self, table: &str) -> Result<(), StoreError> {
+        self.route(table).map(|_| ())
+    }
+
+    fn route(&self, table: &str) -> Result<converge_core::Route, StoreError> {
         match self.config()?.table(table) {
-            Some(_) => Ok(()),
+            Some(route) => Ok(route.clone()),
             None => Err(StoreError::new(ErrorKind::NotFound, BACKEND, format!("no mirrored table named `{table}`"))),
         }
+    }
+
+    /// Document states (path, update time, content hash, version: [`STATE_COLUMNS`])
+    /// from `sql` with `args`, streamed: a bounded channel of chunks from a blocking
+    /// reader, so memory stays flat whatever the tenant's size, the consumer sets the
+    /// pace, and the threads meet once per chunk, not once per document.
+    fn stream_states(&self, sql: String, args: Vec<duckdb::types::Value>) -> Result<Scan<DocState>, StoreError> {
+        let connection = self.reader()?;
+        let read_time = converge_core::SystemClock.now_timestamp();
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Vec<DocState>, StoreError>>(STATE_CHUNKS_AHEAD);
+        std::thread::spawn(move || {
+            let run = || -> Result<(), StoreError> {
+                let mut statement = connection.prepare(&sql).map_err(|e| db_error("scan states", e))?;
+                let mut rows = query_streaming(&mut statement, duckdb::params_from_iter(args.iter())).map_err(|e| db_error("scan states", e))?;
+                let mut chunk = Vec::with_capacity(STATE_CHUNK);
+                while let Some(row) = rows.next().map_err(|e| db_error("scan states", e))? {
+                    chunk.push(DocState {
+                        doc_path: row.get(0).map_err(|e| db_error("scan states", e))?,
+                        update_time: row.get(1).map_err(|e| db_error("scan states", e))?,
+                        content_hash: row.get::<_, Option<String>>(2).map_err(|e| db_error("scan states", e))?.unwrap_or_default(),
+                        version: row.get(3).map_err(|e| db_error("scan states", e))?,
+                    });
+                    if chunk.len() == STATE_CHUNK && sender.blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(STATE_CHUNK)))).is_err() {
+                        return Ok(()); // the consumer stopped reading
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = sender.blocking_send(Ok(chunk));
+                }
+                Ok(())
+            };
+            if let Err(error) = run() {
+                let _ = sender.blocking_send(Err(error));
+            }
+        });
+        Ok(Scan { read_time, items: converge_core::flatten_chunks(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))) })
     }
 
     /// Durable once in the journal; the loader appends the rows to DuckDB after.
@@ -271,6 +323,7 @@ impl DuckWarehouse {
         let config = self.config()?;
         let transaction = connection.transaction().map_err(|e| db_error("begin atomic append", e))?;
         let mut receipt = AppendReceipt::default();
+        let mut oldest: Vec<(String, i64)> = Vec::new();
         loop {
             match chunks.blocking_recv() {
                 Some(WriterChunk::Rows(rows)) => {
@@ -281,9 +334,21 @@ impl DuckWarehouse {
                     check_rows(&config, fresh.iter().copied())?;
                     for (table, table_rows) in by_table(fresh.into_iter()) {
                         receipt.written += append_rows(&transaction, table, &table_rows)?;
+                        let chunk_oldest = table_rows.iter().map(|row| row.ingested_at).min().unwrap_or(i64::MAX);
+                        match oldest.iter_mut().find(|(t, _)| t == table) {
+                            Some((_, at)) => *at = (*at).min(chunk_oldest),
+                            None => oldest.push((table.to_owned(), chunk_oldest)),
+                        }
                     }
                 }
-                Some(WriterChunk::Commit) => break,
+                Some(WriterChunk::Commit) => {
+                    // The rows were stamped before this commit, maybe long before: the
+                    // current table's next refresh must read from the oldest of them.
+                    for (table, at) in &oldest {
+                        crate::retention::lower_watermark(&transaction, table, *at)?;
+                    }
+                    break;
+                }
                 None => return Err(StoreError::retryable(BACKEND, "atomic append abandoned before commit; nothing was written")),
             }
         }
@@ -297,12 +362,16 @@ impl DuckWarehouse {
 /// Returns the journal and the last sequence DuckDB holds.
 fn recover_journal(connection: &mut Connection, path: &Path) -> Result<(Journal, u64), StoreError> {
     connection.execute_batch(CREATE_JOURNAL).map_err(|e| db_error("create the journal table", e))?;
+    connection.execute_batch(CREATE_TABLE_STATE).map_err(|e| db_error("create the table state", e))?;
     let mut loaded = connection
         .query_row("SELECT seq FROM converge_journal", [], |row| row.get::<_, i64>(0))
         .map_err(|e| db_error("read the loaded journal sequence", e))? as u64;
     let mut pending: Vec<crate::journal::JournalBatch> = Vec::new();
     let mut pending_rows = 0;
     let mut replayed = 0;
+    // The oldest replayed row per table: rows acknowledged long ago become visible
+    // only now, so the current table's watermark is lowered to them.
+    let mut oldest: Vec<(String, i64)> = Vec::new();
     let mut flush = |pending: &mut Vec<crate::journal::JournalBatch>, loaded: &mut u64| -> Result<(), StoreError> {
         if let Some(last) = pending.last().map(|b| b.seq) {
             load(connection, pending, Some(last)).map_err(|e| {
@@ -323,6 +392,12 @@ fn recover_journal(connection: &mut Connection, path: &Path) -> Result<(Journal,
         }
         pending_rows += batch.rows.len();
         replayed += batch.rows.len();
+        for row in &batch.rows {
+            match oldest.iter_mut().find(|(t, _)| *t == row.table) {
+                Some((_, at)) => *at = (*at).min(row.ingested_at),
+                None => oldest.push((row.table.clone(), row.ingested_at)),
+            }
+        }
         pending.push(batch);
         if pending_rows >= LOAD_ROWS {
             flush(&mut pending, &mut loaded)?;
@@ -331,6 +406,9 @@ fn recover_journal(connection: &mut Connection, path: &Path) -> Result<(Journal,
         Ok(())
     })?;
     flush(&mut pending, &mut loaded)?;
+    for (table, at) in &oldest {
+        crate::retention::lower_watermark(connection, table, *at)?;
+    }
     if replayed > 0 {
         tracing::info!(rows = replayed, journal = %path.display(), "loaded journaled rows the last process had acknowledged but not yet appended to DuckDB");
     }
@@ -393,40 +471,19 @@ impl Warehouse for DuckWarehouse {
 
     async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
         self.check_table(table)?;
-        let connection = self.reader()?;
-        let sql = crate::schema::latest_states_query(table);
-        let tenant = tenant.to_owned();
-        let read_time = converge_core::SystemClock.now_timestamp();
-        // A bounded channel of chunks from a blocking reader: memory stays flat
-        // whatever the tenant's size, the consumer sets the pace, and the threads
-        // meet once per chunk, not once per document.
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Vec<DocState>, StoreError>>(STATE_CHUNKS_AHEAD);
-        std::thread::spawn(move || {
-            let run = || -> Result<(), StoreError> {
-                let mut statement = connection.prepare(&sql).map_err(|e| db_error("scan latest", e))?;
-                let mut rows = query_streaming(&mut statement, params![tenant]).map_err(|e| db_error("scan latest", e))?;
-                let mut chunk = Vec::with_capacity(STATE_CHUNK);
-                while let Some(row) = rows.next().map_err(|e| db_error("scan latest", e))? {
-                    chunk.push(DocState {
-                        doc_path: row.get(0).map_err(|e| db_error("scan latest", e))?,
-                        update_time: row.get(1).map_err(|e| db_error("scan latest", e))?,
-                        content_hash: row.get::<_, Option<String>>(2).map_err(|e| db_error("scan latest", e))?.unwrap_or_default(),
-                        version: row.get(3).map_err(|e| db_error("scan latest", e))?,
-                    });
-                    if chunk.len() == STATE_CHUNK && sender.blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(STATE_CHUNK)))).is_err() {
-                        return Ok(()); // the consumer stopped reading
-                    }
-                }
-                if !chunk.is_empty() {
-                    let _ = sender.blocking_send(Ok(chunk));
-                }
-                Ok(())
-            };
-            if let Err(error) = run() {
-                let _ = sender.blocking_send(Err(error));
-            }
-        });
-        Ok(Scan { read_time, items: converge_core::flatten_chunks(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))) })
+        self.stream_states(crate::schema::latest_states_query(table), vec![tenant.to_owned().into()])
+    }
+
+    async fn current_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
+        self.check_table(table)?;
+        let sql = format!("SELECT {STATE_COLUMNS} FROM {} WHERE tenant = $1 ORDER BY doc_path", converge_core::retention::current_table(table));
+        self.stream_states(sql, vec![tenant.to_owned().into()])
+    }
+
+    async fn as_of_states(&self, table: &str, tenant: &str, as_of: Timestamp) -> Result<Scan<DocState>, StoreError> {
+        self.check_table(table)?;
+        let sql = format!("SELECT {STATE_COLUMNS} FROM {table}_as_of(make_timestamp($2::BIGINT)) WHERE tenant = $1 ORDER BY doc_path");
+        self.stream_states(sql, vec![tenant.to_owned().into(), as_of.as_micros().into()])
     }
 
     async fn tenants(&self, table: &str) -> Result<Vec<String>, StoreError> {
@@ -455,6 +512,28 @@ impl Warehouse for DuckWarehouse {
         let connection = self.reader()?;
         let kind = kind.to_owned();
         tokio::task::spawn_blocking(move || runs::read(&connection, &kind, limit))
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn refresh_current(&self, table: &str, from: RefreshFrom) -> Result<CurrentRefresh, StoreError> {
+        let route = self.route(table)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = this.inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+            crate::retention::refresh(&this.reader()?, &route, from)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn compact(&self, table: &str, plan: CompactionPlan) -> Result<TableCompaction, StoreError> {
+        let route = self.route(table)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = this.inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+            crate::retention::compact(&this.reader()?, &route, plan)
+        })
         .await
         .map_err(join_error)?
     }

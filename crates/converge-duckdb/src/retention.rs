@@ -1,0 +1,209 @@
+//! The current table's refresh and compaction on DuckDB (the rules are
+//! `converge_core::retention`'s). Each runs in one transaction on its own connection,
+//! so the loader keeps appending meanwhile; the warehouse runs one at a time.
+
+use std::time::Instant;
+
+use converge_core::config::Route;
+use converge_core::retention::{current_table, current_tombstones_table, CompactionPlan, CurrentRefresh, RefreshFrom, TableCompaction, REFRESH_OVERLAP_MICROS, TABLE_STATE};
+use converge_core::StoreError;
+use duckdb::{params, Connection, OptionalExt};
+
+use crate::db::db_error;
+use crate::schema::winner_key;
+
+/// Temporary tables of one refresh (dropped with its connection).
+const REFRESH_ROWS: &str = "converge_refresh_rows";
+const REFRESH_WINNERS: &str = "converge_refresh_winners";
+
+fn count(connection: &Connection, context: &str, sql: &str) -> Result<u64, StoreError> {
+    connection.query_row(sql, [], |row| row.get::<_, i64>(0)).map(|n| n as u64).map_err(|e| db_error(context, e))
+}
+
+fn exec(connection: &Connection, context: &str, sql: &str) -> Result<usize, StoreError> {
+    connection.execute(sql, []).map_err(|e| db_error(context, e))
+}
+
+/// Where a refresh of `table` reads from, in microseconds (`None`: every row): the
+/// watermark minus the overlap, lowered by any reset recorded since.
+fn refresh_start(connection: &Connection, table: &str) -> Result<Option<i64>, StoreError> {
+    let watermark: Option<i64> = connection
+        .query_row(&format!("SELECT epoch_us(current_watermark) FROM {TABLE_STATE} WHERE table_name = ?"), params![table], |row| row.get(0))
+        .optional()
+        .map_err(|e| db_error("read the current table's watermark", e))?
+        .flatten();
+    let lowered: Option<i64> = connection
+        .query_row("SELECT epoch_us(min(lowered_to)) FROM converge_watermark_resets WHERE table_name = ?", params![table], |row| row.get(0))
+        .map_err(|e| db_error("read the watermark resets", e))?;
+    Ok(watermark.map(|w| match lowered {
+        Some(l) => l.min(w - REFRESH_OVERLAP_MICROS),
+        None => w - REFRESH_OVERLAP_MICROS,
+    }))
+}
+
+/// Brings `route`'s current tables up to date, in one transaction on `connection` (a
+/// reader connection that has seen every acknowledged append).
+pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom) -> Result<CurrentRefresh, StoreError> {
+    let started = Instant::now();
+    let t = &route.table;
+    let (current, tombstones) = (current_table(t), current_tombstones_table(t));
+    let key = winner_key();
+    exec(connection, "begin refresh", "BEGIN TRANSACTION")?;
+    let result = (|| -> Result<CurrentRefresh, StoreError> {
+        let start = match from {
+            RefreshFrom::Full => None,
+            RefreshFrom::Watermark => refresh_start(connection, t)?,
+        };
+        let mut report = CurrentRefresh { table: t.clone(), full: start.is_none(), ..CurrentRefresh::default() };
+        let newest: Option<i64>;
+        match start {
+            None => {
+                // Every document's winner straight from the changelog, in (tenant,
+                // path) order so a tenant's rows sit together and its scans prune.
+                exec(connection, "empty the current table", &format!("DELETE FROM {current}"))?;
+                exec(connection, "empty the current tombstones", &format!("DELETE FROM {tombstones}"))?;
+                exec(
+                    connection,
+                    "rank the changelog",
+                    &format!("CREATE OR REPLACE TEMP TABLE {REFRESH_WINNERS} AS SELECT * FROM {t} WHERE rowid IN (SELECT arg_max(rowid, {key}) FROM {t} GROUP BY doc_path)"),
+                )?;
+                report.rows_read = count(connection, "count the changelog", &format!("SELECT count(*) FROM {t}"))?;
+                newest = connection
+                    .query_row(&format!("SELECT epoch_us(max(ingested_at)) FROM {t}"), [], |row| row.get(0))
+                    .map_err(|e| db_error("read the newest ingested row", e))?;
+            }
+            Some(since) => {
+                exec(
+                    connection,
+                    "read the rows since the watermark",
+                    &format!("CREATE OR REPLACE TEMP TABLE {REFRESH_ROWS} AS SELECT * FROM {t} WHERE ingested_at >= make_timestamp({since}::BIGINT)"),
+                )?;
+                report.rows_read = count(connection, "count the rows since the watermark", &format!("SELECT count(*) FROM {REFRESH_ROWS}"))?;
+                newest = connection
+                    .query_row(&format!("SELECT epoch_us(max(ingested_at)) FROM {REFRESH_ROWS}"), [], |row| row.get(0))
+                    .map_err(|e| db_error("read the newest ingested row", e))?;
+                // The new rows and what stands for their documents now, ranked by the
+                // one rule: a stale event loses to the current row or the delete that
+                // beat it, whatever order they were ingested in.
+                exec(
+                    connection,
+                    "rank the new rows",
+                    &format!(
+                        "CREATE OR REPLACE TEMP TABLE {REFRESH_WINNERS} AS SELECT * EXCLUDE (_converge_rank) FROM (
+                           SELECT *, row_number() OVER (PARTITION BY doc_path ORDER BY {key} DESC) AS _converge_rank FROM (
+                             SELECT * FROM {REFRESH_ROWS}
+                             UNION ALL BY NAME SELECT * FROM {current} WHERE doc_path IN (SELECT doc_path FROM {REFRESH_ROWS})
+                             UNION ALL BY NAME SELECT * FROM {tombstones} WHERE doc_path IN (SELECT doc_path FROM {REFRESH_ROWS})
+                           )
+                         ) WHERE _converge_rank = 1"
+                    ),
+                )?;
+                exec(connection, "replace current rows", &format!("DELETE FROM {current} WHERE doc_path IN (SELECT doc_path FROM {REFRESH_WINNERS})"))?;
+                exec(connection, "replace current tombstones", &format!("DELETE FROM {tombstones} WHERE doc_path IN (SELECT doc_path FROM {REFRESH_WINNERS})"))?;
+                exec(connection, "drop the new rows", &format!("DROP TABLE {REFRESH_ROWS}"))?;
+            }
+        }
+        report.documents_merged = count(connection, "count merged documents", &format!("SELECT count(*) FROM {REFRESH_WINNERS}"))?;
+        exec(
+            connection,
+            "write current rows",
+            &format!("INSERT INTO {current} BY NAME SELECT * FROM {REFRESH_WINNERS} WHERE NOT is_deleted ORDER BY tenant, doc_path"),
+        )?;
+        exec(connection, "write current tombstones", &format!("INSERT INTO {tombstones} BY NAME SELECT * FROM {REFRESH_WINNERS} WHERE is_deleted"))?;
+        exec(connection, "drop the ranking", &format!("DROP TABLE {REFRESH_WINNERS}"))?;
+        // Resets this transaction saw are applied; one committed meanwhile is not
+        // visible here, so it stays for the next refresh.
+        connection.execute("DELETE FROM converge_watermark_resets WHERE table_name = ?", params![t]).map_err(|e| db_error("clear watermark resets", e))?;
+        connection
+            .execute(
+                &format!(
+                    "INSERT INTO {TABLE_STATE} (table_name, current_watermark, refreshed_at) VALUES (?, make_timestamp(?::BIGINT), current_timestamp::TIMESTAMP)
+                     ON CONFLICT (table_name) DO UPDATE SET
+                       current_watermark = greatest(coalesce({TABLE_STATE}.current_watermark, excluded.current_watermark), coalesce(excluded.current_watermark, {TABLE_STATE}.current_watermark)),
+                       refreshed_at = excluded.refreshed_at"
+                ),
+                params![t, newest],
+            )
+            .map_err(|e| db_error("record the watermark", e))?;
+        report.watermark_micros = connection
+            .query_row(&format!("SELECT epoch_us(current_watermark) FROM {TABLE_STATE} WHERE table_name = ?"), params![t], |row| row.get(0))
+            .map_err(|e| db_error("read the watermark", e))?;
+        report.current_rows = count(connection, "count the current table", &format!("SELECT count(*) FROM {current}"))?;
+        Ok(report)
+    })();
+    finish(connection, result, started, |report, millis| report.millis = millis)
+}
+
+/// Commits on success, rolls back on error, and stamps the time taken.
+fn finish<T>(connection: &Connection, result: Result<T, StoreError>, started: Instant, stamp: impl FnOnce(&mut T, u64)) -> Result<T, StoreError> {
+    match result {
+        Ok(mut report) => {
+            exec(connection, "commit", "COMMIT")?;
+            stamp(&mut report, started.elapsed().as_millis() as u64);
+            Ok(report)
+        }
+        Err(error) => {
+            let _ = connection.execute("ROLLBACK", []);
+            Err(error)
+        }
+    }
+}
+
+/// Prunes `route`'s changelog by `plan` in one transaction and records the horizon.
+/// The current table is left to a full refresh (its tombstones may name pruned rows).
+pub(crate) fn compact(connection: &Connection, route: &Route, plan: CompactionPlan) -> Result<TableCompaction, StoreError> {
+    let started = Instant::now();
+    let t = &route.table;
+    let key = winner_key();
+    let (horizon, tombstone_horizon) = (plan.horizon.as_micros(), plan.tombstone_horizon.as_micros());
+    exec(connection, "begin compaction", "BEGIN TRANSACTION")?;
+    let result = (|| -> Result<TableCompaction, StoreError> {
+        let mut report = TableCompaction { table: t.clone(), ..TableCompaction::default() };
+        report.rows_before = count(connection, "count the changelog", &format!("SELECT count(*) FROM {t}"))?;
+        // Every row at or before the horizon except each document's winner as of it
+        // (identical redelivered copies of the winner included).
+        report.superseded_pruned = connection
+            .execute(
+                &format!(
+                    "DELETE FROM {t} WHERE version <= make_timestamp(?::BIGINT) AND rowid NOT IN (
+                       SELECT arg_max(rowid, {key}) FROM {t} WHERE version <= make_timestamp(?::BIGINT) GROUP BY doc_path)"
+                ),
+                params![horizon, horizon],
+            )
+            .map_err(|e| db_error("prune superseded rows", e))? as u64;
+        // A delete that is now its document's only row at or before the horizon, older
+        // than the late-event bound: nothing older is left for a late event to
+        // outrank, and no event older than it can still arrive.
+        report.tombstones_pruned = connection
+            .execute(
+                &format!(
+                    "DELETE FROM {t} WHERE is_deleted AND version < make_timestamp(?::BIGINT) AND doc_path IN (
+                       SELECT doc_path FROM {t} WHERE version <= make_timestamp(?::BIGINT) GROUP BY doc_path HAVING count(*) = 1)"
+                ),
+                params![tombstone_horizon, horizon],
+            )
+            .map_err(|e| db_error("prune tombstones", e))? as u64;
+        report.rows_after = report.rows_before - report.superseded_pruned - report.tombstones_pruned;
+        connection
+            .execute(
+                &format!(
+                    "INSERT INTO {TABLE_STATE} (table_name, compacted_before) VALUES (?, make_timestamp(?::BIGINT))
+                     ON CONFLICT (table_name) DO UPDATE SET compacted_before = greatest(coalesce({TABLE_STATE}.compacted_before, excluded.compacted_before), excluded.compacted_before)"
+                ),
+                params![t, horizon],
+            )
+            .map_err(|e| db_error("record the compaction horizon", e))?;
+        Ok(report)
+    })();
+    finish(connection, result, started, |report, millis| report.millis = millis)
+}
+
+/// Records that rows of `table` stamped from `oldest` (microseconds) on are being
+/// appended although the watermark may have passed them: the next refresh reads from
+/// there. Run inside the appending transaction, before its commit.
+pub(crate) fn lower_watermark(connection: &Connection, table: &str, oldest: i64) -> Result<(), StoreError> {
+    connection
+        .execute("INSERT INTO converge_watermark_resets VALUES (?, make_timestamp(?::BIGINT))", params![table, oldest])
+        .map(|_| ())
+        .map_err(|e| db_error("lower the current table's watermark", e))
+}
