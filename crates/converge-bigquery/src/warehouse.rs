@@ -31,7 +31,10 @@ use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_gax::retry_policy::RetryPolicyExt;
 
 use converge_core::config::Route;
-use converge_core::{AppendReceipt, ChangeRow, Clock, DocState, ErrorKind, MirrorConfig, RunOutcome, RunRecord, Scan, StoreError, SystemClock, Warehouse};
+use converge_core::{
+    AppendReceipt, ChangeRow, Clock, CompactionPlan, CurrentRefresh, DocState, ErrorKind, MirrorConfig, RefreshFrom, RunOutcome, RunRecord, Scan, StoreError,
+    SystemClock, TableCompaction, Timestamp, Warehouse,
+};
 
 use crate::arrow::{arrow_rows, arrow_schema, chunks_by_size};
 use crate::query::{doc_state, row_error, row_json, QueryParam};
@@ -271,18 +274,7 @@ impl BigQueryWarehouse {
         self.single_count("count changelog", sql, &[]).await
     }
 
-    /// One tenant's states as of `as_of` (microseconds since the epoch), in path order,
-    /// through the `<table>_as_of` table function.
-    pub async fn as_of_states(&self, table: &str, tenant: &str, as_of: i64) -> Result<Vec<DocState>, StoreError> {
-        self.route(table)?;
-        let sql = as_of_query(&self.inner.config, table);
-        let done = self
-            .run("scan as of", sql, &[("tenant", QueryParam::String(tenant.to_owned())), ("as_of", QueryParam::Timestamp(as_of))])
-            .await?;
-        self.rows("scan as of", done).map(|row| row.and_then(|r| doc_state(&r))).collect::<Vec<_>>().await.into_iter().collect()
-    }
-
-    async fn single_count(&self, context: &'static str, sql: String, params: &[(&str, QueryParam)]) -> Result<u64, StoreError> {
+    pub(crate) async fn single_count(&self, context: &'static str, sql: String, params: &[(&str, QueryParam)]) -> Result<u64, StoreError> {
         let done = self.run(context, sql, params).await?;
         let mut rows = self.rows(context, done);
         let row = rows.next().await.ok_or_else(|| StoreError::permanent(BACKEND, format!("{context}: COUNT(*) returned no row")))??;
@@ -351,6 +343,8 @@ struct Pending {
     route: Route,
     writer: PendingWriter<Arrow>,
     offset: i64,
+    /// The oldest `ingested_at` of its rows.
+    oldest: i64,
 }
 
 impl BigQueryWarehouse {
@@ -366,12 +360,13 @@ impl BigQueryWarehouse {
                 from_writer,
             )
             .await?;
-        Ok(Pending { table: table.to_owned(), route, writer, offset: 0 })
+        Ok(Pending { table: table.to_owned(), route, writer, offset: 0, oldest: i64::MAX })
     }
 
     /// Appends one table's rows to its PENDING stream; the number appended.
     async fn append_pending(&self, p: &mut Pending, rows: &[&ChangeRow]) -> Result<u64, StoreError> {
         let mut written = 0u64;
+        p.oldest = rows.iter().map(|r| r.ingested_at).fold(p.oldest, i64::min);
         for part in chunks_by_size(rows) {
             if p.offset > 0 && self.inner.config.connection_per_append {
                 // A new connection to the same stream (see BigQueryConfig).
@@ -403,6 +398,9 @@ impl Warehouse for BigQueryWarehouse {
         let bq = &self.inner.config;
         self.ensure_dataset().await?;
         self.run("create the runs table", create_runs(bq), &[]).await?;
+        for statement in crate::schema::create_table_state(bq) {
+            self.run("create the table state", statement, &[]).await?;
+        }
         for route in &config.routes {
             for statement in create_statements(bq, route) {
                 self.run(&format!("create table `{}` and its views", route.table), statement, &[]).await?;
@@ -421,8 +419,12 @@ impl Warehouse for BigQueryWarehouse {
     async fn check_tables(&self, config: &MirrorConfig) -> Result<(), StoreError> {
         let bq = &self.inner.config;
         let mut wanted = vec![(converge_core::RUNS_TABLE.to_owned(), TABLE)];
+        wanted.push((converge_core::retention::TABLE_STATE.to_owned(), TABLE));
+        wanted.push((crate::schema::WATERMARK_RESETS.to_owned(), TABLE));
         for route in &config.routes {
             wanted.push((route.table.clone(), TABLE));
+            wanted.push((converge_core::retention::current_table(&route.table), TABLE));
+            wanted.push((converge_core::retention::current_tombstones_table(&route.table), TABLE));
             wanted.push((format!("{}_latest", route.table), VIEW));
         }
         self.require(wanted).await?;
@@ -527,6 +529,12 @@ impl Warehouse for BigQueryWarehouse {
                 break;
             }
         }
+        // Before the rows become visible: each current table's next refresh must read
+        // from the oldest of them (a spurious reset, if a commit fails, only costs
+        // that refresh a longer read).
+        for p in &pending {
+            crate::retention::lower_watermark(self, &p.table, p.oldest).await?;
+        }
         for p in &pending {
             let context = format!("finalize the PENDING stream of `{}`", p.table);
             self.bounded(&context, p.writer.finalize(), from_gax).await?;
@@ -563,6 +571,37 @@ impl Warehouse for BigQueryWarehouse {
         let done = self.run("scan latest", sql, &[("tenant", QueryParam::String(tenant.to_owned()))]).await?;
         let items = self.rows("scan latest", done).map(|row| row.and_then(|r| doc_state(&r)));
         Ok(Scan { read_time, items: Box::pin(items) })
+    }
+
+    async fn current_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
+        self.route(table)?;
+        let sql = format!(
+            "SELECT doc_path, {STATE_COLUMNS} FROM {} WHERE tenant = @tenant ORDER BY doc_path",
+            qualified(&self.inner.config, &converge_core::retention::current_table(table))
+        );
+        let read_time = SystemClock.now();
+        let done = self.run("scan current", sql, &[("tenant", QueryParam::String(tenant.to_owned()))]).await?;
+        let items = self.rows("scan current", done).map(|row| row.and_then(|r| doc_state(&r)));
+        Ok(Scan { read_time, items: Box::pin(items) })
+    }
+
+    async fn as_of_states(&self, table: &str, tenant: &str, as_of: Timestamp) -> Result<Scan<DocState>, StoreError> {
+        self.route(table)?;
+        let sql = as_of_query(&self.inner.config, table);
+        let params = [("tenant", QueryParam::String(tenant.to_owned())), ("as_of", QueryParam::Timestamp(as_of.as_micros()))];
+        let done = self.run("scan as of", sql, &params).await?;
+        let items = self.rows("scan as of", done).map(|row| row.and_then(|r| doc_state(&r)));
+        Ok(Scan { read_time: as_of, items: Box::pin(items) })
+    }
+
+    async fn refresh_current(&self, table: &str, from: RefreshFrom) -> Result<CurrentRefresh, StoreError> {
+        let route = self.route(table)?;
+        crate::retention::refresh(self, &route, from).await
+    }
+
+    async fn compact(&self, table: &str, plan: CompactionPlan) -> Result<TableCompaction, StoreError> {
+        let route = self.route(table)?;
+        crate::retention::compact(self, &route, plan).await
     }
 
     async fn tenants(&self, table: &str) -> Result<Vec<String>, StoreError> {
