@@ -203,17 +203,49 @@ enum DetectorsCommand {
 
 #[derive(Subcommand)]
 enum QuarantineCommand {
-    /// The newest quarantined events: reason, detail, what to do.
+    /// The newest open quarantined events: reason, detail, what to do, last replay.
     List {
         #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
         data_dir: PathBuf,
         /// How many, newest first.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Also the events a replay wrote (settled), not only the open ones.
+        #[arg(long)]
+        all: bool,
         /// One JSON array of the records (the payload as base64), each with `what_to_do`.
         #[arg(long)]
         json: bool,
     },
+    /// Re-submit quarantined events through the sync service after a fix (a route
+    /// added, a clock set right), with the current mirror configuration (CONVERGE_CONFIG),
+    /// and record each replay on its record. A replay is a redelivery: an event already
+    /// written is not written twice.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
+    Replay {
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        /// One record, as `quarantine list` prints its id (replayed whatever its state).
+        #[arg(long)]
+        id: Option<String>,
+        /// Every open record, oldest first.
+        #[arg(long)]
+        all: bool,
+        /// With --all: only records of this reason (malformed, unsupported_content_type,
+        /// unknown_event_type, unroutable, schema_violation, oversized, from_the_future).
+        #[arg(long, requires = "all", value_parser = parse_quarantine_reason)]
+        reason: Option<converge_core::QuarantineReason>,
+        /// One JSON array of the replays instead of the text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_quarantine_reason(text: &str) -> Result<converge_core::QuarantineReason, String> {
+    converge_core::QuarantineReason::parse(text).ok_or_else(|| {
+        let known: Vec<&str> = converge_core::QuarantineReason::ALL.iter().map(|r| r.as_str()).collect();
+        format!("expected one of {}, found {text:?}", known.join(", "))
+    })
 }
 
 #[derive(clap::Args)]
@@ -309,12 +341,29 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", render::reconcile(&run));
             }
         }
-        Command::Quarantine { command: QuarantineCommand::List { data_dir, limit, json } } => {
-            let records = quarantine::list(&data_dir, limit).await?;
+        Command::Quarantine { command: QuarantineCommand::List { data_dir, limit, all, json } } => {
+            let records = quarantine::list(&data_dir, limit, all).await?;
             if json {
                 println!("{}", serde_json::to_string(&records)?);
             } else {
                 print!("{}", quarantine::render(&records));
+            }
+        }
+        Command::Quarantine { command: QuarantineCommand::Replay { data_dir, id, all: _, reason, json } } => {
+            if std::env::var(converge_function::env::LOG).is_err() {
+                std::env::set_var(converge_function::env::LOG, "warn");
+            }
+            converge_function::telemetry::init("converge-quarantine-replay");
+            let settings = converge_function::Settings::from_env()?;
+            let selection = match id {
+                Some(id) => quarantine::ReplaySelection::Id(id),
+                None => quarantine::ReplaySelection::Open { reason },
+            };
+            let replayed = quarantine::replay(&data_dir, settings.mirror, settings.max_body_bytes, selection).await?;
+            if json {
+                println!("{}", serde_json::to_string(&replayed)?);
+            } else {
+                print!("{}", quarantine::render_replayed(&replayed));
             }
         }
         Command::RetryErrors { data_dir, tenant, json } => {

@@ -1,12 +1,13 @@
 //! The error log contract: one record per failure id, merged and counted, never
-//! duplicated, even under concurrent writers; quarantine kept exactly.
+//! duplicated, even under concurrent writers; quarantine kept exactly, each replay
+//! recorded on its record, and a fresh refusal reopening it.
 //!
 //! Timestamps here are whole microseconds: Firestore stores no finer.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use converge_core::{ErrorLog, QuarantineReason, QuarantineRecord, SyncErrorRecord, Timestamp};
+use converge_core::{ErrorLog, QuarantineReason, QuarantineRecord, QuarantineReplay, ReplayOutcome, SyncErrorRecord, Timestamp};
 
 use crate::case;
 
@@ -95,6 +96,64 @@ where
         assert_eq!(log.quarantined(10).await.unwrap(), vec![record]);
     })
     .await;
+
+    case(suite, "a quarantine record is read by id, exactly", async {
+        let log = fresh().await;
+        log.quarantine(quarantine("a", 100)).await.unwrap();
+        log.quarantine(quarantine("b", 200)).await.unwrap();
+        assert_eq!(log.quarantine_record("a").await.unwrap(), Some(quarantine("a", 100)));
+        assert_eq!(log.quarantine_record("never_quarantined").await.unwrap(), None);
+    })
+    .await;
+
+    case(suite, "each replay is recorded on its record, the last one kept and every one counted", async {
+        let log = fresh().await;
+        log.quarantine(quarantine("a", 100)).await.unwrap();
+        let refused = replay(150, ReplayOutcome::Quarantined, "refused again as unroutable: no route matches `x/y` (record a)");
+        assert!(log.record_replay("a", refused.clone()).await.unwrap());
+        let once = log.quarantine_record("a").await.unwrap().unwrap();
+        assert_eq!(once, QuarantineRecord { replays: 1, last_replay: Some(refused), ..quarantine("a", 100) }, "only the replay fields change");
+        assert!(once.is_open(), "quarantined again: still open");
+
+        let written = replay(160, ReplayOutcome::Written, "written to `records`");
+        assert!(log.record_replay("a", written.clone()).await.unwrap());
+        let twice = log.quarantine_record("a").await.unwrap().unwrap();
+        assert_eq!((twice.replays, twice.last_replay.as_ref()), (2, Some(&written)));
+        assert!(!twice.is_open(), "written: settled");
+        assert_eq!(log.quarantined(10).await.unwrap(), vec![twice], "the list reads the replay too");
+        assert!(!log.record_replay("never_quarantined", written).await.unwrap(), "no record, nothing recorded");
+        assert_eq!(log.quarantine_record("never_quarantined").await.unwrap(), None, "and none created");
+    })
+    .await;
+
+    case(suite, "refused again after a replay, a record is open again and keeps its count of replays", async {
+        let log = fresh().await;
+        log.quarantine(quarantine("a", 100)).await.unwrap();
+        log.record_replay("a", replay(150, ReplayOutcome::Written, "written")).await.unwrap();
+        log.quarantine(quarantine("a", 200)).await.unwrap();
+        let reopened = log.quarantine_record("a").await.unwrap().unwrap();
+        assert_eq!(reopened, QuarantineRecord { attempts: 2, replays: 1, last_replay: None, ..quarantine("a", 200) });
+        assert!(reopened.is_open());
+    })
+    .await;
+
+    case(suite, "concurrent replays of one record each count", async {
+        let log = fresh().await;
+        log.quarantine(quarantine("c", 100)).await.unwrap();
+        let replays = 8;
+        let tasks: Vec<_> = (0..replays)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.record_replay("c", replay(200 + i64::from(i), ReplayOutcome::Unrecorded, "warehouse down")).await })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.expect("replay task").expect("record_replay"));
+        }
+        let record = log.quarantine_record("c").await.unwrap().unwrap();
+        assert_eq!((record.replays, record.last_replay.map(|r| r.outcome)), (replays, Some(ReplayOutcome::Unrecorded)));
+    })
+    .await;
 }
 
 fn at(seconds: i64) -> Timestamp {
@@ -130,5 +189,11 @@ fn quarantine(id: &str, received: i64) -> QuarantineRecord {
         payload_bytes: 4,
         received_at: at(received),
         attempts: 1,
+        replays: 0,
+        last_replay: None,
     }
+}
+
+fn replay(seconds: i64, outcome: ReplayOutcome, detail: &str) -> QuarantineReplay {
+    QuarantineReplay { at: at(seconds), outcome, detail: detail.into() }
 }

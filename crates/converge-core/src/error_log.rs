@@ -167,6 +167,116 @@ pub struct QuarantineRecord {
     pub payload_bytes: u64,
     pub received_at: Timestamp,
     pub attempts: u32,
+    /// Times the event was replayed (`converge quarantine replay`); never reset.
+    pub replays: u32,
+    /// The last replay since the event was last refused: a fresh refusal (a redelivery,
+    /// or a replay quarantined again into this record) clears it.
+    pub last_replay: Option<QuarantineReplay>,
+}
+
+/// What became of one replay of a quarantined event, re-submitted through the sync
+/// service as Eventarc would deliver it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayOutcome {
+    /// The row is in the warehouse (or was already: a replay is a redelivery).
+    Written,
+    /// The event carries no document state: nothing to mirror.
+    NoState,
+    /// Refused again; the detail names the reason and the quarantine record.
+    Quarantined,
+    /// The append failed and a `sync_errors` record says so: the error log's retry
+    /// (`converge retry-errors`) or the next reconcile writes the document.
+    ErrorRecorded,
+    /// Neither the row nor a record of its failure could be stored: replay it again.
+    Unrecorded,
+    /// The record does not hold the whole event (see [`QuarantineRecord::replayable`]).
+    NotReplayable,
+}
+
+impl ReplayOutcome {
+    pub const ALL: [ReplayOutcome; 6] = [
+        ReplayOutcome::Written,
+        ReplayOutcome::NoState,
+        ReplayOutcome::Quarantined,
+        ReplayOutcome::ErrorRecorded,
+        ReplayOutcome::Unrecorded,
+        ReplayOutcome::NotReplayable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayOutcome::Written => "written",
+            ReplayOutcome::NoState => "no_state",
+            ReplayOutcome::Quarantined => "quarantined",
+            ReplayOutcome::ErrorRecorded => "error_recorded",
+            ReplayOutcome::Unrecorded => "unrecorded",
+            ReplayOutcome::NotReplayable => "not_replayable",
+        }
+    }
+
+    /// The outcome named by [`Self::as_str`]'s text, as stores keep it.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|outcome| outcome.as_str() == text)
+    }
+
+    /// Whether the event needs nothing more: it was written, or there was nothing to write.
+    pub fn settles(self) -> bool {
+        matches!(self, ReplayOutcome::Written | ReplayOutcome::NoState)
+    }
+}
+
+impl std::fmt::Display for ReplayOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One replay of a quarantined event, as recorded on its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineReplay {
+    pub at: Timestamp,
+    pub outcome: ReplayOutcome,
+    /// What happened, in words: the new reason and record, the error record, or why the
+    /// event could not be replayed.
+    pub detail: String,
+}
+
+/// The `event_type` of a raw record the ETL quarantined (not an event: a document the
+/// ETL read; the next ETL run reads it again).
+pub const RAW_RECORD_TYPE: &str = "converge.etl.raw_record";
+
+impl QuarantineRecord {
+    /// Whether the record still needs someone: never replayed since it was last
+    /// refused, or its last replay did not settle it.
+    pub fn is_open(&self) -> bool {
+        self.last_replay.as_ref().is_none_or(|replay| !replay.outcome.settles())
+    }
+
+    /// Whether the record holds the whole event, so that it can be re-submitted as it
+    /// arrived; otherwise why not and what to do instead.
+    pub fn replayable(&self) -> Result<(), String> {
+        if self.event_type.as_deref() == Some(RAW_RECORD_TYPE) {
+            return Err("not an event but a raw record the ETL refused: fix the document in the source; the next ETL run reads it again".into());
+        }
+        if self.reason == QuarantineReason::Oversized {
+            return Err(format!(
+                "the body ({} bytes) was over the function's size limit and was not read whole: the document is read from the source instead by `converge reconcile`",
+                self.payload_bytes
+            ));
+        }
+        if self.payload.len() as u64 != self.payload_bytes {
+            return Err(format!(
+                "the body was {} bytes and the record keeps only its first {} (the limit is {QUARANTINE_PAYLOAD_LIMIT}): the document is read from the source instead by `converge reconcile`",
+                self.payload_bytes,
+                self.payload.len()
+            ));
+        }
+        if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&self.headers_json).is_err() {
+            return Err(format!("its headers are not a JSON object of the request's headers: {}", self.headers_json));
+        }
+        Ok(())
+    }
 }
 
 /// How much of a bad body a quarantine record keeps. The record always holds the
@@ -189,11 +299,19 @@ pub trait ErrorLog: Send + Sync + 'static {
     /// it so). Returns whether it was open.
     async fn resolve_sync_error(&self, id: &str) -> Result<bool, StoreError>;
 
-    /// Stores a quarantine record, merging by id (attempts incremented).
+    /// Stores a quarantine record, merging by id (attempts incremented, `last_replay`
+    /// cleared: a fresh refusal reopens a settled record; `replays` kept).
     async fn quarantine(&self, record: QuarantineRecord) -> Result<(), StoreError>;
 
     /// The most recent quarantine records, newest first.
     async fn quarantined(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError>;
+
+    /// The quarantine record `id`, if there is one.
+    async fn quarantine_record(&self, id: &str) -> Result<Option<QuarantineRecord>, StoreError>;
+
+    /// Records a replay of `quarantine/{id}`: `last_replay` set, `replays` incremented,
+    /// nothing else changed. Returns whether the record exists.
+    async fn record_replay(&self, id: &str, replay: QuarantineReplay) -> Result<bool, StoreError>;
 }
 
 #[cfg(test)]
@@ -205,6 +323,55 @@ mod tests {
         let hints: std::collections::BTreeSet<&str> = QuarantineReason::ALL.into_iter().map(QuarantineReason::what_to_do).collect();
         assert_eq!(hints.len(), QuarantineReason::ALL.len(), "one distinct hint per reason");
         assert!(hints.iter().all(|hint| hint.len() > 40), "{hints:?}");
+    }
+
+    #[test]
+    fn every_replay_outcome_reads_back_from_its_text_and_only_a_write_or_no_state_settles() {
+        for outcome in ReplayOutcome::ALL {
+            assert_eq!(ReplayOutcome::parse(outcome.as_str()), Some(outcome));
+            assert_eq!(outcome.settles(), matches!(outcome, ReplayOutcome::Written | ReplayOutcome::NoState));
+        }
+        assert_eq!(ReplayOutcome::parse("nonsense"), None);
+    }
+
+    fn record(reason: QuarantineReason, payload: usize, payload_bytes: u64) -> QuarantineRecord {
+        QuarantineRecord {
+            id: "q".into(),
+            reason,
+            detail: String::new(),
+            event_id: Some("e".into()),
+            event_type: Some("google.cloud.firestore.document.v1.written".into()),
+            content_type: Some("application/protobuf".into()),
+            headers_json: r#"{"ce-id":"e"}"#.into(),
+            payload: vec![1; payload],
+            payload_bytes,
+            received_at: Timestamp::new(1, 0),
+            attempts: 1,
+            replays: 0,
+            last_replay: None,
+        }
+    }
+
+    #[test]
+    fn only_a_record_holding_the_whole_event_is_replayable_and_the_refusal_says_why() {
+        assert_eq!(record(QuarantineReason::Unroutable, 10, 10).replayable(), Ok(()));
+        let truncated = record(QuarantineReason::Malformed, QUARANTINE_PAYLOAD_LIMIT, 300 * 1024).replayable().unwrap_err();
+        assert!(truncated.contains("307200 bytes") && truncated.contains("first 262144"), "{truncated}");
+        assert!(record(QuarantineReason::Oversized, 10, 10).replayable().unwrap_err().contains("size limit"));
+        let raw = QuarantineRecord { event_type: Some(RAW_RECORD_TYPE.into()), ..record(QuarantineReason::SchemaViolation, 2, 2) };
+        assert!(raw.replayable().unwrap_err().contains("ETL"));
+        let headers = QuarantineRecord { headers_json: "[]".into(), ..record(QuarantineReason::Unroutable, 2, 2) };
+        assert!(headers.replayable().unwrap_err().contains("headers"));
+    }
+
+    #[test]
+    fn a_record_is_open_until_a_replay_settles_it() {
+        let mut record = record(QuarantineReason::Unroutable, 2, 2);
+        assert!(record.is_open());
+        for (outcome, open) in [(ReplayOutcome::Quarantined, true), (ReplayOutcome::ErrorRecorded, true), (ReplayOutcome::Written, false), (ReplayOutcome::NoState, false)] {
+            record.last_replay = Some(QuarantineReplay { at: Timestamp::new(2, 0), outcome, detail: String::new() });
+            assert_eq!(record.is_open(), open, "{outcome}");
+        }
     }
 
     #[test]

@@ -424,13 +424,16 @@ impl EtlRunner {
                 payload: payload[..payload.len().min(QUARANTINE_PAYLOAD_LIMIT)].to_vec(),
                 received_at: self.clock.now(),
                 attempts: 1,
+                replays: 0,
+                last_replay: None,
             })
             .await
     }
 }
 
-/// The `event_type` of a quarantined raw record (not an event: a document the ETL read).
-pub const RAW_RECORD_TYPE: &str = "converge.etl.raw_record";
+/// The `event_type` of a quarantined raw record (not an event: a document the ETL read;
+/// core's, where replay refuses it).
+pub const RAW_RECORD_TYPE: &str = converge_core::error_log::RAW_RECORD_TYPE;
 
 /// The quarantine id of a raw document: `etl_` and a hash of its path.
 pub fn quarantine_id(doc_path: &str) -> String {

@@ -21,7 +21,7 @@
 //! deleted between the two steps sends the loop back to step 1.
 
 use async_trait::async_trait;
-use converge_core::{ErrorLog, QuarantineReason, QuarantineRecord, StoreError, SyncErrorRecord, Timestamp, Value};
+use converge_core::{ErrorLog, QuarantineReason, QuarantineRecord, QuarantineReplay, ReplayOutcome, StoreError, SyncErrorRecord, Timestamp, Value};
 use firestore::gcloud_sdk::google::firestore::v1 as pb;
 use firestore::gcloud_sdk::tonic::Code;
 use pb::structured_query::{field_filter, filter::FilterType, CollectionSelector, Direction, FieldFilter, FieldReference, Filter, Order};
@@ -30,6 +30,10 @@ use std::collections::HashMap;
 use crate::convert::{self, record_doc_id, timestamp_to_proto, value_to_proto};
 use crate::error::FirestoreError;
 use crate::source::{FirestoreSource, Inner};
+
+/// The fields of a quarantine record's last replay, removed when the event is refused
+/// again (a merge naming them without values), so the record is open again.
+const LAST_REPLAY_FIELDS: [&str; 4] = ["replayed_at", "replayed_at_nanos", "replay_outcome", "replay_detail"];
 
 /// Rounds of create-then-merge before giving up (only a record deleted and
 /// recreated over and over by someone else gets there).
@@ -275,7 +279,32 @@ fn quarantine_from_doc(doc: pb::Document) -> Result<QuarantineRecord, FirestoreE
         payload_bytes: u64::try_from(r.integer("payload_bytes")?).unwrap_or(0),
         received_at: r.time("received_at")?,
         attempts: r.attempts()?,
+        replays: replays(&mut r)?,
+        last_replay: last_replay(&mut r)?,
     })
+}
+
+/// `replays`; absent on records written before replays existed.
+fn replays(r: &mut RecordReader) -> Result<u32, FirestoreError> {
+    match r.take("replays") {
+        None => Ok(0),
+        Some(pb::value::ValueType::IntegerValue(n)) => u32::try_from(n).map_err(|_| r.corrupt("replays", "a count that fits in 32 bits")),
+        Some(_) => Err(r.corrupt("replays", "an integer")),
+    }
+}
+
+fn last_replay(r: &mut RecordReader) -> Result<Option<QuarantineReplay>, FirestoreError> {
+    if !r.fields.contains_key("replayed_at") {
+        return Ok(None);
+    }
+    let at = r.time("replayed_at")?;
+    let text = r.string("replay_outcome")?;
+    let outcome = ReplayOutcome::parse(&text).ok_or_else(|| FirestoreError::CorruptRecord {
+        what: "quarantine record",
+        detail: format!("`{}` field `replay_outcome`: expected one of the replay outcomes, found `{text}`", r.name),
+    })?;
+    let detail = r.optional_string("replay_detail")?.unwrap_or_default();
+    Ok(Some(QuarantineReplay { at, outcome, detail }))
 }
 
 fn optional_string(value: &Option<String>) -> pb::Value {
@@ -381,8 +410,50 @@ impl ErrorLog for FirestoreSource {
         }
         create.insert("id".to_owned(), string(&record.id));
         create.insert("attempts".to_owned(), integer(i64::from(record.attempts.max(1))));
-        inner.create_or_merge("quarantine", &record.id, name, create, Merge::counting_attempts(merge)).await?;
+        create.insert("replays".to_owned(), integer(0));
+        // Refused again: the last replay's fields go (the count of replays stays).
+        let mut merge = Merge::counting_attempts(merge);
+        merge.mask.extend(LAST_REPLAY_FIELDS.map(str::to_owned));
+        merge.mask.sort();
+        inner.create_or_merge("quarantine", &record.id, name, create, merge).await?;
         Ok(())
+    }
+
+    async fn quarantine_record(&self, id: &str) -> Result<Option<QuarantineRecord>, StoreError> {
+        let inner = &self.inner;
+        let name = inner.record_name(&inner.config.quarantine_collection, id)?;
+        match inner.read_with_retry(|| inner.get_by_name(name.clone())).await? {
+            Some(doc) => Ok(Some(quarantine_from_doc(doc)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn record_replay(&self, id: &str, replay: QuarantineReplay) -> Result<bool, StoreError> {
+        use pb::document_transform::field_transform::TransformType;
+        use pb::document_transform::FieldTransform;
+        use pb::precondition::ConditionType;
+        let inner = &self.inner;
+        let name = inner.record_name(&inner.config.quarantine_collection, id)?;
+        let mut fields = HashMap::new();
+        put_time(&mut fields, "replayed_at", replay.at);
+        fields.insert("replay_outcome".to_owned(), string(replay.outcome.as_str()));
+        fields.insert("replay_detail".to_owned(), string(&replay.detail));
+        // One write, on condition that the record exists: the last replay set and the
+        // count incremented by a server-side transform (concurrent replays each count).
+        let write = pb::Write {
+            update_mask: Some(pb::DocumentMask { field_paths: LAST_REPLAY_FIELDS.map(str::to_owned).to_vec() }),
+            update_transforms: vec![FieldTransform {
+                field_path: "replays".into(),
+                transform_type: Some(TransformType::Increment(value_to_proto(&Value::Integer(1)))),
+            }],
+            current_document: Some(pb::Precondition { condition_type: Some(ConditionType::Exists(true)) }),
+            operation: Some(pb::write::Operation::Update(document(name, fields))),
+        };
+        match inner.commit(vec![write]).await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.code(), Some(Code::NotFound | Code::FailedPrecondition)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn quarantined(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {

@@ -114,6 +114,8 @@ fn quarantine_record(id: &str, at: Timestamp) -> QuarantineRecord {
         payload_bytes: 23,
         received_at: at,
         attempts: 1,
+        replays: 0,
+        last_replay: None,
     }
 }
 

@@ -2,10 +2,14 @@
 //!
 //! Both merge by id in a single upsert statement, so two concurrent records of
 //! the same failure cannot create two rows or lose an attempt.
+//!
+//! A quarantine record's replays (`converge quarantine replay`) are columns added to
+//! the table by [`ensure_schema`] (older databases gain them at open): `replays`, and
+//! the last replay's time, outcome and detail, NULL until there is one.
 
 use async_trait::async_trait;
-use converge_core::{ErrorLog, QuarantineReason, QuarantineRecord, StoreError, SyncErrorRecord, Timestamp};
-use rusqlite::{params, Row};
+use converge_core::{ErrorLog, QuarantineReason, QuarantineRecord, QuarantineReplay, ReplayOutcome, StoreError, SyncErrorRecord, Timestamp};
+use rusqlite::{params, Connection, Row};
 
 use crate::error::SqliteError;
 use crate::SqliteStore;
@@ -15,6 +19,30 @@ const SYNC_ERROR_COLUMNS: &str =
 
 const QUARANTINE_COLUMNS: &str = "id, reason, detail, event_id, event_type, content_type, headers_json, payload, payload_bytes, \
      received_at_s, received_at_ns, attempts";
+
+/// What [`quarantine_from_row`] reads: the stored columns, then the replay columns.
+const QUARANTINE_READ_COLUMNS: &str = "id, reason, detail, event_id, event_type, content_type, headers_json, payload, payload_bytes, \
+     received_at_s, received_at_ns, attempts, replays, replayed_at_s, replayed_at_ns, replay_outcome, replay_detail";
+
+/// The replay columns of `quarantine`, added when missing (not versioned: older
+/// databases gain them too).
+const REPLAY_COLUMNS: [(&str, &str); 5] = [
+    ("replays", "INTEGER NOT NULL DEFAULT 0"),
+    ("replayed_at_s", "INTEGER"),
+    ("replayed_at_ns", "INTEGER"),
+    ("replay_outcome", "TEXT"),
+    ("replay_detail", "TEXT"),
+];
+
+pub(crate) fn ensure_schema(conn: &Connection) -> Result<(), SqliteError> {
+    for (column, definition) in REPLAY_COLUMNS {
+        let has_column: bool = conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('quarantine') WHERE name = ?1", [column], |row| row.get(0))?;
+        if !has_column {
+            conn.execute_batch(&format!("ALTER TABLE quarantine ADD COLUMN {column} {definition}"))?;
+        }
+    }
+    Ok(())
+}
 
 #[async_trait]
 impl ErrorLog for SqliteStore {
@@ -66,7 +94,8 @@ impl ErrorLog for SqliteStore {
         self.blocking(move |inner| {
             let writer = inner.writer();
             // Same id = same event refused again: count the attempt and keep the
-            // latest explanation and arrival.
+            // latest explanation and arrival; refused since its last replay, it is open
+            // again (the count of replays stays).
             let mut stmt = writer.conn.prepare_cached(&format!(
                 "INSERT INTO quarantine ({QUARANTINE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
                  ON CONFLICT (id) DO UPDATE SET \
@@ -74,7 +103,8 @@ impl ErrorLog for SqliteStore {
                      event_id = coalesce(excluded.event_id, event_id), event_type = coalesce(excluded.event_type, event_type), \
                      content_type = coalesce(excluded.content_type, content_type), headers_json = excluded.headers_json, \
                      payload = excluded.payload, payload_bytes = excluded.payload_bytes, \
-                     received_at_s = excluded.received_at_s, received_at_ns = excluded.received_at_ns"
+                     received_at_s = excluded.received_at_s, received_at_ns = excluded.received_at_ns, \
+                     replayed_at_s = NULL, replayed_at_ns = NULL, replay_outcome = NULL, replay_detail = NULL"
             ))?;
             stmt.execute(params![
                 record.id,
@@ -100,7 +130,7 @@ impl ErrorLog for SqliteStore {
         self.blocking(move |inner| {
             inner.with_reader(|conn| {
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {QUARANTINE_COLUMNS} FROM quarantine ORDER BY received_at_s DESC, received_at_ns DESC, id LIMIT ?1"
+                    "SELECT {QUARANTINE_READ_COLUMNS} FROM quarantine ORDER BY received_at_s DESC, received_at_ns DESC, id LIMIT ?1"
                 ))?;
                 let mut rows = stmt.query([limit])?;
                 let mut records = Vec::new();
@@ -109,6 +139,35 @@ impl ErrorLog for SqliteStore {
                 }
                 Ok(records)
             })
+        })
+        .await
+    }
+
+    async fn quarantine_record(&self, id: &str) -> Result<Option<QuarantineRecord>, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |inner| {
+            inner.with_reader(|conn| {
+                let mut stmt = conn.prepare_cached(&format!("SELECT {QUARANTINE_READ_COLUMNS} FROM quarantine WHERE id = ?1"))?;
+                let mut rows = stmt.query([id])?;
+                match rows.next()? {
+                    Some(row) => Ok(Some(quarantine_from_row(row)?)),
+                    None => Ok(None),
+                }
+            })
+        })
+        .await
+    }
+
+    async fn record_replay(&self, id: &str, replay: QuarantineReplay) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |inner| {
+            let writer = inner.writer();
+            let changed = writer.conn.execute(
+                "UPDATE quarantine SET replays = replays + 1, replayed_at_s = ?2, replayed_at_ns = ?3, replay_outcome = ?4, replay_detail = ?5 \
+                 WHERE id = ?1",
+                params![id, replay.at.seconds, replay.at.nanos, replay.outcome.as_str(), replay.detail],
+            )?;
+            Ok(changed > 0)
         })
         .await
     }
@@ -154,6 +213,15 @@ fn quarantine_from_row(row: &Row<'_>) -> Result<QuarantineRecord, SqliteError> {
         payload_bytes: crate::outbox::non_negative(row.get(8)?),
         received_at: Timestamp::new(row.get(9)?, row.get(10)?),
         attempts: row.get(11)?,
+        replays: row.get(12)?,
+        last_replay: replay_from_row(row)?,
     })
+}
+
+fn replay_from_row(row: &Row<'_>) -> Result<Option<QuarantineReplay>, SqliteError> {
+    let (seconds, nanos, outcome, detail): (Option<i64>, Option<i32>, Option<String>, Option<String>) = (row.get(13)?, row.get(14)?, row.get(15)?, row.get(16)?);
+    let (Some(seconds), Some(nanos), Some(outcome)) = (seconds, nanos, outcome) else { return Ok(None) };
+    let outcome = ReplayOutcome::parse(&outcome).ok_or(SqliteError::CorruptRow { what: "quarantine replay outcome", value: outcome })?;
+    Ok(Some(QuarantineReplay { at: Timestamp::new(seconds, nanos), outcome, detail: detail.unwrap_or_default() }))
 }
 

@@ -114,6 +114,8 @@ pub fn open_writer(path: &Path) -> Result<Connection, SqliteError> {
     crate::raw::ensure_schema(&conn)?;
     // Not versioned: created if missing, so older databases gain it too.
     crate::opportunities::ensure_schema(&conn)?;
+    // Not versioned: the quarantine's replay columns, added if missing.
+    crate::error_log::ensure_schema(&conn)?;
     Ok(conn)
 }
 

@@ -8,6 +8,8 @@
 //!   [`SyncService::start`] takes a [`SyncConfig`].
 //! - [`group_commit`]: concurrent events share one warehouse append.
 //! - [`quarantine`]: building the quarantine record of bad input.
+//! - [`replay`]: [`SyncService::replay`], a quarantined event re-submitted through
+//!   [`SyncService::handle`] after a fix, the replay recorded on its record.
 //! - [`routes`]: [`app`], the axum router (`POST /`, `GET /healthz`) that maps an
 //!   outcome to an answer (its status chosen in `converge_function::answer`), and nothing
 //!   else.
@@ -16,6 +18,7 @@
 
 pub mod group_commit;
 pub mod quarantine;
+pub mod replay;
 pub mod routes;
 pub mod service;
 

@@ -60,5 +60,7 @@ pub fn record(
         payload_bytes: arrival.body_bytes,
         received_at: now,
         attempts: 1,
+        replays: 0,
+        last_replay: None,
     }
 }

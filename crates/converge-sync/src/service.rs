@@ -46,8 +46,8 @@ pub struct SyncCounters {
 pub struct SyncService {
     config: Arc<MirrorConfig>,
     committer: GroupCommitter,
-    errors: Arc<dyn ErrorLog>,
-    clock: Arc<dyn Clock>,
+    pub(crate) errors: Arc<dyn ErrorLog>,
+    pub(crate) clock: Arc<dyn Clock>,
     code_version: String,
     /// This process's run id: on every log line and, extended per append, every row.
     run_id: String,
