@@ -39,6 +39,20 @@ FUNCTIONS=(
   "rebuild|converge-rebuild|http|"
 )
 
+# Cloud Scheduler jobs for a scheduled function's further modes, each on its own path
+# (a `schedule` function's own job POSTs to /). One line per job: job name | function |
+# path | schedule (cron) | retry class (below). A job is made only when its function
+# is deployed; it runs as converge-scheduler, whose run.invoker on the service
+# (infra/) covers every path.
+SCHEDULED_PATHS=(
+  # The error log's own retry (functions/reconciler, Reconciler::retry_errors): every
+  # 10 minutes. Cloud Scheduler takes unix-cron schedules, so one minute is the finest
+  # interval (https://cloud.google.com/scheduler/docs/configuring/cron-job-schedules);
+  # 10 minutes keeps a lost write's repair within minutes at a cost of one query on
+  # sync_errors when nothing is open.
+  "converge-retry-errors|reconciler|/retry-errors|*/10 * * * *|frequent"
+)
+
 # Every API Converge uses (infra/main.tf enables the same list).
 APIS=(
   artifactregistry.googleapis.com bigquery.googleapis.com bigquerystorage.googleapis.com
@@ -72,6 +86,12 @@ SUBSCRIPTION_RETENTION=7d
 # answers 503 when a retry may help: 5 retries (the most allowed), backoff 60 s
 # doubling to 900 s, for at most an hour.
 SCHEDULER_RETRY=(--max-retry-attempts=5 --min-backoff=60s --max-backoff=900s --max-doublings=3 --max-retry-duration=3600s)
+# A frequent job's next tick is its retry: its attempt and its own retries fit within
+# its interval. Execution n + 1 of a job does not begin until execution n has finished
+# (Job.schedule, https://cloud.google.com/scheduler/docs/reference/rest/v1/projects.locations.jobs),
+# so a slow pass delays the next rather than overlapping it; an HTTP target's attempt
+# deadline may be 15 s to 30 min (Job.attemptDeadline, same page).
+FREQUENT_RETRY=(--max-retry-attempts=2 --min-backoff=30s --max-backoff=120s --max-doublings=2 --max-retry-duration=480s)
 
 die() { echo "deploy.sh: error: $*" >&2; exit 1; }
 note() { echo "==> $*"; }
@@ -244,6 +264,15 @@ for entry in "${FUNCTIONS[@]}"; do
   [[ -f deploy/services/$fn.yaml ]] || die "functions/$fn exists but deploy/services/$fn.yaml does not: add its Cloud Run service definition (start from deploy/services/on-write-sync.yaml)"
   SELECTED+=("$entry")
 done
+for line in "${SCHEDULED_PATHS[@]}"; do
+  IFS='|' read -r job job_fn path job_schedule retry <<<"$line"
+  found=0
+  for entry in "${FUNCTIONS[@]}"; do
+    IFS='|' read -r fn service kind schedule <<<"$entry"
+    [[ $fn == "$job_fn" && $kind == schedule ]] && found=1
+  done
+  [[ $found == 1 ]] || die "SCHEDULED_PATHS: job $job names function '$job_fn', which is not a schedule function of FUNCTIONS"
+done
 [[ ${#SELECTED[@]} -gt 0 ]] || die "no function to deploy: none of the directories under functions/ is in deploy.sh's FUNCTIONS list"
 
 # --- Tools and credentials --------------------------------------------------------------
@@ -388,6 +417,36 @@ run env "${SETUP_ENV[@]}" "$CONVERGE_BIN" setup --backend cloud
 
 # --- Services, triggers, jobs -----------------------------------------------------------
 
+# One Cloud Scheduler job: POST SERVICE's URL + PATH on SCHEDULE, with RETRY's settings
+# (daily: SCHEDULER_RETRY, 30 min per attempt; frequent: FREQUENT_RETRY, 5 min).
+schedule_job() { # JOB SERVICE URL PATH SCHEDULE RETRY
+  local job=$1 service=$2 url=$3 path=$4 schedule=$5 retry=$6 deadline
+  local -a retries
+  case "$retry" in
+    daily) deadline=1800s retries=("${SCHEDULER_RETRY[@]}") ;;
+    frequent) deadline=300s retries=("${FREQUENT_RETRY[@]}") ;;
+    *) die "scheduler job $job: unknown retry class '$retry' (expected daily or frequent)" ;;
+  esac
+  [[ $path == /* ]] || die "SCHEDULED_PATHS: job $job's path '$path' must start with /"
+  note "Cloud Scheduler job $job: '$schedule' ($SCHEDULE_TIME_ZONE) -> POST $url$path"
+  local -a common=(
+    --location="$REGION" --schedule="$schedule" --time-zone="$SCHEDULE_TIME_ZONE"
+    --uri="$url$path" --http-method=POST
+    # An OIDC token of converge-scheduler for the service's deterministic URL: Cloud
+    # Run's IAM invoker check admits it (run.invoker from infra/; either URL of the
+    # service is a valid audience), and functions that verify tokens themselves
+    # (nightly-etl) expect exactly that audience, known before the first deployment.
+    --oidc-service-account-email="$(sa_email "$SCHEDULER_SA_NAME")" --oidc-token-audience="https://$service-$PROJECT_NUMBER.$REGION.run.app"
+    --attempt-deadline="$deadline"
+    "${retries[@]}"
+  )
+  if exists gcloud scheduler jobs describe "$job" --location="$REGION" "${G[@]}"; then
+    run gcloud scheduler jobs update http "$job" "${common[@]}" "${G[@]}"
+  else
+    run gcloud scheduler jobs create http "$job" "${common[@]}" "${G[@]}"
+  fi
+}
+
 declare -A URLS=()
 DEPLOYED=()
 for entry in "${SELECTED[@]}"; do
@@ -453,24 +512,11 @@ for entry in "${SELECTED[@]}"; do
       fi
       ;;
     schedule)
-      job=$service
-      note "Cloud Scheduler job $job: '$schedule' ($SCHEDULE_TIME_ZONE) -> POST $url/"
-      common=(
-        --location="$REGION" --schedule="$schedule" --time-zone="$SCHEDULE_TIME_ZONE"
-        --uri="$url/" --http-method=POST
-        # An OIDC token of converge-scheduler for the service's deterministic URL: Cloud
-        # Run's IAM invoker check admits it (run.invoker from infra/; either URL of the
-        # service is a valid audience), and functions that verify tokens themselves
-        # (nightly-etl) expect exactly that audience, known before the first deployment.
-        --oidc-service-account-email="$(sa_email "$SCHEDULER_SA_NAME")" --oidc-token-audience="https://$service-$PROJECT_NUMBER.$REGION.run.app"
-        --attempt-deadline=1800s
-        "${SCHEDULER_RETRY[@]}"
-      )
-      if exists gcloud scheduler jobs describe "$job" --location="$REGION" "${G[@]}"; then
-        run gcloud scheduler jobs update http "$job" "${common[@]}" "${G[@]}"
-      else
-        run gcloud scheduler jobs create http "$job" "${common[@]}" "${G[@]}"
-      fi
+      schedule_job "$service" "$service" "$url" / "$schedule" daily
+      for line in "${SCHEDULED_PATHS[@]}"; do
+        IFS='|' read -r job job_fn path job_schedule retry <<<"$line"
+        if [[ $job_fn == "$fn" ]]; then schedule_job "$job" "$service" "$url" "$path" "$job_schedule" "$retry"; fi
+      done
       ;;
     http)
       note "$service takes authenticated HTTP requests only, from: $REBUILD_CALLERS. Grant each of them roles/run.invoker on it:"

@@ -217,7 +217,8 @@ fn every_trigger_has_a_dead_letter_topic_and_every_job_retries() {
     }
     assert!(out.contains("--member=serviceAccount:service-000000000000@gcp-sa-pubsub.iam.gserviceaccount.com --role=roles/pubsub.subscriber"));
     let jobs: Vec<&str> = out.lines().filter(|l| l.starts_with("+ gcloud scheduler jobs create http ")).collect();
-    assert_eq!(jobs.len(), 3, "{out}");
+    // The three nightly jobs and the error log's frequent retry.
+    assert_eq!(jobs.len(), 4, "{out}");
     for job in jobs {
         let retries: u32 = job.split("--max-retry-attempts=").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect(job);
         assert!((1..=5).contains(&retries), "{job}");
@@ -227,6 +228,49 @@ fn every_trigger_has_a_dead_letter_topic_and_every_job_retries() {
     for expected in ["resource \"google_pubsub_topic\" \"dead_letter\"", "name       = \"converge-dead-letter\"", "resource \"google_pubsub_subscription\" \"dead_letter_hold\"", "roles/pubsub.publisher", "gcp-sa-pubsub.iam.gserviceaccount.com"] {
         assert!(pubsub.contains(expected), "infra/pubsub.tf lacks {expected:?}");
     }
+}
+
+/// The error log's own retry (`Reconciler::retry_errors`) has its own Cloud Scheduler
+/// job: every 10 minutes, to the reconciler's `/retry-errors` path, as the reconciler's
+/// nightly job calls it (same identity and audience, so no further grant: the
+/// scheduler's `run.invoker` on the service covers every path). Cloud Scheduler's
+/// unix-cron schedules run at most once a minute
+/// (https://cloud.google.com/scheduler/docs/configuring/cron-job-schedules); an HTTP
+/// target's attempt deadline is 15 s to 30 min, and execution n + 1 of a job waits for
+/// execution n (https://cloud.google.com/scheduler/docs/reference/rest/v1/projects.locations.jobs):
+/// its attempt and its retries end within its interval, so the next tick is the retry.
+#[test]
+fn the_error_log_retry_has_its_own_frequent_job_on_the_reconciler_s_path() {
+    let (ok, out) = deploy(&repo().join("deploy/converge.env.example"));
+    assert!(ok, "dry run failed:\n{out}");
+    let job = |name: &str| -> Vec<String> {
+        let line = out.lines().find(|l| l.starts_with(&format!("+ gcloud scheduler jobs create http {name} "))).unwrap_or_else(|| panic!("no job {name}:\n{out}"));
+        // Words, with the quoted schedule unquoted.
+        line.replace("'--schedule=", "--schedule=").replace(" * * * *'", " * * * *").split(" --").map(str::to_owned).collect()
+    };
+    let flag = |words: &[String], name: &str| -> String {
+        words.iter().find_map(|w| w.strip_prefix(&format!("{name}="))).unwrap_or_else(|| panic!("no --{name} in {words:?}")).trim().to_owned()
+    };
+    let seconds = |words: &[String], name: &str| -> u64 {
+        let text = flag(words, name);
+        text.strip_suffix('s').and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("--{name}={text}: expected seconds"))
+    };
+    let retry = job("converge-retry-errors");
+    let nightly = job("converge-reconciler");
+    assert_eq!(flag(&retry, "uri"), format!("https://converge-reconciler-DRYRUN.europe-west1.run.app{}", reconciler::RETRY_ERRORS_PATH));
+    assert_eq!(flag(&nightly, "uri"), format!("https://converge-reconciler-DRYRUN.europe-west1.run.app{}", reconciler::RECONCILE_PATH));
+    for same in ["oidc-service-account-email", "oidc-token-audience", "http-method", "time-zone"] {
+        assert_eq!(flag(&retry, same), flag(&nightly, same), "--{same}: the retry job calls the reconciler as its nightly job does");
+    }
+    let schedule = flag(&retry, "schedule");
+    let every: u64 = schedule.strip_prefix("*/").and_then(|s| s.strip_suffix(" * * * *")).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("--schedule={schedule}: expected */N * * * *"));
+    assert!((1..=15).contains(&every), "every {every} minutes: frequent, and no finer than Cloud Scheduler's one minute");
+    let interval = every * 60;
+    let deadline = seconds(&retry, "attempt-deadline");
+    assert!((15..=1800).contains(&deadline) && deadline < interval, "--attempt-deadline={deadline}s: within 15 s to 30 min and the {interval} s interval");
+    let retries: u32 = flag(&retry, "max-retry-attempts").parse().unwrap();
+    assert!((1..=5).contains(&retries));
+    assert!(seconds(&retry, "max-retry-duration") < interval, "its retries end before the next tick");
 }
 
 #[test]

@@ -32,4 +32,4 @@ pub mod run;
 // the demo's strict comparison judge documents by the one rule.
 pub use converge_core::drift::{Difference, DifferenceKind, OrphanGuard};
 pub use run::{ReconcileError, ReconcileRun, Reconciler, RefusedTenant, RunOptions, TenantReconcile};
-pub use retry::{RetryRun, RETRY_KIND};
+pub use retry::{RetryOptions, RetryRun, RETRY_KIND};

@@ -25,6 +25,16 @@ use crate::run::{ReconcileError, Reconciler, REPAIR_CHUNK};
 /// The run kind in `converge_runs`.
 pub const RETRY_KIND: &str = "retry_errors";
 
+/// Which records a pass takes, and what makes it this pass.
+#[derive(Debug, Clone, Default)]
+pub struct RetryOptions {
+    /// One tenant's records; every tenant's when `None`.
+    pub tenant: Option<String>,
+    /// What makes this pass this pass, for its batch id: a scheduler's schedule time or a
+    /// Pub/Sub message id, so a retried tick is the same batch. Without one, the start time.
+    pub key: Option<String>,
+}
+
 /// The report of one pass; also stored (as its JSON) in the runs table.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RetryRun {
@@ -55,11 +65,18 @@ pub struct RetryRun {
 impl Reconciler {
     /// One retry pass over the open sync errors of `tenant` (or of every tenant).
     pub async fn retry_errors(&self, tenant: Option<&str>) -> Result<RetryRun, ReconcileError> {
+        self.retry_errors_with(RetryOptions { tenant: tenant.map(str::to_owned), key: None }).await
+    }
+
+    /// One retry pass as `options` say.
+    pub async fn retry_errors_with(&self, options: RetryOptions) -> Result<RetryRun, ReconcileError> {
         let started = Instant::now();
         let started_at = self.clock.now();
+        let tenant = options.tenant.as_deref();
         let scope = tenant.unwrap_or("*").to_owned();
+        let key = options.key.unwrap_or_else(|| started_at.as_micros().to_string());
         let mut run = RetryRun {
-            batch_id: batch_id(RETRY_KIND, &scope, &started_at.as_micros().to_string()),
+            batch_id: batch_id(RETRY_KIND, &scope, &key),
             scope: scope.clone(),
             ..RetryRun::default()
         };

@@ -1,13 +1,25 @@
 //! The reconciler function's router: decode the trigger, run the reconciler once, map
 //! the outcome to a status. All behaviour lives in `converge-reconcile`.
 //!
-//! Triggers accepted on `POST /`:
+//! Two modes, one path each, each with its own Cloud Scheduler job in
+//! `deploy/deploy.sh` (`SCHEDULED_PATHS`):
+//! - `POST /` ([`RECONCILE_PATH`]): the full reconcile run, nightly.
+//! - `POST /retry-errors` ([`RETRY_ERRORS_PATH`]): the error log's own retry
+//!   (`Reconciler::retry_errors`), every few minutes: only the documents open
+//!   `sync_errors` records name are re-read and appended, their records resolved.
+//!   Request `{"tenant": "acme"}` (optional); the answer is the pass's `RetryRun`.
+//!
+//! A further mode is one more path: a request type with its `decode`, a handler that
+//! runs it and answers through [`answer_run`], a route in [`app`], and a line in
+//! `SCHEDULED_PATHS`.
+//!
+//! Triggers accepted on every path:
 //! - Cloud Scheduler through Pub/Sub and Eventarc: a CloudEvent
 //!   `google.cloud.pubsub.topic.v1.messagePublished` in binary mode, whose message data
 //!   (base64) is the JSON request below, or empty for every tenant. The message id is
 //!   the run's key: a redelivered message is the same batch.
-//! - Cloud Scheduler's direct HTTP target (or an operator): the JSON request itself,
-//!   `{"tenant": "acme", "dry_run": false}`, both optional; the
+//! - Cloud Scheduler's direct HTTP target (or an operator): the JSON request itself
+//!   (on `/`: `{"tenant": "acme", "dry_run": false}`, both optional); the
 //!   `X-CloudScheduler-ScheduleTime` header, when present, is the run's key.
 //!
 //! Invocation is authenticated by Cloud Run's IAM invoker check (the Scheduler and
@@ -27,8 +39,8 @@ use converge_core::SystemClock;
 use converge_function::answer::{failed_run, Answer};
 use converge_function::scheduled::{ScheduledFront, Trigger, Triggers};
 use converge_function::{Settings, StartError};
-use converge_reconcile::{Reconciler, RunOptions};
-use serde::Deserialize;
+use converge_reconcile::{ReconcileError, Reconciler, RetryOptions, RunOptions};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 /// The CloudEvent type of a Pub/Sub message delivered through Eventarc.
@@ -69,24 +81,59 @@ pub struct ReconcileRequest {
     pub max_orphan_share: Option<f64>,
 }
 
-/// `POST /` and `GET /healthz`.
+/// The path of the full reconcile run.
+pub const RECONCILE_PATH: &str = "/";
+/// The path of the error log's own retry pass.
+pub const RETRY_ERRORS_PATH: &str = "/retry-errors";
+
+/// What the error log's retry pass is asked for.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryErrorsRequest {
+    pub tenant: Option<String>,
+}
+
+type AppState = (ScheduledFront, Arc<Reconciler>);
+
+/// `POST /` (reconcile), `POST /retry-errors` (the error log's retry) and `GET /healthz`.
 pub fn app(reconciler: Arc<Reconciler>) -> Router {
     // No token check in the app: Cloud Run's IAM invoker check is the gate.
     let front = ScheduledFront { name: "reconcile", verifier: None, triggers: Triggers::HttpAndPubSub };
-    Router::new().route("/", post(receive)).merge(converge_function::health_routes()).with_state((front, reconciler))
+    Router::new()
+        .route(RECONCILE_PATH, post(reconcile))
+        .route(RETRY_ERRORS_PATH, post(retry_errors))
+        .merge(converge_function::health_routes())
+        .with_state((front, reconciler))
 }
 
-async fn receive(State((front, reconciler)): State<(ScheduledFront, Arc<Reconciler>)>, headers: HeaderMap, body: Body) -> Response {
-    let options = match front.accept(&headers, body).await.and_then(|trigger| decode(&trigger).map_err(|e| Answer::BAD_REQUEST.error(e))) {
-        Ok(options) => options,
-        Err(refusal) => return refusal,
-    };
-    match reconciler.run_with(options).await {
+async fn reconcile(State((front, reconciler)): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match accept(&front, &headers, body, decode).await {
+        Ok(options) => answer_run("reconcile run", reconciler.run_with(options).await),
+        Err(refusal) => refusal,
+    }
+}
+
+async fn retry_errors(State((front, reconciler)): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match accept(&front, &headers, body, decode_retry_errors).await {
+        Ok(options) => answer_run("sync error retry pass", reconciler.retry_errors_with(options).await),
+        Err(refusal) => refusal,
+    }
+}
+
+/// The trigger checked and decoded into a mode's options, or the answer refusing it.
+async fn accept<T>(front: &ScheduledFront, headers: &HeaderMap, body: Body, decode: fn(&Trigger) -> Result<T, String>) -> Result<T, Response> {
+    let trigger = front.accept(headers, body).await?;
+    decode(&trigger).map_err(|e| Answer::BAD_REQUEST.error(e))
+}
+
+/// A mode's report (200), or its error: retryable, 503 and the scheduler or Pub/Sub
+/// tries again (same key, same batch); anything else would fail again: 500, visible in
+/// the logs.
+pub fn answer_run<T: Serialize>(what: &str, result: Result<T, ReconcileError>) -> Response {
+    match result {
         Ok(run) => Answer::Done.with(run),
         Err(error) => {
-            // Retryable: 503 and the scheduler or Pub/Sub tries again (same key, same
-            // batch). Anything else would fail again: 500, visible in the logs.
-            tracing::error!(%error, retryable = error.is_retryable(), "reconcile run failed");
+            tracing::error!(%error, retryable = error.is_retryable(), "{what} failed");
             failed_run(error.kind(), &error)
         }
     }
@@ -96,11 +143,23 @@ async fn receive(State((front, reconciler)): State<(ScheduledFront, Arc<Reconcil
 /// retried tick is the same batch). Errors say what was expected.
 pub fn decode(trigger: &Trigger) -> Result<RunOptions, String> {
     let request: ReconcileRequest = trigger.request("expected a JSON request {\"tenant\": \"…\", \"dry_run\": false} (both optional)")?;
-    if let Some(tenant) = &request.tenant {
-        if tenant.is_empty() || tenant.contains('/') {
-            return Err(format!("tenant {tenant:?} is not a document id: expected a non-empty id without `/`"));
-        }
-    }
+    check_tenant(request.tenant.as_deref())?;
     let orphan_guard = request.max_orphan_share.map(|max_share| converge_reconcile::OrphanGuard { max_share, ..Default::default() });
     Ok(RunOptions { tenant: request.tenant, dry_run: request.dry_run, key: trigger.key.clone(), orphan_guard })
+}
+
+/// The retry pass a trigger asks for, keyed like a run.
+pub fn decode_retry_errors(trigger: &Trigger) -> Result<RetryOptions, String> {
+    let request: RetryErrorsRequest = trigger.request("expected a JSON request {\"tenant\": \"…\"} (optional) for the sync error retry pass")?;
+    check_tenant(request.tenant.as_deref())?;
+    Ok(RetryOptions { tenant: request.tenant, key: trigger.key.clone() })
+}
+
+fn check_tenant(tenant: Option<&str>) -> Result<(), String> {
+    match tenant {
+        Some(tenant) if tenant.is_empty() || tenant.contains('/') => {
+            Err(format!("tenant {tenant:?} is not a document id: expected a non-empty id without `/`"))
+        }
+        _ => Ok(()),
+    }
 }

@@ -1,12 +1,13 @@
 //! The reconciler's router without a socket, on real SQLite and DuckDB: both trigger
-//! forms, bad requests, and a run that repairs.
+//! forms, bad requests, a run that repairs, and the error log's retry pass on its own
+//! path.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
-use converge_core::{DocWrite, MirrorConfig, SourceStore, SystemClock, Warehouse};
+use converge_core::{DocWrite, ErrorLog, MirrorConfig, SourceStore, SyncErrorRecord, SystemClock, Timestamp, Warehouse};
 use converge_duckdb::DuckWarehouse;
 use converge_events::EventSource;
 use converge_reconcile::Reconciler;
@@ -32,7 +33,11 @@ async fn router() -> (axum::Router, SqliteStore, DuckWarehouse, tempfile::TempDi
 }
 
 async fn post(router: &axum::Router, headers: &[(&str, &str)], body: String) -> (StatusCode, serde_json::Value) {
-    let mut request = Request::builder().method("POST").uri("/");
+    post_to(router, "/", headers, body).await
+}
+
+async fn post_to(router: &axum::Router, path: &str, headers: &[(&str, &str)], body: String) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::builder().method("POST").uri(path);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -94,5 +99,76 @@ async fn bad_requests_are_refused_with_what_was_expected() {
         assert!(reply["error"].as_str().unwrap().contains(expected), "{reply}");
     }
     let (status, _) = post(&router, &[], "x".repeat(100 * 1024)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// An open record of a lost create of `orgs/{tenant}/records/{doc_id}`.
+fn lost_create(tenant: &str, doc_id: &str) -> SyncErrorRecord {
+    SyncErrorRecord {
+        id: converge_core::change::error_id("records", tenant, doc_id, "create"),
+        tenant: tenant.into(),
+        doc_id: doc_id.into(),
+        doc_path: format!("orgs/{tenant}/records/{doc_id}"),
+        action: "create".into(),
+        event_id: format!("lost-{doc_id}"),
+        error: "warehouse unavailable".into(),
+        attempts: 1,
+        first_seen: Timestamp::new(1_700_000_000, 0),
+        last_seen: Timestamp::new(1_700_000_000, 0),
+        resolved: false,
+    }
+}
+
+#[tokio::test]
+async fn the_retry_errors_path_appends_what_open_records_name_and_resolves_them() {
+    let (router, source, warehouse, _dir) = router().await;
+    source.record_sync_error(lost_create("acme", "a")).await.unwrap();
+    source.record_sync_error(lost_create("globex", "b")).await.unwrap();
+
+    let schedule = [("content-type", "application/json"), ("x-cloudscheduler-scheduletime", "2026-11-24T03:10:00Z")];
+    let (status, pass) = post_to(&router, reconciler::RETRY_ERRORS_PATH, &schedule, r#"{"tenant": "acme"}"#.into()).await;
+    assert_eq!(status, StatusCode::OK, "{pass}");
+    assert_eq!((pass["scope"].as_str(), pass["open_errors"].as_u64(), pass["rows_appended"].as_u64(), pass["errors_resolved"].as_u64()), (Some("acme"), Some(1), Some(1), Some(1)), "{pass}");
+    assert_eq!(pass["outcome"], "ok");
+    assert_eq!(warehouse.latest_count("records", "acme").await.unwrap(), 1);
+    assert_eq!(warehouse.latest_count("records", "globex").await.unwrap(), 0, "one tenant only");
+    let open: Vec<String> = source.open_sync_errors(None).await.unwrap().into_iter().map(|r| r.tenant).collect();
+    assert_eq!(open, ["globex"]);
+    let runs = warehouse.runs(converge_reconcile::RETRY_KIND, 10).await.unwrap();
+    assert_eq!((runs.len(), runs[0].batch_id.as_str()), (1, pass["batch_id"].as_str().unwrap()), "recorded as a retry_errors run");
+
+    // A retried tick (same schedule time) is the same batch, and finds nothing left.
+    let (_, again) = post_to(&router, reconciler::RETRY_ERRORS_PATH, &schedule, r#"{"tenant": "acme"}"#.into()).await;
+    assert_eq!((again["batch_id"].clone(), again["open_errors"].as_u64()), (pass["batch_id"].clone(), Some(0)), "{again}");
+
+    // A bare tick through Pub/Sub takes every tenant's records.
+    let data = base64::engine::general_purpose::STANDARD.encode("");
+    let body = serde_json::json!({"message": {"data": data, "messageId": "m-2", "publishTime": "2026-11-24T03:20:00Z"}, "subscription": "projects/p/subscriptions/s"});
+    let headers = [
+        ("ce-specversion", "1.0"),
+        ("ce-type", reconciler::PUBSUB_EVENT_TYPE),
+        ("ce-source", "//pubsub.googleapis.com/projects/p/topics/converge-retry-errors"),
+        ("ce-id", "m-2"),
+        ("content-type", "application/json"),
+    ];
+    let (status, every) = post_to(&router, reconciler::RETRY_ERRORS_PATH, &headers, body.to_string()).await;
+    assert_eq!((status, every["scope"].as_str(), every["errors_resolved"].as_u64()), (StatusCode::OK, Some("*"), Some(1)), "{every}");
+    assert!(source.open_sync_errors(None).await.unwrap().is_empty());
+    assert_eq!(warehouse.latest_count("records", "globex").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn the_retry_errors_path_refuses_bad_requests_with_what_was_expected() {
+    let (router, _source, _warehouse, _dir) = router().await;
+    for (body, expected) in [
+        ("{not json", "expected a JSON request {\"tenant\": \"…\"} (optional) for the sync error retry pass"),
+        (r#"{"tenant": "acme", "dry_run": true}"#, "unknown field `dry_run`"),
+        (r#"{"tenant": ""}"#, "not a document id"),
+    ] {
+        let (status, reply) = post_to(&router, reconciler::RETRY_ERRORS_PATH, &[], body.to_owned()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+        assert!(reply["error"].as_str().unwrap().contains(expected), "{reply}");
+    }
+    let (status, _) = post_to(&router, reconciler::RETRY_ERRORS_PATH, &[], "x".repeat(100 * 1024)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }

@@ -17,7 +17,11 @@ async fn start(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender<(
 }
 
 async fn post(base: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
-    let mut request = reqwest::Client::new().post(format!("{base}/")).header("content-type", "application/json").body(body.to_owned());
+    post_to(base, "/", token, body).await
+}
+
+async fn post_to(base: &str, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().post(format!("{base}{path}")).header("content-type", "application/json").body(body.to_owned());
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
@@ -39,6 +43,12 @@ async fn the_reconciler_opens_from_its_settings_and_answers_over_http() {
     assert_eq!(status, 200, "{run}");
     assert_eq!((run["scope"].as_str(), run["dry_run"].as_bool()), (Some("*"), Some(true)), "{run}");
     let (status, reply) = post(&base, None, "{not json").await;
+    assert_eq!(status, 400, "{reply}");
+    // The error log's retry pass, on its own path.
+    let (status, pass) = post_to(&base, reconciler::RETRY_ERRORS_PATH, None, "").await;
+    assert_eq!(status, 200, "{pass}");
+    assert_eq!((pass["scope"].as_str(), pass["open_errors"].as_u64(), pass["outcome"].as_str()), (Some("*"), Some(0), Some("ok")), "{pass}");
+    let (status, reply) = post_to(&base, reconciler::RETRY_ERRORS_PATH, None, r#"{"dry_run": true}"#).await;
     assert_eq!(status, 400, "{reply}");
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
