@@ -24,6 +24,46 @@ resource "google_firestore_field" "opportunities_status" {
   depends_on = [google_project_service.apis]
 }
 
+# Reconcile and rebuild read one tenant's documents of a nested route
+# (orgs/{tenant}/projects/{project}/tasks/{doc}) with a collection-group query scoped to
+# the tenant's document: parent orgs/acme, collection id `tasks`, all_descendants,
+# ordered by __name__ and paged with a __name__ cursor
+# (crates/converge-firestore/src/subtree.rs). A collection-group query is served by
+# indexes of collection-group scope ("indexes with a collection group query scope
+# specified allow queries against all collections descended from a specific document,
+# specified at query time",
+# https://firebase.google.com/docs/firestore/reference/rest/v1/projects.databases.collectionGroups.indexes),
+# and Firestore keeps none of that scope by default: without this override the query
+# fails with FAILED_PRECONDITION asking for a COLLECTION_GROUP_ASC index on __name__.
+# One per collection id that ends a nested route of the mirror configuration; routes
+# with only literal segments after {tenant} use plain collection queries and need none.
+variable "nested_route_collections" {
+  description = "Collection ids that end a nested route of the mirror configuration (a route with a wildcard besides {tenant} and {doc}, such as orgs/{tenant}/projects/{project}/tasks/{doc} → \"tasks\"): each gets the collection-group index on __name__ that scanning one tenant's documents needs."
+  type        = list(string)
+  default     = []
+}
+
+resource "google_firestore_field" "nested_route_name" {
+  for_each   = toset(var.nested_route_collections)
+  project    = var.project
+  database   = var.firestore_database
+  collection = each.value
+  field      = "__name__"
+
+  index_config {
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION"
+    }
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION_GROUP"
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
 # Security Rules: infra/firestore.rules keeps the app's client SDKs out of sync_errors
 # and quarantine and lets a tenant's clients read (never write) its opportunities.
 # Converge itself does not need them (rules never judge its IAM-authorized server
