@@ -93,42 +93,53 @@ pub(crate) async fn refresh(warehouse: &BigQueryWarehouse, route: &Route, from: 
     let order = rank_order();
     // A full refresh empties the current tables first: a document whose every row
     // was pruned has no winner left.
+    // Temporary tables end with the script on BigQuery; the emulator keeps them in the
+    // dataset, so they are named per table, replaced if left over, and dropped.
+    let (rows, winners) = (format!("converge_refresh_rows_{t}"), format!("converge_refresh_winners_{t}"));
     let (empty, candidates) = match start {
         None => (
             format!("DELETE FROM {current} WHERE TRUE;\nDELETE FROM {tombstones} WHERE TRUE;\n"),
-            "SELECT * FROM converge_refresh_rows".to_owned(),
+            format!("SELECT * FROM {rows}"),
         ),
         Some(_) => (
             String::new(),
             format!(
-                "SELECT * FROM converge_refresh_rows \
-                 UNION ALL SELECT {cols} FROM {current} WHERE doc_path IN (SELECT doc_path FROM converge_refresh_rows) \
-                 UNION ALL SELECT {cols} FROM {tombstones} WHERE doc_path IN (SELECT doc_path FROM converge_refresh_rows)"
+                "SELECT * FROM {rows} \
+                 UNION ALL SELECT {cols} FROM {current} WHERE doc_path IN (SELECT doc_path FROM {rows}) \
+                 UNION ALL SELECT {cols} FROM {tombstones} WHERE doc_path IN (SELECT doc_path FROM {rows})"
             ),
         ),
     };
+    // Values are spliced as literals: the emulator binds no query parameters inside a
+    // script. Each is a number or a validated identifier (converge_core::config).
+    let since = start.unwrap_or(BEGINNING);
     let script = format!(
-        "CREATE TEMP TABLE converge_refresh_rows AS SELECT {cols} FROM {changelog} WHERE ingested_at >= @since;\n\
-         CREATE TEMP TABLE converge_refresh_winners AS SELECT * EXCEPT (_converge_rank) FROM (\n\
+        "DECLARE rows_read INT64;\n\
+         DECLARE merged INT64;\n\
+         CREATE OR REPLACE TEMP TABLE {rows} AS SELECT {cols} FROM {changelog} WHERE ingested_at >= TIMESTAMP_MICROS({since});\n\
+         CREATE OR REPLACE TEMP TABLE {winners} AS SELECT * EXCEPT (_converge_rank) FROM (\n\
            SELECT *, ROW_NUMBER() OVER (PARTITION BY tenant, doc_path ORDER BY {order}) AS _converge_rank FROM ({candidates})\n\
          ) WHERE _converge_rank = 1;\n\
          BEGIN TRANSACTION;\n\
          {empty}\
-         DELETE FROM {current} WHERE doc_path IN (SELECT doc_path FROM converge_refresh_winners);\n\
-         DELETE FROM {tombstones} WHERE doc_path IN (SELECT doc_path FROM converge_refresh_winners);\n\
-         INSERT INTO {current} ({cols}) SELECT {cols} FROM converge_refresh_winners WHERE NOT is_deleted;\n\
-         INSERT INTO {tombstones} ({cols}) SELECT {cols} FROM converge_refresh_winners WHERE is_deleted;\n\
-         DELETE FROM {resets} WHERE table_name = @table;\n\
-         MERGE {state} AS s USING (SELECT @table AS table_name, (SELECT MAX(ingested_at) FROM converge_refresh_rows) AS newest) AS n \
+         DELETE FROM {current} WHERE doc_path IN (SELECT doc_path FROM {winners});\n\
+         DELETE FROM {tombstones} WHERE doc_path IN (SELECT doc_path FROM {winners});\n\
+         INSERT INTO {current} ({cols}) SELECT {cols} FROM {winners} WHERE NOT is_deleted;\n\
+         INSERT INTO {tombstones} ({cols}) SELECT {cols} FROM {winners} WHERE is_deleted;\n\
+         DELETE FROM {resets} WHERE table_name = '{t}';\n\
+         MERGE {state} AS s USING (SELECT '{t}' AS table_name, (SELECT MAX(ingested_at) FROM {rows}) AS newest) AS n \
            ON s.table_name = n.table_name \
            WHEN MATCHED THEN UPDATE SET current_watermark = GREATEST(COALESCE(s.current_watermark, n.newest), COALESCE(n.newest, s.current_watermark)), refreshed_at = CURRENT_TIMESTAMP() \
            WHEN NOT MATCHED THEN INSERT (table_name, current_watermark, refreshed_at) VALUES (n.table_name, n.newest, CURRENT_TIMESTAMP());\n\
          COMMIT TRANSACTION;\n\
-         SELECT (SELECT COUNT(*) FROM converge_refresh_rows), (SELECT COUNT(*) FROM converge_refresh_winners), (SELECT COUNT(*) FROM {current}), \
-                (SELECT UNIX_MICROS(MAX(current_watermark)) FROM {state} WHERE table_name = @table);"
+         SET rows_read = (SELECT COUNT(*) FROM {rows});\n\
+         SET merged = (SELECT COUNT(*) FROM {winners});\n\
+         DROP TABLE {rows};\n\
+         DROP TABLE {winners};\n\
+         SELECT rows_read, merged, (SELECT COUNT(*) FROM {current}), \
+                (SELECT UNIX_MICROS(MAX(current_watermark)) FROM {state} WHERE table_name = '{t}');"
     );
-    let params = [("since", QueryParam::Timestamp(start.unwrap_or(BEGINNING))), ("table", QueryParam::String(t.clone()))];
-    let (values, bytes) = first_row_i64s(warehouse, "refresh the current table", script, &params, 4).await?;
+    let (values, bytes) = first_row_i64s(warehouse, "refresh the current table", script, &[], 4).await?;
     Ok(CurrentRefresh {
         table: t.clone(),
         full: start.is_none(),
@@ -151,41 +162,40 @@ pub(crate) async fn compact(warehouse: &BigQueryWarehouse, route: &Route, plan: 
     // A row's identity for "is it its document's winner": identical copies of the
     // winner (redeliveries) share it and are kept together.
     let key = "CONCAT(doc_path, '|', CAST(UNIX_MICROS(version) AS STRING), '|', op, '|', CAST(is_deleted AS STRING), '|', IFNULL(content_hash, ''))";
-    let scan = "version <= @horizon AND ingested_at < @scan_to";
+    // Values are spliced as literals: the emulator binds no query parameters inside a
+    // script. Each is a number or a validated identifier (converge_core::config).
+    let now = plan.now.as_micros();
+    let (horizon, tombstone_horizon) = (plan.horizon.as_micros(), plan.tombstone_horizon.as_micros());
+    let scan_to = horizon.saturating_add(LATE_EVENT_BOUND_MICROS).min(now);
+    let settled = now - DML_SETTLE_MICROS;
+    let scan = format!("version <= TIMESTAMP_MICROS({horizon}) AND ingested_at < TIMESTAMP_MICROS({scan_to})");
     let script = format!(
         "DECLARE rows_before INT64 DEFAULT (SELECT COUNT(*) FROM {changelog});\n\
-         DECLARE superseded INT64;\n\
-         DECLARE tombstones INT64;\n\
+         DECLARE after_superseded INT64;\n\
+         DECLARE rows_after INT64;\n\
          BEGIN TRANSACTION;\n\
-         DELETE FROM {changelog} WHERE {scan} AND ingested_at < @settled AND {key} NOT IN (\n\
+         DELETE FROM {changelog} WHERE {scan} AND ingested_at < TIMESTAMP_MICROS({settled}) AND {key} NOT IN (\n\
            SELECT k FROM (SELECT {key} AS k, ROW_NUMBER() OVER (PARTITION BY doc_path ORDER BY {order}) AS r FROM {changelog} WHERE {scan}) WHERE r = 1);\n\
-         SET superseded = @@row_count;\n\
-         DELETE FROM {changelog} WHERE is_deleted AND version < @tombstone_horizon AND ingested_at < @scan_to AND ingested_at < @settled AND doc_path IN (\n\
+         SET after_superseded = (SELECT COUNT(*) FROM {changelog});\n\
+         DELETE FROM {changelog} WHERE is_deleted AND version < TIMESTAMP_MICROS({tombstone_horizon}) AND ingested_at < TIMESTAMP_MICROS({scan_to}) AND ingested_at < TIMESTAMP_MICROS({settled}) AND doc_path IN (\n\
            SELECT doc_path FROM {changelog} WHERE {scan} GROUP BY doc_path HAVING COUNT(DISTINCT {key}) = 1);\n\
-         SET tombstones = @@row_count;\n\
-         MERGE {state} AS s USING (SELECT @table AS table_name, @horizon AS horizon) AS n ON s.table_name = n.table_name \
+         SET rows_after = (SELECT COUNT(*) FROM {changelog});\n\
+         MERGE {state} AS s USING (SELECT '{t}' AS table_name, TIMESTAMP_MICROS({horizon}) AS horizon) AS n ON s.table_name = n.table_name \
            WHEN MATCHED THEN UPDATE SET compacted_before = GREATEST(COALESCE(s.compacted_before, n.horizon), n.horizon) \
            WHEN NOT MATCHED THEN INSERT (table_name, compacted_before) VALUES (n.table_name, n.horizon);\n\
          COMMIT TRANSACTION;\n\
-         SELECT rows_before, superseded, tombstones;"
+         SELECT rows_before, after_superseded, rows_after;"
     );
-    let now = plan.now.as_micros();
-    let params = [
-        ("horizon", QueryParam::Timestamp(plan.horizon.as_micros())),
-        ("tombstone_horizon", QueryParam::Timestamp(plan.tombstone_horizon.as_micros())),
-        ("scan_to", QueryParam::Timestamp(plan.horizon.as_micros().saturating_add(LATE_EVENT_BOUND_MICROS).min(now))),
-        ("settled", QueryParam::Timestamp(now - DML_SETTLE_MICROS)),
-        ("table", QueryParam::String(t.clone())),
-    ];
-    let (values, bytes) = first_row_i64s(warehouse, "compact the changelog", script, &params, 3).await?;
-    let rows_before = values[0].unwrap_or(0) as u64;
-    let (superseded, tombstones) = (values[1].unwrap_or(0) as u64, values[2].unwrap_or(0) as u64);
+    let (values, bytes) = first_row_i64s(warehouse, "compact the changelog", script, &[], 3).await?;
+    // Counted inside the transaction (the emulator has no @@row_count): rows appended
+    // meanwhile are not in its snapshot.
+    let [rows_before, after_superseded, rows_after] = [0, 1, 2].map(|i| values[i].unwrap_or(0) as u64);
     Ok(TableCompaction {
         table: t.clone(),
         rows_before,
-        rows_after: rows_before.saturating_sub(superseded + tombstones),
-        superseded_pruned: superseded,
-        tombstones_pruned: tombstones,
+        rows_after,
+        superseded_pruned: rows_before.saturating_sub(after_superseded),
+        tombstones_pruned: after_superseded.saturating_sub(rows_after),
         bytes_processed: bytes,
         millis: started.elapsed().as_millis() as u64,
     })

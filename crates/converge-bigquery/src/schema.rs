@@ -133,8 +133,8 @@ pub fn create_statements(config: &BigQueryConfig, route: &Route) -> Vec<String> 
     // As of an instant before the compaction horizon the changelog no longer has the
     // rows superseded then: the function fails instead of answering wrongly.
     let guard = format!(
-        "(SELECT IF(MAX(compacted_before) > as_of, ERROR(CONCAT('{message} (horizon ', CAST(MAX(compacted_before) AS STRING), ')')), 1) AS ok \
-           FROM {state} WHERE table_name = '{t}')",
+        "(SELECT IF(horizon > as_of, ERROR(CONCAT('{message} (horizon ', CAST(horizon AS STRING), ')')), 1) AS ok \
+           FROM (SELECT MAX(compacted_before) AS horizon FROM {state} WHERE table_name = '{t}'))",
         message = converge_core::retention::incomplete_as_of_message(t).replace('`', "").replace('\'', "\\'"),
         state = qualified(config, converge_core::retention::TABLE_STATE),
     );

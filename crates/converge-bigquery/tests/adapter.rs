@@ -78,7 +78,8 @@ async fn latest_view_rules_and_redelivery() {
     assert_eq!(warehouse.latest_count("records", "nobody").await.unwrap(), 0);
 
     // As of an earlier instant: a at version 1000, b deleted at 1000, c not yet written.
-    let as_of = warehouse.as_of_states("records", "t1", 1_500).await.unwrap();
+    let scan = warehouse.as_of_states("records", "t1", converge_core::Timestamp::from_micros(1_500)).await.unwrap();
+    let as_of: Vec<converge_core::DocState> = scan.items.map(|s| s.unwrap()).collect().await;
     assert_eq!(as_of.iter().map(|s| (s.doc_path.as_str(), s.version)).collect::<Vec<_>>(), vec![("orgs/t1/records/a", 1_000)]);
 
     // A tenant value is a parameter, never SQL.
