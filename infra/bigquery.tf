@@ -43,8 +43,32 @@ resource "google_bigquery_table" "converge_runs" {
   deletion_protection = var.deletion_protection
 }
 
-# Each document's winner (greatest version; a delete beats a write at the same
-# instant; then event id), tombstones hidden.
+# The latest view materialized (converge_core::retention): each document's live
+# winner, and the deletes that won beside it; refreshed from the changelog by the
+# reconciler function's refresh and compaction jobs. Columns as the changelog's;
+# clustered so one tenant's report reads only that tenant's blocks.
+resource "google_bigquery_table" "records_current" {
+  for_each            = toset(["records_current", "records_current_tombstones"])
+  dataset_id          = google_bigquery_dataset.converge.dataset_id
+  table_id            = each.value
+  description         = "Converge: each document's winner by the ordering rule, refreshed from records"
+  schema              = file("${path.module}/schema/records.json")
+  clustering          = ["tenant", "doc_path"]
+  deletion_protection = false # rebuilt in full by `converge refresh-current --full`
+}
+
+# Each changelog's current-table watermark and compaction horizon, and the resets an
+# atomic append records before its commit.
+resource "google_bigquery_table" "converge_table_state" {
+  for_each            = toset(["converge_table_state", "converge_watermark_resets"])
+  dataset_id          = google_bigquery_dataset.converge.dataset_id
+  table_id            = each.value
+  schema              = file("${path.module}/schema/${each.value}.json")
+  deletion_protection = var.deletion_protection
+}
+
+# Each document's winner by the ordering rule (version; a source read over an event;
+# a delete over a write; the greater content hash), tombstones hidden.
 resource "google_bigquery_table" "records_latest" {
   dataset_id = google_bigquery_dataset.converge.dataset_id
   table_id   = "records_latest"
@@ -57,7 +81,8 @@ resource "google_bigquery_table" "records_latest" {
   depends_on          = [google_bigquery_table.records]
 }
 
-# records_as_of(as_of): the state at any past instant of the source.
+# records_as_of(as_of): the state at any past instant of the source; an error before
+# the compaction horizon (the state then is incomplete).
 resource "google_bigquery_routine" "records_as_of" {
   dataset_id      = google_bigquery_dataset.converge.dataset_id
   routine_id      = "records_as_of"
@@ -68,7 +93,7 @@ resource "google_bigquery_routine" "records_as_of" {
     name      = "as_of"
     data_type = jsonencode({ typeKind = "TIMESTAMP" })
   }
-  depends_on = [google_bigquery_table.records]
+  depends_on = [google_bigquery_table.records, google_bigquery_table.converge_table_state]
 }
 
 # The nightly ETL's output (converge_bigquery::metrics): one daily sum per tenant,

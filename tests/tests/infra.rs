@@ -28,9 +28,9 @@ fn render(path: &str) -> String {
 }
 
 /// Where the view and the table function are among `create_statements`: after the
-/// table and its added columns.
-const VIEW: usize = 3;
-const TABLE_FUNCTION: usize = 4;
+/// table, its two current tables and its added columns.
+const VIEW: usize = 5;
+const TABLE_FUNCTION: usize = 6;
 
 fn statements() -> Vec<String> {
     let config = BigQueryConfig::new(PROJECT, DATASET).unwrap();
@@ -56,6 +56,26 @@ fn the_runs_table_schema_is_the_code_s_ddl() {
     let code: Vec<String> = columns.split(", ").map(str::to_owned).collect();
     assert_eq!(file, code, "infra/schema/converge_runs.json must list the columns of converge_bigquery::schema::create_runs()");
     assert!(read("infra/bigquery.tf").contains("schema/converge_runs.json"));
+}
+
+#[test]
+fn the_table_state_schemas_are_the_code_s_ddl() {
+    let config = BigQueryConfig::new(PROJECT, DATASET).unwrap();
+    for (ddl, name) in schema::create_table_state(&config).iter().zip(["converge_table_state", "converge_watermark_resets"]) {
+        let json: serde_json::Value = serde_json::from_str(&read(&format!("infra/schema/{name}.json"))).unwrap();
+        let file: Vec<String> = json
+            .as_array()
+            .expect("a JSON array of fields")
+            .iter()
+            .map(|f| format!("{} {}{}", f["name"].as_str().unwrap(), f["type"].as_str().unwrap(), if f["mode"] == "REQUIRED" { " NOT NULL" } else { "" }))
+            .collect();
+        let columns = ddl.split_once(" (").and_then(|(_, rest)| rest.split_once(')')).map(|(cols, _)| cols).expect("CREATE TABLE … (columns)");
+        assert_eq!(file, columns.split(", ").map(str::to_owned).collect::<Vec<_>>(), "infra/schema/{name}.json must list the columns of create_table_state()");
+    }
+    let tf = read("infra/bigquery.tf");
+    assert!(tf.contains("\"records_current\", \"records_current_tombstones\"") && tf.contains("\"converge_table_state\", \"converge_watermark_resets\""));
+    // The current tables have the changelog's columns and clustering.
+    assert!(statements()[1].contains("`acme-analytics.converge_test.records_current` (") && statements()[1].contains("CLUSTER BY tenant, doc_path"));
 }
 
 #[test]
