@@ -5,6 +5,9 @@
 //!    delivering the source's outbox to it as Eventarc CloudEvents.
 //! 3. A realistic dataset loaded through the source store, then live traffic: edits,
 //!    re-categorized old records, deletes, create-then-delete within a second, bursts.
+//!    Three routes are mirrored ([`mirror_config`]): the bookkeeping records (table
+//!    `records`), invoices beside them, and tasks nested under projects
+//!    (`orgs/{tenant}/projects/{project}/tasks/{doc}`, table `tasks`).
 //! 4. Wait for the relay to drain; compare every tenant's source with its latest view
 //!    document by document; run the report from DuckDB and time it.
 //! 5. The operational half: 90 days of raw GA4/ads/email exports for every tenant (the
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use converge_backends::EmbeddedBackends;
-use converge_core::{drift, Clock, DocWrite, DriftReport, MirrorConfig, SourceStore, SystemClock, Timestamp, Value, Warehouse};
+use converge_core::{drift, ColumnType, Clock, DocWrite, DriftReport, MirrorConfig, PathPattern, PromotedColumn, Route, SourceStore, SystemClock, Timestamp, Value, Warehouse};
 use converge_relay::{Relay, RelayConfig, RunningRelay};
 use converge_sync::{GroupCommitConfig, SyncConfig, SyncService};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -91,6 +94,17 @@ pub struct TenantSummary {
     pub orphan: usize,
 }
 
+/// One route's documents, source against latest view, over every tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteSummary {
+    pub table: String,
+    pub pattern: String,
+    pub source_docs: u64,
+    pub latest_rows: u64,
+    /// Missing, different and orphan documents together (must be 0).
+    pub drift: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportSummary {
     pub tenant: String,
@@ -120,7 +134,11 @@ impl LiveTraffic {
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoSummary {
     pub data_dir: String,
+    /// The records route, per tenant.
     pub tenants: Vec<TenantSummary>,
+    /// Every route of [`mirror_config`], over every tenant.
+    pub routes: Vec<RouteSummary>,
+    /// Documents loaded on every route.
     pub documents_loaded: u64,
     pub load_millis: u64,
     pub live: LiveTraffic,
@@ -157,7 +175,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let data_dir = &options.data_dir;
     reset_data_dir(data_dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let config = MirrorConfig::default();
+    let config = mirror_config();
     // Only mirrored paths get change events: the raw operational collections are read
     // by the ETL, not mirrored (as the Eventarc trigger's pattern in the cloud).
     let backends = EmbeddedBackends::open_for(data_dir, clock.clone(), &config).context("opening the embedded stores")?;
@@ -205,11 +223,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let now = clock.now();
     let load_started = Instant::now();
     let all = tenants(options.records);
-    let total_docs: u64 = all.iter().map(|(_, n, _)| n).sum();
+    let total_docs = documents_loaded(&all);
     bars.loaded.set_length(total_docs);
     bars.delivered.set_length(total_docs);
     let pattern = &config.routes[0].pattern;
     load_dataset(&backends.source, pattern, &all, LOAD_BATCH, now, &bars).await?;
+    load_other_routes(&backends.source, &config, &all, now, &bars).await?;
     let load_millis = load_started.elapsed().as_millis() as u64;
     bars.loaded.finish();
 
@@ -232,7 +251,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     // Derived == source, document by document.
     let tenant_names: Vec<&str> = all.iter().map(|(tenant, _, _)| *tenant).collect();
     let tenant_summaries = compare_tenants(&backends.source, &backends.warehouse, &config.routes[0], &tenant_names).await?;
-    let derived_equals_source = tenant_summaries.iter().all(|t| t.missing + t.different + t.orphan == 0 && t.source_docs == t.latest_rows);
+    let routes = compare_routes(&backends.source, &backends.warehouse, &config, &tenant_names).await?;
+    let derived_equals_source = tenant_summaries.iter().all(|t| t.missing + t.different + t.orphan == 0 && t.source_docs == t.latest_rows)
+        && routes.iter().all(|r| r.drift == 0 && r.source_docs == r.latest_rows);
 
     let report = run_report(&backends, all[0].0).await?;
 
@@ -260,6 +281,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     Ok(DemoSummary {
         data_dir: data_dir.display().to_string(),
         tenants: tenant_summaries,
+        routes,
         documents_loaded: total_docs,
         load_millis,
         live,
@@ -267,7 +289,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         events_rejected: outbox.rejected,
         delivery_retries: relay_stats.failed_attempts,
         rows_written: service.committer().stats().written.load(std::sync::atomic::Ordering::Relaxed),
-        changelog_rows: backends.warehouse.changelog_rows("records").await?,
+        changelog_rows: changelog_rows(&backends, &config).await?,
         quarantined: counters.quarantined.load(std::sync::atomic::Ordering::Relaxed),
         open_sync_errors: backends.source.open_sync_errors(None).await?.len() as u64,
         drain_millis,
@@ -316,6 +338,96 @@ pub(crate) async fn load_dataset(
         }
     }
     Ok(())
+}
+
+/// The demo's mirror configuration: the bookkeeping records (the default route, table
+/// `records`, which the report reads), invoices beside them under each tenant, and
+/// tasks nested under projects, whose documents above them (`orgs/acme`,
+/// `orgs/acme/projects/p`) are never written.
+pub fn mirror_config() -> MirrorConfig {
+    let mut routes = MirrorConfig::default().routes;
+    let column = |name: &str, column_type| PromotedColumn { column: name.into(), field: name.into(), column_type };
+    routes.push(Route {
+        pattern: PathPattern::parse("orgs/{tenant}/invoices/{doc}").expect("a valid pattern"),
+        table: "invoices".into(),
+        promoted: vec![column("amount", ColumnType::Float64)],
+    });
+    routes.push(Route {
+        pattern: PathPattern::parse("orgs/{tenant}/projects/{project}/tasks/{doc}").expect("a valid pattern"),
+        table: "tasks".into(),
+        promoted: vec![column("done", ColumnType::Bool)],
+    });
+    MirrorConfig::new(routes).expect("the demo's configuration is valid")
+}
+
+/// The projects the demo's tasks are spread over: `p-1` and `p.x` sort before `p` as
+/// whole paths (`…/p-1/tasks/…` < `…/p/tasks/…`) but after it in Firestore's
+/// segment-by-segment order, which the scans must reconcile.
+const PROJECTS: [&str; 4] = ["p", "p-1", "p.x", "q"];
+
+/// Invoices and tasks written for a tenant of `records` bookkeeping records.
+pub fn other_route_documents(records: u64) -> (u64, u64) {
+    ((records / 20).max(4), (records / 10).max(8))
+}
+
+/// Documents the demo loads on every route for `tenants`.
+pub(crate) fn documents_loaded(tenants: &[(&str, u64, u64)]) -> u64 {
+    tenants.iter().map(|(_, n, _)| n + other_route_documents(*n).0 + other_route_documents(*n).1).sum()
+}
+
+/// Writes every tenant's invoices and tasks (the routes after the first of
+/// [`mirror_config`]) through the source store, within Firestore's 500 writes a commit.
+pub(crate) async fn load_other_routes(source: &dyn SourceStore, config: &MirrorConfig, tenants: &[(&str, u64, u64)], now: Timestamp, bars: &Bars) -> anyhow::Result<()> {
+    let (invoice_route, task_route) = (&config.routes[1].pattern, &config.routes[2].pattern);
+    for (tenant, count, seed) in tenants {
+        let (invoices, tasks) = other_route_documents(*count);
+        let mut writes = Vec::new();
+        for i in 0..invoices {
+            let path = invoice_route.document_path(tenant, &format!("inv{i:06}")).expect("a plain pattern");
+            let mut fields = bookkeeping_records::record(*seed, i, now);
+            fields.insert("invoice".into(), Value::Integer(i as i64));
+            writes.push(DocWrite::Set { path, fields });
+        }
+        for i in 0..tasks {
+            let project = PROJECTS[(i % PROJECTS.len() as u64) as usize];
+            let path = task_route.document_path_with(tenant, &[project], &format!("task{i:06}")).expect("one wildcard");
+            let fields = converge_core::Fields::from([
+                ("done".to_owned(), Value::Boolean(i % 3 == 0)),
+                ("title".to_owned(), Value::String(format!("task {i} of {project}"))),
+            ]);
+            writes.push(DocWrite::Set { path, fields });
+        }
+        for chunk in writes.chunks(500) {
+            source.apply(chunk.to_vec()).await.context("loading invoices and tasks")?;
+            bars.loaded.inc(chunk.len() as u64);
+        }
+    }
+    Ok(())
+}
+
+/// Rows in every changelog table of `config`.
+pub(crate) async fn changelog_rows(backends: &EmbeddedBackends, config: &MirrorConfig) -> anyhow::Result<u64> {
+    let mut rows = 0;
+    for route in &config.routes {
+        rows += backends.warehouse.changelog_rows(&route.table).await?;
+    }
+    Ok(rows)
+}
+
+/// Every route's source compared with its latest view, document by document, over
+/// `tenants`.
+pub(crate) async fn compare_routes(source: &dyn SourceStore, warehouse: &dyn Warehouse, config: &MirrorConfig, tenants: &[&str]) -> anyhow::Result<Vec<RouteSummary>> {
+    let mut summaries = Vec::new();
+    for route in &config.routes {
+        let mut summary = RouteSummary { table: route.table.clone(), pattern: route.pattern.as_str().into(), source_docs: 0, latest_rows: 0, drift: 0 };
+        for tenant in compare_tenants(source, warehouse, route, tenants).await? {
+            summary.source_docs += tenant.source_docs;
+            summary.latest_rows += tenant.latest_rows;
+            summary.drift += (tenant.missing + tenant.different + tenant.orphan) as u64;
+        }
+        summaries.push(summary);
+    }
+    Ok(summaries)
 }
 
 /// Each tenant's source compared with its latest view, document by document.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use converge_backends::CloudBackends;
 use converge_bigquery::{BigQueryEmulator, QueryParam};
-use converge_core::{Clock, ErrorLog, MirrorConfig, Route, SourceStore, SystemClock, Warehouse};
+use converge_core::{Clock, ErrorLog, Route, SourceStore, SystemClock, Warehouse};
 use converge_firestore::emulator::WRITTEN_EVENT_TYPE;
 use converge_firestore::{EmulatorOptions, FirestoreEmulator};
 use converge_function::CloudSettings;
@@ -54,7 +54,7 @@ pub(crate) fn tenants(records: u64) -> Vec<(&'static str, u64, u64)> {
 pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let config = MirrorConfig::default();
+    let config = crate::demo::mirror_config();
     let route = &config.routes[0];
 
     // The sync function's socket first: the Firestore emulator needs its address.
@@ -80,7 +80,9 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
     let server = tokio::spawn(converge_function::serve(listener, app, async {
         let _ = server_stopped.await;
     }));
-    emulators.register_trigger(route).await?;
+    for route in &config.routes {
+        emulators.register_trigger(route).await?;
+    }
     tracing::info!(run_id, %address, emulators = emulators.describe(), "cloud demo running on the emulators");
 
     let bars = Bars::new(options.progress);
@@ -100,10 +102,11 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
     let now = clock.now();
     let load_started = Instant::now();
     let all = tenants(options.records);
-    let total_docs: u64 = all.iter().map(|(_, n, _)| n).sum();
+    let total_docs = crate::demo::documents_loaded(&all);
     bars.loaded.set_length(total_docs);
     bars.delivered.set_length(total_docs);
     load_dataset(source, &route.pattern, &all, LOAD_BATCH, now, &bars).await.context("writing into the Firestore emulator")?;
+    crate::demo::load_other_routes(source, &config, &all, now, &bars).await.context("writing into the Firestore emulator")?;
     let load_millis = load_started.elapsed().as_millis() as u64;
     bars.loaded.finish();
     let live = live_traffic(source, &route.pattern, options.records, now, &bars).await?;
@@ -120,13 +123,16 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
 
     let tenant_names: Vec<&str> = all.iter().map(|(tenant, _, _)| *tenant).collect();
     let tenant_summaries = compare_tenants(source, &backends.warehouse, route, &tenant_names).await?;
-    let derived_equals_source = tenant_summaries.iter().all(|t| t.missing + t.different + t.orphan == 0 && t.source_docs == t.latest_rows);
+    let routes = crate::demo::compare_routes(source, &backends.warehouse, &config, &tenant_names).await?;
+    let derived_equals_source = tenant_summaries.iter().all(|t| t.missing + t.different + t.orphan == 0 && t.source_docs == t.latest_rows)
+        && routes.iter().all(|r| r.drift == 0 && r.source_docs == r.latest_rows);
     let report = run_report(&backends, all[0].0).await?;
 
     let counters = service.counters();
     let summary = DemoSummary {
         data_dir: emulators.describe(),
         tenants: tenant_summaries,
+        routes,
         documents_loaded: total_docs,
         load_millis,
         live,
@@ -134,7 +140,13 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
         events_rejected: counters.quarantined.load(Ordering::Relaxed),
         delivery_retries: 0,
         rows_written: service.committer().stats().written.load(Ordering::Relaxed),
-        changelog_rows: backends.warehouse.changelog_rows(&route.table).await?,
+        changelog_rows: {
+            let mut rows = 0;
+            for route in &config.routes {
+                rows += backends.warehouse.changelog_rows(&route.table).await?;
+            }
+            rows
+        },
         quarantined: counters.quarantined.load(Ordering::Relaxed),
         open_sync_errors: backends.source.open_sync_errors(None).await?.len() as u64,
         drain_millis,
@@ -187,7 +199,7 @@ impl Emulators {
     /// configured.
     pub(crate) async fn register_trigger(&self, route: &Route) -> anyhow::Result<()> {
         self.firestore
-            .register_eventarc_trigger(TRIGGER_ID, WRITTEN_EVENT_TYPE, route.pattern.as_str())
+            .register_eventarc_trigger(&format!("{TRIGGER_ID}-{}", route.table), WRITTEN_EVENT_TYPE, route.pattern.as_str())
             .await
             .context("registering the Eventarc trigger on the Firestore emulator")
     }

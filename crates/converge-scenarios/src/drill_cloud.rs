@@ -68,7 +68,8 @@ pub struct CloudDrillOptions {
 pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
     let started = Instant::now();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let config = MirrorConfig::default();
+    // Several routes, one nested (demo::mirror_config); the faults land on the first.
+    let config = demo::mirror_config();
     let route = config.routes[0].clone();
     let pattern = route.pattern.clone();
     let all = demo_cloud::tenants(options.records);
@@ -88,7 +89,9 @@ pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
     let backends = CloudBackends::open(&emulators.settings).await?;
     backends.warehouse.ensure_tables(&config).await?;
     let source = backends.source.clone();
-    emulators.register_trigger(&route).await?;
+    for route in &config.routes {
+        emulators.register_trigger(route).await?;
+    }
     let (mut server, mut faulty) = start_sync_process(&emulators.settings, &config, &plan, sync_listener).await?;
     tracing::info!(front = %front.addr(), sync = %sync_addr, emulators = emulators.describe(), "cloud drill running on the emulators");
     let mut faults = NoDriftFaults::default();
@@ -100,11 +103,12 @@ pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
     // dataset starts to arrive (every failed event comes back, so the failures are
     // used up), and the kill is armed just as the live traffic starts.
     let now = clock.now();
-    let total_docs: u64 = all.iter().map(|(_, n, _)| n).sum();
+    let total_docs = demo::documents_loaded(&all);
     bars.loaded.set_length(total_docs);
     bars.delivered.set_length(total_docs);
     faulty.fail_next_appends(TRANSIENT_FAILURES, ErrorKind::Retryable);
     demo::load_dataset(&source, &pattern, &all, demo_cloud::LOAD_BATCH, now, &bars).await?;
+    demo::load_other_routes(&source, &config, &all, now, &bars).await?;
     bars.loaded.finish();
     // Used up before the kill: the next process writes through a FaultyWarehouse of
     // its own.

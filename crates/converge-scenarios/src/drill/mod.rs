@@ -67,7 +67,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use converge_backends::EmbeddedBackends;
 use converge_core::faulty_warehouse::FaultyWarehouse;
-use converge_core::{Clock, ErrorKind, MirrorConfig, SourceStore, SystemClock, Warehouse};
+use converge_core::{Clock, ErrorKind, SourceStore, SystemClock, Warehouse};
 use converge_relay::{Relay, RelayConfig, RunningRelay};
 use converge_sqlite::SqliteStore;
 use converge_sync::SyncService;
@@ -123,7 +123,8 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     let data_dir = &options.data_dir;
     demo::reset_data_dir(data_dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let config = MirrorConfig::default();
+    // Several routes, one nested (demo::mirror_config); the faults land on the first.
+    let config = demo::mirror_config();
     let backends = EmbeddedBackends::open(data_dir, clock.clone()).context("opening the embedded stores")?;
     backends.warehouse.ensure_tables(&config).await?;
     let source = backends.source.clone();
@@ -156,7 +157,7 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
 
     // 1. Traffic, with transient failures, relay kills and a sync kill along the way.
     let now = clock.now();
-    let total_docs: u64 = all.iter().map(|(_, n, _)| n).sum();
+    let total_docs = demo::documents_loaded(&all);
     bars.loaded.set_length(total_docs);
     bars.delivered.set_length(total_docs);
     let traffic = tokio::spawn({
@@ -165,8 +166,10 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
         let all: Vec<(&'static str, u64, u64)> = all.clone();
         let bars = bars.clone();
         let records = options.records;
+        let config = config.clone();
         async move {
             demo::load_dataset(&source, &pattern, &all, demo::LOAD_BATCH, now, &bars).await?;
+            demo::load_other_routes(&source, &config, &all, now, &bars).await?;
             bars.loaded.finish();
             demo::live_traffic(&source, &pattern, records, now, &bars).await
         }

@@ -22,8 +22,8 @@ use super::wrong_rows::{Corruption, MASS_ORPHANS, MASS_ORPHAN_TENANT, WRONG_ROWS
 ///    refused one in [`Warehouse::runs`]). It must tombstone the mass orphans and find
 ///    nothing else;
 /// 3. another run, which must find nothing;
-/// 4. every tenant's source compared with its latest view document by document, which
-///    must agree.
+/// 4. every tenant's source compared with its latest view document by document, on
+///    every route, which must agree.
 pub(crate) async fn reconcile_phase(
     source: Arc<dyn SourceStore>,
     errors: Arc<dyn ErrorLog>,
@@ -91,13 +91,13 @@ pub(crate) async fn reconcile_phase(
     }
 
     let all_tenants: Vec<&str> = tenants.iter().copied().chain(corruption.tenants()).collect();
-    let compared = demo::compare_tenants(source.as_ref(), warehouse.as_ref(), &config.routes[0], &all_tenants).await?;
+    let compared = demo::compare_routes(source.as_ref(), warehouse.as_ref(), config, &all_tenants).await?;
     Ok(Reconciled {
         found,
         repaired,
         wrong_rows_repaired,
         errors_resolved: first.errors_resolved + overridden.errors_resolved,
-        drift_after_repair: compared.iter().map(|t| (t.missing + t.different + t.orphan) as u64).sum(),
+        drift_after_repair: compared.iter().map(|route| route.drift).sum(),
         second_run_findings: after_repair + second.findings(),
         open_sync_errors: errors.open_sync_errors(None).await?.len() as u64,
     })
