@@ -254,7 +254,7 @@ fn promote(columns: &[PromotedColumn], fields: &Fields) -> Result<Vec<Option<Pro
     columns.iter().map(|column| promote_one(column, lookup(fields, &column.field))).collect()
 }
 
-fn lookup<'f>(fields: &'f Fields, path: &str) -> Option<&'f Value> {
+pub(crate) fn lookup<'f>(fields: &'f Fields, path: &str) -> Option<&'f Value> {
     let mut parts = path.split('.');
     let mut current = fields.get(parts.next()?)?;
     for part in parts {
@@ -266,7 +266,7 @@ fn lookup<'f>(fields: &'f Fields, path: &str) -> Option<&'f Value> {
     Some(current)
 }
 
-fn promote_one(column: &PromotedColumn, value: Option<&Value>) -> Result<Option<PromotedValue>, RowError> {
+pub(crate) fn promote_one(column: &PromotedColumn, value: Option<&Value>) -> Result<Option<PromotedValue>, RowError> {
     let Some(value) = value else { return Ok(None) };
     let converted = match (column.column_type, value) {
         (_, Value::Null) => return Ok(None),

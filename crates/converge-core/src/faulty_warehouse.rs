@@ -234,6 +234,10 @@ impl Warehouse for FaultyWarehouse {
     async fn compact(&self, table: &str, plan: CompactionPlan) -> Result<TableCompaction, StoreError> {
         self.inner.compact(table, plan).await
     }
+
+    async fn backfill_promoted(&self, table: &str, column: &str) -> Result<crate::schema_change::PromotedBackfill, StoreError> {
+        self.inner.backfill_promoted(table, column).await
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 //! - [`error_log`]: sync error and quarantine records, and the [`ErrorLog`] that keeps
 //!   them next to the source.
 //! - [`run`]: run records (batch ids, [`RunOutcome`]) every job writes.
+//! - [`schema_change`]: a route's promoted columns against a table's: what setup adds,
+//!   what start refuses, a backfilled value from a row's `data`.
 //! - [`retention`]: the physical current table (`<table>_current`, refreshed from a
 //!   watermark) and compaction with a retention horizon.
 //! - [`raw_source`]: reading raw operational records by date (the nightly ETL's input,
@@ -44,6 +46,7 @@ pub mod path;
 pub mod raw_source;
 pub mod retention;
 pub mod run;
+pub mod schema_change;
 pub mod store;
 pub mod value;
 pub mod version;

@@ -200,6 +200,15 @@ pub trait Warehouse: Send + Sync + 'static {
     /// the plan allows, records the horizon (as-of queries before it then fail), and
     /// leaves the current table to a full refresh (see [`crate::retention`]).
     async fn compact(&self, table: &str, plan: CompactionPlan) -> Result<TableCompaction, StoreError>;
+
+    /// Fills promoted column `column` of `table` (and of its current tables) in the
+    /// rows that have no value and whose `data` gives one, derived exactly as a new
+    /// row's ([`crate::schema_change::promoted_from_data`]): `converge backfill`, after
+    /// a promoted column was added. In place: the column is derived from `data`, so no
+    /// row's state, version or hash changes (see `crate::schema_change`).
+    async fn backfill_promoted(&self, table: &str, column: &str) -> Result<crate::schema_change::PromotedBackfill, StoreError> {
+        Err(StoreError::permanent("warehouse", format!("this warehouse cannot backfill `{table}.{column}`")))
+    }
 }
 
 /// What an append did.
