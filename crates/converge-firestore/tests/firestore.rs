@@ -260,3 +260,32 @@ async fn probe_negative_zero() {
 fn coll(path: &str) -> SourceScope {
     SourceScope::collection(path).unwrap()
 }
+
+/// A wildcard collection id (`orgs/{tenant}/{kind}/x/items/{doc}`) is read by one
+/// collection-group query, whose `__name__` order is Firestore's, segment by segment:
+/// with collection ids `k` and `k-1` it differs from the path order the merge needs,
+/// and the scan ends with an error naming the pair instead of handing over a misordered
+/// stream. Ids that order alike are scanned in full.
+#[tokio::test]
+async fn a_wildcard_collection_id_is_scanned_and_a_misordering_pair_fails_loudly() {
+    let source = source_or_skip!();
+    let pattern = converge_core::PathPattern::parse("orgs/{tenant}/{kind}/x/items/{doc}").unwrap();
+    source
+        .apply(vec![
+            set("orgs/a/k/x/items/i1", serde_json::json!({})),
+            set("orgs/a/m/x/items/i1", serde_json::json!({})),
+            set("orgs/a/m/y/items/i2", serde_json::json!({})),
+        ])
+        .await
+        .unwrap();
+    let scan = source.scan_states(&pattern.tenant_scope("a").unwrap()).await.unwrap();
+    let paths: Vec<String> = scan.items.map(|s| s.unwrap().doc_path).collect().await;
+    assert_eq!(paths, ["orgs/a/k/x/items/i1", "orgs/a/m/x/items/i1"]);
+
+    source.apply(vec![set("orgs/b/k/x/items/i1", serde_json::json!({})), set("orgs/b/k-1/x/items/i1", serde_json::json!({}))]).await.unwrap();
+    let scan = source.scan_states(&pattern.tenant_scope("b").unwrap()).await.unwrap();
+    let items: Vec<Result<DocState, converge_core::StoreError>> = scan.items.collect().await;
+    let error = items.into_iter().find_map(Result::err).expect("the misordered pair ends the scan with an error");
+    assert_eq!(error.kind, ErrorKind::Permanent, "{error}");
+    assert!(error.message.contains("out of path order") && error.message.contains("orgs/b/k-1/x/items/i1"), "{error}");
+}
