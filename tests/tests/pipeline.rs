@@ -130,6 +130,22 @@ impl Warehouse for StallAfterCommit {
     async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<converge_core::RunRecord>, StoreError> {
         self.inner.runs(kind, limit).await
     }
+
+    async fn current_states(&self, table: &str, tenant: &str) -> Result<converge_core::Scan<converge_core::DocState>, StoreError> {
+        self.inner.current_states(table, tenant).await
+    }
+
+    async fn as_of_states(&self, table: &str, tenant: &str, as_of: converge_core::Timestamp) -> Result<converge_core::Scan<converge_core::DocState>, StoreError> {
+        self.inner.as_of_states(table, tenant, as_of).await
+    }
+
+    async fn refresh_current(&self, table: &str, from: converge_core::RefreshFrom) -> Result<converge_core::CurrentRefresh, StoreError> {
+        self.inner.refresh_current(table, from).await
+    }
+
+    async fn compact(&self, table: &str, plan: converge_core::CompactionPlan) -> Result<converge_core::TableCompaction, StoreError> {
+        self.inner.compact(table, plan).await
+    }
 }
 
 /// Every event became exactly one changelog row: nothing lost, nothing twice.

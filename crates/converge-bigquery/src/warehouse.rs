@@ -256,14 +256,21 @@ impl BigQueryWarehouse {
     /// everything else as BigQuery's REST rendering. For `converge sql` and reports;
     /// every row is collected, so keep results small.
     pub async fn query_json(&self, sql: &str, params: &[(&str, QueryParam)]) -> Result<Vec<serde_json::Value>, StoreError> {
+        Ok(self.query_json_counted(sql, params).await?.0)
+    }
+
+    /// [`BigQueryWarehouse::query_json`], with the bytes the query processed (its job
+    /// statistics: what on-demand pricing bills).
+    pub async fn query_json_counted(&self, sql: &str, params: &[(&str, QueryParam)]) -> Result<(Vec<serde_json::Value>, Option<u64>), StoreError> {
         let done = self.run("query", sql.to_owned(), params).await?;
+        let bytes = done.metadata().total_bytes_processed.map(|b| b.max(0) as u64);
         let fields: Vec<TableFieldSchema> = done.metadata().schema.as_ref().map(|s| s.fields.clone()).unwrap_or_default();
         let mut rows = self.rows("query", done);
         let mut out = Vec::new();
         while let Some(row) = rows.next().await {
             out.push(row_json(&row?, &fields)?);
         }
-        Ok(out)
+        Ok((out, bytes))
     }
 
     /// Total rows of a changelog table (every version, tombstones and redelivered

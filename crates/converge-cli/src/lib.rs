@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //!
+//! - [`compact`]: `converge compact` and `converge refresh-current`: compaction with a
+//!   retention horizon, and the current tables refreshed, on a data directory.
 //! - [`detectors`]: `converge detectors list`, the shipped detector pack.
 //! - [`detect`]: `converge detect`, one detector pass on a data directory.
 //! - [`etl`]: `converge etl`, one nightly-ETL pass on a data directory.
@@ -22,6 +24,7 @@
 //! - [`render`]: human-readable output (demo, drill, reconcile, rebuild).
 
 pub mod bench;
+pub mod compact;
 pub mod detect;
 pub mod detectors;
 pub mod etl;

@@ -5,7 +5,7 @@ use converge_core::RunOutcome;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use converge_cli::{bench, detect, detectors, quarantine, rebuild, reconcile, render, serve, setup, sql};
+use converge_cli::{bench, compact, detect, detectors, quarantine, rebuild, reconcile, render, serve, setup, sql};
 use converge_scenarios::{demo, demo_cloud, drill, drill_cloud};
 
 #[derive(Parser)]
@@ -65,6 +65,33 @@ enum Command {
         /// One tenant's records; every tenant's when absent.
         #[arg(long)]
         tenant: Option<String>,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compact every changelog table: rows superseded before the horizon (now minus
+    /// --retain-days) are pruned, each document keeps its state as of the horizon and
+    /// every row after it; deletes go only when nothing older of their document is left
+    /// and no late event can still arrive (8 days). As-of queries before the horizon
+    /// then fail instead of answering wrongly. The current tables are refreshed after.
+    Compact {
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        /// Days of history to keep before now.
+        #[arg(long)]
+        retain_days: u32,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refresh each `<table>_current` from the changelog rows ingested since its
+    /// watermark (or, with --full, from every row).
+    RefreshCurrent {
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        /// Rebuild the current tables from the whole changelog.
+        #[arg(long)]
+        full: bool,
         /// Print one JSON object instead of the summary.
         #[arg(long)]
         json: bool,
@@ -377,6 +404,32 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&run)?);
             } else {
                 print!("{}", render::retry_errors(&run));
+            }
+        }
+        Command::Compact { data_dir, retain_days, json } => {
+            if std::env::var(converge_function::env::LOG).is_err() {
+                std::env::set_var(converge_function::env::LOG, "warn");
+            }
+            converge_function::telemetry::init("converge-compact");
+            let settings = converge_function::Settings::from_env()?;
+            let run = compact::compact(&data_dir, settings.mirror, retain_days).await?;
+            if json {
+                println!("{}", serde_json::to_string(&run)?);
+            } else {
+                print!("{}", compact::render_compact(&run));
+            }
+        }
+        Command::RefreshCurrent { data_dir, full, json } => {
+            if std::env::var(converge_function::env::LOG).is_err() {
+                std::env::set_var(converge_function::env::LOG, "warn");
+            }
+            converge_function::telemetry::init("converge-refresh-current");
+            let settings = converge_function::Settings::from_env()?;
+            let run = compact::refresh(&data_dir, settings.mirror, full).await?;
+            if json {
+                println!("{}", serde_json::to_string(&run)?);
+            } else {
+                print!("{}", compact::render_refresh(&run));
             }
         }
         Command::Drill { data_dir, records, json, backend } => {

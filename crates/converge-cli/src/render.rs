@@ -33,9 +33,17 @@ pub fn demo(summary: &DemoSummary) -> String {
     let report = &summary.report;
     let _ = writeln!(
         out,
-        "\n  Report: tenant {} by account × fund × month, label = {:?}: {} rows in {:.1} ms (DuckDB, records_latest)",
-        report.tenant, report.label, report.rows, report.millis
+        "\n  Report: tenant {} by account × fund × month, label = {:?}: {} rows in {:.1} ms on records_current, {:.1} ms on the records_latest view (median of 5){}",
+        report.tenant,
+        report.label,
+        report.rows,
+        report.current_millis,
+        report.millis,
+        if report.current_equals_latest { "" } else { " — THE TWO DIFFER" }
     );
+    if let (Some(current), Some(latest)) = (report.current_bytes_processed, report.bytes_processed) {
+        let _ = writeln!(out, "    bytes processed: {current} on records_current, {latest} on records_latest");
+    }
     for row in &report.sample {
         let _ = writeln!(out, "    {row}");
     }

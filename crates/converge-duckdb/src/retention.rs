@@ -58,16 +58,15 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
         let newest: Option<i64>;
         match start {
             None => {
-                // Every document's winner straight from the changelog, in (tenant,
-                // path) order so a tenant's rows sit together and its scans prune.
+                // Every document's winner straight from the changelog into the current
+                // tables, streamed (no temporary table: those are held in memory).
                 exec(connection, "empty the current table", &format!("DELETE FROM {current}"))?;
                 exec(connection, "empty the current tombstones", &format!("DELETE FROM {tombstones}"))?;
-                exec(
-                    connection,
-                    "rank the changelog",
-                    &format!("CREATE OR REPLACE TEMP TABLE {REFRESH_WINNERS} AS SELECT * FROM {t} WHERE rowid IN (SELECT arg_max(rowid, {key}) FROM {t} GROUP BY doc_path)"),
-                )?;
+                let winners = format!("SELECT * FROM {t} WHERE rowid IN (SELECT arg_max(rowid, {key}) FROM {t} GROUP BY doc_path)");
+                exec(connection, "write current rows", &format!("INSERT INTO {current} BY NAME SELECT * FROM ({winners}) WHERE NOT is_deleted"))?;
+                exec(connection, "write current tombstones", &format!("INSERT INTO {tombstones} BY NAME SELECT * FROM ({winners}) WHERE is_deleted"))?;
                 report.rows_read = count(connection, "count the changelog", &format!("SELECT count(*) FROM {t}"))?;
+                report.documents_merged = count(connection, "count the current tables", &format!("SELECT (SELECT count(*) FROM {current}) + (SELECT count(*) FROM {tombstones})"))?;
                 newest = connection
                     .query_row(&format!("SELECT epoch_us(max(ingested_at)) FROM {t}"), [], |row| row.get(0))
                     .map_err(|e| db_error("read the newest ingested row", e))?;
@@ -101,16 +100,12 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                 exec(connection, "replace current rows", &format!("DELETE FROM {current} WHERE doc_path IN (SELECT doc_path FROM {REFRESH_WINNERS})"))?;
                 exec(connection, "replace current tombstones", &format!("DELETE FROM {tombstones} WHERE doc_path IN (SELECT doc_path FROM {REFRESH_WINNERS})"))?;
                 exec(connection, "drop the new rows", &format!("DROP TABLE {REFRESH_ROWS}"))?;
+                report.documents_merged = count(connection, "count merged documents", &format!("SELECT count(*) FROM {REFRESH_WINNERS}"))?;
+                exec(connection, "write current rows", &format!("INSERT INTO {current} BY NAME SELECT * FROM {REFRESH_WINNERS} WHERE NOT is_deleted"))?;
+                exec(connection, "write current tombstones", &format!("INSERT INTO {tombstones} BY NAME SELECT * FROM {REFRESH_WINNERS} WHERE is_deleted"))?;
+                exec(connection, "drop the ranking", &format!("DROP TABLE {REFRESH_WINNERS}"))?;
             }
         }
-        report.documents_merged = count(connection, "count merged documents", &format!("SELECT count(*) FROM {REFRESH_WINNERS}"))?;
-        exec(
-            connection,
-            "write current rows",
-            &format!("INSERT INTO {current} BY NAME SELECT * FROM {REFRESH_WINNERS} WHERE NOT is_deleted ORDER BY tenant, doc_path"),
-        )?;
-        exec(connection, "write current tombstones", &format!("INSERT INTO {tombstones} BY NAME SELECT * FROM {REFRESH_WINNERS} WHERE is_deleted"))?;
-        exec(connection, "drop the ranking", &format!("DROP TABLE {REFRESH_WINNERS}"))?;
         // Resets this transaction saw are applied; one committed meanwhile is not
         // visible here, so it stays for the next refresh.
         connection.execute("DELETE FROM converge_watermark_resets WHERE table_name = ?", params![t]).map_err(|e| db_error("clear watermark resets", e))?;

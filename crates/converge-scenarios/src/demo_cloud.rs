@@ -126,6 +126,11 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
     let routes = crate::demo::compare_routes(source, &backends.warehouse, &config, &tenant_names).await?;
     let derived_equals_source = tenant_summaries.iter().all(|t| t.missing + t.different + t.orphan == 0 && t.source_docs == t.latest_rows)
         && routes.iter().all(|r| r.drift == 0 && r.source_docs == r.latest_rows);
+    // The current tables, refreshed from the changelog, must equal the latest views.
+    let retention = converge_retention::Retention::new(Arc::new(backends.warehouse.clone()), config.clone(), Arc::new(SystemClock));
+    retention.refresh(converge_core::RefreshFrom::Watermark, None).await?;
+    let current_equals_latest = crate::demo::current_equals_latest(&backends.warehouse, &config, &tenant_names).await?;
+    let derived_equals_source = derived_equals_source && current_equals_latest;
     let report = run_report(&backends, all[0].0).await?;
 
     let counters = service.counters();
@@ -235,17 +240,34 @@ async fn wait_for_deliveries(received: &impl Fn() -> u64, expected: u64, timeout
     }
 }
 
-/// The same report as the embedded demo's, in BigQuery's dialect with named parameters.
+/// The same report as the embedded demo's, in BigQuery's dialect with named
+/// parameters, on the latest view and on the current table, with the bytes each
+/// processed (what BigQuery bills).
 async fn run_report(backends: &CloudBackends, tenant: &str) -> anyhow::Result<ReportSummary> {
     let label = bookkeeping_records::REPORT_LABEL;
-    let view = converge_bigquery::schema::qualified(backends.warehouse.config(), "records_latest");
-    let sql = format!(
-        "SELECT account, fund, FORMAT_DATE('%Y-%m', date) AS month, COUNT(*) AS records, ROUND(SUM(amount), 2) AS total \
-         FROM {view} WHERE tenant = @tenant AND label = @label GROUP BY account, fund, month ORDER BY account, fund, month"
-    );
-    let started = Instant::now();
     let params = [("tenant", QueryParam::String(tenant.into())), ("label", QueryParam::String(label.into()))];
-    let rows = backends.warehouse.query_json(&sql, &params).await?;
-    let millis = started.elapsed().as_secs_f64() * 1000.0;
-    Ok(ReportSummary { tenant: tenant.into(), label: label.into(), rows: rows.len(), millis: (millis * 10.0).round() / 10.0, sample: rows.into_iter().take(5).collect() })
+    let mut runs = Vec::new();
+    for table in ["records_latest", "records_current"] {
+        let from = converge_bigquery::schema::qualified(backends.warehouse.config(), table);
+        let sql = format!(
+            "SELECT account, fund, FORMAT_DATE('%Y-%m', date) AS month, COUNT(*) AS records, ROUND(SUM(amount), 2) AS total \
+             FROM {from} WHERE tenant = @tenant AND label = @label GROUP BY account, fund, month ORDER BY account, fund, month"
+        );
+        let started = Instant::now();
+        let (rows, bytes) = backends.warehouse.query_json_counted(&sql, &params).await?;
+        runs.push((rows, ((started.elapsed().as_secs_f64() * 1000.0) * 10.0).round() / 10.0, bytes));
+    }
+    let (current_rows, current_millis, current_bytes) = runs.pop().expect("two runs");
+    let (rows, millis, bytes) = runs.pop().expect("two runs");
+    Ok(ReportSummary {
+        tenant: tenant.into(),
+        label: label.into(),
+        rows: rows.len(),
+        millis,
+        current_millis,
+        current_equals_latest: rows == current_rows,
+        bytes_processed: bytes,
+        current_bytes_processed: current_bytes,
+        sample: rows.into_iter().take(5).collect(),
+    })
 }
