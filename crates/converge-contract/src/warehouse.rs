@@ -61,6 +61,59 @@ where
     })
     .await;
 
+    case(suite, "a promoted column added to the configuration is added at setup, carried by new rows and backfilled; removed or retyped, refused", async {
+        let warehouse = setup().await;
+        let old = [live("acme", "a", 10, 1.0, "a-c"), tombstone("acme", "t", 12, "t-d")];
+        warehouse.append(old.to_vec()).await.unwrap();
+        // One more promoted column: `note`, from the documents' field of that name.
+        let with_note = |column_type| {
+            let mut wider = config.clone();
+            wider.routes[0].promoted.push(converge_core::PromotedColumn { column: "note".into(), field: "note".into(), column_type });
+            wider
+        };
+        let wider = with_note(converge_core::ColumnType::String);
+        let before = warehouse.check_tables(&wider).await.expect_err("the new column is not in the tables yet");
+        assert_eq!(before.kind, ErrorKind::NotFound, "{before}");
+        warehouse.ensure_tables(&wider).await.expect("setup adds the column");
+        warehouse.check_tables(&wider).await.expect("the widened layout passes the check");
+        let routed = wider.route("orgs/acme/records/b").unwrap();
+        let new = ChangeRow::live(&routed, Op::Update, &doc("acme", "b", 20, 2.0), "b-c", &ctx()).unwrap();
+        assert_eq!(new.promoted.last(), Some(&Some(converge_core::PromotedValue::String("b ✓".into()))));
+        warehouse.append(vec![new.clone()]).await.unwrap();
+        assert_eq!(latest(&*warehouse, "acme").await, vec![state(&old[0]), state(&new)]);
+        assert_eq!(as_of(&*warehouse, 15).await.expect("as of before the new row"), vec![state(&old[0])]);
+        warehouse.refresh_current(TABLE, RefreshFrom::Full).await.expect("refresh");
+        assert_eq!(current(&*warehouse, "acme").await, latest(&*warehouse, "acme").await);
+        // Old `a` has no value in the changelog and its current table, new `b` has
+        // one already (it would be filled too otherwise), the tombstone has no data.
+        let filled = warehouse.backfill_promoted(TABLE, "note").await.expect("backfill");
+        assert_eq!((filled.filled, filled.absent, filled.refused), (2, 0, 0), "{filled:?}");
+        let again = warehouse.backfill_promoted(TABLE, "note").await.expect("backfill again");
+        assert_eq!((again.filled, again.absent, again.refused), (0, 0, 0), "nothing left: {again:?}");
+        let unknown = warehouse.backfill_promoted(TABLE, "nope").await.expect_err("not a promoted column");
+        assert_eq!(unknown.kind, ErrorKind::NotFound, "{unknown}");
+        assert_eq!(latest(&*warehouse, "acme").await, vec![state(&old[0]), state(&new)], "no state changed");
+
+        // Removed from the configuration: refused at start, by setup and by the check.
+        for refused in [warehouse.ensure_tables(&config).await, warehouse.check_tables(&config).await] {
+            let refused = refused.expect_err("a promoted column removed from the configuration");
+            assert_eq!(refused.kind, ErrorKind::Permanent, "{refused}");
+            assert!(refused.message.contains("`records.note`") && refused.message.contains("no longer promoted"), "{refused}");
+            assert!(refused.message.contains("put it back") && refused.message.contains("drop the column"), "says what to do: {refused}");
+        }
+        // Retyped: refused the same way.
+        for refused in [warehouse.ensure_tables(&with_note(converge_core::ColumnType::Int64)).await, warehouse.check_tables(&with_note(converge_core::ColumnType::Int64)).await] {
+            let refused = refused.expect_err("a retyped promoted column");
+            assert_eq!(refused.kind, ErrorKind::Permanent, "{refused}");
+            assert!(refused.message.contains("configured as int64") && refused.message.contains("type = \"string\""), "{refused}");
+        }
+        // Nothing was changed by the refusals: the widened configuration still runs.
+        warehouse.check_tables(&wider).await.expect("still set up for the widened configuration");
+        warehouse.append(vec![ChangeRow::live(&routed, Op::Update, &doc("acme", "b", 30, 3.0), "b-u", &ctx()).unwrap()]).await.unwrap();
+        assert_eq!(warehouse.latest_count(TABLE, "acme").await.unwrap(), 2);
+    })
+    .await;
+
     case(suite, "the latest view shows each document's highest version", async {
         let warehouse = setup().await;
         let rows = vec![live("acme", "a", 10, 1.0, "a-c"), live("acme", "a", 20, 2.0, "a-u"), live("acme", "b", 15, 3.0, "b-c")];

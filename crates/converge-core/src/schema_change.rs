@@ -115,6 +115,46 @@ pub struct PromotedBackfill {
     pub refused_examples: Vec<String>,
 }
 
+/// Examples of refused rows a backfill names, at most.
+const REFUSED_EXAMPLES: usize = 5;
+
+impl PromotedBackfill {
+    pub fn new(table: &str, column: &str) -> Self {
+        Self { table: table.to_owned(), column: column.to_owned(), ..Self::default() }
+    }
+
+    /// The value to fill for one stored row (`doc_path`, `data`), if any; a row with
+    /// none is counted as absent or refused.
+    pub fn derive(&mut self, column: &PromotedColumn, doc_path: &str, data: &str) -> Option<PromotedValue> {
+        match promoted_from_data(column, data) {
+            Ok(Some(value)) => Some(value),
+            Ok(None) => {
+                self.absent += 1;
+                None
+            }
+            Err(error) => {
+                self.refused += 1;
+                if self.refused_examples.len() < REFUSED_EXAMPLES {
+                    self.refused_examples.push(format!("{doc_path}: {error}"));
+                }
+                None
+            }
+        }
+    }
+}
+
+/// `route`'s promoted column `column`, or a not-found error naming the ones it has.
+pub fn promoted_column<'r>(backend: &'static str, route: &'r Route, column: &str) -> Result<&'r PromotedColumn, StoreError> {
+    route.promoted.iter().find(|c| c.column == column).ok_or_else(|| {
+        let names: Vec<&str> = route.promoted.iter().map(|c| c.column.as_str()).collect();
+        StoreError::new(
+            ErrorKind::NotFound,
+            backend,
+            format!("table `{}` promotes no column `{column}` (its promoted columns: {})", route.table, names.join(", ")),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use converge_core::{ChangeRow, Op, PromotedValue, StoreError};
 
+use crate::appender::PromotedNames;
 use crate::db::BACKEND;
 
 /// Header bytes before a batch's payload: len, crc, seq.
@@ -41,6 +42,9 @@ const MAX_BATCH_BYTES: u32 = 1 << 30;
 pub(crate) struct JournalBatch {
     pub seq: u64,
     pub rows: Vec<ChangeRow>,
+    /// The promoted column names of the rows' tables when they were appended; `None`
+    /// in a batch a version before the third format wrote (see [`FORMAT_3`]).
+    pub names: Option<PromotedNames>,
 }
 
 /// The open journal file, positioned at its end.
@@ -87,9 +91,9 @@ impl Journal {
                 if hasher.finalize() != crc {
                     break;
                 }
-                let Some(rows) = decode_rows(&payload) else { break };
+                let Some((rows, names)) = decode_rows(&payload) else { break };
                 let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-                each(JournalBatch { seq, rows })?;
+                each(JournalBatch { seq, rows, names })?;
                 intact += HEADER as u64 + payload.len() as u64;
             }
         }
@@ -104,11 +108,11 @@ impl Journal {
     }
 
     /// Appends one batch and waits until it is on disk.
-    pub fn append(&mut self, seq: u64, rows: &[ChangeRow]) -> Result<(), StoreError> {
+    pub fn append(&mut self, seq: u64, rows: &[ChangeRow], names: &[(String, Vec<String>)]) -> Result<(), StoreError> {
         self.buffer.clear();
         self.buffer.extend_from_slice(&[0u8; 8]); // len and crc, filled in below
         self.buffer.extend_from_slice(&seq.to_le_bytes());
-        encode_rows(rows, &mut self.buffer);
+        encode_rows(rows, names, &mut self.buffer);
         let len = u32::try_from(self.buffer.len() - 8)
             .ok()
             .filter(|len| *len <= MAX_BATCH_BYTES)
@@ -197,10 +201,20 @@ fn op_from_code(code: u8) -> Option<Op> {
     })
 }
 
-/// The rows in the journal's binary form: a count, then each row's fields in
-/// declaration order (strings length-prefixed, options and promoted values tagged).
-pub(crate) fn encode_rows(rows: &[ChangeRow], out: &mut Vec<u8>) {
-    out.extend_from_slice(&FORMAT_2.to_le_bytes());
+/// The rows in the journal's binary form: the [`FORMAT_3`] marker, the promoted column
+/// names of the tables the rows go to, a count, then each row's fields in declaration
+/// order (strings length-prefixed, options and promoted values tagged).
+pub(crate) fn encode_rows(rows: &[ChangeRow], names: &[(String, Vec<String>)], out: &mut Vec<u8>) {
+    out.extend_from_slice(&FORMAT_3.to_le_bytes());
+    let tables: Vec<&(String, Vec<String>)> = names.iter().filter(|(table, _)| rows.iter().any(|row| row.table == *table)).collect();
+    out.extend_from_slice(&(tables.len() as u32).to_le_bytes());
+    for (table, columns) in tables {
+        put_str(out, table);
+        out.extend_from_slice(&(columns.len() as u32).to_le_bytes());
+        for column in columns {
+            put_str(out, column);
+        }
+    }
     out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
     for row in rows {
         put_str(out, &row.table);
@@ -257,6 +271,11 @@ pub(crate) fn encode_rows(rows: &[ChangeRow], out: &mut Vec<u8>) {
 /// it, so a journal a previous version left behind still loads.
 const FORMAT_2: u32 = u32::MAX;
 
+/// The payload's first word in the third format: the second, preceded by each table's
+/// promoted column names, so rows journaled before a promoted column was added load
+/// by name into the table it was added to (NULL there).
+const FORMAT_3: u32 = u32::MAX - 1;
+
 fn put_opt_i64(out: &mut Vec<u8>, value: Option<i64>) {
     match value {
         None => out.push(0),
@@ -312,11 +331,28 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// The inverse of [`encode_rows`]; `None` if the payload is not one.
-pub(crate) fn decode_rows(payload: &[u8]) -> Option<Vec<ChangeRow>> {
+/// The inverse of [`encode_rows`]; `None` if the payload is not one. The names are
+/// `None` in the first and second formats.
+pub(crate) fn decode_rows(payload: &[u8]) -> Option<(Vec<ChangeRow>, Option<PromotedNames>)> {
     let mut c = Cursor(payload);
     let mut count = c.u32()? as usize;
-    let format_2 = count == FORMAT_2 as usize;
+    let format_3 = count == FORMAT_3 as usize;
+    let format_2 = count == FORMAT_2 as usize || format_3;
+    let mut names = None;
+    if format_3 {
+        let tables = c.u32()? as usize;
+        let mut list = Vec::with_capacity(tables.min(64));
+        for _ in 0..tables {
+            let table = c.string()?;
+            let columns = c.u32()? as usize;
+            let mut names = Vec::with_capacity(columns.min(256));
+            for _ in 0..columns {
+                names.push(c.string()?);
+            }
+            list.push((table, names));
+        }
+        names = Some(list);
+    }
     if format_2 {
         count = c.u32()? as usize;
     }
@@ -372,7 +408,7 @@ pub(crate) fn decode_rows(payload: &[u8]) -> Option<Vec<ChangeRow>> {
             create_time,
         });
     }
-    c.0.is_empty().then_some(rows)
+    c.0.is_empty().then_some((rows, names))
 }
 
 #[cfg(test)]
@@ -418,18 +454,28 @@ pub(crate) mod tests {
         }
     }
 
+    /// The promoted column names of [`row`]'s values.
+    pub(crate) fn names() -> PromotedNames {
+        vec![("records".into(), (0..7).map(|i| format!("p{i}")).collect()), ("invoices".into(), vec!["total".into()])]
+    }
+
     #[test]
-    fn a_payload_in_the_first_format_still_decodes() {
-        // The first format: no marker word, no update/create times at the end of a row.
+    fn payloads_in_the_first_and_second_formats_still_decode() {
+        // The first format: no marker word, no update/create times at the end of a row;
+        // the second: a marker word, no promoted column names.
         let mut old = row(3);
+        let mut payload = Vec::new();
+        encode_rows(std::slice::from_ref(&old), &[], &mut payload);
+        assert_eq!(payload[..8], [FORMAT_3.to_le_bytes(), 0u32.to_le_bytes()].concat());
+        let second_format = [&FORMAT_2.to_le_bytes()[..], &payload[8..]].concat();
+        assert_eq!(decode_rows(&second_format), Some((vec![old.clone()], None)));
         old.update_time = None;
         old.create_time = None;
         let mut payload = Vec::new();
-        encode_rows(std::slice::from_ref(&old), &mut payload);
-        assert_eq!(payload[..4], FORMAT_2.to_le_bytes());
+        encode_rows(std::slice::from_ref(&old), &[], &mut payload);
         assert_eq!(payload[payload.len() - 2..], [0, 0]);
-        let first_format = &payload[4..payload.len() - 2];
-        assert_eq!(decode_rows(first_format), Some(vec![old]));
+        let first_format = &payload[8..payload.len() - 2];
+        assert_eq!(decode_rows(first_format), Some((vec![old], None)));
     }
 
     fn read_back(path: &Path) -> Vec<JournalBatch> {
@@ -446,8 +492,9 @@ pub(crate) mod tests {
     fn rows_round_trip_through_the_binary_form() {
         let rows: Vec<_> = (0..7).map(row).collect();
         let mut bytes = Vec::new();
-        encode_rows(&rows, &mut bytes);
-        assert_eq!(decode_rows(&bytes).unwrap(), rows);
+        encode_rows(&rows, &names(), &mut bytes);
+        // Only the names of the tables the rows go to.
+        assert_eq!(decode_rows(&bytes).unwrap(), (rows, Some(names()[..1].to_vec())));
         // Every proper prefix is refused, not misread.
         for cut in 0..bytes.len() {
             assert!(decode_rows(&bytes[..cut]).is_none(), "prefix of {cut} bytes decoded");
@@ -459,8 +506,8 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
         let mut journal = Journal::open(&path, |_| Ok(())).unwrap();
-        journal.append(1, &[row(1), row(2)]).unwrap();
-        journal.append(2, &[row(3)]).unwrap();
+        journal.append(1, &[row(1), row(2)], &names()).unwrap();
+        journal.append(2, &[row(3)], &names()).unwrap();
         drop(journal);
         let batches = read_back(&path);
         assert_eq!(batches.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![1, 2]);
@@ -473,9 +520,9 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
         let mut journal = Journal::open(&path, |_| Ok(())).unwrap();
-        journal.append(1, &[row(1)]).unwrap();
+        journal.append(1, &[row(1)], &names()).unwrap();
         let intact = journal.len();
-        journal.append(2, &[row(2), row(4)]).unwrap();
+        journal.append(2, &[row(2), row(4)], &names()).unwrap();
         drop(journal);
         // A crash during the second batch's write: only part of it reached the disk.
         let full = std::fs::metadata(&path).unwrap().len();
@@ -483,7 +530,7 @@ pub(crate) mod tests {
 
         let mut journal = Journal::open(&path, |_| Ok(())).unwrap();
         assert_eq!(journal.len(), intact);
-        journal.append(3, &[row(5)]).unwrap();
+        journal.append(3, &[row(5)], &names()).unwrap();
         drop(journal);
         let batches = read_back(&path);
         assert_eq!(batches.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![1, 3]);
@@ -494,9 +541,9 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
         let mut journal = Journal::open(&path, |_| Ok(())).unwrap();
-        journal.append(1, &[row(1)]).unwrap();
+        journal.append(1, &[row(1)], &names()).unwrap();
         let first = journal.len() as usize;
-        journal.append(2, &[row(2)]).unwrap();
+        journal.append(2, &[row(2)], &names()).unwrap();
         drop(journal);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[first + HEADER + 10] ^= 0x40;
@@ -510,9 +557,9 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
         let mut journal = Journal::open(&path, |_| Ok(())).unwrap();
-        journal.append(1, &[row(1)]).unwrap();
+        journal.append(1, &[row(1)], &names()).unwrap();
         journal.clear().unwrap();
-        journal.append(2, &[row(2)]).unwrap();
+        journal.append(2, &[row(2)], &names()).unwrap();
         drop(journal);
         let batches = read_back(&path);
         assert_eq!(batches.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![2]);

@@ -12,6 +12,8 @@
 //!   appends into DuckDB, so a checkpoint stalls only it.
 //! - [`recent_event_ids`]: a bounded memory of recently appended event ids, so most
 //!   redeliveries are skipped without an index lookup.
+//! - `backfill`: a promoted column added to the configuration, filled in place from
+//!   each older row's `data` (`converge backfill`).
 //! - `retention`: the current table's refresh from its watermark and compaction
 //!   (`converge_core::retention`'s rules in DuckDB SQL).
 //! - [`findings`]: detector queries ([`converge_core::FindingsWarehouse`]), with timeouts.
@@ -23,6 +25,7 @@
 //! are group-committed by the caller) and a cloned connection per reader.
 
 mod appender;
+mod backfill;
 mod db;
 pub mod metrics;
 pub mod findings;

@@ -21,7 +21,7 @@ use converge_core::{ChangeRow, StoreError};
 use duckdb::Connection;
 
 use crate::journal::{Journal, JournalBatch};
-use crate::appender::append_rows;
+use crate::appender::{append_rows, names_of};
 use crate::db::{db_error, BACKEND};
 
 /// How far the loader may fall behind, and how long callers wait for it.
@@ -255,10 +255,17 @@ fn run(shared: &Shared, connection: &Mutex<Connection>, journal: &Mutex<JournalW
 
 /// Appends `batches` in one transaction, recording `sequence` in it if given.
 pub(crate) fn load(connection: &mut Connection, batches: &[JournalBatch], sequence: Option<u64>) -> Result<(), StoreError> {
-    let rows = batches.iter().flat_map(|b| b.rows.iter());
     let transaction = connection.transaction().map_err(|e| db_error("begin load", e))?;
-    for (table, table_rows) in by_table(rows) {
-        append_rows(&transaction, table, &table_rows)?;
+    // Consecutive batches made with the same promoted columns share one append per
+    // table (all of them, but across a configuration change).
+    let mut start = 0;
+    while start < batches.len() {
+        let names = batches[start].names.as_ref();
+        let end = start + batches[start..].iter().take_while(|b| b.names.as_ref() == names).count();
+        for (table, table_rows) in by_table(batches[start..end].iter().flat_map(|b| b.rows.iter())) {
+            append_rows(&transaction, table, &table_rows, names_of(names, table))?;
+        }
+        start = end;
     }
     if let Some(sequence) = sequence {
         transaction
@@ -298,7 +305,7 @@ mod tests {
         let connection = Connection::open_in_memory().unwrap();
         let route = MirrorConfig::default().table("records").unwrap().clone();
         let create = crate::schema::create_statements(&route);
-        connection.execute_batch(&create[0]).unwrap();
+        connection.execute_batch(create.iter().find(|s| s.starts_with("CREATE TABLE IF NOT EXISTS records ")).unwrap()).unwrap();
         let probe = connection.try_clone().unwrap();
         probe.execute_batch("ALTER TABLE records RENAME TO records_away").unwrap();
         let connection = Arc::new(Mutex::new(connection));
@@ -306,7 +313,8 @@ mod tests {
         let limits = LoaderLimits { max_queued_rows: 3, room_wait: Duration::from_millis(200), catch_up_wait: Duration::from_millis(300) };
         let loader = Loader::start(connection, journal, 0, limits).unwrap();
 
-        loader.push(JournalBatch { seq: 1, rows: vec![row(1), row(2)] });
+        let names = Some(crate::appender::promoted_names(&MirrorConfig::default()));
+        loader.push(JournalBatch { seq: 1, rows: vec![row(1), row(2)], names: names.clone() });
         let read = loader.caught_up().unwrap_err();
         assert_eq!(read.kind, ErrorKind::Retryable);
         assert!(read.message.contains("not loaded 2 acknowledged rows") && read.message.contains("last load failed"), "{}", read.message);
@@ -316,7 +324,7 @@ mod tests {
         loader.wait_for_room(1).expect("room for one more row within the bound");
 
         probe.execute_batch("ALTER TABLE records_away RENAME TO records").unwrap();
-        loader.push(JournalBatch { seq: 2, rows: vec![row(3)] });
+        loader.push(JournalBatch { seq: 2, rows: vec![row(3)], names });
         let deadline = Instant::now() + Duration::from_secs(30);
         while loader.caught_up().is_err() {
             assert!(Instant::now() < deadline, "the loader never recovered");

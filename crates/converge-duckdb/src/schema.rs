@@ -54,7 +54,7 @@ pub fn content_rank(content_hash: Option<&str>) -> i64 {
         .map_or(0, |value| value + 1)
 }
 
-fn sql_type(column_type: ColumnType) -> &'static str {
+pub(crate) fn sql_type(column_type: ColumnType) -> &'static str {
     match column_type {
         ColumnType::String => "VARCHAR",
         ColumnType::Int64 => "BIGINT",
@@ -63,6 +63,51 @@ fn sql_type(column_type: ColumnType) -> &'static str {
         ColumnType::Timestamp => "TIMESTAMP",
         ColumnType::Date => "DATE",
     }
+}
+
+/// The promoted column type a DuckDB column type is (`information_schema` spelling).
+fn column_type_of(sql: &str) -> Option<ColumnType> {
+    [ColumnType::String, ColumnType::Int64, ColumnType::Float64, ColumnType::Bool, ColumnType::Timestamp, ColumnType::Date]
+        .into_iter()
+        .find(|t| sql_type(*t) == sql)
+}
+
+/// Every column that is not a promoted one, whatever the configuration.
+pub(crate) fn is_fixed_column(name: &str) -> bool {
+    LEADING_COLUMNS.iter().chain(TRAILING_COLUMNS).chain(ADDED_COLUMNS).any(|(fixed, _)| *fixed == name)
+}
+
+/// `table`'s columns in the catalog, in table order (empty if there is no such table).
+pub(crate) fn table_columns(connection: &duckdb::Connection, table: &str) -> Result<Vec<converge_core::schema_change::TableColumn>, converge_core::StoreError> {
+    let error = |e| crate::db::db_error(&format!("read the columns of `{table}`"), e);
+    let mut statement = connection
+        .prepare_cached("SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index")
+        .map_err(error)?;
+    let rows = statement.query_map([table], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))).map_err(error)?;
+    rows.map(|row| {
+        let (name, data_type) = row.map_err(error)?;
+        Ok(converge_core::schema_change::TableColumn { name, column_type: column_type_of(&data_type), warehouse_type: data_type })
+    })
+    .collect()
+}
+
+/// The promoted columns `route`'s tables (changelog, current, current tombstones) lack,
+/// as `(table, column)`; a promoted column removed from the configuration or retyped
+/// is refused here, before any DDL (see `converge_core::schema_change`).
+pub(crate) fn promoted_changes(connection: &duckdb::Connection, route: &Route) -> Result<Vec<(String, String)>, converge_core::StoreError> {
+    let fixed: Vec<&str> = LEADING_COLUMNS.iter().chain(TRAILING_COLUMNS).chain(ADDED_COLUMNS).map(|(name, _)| *name).collect();
+    let t = &route.table;
+    let mut missing = Vec::new();
+    for table in [t.clone(), converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t)] {
+        let present = table_columns(connection, &table)?;
+        if present.is_empty() {
+            continue; // created by setup with every column
+        }
+        for column in converge_core::schema_change::compare_promoted(crate::db::BACKEND, route, &table, &fixed, &present)? {
+            missing.push((table.clone(), column.column));
+        }
+    }
+    Ok(missing)
 }
 
 pub(crate) fn column_list(route: &Route) -> String {
@@ -143,6 +188,13 @@ pub fn create_statements(route: &Route) -> Vec<String> {
     ];
     for table in [t.as_str(), current.as_str(), tombstones.as_str()] {
         statements.extend(ADDED_COLUMNS.iter().map(|(name, ty)| format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ty}")));
+        // A promoted column added to the configuration (converge_core::schema_change):
+        // nullable, appended after every other column of an existing table (the
+        // appender maps by name, `crate::appender`); a no-op on a table created above.
+        // Removed or retyped ones were refused before these statements run.
+        statements.extend(
+            route.promoted.iter().map(|c| format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {}", c.column, sql_type(c.column_type))),
+        );
     }
     // As of an instant before the compaction horizon the changelog no longer has the
     // rows superseded then: the macro fails instead of answering wrongly. The check is
@@ -201,6 +253,11 @@ pub fn missing_objects(connection: &duckdb::Connection, config: &converge_core::
     }
     for route in &config.routes {
         let t = &route.table;
+        // A promoted column added to the configuration and not yet to a table: setup
+        // adds it. One removed or retyped is refused.
+        for (table, column) in promoted_changes(connection, route)? {
+            wanted.push((format!("COLUMN {table}.{column}"), format!("column `{table}.{column}`")));
+        }
         wanted.push((format!("BASE TABLE {t}"), format!("table `{t}`")));
         if present.contains(&format!("BASE TABLE {t}")) {
             // A table from before a column was added: setup adds it.

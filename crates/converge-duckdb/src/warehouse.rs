@@ -12,7 +12,7 @@ use converge_core::{
 };
 use duckdb::{params, Connection};
 
-use crate::appender::{append_rows, check_rows};
+use crate::appender::{append_rows, check_rows, names_of, promoted_names};
 use crate::db::{db_error, join_error, query_json_blocking, query_streaming, feed_blocking_writer, WriterChunk, BACKEND};
 use crate::journal::Journal;
 use crate::loader::{by_table, load, JournalWriter, Loader, LoaderLimits, LOAD_ROWS};
@@ -290,10 +290,11 @@ impl DuckWarehouse {
             return Ok(receipt);
         }
         self.inner.loader.wait_for_room(fresh.len())?;
+        let names = promoted_names(&config);
         let mut writer = self.inner.journal.lock().unwrap_or_else(|p| p.into_inner());
         let seq = writer.next_seq;
         if let Some(journal) = writer.journal.as_mut() {
-            journal.append(seq, &fresh)?;
+            journal.append(seq, &fresh, &names)?;
         }
         writer.next_seq += 1;
         // Remembered only once durable: a failed append must be retried in full.
@@ -301,7 +302,7 @@ impl DuckWarehouse {
             recent.insert(&row.event_id);
         }
         receipt.written = fresh.len() as u64;
-        self.inner.loader.push(crate::journal::JournalBatch { seq, rows: fresh });
+        self.inner.loader.push(crate::journal::JournalBatch { seq, rows: fresh, names: Some(names) });
         drop(writer);
         Ok(receipt)
     }
@@ -321,6 +322,7 @@ impl DuckWarehouse {
         mut chunks: tokio::sync::mpsc::Receiver<WriterChunk<ChangeRow>>,
     ) -> Result<AppendReceipt, StoreError> {
         let config = self.config()?;
+        let names = promoted_names(&config);
         let transaction = connection.transaction().map_err(|e| db_error("begin atomic append", e))?;
         let mut receipt = AppendReceipt::default();
         let mut oldest: Vec<(String, i64)> = Vec::new();
@@ -333,7 +335,7 @@ impl DuckWarehouse {
                     receipt.duplicates += (rows.len() - fresh.len()) as u64;
                     check_rows(&config, fresh.iter().copied())?;
                     for (table, table_rows) in by_table(fresh.into_iter()) {
-                        receipt.written += append_rows(&transaction, table, &table_rows)?;
+                        receipt.written += append_rows(&transaction, table, &table_rows, names_of(Some(&names), table))?;
                         let chunk_oldest = table_rows.iter().map(|row| row.ingested_at).min().unwrap_or(i64::MAX);
                         match oldest.iter_mut().find(|(t, _)| t == table) {
                             Some((_, at)) => *at = (*at).min(chunk_oldest),
@@ -428,6 +430,11 @@ impl Warehouse for DuckWarehouse {
         tokio::task::spawn_blocking(move || {
             let connection = this.writer();
             connection.execute_batch(CREATE_RUNS).map_err(|e| db_error("create the runs table", e))?;
+            // A promoted column removed from the configuration or retyped is refused
+            // before any DDL; added ones are added by `create_statements`.
+            for route in &config.routes {
+                crate::schema::promoted_changes(&connection, route)?;
+            }
             for route in &config.routes {
                 for statement in create_statements(route) {
                     connection.execute_batch(&statement).map_err(|e| db_error(&format!("create table `{}`", route.table), e))?;
@@ -533,6 +540,19 @@ impl Warehouse for DuckWarehouse {
         tokio::task::spawn_blocking(move || {
             let _one_at_a_time = this.inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
             crate::retention::compact(&this.reader()?, &route, plan)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn backfill_promoted(&self, table: &str, column: &str) -> Result<converge_core::schema_change::PromotedBackfill, StoreError> {
+        let route = self.route(table)?;
+        let promoted = converge_core::schema_change::promoted_column(BACKEND, &route, column)?.clone();
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            // Beside the current tables' refresh and compaction, never during them.
+            let _one_at_a_time = this.inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+            crate::backfill::backfill(&mut this.reader()?, &route, &promoted)
         })
         .await
         .map_err(join_error)?

@@ -166,6 +166,59 @@ async fn rows_acknowledged_while_duckdb_refuses_them_are_loaded_at_the_next_open
     assert_eq!(third.changelog_rows("records").await.unwrap(), 3);
 }
 
+/// Journaled rows load by column name, whichever configuration wrote them: rows
+/// acknowledged under the old configuration (not yet in DuckDB when the process
+/// stopped) load after an upgrade that promotes one more column (NULL there), and rows
+/// journaled with the new column load into the table it was appended to (last, after
+/// the columns added before it).
+#[tokio::test]
+async fn journaled_rows_load_across_a_promoted_column_added_to_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.duckdb");
+    let old = MirrorConfig::default();
+    let mut new = old.clone();
+    new.routes[0].promoted.push(converge_core::PromotedColumn { column: "tag".into(), field: "label".into(), column_type: converge_core::ColumnType::String });
+    let stuck = |warehouse: &DuckWarehouse| warehouse.reader().unwrap().execute_batch("ALTER TABLE records RENAME TO records_away").unwrap();
+    let unstuck = || duckdb::Connection::open(&path).unwrap().execute_batch("ALTER TABLE records_away RENAME TO records").unwrap();
+    let tags = |warehouse: &DuckWarehouse| {
+        let warehouse = warehouse.clone();
+        async move {
+            let rows = warehouse.query_json("SELECT doc_path, op, tag FROM records ORDER BY doc_path, op").await.unwrap();
+            rows.into_iter().map(|r| format!("{} {} {}", r["doc_path"].as_str().unwrap(), r["op"].as_str().unwrap(), r["tag"])).collect::<Vec<_>>()
+        }
+    };
+    {
+        let first = DuckWarehouse::open(&path).unwrap();
+        first.ensure_tables(&old).await.unwrap();
+        first.append(rows(&old, &lifecycle("orgs/t/records/a")[..1])).await.unwrap();
+        stuck(&first);
+        assert_eq!(first.append(rows(&old, &lifecycle("orgs/t/records/b")[..2])).await.unwrap().written, 2);
+    }
+    unstuck();
+    {
+        // The upgrade: the journal's rows load at open, then setup adds the column.
+        let second = DuckWarehouse::open(&path).unwrap();
+        second.ensure_tables(&new).await.unwrap();
+        assert_eq!(second.changelog_rows("records").await.unwrap(), 3);
+        assert_eq!(tags(&second).await, ["orgs/t/records/a CREATE null", "orgs/t/records/b CREATE null", "orgs/t/records/b UPDATE null"]);
+        let columns = second.query_json("SELECT column_name FROM duckdb_columns() WHERE table_name = 'records' ORDER BY column_index DESC LIMIT 2").await.unwrap();
+        assert_eq!((columns[0]["column_name"].as_str(), columns[1]["column_name"].as_str()), (Some("tag"), Some("content_rank")), "added last");
+        second.append(rows(&new, &lifecycle("orgs/t/records/c")[..1])).await.unwrap();
+        assert_eq!(tags(&second).await[3], "orgs/t/records/c CREATE \"x\"", "a new row carries the column, by name");
+        stuck(&second);
+        second.append(rows(&new, &lifecycle("orgs/t/records/d")[..2])).await.unwrap();
+    }
+    unstuck();
+    let third = DuckWarehouse::open(&path).unwrap();
+    third.ensure_tables(&new).await.unwrap();
+    assert_eq!(third.changelog_rows("records").await.unwrap(), 6);
+    assert_eq!(&tags(&third).await[4..], ["orgs/t/records/d CREATE \"x\"", "orgs/t/records/d UPDATE \"x\""]);
+    assert_eq!(latest(&third, "t").await.len(), 4);
+    let filled = third.backfill_promoted("records", "tag").await.unwrap();
+    assert_eq!(filled.filled, 3, "{filled:?}");
+    assert!(tags(&third).await.iter().all(|t| t.ends_with("\"x\"")), "{:?}", tags(&third).await);
+}
+
 /// The latest-states scan filters the tenant before picking winners; it must pick the
 /// same winners as the `_latest` view users query, tenant by tenant.
 #[tokio::test]
