@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //!
+//! - [`backfill`]: `converge backfill`, a promoted column added to the configuration
+//!   filled in the rows written before it, on a data directory.
 //! - [`compact`]: `converge compact` and `converge refresh-current`: compaction with a
 //!   retention horizon, and the current tables refreshed, on a data directory.
 //! - [`detectors`]: `converge detectors list`, the shipped detector pack.
@@ -23,6 +25,7 @@
 //!   (its own layout in `bench/mod.rs`).
 //! - [`render`]: human-readable output (demo, drill, reconcile, rebuild).
 
+pub mod backfill;
 pub mod bench;
 pub mod compact;
 pub mod detect;
@@ -35,3 +38,15 @@ pub mod render;
 pub mod serve;
 pub mod setup;
 pub mod sql;
+
+/// The mirror configuration for a command on `data_dir`: `CONVERGE_CONFIG` when it is
+/// set (already read into `from_env`), else the `mirror.toml` the data directory was
+/// made with (`converge demo` writes one), else the default.
+pub fn mirror_for(data_dir: &std::path::Path, from_env: converge_core::MirrorConfig) -> anyhow::Result<converge_core::MirrorConfig> {
+    let file = data_dir.join(converge_scenarios::demo::MIRROR_FILE);
+    if std::env::var_os(converge_function::env::CONFIG).is_some() || !file.exists() {
+        return Ok(from_env);
+    }
+    let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    converge_core::MirrorConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e} (fix it, or set CONVERGE_CONFIG)", file.display()))
+}

@@ -96,6 +96,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fill a promoted column added to the mirror configuration in the rows written
+    /// before it, from each row's `data` (in place: no row's state changes). Runs setup
+    /// first, which adds the column (and refuses one removed or retyped).
+    Backfill {
+        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
+        data_dir: PathBuf,
+        /// The changelog table.
+        #[arg(long)]
+        table: String,
+        /// One promoted column; every promoted column of the table when absent.
+        #[arg(long)]
+        column: Option<String>,
+        /// Print one JSON array instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run demo traffic with faults injected, then the reconciler: what it found
     /// against what was injected. Exits non-zero unless they match and no drift remains.
     Drill {
@@ -315,7 +331,7 @@ async fn rebuild_command(args: RebuildArgs, default_cap: Option<u32>) -> anyhow:
         max_docs_per_second: args.max_docs_per_second.or(default_cap),
         max_orphan_share: args.max_orphan_share,
     };
-    let summary = rebuild::run(rebuild::RebuildOptions { data_dir: args.data_dir, mirror: settings.mirror, request, progress: !args.json }).await?;
+    let summary = rebuild::run(rebuild::RebuildOptions { mirror: converge_cli::mirror_for(&args.data_dir, settings.mirror)?, data_dir: args.data_dir, request, progress: !args.json }).await?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -361,7 +377,7 @@ async fn main() -> anyhow::Result<()> {
             let settings = converge_function::Settings::from_env()?;
             let guard = max_orphan_share.map(|max_share| converge_reconcile::OrphanGuard { max_share, ..Default::default() });
             let options = converge_reconcile::RunOptions { tenant, dry_run, orphan_guard: guard, ..Default::default() };
-            let run = reconcile::run(&data_dir, settings.mirror, options).await?;
+            let run = reconcile::run(&data_dir, converge_cli::mirror_for(&data_dir, settings.mirror)?, options).await?;
             if json {
                 println!("{}", serde_json::to_string(&run)?);
             } else {
@@ -386,7 +402,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(id) => quarantine::ReplaySelection::Id(id),
                 None => quarantine::ReplaySelection::Open { reason },
             };
-            let replayed = quarantine::replay(&data_dir, settings.mirror, settings.max_body_bytes, selection).await?;
+            let replayed = quarantine::replay(&data_dir, converge_cli::mirror_for(&data_dir, settings.mirror)?, settings.max_body_bytes, selection).await?;
             if json {
                 println!("{}", serde_json::to_string(&replayed)?);
             } else {
@@ -399,7 +415,7 @@ async fn main() -> anyhow::Result<()> {
             }
             converge_function::telemetry::init("converge-retry-errors");
             let settings = converge_function::Settings::from_env()?;
-            let run = reconcile::retry_errors(&data_dir, settings.mirror, tenant.as_deref()).await?;
+            let run = reconcile::retry_errors(&data_dir, converge_cli::mirror_for(&data_dir, settings.mirror)?, tenant.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string(&run)?);
             } else {
@@ -412,7 +428,7 @@ async fn main() -> anyhow::Result<()> {
             }
             converge_function::telemetry::init("converge-compact");
             let settings = converge_function::Settings::from_env()?;
-            let run = compact::compact(&data_dir, settings.mirror, retain_days).await?;
+            let run = compact::compact(&data_dir, converge_cli::mirror_for(&data_dir, settings.mirror)?, retain_days).await?;
             if json {
                 println!("{}", serde_json::to_string(&run)?);
             } else {
@@ -425,11 +441,24 @@ async fn main() -> anyhow::Result<()> {
             }
             converge_function::telemetry::init("converge-refresh-current");
             let settings = converge_function::Settings::from_env()?;
-            let run = compact::refresh(&data_dir, settings.mirror, full).await?;
+            let run = compact::refresh(&data_dir, converge_cli::mirror_for(&data_dir, settings.mirror)?, full).await?;
             if json {
                 println!("{}", serde_json::to_string(&run)?);
             } else {
                 print!("{}", compact::render_refresh(&run));
+            }
+        }
+        Command::Backfill { data_dir, table, column, json } => {
+            if std::env::var(converge_function::env::LOG).is_err() {
+                std::env::set_var(converge_function::env::LOG, "warn");
+            }
+            converge_function::telemetry::init("converge-backfill");
+            let settings = converge_function::Settings::from_env()?;
+            let done = converge_cli::backfill::backfill(&data_dir, settings.mirror, &table, column.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&done)?);
+            } else {
+                print!("{}", converge_cli::backfill::render(&done));
             }
         }
         Command::Drill { data_dir, records, json, backend } => {
@@ -505,7 +534,7 @@ async fn main() -> anyhow::Result<()> {
             converge_function::telemetry::init("converge-etl");
             let settings = converge_function::Settings::from_env()?;
             let request = converge_cli::etl::request(date, from, to, tenant, late_days, max_records_per_second)?;
-            let run = converge_cli::etl::run(converge_cli::etl::EtlOptions { data_dir, mirror: settings.mirror, request, progress: !json }).await?;
+            let run = converge_cli::etl::run(converge_cli::etl::EtlOptions { mirror: converge_cli::mirror_for(&data_dir, settings.mirror)?, data_dir, request, progress: !json }).await?;
             if json {
                 println!("{}", serde_json::to_string(&run)?);
             } else {
@@ -531,7 +560,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { data_dir, port } => {
             converge_function::telemetry::init("converge-serve");
             let settings = converge_function::Settings::from_env()?;
-            serve::run(serve::ServeOptions { data_dir, port, mirror: settings.mirror, max_body_bytes: settings.max_body_bytes }).await?;
+            serve::run(serve::ServeOptions { mirror: converge_cli::mirror_for(&data_dir, settings.mirror)?, data_dir, port, max_body_bytes: settings.max_body_bytes }).await?;
         }
         Command::Bench { which } => {
             if std::env::var(converge_function::env::LOG).is_err() {

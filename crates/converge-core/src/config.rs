@@ -387,6 +387,26 @@ impl MirrorConfig {
         self.route(path).is_some_and(|routed| routed.route.table == table)
     }
 
+    /// The configuration as the TOML [`MirrorConfig::from_toml`] reads back (what
+    /// `converge demo` leaves in its data directory as `mirror.toml`).
+    pub fn to_toml(&self) -> String {
+        let quoted = |text: &str| format!("{text:?}");
+        let mut out = String::new();
+        for route in &self.routes {
+            out.push_str(&format!("[[route]]\npattern = {}\ntable = {}\n", quoted(route.pattern.as_str()), quoted(&route.table)));
+            let promoted: Vec<String> = route
+                .promoted
+                .iter()
+                .map(|c| format!("{{ column = {}, field = {}, type = {} }}", quoted(&c.column), quoted(&c.field), quoted(c.column_type.name())))
+                .collect();
+            if !promoted.is_empty() {
+                out.push_str(&format!("promote = [{}]\n", promoted.join(", ")));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     pub fn table(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.table == name)
     }
@@ -433,6 +453,15 @@ fn check_identifier(what: &str, name: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configuration_reads_back_from_its_toml() {
+        let text = "[[route]]\npattern = \"orgs/{tenant}/records/{doc}\"\ntable = \"records\"\npromote = [{ column = \"amount\", field = \"totals.amount\", type = \"float64\" }]\n\n\
+                    [[route]]\npattern = \"orgs/{tenant}/projects/{project}/tasks/{doc}\"\ntable = \"tasks\"\n";
+        let config = MirrorConfig::from_toml(text).unwrap();
+        assert_eq!(MirrorConfig::from_toml(&config.to_toml()).unwrap(), config);
+        assert_eq!(MirrorConfig::from_toml(&MirrorConfig::default().to_toml()).unwrap(), MirrorConfig::default());
+    }
 
     #[test]
     fn default_routes_records() {

@@ -189,6 +189,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     reset_data_dir(data_dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = mirror_config();
+    // The configuration the data directory was made with, where every command on it
+    // (`converge reconcile`, `compact`, `serve`, …) finds it (converge_cli::mirror_for).
+    std::fs::write(data_dir.join(MIRROR_FILE), config.to_toml()).with_context(|| format!("writing {}", data_dir.join(MIRROR_FILE).display()))?;
     // Only mirrored paths get change events: the raw operational collections are read
     // by the ETL, not mirrored (as the Eventarc trigger's pattern in the cloud).
     let backends = EmbeddedBackends::open_for(data_dir, clock.clone(), &config).context("opening the embedded stores")?;
@@ -365,6 +368,9 @@ pub(crate) async fn load_dataset(
 /// `records`, which the report reads), invoices beside them under each tenant, and
 /// tasks nested under projects, whose documents above them (`orgs/acme`,
 /// `orgs/acme/projects/p`) are never written.
+/// The file in a data directory that holds the mirror configuration it was made with.
+pub const MIRROR_FILE: &str = "mirror.toml";
+
 pub fn mirror_config() -> MirrorConfig {
     let mut routes = MirrorConfig::default().routes;
     let column = |name: &str, column_type| PromotedColumn { column: name.into(), field: name.into(), column_type };
