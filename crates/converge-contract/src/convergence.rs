@@ -193,6 +193,8 @@ async fn one_case(seed: u64, clock: Arc<ManualClock>, source: Arc<dyn SourceStor
     let first = reconciler.run_with(options()).await.expect("first reconcile run");
     let source_states = source_states(&*source).await;
     assert_eq!(latest_states(&*warehouse).await, source_states, "seed {seed}: not converged after one run ({first:?}); rows {stored:#?}");
+    // The run refreshed the current table after its repairs.
+    assert_eq!(current(&*warehouse).await, latest(&*warehouse).await, "seed {seed}: the current table missed the repairs ({first:?})");
 
     // 5. A second run finds nothing.
     clock.advance_micros(1_000_000);

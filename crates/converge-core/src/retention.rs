@@ -143,6 +143,19 @@ pub fn incomplete_as_of_message(table: &str) -> String {
     )
 }
 
+/// Refreshes the current tables of `tables` after a run appended rows to them (a
+/// reconcile's repairs, a rebuild, the error log's retry), so reports read the repair
+/// at once; the documents merged. A caller logs a failure and goes on: the rows are in
+/// the changelog, stamped after the watermark, and the next scheduled refresh takes
+/// them.
+pub async fn refresh_after_run<'t>(warehouse: &dyn crate::Warehouse, tables: impl IntoIterator<Item = &'t str>) -> Result<u64, crate::StoreError> {
+    let mut merged = 0;
+    for table in tables {
+        merged += warehouse.refresh_current(table, RefreshFrom::Watermark).await?.documents_merged;
+    }
+    Ok(merged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

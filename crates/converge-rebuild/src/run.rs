@@ -259,6 +259,12 @@ impl Rebuilder {
                 Ok(())
             }
             (Ok(scanned), Ok(receipt)) => {
+                if receipt.written > 0 {
+                    let tables: Vec<&str> = scanned.tables.iter().map(|t| t.table.as_str()).collect();
+                    if let Err(error) = converge_core::retention::refresh_after_run(&*self.warehouse, tables).await {
+                        tracing::warn!(batch_id = run.batch_id, %error, "the current tables were not refreshed after the rebuild; the next scheduled refresh takes its rows");
+                    }
+                }
                 for table in &scanned.tables {
                     run.documents += table.documents;
                     run.unchanged += table.unchanged;

@@ -132,6 +132,12 @@ impl Reconciler {
                 }
             }
         }
+        if run.rows_appended > 0 {
+            let tables: Vec<&str> = self.config.routes.iter().map(|route| route.table.as_str()).collect();
+            if let Err(error) = converge_core::retention::refresh_after_run(&*self.warehouse, tables).await {
+                tracing::warn!(%error, "the current tables were not refreshed after the retry; the next scheduled refresh takes its rows");
+            }
+        }
         let left_open = run.recorded_after_read + run.unroutable + run.unmirrorable;
         run.outcome = if left_open == 0 { RunOutcome::Ok } else { RunOutcome::Partial };
         run.millis = started.elapsed().as_millis() as u64;

@@ -179,6 +179,12 @@ impl Reconciler {
             (false, true, 0) => RunOutcome::Ok,
             (false, true, _) => RunOutcome::Partial,
         };
+        if !options.dry_run && run.repaired > 0 {
+            let repaired: BTreeSet<&str> = run.tenants.iter().filter(|t| t.repaired > 0).map(|t| t.table.as_str()).collect();
+            if let Err(error) = converge_core::retention::refresh_after_run(&*self.warehouse, repaired).await {
+                tracing::warn!(%error, "the current tables were not refreshed after the repairs; the next scheduled refresh takes them");
+            }
+        }
         run.millis = started.elapsed().as_millis() as u64;
         if !options.dry_run {
             let record = RunRecord::new(run.batch_id.clone(), "reconcile", scope, started_at, self.clock.now(), run.outcome, &run);
