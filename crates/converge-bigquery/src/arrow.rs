@@ -53,6 +53,37 @@ pub fn table_schema(route: &Route) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// `schema`'s fields (and `columns`, one per field) in the table's column order
+/// `order` (empty: as they are). A promoted column added to an existing table comes
+/// last there, after the added columns, where a table created with it has it among the
+/// promoted ones; the writer schema follows the table. Fields `order` lacks keep their
+/// place after the others.
+fn in_table_order(schema: SchemaRef, columns: Vec<ArrayRef>, order: &[String]) -> (SchemaRef, Vec<ArrayRef>) {
+    if order.is_empty() {
+        return (schema, columns);
+    }
+    let rank = |name: &str| order.iter().position(|c| c == name).unwrap_or(usize::MAX);
+    let mut permutation: Vec<usize> = (0..schema.fields().len()).collect();
+    permutation.sort_by_key(|i| rank(schema.field(*i).name()));
+    let fields: Vec<Field> = permutation.iter().map(|i| schema.field(*i).clone()).collect();
+    let columns = if columns.is_empty() { columns } else { permutation.iter().map(|i| columns[*i].clone()).collect() };
+    (Arc::new(Schema::new(fields)), columns)
+}
+
+/// The Arrow schema of `route`'s changelog table whose columns are in `order` (empty:
+/// as [`table_schema`]).
+pub fn table_schema_in(route: &Route, order: &[String]) -> SchemaRef {
+    in_table_order(table_schema(route), Vec::new(), order).0
+}
+
+/// One record batch of `rows`, all of `route`'s table, columns in `order` (see
+/// [`in_table_order`]).
+pub fn record_batch_in(route: &Route, order: &[String], rows: &[&ChangeRow]) -> Result<RecordBatch, ArrowRowError> {
+    let batch = record_batch(route, rows)?;
+    let (schema, columns) = in_table_order(batch.schema(), batch.columns().to_vec(), order);
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
 /// One record batch of `rows`, all of `route`'s table.
 pub fn record_batch(route: &Route, rows: &[&ChangeRow]) -> Result<RecordBatch, ArrowRowError> {
     let n = rows.len();
@@ -179,12 +210,12 @@ pub fn ipc_batch(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
 /// over 10 MB; the margin covers the schema and request framing.
 const MAX_APPEND_BYTES: usize = 7 * 1024 * 1024;
 
-pub(crate) fn arrow_schema(route: &Route) -> ArrowSchema {
-    ArrowSchema::new().set_serialized_schema(ipc_schema(&table_schema(route)))
+pub(crate) fn arrow_schema(route: &Route, order: &[String]) -> ArrowSchema {
+    ArrowSchema::new().set_serialized_schema(ipc_schema(&table_schema_in(route, order)))
 }
 
-pub(crate) fn arrow_rows(route: &Route, rows: &[&ChangeRow]) -> Result<ArrowRecordBatch, StoreError> {
-    let batch = record_batch(route, rows).map_err(|e| StoreError::permanent(BACKEND, e.to_string()))?;
+pub(crate) fn arrow_rows(route: &Route, order: &[String], rows: &[&ChangeRow]) -> Result<ArrowRecordBatch, StoreError> {
+    let batch = record_batch_in(route, order, rows).map_err(|e| StoreError::permanent(BACKEND, e.to_string()))?;
     let bytes = ipc_batch(&batch).map_err(|e| StoreError::permanent(BACKEND, format!("Arrow IPC encoding failed: {e}")))?;
     Ok(ArrowRecordBatch::new().set_serialized_record_batch(bytes))
 }

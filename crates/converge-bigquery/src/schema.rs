@@ -63,6 +63,56 @@ pub fn columns(route: &Route) -> Vec<(&str, &'static str, bool)> {
         .collect()
 }
 
+/// `ALTER TABLE … ADD COLUMN IF NOT EXISTS` of one column: what setup skips when the
+/// table has the column already.
+pub fn add_column(config: &BigQueryConfig, table: &str, column: &str, ty: &str) -> String {
+    format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {column} {ty}", qualified(config, table))
+}
+
+/// The promoted column type a BigQuery column type is (`INFORMATION_SCHEMA.COLUMNS`
+/// spelling).
+pub fn column_type_of(bq_type: &str) -> Option<ColumnType> {
+    [ColumnType::String, ColumnType::Int64, ColumnType::Float64, ColumnType::Bool, ColumnType::Timestamp, ColumnType::Date]
+        .into_iter()
+        .find(|t| sql_type(*t) == bq_type)
+}
+
+/// Every column that is not a promoted one, whatever the configuration.
+pub fn fixed_columns() -> Vec<&'static str> {
+    LEADING_COLUMNS.iter().chain(TRAILING_COLUMNS).chain(ADDED_COLUMNS).map(|(name, _, _)| *name).collect()
+}
+
+/// Every column of every table of the dataset, in table order: what setup and a
+/// function's start compare the configured promoted columns with. The view can lag a
+/// schema change by a little (<https://cloud.google.com/bigquery/docs/managing-table-schemas>:
+/// "changes might not be immediately reflected in INFORMATION_SCHEMA.COLUMNS"), so
+/// it is used to refuse what is there, never to decide what is missing (the setup
+/// fingerprint does that).
+pub fn columns_query(config: &BigQueryConfig) -> String {
+    format!(
+        "SELECT table_name, column_name, data_type FROM `{}.{}.INFORMATION_SCHEMA.COLUMNS` ORDER BY table_name, ordinal_position",
+        config.project, config.dataset
+    )
+}
+
+/// The column order of `route`'s changelog table whose columns were `present`
+/// (before setup's statements ran, or as the catalog lists them): those, then the ones
+/// setup's `ALTER TABLE … ADD COLUMN` appended after them, in the order it adds them.
+/// Empty for a table created with every column ([`columns`] order).
+pub fn changelog_order(route: &Route, present: &[String]) -> Vec<String> {
+    if present.is_empty() {
+        return Vec::new();
+    }
+    let mut order = present.to_vec();
+    let added = ADDED_COLUMNS.iter().map(|(name, _, _)| *name).chain(route.promoted.iter().map(|c| c.column.as_str()));
+    for name in added {
+        if !order.iter().any(|c| c == name) {
+            order.push(name.to_owned());
+        }
+    }
+    order
+}
+
 /// `` `project.dataset.name` ``: a fully qualified, quoted table, view or function name.
 pub fn qualified(config: &BigQueryConfig, name: &str) -> String {
     format!("`{}.{}.{}`", config.project, config.dataset, name)
@@ -129,7 +179,18 @@ pub fn create_statements(config: &BigQueryConfig, route: &Route) -> Vec<String> 
             qualified(config, &name)
         ));
     }
-    statements.extend(ADDED_COLUMNS.iter().map(|(name, ty, _)| format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ty}")));
+    statements.extend(ADDED_COLUMNS.iter().map(|(name, ty, _)| add_column(config, t, name, ty)));
+    // A promoted column added to the configuration (converge_core::schema_change): to
+    // the changelog and both current tables, nullable (BigQuery adds only NULLABLE or
+    // REPEATED columns to an existing table, always at the end:
+    // <https://cloud.google.com/bigquery/docs/managing-table-schemas>, "Add an empty
+    // column"). One column per statement (the emulator parses one ALTER command per
+    // statement). Each is a table metadata update, rate-limited per table, so setup
+    // runs only those whose column the table lacks (`BigQueryWarehouse::ensure_tables`);
+    // all of them are in the fingerprint. Removed or retyped ones are refused before.
+    for name in [t.clone(), converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t)] {
+        statements.extend(route.promoted.iter().map(|c| add_column(config, &name, &c.column, sql_type(c.column_type))));
+    }
     // As of an instant before the compaction horizon the changelog no longer has the
     // rows superseded then: the function fails instead of answering wrongly.
     let guard = format!(
@@ -246,8 +307,10 @@ mod tests {
         assert!(statements[1].starts_with("CREATE TABLE IF NOT EXISTS `p1.converge.records_current` (tenant STRING NOT NULL"));
         assert!(statements[2].starts_with("CREATE TABLE IF NOT EXISTS `p1.converge.records_current_tombstones`"));
         assert_eq!(statements[3], "ALTER TABLE `p1.converge.records` ADD COLUMN IF NOT EXISTS update_time TIMESTAMP");
-        assert!(statements[5].starts_with("CREATE OR REPLACE VIEW `p1.converge.records_latest`"));
-        assert!(statements[6].contains("`p1.converge.records_as_of`(as_of TIMESTAMP)"));
+        assert_eq!(statements[5], "ALTER TABLE `p1.converge.records` ADD COLUMN IF NOT EXISTS account STRING");
+        assert_eq!(statements[19], "ALTER TABLE `p1.converge.records_current_tombstones` ADD COLUMN IF NOT EXISTS amount FLOAT64");
+        assert!(statements[20].starts_with("CREATE OR REPLACE VIEW `p1.converge.records_latest`"));
+        assert!(statements[21].contains("`p1.converge.records_as_of`(as_of TIMESTAMP)"));
         assert_eq!(create_dataset(&config.clone().with_location("EU").unwrap()), "CREATE SCHEMA IF NOT EXISTS `p1.converge` OPTIONS (location = \"EU\")");
     }
 }

@@ -41,8 +41,10 @@ use crate::query::{doc_state, row_error, row_json, QueryParam};
 use crate::config::BigQueryConfig;
 use crate::error::{from_append, from_commit, from_gax, from_query, from_writer, timed_out, BACKEND};
 use crate::schema::{
-    as_of_query, catalog_query, create_dataset, create_runs, create_statements, layout_fingerprint, qualified, setup_batch_id, SETUP_KIND, STATE_COLUMNS,
+    add_column, as_of_query, catalog_query, changelog_order, column_type_of, columns_query, create_dataset, create_runs, create_statements, fixed_columns,
+    layout_fingerprint, qualified, setup_batch_id, SETUP_KIND, STATE_COLUMNS,
 };
+use converge_core::schema_change::TableColumn;
 
 /// `INFORMATION_SCHEMA.TABLES` types of what setup creates.
 pub(crate) const TABLE: &str = "BASE TABLE";
@@ -68,6 +70,10 @@ struct Inner {
     /// One default-stream writer per table, opened on first append: it keeps its
     /// AppendRows connection open between appends.
     writers: tokio::sync::Mutex<HashMap<String, Arc<DefaultWriter<Arrow>>>>,
+    /// Each changelog table's column order where it differs from `schema::columns`
+    /// (a promoted column added to an existing table comes last), for the writers'
+    /// Arrow schema; taken with the configuration.
+    orders: RwLock<HashMap<String, Vec<String>>>,
 }
 
 impl std::fmt::Debug for BigQueryWarehouse {
@@ -117,7 +123,7 @@ impl BigQueryWarehouse {
             StoreError::permanent(BACKEND, format!("cannot build the BigQuery datasets client: {e} (are Application Default Credentials set up?)"))
         })?;
         Ok(Self {
-            inner: Arc::new(Inner { config, query, write, datasets, mirror: RwLock::new(None), writers: tokio::sync::Mutex::new(HashMap::new()) }),
+            inner: Arc::new(Inner { config, query, write, datasets, mirror: RwLock::new(None), writers: tokio::sync::Mutex::new(HashMap::new()), orders: RwLock::new(HashMap::new()) }),
         })
     }
 
@@ -141,11 +147,52 @@ impl BigQueryWarehouse {
         })
     }
 
-    /// Takes `config` as the table layout for later calls.
-    async fn adopt(&self, config: &MirrorConfig) {
+    /// Takes `config` as the table layout for later calls, with the changelog tables'
+    /// column orders `orders`.
+    async fn adopt(&self, config: &MirrorConfig, orders: HashMap<String, Vec<String>>) {
         // Writers carry their table's Arrow schema: a new layout needs new writers.
         self.inner.writers.lock().await.clear();
+        *self.inner.orders.write().unwrap_or_else(|p| p.into_inner()) = orders;
         *self.inner.mirror.write().unwrap_or_else(|p| p.into_inner()) = Some(config.clone());
+    }
+
+    /// `table`'s column order for the writers (empty: `schema::columns`).
+    fn order(&self, table: &str) -> Vec<String> {
+        self.inner.orders.read().unwrap_or_else(|p| p.into_inner()).get(table).cloned().unwrap_or_default()
+    }
+
+    /// Every table's columns in the dataset, in table order (see [`columns_query`]).
+    async fn catalog_columns(&self) -> Result<HashMap<String, Vec<TableColumn>>, StoreError> {
+        let context = "list the dataset's columns";
+        let done = self.run(context, columns_query(&self.inner.config), &[]).await?;
+        let mut rows = self.rows(context, done);
+        let mut columns: HashMap<String, Vec<TableColumn>> = HashMap::new();
+        while let Some(row) = rows.next().await {
+            let row = row?;
+            let field = |i| row.get::<String>(i).map_err(|e| row_error(context, &e));
+            let data_type = field(2)?;
+            columns.entry(field(0)?).or_default().push(TableColumn { name: field(1)?, column_type: column_type_of(&data_type), warehouse_type: data_type });
+        }
+        Ok(columns)
+    }
+
+    /// Refuses a promoted column removed from `config` or retyped, in any of a route's
+    /// tables (`converge_core::schema_change`); otherwise the changelog tables' column
+    /// orders once setup has added what they lack.
+    fn compare_promoted(config: &MirrorConfig, catalog: &HashMap<String, Vec<TableColumn>>) -> Result<HashMap<String, Vec<String>>, StoreError> {
+        let fixed = fixed_columns();
+        let mut orders = HashMap::new();
+        for route in &config.routes {
+            let t = &route.table;
+            for table in [t.clone(), converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t)] {
+                if let Some(present) = catalog.get(&table) {
+                    converge_core::schema_change::compare_promoted(BACKEND, route, &table, &fixed, present)?;
+                }
+            }
+            let present: Vec<String> = catalog.get(t).map(|c| c.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
+            orders.insert(t.clone(), changelog_order(route, &present));
+        }
+        Ok(orders)
     }
 
     /// Whether the dataset exists (datasets.get).
@@ -311,7 +358,7 @@ impl BigQueryWarehouse {
             .open_default_stream(config.table_resource(&route.table))
             .with_retry_policy(google_cloud_bigquery::write::retry_policy::RetryableErrors.with_time_limit(config.call_timeout))
             .with_attempt_timeout(config.attempt_timeout)
-            .build_arrow(arrow_schema(route))
+            .build_arrow(arrow_schema(route, &self.order(&route.table)))
             .await
             .map_err(|e| from_writer(&format!("open the default stream of `{}`", route.table), &e))?;
         Ok(writer)
@@ -320,11 +367,12 @@ impl BigQueryWarehouse {
     async fn append_table(&self, route: &Route, rows: &[&ChangeRow]) -> Result<u64, StoreError> {
         let mut writer = self.default_writer(route).await?;
         let context = format!("append to `{}`", route.table);
+        let order = self.order(&route.table);
         for (i, chunk) in chunks_by_size(rows).enumerate() {
             if i > 0 && self.inner.config.connection_per_append {
                 writer = self.default_writer(route).await?;
             }
-            let batch = arrow_rows(route, chunk)?;
+            let batch = arrow_rows(route, &order, chunk)?;
             let timeout = self.inner.config.call_timeout;
             match tokio::time::timeout(timeout, writer.append(batch).send()).await {
                 Err(_) => return Err(timed_out(&context, timeout)),
@@ -363,7 +411,7 @@ impl BigQueryWarehouse {
         let writer: PendingWriter<Arrow> = self
             .bounded(
                 &format!("create a PENDING stream on `{table}`"),
-                self.inner.write.create_stream(self.inner.config.table_resource(table)).build_arrow(arrow_schema(&route)),
+                self.inner.write.create_stream(self.inner.config.table_resource(table)).build_arrow(arrow_schema(&route, &self.order(table))),
                 from_writer,
             )
             .await?;
@@ -381,12 +429,12 @@ impl BigQueryWarehouse {
                 p.writer = self
                     .bounded(
                         &format!("attach to the PENDING stream of `{}`", p.table),
-                        self.inner.write.attach_to_stream(name).build_arrow(arrow_schema(&p.route)),
+                        self.inner.write.attach_to_stream(name).build_arrow(arrow_schema(&p.route, &self.order(&p.table))),
                         from_writer,
                     )
                     .await?;
             }
-            let batch = arrow_rows(&p.route, part)?;
+            let batch = arrow_rows(&p.route, &self.order(&p.table), part)?;
             // The offset makes a resent chunk land once (the stream refuses an offset it
             // has already seen).
             let context = format!("append to the PENDING stream of `{}`", p.table);
@@ -404,16 +452,34 @@ impl Warehouse for BigQueryWarehouse {
         let started_at = SystemClock.now();
         let bq = &self.inner.config;
         self.ensure_dataset().await?;
+        // A promoted column removed from the configuration or retyped is refused
+        // before any DDL; added ones are added by `create_statements`.
+        let catalog = self.catalog_columns().await?;
+        let orders = Self::compare_promoted(config, &catalog)?;
+        // The columns the tables have already: their `ADD COLUMN` statements are
+        // skipped (each would be a metadata update of the table, rate-limited).
+        let present: std::collections::HashSet<String> = config
+            .routes
+            .iter()
+            .flat_map(|route| {
+                let t = &route.table;
+                [t.clone(), converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t)]
+            })
+            .flat_map(|table| {
+                let columns = catalog.get(&table).cloned().unwrap_or_default();
+                columns.into_iter().map(move |c| add_column(bq, &table, &c.name, &c.warehouse_type))
+            })
+            .collect();
         self.run("create the runs table", create_runs(bq), &[]).await?;
         for statement in crate::schema::create_table_state(bq) {
             self.run("create the table state", statement, &[]).await?;
         }
         for route in &config.routes {
-            for statement in create_statements(bq, route) {
+            for statement in create_statements(bq, route).into_iter().filter(|s| !present.contains(s)) {
                 self.run(&format!("create table `{}` and its views", route.table), statement, &[]).await?;
             }
         }
-        self.adopt(config).await;
+        self.adopt(config, orders).await;
         // The record a function's start looks for (`check_tables`): written last, so
         // it exists only once every statement above has run.
         let fingerprint = layout_fingerprint(bq, config);
@@ -435,6 +501,9 @@ impl Warehouse for BigQueryWarehouse {
             wanted.push((format!("{}_latest", route.table), VIEW));
         }
         self.require(wanted).await?;
+        // A promoted column removed or retyped: refused, saying what to do (before the
+        // fingerprint, which differs then too but says only "run setup").
+        let orders = Self::compare_promoted(config, &self.catalog_columns().await?)?;
         // Everything is there; is it what this build and configuration create? The
         // columns, views and table functions are compared by the fingerprint of their
         // DDL, recorded by the last setup.
@@ -450,7 +519,7 @@ impl Warehouse for BigQueryWarehouse {
         };
         match last {
             Some(found) if found == expected => {
-                self.adopt(config).await;
+                self.adopt(config, orders).await;
                 Ok(())
             }
             Some(found) => Err(StoreError::not_set_up(

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //!
-//! - [`warehouse`]: [`warehouse_contract`] for [`converge_core::Warehouse`].
+//! - [`warehouse`]: [`warehouse_contract`] for [`converge_core::Warehouse`], and
+//!   [`promoted_backfill_contract`] (`converge backfill`; DuckDB only so far).
 //! - [`source`]: [`source_store_contract`] for [`converge_core::SourceStore`].
 //! - [`error_log`]: [`error_log_contract`] for [`converge_core::ErrorLog`].
 //! - [`raw`]: [`raw_source_contract`] for [`converge_core::RawSource`].
@@ -49,7 +50,7 @@ pub use metrics::metrics_warehouse_contract;
 pub use raw::raw_source_contract;
 pub use opportunities::opportunity_store_contract;
 pub use source::{source_store_contract, SourceContract};
-pub use warehouse::warehouse_contract;
+pub use warehouse::{promoted_backfill_contract, warehouse_contract};
 
 use std::future::Future;
 

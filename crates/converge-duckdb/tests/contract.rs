@@ -15,6 +15,11 @@ async fn duckdb_passes_the_warehouse_contract() {
 }
 
 #[tokio::test]
+async fn duckdb_passes_the_promoted_backfill_contract() {
+    converge_contract::promoted_backfill_contract(|| async { Arc::new(fresh()) as _ }).await;
+}
+
+#[tokio::test]
 async fn duckdb_passes_the_metrics_warehouse_contract() {
     converge_contract::metrics_warehouse_contract(5_000, || async { Arc::new(fresh()) as _ }).await;
 }
