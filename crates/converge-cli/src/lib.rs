@@ -7,8 +7,6 @@
 //!
 //! - [`backfill`]: `converge backfill`, a promoted column added to the configuration
 //!   filled in the rows written before it, on a data directory.
-//! - [`backfill`]: `converge backfill`, a promoted column added to the configuration
-//!   filled in the rows written before it, on a data directory.
 //! - [`compact`]: `converge compact` and `converge refresh-current`: compaction with a
 //!   retention horizon, and the current tables refreshed, on a data directory.
 //! - [`detectors`]: `converge detectors list`, the shipped detector pack.
@@ -27,7 +25,6 @@
 //!   (its own layout in `bench/mod.rs`).
 //! - [`render`]: human-readable output (demo, drill, reconcile, rebuild).
 
-pub mod backfill;
 pub mod backfill;
 pub mod bench;
 pub mod compact;

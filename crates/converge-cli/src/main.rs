@@ -112,22 +112,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Fill a promoted column added to the mirror configuration in the rows written
-    /// before it, from each row's `data` (in place: no row's state changes). Runs setup
-    /// first, which adds the column (and refuses one removed or retyped).
-    Backfill {
-        #[arg(long, env = "CONVERGE_DATA_DIR", default_value = ".converge")]
-        data_dir: PathBuf,
-        /// The changelog table.
-        #[arg(long)]
-        table: String,
-        /// One promoted column; every promoted column of the table when absent.
-        #[arg(long)]
-        column: Option<String>,
-        /// Print one JSON array instead of the summary.
-        #[arg(long)]
-        json: bool,
-    },
     /// Run demo traffic with faults injected, then the reconciler: what it found
     /// against what was injected. Exits non-zero unless they match and no drift remains.
     Drill {
@@ -470,20 +454,7 @@ async fn main() -> anyhow::Result<()> {
             }
             converge_function::telemetry::init("converge-backfill");
             let settings = converge_function::Settings::from_env()?;
-            let done = converge_cli::backfill::backfill(&data_dir, settings.mirror, &table, column.as_deref()).await?;
-            if json {
-                println!("{}", serde_json::to_string(&done)?);
-            } else {
-                print!("{}", converge_cli::backfill::render(&done));
-            }
-        }
-        Command::Backfill { data_dir, table, column, json } => {
-            if std::env::var(converge_function::env::LOG).is_err() {
-                std::env::set_var(converge_function::env::LOG, "warn");
-            }
-            converge_function::telemetry::init("converge-backfill");
-            let settings = converge_function::Settings::from_env()?;
-            let done = converge_cli::backfill::backfill(&data_dir, settings.mirror, &table, column.as_deref()).await?;
+            let done = converge_cli::backfill::backfill(&data_dir, converge_cli::mirror_for(&data_dir, settings.mirror)?, &table, column.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string(&done)?);
             } else {

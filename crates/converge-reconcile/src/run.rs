@@ -140,6 +140,19 @@ impl Reconciler {
         Self { source, errors, warehouse, config, clock }
     }
 
+    /// The warehouse it repairs (the reconciler function's other modes run on it too).
+    pub fn warehouse(&self) -> Arc<dyn Warehouse> {
+        self.warehouse.clone()
+    }
+
+    pub fn config(&self) -> &MirrorConfig {
+        &self.config
+    }
+
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
     /// One run over `tenant` (or every tenant when `None`).
     pub async fn run(&self, tenant: Option<&str>, dry_run: bool) -> Result<ReconcileRun, ReconcileError> {
         self.run_with(RunOptions { tenant: tenant.map(str::to_owned), dry_run, ..RunOptions::default() }).await

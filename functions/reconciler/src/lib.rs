@@ -9,6 +9,13 @@
 //!   `sync_errors` records name are re-read and appended, their records resolved.
 //!   Request `{"tenant": "acme"}` (optional); the answer is the pass's `RetryRun`.
 //!
+//! - `POST /refresh-current` ([`REFRESH_CURRENT_PATH`]): every `<table>_current`
+//!   refreshed from its watermark (`converge_retention::Retention::refresh`), every 15
+//!   minutes. Request `{"full": true}` (optional) rebuilds them from the whole changelog.
+//! - `POST /compact` ([`COMPACT_PATH`]): compaction with a retention horizon
+//!   (`Retention::compact`), daily. Request `{"retain_days": 90}` (optional; default
+//!   [`DEFAULT_RETAIN_DAYS`]); set it on the Scheduler job's body.
+//!
 //! A further mode is one more path: a request type with its `decode`, a handler that
 //! runs it and answers through [`answer_run`], a route in [`app`], and a line in
 //! `SCHEDULED_PATHS`.
@@ -35,11 +42,12 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use converge_backends::{Backends, Tables};
-use converge_core::SystemClock;
+use converge_core::{RefreshFrom, SystemClock};
 use converge_function::answer::{failed_run, Answer};
 use converge_function::scheduled::{ScheduledFront, Trigger, Triggers};
 use converge_function::{Settings, StartError};
 use converge_reconcile::{ReconcileError, Reconciler, RetryOptions, RunOptions};
+use converge_retention::{Retention, RetentionError};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
@@ -86,6 +94,29 @@ pub const RECONCILE_PATH: &str = "/";
 /// The path of the error log's own retry pass.
 pub const RETRY_ERRORS_PATH: &str = "/retry-errors";
 
+/// The path of the current tables' refresh.
+pub const REFRESH_CURRENT_PATH: &str = "/refresh-current";
+/// The path of compaction.
+pub const COMPACT_PATH: &str = "/compact";
+/// History kept by a compaction run that names no `retain_days`: a little over a year,
+/// so a year-on-year as-of question still has its answer.
+pub const DEFAULT_RETAIN_DAYS: u32 = 400;
+
+/// What a refresh of the current tables is asked for.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshCurrentRequest {
+    #[serde(default)]
+    pub full: bool,
+}
+
+/// What a compaction run is asked for.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompactRequest {
+    pub retain_days: Option<u32>,
+}
+
 /// What the error log's retry pass is asked for.
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -93,27 +124,63 @@ pub struct RetryErrorsRequest {
     pub tenant: Option<String>,
 }
 
-type AppState = (ScheduledFront, Arc<Reconciler>);
+type AppState = (ScheduledFront, Arc<Reconciler>, Arc<Retention>);
 
-/// `POST /` (reconcile), `POST /retry-errors` (the error log's retry) and `GET /healthz`.
+/// `POST /` (reconcile), `POST /retry-errors` (the error log's retry),
+/// `POST /refresh-current`, `POST /compact` and `GET /healthz`.
 pub fn app(reconciler: Arc<Reconciler>) -> Router {
     // No token check in the app: Cloud Run's IAM invoker check is the gate.
     let front = ScheduledFront { name: "reconcile", verifier: None, triggers: Triggers::HttpAndPubSub };
+    let retention = Arc::new(Retention::new(reconciler.warehouse(), reconciler.config().clone(), reconciler.clock()));
     Router::new()
         .route(RECONCILE_PATH, post(reconcile))
         .route(RETRY_ERRORS_PATH, post(retry_errors))
+        .route(REFRESH_CURRENT_PATH, post(refresh_current))
+        .route(COMPACT_PATH, post(compact))
         .merge(converge_function::health_routes())
-        .with_state((front, reconciler))
+        .with_state((front, reconciler, retention))
 }
 
-async fn reconcile(State((front, reconciler)): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn refresh_current(State((front, _, retention)): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match accept(&front, &headers, body, decode_refresh_current).await {
+        Ok((from, key)) => answer_run("current table refresh", retention.refresh(from, key.as_deref()).await.map_err(from_retention)),
+        Err(refusal) => refusal,
+    }
+}
+
+async fn compact(State((front, _, retention)): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match accept(&front, &headers, body, decode_compact).await {
+        Ok((retain_days, key)) => answer_run("compaction run", retention.compact(retain_days, key.as_deref()).await.map_err(from_retention)),
+        Err(refusal) => refusal,
+    }
+}
+
+fn from_retention(error: RetentionError) -> ReconcileError {
+    match error {
+        RetentionError::Store(error) => ReconcileError::Store(error),
+    }
+}
+
+/// The refresh a trigger asks for, keyed like a run.
+pub fn decode_refresh_current(trigger: &Trigger) -> Result<(RefreshFrom, Option<String>), String> {
+    let request: RefreshCurrentRequest = trigger.request("expected a JSON request {\"full\": false} (optional) for the current tables' refresh")?;
+    Ok((if request.full { RefreshFrom::Full } else { RefreshFrom::Watermark }, trigger.key.clone()))
+}
+
+/// The compaction a trigger asks for, keyed like a run.
+pub fn decode_compact(trigger: &Trigger) -> Result<(u32, Option<String>), String> {
+    let request: CompactRequest = trigger.request("expected a JSON request {\"retain_days\": 90} (optional) for compaction")?;
+    Ok((request.retain_days.unwrap_or(DEFAULT_RETAIN_DAYS), trigger.key.clone()))
+}
+
+async fn reconcile(State((front, reconciler, _)): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     match accept(&front, &headers, body, decode).await {
         Ok(options) => answer_run("reconcile run", reconciler.run_with(options).await),
         Err(refusal) => refusal,
     }
 }
 
-async fn retry_errors(State((front, reconciler)): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn retry_errors(State((front, reconciler, _)): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     match accept(&front, &headers, body, decode_retry_errors).await {
         Ok(options) => answer_run("sync error retry pass", reconciler.retry_errors_with(options).await),
         Err(refusal) => refusal,

@@ -172,3 +172,45 @@ async fn the_retry_errors_path_refuses_bad_requests_with_what_was_expected() {
     let (status, _) = post_to(&router, reconciler::RETRY_ERRORS_PATH, &[], "x".repeat(100 * 1024)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test]
+async fn the_refresh_and_compact_paths_keep_the_current_table_and_prune_by_the_horizon() {
+    let (router, _source, warehouse, _dir) = router().await;
+    // Two versions of one record, long ago, and a record of today.
+    let old = |id: &str, secs: i64, amount: f64| {
+        let config = converge_core::MirrorConfig::default();
+        let path = format!("orgs/acme/records/{id}");
+        let doc = converge_core::Document {
+            path: path.clone(),
+            fields: converge_core::value::fields_from_json(&serde_json::json!({"amount": amount})).unwrap(),
+            create_time: converge_core::Timestamp::new(secs, 0),
+            update_time: converge_core::Timestamp::new(secs, 0),
+        };
+        let ctx = converge_core::RowContext { ingested_at: converge_core::Timestamp::new(secs + 1, 0), run_id: "t".into(), code_version: "t".into() };
+        converge_core::ChangeRow::live(&config.route(&path).unwrap(), converge_core::Op::Update, &doc, &format!("{id}-{secs}"), &ctx).unwrap()
+    };
+    let now = converge_core::Clock::now(&converge_core::SystemClock).as_micros() / 1_000_000;
+    warehouse.append(vec![old("a", 1_600_000_000, 1.0), old("a", 1_600_000_100, 2.0), old("b", now - 60, 3.0)]).await.unwrap();
+
+    let schedule = [("content-type", "application/json"), ("x-cloudscheduler-scheduletime", "2026-12-07T04:00:00Z")];
+    let (status, refresh) = post_to(&router, reconciler::REFRESH_CURRENT_PATH, &schedule, String::new()).await;
+    assert_eq!(status, StatusCode::OK, "{refresh}");
+    assert_eq!((refresh["documents_merged"].as_u64(), refresh["tables"][0]["current_rows"].as_u64()), (Some(2), Some(2)), "{refresh}");
+    assert_eq!(warehouse.runs(converge_retention::REFRESH_KIND, 10).await.unwrap().len(), 1);
+
+    let (status, run) = post_to(&router, reconciler::COMPACT_PATH, &schedule, r#"{"retain_days": 30}"#.into()).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!((run["rows_before"].as_u64(), run["superseded_pruned"].as_u64(), run["rows_after"].as_u64(), run["retain_days"].as_u64()), (Some(3), Some(1), Some(2), Some(30)), "{run}");
+    assert_eq!(warehouse.latest_count("records", "acme").await.unwrap(), 2);
+    assert_eq!(warehouse.runs(converge_retention::COMPACT_KIND, 10).await.unwrap()[0].batch_id, run["batch_id"].as_str().unwrap());
+
+    for (path, body, expected) in [
+        (reconciler::COMPACT_PATH, r#"{"retain_days": -1}"#, "retain_days"),
+        (reconciler::COMPACT_PATH, r#"{"days": 3}"#, "unknown field `days`"),
+        (reconciler::REFRESH_CURRENT_PATH, r#"{"full": "yes"}"#, "full"),
+    ] {
+        let (status, reply) = post_to(&router, path, &[], body.to_owned()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+        assert!(reply["error"].as_str().unwrap().contains(expected), "{path} {body}: {reply}");
+    }
+}
