@@ -51,6 +51,14 @@ SCHEDULED_PATHS=(
   # 10 minutes keeps a lost write's repair within minutes at a cost of one query on
   # sync_errors when nothing is open.
   "converge-retry-errors|reconciler|/retry-errors|*/10 * * * *|frequent"
+  # The current tables (<table>_current) refreshed from their watermarks
+  # (converge_retention::Retention::refresh): every 15 minutes, so a report on them is
+  # at most that far behind the changelog (repairs and rebuilds refresh at once).
+  "converge-refresh-current|reconciler|/refresh-current|*/15 * * * *|frequent"
+  # Compaction with a retention horizon (Retention::compact), after the nightly
+  # reconcile: the body {"retain_days": N} sets the history kept (default 400 days):
+  # gcloud scheduler jobs update http converge-compact --message-body='{"retain_days": 90}'
+  "converge-compact|reconciler|/compact|0 4 * * *|daily"
 )
 
 # Every API Converge uses (infra/main.tf enables the same list).

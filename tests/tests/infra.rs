@@ -27,10 +27,14 @@ fn render(path: &str) -> String {
     text.trim_end_matches(['\n', '\r']).to_owned()
 }
 
-/// Where the view and the table function are among `create_statements`: after the
-/// table, its two current tables and its added columns.
-const VIEW: usize = 5;
-const TABLE_FUNCTION: usize = 6;
+/// The view's and the table function's statements among `create_statements`, found by
+/// what they create (tables, current tables and added columns come first).
+const VIEW: &str = "CREATE OR REPLACE VIEW ";
+const TABLE_FUNCTION: &str = "CREATE OR REPLACE TABLE FUNCTION ";
+
+fn statement(statements: &[String], kind: &str) -> String {
+    statements.iter().find(|s| s.starts_with(kind)).unwrap_or_else(|| panic!("no {kind}… among {statements:#?}")).clone()
+}
 
 fn statements() -> Vec<String> {
     let config = BigQueryConfig::new(PROJECT, DATASET).unwrap();
@@ -103,9 +107,9 @@ fn the_table_schema_is_the_code_s_columns() {
 fn the_view_and_table_function_are_the_code_s_text() {
     let statements = statements();
     let latest = format!("CREATE OR REPLACE VIEW `{PROJECT}.{DATASET}.records_latest` AS ");
-    assert_eq!(render("infra/sql/records_latest.sql"), body(&statements[VIEW], &latest));
+    assert_eq!(render("infra/sql/records_latest.sql"), body(&statement(&statements, VIEW), &latest));
     let as_of = format!("CREATE OR REPLACE TABLE FUNCTION `{PROJECT}.{DATASET}.records_as_of`(as_of TIMESTAMP) AS ");
-    assert_eq!(render("infra/sql/records_as_of.sql"), body(&statements[TABLE_FUNCTION], &as_of));
+    assert_eq!(render("infra/sql/records_as_of.sql"), body(&statement(&statements, TABLE_FUNCTION), &as_of));
 }
 
 /// The same comparison through Terraform's own `templatefile`, where `terraform` is
@@ -117,7 +121,7 @@ fn terraform_renders_the_same_text() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for (file, index) in [("records_latest.sql", VIEW), ("records_as_of.sql", TABLE_FUNCTION)] {
+    for (file, kind) in [("records_latest.sql", VIEW), ("records_as_of.sql", TABLE_FUNCTION)] {
         let path = repo().join("infra/sql").join(file);
         let expr = format!("jsonencode(chomp(templatefile({:?}, {{ project = {PROJECT:?}, dataset = {DATASET:?} }})))", path.display().to_string());
         let out = Command::new("terraform")
@@ -141,7 +145,7 @@ fn terraform_renders_the_same_text() {
         // console prints the HCL string holding jsonencode's output: decode twice.
         let json: String = serde_json::from_str(line).unwrap();
         let text: String = serde_json::from_str(&json).unwrap();
-        let statement = &statements()[index];
+        let statement = &statement(&statements(), kind);
         assert!(statement.ends_with(&format!(" AS {text}")), "{file} through terraform:\n{text}\nvs\n{statement}");
     }
 }
@@ -237,8 +241,9 @@ fn every_trigger_has_a_dead_letter_topic_and_every_job_retries() {
     }
     assert!(out.contains("--member=serviceAccount:service-000000000000@gcp-sa-pubsub.iam.gserviceaccount.com --role=roles/pubsub.subscriber"));
     let jobs: Vec<&str> = out.lines().filter(|l| l.starts_with("+ gcloud scheduler jobs create http ")).collect();
-    // The three nightly jobs and the error log's frequent retry.
-    assert_eq!(jobs.len(), 4, "{out}");
+    // The three nightly jobs, the error log's frequent retry, the current tables'
+    // refresh and compaction.
+    assert_eq!(jobs.len(), 6, "{out}");
     for job in jobs {
         let retries: u32 = job.split("--max-retry-attempts=").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect(job);
         assert!((1..=5).contains(&retries), "{job}");
@@ -291,6 +296,21 @@ fn the_error_log_retry_has_its_own_frequent_job_on_the_reconciler_s_path() {
     let retries: u32 = flag(&retry, "max-retry-attempts").parse().unwrap();
     assert!((1..=5).contains(&retries));
     assert!(seconds(&retry, "max-retry-duration") < interval, "its retries end before the next tick");
+
+    // The current tables' refresh and compaction: the reconciler's other paths, called
+    // the same way; the refresh frequent, compaction daily after the nightly reconcile.
+    let refresh = job("converge-refresh-current");
+    let compact = job("converge-compact");
+    assert_eq!(flag(&refresh, "uri"), format!("https://converge-reconciler-DRYRUN.europe-west1.run.app{}", reconciler::REFRESH_CURRENT_PATH));
+    assert_eq!(flag(&compact, "uri"), format!("https://converge-reconciler-DRYRUN.europe-west1.run.app{}", reconciler::COMPACT_PATH));
+    for same in ["oidc-service-account-email", "oidc-token-audience", "http-method", "time-zone"] {
+        assert_eq!(flag(&refresh, same), flag(&nightly, same));
+        assert_eq!(flag(&compact, same), flag(&nightly, same));
+    }
+    assert_eq!(flag(&refresh, "schedule"), "*/15 * * * *");
+    assert!(seconds(&refresh, "max-retry-duration") < 15 * 60, "the refresh's retries end before its next tick");
+    let hour = |words: &[String]| -> u32 { flag(words, "schedule").trim_matches('\'').split(' ').nth(1).unwrap().parse().unwrap() };
+    assert!(hour(&compact) > hour(&nightly), "compaction runs after the nightly reconcile");
 }
 
 #[test]
