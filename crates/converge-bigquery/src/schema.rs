@@ -69,6 +69,29 @@ pub fn add_column(config: &BigQueryConfig, table: &str, column: &str, ty: &str) 
     format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {column} {ty}", qualified(config, table))
 }
 
+/// Every `ALTER TABLE … ADD COLUMN IF NOT EXISTS` setup may run for `route`, as
+/// (table, column, type), in the order [`create_statements`] lists them: the
+/// [`ADDED_COLUMNS`] on the changelog, then each promoted column on the changelog and
+/// both current tables.
+///
+/// A promoted column added to the configuration (converge_core::schema_change) goes to
+/// the changelog and both current tables, nullable (BigQuery adds only NULLABLE or
+/// REPEATED columns to an existing table, always at the end:
+/// <https://cloud.google.com/bigquery/docs/managing-table-schemas>, "Add an empty
+/// column"). One column per statement (the emulator parses one ALTER command per
+/// statement). Each is a table metadata update, rate-limited per table, so setup runs
+/// only those whose column the table lacks (`BigQueryWarehouse::ensure_tables`), then
+/// checks the table resource lists them (`BigQueryWarehouse::sync_table_schema`); all
+/// of them are in the fingerprint. Removed or retyped ones are refused before.
+pub fn added_columns(route: &Route) -> Vec<(String, &str, &'static str)> {
+    let t = &route.table;
+    let mut added: Vec<(String, &str, &'static str)> = ADDED_COLUMNS.iter().map(|(name, ty, _)| (t.clone(), *name, *ty)).collect();
+    for table in [t.clone(), converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t)] {
+        added.extend(route.promoted.iter().map(|c| (table.clone(), c.column.as_str(), sql_type(c.column_type))));
+    }
+    added
+}
+
 /// The promoted column type a BigQuery column type is (`INFORMATION_SCHEMA.COLUMNS`
 /// spelling).
 pub fn column_type_of(bq_type: &str) -> Option<ColumnType> {
@@ -179,18 +202,7 @@ pub fn create_statements(config: &BigQueryConfig, route: &Route) -> Vec<String> 
             qualified(config, &name)
         ));
     }
-    statements.extend(ADDED_COLUMNS.iter().map(|(name, ty, _)| add_column(config, t, name, ty)));
-    // A promoted column added to the configuration (converge_core::schema_change): to
-    // the changelog and both current tables, nullable (BigQuery adds only NULLABLE or
-    // REPEATED columns to an existing table, always at the end:
-    // <https://cloud.google.com/bigquery/docs/managing-table-schemas>, "Add an empty
-    // column"). One column per statement (the emulator parses one ALTER command per
-    // statement). Each is a table metadata update, rate-limited per table, so setup
-    // runs only those whose column the table lacks (`BigQueryWarehouse::ensure_tables`);
-    // all of them are in the fingerprint. Removed or retyped ones are refused before.
-    for name in [t.clone(), converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t)] {
-        statements.extend(route.promoted.iter().map(|c| add_column(config, &name, &c.column, sql_type(c.column_type))));
-    }
+    statements.extend(added_columns(route).into_iter().map(|(table, name, ty)| add_column(config, &table, name, ty)));
     // As of an instant before the compaction horizon the changelog no longer has the
     // rows superseded then: the function fails instead of answering wrongly.
     let guard = format!(

@@ -25,7 +25,7 @@ use google_cloud_bigquery::client::{BigQuery, Write};
 use google_cloud_bigquery::query::{CompleteQuery, Row, RowIterator};
 use google_cloud_bigquery::write::format::Arrow;
 use google_cloud_bigquery::write::{DefaultWriter, PendingWriter};
-use google_cloud_bigquery_v2::client::DatasetService;
+use google_cloud_bigquery_v2::client::{DatasetService, TableService};
 use google_cloud_bigquery_v2::model::TableFieldSchema;
 use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_gax::retry_policy::RetryPolicyExt;
@@ -41,7 +41,7 @@ use crate::query::{doc_state, row_error, row_json, QueryParam};
 use crate::config::BigQueryConfig;
 use crate::error::{from_append, from_commit, from_gax, from_query, from_writer, timed_out, BACKEND};
 use crate::schema::{
-    add_column, as_of_query, catalog_query, changelog_order, column_type_of, columns_query, create_dataset, create_runs, create_statements, fixed_columns,
+    add_column, added_columns, as_of_query, catalog_query, changelog_order, column_type_of, columns_query, create_dataset, create_runs, create_statements, fixed_columns,
     layout_fingerprint, qualified, setup_batch_id, SETUP_KIND, STATE_COLUMNS,
 };
 use converge_core::schema_change::TableColumn;
@@ -66,6 +66,9 @@ struct Inner {
     /// datasets.get: whether the dataset exists (`bigquery.datasets.get`, which the
     /// dataset-level roles hold).
     datasets: DatasetService,
+    /// tables.get / tables.patch: a table resource's schema after `ADD COLUMN` (see
+    /// [`BigQueryWarehouse::sync_table_schema`]).
+    tables: TableService,
     mirror: RwLock<Option<MirrorConfig>>,
     /// One default-stream writer per table, opened on first append: it keeps its
     /// AppendRows connection open between appends.
@@ -101,9 +104,11 @@ impl BigQueryWarehouse {
             .with_backoff_policy(backoff());
         let mut write = Write::builder();
         let mut datasets = DatasetService::builder().with_retry_policy(google_cloud_gax::retry_policy::Aip194Strict.with_time_limit(config.call_timeout)).with_backoff_policy(backoff());
+        let mut tables = TableService::builder().with_retry_policy(google_cloud_gax::retry_policy::Aip194Strict.with_time_limit(config.call_timeout)).with_backoff_policy(backoff());
         if let Some(rest) = &config.rest_endpoint {
             query = query.with_endpoint(rest);
             datasets = datasets.with_endpoint(rest);
+            tables = tables.with_endpoint(rest);
         }
         if let Some(grpc) = &config.grpc_endpoint {
             write = write.with_endpoint(grpc);
@@ -112,6 +117,7 @@ impl BigQueryWarehouse {
             query = query.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
             write = write.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
             datasets = datasets.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
+            tables = tables.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
         }
         let query = query.build().await.map_err(|e| {
             StoreError::permanent(BACKEND, format!("cannot build the BigQuery client: {e} (are Application Default Credentials set up?)"))
@@ -122,8 +128,11 @@ impl BigQueryWarehouse {
         let datasets = datasets.build().await.map_err(|e| {
             StoreError::permanent(BACKEND, format!("cannot build the BigQuery datasets client: {e} (are Application Default Credentials set up?)"))
         })?;
+        let tables = tables.build().await.map_err(|e| {
+            StoreError::permanent(BACKEND, format!("cannot build the BigQuery tables client: {e} (are Application Default Credentials set up?)"))
+        })?;
         Ok(Self {
-            inner: Arc::new(Inner { config, query, write, datasets, mirror: RwLock::new(None), writers: tokio::sync::Mutex::new(HashMap::new()), orders: RwLock::new(HashMap::new()) }),
+            inner: Arc::new(Inner { config, query, write, datasets, tables, mirror: RwLock::new(None), writers: tokio::sync::Mutex::new(HashMap::new()), orders: RwLock::new(HashMap::new()) }),
         })
     }
 
@@ -193,6 +202,60 @@ impl BigQueryWarehouse {
             orders.insert(t.clone(), changelog_order(route, &present));
         }
         Ok(orders)
+    }
+
+    /// Makes `table`'s resource schema list `added` (column, type), the columns setup's
+    /// `ALTER TABLE … ADD COLUMN IF NOT EXISTS` has just added: reads it with tables.get
+    /// and, only if a column is missing there, patches the schema with the columns it
+    /// lists plus the missing ones, NULLABLE, last.
+    ///
+    /// On BigQuery the ALTER has already put them in the table resource, so this is one
+    /// read and no second metadata update: "To view immediate schema changes, call the
+    /// `tables.get` method" (<https://cloud.google.com/bigquery/docs/managing-table-schemas>).
+    /// Were one missing, the patch is the page's API way to add an empty column
+    /// ("Add an empty column": tables.patch with the `schema` property, every existing
+    /// column plus the new NULLABLE ones; tables.patch replaces only the fields the
+    /// request carries, <https://cloud.google.com/bigquery/docs/reference/rest/v2/tables/patch>).
+    ///
+    /// The bqemulator needs it: its `ALTER TABLE … ADD COLUMN` changes the stored table
+    /// but not the table resource (tables.get, `INFORMATION_SCHEMA.COLUMNS`) that its
+    /// Storage Write API checks appended rows against, so a row with the new column
+    /// would be refused ("21 columns but 20 values"); its tables.patch updates the
+    /// resource but not the stored table, hence both.
+    async fn sync_table_schema(&self, table: &str, added: &[(&str, &str)]) -> Result<(), StoreError> {
+        let config = &self.inner.config;
+        let get = self
+            .inner
+            .tables
+            .get_table()
+            .set_project_id(&config.project)
+            .set_dataset_id(&config.dataset)
+            .set_table_id(table)
+            // BASIC: the schema without storage statistics.
+            .set_view(google_cloud_bigquery_v2::model::get_table_request::TableMetadataView::Basic)
+            .send();
+        let resource = self.bounded(&format!("read the schema of `{table}`"), get, from_gax).await?;
+        let mut fields: Vec<TableFieldSchema> = resource.schema.map(|s| s.fields).unwrap_or_default();
+        let missing: Vec<TableFieldSchema> = added
+            .iter()
+            .filter(|(name, _)| !fields.iter().any(|f| f.name.eq_ignore_ascii_case(name)))
+            .map(|(name, ty)| TableFieldSchema::new().set_name(*name).set_type(*ty).set_mode("NULLABLE"))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        fields.extend(missing);
+        let patch = self
+            .inner
+            .tables
+            .patch_table()
+            .set_project_id(&config.project)
+            .set_dataset_id(&config.dataset)
+            .set_table_id(table)
+            .set_table(google_cloud_bigquery_v2::model::Table::new().set_schema(google_cloud_bigquery_v2::model::TableSchema::new().set_fields(fields)))
+            .send();
+        self.bounded(&format!("add the new columns to the schema of `{table}`"), patch, from_gax).await?;
+        Ok(())
     }
 
     /// Whether the dataset exists (datasets.get).
@@ -477,6 +540,20 @@ impl Warehouse for BigQueryWarehouse {
         for route in &config.routes {
             for statement in create_statements(bq, route).into_iter().filter(|s| !present.contains(s)) {
                 self.run(&format!("create table `{}` and its views", route.table), statement, &[]).await?;
+            }
+            // The columns just added, per table: each table resource must list them.
+            let mut added: Vec<(String, Vec<(&str, &str)>)> = Vec::new();
+            for (table, column, ty) in added_columns(route) {
+                if present.contains(&add_column(bq, &table, column, ty)) {
+                    continue;
+                }
+                match added.iter_mut().find(|(t, _)| *t == table) {
+                    Some((_, columns)) => columns.push((column, ty)),
+                    None => added.push((table, vec![(column, ty)])),
+                }
+            }
+            for (table, columns) in added {
+                self.sync_table_schema(&table, &columns).await?;
             }
         }
         self.adopt(config, orders).await;
