@@ -22,7 +22,7 @@ DUCKDB_LIB := $(DUCKDB_DIR)/node_modules/@duckdb/node-bindings-linux-x64/libduck
 DATA_DIR ?= .converge
 RECORDS ?= 300000
 
-.PHONY: setup build test demo demo-cloud drill-cloud bench bench-sync bench-reconcile bench-rebuild bench-detect bench-etl clean check-platform bqemulator reladiff deploy deploy-dry-run
+.PHONY: setup build test demo demo-cloud drill-cloud bench bench-sync bench-reconcile bench-rebuild bench-compact bench-detect bench-etl clean check-platform bqemulator reladiff deploy deploy-dry-run
 
 setup: $(DUCKDB_LIB)
 
@@ -98,7 +98,7 @@ drill-cloud: build $(BQEMULATOR)
 demo: build
 	$(BIN)/converge demo --data-dir $(DATA_DIR) --records $(RECORDS)
 
-bench: bench-sync bench-reconcile bench-rebuild bench-detect bench-etl
+bench: bench-sync bench-reconcile bench-rebuild bench-compact bench-detect bench-etl
 
 bench-sync: build
 	$(BIN)/converge bench sync --results bench/RESULTS.md
@@ -114,6 +114,13 @@ bench-reconcile: build $(RELADIFF)
 REBUILD_RECORDS ?= 300000,1000000
 bench-rebuild: build
 	$(BIN)/converge bench rebuild --records $(REBUILD_RECORDS) --results bench/RESULTS.md
+
+# Compaction of 1,000,000 documents with one superseded version each (COMPACT_RECORDS
+# to change): time and peak memory in its own process, and the demo's report on the
+# current table beside the latest view.
+COMPACT_RECORDS ?= 1000000
+bench-compact: build
+	$(BIN)/converge bench compact --records $(COMPACT_RECORDS) --results bench/RESULTS.md
 
 # The whole detector pack over 90 days of daily_entity_metrics (~1.9M rows, 4 tenants),
 # five passes: wall time of the pack and per detector.

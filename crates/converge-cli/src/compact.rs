@@ -12,8 +12,19 @@ use converge_backends::EmbeddedBackends;
 use converge_core::{MirrorConfig, RefreshFrom, SystemClock, Warehouse};
 use converge_retention::{CompactRun, RefreshRun, Retention};
 
-pub async fn compact(data_dir: &Path, mirror: MirrorConfig, retain_days: u32) -> anyhow::Result<CompactRun> {
-    Ok(open(data_dir, mirror).await?.compact(retain_days, None).await?)
+/// A compaction run as the command prints it: the run, and this process's peak
+/// resident memory (compaction runs in the command's own process).
+#[derive(Debug, serde::Serialize)]
+pub struct CompactSummary {
+    #[serde(flatten)]
+    pub run: CompactRun,
+    pub peak_rss_mb: f64,
+}
+
+pub async fn compact(data_dir: &Path, mirror: MirrorConfig, retain_days: u32) -> anyhow::Result<CompactSummary> {
+    let run = open(data_dir, mirror).await?.compact(retain_days, None).await?;
+    let (_, peak_kib) = crate::bench::measure::memory_kib();
+    Ok(CompactSummary { run, peak_rss_mb: peak_kib as f64 / 1024.0 })
 }
 
 pub async fn refresh(data_dir: &Path, mirror: MirrorConfig, full: bool) -> anyhow::Result<RefreshRun> {
@@ -30,7 +41,8 @@ async fn open(data_dir: &Path, mirror: MirrorConfig) -> anyhow::Result<Retention
     Ok(Retention::new(backends.warehouse(), mirror, Arc::new(SystemClock)))
 }
 
-pub fn render_compact(run: &CompactRun) -> String {
+pub fn render_compact(summary: &CompactSummary) -> String {
+    let run = &summary.run;
     let mut out = String::new();
     let _ = writeln!(out, "\nCompaction — batch {} — {}", run.batch_id, run.outcome);
     let _ = writeln!(out, "  horizon {} (keep {} days); deletes older than {} may go", run.horizon, run.retain_days, run.tombstone_horizon);
@@ -41,7 +53,7 @@ pub fn render_compact(run: &CompactRun) -> String {
             table.table, table.rows_before, table.rows_after, table.superseded_pruned, table.tombstones_pruned, table.millis
         );
     }
-    let _ = writeln!(out, "  current tables refreshed in full; {} ms in all", run.millis);
+    let _ = writeln!(out, "  current tables refreshed in full; {} ms in all, peak memory {:.0} MB", run.millis, summary.peak_rss_mb);
     out
 }
 

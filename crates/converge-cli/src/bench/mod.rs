@@ -9,6 +9,8 @@
 //!   each kind, the data of the reconcile and rebuild benchmarks.
 //! - [`reconcile`]: `converge bench reconcile`, reconciliation beside reladiff.
 //! - [`rebuild`]: `converge bench rebuild`, rebuild throughput and memory.
+//! - [`compact`]: `converge bench compact`, compaction of one tenant with a superseded
+//!   version per document, and its report on the latest view and the current table.
 //! - [`etl`]: `converge bench etl`, the nightly ETL of one day and of 90 days.
 //! - [`detect`]: `converge bench detect`, the whole pack over 90 days of metrics.
 //!
@@ -19,6 +21,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+pub mod compact;
 pub mod detect;
 pub mod drifted_tenant;
 pub mod etl;
@@ -94,6 +97,21 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Compaction of one tenant of N documents with one superseded version each, in a
+    /// child process (time, peak memory), and the report on the current table.
+    Compact {
+        /// Tenant sizes, documents (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000_000u64])]
+        records: Vec<u64>,
+        /// Update this results file's compaction section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Keep the generated data directories.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The whole detector pack over 90 days of metrics at the demo's scale (DuckDB):
     /// wall time of the pack and per detector.
     Detect {
@@ -160,6 +178,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rebuild { records, results, keep, json } => {
             let sizes = rebuild::run(&records, keep).await?;
             report(&sizes, results.as_deref(), |path, sizes| rebuild::write_results(path, sizes), json, |_| {})
+        }
+        BenchCommand::Compact { records, results, keep, json } => {
+            let sizes = compact::run(&records, keep).await?;
+            report(&sizes, results.as_deref(), |path, sizes| compact::write_results(path, sizes), json, |_| {})
         }
         BenchCommand::Detect { tenants, passes, concurrency, data_dir, results, json } => {
             let data_dir = data_dir.unwrap_or_else(detect::default_data_dir);
