@@ -1,6 +1,8 @@
 //! `converge serve`: the embedded setup in one process. The on-write sync function
-//! listens on the port; the relay delivers the source store's outbox to it. One
-//! process, because DuckDB allows one writing process per database file.
+//! listens on the port; the relay delivers the source store's outbox to it; the current
+//! tables are refreshed from their watermarks every [`REFRESH_EVERY`] (the cloud's
+//! Scheduler job does it every 15 minutes). One process, because DuckDB allows one
+//! writing process per database file.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +11,9 @@ use converge_backends::EmbeddedBackends;
 use converge_core::{MirrorConfig, SystemClock, Warehouse};
 use converge_relay::{Relay, RelayConfig, RunningRelay};
 use converge_sync::{GroupCommitConfig, SyncConfig, SyncService};
+
+/// How often `converge serve` refreshes the current tables.
+pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct ServeOptions {
     pub data_dir: PathBuf,
@@ -35,7 +40,18 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let relay = Arc::new(Relay::new(Arc::new(backends.source.clone()), &format!("http://{address}/"), RelayConfig::default())?);
     tracing::info!(run_id, %address, data_dir = %options.data_dir.display(), "serving on-write sync with the outbox relay");
     let running_relay = RunningRelay::spawn(relay);
+    let retention = converge_retention::Retention::new(backends.warehouse(), options.mirror.clone(), Arc::new(SystemClock));
+    let refresher = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(REFRESH_EVERY);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = retention.refresh(converge_core::RefreshFrom::Watermark, None).await {
+                tracing::warn!(%error, "the current tables were not refreshed; the next tick tries again");
+            }
+        }
+    });
     converge_function::serve(listener, converge_sync::app(Arc::new(service)), converge_function::shutdown_signal()).await?;
+    refresher.abort();
     running_relay.stop().await?;
     Ok(())
 }
