@@ -48,6 +48,8 @@ async fn the_demo_converges_and_its_warehouse_answers_sql() {
         assert_eq!(summary.changelog_rows, summary.events_delivered);
         assert_eq!(summary.rows_written, summary.changelog_rows);
         assert!(summary.report.rows > 0, "{:?}", summary.report);
+        // The report on the current table gave the latest view's rows.
+        assert!(summary.report.current_equals_latest && summary.report.current_millis > 0.0, "{:?}", summary.report);
         assert!(!summary.report.sample.is_empty());
 
         // The operational half: the ETL loaded the seeded raw rows, the pack found

@@ -27,6 +27,10 @@ async fn the_cloud_demo_converges_on_both_emulators() {
         assert_eq!(summary.changelog_rows, summary.rows_written);
         assert_eq!((summary.quarantined, summary.open_sync_errors), (0, 0));
         assert!(summary.report.rows > 0, "{:?}", summary.report);
+        // The report on the current table gave the latest view's rows, and BigQuery said
+        // what each read.
+        assert!(summary.report.current_equals_latest, "{:?}", summary.report);
+        assert!(summary.report.bytes_processed.is_some() && summary.report.current_bytes_processed.is_some(), "{:?}", summary.report);
     })
     .await;
 }
