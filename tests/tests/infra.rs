@@ -45,15 +45,19 @@ fn body<'a>(statement: &'a str, prefix: &str) -> &'a str {
     statement.strip_prefix(prefix).unwrap_or_else(|| panic!("expected {prefix:?} at the start of {statement}"))
 }
 
-#[test]
-fn the_runs_table_schema_is_the_code_s_ddl() {
-    let json: serde_json::Value = serde_json::from_str(&read("infra/schema/converge_runs.json")).unwrap();
-    let file: Vec<String> = json
-        .as_array()
+/// `infra/schema/<name>.json` as DDL column definitions (`name TYPE[ NOT NULL]`).
+fn schema_file_columns(name: &str) -> Vec<String> {
+    let json: serde_json::Value = serde_json::from_str(&read(&format!("infra/schema/{name}.json"))).unwrap();
+    json.as_array()
         .expect("a JSON array of fields")
         .iter()
         .map(|f| format!("{} {}{}", f["name"].as_str().unwrap(), f["type"].as_str().unwrap(), if f["mode"] == "REQUIRED" { " NOT NULL" } else { "" }))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_runs_table_schema_is_the_code_s_ddl() {
+    let file = schema_file_columns("converge_runs");
     let config = BigQueryConfig::new(PROJECT, DATASET).unwrap();
     let ddl = schema::create_runs(&config);
     let columns = ddl.split_once(" (").and_then(|(_, rest)| rest.split_once(") OPTIONS")).map(|(cols, _)| cols).expect("CREATE TABLE … (columns) OPTIONS");
@@ -66,13 +70,7 @@ fn the_runs_table_schema_is_the_code_s_ddl() {
 fn the_table_state_schemas_are_the_code_s_ddl() {
     let config = BigQueryConfig::new(PROJECT, DATASET).unwrap();
     for (ddl, name) in schema::create_table_state(&config).iter().zip(["converge_table_state", "converge_watermark_resets"]) {
-        let json: serde_json::Value = serde_json::from_str(&read(&format!("infra/schema/{name}.json"))).unwrap();
-        let file: Vec<String> = json
-            .as_array()
-            .expect("a JSON array of fields")
-            .iter()
-            .map(|f| format!("{} {}{}", f["name"].as_str().unwrap(), f["type"].as_str().unwrap(), if f["mode"] == "REQUIRED" { " NOT NULL" } else { "" }))
-            .collect();
+        let file = schema_file_columns(name);
         let columns = ddl.split_once(" (").and_then(|(_, rest)| rest.split_once(')')).map(|(cols, _)| cols).expect("CREATE TABLE … (columns)");
         assert_eq!(file, columns.split(", ").map(str::to_owned).collect::<Vec<_>>(), "infra/schema/{name}.json must list the columns of create_table_state()");
     }
@@ -401,13 +399,7 @@ fn the_etl_tables_are_the_code_s_ddl_partitioned_and_clustered() {
         ("etl_staging_metrics", "staged_at", "[\"load_id\"]"),
         ("etl_staging_entity_map", "staged_at", "[\"load_id\"]"),
     ] {
-        let json: serde_json::Value = serde_json::from_str(&read(&format!("infra/schema/{table}.json"))).unwrap();
-        let file: Vec<String> = json
-            .as_array()
-            .expect("a JSON array of fields")
-            .iter()
-            .map(|f| format!("{} {}{}", f["name"].as_str().unwrap(), f["type"].as_str().unwrap(), if f["mode"] == "REQUIRED" { " NOT NULL" } else { "" }))
-            .collect();
+        let file = schema_file_columns(table);
         let ddl = statements.iter().find(|s| s.contains(&format!(".{table}` ("))).unwrap_or_else(|| panic!("no DDL for {table}"));
         let columns = ddl.split_once(" (").and_then(|(_, rest)| rest.split_once(") PARTITION BY")).map(|(cols, _)| cols).expect("CREATE TABLE … (columns) PARTITION BY");
         let code: Vec<String> = columns.split(", ").map(str::to_owned).collect();

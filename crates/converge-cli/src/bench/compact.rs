@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use converge_backends::EmbeddedBackends;
 use converge_core::{ChangeRow, Clock, Document, MirrorConfig, Op, RowContext, StoreError, SystemClock, Timestamp, Value, Warehouse};
 use futures::StreamExt;
@@ -90,7 +90,7 @@ async fn one_size(records: u64, data_dir: &Path) -> anyhow::Result<CompactBenchS
     eprintln!("  {} changelog rows in {generate_ms} ms", receipt.written);
     drop(backends);
 
-    let compact = compact_child(data_dir).await?;
+    let compact = super::measure::child_json(&["compact", "--retain-days", "0", "--json"], data_dir, "converge compact --json").await?;
     let peak_rss_mb = compact["peak_rss_mb"].as_f64().unwrap_or(0.0);
     ensure!(compact["rows_before"].as_u64() == Some(2 * records), "rows before: {}", compact["rows_before"]);
     ensure!(compact["superseded_pruned"].as_u64() == Some(records), "pruned {} rows; {records} were superseded", compact["superseded_pruned"]);
@@ -122,25 +122,6 @@ async fn report_ms(backends: &EmbeddedBackends, table: &str) -> anyhow::Result<f
     }
     times.sort_by(f64::total_cmp);
     Ok((times[2] * 10.0).round() / 10.0)
-}
-
-/// `converge compact --retain-days 0 --json` in a child process: what it printed.
-async fn compact_child(data_dir: &Path) -> anyhow::Result<serde_json::Value> {
-    let me = std::env::current_exe()?;
-    let output = tokio::process::Command::new(me)
-        .args(["compact", "--retain-days", "0", "--json", "--data-dir"])
-        .arg(data_dir)
-        .env(converge_function::env::LOG, "warn")
-        .env_remove(converge_function::env::CONFIG)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .context("starting `converge compact` in a child process")?;
-    if !output.status.success() {
-        bail!("`converge compact` failed: {}", output.status);
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(text.lines().last().unwrap_or_default()).with_context(|| format!("`converge compact --json` printed {text}"))
 }
 
 /// Replaces the compaction section of the results file.

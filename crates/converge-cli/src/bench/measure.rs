@@ -62,3 +62,25 @@ pub fn machine() -> String {
         .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
     format!("{model}, {cores} cores, {memory_gib:.0} GiB RAM, dev profile (dependencies at opt-level 3, Converge crates at opt-level 2)")
 }
+
+/// Runs this binary as a child with `args` (its peak memory is then its own) and reads
+/// the JSON object it printed last; `what` names it in errors.
+pub async fn child_json(args: &[&str], data_dir: &Path, what: &str) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let me = std::env::current_exe()?;
+    let output = tokio::process::Command::new(me)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env(converge_function::env::LOG, "warn")
+        .env_remove(converge_function::env::CONFIG)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .with_context(|| format!("starting `{what}` in a child process"))?;
+    if !output.status.success() {
+        anyhow::bail!("`{what}` failed: {}", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).with_context(|| format!("`{what}` printed {text}"))
+}

@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::ensure;
 use converge_backends::EmbeddedBackends;
 use converge_core::{MirrorConfig, SystemClock, Warehouse};
 use converge_reconcile::Reconciler;
@@ -59,7 +59,7 @@ async fn one_size(records: u64, data_dir: &Path) -> anyhow::Result<RebuildBenchS
         "  {} source documents, {} changelog rows ({} missing, {} different, {} orphan) in {} ms",
         generated.source_docs, generated.changelog_rows, injected.missing, injected.different, injected.orphan, generated.millis
     );
-    let rebuild = rebuild_child(data_dir).await?;
+    let rebuild = super::measure::child_json(&["rebuild", "--json", "--tenant", TENANT], data_dir, "converge rebuild --json").await?;
     let written = rebuild["documents"].as_u64().unwrap_or(0);
     let documents = written + rebuild["unchanged"].as_u64().unwrap_or(0);
     let millis = rebuild["millis"].as_u64().unwrap_or(0).max(1);
@@ -87,7 +87,7 @@ async fn one_size(records: u64, data_dir: &Path) -> anyhow::Result<RebuildBenchS
     for file in ["warehouse.duckdb", "warehouse.duckdb.wal", "warehouse.duckdb.journal"] {
         let _ = std::fs::remove_file(data_dir.join(file));
     }
-    let import = rebuild_child(data_dir).await?;
+    let import = super::measure::child_json(&["rebuild", "--json", "--tenant", TENANT], data_dir, "converge rebuild --json").await?;
     let imported = import["documents"].as_u64().unwrap_or(0);
     ensure!(imported == generated.source_docs, "the import wrote {imported} documents; the source has {}", generated.source_docs);
     let import_millis = import["millis"].as_u64().unwrap_or(0).max(1);
@@ -95,25 +95,6 @@ async fn one_size(records: u64, data_dir: &Path) -> anyhow::Result<RebuildBenchS
     let import_peak_rss_mb = import["peak_rss_mb"].as_f64().unwrap_or(0.0);
     eprintln!("  imported {imported} documents into an empty warehouse in {import_millis} ms: {import_docs_per_second:.0} docs/s, peak RSS {import_peak_rss_mb:.0} MB");
     Ok(RebuildBenchSize { generated, rebuild, docs_per_second, peak_rss_mb, drift_after: after.findings(), import, import_docs_per_second, import_peak_rss_mb })
-}
-
-/// `converge rebuild --json` of the bench tenant in a child process (its peak memory
-/// is its own): what it printed.
-async fn rebuild_child(data_dir: &Path) -> anyhow::Result<serde_json::Value> {
-    let me = std::env::current_exe()?;
-    let output = tokio::process::Command::new(me)
-        .args(["rebuild", "--json", "--tenant", TENANT, "--data-dir"])
-        .arg(data_dir)
-        .env(converge_function::env::LOG, "warn")
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .context("starting `converge rebuild` in a child process")?;
-    if !output.status.success() {
-        bail!("`converge rebuild` failed: {}", output.status);
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(text.lines().last().unwrap_or_default()).with_context(|| format!("`converge rebuild --json` printed {text}"))
 }
 
 /// Replaces the rebuild section of the results file.
