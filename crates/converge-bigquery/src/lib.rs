@@ -21,6 +21,8 @@
 //!   implementation, and `query_json` for reports.
 //! - `query`: [`QueryParam`], typed named parameters, and result rows read back;
 //!   `runs`: run records in `converge_runs`.
+//! - `backfill`: `converge backfill`, a promoted column filled in place from each
+//!   row's `data` (values derived in Rust, written back by content hash).
 //! - `retention`: the current table's refresh from its watermark and compaction by
 //!   partition (`converge_core::retention`'s rules in BigQuery scripts).
 //! - [`findings`]: detector queries ([`converge_core::FindingsWarehouse`]): typed named
@@ -32,6 +34,7 @@
 //!   ports for tests and the CLI; killed when dropped.
 
 pub mod arrow;
+mod backfill;
 pub mod config;
 pub mod emulator;
 pub mod error;

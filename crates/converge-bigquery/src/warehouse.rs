@@ -686,7 +686,7 @@ impl Warehouse for BigQueryWarehouse {
         // from the oldest of them (a spurious reset, if a commit fails, only costs
         // that refresh a longer read).
         for p in &pending {
-            crate::retention::lower_watermark(self, &p.table, p.oldest).await?;
+            self.lower_watermark(&p.table, p.oldest).await?;
         }
         for p in &pending {
             let context = format!("finalize the PENDING stream of `{}`", p.table);
@@ -749,12 +749,12 @@ impl Warehouse for BigQueryWarehouse {
 
     async fn refresh_current(&self, table: &str, from: RefreshFrom) -> Result<CurrentRefresh, StoreError> {
         let route = self.route(table)?;
-        crate::retention::refresh(self, &route, from).await
+        self.refresh_current_table(&route, from).await
     }
 
     async fn compact(&self, table: &str, plan: CompactionPlan) -> Result<TableCompaction, StoreError> {
         let route = self.route(table)?;
-        crate::retention::compact(self, &route, plan).await
+        self.compact_table(&route, plan).await
     }
 
     async fn tenants(&self, table: &str) -> Result<Vec<String>, StoreError> {
@@ -782,5 +782,11 @@ impl Warehouse for BigQueryWarehouse {
             qualified(&self.inner.config, &format!("{table}_latest"))
         );
         self.single_count("count latest", sql, &[("tenant", QueryParam::String(tenant.to_owned()))]).await
+    }
+
+    async fn backfill_promoted(&self, table: &str, column: &str) -> Result<converge_core::schema_change::PromotedBackfill, StoreError> {
+        let route = self.route(table)?;
+        let promoted = converge_core::schema_change::promoted_column(BACKEND, &route, column)?.clone();
+        crate::backfill::backfill(self, &route, &promoted).await
     }
 }

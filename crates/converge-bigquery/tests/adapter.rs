@@ -215,3 +215,68 @@ async fn the_start_up_check_trusts_only_the_last_recorded_setup() {
     warehouse.ensure_tables(&config).await.unwrap();
     warehouse.check_tables(&config).await.expect("setup again heals it");
 }
+
+/// `converge backfill` on BigQuery: every promoted type, filled in rows written before
+/// the column existed, equals what a new row of the same document carries; rows
+/// streamed too recently for DML are counted, not touched.
+#[tokio::test]
+async fn backfilled_values_equal_new_rows_values_of_every_type() {
+    let Some(emulator) = BigQueryEmulator::for_tests().await else { return };
+    let warehouse = emulator.fresh_warehouse().await.unwrap();
+    let mut narrow = MirrorConfig::default();
+    narrow.routes[0].promoted.clear();
+    let mut wide = MirrorConfig::default();
+    let column = |name: &str, field: &str, column_type| converge_core::PromotedColumn { column: name.into(), field: field.into(), column_type };
+    wide.routes[0].promoted.extend([
+        column("ts", "when", converge_core::ColumnType::Timestamp),
+        column("day", "when", converge_core::ColumnType::Date),
+        column("n", "big", converge_core::ColumnType::Int64),
+        column("flag", "flag", converge_core::ColumnType::Bool),
+        column("nested", "totals.net", converge_core::ColumnType::Float64),
+    ]);
+    let document = |tenant: &str, id: &str| Document {
+        path: format!("orgs/{tenant}/records/{id}"),
+        fields: converge_core::value::fields_from_json(&serde_json::json!({
+            "account": format!("acc '{id}' \\ \"q\" ✓"), "fund": "general", "date": "2024-03-01", "label": "grants", "amount": 2,
+            "when": {"$timestamp": "2024-05-01T10:00:00.123456789Z"}, "big": {"$int": "9007199254740993"}, "flag": true,
+            "totals": {"net": 12.5}
+        }))
+        .unwrap(),
+        create_time: Timestamp::from_micros(1_000),
+        update_time: Timestamp::from_micros(2_000),
+    };
+    let settled = RowContext { ingested_at: Timestamp::from_micros(1_600_000_000_000_000), run_id: "old".into(), code_version: "old".into() };
+    let recent = RowContext { ingested_at: Timestamp::from_micros(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64), ..settled.clone() };
+    let row = |config: &MirrorConfig, tenant: &str, id: &str, ctx: &RowContext| {
+        let document = document(tenant, id);
+        ChangeRow::live(&config.route(&document.path).unwrap(), Op::Update, &document, &format!("e-{tenant}-{id}"), ctx).unwrap()
+    };
+    warehouse.ensure_tables(&narrow).await.unwrap();
+    // Two documents of the same content but for the id, one stored twice; one too recent.
+    let old = vec![row(&narrow, "old", "a", &settled), row(&narrow, "old", "a", &settled), row(&narrow, "old", "b", &settled), row(&narrow, "recent", "a", &recent)];
+    warehouse.append(old).await.unwrap();
+    warehouse.ensure_tables(&wide).await.unwrap();
+    warehouse.append(vec![row(&wide, "new", "a", &settled), row(&wide, "new", "b", &settled)]).await.unwrap();
+    for promoted in &wide.routes[0].promoted {
+        let report = warehouse.backfill_promoted("records", &promoted.column).await.unwrap();
+        assert_eq!((report.filled, report.absent, report.refused, report.too_recent), (3, 0, 0, 1), "{report:?}");
+    }
+    let names: Vec<&str> = wide.routes[0].promoted.iter().map(|c| c.column.as_str()).collect();
+    let read = |tenant: &'static str| {
+        let warehouse = warehouse.clone();
+        let sql = format!(
+            "SELECT doc_id, {} FROM `{}.{}.records` WHERE tenant = @tenant ORDER BY doc_id",
+            names.join(", "),
+            warehouse.config().project,
+            warehouse.config().dataset
+        );
+        async move { warehouse.query_json(&sql, &[("tenant", QueryParam::String(tenant.into()))]).await.unwrap() }
+    };
+    let (old, new) = (read("old").await, read("new").await);
+    assert_eq!(old[0], new[0], "backfilled a (stored twice) equals the new row");
+    assert_eq!(old[1], new[0], "the copy too");
+    assert_eq!(old[2], new[1], "backfilled b equals the new row");
+    assert_eq!(new[0]["n"], serde_json::json!(9_007_199_254_740_993i64), "{new:?}");
+    let recent = read("recent").await;
+    assert_eq!(recent[0]["account"], serde_json::Value::Null, "too recent for DML: untouched");
+}

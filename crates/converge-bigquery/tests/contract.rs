@@ -33,6 +33,12 @@ async fn bigquery_passes_the_warehouse_contract() {
 }
 
 #[tokio::test]
+async fn bigquery_passes_the_promoted_backfill_contract() {
+    let Some(fresh) = fresh_warehouses(|w| async move { Arc::new(w) as Arc<dyn converge_core::Warehouse> }).await else { return };
+    converge_contract::promoted_backfill_contract(fresh).await;
+}
+
+#[tokio::test]
 async fn bigquery_passes_the_metrics_warehouse_contract() {
     let Some(fresh) = fresh_warehouses(|w| async move { Arc::new(w) as Arc<dyn converge_core::MetricsWarehouse> }).await else { return };
     converge_contract::metrics_warehouse_contract(300, fresh).await;

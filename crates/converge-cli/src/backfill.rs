@@ -47,6 +47,9 @@ pub fn render(backfills: &[PromotedBackfill]) -> String {
             "{}.{}: {} rows filled, {} without the field (left NULL), {} of another type (left NULL)",
             b.table, b.column, b.filled, b.absent, b.refused
         );
+        if b.too_recent > 0 {
+            let _ = writeln!(out, "  {} rows written too recently for the warehouse to modify: run the backfill again later", b.too_recent);
+        }
         for example in &b.refused_examples {
             let _ = writeln!(out, "  refused: {example}");
         }

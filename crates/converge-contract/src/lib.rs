@@ -5,7 +5,7 @@
 //! # Layout
 //!
 //! - [`warehouse`]: [`warehouse_contract`] for [`converge_core::Warehouse`], and
-//!   [`promoted_backfill_contract`] (`converge backfill`; DuckDB only so far).
+//!   [`promoted_backfill_contract`] (`converge backfill`).
 //! - [`source`]: [`source_store_contract`] for [`converge_core::SourceStore`].
 //! - [`error_log`]: [`error_log_contract`] for [`converge_core::ErrorLog`].
 //! - [`raw`]: [`raw_source_contract`] for [`converge_core::RawSource`].

@@ -369,7 +369,7 @@ where
 
 /// `Warehouse::backfill_promoted` (`converge backfill`): a promoted column added to
 /// the configuration, filled in the rows written before it, on a fresh warehouse from
-/// `fresh`. DuckDB runs it; BigQuery's backfill is not written yet.
+/// `fresh`. DuckDB and BigQuery run it.
 pub async fn promoted_backfill_contract<F, Fut>(fresh: F)
 where
     F: Fn() -> Fut,

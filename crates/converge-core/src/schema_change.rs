@@ -113,6 +113,11 @@ pub struct PromotedBackfill {
     /// left NULL, counted, the first few named.
     pub refused: u64,
     pub refused_examples: Vec<String>,
+    /// Rows without a value the warehouse cannot modify yet, left as they are and not
+    /// examined: on BigQuery, changelog rows streamed in the last 90 minutes (DML may
+    /// not touch recent Storage Write API rows); always 0 on DuckDB. Run the backfill
+    /// again later to fill them.
+    pub too_recent: u64,
 }
 
 /// Examples of refused rows a backfill names, at most.
