@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use converge_core::config::Route;
 use converge_core::retention::{
-    current_table, current_tombstones_table, CompactionPlan, CurrentRefresh, RefreshFrom, TableCompaction, LATE_EVENT_BOUND_MICROS,
-    REFRESH_OVERLAP_MICROS, TABLE_STATE,
+    current_table, current_tombstones_table, CompactionPlan, CurrentRefresh, RefreshFrom, TableCompaction, LATE_EVENT_BOUND_MICROS, REFRESH_OVERLAP_MICROS,
+    TABLE_STATE,
 };
 use converge_core::StoreError;
 use futures::StreamExt;
@@ -41,10 +41,7 @@ const BEGINNING: i64 = -62_135_596_800_000_000;
 
 /// `converge_core::version`'s rule as a window ordering (as in the latest view).
 fn rank_order() -> String {
-    format!(
-        "version DESC, op IN ({}) DESC, is_deleted DESC, content_hash DESC NULLS LAST",
-        converge_core::version::source_read_ops_sql()
-    )
+    format!("version DESC, op IN ({}) DESC, is_deleted DESC, content_hash DESC NULLS LAST", converge_core::version::source_read_ops_sql())
 }
 
 /// The route's columns, by name, for statements that must not depend on column order
@@ -53,7 +50,13 @@ fn column_names(route: &Route) -> String {
     columns(route).iter().map(|(name, _, _)| *name).collect::<Vec<_>>().join(", ")
 }
 
-async fn first_row_i64s(warehouse: &BigQueryWarehouse, context: &'static str, sql: String, params: &[(&str, QueryParam)], n: usize) -> Result<(Vec<Option<i64>>, Option<u64>), StoreError> {
+async fn first_row_i64s(
+    warehouse: &BigQueryWarehouse,
+    context: &'static str,
+    sql: String,
+    params: &[(&str, QueryParam)],
+    n: usize,
+) -> Result<(Vec<Option<i64>>, Option<u64>), StoreError> {
     let done = warehouse.run(context, sql, params).await?;
     let bytes = done.metadata().total_bytes_processed.as_ref().map(|b| (*b).max(0) as u64);
     let mut rows = warehouse.rows(context, done);
@@ -78,42 +81,41 @@ async fn refresh_start(warehouse: &BigQueryWarehouse, table: &str) -> Result<Opt
     }))
 }
 
-pub(crate) async fn refresh(warehouse: &BigQueryWarehouse, route: &Route, from: RefreshFrom) -> Result<CurrentRefresh, StoreError> {
-    let started = Instant::now();
-    let config = warehouse.config();
-    let t = &route.table;
-    let start = match from {
-        RefreshFrom::Full => None,
-        RefreshFrom::Watermark => refresh_start(warehouse, t).await?,
-    };
-    let (changelog, current, tombstones) =
-        (qualified(config, t), qualified(config, &current_table(t)), qualified(config, &current_tombstones_table(t)));
-    let (state, resets) = (qualified(config, TABLE_STATE), qualified(config, WATERMARK_RESETS));
-    let cols = column_names(route);
-    let order = rank_order();
-    // A full refresh empties the current tables first: a document whose every row
-    // was pruned has no winner left.
-    // Temporary tables end with the script on BigQuery; the emulator keeps them in the
-    // dataset, so they are named per table, replaced if left over, and dropped.
-    let (rows, winners) = (format!("converge_refresh_rows_{t}"), format!("converge_refresh_winners_{t}"));
-    let (empty, candidates) = match start {
-        None => (
-            format!("DELETE FROM {current} WHERE TRUE;\nDELETE FROM {tombstones} WHERE TRUE;\n"),
-            format!("SELECT * FROM {rows}"),
-        ),
-        Some(_) => (
-            String::new(),
-            format!(
-                "SELECT * FROM {rows} \
+impl BigQueryWarehouse {
+    /// [`converge_core::Warehouse::refresh_current`] of `route`'s table (see the module docs).
+    pub(crate) async fn refresh_current_table(&self, route: &Route, from: RefreshFrom) -> Result<CurrentRefresh, StoreError> {
+        let warehouse = self;
+        let started = Instant::now();
+        let config = warehouse.config();
+        let t = &route.table;
+        let start = match from {
+            RefreshFrom::Full => None,
+            RefreshFrom::Watermark => refresh_start(warehouse, t).await?,
+        };
+        let (changelog, current, tombstones) = (qualified(config, t), qualified(config, &current_table(t)), qualified(config, &current_tombstones_table(t)));
+        let (state, resets) = (qualified(config, TABLE_STATE), qualified(config, WATERMARK_RESETS));
+        let cols = column_names(route);
+        let order = rank_order();
+        // A full refresh empties the current tables first: a document whose every row
+        // was pruned has no winner left.
+        // Temporary tables end with the script on BigQuery; the emulator keeps them in the
+        // dataset, so they are named per table, replaced if left over, and dropped.
+        let (rows, winners) = (format!("converge_refresh_rows_{t}"), format!("converge_refresh_winners_{t}"));
+        let (empty, candidates) = match start {
+            None => (format!("DELETE FROM {current} WHERE TRUE;\nDELETE FROM {tombstones} WHERE TRUE;\n"), format!("SELECT * FROM {rows}")),
+            Some(_) => (
+                String::new(),
+                format!(
+                    "SELECT * FROM {rows} \
                  UNION ALL SELECT {cols} FROM {current} WHERE doc_path IN (SELECT doc_path FROM {rows}) \
                  UNION ALL SELECT {cols} FROM {tombstones} WHERE doc_path IN (SELECT doc_path FROM {rows})"
+                ),
             ),
-        ),
-    };
-    // Values are spliced as literals: the emulator binds no query parameters inside a
-    // script. Each is a number or a validated identifier (converge_core::config).
-    let since = start.unwrap_or(BEGINNING);
-    let script = format!(
+        };
+        // Values are spliced as literals: the emulator binds no query parameters inside a
+        // script. Each is a number or a validated identifier (converge_core::config).
+        let since = start.unwrap_or(BEGINNING);
+        let script = format!(
         "DECLARE rows_read INT64;\n\
          DECLARE merged INT64;\n\
          CREATE OR REPLACE TEMP TABLE {rows} AS SELECT {cols} FROM {changelog} WHERE ingested_at >= TIMESTAMP_MICROS({since});\n\
@@ -139,37 +141,39 @@ pub(crate) async fn refresh(warehouse: &BigQueryWarehouse, route: &Route, from: 
          SELECT rows_read, merged, (SELECT COUNT(*) FROM {current}), \
                 (SELECT UNIX_MICROS(MAX(current_watermark)) FROM {state} WHERE table_name = '{t}');"
     );
-    let (values, bytes) = first_row_i64s(warehouse, "refresh the current table", script, &[], 4).await?;
-    Ok(CurrentRefresh {
-        table: t.clone(),
-        full: start.is_none(),
-        rows_read: values[0].unwrap_or(0) as u64,
-        documents_merged: values[1].unwrap_or(0) as u64,
-        current_rows: values[2].unwrap_or(0) as u64,
-        watermark_micros: values[3],
-        bytes_processed: bytes,
-        millis: started.elapsed().as_millis() as u64,
-    })
-}
+        let (values, bytes) = first_row_i64s(warehouse, "refresh the current table", script, &[], 4).await?;
+        Ok(CurrentRefresh {
+            table: t.clone(),
+            full: start.is_none(),
+            rows_read: values[0].unwrap_or(0) as u64,
+            documents_merged: values[1].unwrap_or(0) as u64,
+            current_rows: values[2].unwrap_or(0) as u64,
+            watermark_micros: values[3],
+            bytes_processed: bytes,
+            millis: started.elapsed().as_millis() as u64,
+        })
+    }
 
-pub(crate) async fn compact(warehouse: &BigQueryWarehouse, route: &Route, plan: CompactionPlan) -> Result<TableCompaction, StoreError> {
-    let started = Instant::now();
-    let config = warehouse.config();
-    let t = &route.table;
-    let changelog = qualified(config, t);
-    let state = qualified(config, TABLE_STATE);
-    let order = rank_order();
-    // A row's identity for "is it its document's winner": identical copies of the
-    // winner (redeliveries) share it and are kept together.
-    let key = "CONCAT(doc_path, '|', CAST(UNIX_MICROS(version) AS STRING), '|', op, '|', CAST(is_deleted AS STRING), '|', IFNULL(content_hash, ''))";
-    // Values are spliced as literals: the emulator binds no query parameters inside a
-    // script. Each is a number or a validated identifier (converge_core::config).
-    let now = plan.now.as_micros();
-    let (horizon, tombstone_horizon) = (plan.horizon.as_micros(), plan.tombstone_horizon.as_micros());
-    let scan_to = horizon.saturating_add(LATE_EVENT_BOUND_MICROS).min(now);
-    let settled = now - DML_SETTLE_MICROS;
-    let scan = format!("version <= TIMESTAMP_MICROS({horizon}) AND ingested_at < TIMESTAMP_MICROS({scan_to})");
-    let script = format!(
+    /// [`converge_core::Warehouse::compact`] of `route`'s table (see the module docs).
+    pub(crate) async fn compact_table(&self, route: &Route, plan: CompactionPlan) -> Result<TableCompaction, StoreError> {
+        let warehouse = self;
+        let started = Instant::now();
+        let config = warehouse.config();
+        let t = &route.table;
+        let changelog = qualified(config, t);
+        let state = qualified(config, TABLE_STATE);
+        let order = rank_order();
+        // A row's identity for "is it its document's winner": identical copies of the
+        // winner (redeliveries) share it and are kept together.
+        let key = "CONCAT(doc_path, '|', CAST(UNIX_MICROS(version) AS STRING), '|', op, '|', CAST(is_deleted AS STRING), '|', IFNULL(content_hash, ''))";
+        // Values are spliced as literals: the emulator binds no query parameters inside a
+        // script. Each is a number or a validated identifier (converge_core::config).
+        let now = plan.now.as_micros();
+        let (horizon, tombstone_horizon) = (plan.horizon.as_micros(), plan.tombstone_horizon.as_micros());
+        let scan_to = horizon.saturating_add(LATE_EVENT_BOUND_MICROS).min(now);
+        let settled = now - DML_SETTLE_MICROS;
+        let scan = format!("version <= TIMESTAMP_MICROS({horizon}) AND ingested_at < TIMESTAMP_MICROS({scan_to})");
+        let script = format!(
         "DECLARE rows_before INT64 DEFAULT (SELECT COUNT(*) FROM {changelog});\n\
          DECLARE after_superseded INT64;\n\
          DECLARE rows_after INT64;\n\
@@ -186,26 +190,28 @@ pub(crate) async fn compact(warehouse: &BigQueryWarehouse, route: &Route, plan: 
          COMMIT TRANSACTION;\n\
          SELECT rows_before, after_superseded, rows_after;"
     );
-    let (values, bytes) = first_row_i64s(warehouse, "compact the changelog", script, &[], 3).await?;
-    // Counted inside the transaction (the emulator has no @@row_count): rows appended
-    // meanwhile are not in its snapshot.
-    let [rows_before, after_superseded, rows_after] = [0, 1, 2].map(|i| values[i].unwrap_or(0) as u64);
-    Ok(TableCompaction {
-        table: t.clone(),
-        rows_before,
-        rows_after,
-        superseded_pruned: rows_before.saturating_sub(after_superseded),
-        tombstones_pruned: after_superseded.saturating_sub(rows_after),
-        bytes_processed: bytes,
-        millis: started.elapsed().as_millis() as u64,
-    })
-}
+        let (values, bytes) = first_row_i64s(warehouse, "compact the changelog", script, &[], 3).await?;
+        // Counted inside the transaction (the emulator has no @@row_count): rows appended
+        // meanwhile are not in its snapshot.
+        let [rows_before, after_superseded, rows_after] = [0, 1, 2].map(|i| values[i].unwrap_or(0) as u64);
+        Ok(TableCompaction {
+            table: t.clone(),
+            rows_before,
+            rows_after,
+            superseded_pruned: rows_before.saturating_sub(after_superseded),
+            tombstones_pruned: after_superseded.saturating_sub(rows_after),
+            bytes_processed: bytes,
+            millis: started.elapsed().as_millis() as u64,
+        })
+    }
 
-/// Records that rows of `table` stamped from `oldest` (microseconds) on are about to
-/// become visible although the watermark may have passed them: the next refresh reads
-/// from there.
-pub(crate) async fn lower_watermark(warehouse: &BigQueryWarehouse, table: &str, oldest: i64) -> Result<(), StoreError> {
-    let sql = format!("INSERT INTO {} (table_name, lowered_to) VALUES (@table, @oldest)", qualified(warehouse.config(), WATERMARK_RESETS));
-    let params = [("table", QueryParam::String(table.to_owned())), ("oldest", QueryParam::Timestamp(oldest))];
-    warehouse.run("lower the current table's watermark", sql, &params).await.map(|_| ())
+    /// Records that rows of `table` stamped from `oldest` (microseconds) on are about to
+    /// become visible although the watermark may have passed them: the next refresh reads
+    /// from there.
+    pub(crate) async fn lower_watermark(&self, table: &str, oldest: i64) -> Result<(), StoreError> {
+        let warehouse = self;
+        let sql = format!("INSERT INTO {} (table_name, lowered_to) VALUES (@table, @oldest)", qualified(warehouse.config(), WATERMARK_RESETS));
+        let params = [("table", QueryParam::String(table.to_owned())), ("oldest", QueryParam::Timestamp(oldest))];
+        warehouse.run("lower the current table's watermark", sql, &params).await.map(|_| ())
+    }
 }
