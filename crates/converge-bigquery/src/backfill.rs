@@ -40,61 +40,64 @@ use crate::warehouse::BigQueryWarehouse;
 /// query parameters, and a statement text of a few tens of kilobytes.
 const CHUNK: usize = 500;
 
-/// Fills `column` of `route`'s changelog and current tables.
-pub(crate) async fn backfill(warehouse: &BigQueryWarehouse, route: &Route, column: &PromotedColumn) -> Result<PromotedBackfill, StoreError> {
-    let mut report = PromotedBackfill::new(&route.table, &column.column);
-    let config = warehouse.config();
-    let c = &column.column;
-    let settled = SystemClock.now().as_micros() - DML_SETTLE_MICROS;
-    let t = &route.table;
-    let tables = [
-        (t.clone(), true),
-        (converge_core::retention::current_table(t), false),
-        (converge_core::retention::current_tombstones_table(t), false),
-    ];
-    for (table, streamed) in tables {
-        let name = qualified(config, &table);
-        // Names are the validated configuration's; the one value spliced is a number.
-        let modifiable = match streamed {
-            true => format!(" AND ingested_at < TIMESTAMP_MICROS({settled})"),
-            false => String::new(),
-        };
-        if streamed {
-            let sql = format!("SELECT COUNT(*) AS n FROM {name} WHERE {c} IS NULL AND data IS NOT NULL AND ingested_at >= TIMESTAMP_MICROS({settled})");
-            report.too_recent += warehouse.single_count("count the rows too recent to backfill", sql, &[]).await?;
-        }
-        let context = "read the rows to backfill";
-        let sql = format!(
-            "SELECT content_hash, ANY_VALUE(doc_path) AS doc_path, ANY_VALUE(data) AS data, COUNT(*) AS n FROM {name} \
-             WHERE {c} IS NULL AND data IS NOT NULL AND content_hash IS NOT NULL{modifiable} GROUP BY content_hash ORDER BY content_hash"
-        );
-        let done = warehouse.run(context, sql, &[]).await?;
-        let mut rows = warehouse.rows(context, done);
-        let mut values: Vec<(String, PromotedValue, u64)> = Vec::new();
-        while let Some(row) = rows.next().await {
-            let row = row?;
-            let hash: String = row.get(0).map_err(|e| row_error(context, &e))?;
-            let doc_path: String = row.get(1).map_err(|e| row_error(context, &e))?;
-            let data: String = row.get(2).map_err(|e| row_error(context, &e))?;
-            let n = row.get::<i64>(3).map_err(|e| row_error(context, &e))?.max(1) as u64;
-            let (absent, refused) = (report.absent, report.refused);
-            match report.derive(column, &doc_path, &data) {
-                Some(value) => values.push((hash, value, n)),
-                // `derive` counted one row of the group; the others are the same.
-                None if report.absent > absent => report.absent += n - 1,
-                None if report.refused > refused => report.refused += n - 1,
-                None => {}
+impl BigQueryWarehouse {
+    /// Fills `column` of `route`'s changelog and current tables.
+    pub(crate) async fn backfill_promoted_column(&self, route: &Route, column: &PromotedColumn) -> Result<PromotedBackfill, StoreError> {
+        let warehouse = self;
+        let mut report = PromotedBackfill::new(&route.table, &column.column);
+        let config = warehouse.config();
+        let c = &column.column;
+        let settled = SystemClock.now().as_micros() - DML_SETTLE_MICROS;
+        let t = &route.table;
+        let tables = [
+            (t.clone(), true),
+            (converge_core::retention::current_table(t), false),
+            (converge_core::retention::current_tombstones_table(t), false),
+        ];
+        for (table, streamed) in tables {
+            let name = qualified(config, &table);
+            // Names are the validated configuration's; the one value spliced is a number.
+            let modifiable = match streamed {
+                true => format!(" AND ingested_at < TIMESTAMP_MICROS({settled})"),
+                false => String::new(),
+            };
+            if streamed {
+                let sql = format!("SELECT COUNT(*) AS n FROM {name} WHERE {c} IS NULL AND data IS NOT NULL AND ingested_at >= TIMESTAMP_MICROS({settled})");
+                report.too_recent += warehouse.single_count("count the rows too recent to backfill", sql, &[]).await?;
             }
-            if values.len() == CHUNK {
+            let context = "read the rows to backfill";
+            let sql = format!(
+                "SELECT content_hash, ANY_VALUE(doc_path) AS doc_path, ANY_VALUE(data) AS data, COUNT(*) AS n FROM {name} \
+                 WHERE {c} IS NULL AND data IS NOT NULL AND content_hash IS NOT NULL{modifiable} GROUP BY content_hash ORDER BY content_hash"
+            );
+            let done = warehouse.run(context, sql, &[]).await?;
+            let mut rows = warehouse.rows(context, done);
+            let mut values: Vec<(String, PromotedValue, u64)> = Vec::new();
+            while let Some(row) = rows.next().await {
+                let row = row?;
+                let hash: String = row.get(0).map_err(|e| row_error(context, &e))?;
+                let doc_path: String = row.get(1).map_err(|e| row_error(context, &e))?;
+                let data: String = row.get(2).map_err(|e| row_error(context, &e))?;
+                let n = row.get::<i64>(3).map_err(|e| row_error(context, &e))?.max(1) as u64;
+                let (absent, refused) = (report.absent, report.refused);
+                match report.derive(column, &doc_path, &data) {
+                    Some(value) => values.push((hash, value, n)),
+                    // `derive` counted one row of the group; the others are the same.
+                    None if report.absent > absent => report.absent += n - 1,
+                    None if report.refused > refused => report.refused += n - 1,
+                    None => {}
+                }
+                if values.len() == CHUNK {
+                    report.filled += fill(warehouse, &name, c, &modifiable, &values).await?;
+                    values.clear();
+                }
+            }
+            if !values.is_empty() {
                 report.filled += fill(warehouse, &name, c, &modifiable, &values).await?;
-                values.clear();
             }
         }
-        if !values.is_empty() {
-            report.filled += fill(warehouse, &name, c, &modifiable, &values).await?;
-        }
+        Ok(report)
     }
-    Ok(report)
 }
 
 /// One UPDATE of `table`'s column `c` from (content hash, value, rows read): the rows

@@ -787,6 +787,6 @@ impl Warehouse for BigQueryWarehouse {
     async fn backfill_promoted(&self, table: &str, column: &str) -> Result<converge_core::schema_change::PromotedBackfill, StoreError> {
         let route = self.route(table)?;
         let promoted = converge_core::schema_change::promoted_column(BACKEND, &route, column)?.clone();
-        crate::backfill::backfill(self, &route, &promoted).await
+        self.backfill_promoted_column(&route, &promoted).await
     }
 }

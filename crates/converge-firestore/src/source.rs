@@ -383,14 +383,14 @@ impl SourceStore for FirestoreSource {
     async fn scan_states(&self, scope: &SourceScope) -> Result<Scan<DocState>, StoreError> {
         match scope.collection_path() {
             Some(collection_path) => self.scan(&collection_path, doc_state).await,
-            None => crate::subtree::scan(&self.inner, scope, doc_state).await,
+            None => self.inner.scan_subtree(scope, doc_state).await,
         }
     }
 
     async fn scan_documents(&self, scope: &SourceScope) -> Result<Scan<Document>, StoreError> {
         match scope.collection_path() {
             Some(collection_path) => self.scan(&collection_path, document).await,
-            None => crate::subtree::scan(&self.inner, scope, document).await,
+            None => self.inner.scan_subtree(scope, document).await,
         }
     }
 

@@ -48,17 +48,20 @@ use crate::source::{page_query, page_stream, Inner, PAGES_AHEAD};
 /// Turns one document into a scan item.
 pub(crate) type Mapper<T> = fn(&DocPaths, pb::Document) -> Result<T, FirestoreError>;
 
-/// A streamed, path-ordered scan of `scope` at one read time (see the module docs).
-pub(crate) async fn scan<T: Send + 'static>(inner: &std::sync::Arc<Inner>, scope: &SourceScope, map: Mapper<T>) -> Result<Scan<T>, StoreError> {
-    let read_time = inner.read_with_retry(|| inner.server_time()).await?;
-    let (pages_tx, pages_rx) = mpsc::channel::<Result<Vec<T>, StoreError>>(PAGES_AHEAD);
-    let mut walk = Walk { inner: inner.clone(), scope: scope.clone(), at: timestamp_to_proto(read_time), map, pages: pages_tx, last: None };
-    tokio::spawn(async move {
-        if let Err(error) = walk.run().await {
-            let _ = walk.pages.send(Err(error)).await;
-        }
-    });
-    Ok(Scan { read_time, items: page_stream(Vec::new(), pages_rx) })
+impl Inner {
+    /// A streamed, path-ordered scan of `scope` at one read time (see the module docs).
+    pub(crate) async fn scan_subtree<T: Send + 'static>(self: &std::sync::Arc<Self>, scope: &SourceScope, map: Mapper<T>) -> Result<Scan<T>, StoreError> {
+        let inner = self;
+        let read_time = inner.read_with_retry(|| inner.server_time()).await?;
+        let (pages_tx, pages_rx) = mpsc::channel::<Result<Vec<T>, StoreError>>(PAGES_AHEAD);
+        let mut walk = Walk { inner: inner.clone(), scope: scope.clone(), at: timestamp_to_proto(read_time), map, pages: pages_tx, last: None };
+        tokio::spawn(async move {
+            if let Err(error) = walk.run().await {
+                let _ = walk.pages.send(Err(error)).await;
+            }
+        });
+        Ok(Scan { read_time, items: page_stream(Vec::new(), pages_rx) })
+    }
 }
 
 struct Walk<T> {
