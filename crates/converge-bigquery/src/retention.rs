@@ -90,8 +90,11 @@ impl BigQueryWarehouse {
         let t = &route.table;
         let start = match from {
             RefreshFrom::Full => None,
-            RefreshFrom::Watermark => refresh_start(warehouse, t).await?,
+            RefreshFrom::Watermark | RefreshFrom::Started => refresh_start(warehouse, t).await?,
         };
+        if from == RefreshFrom::Started && start.is_none() {
+            return Ok(CurrentRefresh { table: t.clone(), ..CurrentRefresh::default() });
+        }
         let (changelog, current, tombstones) = (qualified(config, t), qualified(config, &current_table(t)), qualified(config, &current_tombstones_table(t)));
         let (state, resets) = (qualified(config, TABLE_STATE), qualified(config, WATERMARK_RESETS));
         let cols = column_names(route);

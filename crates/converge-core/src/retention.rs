@@ -66,6 +66,10 @@ pub enum RefreshFrom {
     /// Every row: the current tables are rebuilt from the whole changelog (after
     /// compaction, or on demand).
     Full,
+    /// From the watermark when the table has one; nothing when it was never refreshed.
+    /// What a run refreshes with after its own appends: its refresh is never a read of
+    /// the whole changelog (the first, full refresh is the schedule's).
+    Started,
 }
 
 /// What one refresh of one table's current table did.
@@ -151,7 +155,7 @@ pub fn incomplete_as_of_message(table: &str) -> String {
 pub async fn refresh_after_run<'t>(warehouse: &dyn crate::Warehouse, tables: impl IntoIterator<Item = &'t str>) -> Result<u64, crate::StoreError> {
     let mut merged = 0;
     for table in tables {
-        merged += warehouse.refresh_current(table, RefreshFrom::Watermark).await?.documents_merged;
+        merged += warehouse.refresh_current(table, RefreshFrom::Started).await?.documents_merged;
     }
     Ok(merged)
 }

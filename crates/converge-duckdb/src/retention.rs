@@ -12,8 +12,8 @@ use duckdb::{params, Connection, OptionalExt};
 use crate::db::db_error;
 use crate::schema::winner_key;
 
-/// Temporary tables of one refresh (dropped with its connection).
-const REFRESH_ROWS: &str = "converge_refresh_rows";
+/// The temporary table of one refresh: each touched document's best new row (dropped
+/// at its end, and with its connection).
 const REFRESH_WINNERS: &str = "converge_refresh_winners";
 
 fn count(connection: &Connection, context: &str, sql: &str) -> Result<u64, StoreError> {
@@ -52,8 +52,11 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
     let result = (|| -> Result<CurrentRefresh, StoreError> {
         let start = match from {
             RefreshFrom::Full => None,
-            RefreshFrom::Watermark => refresh_start(connection, t)?,
+            RefreshFrom::Watermark | RefreshFrom::Started => refresh_start(connection, t)?,
         };
+        if from == RefreshFrom::Started && start.is_none() {
+            return Ok(CurrentRefresh { table: t.clone(), ..CurrentRefresh::default() });
+        }
         let mut report = CurrentRefresh { table: t.clone(), full: start.is_none(), ..CurrentRefresh::default() };
         let newest: Option<i64>;
         match start {
@@ -72,37 +75,37 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                     .map_err(|e| db_error("read the newest ingested row", e))?;
             }
             Some(since) => {
-                exec(
-                    connection,
-                    "read the rows since the watermark",
-                    &format!("CREATE OR REPLACE TEMP TABLE {REFRESH_ROWS} AS SELECT * FROM {t} WHERE ingested_at >= make_timestamp({since}::BIGINT)"),
-                )?;
-                report.rows_read = count(connection, "count the rows since the watermark", &format!("SELECT count(*) FROM {REFRESH_ROWS}"))?;
-                newest = connection
-                    .query_row(&format!("SELECT epoch_us(max(ingested_at)) FROM {REFRESH_ROWS}"), [], |row| row.get(0))
-                    .map_err(|e| db_error("read the newest ingested row", e))?;
-                // The new rows and what stands for their documents now, ranked by the
-                // one rule: a stale event loses to the current row or the delete that
-                // beat it, whatever order they were ingested in.
+                let new_rows = format!("{t} WHERE ingested_at >= make_timestamp({since}::BIGINT)");
+                let (rows_read, newest_new): (i64, Option<i64>) = connection
+                    .query_row(&format!("SELECT count(*), epoch_us(max(ingested_at)) FROM {new_rows}"), [], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .map_err(|e| db_error("read the rows since the watermark", e))?;
+                report.rows_read = rows_read as u64;
+                newest = newest_new;
+                // Each touched document's best new row, by the one rule, as (path, row
+                // id, rank key): key columns only, so memory stays small whatever the
+                // rows hold. Then only the documents whose best new row outranks what
+                // stands for them now (their current row, or the delete that beat it)
+                // are replaced: a stale event loses, an identical copy changes nothing.
                 exec(
                     connection,
                     "rank the new rows",
-                    &format!(
-                        "CREATE OR REPLACE TEMP TABLE {REFRESH_WINNERS} AS SELECT * EXCLUDE (_converge_rank) FROM (
-                           SELECT *, row_number() OVER (PARTITION BY doc_path ORDER BY {key} DESC) AS _converge_rank FROM (
-                             SELECT * FROM {REFRESH_ROWS}
-                             UNION ALL BY NAME SELECT * FROM {current} WHERE doc_path IN (SELECT doc_path FROM {REFRESH_ROWS})
-                             UNION ALL BY NAME SELECT * FROM {tombstones} WHERE doc_path IN (SELECT doc_path FROM {REFRESH_ROWS})
-                           )
-                         ) WHERE _converge_rank = 1"
-                    ),
+                    &format!("CREATE OR REPLACE TEMP TABLE {REFRESH_WINNERS} AS SELECT doc_path, arg_max(rowid, {key}) AS rid, max({key}) AS k FROM {new_rows} GROUP BY doc_path"),
                 )?;
+                for standing in [&current, &tombstones] {
+                    exec(
+                        connection,
+                        "keep what outranks the new rows",
+                        &format!(
+                            "DELETE FROM {REFRESH_WINNERS} AS w WHERE EXISTS (SELECT 1 FROM {standing} AS s WHERE s.doc_path = w.doc_path AND ({key}) >= w.k)"
+                        ),
+                    )?;
+                }
+                report.documents_merged = count(connection, "count merged documents", &format!("SELECT count(*) FROM {REFRESH_WINNERS}"))?;
                 exec(connection, "replace current rows", &format!("DELETE FROM {current} WHERE doc_path IN (SELECT doc_path FROM {REFRESH_WINNERS})"))?;
                 exec(connection, "replace current tombstones", &format!("DELETE FROM {tombstones} WHERE doc_path IN (SELECT doc_path FROM {REFRESH_WINNERS})"))?;
-                exec(connection, "drop the new rows", &format!("DROP TABLE {REFRESH_ROWS}"))?;
-                report.documents_merged = count(connection, "count merged documents", &format!("SELECT count(*) FROM {REFRESH_WINNERS}"))?;
-                exec(connection, "write current rows", &format!("INSERT INTO {current} BY NAME SELECT * FROM {REFRESH_WINNERS} WHERE NOT is_deleted"))?;
-                exec(connection, "write current tombstones", &format!("INSERT INTO {tombstones} BY NAME SELECT * FROM {REFRESH_WINNERS} WHERE is_deleted"))?;
+                let winners = format!("SELECT * FROM {t} WHERE rowid IN (SELECT rid FROM {REFRESH_WINNERS})");
+                exec(connection, "write current rows", &format!("INSERT INTO {current} BY NAME SELECT * FROM ({winners}) WHERE NOT is_deleted"))?;
+                exec(connection, "write current tombstones", &format!("INSERT INTO {tombstones} BY NAME SELECT * FROM ({winners}) WHERE is_deleted"))?;
                 exec(connection, "drop the ranking", &format!("DROP TABLE {REFRESH_WINNERS}"))?;
             }
         }
