@@ -38,18 +38,7 @@ pub struct CompactBenchSize {
 }
 
 pub async fn run(records: &[u64], keep: bool) -> anyhow::Result<Vec<CompactBenchSize>> {
-    let mut sizes = Vec::new();
-    for &n in records {
-        let data_dir = std::env::temp_dir().join(format!("converge-bench-compact-{n}-{}", uuid::Uuid::new_v4()));
-        let result = one_size(n, &data_dir).await;
-        if keep {
-            eprintln!("kept {}", data_dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&data_dir);
-        }
-        sizes.push(result?);
-    }
-    Ok(sizes)
+    super::measure::each_size(records, keep, "compact", |n, data_dir| async move { one_size(n, &data_dir).await }).await
 }
 
 /// Every document's latest state, as one digest (order-independent sums of hashes).
@@ -62,26 +51,21 @@ async fn one_size(records: u64, data_dir: &Path) -> anyhow::Result<CompactBenchS
     let backends = EmbeddedBackends::open(data_dir, Arc::new(SystemClock)).context("opening the embedded stores")?;
     backends.warehouse.ensure_tables(&config).await?;
     let now = SystemClock.now();
-    let route = config.routes[0].clone();
-    let rows = futures::stream::iter(0..records).flat_map(move |index| {
-        let config = MirrorConfig { routes: vec![route.clone()] };
-        let doc_id = bookkeeping_records::doc_id(index);
-        let path = format!("orgs/{TENANT}/records/{doc_id}");
-        let routed = config.route(&path).map(|r| (r.route.clone(), r.tenant, r.doc_id, r.collection));
-        let versions = [(now.as_micros() - 120_000_000, 1.0), (now.as_micros() - 60_000_000, 2.0)];
-        futures::stream::iter(versions.into_iter().map(move |(at, factor)| -> Result<ChangeRow, StoreError> {
-            let config = MirrorConfig { routes: vec![routed.clone().expect("the default route matches").0] };
-            let routed = config.route(&path).expect("the default route matches");
-            let mut fields = bookkeeping_records::record(SEED, index, Timestamp::from_micros(at));
-            if let Some(Value::Double(amount)) = fields.get("amount").cloned() {
-                fields.insert("amount".into(), Value::Double(amount * factor));
-            }
-            let time = Timestamp::from_micros(at);
-            let doc = Document { path: path.clone(), fields, create_time: time, update_time: time };
-            let ctx = RowContext { ingested_at: Timestamp::from_micros(at + 1_000_000), run_id: "bench-compact".into(), code_version: env!("CARGO_PKG_VERSION").into() };
-            let op = if factor == 1.0 { Op::Create } else { Op::Update };
-            ChangeRow::live(&routed, op, &doc, &format!("bench-{index}-{at}"), &ctx).map_err(|e| StoreError::permanent("bench", e.to_string()))
-        }))
+    // Two versions of each record, a minute apart, ingested a second after each.
+    let shared = Arc::new(config.clone());
+    let rows = futures::stream::iter((0..records).flat_map(|index| [(index, 2), (index, 1)])).map(move |(index, minutes_ago)| {
+        let at = now.as_micros() - minutes_ago * 60_000_000;
+        let path = format!("orgs/{TENANT}/records/{}", bookkeeping_records::doc_id(index));
+        let routed = shared.route(&path).expect("the default route matches");
+        let mut fields = bookkeeping_records::record(SEED, index, Timestamp::from_micros(at));
+        if let Some(Value::Double(amount)) = fields.get("amount").cloned() {
+            fields.insert("amount".into(), Value::Double(amount * (3 - minutes_ago) as f64));
+        }
+        let time = Timestamp::from_micros(at);
+        let doc = Document { path: path.clone(), fields, create_time: time, update_time: time };
+        let ctx = RowContext { ingested_at: Timestamp::from_micros(at + 1_000_000), run_id: "bench-compact".into(), code_version: env!("CARGO_PKG_VERSION").into() };
+        let op = if minutes_ago == 2 { Op::Create } else { Op::Update };
+        ChangeRow::live(&routed, op, &doc, &format!("bench-{index}-{at}"), &ctx).map_err(|e| StoreError::permanent("bench", e.to_string()))
     });
     let receipt = backends.warehouse.append_atomic(rows.boxed()).await?;
     ensure!(receipt.written == 2 * records, "generated {} rows, expected {}", receipt.written, 2 * records);

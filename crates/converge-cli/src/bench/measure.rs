@@ -84,3 +84,24 @@ pub async fn child_json(args: &[&str], data_dir: &Path, what: &str) -> anyhow::R
     let text = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(text.lines().last().unwrap_or_default()).with_context(|| format!("`{what}` printed {text}"))
 }
+
+/// Runs `one_size` for each size in a fresh data directory under the system's temporary
+/// one (`converge-bench-<name>-<n>-<uuid>`), removed afterwards unless `keep`.
+pub async fn each_size<T, F, Fut>(records: &[u64], keep: bool, name: &str, one_size: F) -> anyhow::Result<Vec<T>>
+where
+    F: Fn(u64, std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut sizes = Vec::new();
+    for &n in records {
+        let data_dir = std::env::temp_dir().join(format!("converge-bench-{name}-{n}-{}", uuid::Uuid::new_v4()));
+        let result = one_size(n, data_dir.clone()).await;
+        if keep {
+            eprintln!("kept {}", data_dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        sizes.push(result?);
+    }
+    Ok(sizes)
+}

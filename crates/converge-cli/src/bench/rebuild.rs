@@ -37,18 +37,7 @@ pub struct RebuildBenchSize {
 }
 
 pub async fn run(records: &[u64], keep: bool) -> anyhow::Result<Vec<RebuildBenchSize>> {
-    let mut sizes = Vec::new();
-    for &n in records {
-        let data_dir = std::env::temp_dir().join(format!("converge-bench-rebuild-{n}-{}", uuid::Uuid::new_v4()));
-        let result = one_size(n, &data_dir).await;
-        if keep {
-            eprintln!("kept {}", data_dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&data_dir);
-        }
-        sizes.push(result?);
-    }
-    Ok(sizes)
+    super::measure::each_size(records, keep, "rebuild", |n, data_dir| async move { one_size(n, &data_dir).await }).await
 }
 
 async fn one_size(records: u64, data_dir: &Path) -> anyhow::Result<RebuildBenchSize> {
