@@ -139,6 +139,18 @@ impl Warehouse for StallAfterCommit {
         self.inner.as_of_states(table, tenant, as_of).await
     }
 
+    async fn verified_points(&self, table: &str) -> Result<Vec<converge_core::VerifiedPoint>, StoreError> {
+        self.inner.verified_points(table).await
+    }
+
+    async fn record_verified_points(&self, points: Vec<converge_core::VerifiedPoint>) -> Result<(), StoreError> {
+        self.inner.record_verified_points(points).await
+    }
+
+    fn bytes_processed(&self) -> converge_core::WarehouseBytes {
+        self.inner.bytes_processed()
+    }
+
     async fn refresh_current(&self, table: &str, from: converge_core::RefreshFrom) -> Result<converge_core::CurrentRefresh, StoreError> {
         self.inner.refresh_current(table, from).await
     }

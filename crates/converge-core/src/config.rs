@@ -6,6 +6,9 @@
 //! pattern = "orgs/{tenant}/records/{doc}"   # {tenant} and {doc} are required; {doc} last
 //! table = "records"                          # changelog table; views records_latest, records_as_of
 //!
+//! change_field = "updated_at"              # optional: the timestamp every write sets
+//!                                            # (what an incremental reconcile queries)
+//!
 //! [[route.promote]]
 //! column = "amount"      # column name in the warehouse
 //! field = "amount"       # field path in the document (dots for nested maps)
@@ -31,6 +34,11 @@ pub struct Route {
     pub pattern: PathPattern,
     pub table: String,
     pub promoted: Vec<PromotedColumn>,
+    /// The top-level timestamp field every write of the app sets (ideally
+    /// `FieldValue.serverTimestamp()`): what an incremental reconcile queries for the
+    /// documents written since its last verified point (see [`crate::incremental`]).
+    /// Without one, the route's incremental reconcile is a full one.
+    pub change_field: Option<String>,
 }
 
 /// A field copied out of the document into a typed column.
@@ -340,12 +348,14 @@ impl MirrorConfig {
             table: String,
             #[serde(default)]
             promote: Vec<PromotedColumn>,
+            #[serde(default)]
+            change_field: Option<String>,
         }
         let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         let routes = file
             .routes
             .into_iter()
-            .map(|r| Ok(Route { pattern: PathPattern::parse(&r.pattern)?, table: r.table, promoted: r.promote }))
+            .map(|r| Ok(Route { pattern: PathPattern::parse(&r.pattern)?, table: r.table, promoted: r.promote, change_field: r.change_field }))
             .collect::<Result<Vec<_>, ConfigError>>()?;
         Self::new(routes)
     }
@@ -366,6 +376,14 @@ impl MirrorConfig {
                 }
                 if column.field.is_empty() || column.field.split('.').any(str::is_empty) {
                     return Err(ConfigError::Invalid(format!("promoted column `{}` has an empty field path", column.column)));
+                }
+            }
+            if let Some(field) = &route.change_field {
+                if field.is_empty() || field.contains('.') || field.contains('`') {
+                    return Err(ConfigError::Invalid(format!(
+                        "change_field {field:?} of table `{}` is not a top-level field name: expected the name of the timestamp field every write sets, such as \"updated_at\"",
+                        route.table
+                    )));
                 }
             }
         }
@@ -402,6 +420,9 @@ impl MirrorConfig {
             if !promoted.is_empty() {
                 out.push_str(&format!("promote = [{}]\n", promoted.join(", ")));
             }
+            if let Some(field) = &route.change_field {
+                out.push_str(&format!("change_field = {}\n", quoted(field)));
+            }
             out.push('\n');
         }
         out
@@ -425,10 +446,14 @@ impl Default for MirrorConfig {
                 column("label", ColumnType::String),
                 column("amount", ColumnType::Float64),
             ],
+            change_field: Some(DEFAULT_CHANGE_FIELD.into()),
         }])
         .expect("built-in configuration is valid")
     }
 }
+
+/// The change field of the built-in route (and the demo's): the documents' `updated_at`.
+pub const DEFAULT_CHANGE_FIELD: &str = "updated_at";
 
 /// Columns every changelog table has; promoted columns may not reuse them.
 pub const RESERVED_COLUMNS: &[&str] = &[

@@ -32,6 +32,8 @@ use crate::error::{ErrorKind, StoreError};
 use crate::retention::{CompactionPlan, CurrentRefresh, RefreshFrom, TableCompaction};
 use crate::run::RunRecord;
 use crate::store::{AppendReceipt, DocState, Scan, Warehouse};
+use crate::cost::WarehouseBytes;
+use crate::incremental::{PathRange, VerifiedPoint};
 
 /// Which rows an append may not carry, and how such an append fails.
 type RowFault = (RowPredicate, ErrorKind);
@@ -238,6 +240,34 @@ impl Warehouse for FaultyWarehouse {
     async fn backfill_promoted(&self, table: &str, column: &str) -> Result<crate::schema_change::PromotedBackfill, StoreError> {
         self.inner.backfill_promoted(table, column).await
     }
+
+    async fn latest_states_of(&self, table: &str, tenant: &str, paths: &[String]) -> Result<Vec<DocState>, StoreError> {
+        self.inner.latest_states_of(table, tenant, paths).await
+    }
+
+    async fn latest_states_in(&self, table: &str, tenant: &str, range: &PathRange) -> Result<Scan<DocState>, StoreError> {
+        self.inner.latest_states_in(table, tenant, range).await
+    }
+
+    async fn current_range_counts(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {
+        self.inner.current_range_counts(table, tenant, ranges).await
+    }
+
+    async fn split_range(&self, table: &str, tenant: &str, range: &PathRange, parts: usize) -> Result<Vec<String>, StoreError> {
+        self.inner.split_range(table, tenant, range, parts).await
+    }
+
+    async fn verified_points(&self, table: &str) -> Result<Vec<VerifiedPoint>, StoreError> {
+        self.inner.verified_points(table).await
+    }
+
+    async fn record_verified_points(&self, points: Vec<VerifiedPoint>) -> Result<(), StoreError> {
+        self.inner.record_verified_points(points).await
+    }
+
+    fn bytes_processed(&self) -> WarehouseBytes {
+        self.inner.bytes_processed()
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +322,15 @@ mod tests {
         }
         async fn compact(&self, _: &str, _: CompactionPlan) -> Result<TableCompaction, StoreError> {
             unimplemented!()
+        }
+        async fn verified_points(&self, _: &str) -> Result<Vec<VerifiedPoint>, StoreError> {
+            unimplemented!()
+        }
+        async fn record_verified_points(&self, _: Vec<VerifiedPoint>) -> Result<(), StoreError> {
+            unimplemented!()
+        }
+        fn bytes_processed(&self) -> WarehouseBytes {
+            WarehouseBytes::default()
         }
     }
 

@@ -14,6 +14,9 @@
 //! - [`store`]: the source store and the warehouse ([`SourceStore`], [`Warehouse`]).
 //! - [`error_log`]: sync error and quarantine records, and the [`ErrorLog`] that keeps
 //!   them next to the source.
+//! - [`incremental`]: what an incremental reconcile reads (a route's change field,
+//!   `count()` over path ranges, verified points) and what only a full one can see.
+//! - [`cost`]: a run's cost (billed source reads, warehouse bytes) and the price table.
 //! - [`run`]: run records (batch ids, [`RunOutcome`]) every job writes.
 //! - [`schema_change`]: a route's promoted columns against a table's: what setup adds,
 //!   what start refuses, a backfilled value from a row's `data`.
@@ -35,12 +38,14 @@ pub mod business_metrics;
 pub mod change;
 pub mod clock;
 pub mod config;
+pub mod cost;
 pub mod drift;
 pub mod error;
 pub mod error_log;
 pub mod faulty_warehouse;
 pub mod findings;
 pub mod hash;
+pub mod incremental;
 pub mod opportunity;
 pub mod path;
 pub mod raw_source;
@@ -53,6 +58,8 @@ pub mod version;
 
 pub use change::{ChangeRow, DocumentChange, PromotedValue, RowContext, RowError};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use cost::{PriceTable, RunCost, WarehouseBytes};
+pub use incremental::{PathRange, ReconcileMode, VerifiedPoint};
 pub use config::{ColumnType, MirrorConfig, PathPattern, PromotedColumn, Route, RoutedPath, ScopeSegment, SourceScope};
 pub use drift::DriftReport;
 pub use error::{ConfigError, ErrorKind, StoreError};

@@ -171,6 +171,7 @@ mod tests {
             pattern: PathPattern::parse("orgs/{tenant}/records/{doc}").unwrap(),
             table: "records".into(),
             promoted: promoted.iter().map(|(n, t)| PromotedColumn { column: (*n).into(), field: (*n).into(), column_type: *t }).collect(),
+            change_field: None,
         }
     }
 

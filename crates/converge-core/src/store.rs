@@ -7,6 +7,8 @@ use futures::stream::BoxStream;
 
 use crate::change::ChangeRow;
 use crate::config::{MirrorConfig, PathPattern, SourceScope};
+use crate::cost::WarehouseBytes;
+use crate::incremental::{PathRange, VerifiedPoint};
 use crate::error::StoreError;
 use crate::retention::{CompactionPlan, CurrentRefresh, RefreshFrom, TableCompaction};
 use crate::run::RunRecord;
@@ -110,6 +112,24 @@ pub trait SourceStore: Send + Sync + 'static {
     /// Number of documents of `scope`.
     async fn count(&self, scope: &SourceScope) -> Result<u64, StoreError>;
 
+    /// Documents of `scope` whose top-level field `field` is a timestamp at or after
+    /// `since` (`where field >= since`: the route's app-maintained change field), at one
+    /// read time, in no promised order; streamed. What an incremental reconcile reads
+    /// for writes (see [`crate::incremental`]). A store that cannot answer it without
+    /// reading every document refuses (`InvalidInput`) rather than scanning.
+    async fn changed_since(&self, scope: &SourceScope, field: &str, since: Timestamp) -> Result<Scan<Document>, StoreError>;
+
+    /// Number of documents of `scope` in `range` (Firestore: a `count()` aggregation
+    /// over `__name__`, billed one read per 1,000 index entries). A collection scope
+    /// takes any range; a scope of more than one collection only [`PathRange::all`]
+    /// (Firestore orders `__name__` segment by segment, not as the byte order of the
+    /// whole path that ranges here follow), anything else is `InvalidInput`.
+    async fn count_range(&self, scope: &SourceScope, range: &PathRange) -> Result<u64, StoreError>;
+
+    /// States of the documents of `scope` in `range`, at one read time, in path order
+    /// (as [`SourceStore::scan_states`]); the same ranges as [`SourceStore::count_range`].
+    async fn scan_states_in(&self, scope: &SourceScope, range: &PathRange) -> Result<Scan<DocState>, StoreError>;
+
     /// Ids of the documents directly in `collection_path`, in ascending order,
     /// including ids that exist only as the parent of a subcollection (Firestore's
     /// "missing" documents: `orgs/acme` when only `orgs/acme/records/r1` was written).
@@ -177,6 +197,84 @@ pub trait Warehouse: Send + Sync + 'static {
     /// One tenant's states as of `as_of` (the `<table>_as_of` view), in path order.
     /// Before the table's compaction horizon it fails: the state then is incomplete.
     async fn as_of_states(&self, table: &str, tenant: &str, as_of: Timestamp) -> Result<Scan<DocState>, StoreError>;
+
+    /// Latest states of the documents at `paths` (one tenant's), tombstones hidden (a
+    /// deleted or unknown document is simply not returned), in path order: what an
+    /// incremental reconcile compares the changed documents with. Exact (the ordering
+    /// rule over the changelog, as [`Warehouse::latest_states`]). The default filters
+    /// the tenant's whole scan (the reference; backends answer from the paths).
+    async fn latest_states_of(&self, table: &str, tenant: &str, paths: &[String]) -> Result<Vec<DocState>, StoreError> {
+        use futures::TryStreamExt;
+        let wanted: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
+        let scan = self.latest_states(table, tenant).await?;
+        let mut out = Vec::new();
+        let mut items = scan.items;
+        while let Some(state) = items.try_next().await? {
+            if wanted.contains(state.doc_path.as_str()) {
+                out.push(state);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Latest states of one tenant's documents in `range`, tombstones hidden, in path
+    /// order. Exact, as [`Warehouse::latest_states`] (the default filters it).
+    async fn latest_states_in(&self, table: &str, tenant: &str, range: &PathRange) -> Result<Scan<DocState>, StoreError> {
+        use futures::StreamExt;
+        let scan = self.latest_states(table, tenant).await?;
+        let range = range.clone();
+        let items = scan.items.filter(move |item| std::future::ready(item.as_ref().map_or(true, |state| range.contains(&state.doc_path)))).boxed();
+        Ok(Scan { read_time: scan.read_time, items })
+    }
+
+    /// Live documents of `tenant` in each of `ranges` as `<table>_current` holds them
+    /// (refresh it first for an up-to-date answer): the warehouse's side of an
+    /// incremental reconcile's range counts. The default counts the current scan.
+    async fn current_range_counts(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {
+        use futures::TryStreamExt;
+        let mut counts = vec![0u64; ranges.len()];
+        let mut items = self.current_states(table, tenant).await?.items;
+        while let Some(state) = items.try_next().await? {
+            for (count, range) in counts.iter_mut().zip(ranges) {
+                *count += u64::from(range.contains(&state.doc_path));
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Up to `parts - 1` paths, ascending and distinct, each strictly inside `range`
+    /// (after its start), that split `range` into parts of about equal numbers of
+    /// `<table>_current`'s live documents of `tenant` (an estimate is fine: a sample).
+    /// Fewer when the range holds fewer documents; none for an empty range. The default
+    /// reads the range's current states twice (count, then pick).
+    async fn split_range(&self, table: &str, tenant: &str, range: &PathRange, parts: usize) -> Result<Vec<String>, StoreError> {
+        use futures::TryStreamExt;
+        let total = self.current_range_counts(table, tenant, std::slice::from_ref(range)).await?[0];
+        let step = total.div_ceil(parts.max(1) as u64).max(1);
+        let mut cuts = Vec::new();
+        let mut seen = 0u64;
+        let mut items = self.current_states(table, tenant).await?.items;
+        while let Some(state) = items.try_next().await? {
+            if !range.contains(&state.doc_path) {
+                continue;
+            }
+            if seen > 0 && seen % step == 0 && range.start.as_deref() != Some(state.doc_path.as_str()) {
+                cuts.push(state.doc_path);
+            }
+            seen += 1;
+        }
+        Ok(cuts)
+    }
+
+    /// Every tenant's last verified point in `table` (the newest per tenant).
+    async fn verified_points(&self, table: &str) -> Result<Vec<VerifiedPoint>, StoreError>;
+
+    /// Stores verified points (`converge_verified_points`).
+    async fn record_verified_points(&self, points: Vec<VerifiedPoint>) -> Result<(), StoreError>;
+
+    /// The bytes this warehouse's queries processed and were billed since it was
+    /// opened (see [`crate::cost`]): a run reads it before and after itself.
+    fn bytes_processed(&self) -> WarehouseBytes;
 
     /// Number of live documents of `tenant` in `table`'s latest view.
     async fn latest_count(&self, table: &str, tenant: &str) -> Result<u64, StoreError>;

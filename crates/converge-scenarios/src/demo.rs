@@ -378,11 +378,13 @@ pub fn mirror_config() -> MirrorConfig {
         pattern: PathPattern::parse("orgs/{tenant}/invoices/{doc}").expect("a valid pattern"),
         table: "invoices".into(),
         promoted: vec![column("amount", ColumnType::Float64)],
+        change_field: Some(DEFAULT_CHANGE_FIELD.into()),
     });
     routes.push(Route {
         pattern: PathPattern::parse("orgs/{tenant}/projects/{project}/tasks/{doc}").expect("a valid pattern"),
         table: "tasks".into(),
         promoted: vec![column("done", ColumnType::Bool)],
+        change_field: Some(DEFAULT_CHANGE_FIELD.into()),
     });
     MirrorConfig::new(routes).expect("the demo's configuration is valid")
 }
