@@ -39,6 +39,7 @@
 //!
 //! [`converge-relay`]: ../converge_relay/index.html
 
+mod changes;
 mod codec;
 mod error;
 mod error_log;
@@ -54,7 +55,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
 use converge_core::hash::content_hash;
-use converge_core::{Clock, DocState, DocWrite, Document, DocumentChange, Fields, MirrorConfig, ReadAt, Scan, SourceScope, SourceStore, StoreError, Timestamp};
+use converge_core::{Clock, DocState, DocWrite, Document, DocumentChange, Fields, MirrorConfig, PathRange, ReadAt, Scan, SourceScope, SourceStore, StoreError, Timestamp};
 use converge_events::{encode_event_data, EventSource};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -62,6 +63,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 pub use crate::codec::CodecError;
 pub use crate::error::{SqliteError, BACKEND};
 pub use crate::outbox::{DeliveryOutcome, OutboxEvent, OutboxStats};
+pub use crate::changes::INDEXED_CHANGE_FIELD;
 pub use crate::raw::INDEXED_DATE_FIELD;
 
 /// The event type of every outbox event: Firestore's catch-all trigger type, which
@@ -210,7 +212,7 @@ impl SqliteStore {
     }
 
     /// [`SqliteStore::scan_query`], keeping only the rows whose path `keep` matches.
-    async fn scan_filtered<T: Send + 'static>(
+    pub(crate) async fn scan_filtered<T: Send + 'static>(
         &self,
         sql: &'static str,
         args: Vec<String>,
@@ -281,11 +283,11 @@ impl Inner {
         {
             let mut select_doc = tx.prepare_cached("SELECT fields, create_time_us, update_time_us FROM documents WHERE path = ?1")?;
             let mut insert_doc = tx.prepare_cached(
-                "INSERT INTO documents (path, collection_path, doc_id, fields, content_hash, create_time_us, update_time_us, date_key) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+                "INSERT INTO documents (path, collection_path, doc_id, fields, content_hash, create_time_us, update_time_us, date_key, change_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
             )?;
             let mut update_doc =
-                tx.prepare_cached("UPDATE documents SET fields = ?2, content_hash = ?3, update_time_us = ?4, date_key = ?5 WHERE path = ?1")?;
+                tx.prepare_cached("UPDATE documents SET fields = ?2, content_hash = ?3, update_time_us = ?4, date_key = ?5, change_key = ?6 WHERE path = ?1")?;
             let mut delete_doc = tx.prepare_cached("DELETE FROM documents WHERE path = ?1")?;
             let mut insert_event = tx.prepare_cached(
                 "INSERT INTO outbox (event_id, event_type, event_time_us, document, data) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -302,11 +304,11 @@ impl Inner {
                             // keeps the document's update_time.
                             Some(old) if old.fields == blob => continue,
                             Some(old) => {
-                                update_doc.execute(params![path, blob, hash, commit_us, raw::date_key(&fields)])?;
+                                update_doc.execute(params![path, blob, hash, commit_us, raw::date_key(&fields), changes::change_key(&fields)])?;
                                 (old.create_time_us, Some(old.into_document(&path)?))
                             }
                             None => {
-                                insert_doc.execute(params![path, collection_path, doc_id, blob, hash, commit_us, raw::date_key(&fields)])?;
+                                insert_doc.execute(params![path, collection_path, doc_id, blob, hash, commit_us, raw::date_key(&fields), changes::change_key(&fields)])?;
                                 (commit_us, None)
                             }
                         };
@@ -638,6 +640,18 @@ impl SourceStore for SqliteStore {
         let scope = scope.clone();
         self.blocking(move |inner| inner.count(&scope)).await
     }
+
+    async fn changed_since(&self, scope: &SourceScope, field: &str, since: Timestamp) -> Result<Scan<Document>, StoreError> {
+        self.changed_documents(scope, field, since).await
+    }
+
+    async fn count_range(&self, scope: &SourceScope, range: &PathRange) -> Result<u64, StoreError> {
+        self.count_in(scope, range).await
+    }
+
+    async fn scan_states_in(&self, scope: &SourceScope, range: &PathRange) -> Result<Scan<DocState>, StoreError> {
+        self.states_in(scope, range).await
+    }
 }
 
 /// One scan's query in three forms: over one collection (`?1`: its path), over a
@@ -650,7 +664,7 @@ struct ScopeSql {
 
 /// The exclusive path range of every document below `parent` (`orgs/acme/` …
 /// `orgs/acme0`: `0` follows `/`), or `None` for the database root.
-fn subtree_range(parent: &str) -> Option<(String, String)> {
+pub(crate) fn subtree_range(parent: &str) -> Option<(String, String)> {
     (!parent.is_empty()).then(|| (format!("{parent}/"), format!("{parent}0")))
 }
 

@@ -112,6 +112,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, SqliteError> {
     migrate(&conn)?;
     // Not versioned: added if missing, so older databases gain it too.
     crate::raw::ensure_schema(&conn)?;
+    crate::changes::ensure_schema(&conn)?;
     // Not versioned: created if missing, so older databases gain it too.
     crate::opportunities::ensure_schema(&conn)?;
     // Not versioned: the quarantine's replay columns, added if missing.
