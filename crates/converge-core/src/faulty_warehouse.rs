@@ -245,8 +245,8 @@ impl Warehouse for FaultyWarehouse {
         self.inner.latest_states_of(table, tenant, paths).await
     }
 
-    async fn latest_states_in(&self, table: &str, tenant: &str, range: &PathRange) -> Result<Scan<DocState>, StoreError> {
-        self.inner.latest_states_in(table, tenant, range).await
+    async fn latest_states_in(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Scan<DocState>, StoreError> {
+        self.inner.latest_states_in(table, tenant, ranges).await
     }
 
     async fn current_range_counts(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {

@@ -217,13 +217,18 @@ pub trait Warehouse: Send + Sync + 'static {
         Ok(out)
     }
 
-    /// Latest states of one tenant's documents in `range`, tombstones hidden, in path
-    /// order. Exact, as [`Warehouse::latest_states`] (the default filters it).
-    async fn latest_states_in(&self, table: &str, tenant: &str, range: &PathRange) -> Result<Scan<DocState>, StoreError> {
+    /// Latest states of one tenant's documents in any of `ranges` (disjoint, ascending),
+    /// tombstones hidden, in path order: the leaves of an incremental reconcile's range
+    /// bisection, read in one query. Exact, as [`Warehouse::latest_states`] (the
+    /// default filters it).
+    async fn latest_states_in(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Scan<DocState>, StoreError> {
         use futures::StreamExt;
         let scan = self.latest_states(table, tenant).await?;
-        let range = range.clone();
-        let items = scan.items.filter(move |item| std::future::ready(item.as_ref().map_or(true, |state| range.contains(&state.doc_path)))).boxed();
+        let ranges = ranges.to_vec();
+        let items = scan
+            .items
+            .filter(move |item| std::future::ready(item.as_ref().map_or(true, |state| ranges.iter().any(|range| range.contains(&state.doc_path)))))
+            .boxed();
         Ok(Scan { read_time: scan.read_time, items })
     }
 
