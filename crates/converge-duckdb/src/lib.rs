@@ -14,6 +14,9 @@
 //!   redeliveries are skipped without an index lookup.
 //! - `backfill`: a promoted column added to the configuration, filled in place from
 //!   each older row's `data` (`converge backfill`).
+//! - `incremental`: the warehouse's side of an incremental reconcile (states of paths
+//!   and ranges, range counts and split points in one scan each, verified points) and
+//!   the bytes-processed estimate.
 //! - `retention`: the current table's refresh from its watermark and compaction
 //!   (`converge_core::retention`'s rules in DuckDB SQL).
 //! - [`findings`]: detector queries ([`converge_core::FindingsWarehouse`]), with timeouts.
@@ -29,6 +32,7 @@ mod backfill;
 mod db;
 pub mod metrics;
 pub mod findings;
+mod incremental;
 mod journal;
 mod loader;
 mod runs;

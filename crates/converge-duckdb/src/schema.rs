@@ -247,7 +247,10 @@ pub fn missing_objects(connection: &duckdb::Connection, config: &converge_core::
     for name in statement.query_map([], |row| row.get::<_, String>(0)).map_err(error)? {
         present.insert(name.map_err(error)?);
     }
-    let mut wanted = vec![("BASE TABLE converge_runs".to_owned(), "table `converge_runs`".to_owned())];
+    let mut wanted = vec![
+        ("BASE TABLE converge_runs".to_owned(), "table `converge_runs`".to_owned()),
+        ("BASE TABLE converge_verified_points".to_owned(), "table `converge_verified_points`".to_owned()),
+    ];
     for table in [converge_core::retention::TABLE_STATE, "converge_watermark_resets"] {
         wanted.push((format!("BASE TABLE {table}"), format!("table `{table}`")));
     }

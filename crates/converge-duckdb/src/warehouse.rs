@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use converge_core::{
-    AppendReceipt, ChangeRow, CompactionPlan, CurrentRefresh, DocState, ErrorKind, MirrorConfig, RefreshFrom, RunRecord, Scan, StoreError,
-    TableCompaction, Timestamp, Warehouse,
+    AppendReceipt, ChangeRow, CompactionPlan, CurrentRefresh, DocState, ErrorKind, MirrorConfig, PathRange, RefreshFrom, RunRecord, Scan, StoreError,
+    TableCompaction, Timestamp, VerifiedPoint, Warehouse, WarehouseBytes,
 };
 use duckdb::{params, Connection};
 
@@ -63,6 +63,8 @@ struct Inner {
     /// Held by a current-table refresh or a compaction: one at a time, so their
     /// transactions never conflict over the table state.
     maintenance: Mutex<()>,
+    /// What the queries would process on BigQuery (`crate::incremental`).
+    bytes: crate::incremental::ScanBytes,
 }
 
 impl DuckWarehouse {
@@ -142,6 +144,7 @@ impl DuckWarehouse {
                 journal,
                 loader,
                 maintenance: Mutex::new(()),
+                bytes: Default::default(),
             }),
         })
     }
@@ -222,6 +225,13 @@ impl DuckWarehouse {
         })
         .await
         .map_err(join_error)?
+    }
+
+    /// Counts a scan of `table` in the bytes-processed estimate (`crate::incremental`).
+    fn count_scan(&self, table: &str) -> Result<(), StoreError> {
+        let connection = self.reader()?;
+        self.inner.bytes.scanned(&connection, table);
+        Ok(())
     }
 
     /// Table names reach SQL text only after this check against the configuration.
@@ -430,6 +440,9 @@ impl Warehouse for DuckWarehouse {
         tokio::task::spawn_blocking(move || {
             let connection = this.writer();
             connection.execute_batch(CREATE_RUNS).map_err(|e| db_error("create the runs table", e))?;
+            connection
+                .execute_batch(crate::incremental::CREATE_VERIFIED_POINTS)
+                .map_err(|e| db_error("create the verified points table", e))?;
             // A promoted column removed from the configuration or retyped is refused
             // before any DDL; added ones are added by `create_statements`.
             for route in &config.routes {
@@ -478,7 +491,70 @@ impl Warehouse for DuckWarehouse {
 
     async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
         self.check_table(table)?;
+        self.count_scan(table)?;
         self.stream_states(crate::schema::latest_states_query(table), vec![tenant.to_owned().into()])
+    }
+
+    async fn latest_states_of(&self, table: &str, tenant: &str, paths: &[String]) -> Result<Vec<DocState>, StoreError> {
+        self.check_table(table)?;
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let connection = self.reader()?;
+        let (this, table, tenant, paths) = (self.clone(), table.to_owned(), tenant.to_owned(), paths.to_vec());
+        tokio::task::spawn_blocking(move || {
+            this.inner.bytes.scanned(&connection, &table);
+            crate::incremental::states_of(&connection, &table, &tenant, &paths)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn latest_states_in(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Scan<DocState>, StoreError> {
+        self.check_table(table)?;
+        self.count_scan(table)?;
+        self.stream_states(crate::incremental::states_in_sql(table, ranges), vec![tenant.to_owned().into()])
+    }
+
+    async fn current_range_counts(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {
+        self.check_table(table)?;
+        let connection = self.reader()?;
+        let (this, current, tenant, ranges) = (self.clone(), converge_core::retention::current_table(table), tenant.to_owned(), ranges.to_vec());
+        tokio::task::spawn_blocking(move || {
+            this.inner.bytes.scanned(&connection, &current);
+            crate::incremental::range_counts(&connection, &current, &tenant, &ranges)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn split_range(&self, table: &str, tenant: &str, range: &PathRange, parts: usize) -> Result<Vec<String>, StoreError> {
+        self.check_table(table)?;
+        let connection = self.reader()?;
+        let (this, current, tenant, range) = (self.clone(), converge_core::retention::current_table(table), tenant.to_owned(), range.clone());
+        tokio::task::spawn_blocking(move || {
+            this.inner.bytes.scanned(&connection, &current);
+            crate::incremental::split(&connection, &current, &tenant, &range, parts)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn verified_points(&self, table: &str) -> Result<Vec<VerifiedPoint>, StoreError> {
+        self.check_table(table)?;
+        let connection = self.reader()?;
+        let table = table.to_owned();
+        tokio::task::spawn_blocking(move || crate::incremental::read_points(&connection, &table)).await.map_err(join_error)?
+    }
+
+    async fn record_verified_points(&self, points: Vec<VerifiedPoint>) -> Result<(), StoreError> {
+        self.config()?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || crate::incremental::record_points(&this.writer(), &points)).await.map_err(join_error)?
+    }
+
+    fn bytes_processed(&self) -> WarehouseBytes {
+        self.inner.bytes.total()
     }
 
     async fn current_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
