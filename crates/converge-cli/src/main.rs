@@ -43,6 +43,11 @@ enum Command {
         /// Report without writing (no repairs, no resolved errors, no run record).
         #[arg(long)]
         dry_run: bool,
+        /// `full` reads every source document; `incremental` reads the documents written
+        /// since each tenant's last verified run (the route's change_field) and compares
+        /// `count()` per path range (a tenant without a verified point is read in full).
+        #[arg(long, default_value = "full")]
+        mode: converge_core::ReconcileMode,
         /// The largest share (0.0–1.0) of a tenant's documents one run may tombstone;
         /// above it the tenant's orphans are reported, not tombstoned (default 0.10).
         #[arg(long)]
@@ -369,14 +374,14 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Reconcile { data_dir, tenant, dry_run, max_orphan_share, json } => {
+        Command::Reconcile { data_dir, tenant, dry_run, mode, max_orphan_share, json } => {
             if std::env::var(converge_function::env::LOG).is_err() {
                 std::env::set_var(converge_function::env::LOG, "warn");
             }
             converge_function::telemetry::init("converge-reconcile");
             let settings = converge_function::Settings::from_env()?;
             let guard = max_orphan_share.map(|max_share| converge_reconcile::OrphanGuard { max_share, ..Default::default() });
-            let options = converge_reconcile::RunOptions { tenant, dry_run, orphan_guard: guard, ..Default::default() };
+            let options = converge_reconcile::RunOptions { tenant, dry_run, orphan_guard: guard, mode, ..Default::default() };
             let run = reconcile::run(&data_dir, converge_cli::mirror_for(&data_dir, settings.mirror)?, options).await?;
             if json {
                 println!("{}", serde_json::to_string(&run)?);

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use converge_core::RunCost;
 use converge_reconcile::ReconcileRun;
 use converge_scenarios::demo::DemoSummary;
 use converge_scenarios::drill::{self, DrillSummary};
@@ -73,8 +74,8 @@ pub fn demo(summary: &DemoSummary) -> String {
 
 pub fn reconcile(run: &ReconcileRun) -> String {
     let mut out = String::new();
-    let mode = if run.dry_run { " (dry run: nothing written)" } else { "" };
-    let _ = writeln!(out, "\nReconcile {} — batch {}{mode}", run.scope, run.batch_id);
+    let dry = if run.dry_run { " (dry run: nothing written)" } else { "" };
+    let _ = writeln!(out, "\nReconcile {} ({}) — batch {}{dry}", run.scope, run.mode, run.batch_id);
     let _ = writeln!(
         out,
         "  {:<10} {:<10} {:>11} {:>8} {:>10} {:>7} {:>6} {:>7} {:>9}",
@@ -95,6 +96,10 @@ pub fn reconcile(run: &ReconcileRun) -> String {
     for t in run.tenants.iter().filter(|t| !t.silent_docs.is_empty()) {
         let _ = writeln!(out, "  SILENT drift in {} (no error record): {}", t.tenant, t.silent_docs.join(", "));
     }
+    for t in run.tenants.iter().filter(|t| t.full_because.is_some()) {
+        let _ = writeln!(out, "  {} ({}) read in full: {}", t.tenant, t.table, t.full_because.as_deref().unwrap_or_default());
+    }
+    let _ = writeln!(out, "  {}", cost(&run.cost));
     let _ = writeln!(
         out,
         "  errors resolved {}, repair failures {}, outcome {}, {} derived rows read, {} ms",
@@ -108,6 +113,35 @@ pub fn reconcile(run: &ReconcileRun) -> String {
         );
     }
     out
+}
+
+/// A run's cost on one line (the `cost` of its run record and `--json`): billed source
+/// reads, warehouse bytes billed, and the estimate under the price table in use.
+pub fn cost(cost: &RunCost) -> String {
+    let counts = if cost.source_index_entries > 0 { format!(" (counts over {} index entries among them)", cost.source_index_entries) } else { String::new() };
+    format!(
+        "cost: {} source reads{counts}, {} warehouse bytes billed ({} processed), estimated ${:.6}",
+        cost.source_reads,
+        bytes(cost.warehouse_bytes_billed),
+        bytes(cost.warehouse_bytes),
+        cost.estimated_usd
+    )
+}
+
+/// `n` bytes in binary units, as BigQuery bills them (MiB, GiB, TiB).
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 pub fn retry_errors(run: &converge_reconcile::RetryRun) -> String {
@@ -126,6 +160,7 @@ pub fn retry_errors(run: &converge_reconcile::RetryRun) -> String {
             run.recorded_after_read, run.unroutable, run.unmirrorable
         );
     }
+    let _ = writeln!(out, "  {}", cost(&run.cost));
     out
 }
 
@@ -189,5 +224,20 @@ pub fn rebuild(summary: &crate::rebuild::RebuildSummary) -> String {
     if !run.skipped_docs.is_empty() {
         let _ = writeln!(out, "  NOT rebuilt (cannot be mirrored as they are): {}", run.skipped_docs.join(", "));
     }
+    let _ = writeln!(out, "  {}", cost(&run.cost));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cost_line_shows_reads_bytes_and_the_estimate() {
+        let run = RunCost { source_reads: 40, warehouse_bytes: 3 << 20, warehouse_bytes_billed: 30 << 20, ..RunCost::default() }
+            .priced(&converge_core::PriceTable::default());
+        assert_eq!(cost(&run), format!("cost: 40 source reads, 30.0 MiB warehouse bytes billed (3.0 MiB processed), estimated ${:.6}", run.estimated_usd));
+        let counted = RunCost { source_reads: 12, source_index_entries: 10_500, ..RunCost::default() };
+        assert_eq!(cost(&counted), "cost: 12 source reads (counts over 10500 index entries among them), 0 B warehouse bytes billed (0 B processed), estimated $0.000000");
+    }
 }

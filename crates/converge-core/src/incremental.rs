@@ -60,9 +60,14 @@ use crate::value::Timestamp;
 /// flight while the verified run read.
 pub const CHANGE_FIELD_OVERLAP: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
-/// A range whose counts disagree is read in full once it holds at most this many
-/// documents (on either side); larger ones are split again.
-pub const LEAF_DOCUMENTS: u64 = 256;
+/// A range whose counts disagree is read in full once the source holds at most this
+/// many documents in it; larger ones are split again (reading 64 documents costs 64
+/// reads, splitting costs one `count()` read per part).
+pub const LEAF_DOCUMENTS: u64 = 64;
+
+/// The finest ranges a tenant is cut into hold about this many documents (fewer cuts
+/// for a very large tenant: see the reconciler's bucket cap).
+pub const BUCKET_DOCUMENTS: u64 = 32;
 
 /// How many parts a disagreeing range is split into per level.
 pub const SPLIT_PARTS: usize = 32;

@@ -22,9 +22,13 @@
 //! # Layout
 //!
 //! - [`run`]: [`Reconciler`], one run over one tenant or all, and its [`ReconcileRun`] report.
+//! - `incremental`: what an incremental run finds (`--mode incremental`): the
+//!   documents written since a tenant's verified point, then `count()` per path range
+//!   bisected down to leaves read from both sides (`converge_core::incremental`).
 //! - [`retry`]: the error log's own retry ([`Reconciler::retry_errors`]): only the
 //!   documents open `sync_errors` records name, re-read and appended; [`RetryRun`].
 
+mod incremental;
 pub mod retry;
 pub mod run;
 

@@ -4,9 +4,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use converge_core::incremental::CHANGE_FIELD_OVERLAP;
 use converge_core::{
-    batch_id, drift::OrphanGuard, error_log::FailedWrite, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, Route, RowContext, RunOutcome, RunRecord, SourceStore, StoreError,
-    SyncErrorRecord, Timestamp, Warehouse, CODE_VERSION,
+    batch_id, drift::OrphanGuard, error_log::FailedWrite, ChangeRow, Clock, ErrorKind, ErrorLog, MirrorConfig, Op, PriceTable, ReconcileMode, RefreshFrom, Route,
+    RowContext, RunCost, RunOutcome, RunRecord, SourceStore, StoreError, SyncErrorRecord, Timestamp, VerifiedPoint, Warehouse, CODE_VERSION,
 };
 use futures::StreamExt;
 use serde::Serialize;
@@ -58,6 +59,9 @@ pub struct RunOptions {
     pub key: Option<String>,
     /// The mass-tombstoning guard; `None`: [`OrphanGuard::default`].
     pub orphan_guard: Option<OrphanGuard>,
+    /// Every document ([`ReconcileMode::Full`], the default) or what may have changed
+    /// since each tenant's verified point ([`ReconcileMode::Incremental`]).
+    pub mode: ReconcileMode,
 }
 
 /// A tenant whose orphans the guard refused to tombstone.
@@ -76,6 +80,12 @@ pub struct RefusedTenant {
 pub struct TenantReconcile {
     pub tenant: String,
     pub table: String,
+    /// How this tenant was reconciled: an incremental run falls back to a full one for
+    /// a tenant without a verified point or a route without a change field.
+    pub mode: ReconcileMode,
+    /// Why an incremental run read this tenant in full, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_because: Option<String>,
     pub missing: u64,
     pub different: u64,
     pub orphan: u64,
@@ -84,6 +94,15 @@ pub struct TenantReconcile {
     pub repaired: u64,
     pub source_docs_read: u64,
     pub derived_rows_read: u64,
+    /// Incremental: documents the change-field query returned, ranges counted, leaves read.
+    pub changed_docs: u64,
+    pub ranges_counted: u64,
+    pub leaves_read: u64,
+    /// The source read time this tenant was verified at (its new verified point when
+    /// the run repaired everything it found).
+    pub read_time: Option<Timestamp>,
+    /// Source reads as billed (the warehouse's bytes are the run's, not per tenant).
+    pub cost: RunCost,
     /// Documents whose drift no error record explains (the first few).
     pub silent_docs: Vec<String>,
 }
@@ -93,6 +112,7 @@ pub struct TenantReconcile {
 pub struct ReconcileRun {
     pub batch_id: String,
     pub scope: String,
+    pub mode: ReconcileMode,
     pub dry_run: bool,
     pub outcome: RunOutcome,
     pub missing: u64,
@@ -112,6 +132,8 @@ pub struct ReconcileRun {
     pub tenants: Vec<TenantReconcile>,
     /// Tenants whose orphans were not tombstoned: too many at once (see [`OrphanGuard`]).
     pub refused: Vec<RefusedTenant>,
+    /// Billed source reads, warehouse bytes and their price (`converge_core::cost`).
+    pub cost: RunCost,
     pub millis: u64,
 }
 
@@ -127,6 +149,7 @@ pub struct Reconciler {
     pub(crate) warehouse: Arc<dyn Warehouse>,
     pub(crate) config: MirrorConfig,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) prices: PriceTable,
 }
 
 impl Reconciler {
@@ -137,7 +160,13 @@ impl Reconciler {
         config: MirrorConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { source, errors, warehouse, config, clock }
+        Self { source, errors, warehouse, config, clock, prices: PriceTable::default() }
+    }
+
+    /// Prices runs' costs with `prices` instead of the default list prices.
+    pub fn with_prices(mut self, prices: PriceTable) -> Self {
+        self.prices = prices;
+        self
     }
 
     /// The warehouse it repairs (the reconciler function's other modes run on it too).
@@ -163,9 +192,16 @@ impl Reconciler {
         let started_at = self.clock.now();
         let scope = options.tenant.clone().unwrap_or_else(|| "*".into());
         let key = options.key.clone().unwrap_or_else(|| started_at.to_rfc3339());
+        let bytes_before = self.warehouse.bytes_processed();
+        // A full run keeps the batch id it always had; an incremental one is its own work.
+        let kind = match options.mode {
+            ReconcileMode::Full => "reconcile".to_owned(),
+            ReconcileMode::Incremental => "reconcile-incremental".to_owned(),
+        };
         let mut run = ReconcileRun {
-            batch_id: batch_id("reconcile", &scope, &key),
+            batch_id: batch_id(&kind, &scope, &key),
             scope: scope.clone(),
+            mode: options.mode,
             dry_run: options.dry_run,
             ..ReconcileRun::default()
         };
@@ -176,15 +212,37 @@ impl Reconciler {
             open_by_path.entry(record.doc_path.clone()).or_default().push(record);
         }
         let batch = run.batch_id.clone();
+        let mut points = Vec::new();
         for route in &self.config.routes {
             let tenants = match &options.tenant {
                 Some(tenant) => vec![tenant.clone()],
                 None => self.tenants(route).await?,
             };
+            let verified: HashMap<String, Timestamp> = match options.mode {
+                ReconcileMode::Full => HashMap::new(),
+                ReconcileMode::Incremental => {
+                    // The counts are compared with the current table: bring it up to date
+                    // first (from its watermark; maintenance, so a dry run does it too).
+                    self.warehouse.refresh_current(&route.table, RefreshFrom::Watermark).await?;
+                    self.warehouse.verified_points(&route.table).await?.into_iter().map(|p| (p.tenant, p.read_time)).collect()
+                }
+            };
             for tenant in tenants {
-                let found = self.reconcile_tenant(route, &tenant, &batch, &options, &open_by_path, started_at, &mut run).await?;
+                let failures_before = run.repair_failures;
+                let refused_before = run.refused.len();
+                let found = self.reconcile_tenant(route, &tenant, &batch, &options, &open_by_path, verified.get(&tenant).copied(), started_at, &mut run).await?;
+                // Verified: everything found was repaired (a dry run verifies nothing).
+                if !options.dry_run && run.repair_failures == failures_before && run.refused.len() == refused_before {
+                    if let Some(read_time) = found.read_time {
+                        points.push(VerifiedPoint { table: route.table.clone(), tenant: tenant.clone(), read_time, batch_id: batch.clone(), mode: found.mode });
+                    }
+                }
+                run.cost.add(&found.cost);
                 run.tenants.push(found);
             }
+        }
+        if !points.is_empty() {
+            self.warehouse.record_verified_points(points).await?;
         }
         run.outcome = match (options.dry_run, run.refused.is_empty(), run.repair_failures) {
             (true, _, _) => RunOutcome::DryRun,
@@ -198,13 +256,15 @@ impl Reconciler {
                 tracing::warn!(%error, "the current tables were not refreshed after the repairs; the next scheduled refresh takes them");
             }
         }
+        run.cost.warehouse(bytes_before, self.warehouse.bytes_processed());
+        run.cost = run.cost.priced(&self.prices);
         run.millis = started.elapsed().as_millis() as u64;
         if !options.dry_run {
             let record = RunRecord::new(run.batch_id.clone(), "reconcile", scope, started_at, self.clock.now(), run.outcome, &run);
             self.warehouse.record_run(record).await?;
         }
         tracing::info!(
-            batch_id = run.batch_id, scope = run.scope, dry_run = run.dry_run, missing = run.missing, different = run.different,
+            batch_id = run.batch_id, scope = run.scope, mode = %run.mode, dry_run = run.dry_run, source_reads = run.cost.source_reads, missing = run.missing, different = run.different,
             orphan = run.orphan, known = run.known, silent = run.silent, repaired = run.repaired, millis = run.millis,
             "reconcile run finished"
         );
@@ -220,6 +280,7 @@ impl Reconciler {
         Ok(tenants.into_iter().collect())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn reconcile_tenant(
         &self,
         route: &Route,
@@ -227,6 +288,7 @@ impl Reconciler {
         batch_id: &str,
         options: &RunOptions,
         open_by_path: &HashMap<String, Vec<SyncErrorRecord>>,
+        verified_at: Option<Timestamp>,
         started_at: Timestamp,
         run: &mut ReconcileRun,
     ) -> Result<TenantReconcile, ReconcileError> {
@@ -234,24 +296,54 @@ impl Reconciler {
             .pattern
             .tenant_scope(tenant)
             .map_err(|problem| ReconcileError::InvalidTenant { tenant: tenant.into(), problem })?;
-        let source_scan = self.source.scan_states(&scope).await?;
-        let read_time = source_scan.read_time;
-        let (config, table) = (self.config.clone(), route.table.clone());
-        let source_items = source_scan.items.filter(move |item| {
-            std::future::ready(item.as_ref().map_or(true, |state| config.routes_to(&state.doc_path, &table)))
-        });
-        let derived_scan = self.warehouse.latest_states(&route.table, tenant).await?;
-        let found = diff(source_items, derived_scan.items, read_time.as_micros()).await?;
-
-        let mut report = TenantReconcile {
-            tenant: tenant.into(),
-            table: route.table.clone(),
-            source_docs_read: found.source_docs,
-            derived_rows_read: found.derived_rows,
-            ..TenantReconcile::default()
+        let mut report = TenantReconcile { tenant: tenant.into(), table: route.table.clone(), mode: ReconcileMode::Full, ..TenantReconcile::default() };
+        let full_because = match (options.mode, &route.change_field, verified_at) {
+            (ReconcileMode::Full, _, _) => None,
+            (ReconcileMode::Incremental, None, _) => Some(format!("table `{}` has no change_field: only a full read can compare it", route.table)),
+            (ReconcileMode::Incremental, Some(_), None) => Some("no verified point yet: this full run records the first".to_owned()),
+            (ReconcileMode::Incremental, Some(_), Some(_)) => None,
         };
+        // Every difference with the read time that proved it, and what the guard needs.
+        let (found, derived_docs, in_flight): (Vec<(Timestamp, Difference)>, u64, u64) =
+            match (options.mode, &route.change_field, verified_at) {
+                (ReconcileMode::Incremental, Some(field), Some(verified_at)) => {
+                    report.mode = ReconcileMode::Incremental;
+                    let since = Timestamp::from_micros(verified_at.as_micros() - CHANGE_FIELD_OVERLAP.as_micros() as i64);
+                    let open = crate::incremental::open_paths_in(
+                        open_by_path.keys().filter(|path| self.config.routes_to(path, &route.table)),
+                        &scope,
+                    );
+                    let pass = self.find_incremental(route, tenant, &scope, field, since, open).await?;
+                    report.source_docs_read = pass.source_docs;
+                    report.derived_rows_read = pass.derived_rows;
+                    report.changed_docs = pass.changed_docs;
+                    report.ranges_counted = pass.ranges_counted;
+                    report.leaves_read = pass.leaves_read;
+                    report.read_time = pass.read_time;
+                    report.cost = pass.cost;
+                    (pass.found, pass.derived_docs, pass.in_flight)
+                }
+                _ => {
+                    report.full_because = full_because;
+                    let source_scan = self.source.scan_states(&scope).await?;
+                    let read_time = source_scan.read_time;
+                    let (config, table) = (self.config.clone(), route.table.clone());
+                    let source_items = source_scan.items.filter(move |item| {
+                        std::future::ready(item.as_ref().map_or(true, |state| config.routes_to(&state.doc_path, &table)))
+                    });
+                    let derived_scan = self.warehouse.latest_states(&route.table, tenant).await?;
+                    let found = diff(source_items, derived_scan.items, read_time.as_micros()).await?;
+                    report.source_docs_read = found.source_docs;
+                    report.derived_rows_read = found.derived_rows;
+                    report.read_time = Some(read_time);
+                    report.cost.docs_read(found.source_docs);
+                    (found.differences.into_iter().map(|d| (read_time, d)).collect(), found.derived_rows, found.in_flight)
+                }
+            };
+        let differences: Vec<&Difference> = found.iter().map(|(_, d)| d).collect();
+
         let mut named: HashMap<DifferenceKind, Vec<&str>> = HashMap::new();
-        for difference in &found.differences {
+        for difference in &differences {
             match difference.kind {
                 DifferenceKind::Missing => report.missing += 1,
                 DifferenceKind::Different => report.different += 1,
@@ -284,29 +376,38 @@ impl Reconciler {
         run.silent += report.silent;
         run.source_docs_read += report.source_docs_read;
         run.derived_rows_read += report.derived_rows_read;
-        run.in_flight += found.in_flight;
+        run.in_flight += in_flight;
 
         let guard = options.orphan_guard.unwrap_or_default();
-        let refused = guard.refuses(report.orphan, found.derived_rows);
+        let refused = guard.refuses(report.orphan, derived_docs);
         if refused {
             tracing::error!(
-                tenant, table = route.table, batch_id, orphans = report.orphan, derived_docs = found.derived_rows,
+                tenant, table = route.table, batch_id, orphans = report.orphan, derived_docs,
                 max_share = guard.max_share, "mass tombstoning refused: {}", guard.override_hint()
             );
             run.refused.push(RefusedTenant {
                 tenant: tenant.into(),
                 table: route.table.clone(),
                 orphans: report.orphan,
-                derived_docs: found.derived_rows,
+                derived_docs,
                 max_share: guard.max_share,
                 how_to_override: guard.override_hint(),
             });
         }
         if !options.dry_run {
-            let drifting: BTreeSet<&str> = found.differences.iter().map(|d| d.doc_path.as_str()).collect();
-            let to_repair: Vec<Difference> =
-                found.differences.iter().filter(|d| !(refused && d.kind == DifferenceKind::Orphan)).cloned().collect();
-            let repaired = self.repair(tenant, batch_id, read_time, &to_repair, run).await?;
+            let drifting: BTreeSet<&str> = differences.iter().map(|d| d.doc_path.as_str()).collect();
+            // Repaired per read: an orphan's tombstone is versioned with the read that
+            // proved it absent.
+            let mut by_read: std::collections::BTreeMap<Timestamp, Vec<Difference>> = Default::default();
+            for (read_time, difference) in &found {
+                if !(refused && difference.kind == DifferenceKind::Orphan) {
+                    by_read.entry(*read_time).or_default().push(difference.clone());
+                }
+            }
+            let mut repaired = BTreeSet::new();
+            for (read_time, to_repair) in by_read {
+                repaired.extend(self.repair(tenant, batch_id, read_time, &to_repair, run).await?);
+            }
             report.repaired = repaired.len() as u64;
             run.repaired += report.repaired;
             // Close the records whose document is now right: repaired here, or not

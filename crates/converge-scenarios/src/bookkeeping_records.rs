@@ -1,7 +1,7 @@
 //! The demo's dataset: realistic bookkeeping records, generated deterministically so
 //! every run (and every test) sees the same data.
 
-use converge_core::{Fields, Timestamp, Value};
+use converge_core::{DocWrite, Fields, Timestamp, Value};
 
 /// SplitMix64: tiny, fast, and good enough to make data look varied.
 #[derive(Debug, Clone)]
@@ -86,4 +86,20 @@ mod tests {
             (0..200).map(|i| record(1, i, now)["label"].to_json().to_string()).collect();
         assert_eq!(labels.len(), LABELS.len());
     }
+}
+
+/// `writes` as the app makes them: every document written carries the route's change
+/// field ([`converge_core::config::DEFAULT_CHANGE_FIELD`], `updated_at`) set to the
+/// moment of the write — what `FieldValue.serverTimestamp()` does on Firestore, here
+/// from the machine's clock just before the commit (the incremental reconcile reads it
+/// with an overlap that covers the difference).
+pub fn stamped(mut writes: Vec<DocWrite>) -> Vec<DocWrite> {
+    use converge_core::Clock;
+    let now = converge_core::SystemClock.now();
+    for write in &mut writes {
+        if let DocWrite::Set { fields, .. } = write {
+            fields.insert(converge_core::config::DEFAULT_CHANGE_FIELD.into(), Value::Timestamp(now));
+        }
+    }
+    writes
 }

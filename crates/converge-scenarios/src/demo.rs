@@ -356,7 +356,7 @@ pub(crate) async fn load_dataset(
             writes.push(DocWrite::Set { path, fields: bookkeeping_records::record(*seed, index, now) });
             if writes.len() == batch || index + 1 == *count {
                 let n = writes.len() as u64;
-                source.apply(std::mem::take(&mut writes)).await.context("loading the dataset")?;
+                source.apply(crate::bookkeeping_records::stamped(std::mem::take(&mut writes))).await.context("loading the dataset")?;
                 bars.loaded.inc(n);
             }
         }
@@ -378,13 +378,13 @@ pub fn mirror_config() -> MirrorConfig {
         pattern: PathPattern::parse("orgs/{tenant}/invoices/{doc}").expect("a valid pattern"),
         table: "invoices".into(),
         promoted: vec![column("amount", ColumnType::Float64)],
-        change_field: Some(DEFAULT_CHANGE_FIELD.into()),
+        change_field: Some(converge_core::config::DEFAULT_CHANGE_FIELD.into()),
     });
     routes.push(Route {
         pattern: PathPattern::parse("orgs/{tenant}/projects/{project}/tasks/{doc}").expect("a valid pattern"),
         table: "tasks".into(),
         promoted: vec![column("done", ColumnType::Bool)],
-        change_field: Some(DEFAULT_CHANGE_FIELD.into()),
+        change_field: Some(converge_core::config::DEFAULT_CHANGE_FIELD.into()),
     });
     MirrorConfig::new(routes).expect("the demo's configuration is valid")
 }
@@ -427,7 +427,7 @@ pub(crate) async fn load_other_routes(source: &dyn SourceStore, config: &MirrorC
             writes.push(DocWrite::Set { path, fields });
         }
         for chunk in writes.chunks(500) {
-            source.apply(chunk.to_vec()).await.context("loading invoices and tasks")?;
+            source.apply(crate::bookkeeping_records::stamped(chunk.to_vec())).await.context("loading invoices and tasks")?;
             bars.loaded.inc(chunk.len() as u64);
         }
     }
@@ -530,7 +530,7 @@ pub(crate) async fn live_traffic(
             })
             .collect();
         live.edits += writes.len() as u64;
-        source.apply(writes).await?;
+        source.apply(crate::bookkeeping_records::stamped(writes)).await?;
         bars.live.inc(chunk.len() as u64);
     }
     // Records months old whose category changes: the report's past months move.
@@ -542,7 +542,7 @@ pub(crate) async fn live_traffic(
             let current = fields.get("label").cloned();
             let relabel = bookkeeping_records::LABELS.iter().find(|l| Some(Value::String((**l).into())) != current).expect("several labels");
             fields.insert("label".into(), Value::String((*relabel).into()));
-            source.apply(vec![DocWrite::Set { path: path(&bookkeeping_records::doc_id(index)), fields }]).await?;
+            source.apply(crate::bookkeeping_records::stamped(vec![DocWrite::Set { path: path(&bookkeeping_records::doc_id(index)), fields }])).await?;
             recategorized += 1;
             bars.live.inc(1);
         }
@@ -553,15 +553,15 @@ pub(crate) async fn live_traffic(
     let deletes = scale / 5;
     let writes: Vec<DocWrite> = (0..deletes).map(|i| DocWrite::Delete { path: path(&bookkeeping_records::doc_id(2 * third + i)) }).collect();
     for chunk in writes.chunks(500) {
-        source.apply(chunk.to_vec()).await?;
+        source.apply(crate::bookkeeping_records::stamped(chunk.to_vec())).await?;
     }
     live.deletes = deletes;
     bars.live.inc(deletes);
     // Create-then-delete within a second: two events whose order must not matter.
     for i in 0..scale / 25 {
         let id = format!("tmp{i:05}");
-        source.apply(vec![DocWrite::Set { path: path(&id), fields: bookkeeping_records::record(seed, records + i, now) }]).await?;
-        source.apply(vec![DocWrite::Delete { path: path(&id) }]).await?;
+        source.apply(crate::bookkeeping_records::stamped(vec![DocWrite::Set { path: path(&id), fields: bookkeeping_records::record(seed, records + i, now) }])).await?;
+        source.apply(crate::bookkeeping_records::stamped(vec![DocWrite::Delete { path: path(&id) }])).await?;
         live.created_then_deleted += 1;
         bars.live.inc(2);
     }
@@ -572,7 +572,7 @@ pub(crate) async fn live_traffic(
             .map(|i| DocWrite::Set { path: path(&format!("b{burst}-{i:06}")), fields: bookkeeping_records::record(seed, records * 2 + burst * size + i, now) })
             .collect();
         for chunk in writes.chunks(500) {
-            source.apply(chunk.to_vec()).await?;
+            source.apply(crate::bookkeeping_records::stamped(chunk.to_vec())).await?;
         }
         live.burst_creates += size;
         bars.live.inc(size);

@@ -138,10 +138,10 @@ pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
     let [first, second] = reorder_writes(&pattern, n, clock.now());
     let reordering: HashSet<String> = first.iter().map(|write| written_path(write).to_owned()).collect();
     front.hold_where(move |document| reordering.contains(document));
-    source.apply(first).await?;
+    source.apply(crate::bookkeeping_records::stamped(first)).await?;
     // Both commits' events held before any is sent, the creates first.
     wait_for("the reordering documents' creates to be held", DRAIN_TIMEOUT, || front.stats().held == n).await?;
-    source.apply(second).await?;
+    source.apply(crate::bookkeeping_records::stamped(second)).await?;
     wait_for("the reordering documents' second changes to be held", DRAIN_TIMEOUT, || front.stats().held == 2 * n).await?;
     let held = front.take_held();
     let order = OutOfOrder::of(&held, |delivery| delivery.document.as_str());
@@ -215,7 +215,7 @@ async fn start_sync_process(
 /// Writes `writes` in Firestore-sized commits; returns how many events they emit.
 async fn apply(source: &dyn SourceStore, writes: Vec<DocWrite>) -> anyhow::Result<u64> {
     for chunk in writes.chunks(demo_cloud::LOAD_BATCH) {
-        source.apply(chunk.to_vec()).await?;
+        source.apply(crate::bookkeeping_records::stamped(chunk.to_vec())).await?;
     }
     Ok(writes.len() as u64)
 }

@@ -6,7 +6,8 @@
 //! # Layout
 //!
 //! - [`bookkeeping_records`]: the mirrored documents every scenario writes —
-//!   deterministic, realistic bookkeeping records — and the seeded [`bookkeeping_records::Rng`].
+//!   deterministic, realistic bookkeeping records —, the seeded [`bookkeeping_records::Rng`],
+//!   and [`bookkeeping_records::stamped`]: writes as the app makes them (the change field set).
 //! - [`raw_exports`]: raw operational data (GA4, ads, email exports) at a real account's
 //!   scale, deterministic, with hooks for planted patterns.
 //! - [`planted_patterns`]: the demo's planted patterns in that data, the findings they

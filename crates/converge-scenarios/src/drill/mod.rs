@@ -211,18 +211,18 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     // 3. Losses: the documents that lose a change exist first (their creates land),
     // and so do the documents the wrong rows will be written for.
     for chunk in plan.setup_writes(now).into_iter().chain(corruption.setup_writes(&pattern, now)).collect::<Vec<_>>().chunks(500) {
-        source.apply(chunk.to_vec()).await?;
+        source.apply(crate::bookkeeping_records::stamped(chunk.to_vec())).await?;
     }
     wait_delivered(&source, u64::MAX, &bars).await?;
     // Known losses, alone in flight: the warehouse refuses their rows for good.
     plan.refuse_known_rows(&faulty);
     for chunk in plan.lossy_writes(Class::Known, now).chunks(500) {
-        source.apply(chunk.to_vec()).await?;
+        source.apply(crate::bookkeeping_records::stamped(chunk.to_vec())).await?;
     }
     wait_delivered(&source, u64::MAX, &bars).await?;
     // Silent losses: acknowledged, never written.
     for chunk in plan.lossy_writes(Class::Silent, now).chunks(500) {
-        source.apply(chunk.to_vec()).await?;
+        source.apply(crate::bookkeeping_records::stamped(chunk.to_vec())).await?;
     }
     wait_delivered(&source, u64::MAX, &bars).await?;
     let _ = relay.stop().await;
@@ -296,8 +296,8 @@ async fn kill_mid_pass(source: &SqliteStore, service: &SyncService) -> anyhow::R
 async fn deliver_out_of_order(source: &SqliteStore, pattern: &converge_core::PathPattern, url: &str, records: u64) -> anyhow::Result<(u64, u64)> {
     let n = reorder_count(records);
     let [first, second] = reorder_writes(pattern, n, SystemClock.now());
-    source.apply(first).await?;
-    source.apply(second).await?;
+    source.apply(crate::bookkeeping_records::stamped(first)).await?;
+    source.apply(crate::bookkeeping_records::stamped(second)).await?;
     let events = source.pending_batch(4 * n as usize, SystemClock.now()).await?;
     if events.len() as u64 != 2 * n {
         bail!("expected {} pending events for the reordering phase, found {}", 2 * n, events.len());

@@ -1,0 +1,300 @@
+//! What an incremental run finds for one route and tenant (the mechanism and what it
+//! cannot see are `converge_core::incremental`'s module docs): the documents written
+//! since the verified point, then `count()` per path range against the current
+//! table, bisected down to leaves that are read from both sides.
+
+use std::collections::{BTreeMap, HashSet};
+
+use converge_core::drift::{diff, Difference, DifferenceKind};
+use converge_core::hash::content_hash;
+use converge_core::incremental::{BUCKET_DOCUMENTS, LEAF_DOCUMENTS, SPLIT_PARTS};
+use converge_core::{DocState, PathRange, Route, RunCost, SourceScope, StoreError, Timestamp};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::run::Reconciler;
+
+/// Changed documents compared per warehouse lookup.
+const CHANGED_BATCH: usize = 10_000;
+/// Source `count()` and leaf reads in flight at once (Firestore answers each in tens
+/// of milliseconds; the embedded store in microseconds).
+const SOURCE_CONCURRENCY: usize = 8;
+/// At most this many fine buckets per tenant (the bisection's finest ranges): their
+/// cut points are held in memory (~40 bytes each) and sampled from the current table.
+const MAX_BUCKETS: u64 = 1 << 16;
+
+/// What one incremental pass over a tenant found and read.
+#[derive(Debug, Default)]
+pub(crate) struct IncrementalFind {
+    /// Differences, each with the read time of the read that proved it (an orphan's
+    /// tombstone is versioned with it).
+    pub found: Vec<(Timestamp, Difference)>,
+    /// The earliest read time of the pass: the verified point it can record.
+    pub read_time: Option<Timestamp>,
+    /// Source documents read (changed ones, named by open errors, leaves).
+    pub source_docs: u64,
+    /// Warehouse states read.
+    pub derived_rows: u64,
+    /// Live documents the current table holds for the tenant (the orphan guard's base).
+    pub derived_docs: u64,
+    pub in_flight: u64,
+    pub changed_docs: u64,
+    pub ranges_counted: u64,
+    pub leaves_read: u64,
+    pub cost: RunCost,
+}
+
+impl IncrementalFind {
+    fn saw(&mut self, read_time: Timestamp) {
+        self.read_time = Some(self.read_time.map_or(read_time, |t| t.min(read_time)));
+    }
+}
+
+/// A node of the bisection: fine buckets `[from, to)` of the tenant's cut points.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    from: usize,
+    to: usize,
+}
+
+impl Reconciler {
+    /// Steps 1 and 2 of `converge_core::incremental` for `route`'s `tenant`: writes since
+    /// `since` (the change field `field`) and the paths of `open_paths`, then counts.
+    pub(crate) async fn find_incremental(
+        &self,
+        route: &Route,
+        tenant: &str,
+        scope: &SourceScope,
+        field: &str,
+        since: Timestamp,
+        open_paths: Vec<String>,
+    ) -> Result<IncrementalFind, StoreError> {
+        let mut out = IncrementalFind::default();
+        self.compare_changed(route, tenant, scope, field, since, open_paths, &mut out).await?;
+        self.compare_counts(route, tenant, scope, &mut out).await?;
+        // A leaf may hold a document step 1 already judged: one finding per document.
+        let mut seen = HashSet::new();
+        out.found.retain(|(_, difference)| seen.insert(difference.doc_path.clone()));
+        Ok(out)
+    }
+
+    /// Step 1: the documents whose change field is at or after `since`, and those open
+    /// errors name, against their latest states.
+    #[allow(clippy::too_many_arguments)]
+    async fn compare_changed(
+        &self,
+        route: &Route,
+        tenant: &str,
+        scope: &SourceScope,
+        field: &str,
+        since: Timestamp,
+        open_paths: Vec<String>,
+        out: &mut IncrementalFind,
+    ) -> Result<(), StoreError> {
+        let changed = self.source.changed_since(scope, field, since).await?;
+        let read_time = changed.read_time;
+        out.saw(read_time);
+        let mut items = changed.items;
+        let mut returned = 0u64;
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut batch: Vec<DocState> = Vec::with_capacity(CHANGED_BATCH);
+        while let Some(document) = items.try_next().await? {
+            returned += 1;
+            if !self.config.routes_to(&document.path, &route.table) {
+                continue;
+            }
+            seen.insert(document.path.clone());
+            batch.push(DocState::from_source(document.path.clone(), document.update_time.as_micros(), content_hash(&document.fields)));
+            if batch.len() == CHANGED_BATCH {
+                self.judge_batch(route, tenant, read_time, std::mem::take(&mut batch), &[], out).await?;
+            }
+        }
+        out.cost.docs_read(returned);
+        out.source_docs += returned;
+        out.changed_docs += returned;
+        self.judge_batch(route, tenant, read_time, batch, &[], out).await?;
+
+        // Documents an open sync error names: re-read whatever their change field says
+        // (a failed write may be one the field does not show).
+        let open: Vec<String> = open_paths.into_iter().filter(|path| !seen.contains(path)).collect();
+        for chunk in open.chunks(crate::run::REPAIR_CHUNK) {
+            let read = self.source.get_all(chunk).await?;
+            out.cost.docs_read(chunk.len() as u64);
+            out.source_docs += chunk.len() as u64;
+            out.saw(read.read_time);
+            let states: Vec<DocState> = read
+                .value
+                .iter()
+                .flatten()
+                .map(|document| DocState::from_source(document.path.clone(), document.update_time.as_micros(), content_hash(&document.fields)))
+                .collect();
+            self.judge_batch(route, tenant, read.read_time, states, chunk, out).await?;
+        }
+        Ok(())
+    }
+
+    /// Judges source `states` (read at `read_time`) and, for `absent_unless_read`, the
+    /// paths that were asked for: one not among `states` is gone from the source.
+    async fn judge_batch(
+        &self,
+        route: &Route,
+        tenant: &str,
+        read_time: Timestamp,
+        mut states: Vec<DocState>,
+        asked: &[String],
+        out: &mut IncrementalFind,
+    ) -> Result<(), StoreError> {
+        if states.is_empty() && asked.is_empty() {
+            return Ok(());
+        }
+        states.sort_unstable_by(|a, b| a.doc_path.cmp(&b.doc_path));
+        let mut paths: Vec<String> = states.iter().map(|s| s.doc_path.clone()).collect();
+        paths.extend(asked.iter().cloned());
+        paths.sort_unstable();
+        paths.dedup();
+        let derived = self.warehouse.latest_states_of(&route.table, tenant, &paths).await?;
+        out.derived_rows += derived.len() as u64;
+        // The paths asked for but not read are absent from the source: only those can
+        // be orphans here (a changed document exists by definition).
+        let read: HashSet<&str> = states.iter().map(|s| s.doc_path.as_str()).collect();
+        let derived: Vec<DocState> = derived.into_iter().filter(|d| read.contains(d.doc_path.as_str()) || asked.contains(&d.doc_path)).collect();
+        let found = diff(
+            futures::stream::iter(states.into_iter().map(Ok)),
+            futures::stream::iter(derived.into_iter().map(Ok)),
+            read_time.as_micros(),
+        )
+        .await?;
+        out.in_flight += found.in_flight;
+        out.found.extend(found.differences.into_iter().map(|d| (read_time, d)));
+        Ok(())
+    }
+
+    /// Step 2: source `count()` against the current table's live count per range,
+    /// bisecting ranges that disagree down to leaves read from both sides.
+    async fn compare_counts(&self, route: &Route, tenant: &str, scope: &SourceScope, out: &mut IncrementalFind) -> Result<(), StoreError> {
+        let table = &route.table;
+        let total = self.warehouse.current_range_counts(table, tenant, &[PathRange::all()]).await?[0];
+        out.derived_docs = total;
+        // A scope of several collections can be counted only whole (see
+        // `SourceStore::count_range`); a collection is cut into fine buckets once.
+        let cuts: Vec<String> = if scope.collection_path().is_some() {
+            let buckets = (total / BUCKET_DOCUMENTS).clamp(1, MAX_BUCKETS) as usize;
+            self.warehouse.split_range(table, tenant, &PathRange::all(), buckets).await?
+        } else {
+            Vec::new()
+        };
+        let bucket = |node: Node| {
+            let start = (node.from > 0).then(|| cuts[node.from - 1].clone());
+            let end = (node.to <= cuts.len()).then(|| cuts[node.to - 1].clone());
+            PathRange::new(start, end)
+        };
+        // What step 1 found changes the counts it expects: a missing document is in
+        // the source's count and (after its repair) the warehouse's; an orphan the reverse.
+        let adjustments: Vec<(String, i64)> = out
+            .found
+            .iter()
+            .filter_map(|(_, d)| match d.kind {
+                DifferenceKind::Missing => Some((d.doc_path.clone(), 1)),
+                DifferenceKind::Orphan => Some((d.doc_path.clone(), -1)),
+                DifferenceKind::Different => None,
+            })
+            .collect();
+
+        let mut level = children(Node { from: 0, to: cuts.len() + 1 });
+        let mut leaves: Vec<PathRange> = Vec::new();
+        while !level.is_empty() {
+            let ranges: Vec<PathRange> = level.iter().map(|node| bucket(*node)).collect();
+            let derived_counts = self.warehouse.current_range_counts(table, tenant, &ranges).await?;
+            let source_counts: Vec<u64> = futures::stream::iter(ranges.iter().map(|range| self.source.count_range(scope, range)))
+                .buffered(SOURCE_CONCURRENCY)
+                .try_collect()
+                .await?;
+            let mut next = Vec::new();
+            for ((node, range), (source, derived)) in level.iter().zip(&ranges).zip(source_counts.into_iter().zip(derived_counts)) {
+                out.cost.count_query(source);
+                out.ranges_counted += 1;
+                let adjust: i64 = adjustments.iter().filter(|(path, _)| range.contains(path)).map(|(_, n)| n).sum();
+                if source as i64 == derived as i64 + adjust {
+                    continue;
+                }
+                if node.to - node.from == 1 || source <= LEAF_DOCUMENTS {
+                    leaves.push(range.clone());
+                } else {
+                    next.extend(children(*node));
+                }
+            }
+            level = next;
+        }
+        if leaves.is_empty() {
+            return Ok(());
+        }
+        leaves.sort_by(|a, b| a.start.cmp(&b.start));
+        out.leaves_read += leaves.len() as u64;
+        // Both sides of every leaf, in path order (leaves are disjoint and ascending).
+        let source_leaves: Vec<(Timestamp, Vec<DocState>)> = futures::stream::iter(leaves.iter().map(|range| async move {
+            let scan = self.source.scan_states_in(scope, range).await?;
+            let states: Vec<DocState> = scan.items.try_collect().await?;
+            Ok::<_, StoreError>((scan.read_time, states))
+        }))
+        .buffered(SOURCE_CONCURRENCY)
+        .try_collect()
+        .await?;
+        let read_time = source_leaves.iter().map(|(t, _)| *t).min().expect("at least one leaf");
+        out.saw(read_time);
+        let mut source_states = Vec::new();
+        for (_, states) in source_leaves {
+            out.cost.docs_read(states.len() as u64);
+            out.source_docs += states.len() as u64;
+            source_states.extend(states.into_iter().filter(|s| self.config.routes_to(&s.doc_path, table)));
+        }
+        let derived_states: Vec<DocState> = self.warehouse.latest_states_in(table, tenant, &leaves).await?.items.try_collect().await?;
+        out.derived_rows += derived_states.len() as u64;
+        let found = diff(
+            futures::stream::iter(source_states.into_iter().map(Ok)),
+            futures::stream::iter(derived_states.into_iter().map(Ok)),
+            read_time.as_micros(),
+        )
+        .await?;
+        out.in_flight += found.in_flight;
+        out.found.extend(found.differences.into_iter().map(|d| (read_time, d)));
+        Ok(())
+    }
+}
+
+/// A node's children: up to [`SPLIT_PARTS`] nodes of about equal numbers of buckets.
+fn children(node: Node) -> Vec<Node> {
+    let width = node.to - node.from;
+    let parts = width.min(SPLIT_PARTS);
+    let mut out = Vec::with_capacity(parts);
+    let mut from = node.from;
+    for part in 0..parts {
+        let to = node.from + width * (part + 1) / parts;
+        if to > from {
+            out.push(Node { from, to });
+            from = to;
+        }
+    }
+    out
+}
+
+/// Paths of a tenant's open errors under `route` (for step 1), sorted.
+pub(crate) fn open_paths_in<'a>(paths: impl Iterator<Item = &'a String>, scope: &SourceScope) -> Vec<String> {
+    let set: BTreeMap<&str, ()> = paths.filter(|p| scope.matches(p)).map(|p| (p.as_str(), ())).collect();
+    set.into_keys().map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_cover_their_parent_exactly() {
+        for width in [1usize, 2, 31, 32, 33, 1000, 65_537] {
+            let node = Node { from: 5, to: 5 + width };
+            let parts = children(node);
+            assert!(parts.len() <= SPLIT_PARTS);
+            assert_eq!(parts.first().unwrap().from, node.from);
+            assert_eq!(parts.last().unwrap().to, node.to);
+            assert!(parts.windows(2).all(|w| w[0].to == w[1].from && w[0].from < w[0].to));
+        }
+    }
+}
