@@ -64,6 +64,20 @@ resource "google_firestore_field" "nested_route_name" {
   depends_on = [google_project_service.apis]
 }
 
+# The change field (a route's `change_field`, `updated_at` in the demo's nested route
+# orgs/{tenant}/projects/{project}/tasks/{doc}) needs no override here, nested route or
+# not. An incremental reconcile reads `where updated_at >= since` on each collection of
+# the tenant's scope in turn (orgs/acme/projects/p/tasks, …; the project ids listed first),
+# never as one collection-group query under orgs/acme: Firestore accepts a
+# collection-group query below a document only with __name__ conditions and orders
+# ("collection group queries are only allowed at the root parent"), and one at the root
+# would return every tenant's changes to each tenant's run
+# (crates/converge-firestore/src/ranges.rs). Each of those queries is served by the
+# automatic single-field index of collection scope that Firestore keeps for every field.
+# So: do not exempt the change field from indexing, and do not declare a
+# google_firestore_field for it: an override replaces the field's automatic indexes
+# (descending and array-contains included) that the app's own queries may use.
+
 # Security Rules: infra/firestore.rules keeps the app's client SDKs out of sync_errors
 # and quarantine and lets a tenant's clients read (never write) its opportunities.
 # Converge itself does not need them (rules never judge its IAM-authorized server

@@ -46,6 +46,15 @@ pub enum FirestoreError {
     #[error("stored {what} is not what Converge writes: {detail}; was it written by another tool or a newer version?")]
     CorruptRecord { what: &'static str, detail: String },
 
+    #[error("{operation} of `{scope}` over {range}: a scope of more than one collection takes only the whole range (PathRange::all()), since Firestore orders `__name__` segment by segment, not in the byte order of whole paths that ranges follow; ask for the whole scope, or for one collection's scope")]
+    RangeOfNestedScope { operation: &'static str, scope: String, range: String },
+
+    #[error("range bound `{bound}` falls among the documents of `{collection}` at id `{id}`, which Firestore refuses as a document id ({reason}), so no `__name__` filter expresses it; expected a bound that is a document path (or a path outside the collection)")]
+    UnusableRangeBound { bound: String, collection: String, id: String, reason: &'static str },
+
+    #[error("change field {field:?}: expected the name of a top-level timestamp field, such as `updated_at`")]
+    InvalidChangeField { field: String },
+
     #[error("{operation}: the record `{id}` kept changing under concurrent writers ({attempts} attempts); try again")]
     Contention { operation: &'static str, id: String, attempts: u32 },
 }
@@ -85,7 +94,10 @@ impl FirestoreError {
             FirestoreError::InvalidDocumentPath { .. }
             | FirestoreError::InvalidCollectionPath { .. }
             | FirestoreError::DuplicateWrite(_)
-            | FirestoreError::InvalidRecordId { .. } => ErrorKind::InvalidInput,
+            | FirestoreError::InvalidRecordId { .. }
+            | FirestoreError::RangeOfNestedScope { .. }
+            | FirestoreError::UnusableRangeBound { .. }
+            | FirestoreError::InvalidChangeField { .. } => ErrorKind::InvalidInput,
             FirestoreError::Convert(e) => e.kind(),
             FirestoreError::MissingInResponse { .. } | FirestoreError::CorruptRecord { .. } => ErrorKind::Permanent,
         }

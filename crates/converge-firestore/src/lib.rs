@@ -8,10 +8,14 @@
 //! - [`convert`]: Firestore gRPC values and documents ↔ core [`Value`](converge_core::Value)
 //!   and [`Document`](converge_core::Document), exact for every type; paths ↔ resource names.
 //! - [`source`]: [`FirestoreSource`], the [`SourceStore`]: atomic batches (one `Commit`),
-//!   consistent paged scans at one read time, `COUNT` aggregations.
+//!   consistent paged scans at one read time (the one paged reader every query here
+//!   uses).
 //! - `subtree`: scans of a scope at any depth (a nested route's documents of one
 //!   tenant): ids listed at wildcard levels, a collection-group query where the orders
 //!   agree, every read at one read time, in path order.
+//! - `ranges`: what an incremental reconcile reads: documents by change field
+//!   (`where updated_at >= since` on each collection of the scope, at one read time),
+//!   and `COUNT` aggregations and state scans over `__name__` ranges of one collection.
 //! - [`raw`]: the [`RawSource`](converge_core::RawSource): a date range of raw records by
 //!   structured query (`date >= from and date <= to`), paged at one read time.
 //! - [`error_log`]: the [`ErrorLog`] on the same client: `sync_errors` and `quarantine`
@@ -42,6 +46,7 @@ pub mod error;
 pub mod error_log;
 pub mod opportunities;
 pub mod raw;
+mod ranges;
 pub mod source;
 mod subtree;
 

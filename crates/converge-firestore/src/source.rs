@@ -8,8 +8,8 @@
 //!   writes atomically at one commit time, which it returns. There is no closure to
 //!   retry: a failed commit is reported (retryable or not) and the caller decides.
 //!   (The crate's batch writer is `BatchWrite`, which is not atomic.)
-//! - scans page through the collection ordered by `__name__` with a cursor. The
-//!   first page is read at "now" and fixes the scan's read time (the latest
+//! - scans page through the collection ordered by `__name__` with a cursor
+//!   (`Inner::paged`, the one paged reader of this crate's queries). The first page is read at "now" and fixes the scan's read time (the latest
 //!   `read_time` of its responses: Firestore guarantees the earlier documents did not
 //!   change up to it); every later page is read *at* that time, so the whole scan is
 //!   one snapshot however long it takes (Firestore keeps versions for an hour, or
@@ -17,7 +17,11 @@
 //!   of the consumer, so memory stays bounded by the page size.
 //! - a scope at any depth (a nested route's documents of one tenant) is walked by
 //!   `subtree.rs`, every read at one read time; `count` of one is that walk, counted.
-//! - `count` of one collection is a `COUNT` aggregation query.
+//! - `count` of one collection is a `COUNT` aggregation query (`ranges.rs`, over the
+//!   whole range).
+//! - what an incremental reconcile reads (`changed_since`, `count_range`,
+//!   `scan_states_in`) is `ranges.rs`: a query on the change field, and `COUNT`
+//!   aggregations and scans over `__name__` ranges.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -25,7 +29,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use converge_core::hash::content_hash;
-use converge_core::{DocState, DocWrite, Document, ReadAt, Scan, SourceScope, SourceStore, StoreError, Timestamp};
+use converge_core::{DocState, DocWrite, Document, PathRange, ReadAt, Scan, SourceScope, SourceStore, StoreError, Timestamp};
 use firestore::gcloud_sdk::google::firestore::v1 as pb;
 use firestore::gcloud_sdk::google::firestore::v1::firestore_client::FirestoreClient;
 use firestore::gcloud_sdk::prost_types;
@@ -33,7 +37,7 @@ use firestore::gcloud_sdk::tonic::{self, Code};
 use firestore::gcloud_sdk::GoogleAuthMiddleware;
 use firestore::{FirestoreDb, FirestoreDbOptions};
 use futures::StreamExt;
-use pb::structured_query::{CollectionSelector, Direction, FieldReference, Order};
+use pb::structured_query::{CollectionSelector, Direction, FieldReference, Filter, Order};
 use tokio::sync::mpsc;
 
 use crate::config::FirestoreConfig;
@@ -253,38 +257,47 @@ pub(crate) fn reference(name: &str) -> pb::Value {
     pb::Value { value_type: Some(pb::value::ValueType::ReferenceValue(name.to_owned())) }
 }
 
-impl FirestoreSource {
-    /// A consistent, paged, read-ahead scan of one collection; `map` turns each
-    /// document into an item.
-    async fn scan<T: Send + 'static>(
-        &self,
-        collection_path: &str,
-        map: fn(&DocPaths, pb::Document) -> Result<T, FirestoreError>,
-    ) -> Result<Scan<T>, StoreError> {
-        let inner = &self.inner;
-        let (parent, collection_id) = inner.paths.collection_parent(collection_path)?;
-        let page_size = inner.config.page_size.max(1);
-        let (first, read_time) =
-            inner.read_with_retry(|| inner.run_query(parent.clone(), page_query(&collection_id, None, page_size, false), None)).await?;
-        let read_time = read_time.ok_or(FirestoreError::MissingInResponse { operation: "RunQuery", what: "read_time" })?;
+impl Inner {
+    /// One query read page by page as one consistent, read-ahead scan. Without `at`, the
+    /// first page is read now and fixes the read time (the latest `read_time` of its
+    /// responses: Firestore guarantees the earlier documents did not change up to it);
+    /// with `at`, every page is read at that time (one snapshot across several queries).
+    /// Every later page is read *at* the scan's time, so the whole scan is one snapshot
+    /// however long it takes. A reader task keeps [`PAGES_AHEAD`] pages ahead of the
+    /// consumer.
+    ///
+    /// `query(after, limit)` builds a page of at most `limit` documents after `after`,
+    /// the previous page's last document (`None`: the first page); `map` turns each
+    /// document into an item, or drops it (`None`).
+    pub(crate) async fn paged<T, Q, M>(self: &Arc<Self>, parent: String, query: Q, map: M, at: Option<Timestamp>) -> Result<Scan<T>, StoreError>
+    where
+        T: Send + 'static,
+        Q: Fn(Option<&pb::Document>, u32) -> Result<pb::StructuredQuery, FirestoreError> + Send + 'static,
+        M: Fn(&DocPaths, pb::Document) -> Result<Option<T>, FirestoreError> + Send + 'static,
+    {
+        let page_size = self.config.page_size.max(1);
+        let first_query = query(None, page_size)?;
+        let at = at.map(crate::convert::timestamp_to_proto);
+        let (first, read_time) = self.read_with_retry(|| self.run_query(parent.clone(), first_query.clone(), at)).await?;
+        let read_time = at.or(read_time).ok_or(FirestoreError::MissingInResponse { operation: "RunQuery", what: "read_time" })?;
         let mut done = first.len() < page_size as usize;
-        let mut cursor = first.last().map(|d| d.name.clone());
-        let first: Vec<T> = first.into_iter().map(|d| map(&inner.paths, d)).collect::<Result<_, _>>()?;
+        let mut last = first.last().cloned();
+        let first = map_page(&self.paths, &map, first)?;
 
         let (pages_tx, pages_rx) = mpsc::channel::<Result<Vec<T>, StoreError>>(PAGES_AHEAD);
         if !done {
-            let inner = self.inner.clone();
+            let inner = self.clone();
             tokio::spawn(async move {
                 while !done {
-                    let query = page_query(&collection_id, cursor.as_deref(), page_size, false);
-                    let page = inner
-                        .read_with_retry(|| inner.run_query(parent.clone(), query.clone(), Some(read_time)))
-                        .await
-                        .and_then(|(docs, _)| {
-                            done = docs.len() < page_size as usize;
-                            cursor = docs.last().map(|d| d.name.clone());
-                            docs.into_iter().map(|d| map(&inner.paths, d)).collect::<Result<Vec<T>, _>>()
-                        });
+                    let page = match query(last.as_ref(), page_size) {
+                        Ok(query) => inner.read_with_retry(|| inner.run_query(parent.clone(), query.clone(), Some(read_time))).await,
+                        Err(error) => Err(error),
+                    }
+                    .and_then(|(docs, _)| {
+                        done = docs.len() < page_size as usize;
+                        last = docs.last().cloned();
+                        map_page(&inner.paths, &map, docs)
+                    });
                     let failed = page.is_err();
                     if pages_tx.send(page.map_err(StoreError::from)).await.is_err() || failed {
                         // The consumer went away, or the scan ends with this error.
@@ -293,8 +306,34 @@ impl FirestoreSource {
                 }
             });
         }
-        let items = page_stream(first, pages_rx);
-        Ok(Scan { read_time: timestamp_from_proto(&read_time), items })
+        Ok(Scan { read_time: timestamp_from_proto(&read_time), items: page_stream(first, pages_rx) })
+    }
+}
+
+/// One page's items: each document mapped, the dropped ones left out.
+fn map_page<T>(
+    paths: &DocPaths,
+    map: &impl Fn(&DocPaths, pb::Document) -> Result<Option<T>, FirestoreError>,
+    docs: Vec<pb::Document>,
+) -> Result<Vec<T>, FirestoreError> {
+    docs.into_iter().filter_map(|doc| map(paths, doc).transpose()).collect()
+}
+
+impl FirestoreSource {
+    /// A consistent, paged, read-ahead scan of one collection in `__name__` order,
+    /// narrowed by `filter` (a `__name__` range) when given; `map` turns each document
+    /// into an item.
+    pub(crate) async fn scan_collection<T: Send + 'static>(
+        &self,
+        collection_path: &str,
+        filter: Option<Filter>,
+        map: fn(&DocPaths, pb::Document) -> Result<T, FirestoreError>,
+    ) -> Result<Scan<T>, StoreError> {
+        let (parent, collection_id) = self.inner.paths.collection_parent(collection_path)?;
+        let query = move |after: Option<&pb::Document>, limit| {
+            Ok(pb::StructuredQuery { r#where: filter.clone(), ..page_query(&collection_id, after.map(|doc| doc.name.as_str()), limit, false) })
+        };
+        self.inner.paged(parent, query, move |paths, doc| map(paths, doc).map(Some), None).await
     }
 }
 
@@ -382,16 +421,28 @@ impl SourceStore for FirestoreSource {
 
     async fn scan_states(&self, scope: &SourceScope) -> Result<Scan<DocState>, StoreError> {
         match scope.collection_path() {
-            Some(collection_path) => self.scan(&collection_path, doc_state).await,
+            Some(collection_path) => self.scan_collection(&collection_path, None, doc_state).await,
             None => self.inner.scan_subtree(scope, doc_state).await,
         }
     }
 
     async fn scan_documents(&self, scope: &SourceScope) -> Result<Scan<Document>, StoreError> {
         match scope.collection_path() {
-            Some(collection_path) => self.scan(&collection_path, document).await,
+            Some(collection_path) => self.scan_collection(&collection_path, None, document).await,
             None => self.inner.scan_subtree(scope, document).await,
         }
+    }
+
+    async fn changed_since(&self, scope: &SourceScope, field: &str, since: Timestamp) -> Result<Scan<Document>, StoreError> {
+        self.changed_documents(scope, field, since).await
+    }
+
+    async fn count_range(&self, scope: &SourceScope, range: &PathRange) -> Result<u64, StoreError> {
+        self.count_in(scope, range).await
+    }
+
+    async fn scan_states_in(&self, scope: &SourceScope, range: &PathRange) -> Result<Scan<DocState>, StoreError> {
+        self.states_in(scope, range).await
     }
 
     async fn list_document_ids(&self, collection_path: &str) -> Result<Vec<String>, StoreError> {
@@ -399,19 +450,7 @@ impl SourceStore for FirestoreSource {
     }
 
     async fn count(&self, scope: &SourceScope) -> Result<u64, StoreError> {
-        match scope.collection_path() {
-            Some(collection_path) => self.count_collection(&collection_path).await,
-            // No aggregation counts a scope's exact depth: its states, counted.
-            None => {
-                let mut items = self.scan_states(scope).await?.items;
-                let mut count = 0u64;
-                while let Some(item) = items.next().await {
-                    item?;
-                    count += 1;
-                }
-                Ok(count)
-            }
-        }
+        self.count_in(scope, &PathRange::all()).await
     }
 }
 
@@ -454,51 +493,5 @@ impl Inner {
         ids.sort();
         ids.dedup();
         Ok(ids)
-    }
-}
-
-impl FirestoreSource {
-    async fn count_collection(&self, collection_path: &str) -> Result<u64, StoreError> {
-        use pb::structured_aggregation_query::aggregation::{Count, Operator};
-        use pb::structured_aggregation_query::{Aggregation, QueryType};
-        let inner = &self.inner;
-        let (parent, collection_id) = inner.paths.collection_parent(collection_path)?;
-        let query = pb::StructuredQuery {
-            from: vec![CollectionSelector { collection_id, all_descendants: false }],
-            ..Default::default()
-        };
-        let request = pb::RunAggregationQueryRequest {
-            parent,
-            explain_options: None,
-            request_options: None,
-            query_type: Some(pb::run_aggregation_query_request::QueryType::StructuredAggregationQuery(pb::StructuredAggregationQuery {
-                aggregations: vec![Aggregation { alias: "n".into(), operator: Some(Operator::Count(Count { up_to: None })) }],
-                query_type: Some(QueryType::StructuredQuery(query)),
-            })),
-            consistency_selector: None,
-        };
-        let count = inner
-            .read_with_retry(|| async {
-                let mut count = None;
-                inner
-                    .collect_stream("RunAggregationQuery", inner.client().run_aggregation_query(request.clone()), |response: pb::RunAggregationQueryResponse| {
-                        if let Some(value) = response.result.and_then(|mut r| r.aggregate_fields.remove("n")) {
-                            count = Some(value);
-                        }
-                        Ok::<(), ()>(())
-                    })
-                    .await?
-                    .ok();
-                Ok(count)
-            })
-            .await?;
-        match count.and_then(|v| v.value_type) {
-            Some(pb::value::ValueType::IntegerValue(n)) => Ok(u64::try_from(n).unwrap_or(0)),
-            other => Err(FirestoreError::MissingInResponse {
-                operation: "RunAggregationQuery",
-                what: if other.is_some() { "an integer count (it sent another type)" } else { "the count" },
-            }
-            .into()),
-        }
     }
 }

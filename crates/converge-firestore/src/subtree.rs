@@ -35,6 +35,12 @@
 //!
 //! Memory: one page ahead, and the listed ids of the levels being walked (the projects
 //! of one tenant), never the documents.
+//!
+//! [`Inner::scope_collections`] lists the same levels the same way, at one read time,
+//! and returns the scope's collections themselves (`orgs/acme/projects/p/tasks`, …): what
+//! `ranges.rs` queries one by one with a field filter, which a collection-group query
+//! under a document cannot carry (only `__name__` conditions are allowed there; see
+//! `ranges.rs`).
 
 use converge_core::{ScopeSegment, Scan, SourceScope, StoreError};
 use firestore::gcloud_sdk::google::firestore::v1 as pb;
@@ -61,6 +67,58 @@ impl Inner {
             }
         });
         Ok(Scan { read_time, items: page_stream(Vec::new(), pages_rx) })
+    }
+
+    /// Paths of the collections holding `scope`'s documents at `at`, in path order of
+    /// the walk: given ids followed, wildcard document ids listed (`ListDocuments` with
+    /// `show_missing`, so a project that exists only as its tasks' parent is there),
+    /// wildcard collection ids listed (`ListCollectionIds`). What `ranges.rs` queries
+    /// one by one where a collection-group query cannot be filtered. Memory: the
+    /// collections of one tenant's scope (its projects), never documents.
+    pub(crate) async fn scope_collections(&self, scope: &SourceScope, at: prost_types::Timestamp) -> Result<Vec<String>, FirestoreError> {
+        let segments = scope.segments();
+        let mut prefixes: Vec<String> = vec![String::new()];
+        for (i, segment) in segments[..segments.len() - 1].iter().enumerate() {
+            let mut next = Vec::with_capacity(prefixes.len());
+            for prefix in prefixes {
+                let join = |id: &str| if prefix.is_empty() { id.to_owned() } else { format!("{prefix}/{id}") };
+                match segment {
+                    ScopeSegment::Id(id) => next.push(join(id)),
+                    // Odd positions are document ids: `prefix` is a collection.
+                    ScopeSegment::Any if i % 2 == 1 => next.extend(self.list_ids(&prefix, Some(at)).await?.iter().map(|id| join(id))),
+                    ScopeSegment::Any => next.extend(self.list_collection_ids(&prefix, at).await?.iter().map(|id| join(id))),
+                }
+            }
+            prefixes = next;
+        }
+        Ok(prefixes)
+    }
+
+    /// Ids of the collections directly under the document at `document_path` (`""`:
+    /// the database root) at `at`, ascending.
+    async fn list_collection_ids(&self, document_path: &str, at: prost_types::Timestamp) -> Result<Vec<String>, FirestoreError> {
+        let parent = if document_path.is_empty() { self.paths.documents.clone() } else { self.paths.document_name(document_path)? };
+        let mut ids = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListCollectionIdsRequest {
+                parent: parent.clone(),
+                page_size: self.config.page_size as i32,
+                page_token: page_token.clone(),
+                request_options: None,
+                consistency_selector: Some(pb::list_collection_ids_request::ConsistencySelector::ReadTime(at)),
+            };
+            let response =
+                self.read_with_retry(|| async { self.unary("ListCollectionIds", self.client().list_collection_ids(request.clone())).await }).await?;
+            ids.extend(response.collection_ids);
+            if response.next_page_token.is_empty() {
+                break;
+            }
+            page_token = response.next_page_token;
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 }
 

@@ -289,3 +289,24 @@ async fn a_wildcard_collection_id_is_scanned_and_a_misordering_pair_fails_loudly
     assert_eq!(error.kind, ErrorKind::Permanent, "{error}");
     assert!(error.message.contains("out of path order") && error.message.contains("orgs/b/k-1/x/items/i1"), "{error}");
 }
+
+/// `changed_since` of a scope with a wildcard collection id lists the collection ids at
+/// the read time (`ListCollectionIds`) and queries each collection of the scope: the
+/// documents of `orgs/{tenant}/{kind}/x/items/{doc}` whose `updated_at` moved, whatever
+/// the kind, and none of another shape (`…/k/y/items`, `…/k/x/other`) or tenant.
+#[tokio::test]
+async fn changed_since_of_a_wildcard_collection_id_reads_every_kind() {
+    let source = source_or_skip!();
+    let pattern = converge_core::PathPattern::parse("orgs/{tenant}/{kind}/x/items/{doc}").unwrap();
+    let since = Timestamp::new(1_790_000_000, 0);
+    let at = |seconds: i64| serde_json::json!({"updated_at": {"$timestamp": Timestamp::new(seconds, 0).to_rfc3339()}});
+    let changed = ["orgs/a/k/x/items/i1", "orgs/a/k-1/x/items/i1", "orgs/a/m/x/items/i2"];
+    let mut writes: Vec<DocWrite> = changed.iter().map(|path| set(path, at(1_790_000_000))).collect();
+    for path in ["orgs/a/k/x/items/old", "orgs/a/k/y/items/i1", "orgs/a/k/x/other/i1", "orgs/b/k/x/items/i1"] {
+        writes.push(set(path, at(if path.ends_with("old") { 1_789_999_999 } else { 1_790_000_001 })));
+    }
+    source.apply(writes).await.unwrap();
+    let scan = source.changed_since(&pattern.tenant_scope("a").unwrap(), "updated_at", since).await.unwrap();
+    let found: BTreeSet<String> = scan.items.map(|d| d.unwrap().path).collect().await;
+    assert_eq!(found, changed.iter().map(|p| p.to_string()).collect::<BTreeSet<_>>());
+}
