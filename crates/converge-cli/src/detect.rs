@@ -34,6 +34,7 @@ const NO_METRICS: &str = "daily_entity_metrics is empty: run `converge etl` (or 
 
 /// Runs one pass and returns its report (also recorded in `converge_runs`).
 pub async fn run(options: DetectOptions) -> anyhow::Result<DetectRun> {
+    let prices = converge_function::env::prices_from_env()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (findings, runs, opportunities, latest): (Arc<dyn FindingsWarehouse>, Arc<dyn Warehouse>, Arc<dyn OpportunityStore>, Option<String>) =
         match options.target {
@@ -86,7 +87,8 @@ pub async fn run(options: DetectOptions) -> anyhow::Result<DetectRun> {
         opportunities,
         clock,
         RunnerOptions { concurrency: options.concurrency, ..RunnerOptions::default() },
-    );
+    )
+    .with_prices(prices);
     Ok(runner.run(DetectRequest { as_of, tenants: options.tenants, detectors: None }).await?)
 }
 
@@ -110,5 +112,6 @@ pub fn render(run: &DetectRun) -> String {
         run.as_of, run.run, run.fired, run.failed, run.opportunities.opened, run.opportunities.updated, run.opportunities.resolved,
         run.millis, run.outcome, run.batch_id
     ));
+    out.push_str(&format!("{}\n", crate::render::cost(&run.cost)));
     out
 }

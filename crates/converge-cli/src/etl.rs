@@ -25,11 +25,12 @@ pub struct EtlOptions {
 
 /// Runs one pass; its run records are in `converge_runs` (kind `etl`).
 pub async fn run(options: EtlOptions) -> anyhow::Result<EtlRun> {
+    let prices = converge_function::env::prices_from_env()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backends = EmbeddedBackends::open_for(&options.data_dir, clock.clone(), &options.mirror)
         .with_context(|| format!("opening {}", options.data_dir.display()))?;
     backends.warehouse.ensure_tables(&options.mirror).await.context("creating the runs table")?;
-    let runner = runner(&backends, clock);
+    let runner = runner(&backends, clock).with_prices(prices);
     runner.ensure_tables().await.context("creating daily_entity_metrics, entity_map and etl_loads")?;
     let progress = Arc::new(EtlProgress::default());
     let slices = options.request.dates().map(|d| d.len()).unwrap_or(1);
@@ -82,6 +83,7 @@ pub fn render(run: &EtlRun) -> String {
         "{}..={}: {} slices ({} failed), {} rows in, {} rows out, {} quarantined, {} ms ({}, run {})\n",
         run.from, run.to, run.slices, run.failed_slices, run.rows_in, run.rows_out, run.quarantined, run.millis, run.outcome, run.run_id
     ));
+    out.push_str(&format!("{}\n", crate::render::cost(&run.cost)));
     out
 }
 

@@ -40,10 +40,11 @@ pub async fn run(options: RebuildOptions) -> anyhow::Result<RebuildSummary> {
     if !EmbeddedBackends::source_path(data_dir).exists() {
         bail!("no source store in {}; run `converge demo --data-dir {}` first, or pass the right --data-dir", data_dir.display(), data_dir.display());
     }
+    let prices = converge_function::env::prices_from_env()?;
     let backends = EmbeddedBackends::open(data_dir, Arc::new(SystemClock)).with_context(|| format!("opening {}", data_dir.display()))?;
     backends.warehouse.ensure_tables(&options.mirror).await?;
     let source = backends.source_store();
-    let rebuilder = Arc::new(Rebuilder::new(source.clone(), backends.warehouse(), options.mirror.clone(), Arc::new(SystemClock)));
+    let rebuilder = Arc::new(Rebuilder::new(source.clone(), backends.warehouse(), options.mirror.clone(), Arc::new(SystemClock)).with_prices(prices));
 
     // The function's own configuration for this data directory: the local signer's key.
     let settings = Settings { data_dir: data_dir.clone(), backend: Backend::Embedded, mirror: options.mirror.clone(), ..Settings::from_lookup(|_| None)? };

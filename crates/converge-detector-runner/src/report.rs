@@ -1,6 +1,6 @@
 //! The report of one pass, stored as the run record's `report`.
 
-use converge_core::{Opportunity, RunOutcome};
+use converge_core::{Opportunity, RunCost, RunOutcome};
 use serde::{Deserialize, Serialize};
 
 /// One pass.
@@ -24,6 +24,12 @@ pub struct DetectRun {
     pub detectors: Vec<DetectorStats>,
     pub millis: u64,
     pub code_version: String,
+    /// What the pass cost: the warehouse bytes of its queries, and the opportunity
+    /// documents it read (the open ones, listed per tenant, and each one it resolved,
+    /// which the store reads before its conditional update). Upserts are writes, not
+    /// reads, and are not in it.
+    #[serde(default)]
+    pub cost: RunCost,
     /// The findings themselves, as the opportunities upserted (for the CLI's table);
     /// not stored in the run record.
     #[serde(skip)]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use chrono::NaiveDate;
 use converge_core::{
     batch_id, opportunity_id, opportunity_period, path, Clock, FindingRow, FindingsWarehouse, Opportunity, OpportunityStatus,
-    OpportunityStore, RunOutcome, RunRecord, StoreError, UpsertOutcome, Warehouse, CODE_VERSION,
+    OpportunityStore, PriceTable, RunOutcome, RunRecord, StoreError, UpsertOutcome, Warehouse, CODE_VERSION,
 };
 use converge_detect::{compile, render_message, DetectorSpec, Pack};
 use futures::stream::{self, StreamExt};
@@ -25,6 +25,7 @@ pub struct DetectorRunner {
     opportunities: Arc<dyn OpportunityStore>,
     clock: Arc<dyn Clock>,
     options: RunnerOptions,
+    prices: PriceTable,
 }
 
 /// One query of a pass: a detector, for all tenants (`None`) or one. Owns its spec (a
@@ -54,7 +55,13 @@ impl DetectorRunner {
         options: RunnerOptions,
     ) -> Self {
         let options = RunnerOptions { concurrency: options.concurrency.max(1), ..options };
-        Self { pack, findings, runs, opportunities, clock, options }
+        Self { pack, findings, runs, opportunities, clock, options, prices: PriceTable::default() }
+    }
+
+    /// Prices passes' costs with `prices` instead of the list prices.
+    pub fn with_prices(mut self, prices: PriceTable) -> Self {
+        self.prices = prices;
+        self
     }
 
     pub fn pack(&self) -> &Pack {
@@ -113,6 +120,9 @@ impl DetectorRunner {
             ..DetectRun::default()
         };
         tracing::info!(batch_id = run.batch_id, scope, as_of, detectors = specs.len(), concurrency = self.options.concurrency, "detector pass started");
+        // The findings' queries run on `findings`, usually the same warehouse as `runs`
+        // (whose counters these are); see `converge_core::cost`.
+        let bytes_before = self.runs.bytes_processed();
 
         let units: Vec<Unit> = specs
             .iter()
@@ -187,6 +197,8 @@ impl DetectorRunner {
             (Ok(()), failed) if failed == run.run => RunOutcome::Failed,
             (Ok(()), _) => RunOutcome::Partial,
         };
+        run.cost.warehouse(bytes_before, self.runs.bytes_processed());
+        run.cost = run.cost.priced(&self.prices);
 
         let record = RunRecord::new(run.batch_id.clone(), RUN_KIND, scope, started_at, self.clock.now(), run.outcome, &run);
         if let Err(error) = outcome {
@@ -199,7 +211,8 @@ impl DetectorRunner {
         self.runs.record_run(record).await.map_err(|source| DetectError::NotRecorded { batch_id: run.batch_id.clone(), source })?;
         tracing::info!(batch_id = run.batch_id, outcome = %run.outcome, run = run.run, fired = run.fired, failed = run.failed,
             opened = run.opportunities.opened, updated = run.opportunities.updated, resolved = run.opportunities.resolved,
-            millis = run.millis, "detector pass finished");
+            millis = run.millis, warehouse_bytes = run.cost.warehouse_bytes, source_reads = run.cost.source_reads,
+            estimated_usd = run.cost.estimated_usd, "detector pass finished");
         Ok(run)
     }
 
@@ -267,10 +280,17 @@ impl DetectorRunner {
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
         for tenant in tenants {
-            for open in self.opportunities.open_opportunities(tenant.as_deref()).await? {
+            let open = self.opportunities.open_opportunities(tenant.as_deref()).await?;
+            run.cost.docs_read(open.len() as u64);
+            for open in open {
                 let ran = succeeded.contains(&(open.detector.clone(), tenant.clone()));
                 let stale = ran && !found.contains(&(open.tenant.clone(), open.id.clone())) && open.as_of.as_str() <= as_of;
-                if stale && self.opportunities.resolve_opportunity(&open.tenant, &open.id, now, &run.batch_id).await? {
+                if !stale {
+                    continue;
+                }
+                // A resolve reads the document, then updates it only if still open.
+                run.cost.docs_read(1);
+                if self.opportunities.resolve_opportunity(&open.tenant, &open.id, now, &run.batch_id).await? {
                     run.opportunities.resolved += 1;
                 }
             }

@@ -64,6 +64,11 @@ async fn the_planted_patterns_become_opportunities_and_the_run_is_recorded() {
     assert_eq!(records[0].report["fired"], total as u64);
     assert_eq!(records[0].report["opportunities"]["opened"], total as u64);
     assert_eq!(records[0].outcome, RunOutcome::Ok);
+    // The pass read the open opportunities once (every one it had just upserted; the
+    // upserts are writes).
+    assert_eq!(run.cost.source_reads, total as u64, "{:?}", run.cost);
+    assert!(run.cost.estimated_usd > 0.0, "{:?}", run.cost);
+    assert_eq!(records[0].report["cost"]["source_reads"], total as u64);
 }
 
 trait NowTs {
@@ -181,6 +186,8 @@ async fn an_opportunity_that_stops_firing_is_resolved_and_reopens_if_it_fires_ag
     env.clock.advance_micros(60_000_000);
     let second = runner.run(request()).await.unwrap();
     assert_eq!(second.opportunities.resolved, 1, "{:?}", second.findings.iter().map(|f| &f.detector).collect::<Vec<_>>());
+    // Every open one listed, and the resolved one read again before its update.
+    assert_eq!((first.cost.source_reads, second.cost.source_reads), (first.fired, first.fired + 1));
     let resolved = env.store.opportunity("acme", &slow.id).await.unwrap().unwrap();
     assert_eq!((resolved.status, resolved.resolved_at, resolved.batch_id.as_str()), (OpportunityStatus::Resolved, Some(env.clock.now_ts()), second.batch_id.as_str()));
     let third = runner.run(request()).await.unwrap();

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use chrono::{Days, NaiveDate};
 use converge_core::error_log::QUARANTINE_PAYLOAD_LIMIT;
 use converge_core::{
-    batch_id, path, Clock, ErrorKind, ErrorLog, MetricsWarehouse, QuarantineReason, QuarantineRecord, RawSource, RunOutcome, RunRecord, SliceLoad,
-    SliceRow, SourceStore, StoreError, Timestamp, Warehouse, CODE_VERSION,
+    batch_id, path, Clock, ErrorKind, ErrorLog, MetricsWarehouse, PriceTable, QuarantineReason, QuarantineRecord, RawSource, RunCost, RunOutcome,
+    RunRecord, SliceLoad, SliceRow, SourceStore, StoreError, Timestamp, Warehouse, CODE_VERSION,
 };
 use converge_rebuild::Throttle;
 use futures::StreamExt;
@@ -151,6 +151,11 @@ pub struct SliceReport {
     pub watermarks: Vec<Watermark>,
     pub checks: Vec<CheckResult>,
     pub millis: u64,
+    /// What the slice cost: one read per raw document its date's queries returned (one
+    /// per collection at least: an empty answer is billed one), and the warehouse
+    /// bytes of the trailing loads' lookup and the slice's replacement.
+    #[serde(default)]
+    pub cost: RunCost,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -179,6 +184,10 @@ pub struct EtlRun {
     pub millis: u64,
     pub max_records_per_second: Option<u32>,
     pub code_version: String,
+    /// The slices' costs summed, plus listing the tenants when the request named none
+    /// (one read per tenant id returned).
+    #[serde(default)]
+    pub cost: RunCost,
     /// One run record per slice, in the order loaded.
     pub runs: Vec<RunRecord>,
 }
@@ -200,11 +209,18 @@ pub struct EtlRunner {
     backends: EtlBackends,
     clock: Arc<dyn Clock>,
     policy: CheckPolicy,
+    prices: PriceTable,
 }
 
 impl EtlRunner {
     pub fn new(backends: EtlBackends, clock: Arc<dyn Clock>) -> Self {
-        Self { backends, clock, policy: CheckPolicy::default() }
+        Self { backends, clock, policy: CheckPolicy::default(), prices: PriceTable::default() }
+    }
+
+    /// Prices slices' costs with `prices` instead of the list prices.
+    pub fn with_prices(mut self, prices: PriceTable) -> Self {
+        self.prices = prices;
+        self
     }
 
     pub fn with_policy(mut self, policy: CheckPolicy) -> Self {
@@ -227,6 +243,7 @@ impl EtlRunner {
     /// the same request again redoes them to the same end state).
     pub async fn run_with_progress(&self, request: EtlRequest, progress: Arc<EtlProgress>) -> Result<EtlRun, EtlError> {
         let dates = request.dates()?;
+        let mut cost = RunCost::default();
         let tenants = match &request.tenants {
             Some(tenants) => {
                 for tenant in tenants {
@@ -234,7 +251,11 @@ impl EtlRunner {
                 }
                 tenants.clone()
             }
-            None => self.backends.source.list_document_ids(TENANT_ROOT).await.map_err(EtlError::Tenants)?,
+            None => {
+                let tenants = self.backends.source.list_document_ids(TENANT_ROOT).await.map_err(EtlError::Tenants)?;
+                cost.docs_read(tenants.len() as u64);
+                tenants
+            }
         };
         let (from, to) = (dates[0], dates[dates.len() - 1]);
         let run_id = batch_id("etl", &tenants.join(","), &format!("{from}..={to}"));
@@ -258,6 +279,7 @@ impl EtlRunner {
             millis: 0,
             max_records_per_second: request.max_records_per_second,
             code_version: CODE_VERSION.into(),
+            cost: RunCost::default(),
             runs: Vec::new(),
         };
         for date in &dates {
@@ -268,6 +290,7 @@ impl EtlRunner {
                 run.rows_in += report.rows_in;
                 run.rows_out += report.rows_out;
                 run.quarantined += report.quarantined;
+                cost.add(&report.cost);
                 if report.outcome == RunOutcome::Failed {
                     run.failed_slices += 1;
                 }
@@ -277,11 +300,15 @@ impl EtlRunner {
             }
         }
         run.millis = started.elapsed().as_millis() as u64;
+        // Priced once from the summed counts (the same as summing the slices' prices
+        // and the listing's, without rounding twice).
+        run.cost = cost.priced(&self.prices);
         if let [only] = run.runs.as_slice() {
             run.batch_id = only.batch_id.clone();
         }
         tracing::info!(run_id, outcome = %run.outcome, slices = run.slices, failed_slices = run.failed_slices, rows_in = run.rows_in,
-            rows_out = run.rows_out, quarantined = run.quarantined, millis = run.millis, "etl finished");
+            rows_out = run.rows_out, quarantined = run.quarantined, millis = run.millis, source_reads = run.cost.source_reads,
+            warehouse_bytes = run.cost.warehouse_bytes, estimated_usd = run.cost.estimated_usd, "etl finished");
         Ok(run)
     }
 
@@ -291,8 +318,12 @@ impl EtlRunner {
         let started_at = self.clock.now();
         let batch = batch_id("etl", tenant, &date.to_string());
         let mut report = SliceReport { batch_id: batch.clone(), run_id: run_id.into(), tenant: tenant.into(), date: date.to_string(), ..SliceReport::default() };
+        let bytes_before = self.backends.warehouse.bytes_processed();
         let result = self.load(tenant, date, &mut report, throttle, progress).await;
         report.millis = started.elapsed().as_millis() as u64;
+        // Failed slices too: what was read and queried was billed.
+        report.cost.warehouse(bytes_before, self.backends.warehouse.bytes_processed());
+        report.cost = report.cost.priced(&self.prices);
         let loaded = match result {
             Ok(loaded) => loaded,
             Err(source) => {
@@ -337,27 +368,34 @@ impl EtlRunner {
             let mut watermark = Watermark { collection: collection.name.into(), docs_read: 0, max_update_time: None, read_time: scan.read_time.to_rfc3339() };
             let mut max_update: Option<Timestamp> = None;
             let mut items = scan.items;
-            while let Some(doc) = items.next().await {
-                let doc = doc?;
-                throttle.admit().await;
-                progress.records.fetch_add(1, Ordering::Relaxed);
-                watermark.docs_read += 1;
-                max_update = max_update.max(Some(doc.update_time));
-                match validate(collection, date, &doc.fields) {
-                    Ok(record) => slice.add(collection, &doc.path, record),
-                    Err(problems) => {
-                        self.quarantine(collection, tenant, date, &report.batch_id, &doc, &problems).await?;
-                        report.quarantined += 1;
-                        if report.quarantined_docs.len() < NAMED_DOCS {
-                            report.quarantined_docs.push(doc.path.clone());
+            let read: Result<(), StoreError> = async {
+                while let Some(doc) = items.next().await {
+                    let doc = doc?;
+                    throttle.admit().await;
+                    progress.records.fetch_add(1, Ordering::Relaxed);
+                    watermark.docs_read += 1;
+                    max_update = max_update.max(Some(doc.update_time));
+                    match validate(collection, date, &doc.fields) {
+                        Ok(record) => slice.add(collection, &doc.path, record),
+                        Err(problems) => {
+                            self.quarantine(collection, tenant, date, &report.batch_id, &doc, &problems).await?;
+                            report.quarantined += 1;
+                            if report.quarantined_docs.len() < NAMED_DOCS {
+                                report.quarantined_docs.push(doc.path.clone());
+                            }
                         }
                     }
+                    if last_log.elapsed() >= PROGRESS_LOG_EVERY {
+                        last_log = Instant::now();
+                        tracing::info!(run_id = report.run_id, tenant, %date, collection = collection.name, records = progress.records.load(Ordering::Relaxed), "etl progress");
+                    }
                 }
-                if last_log.elapsed() >= PROGRESS_LOG_EVERY {
-                    last_log = Instant::now();
-                    tracing::info!(run_id = report.run_id, tenant, %date, collection = collection.name, records = progress.records.load(Ordering::Relaxed), "etl progress");
-                }
+                Ok(())
             }
+            .await;
+            // Counted however the read ended: a query cut short was billed what it returned.
+            report.cost.docs_read(watermark.docs_read);
+            read?;
             watermark.max_update_time = max_update.map(|t| t.to_rfc3339());
             report.watermarks.push(watermark);
         }

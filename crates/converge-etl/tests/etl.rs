@@ -37,6 +37,12 @@ async fn raw_ids_roll_up_to_canonical_entities_with_the_vocabulary_metrics() {
     .await;
     let run = env.runner().run(one_day(day(3))).await.unwrap();
     assert_eq!((run.outcome.as_str(), run.rows_in), ("ok", 4));
+    // One read per document the day's queries returned, and one for each of the other
+    // collections' empty answers; the pass also read the tenant list (one id).
+    let empty = converge_etl::RAW_COLLECTIONS.len() as u64 - 3;
+    assert_eq!(report(&run, 0).cost.source_reads, 4 + empty, "{:?}", report(&run, 0).cost);
+    assert_eq!(run.cost.source_reads, 4 + empty + 1, "{:?}", run.cost);
+    assert!(run.cost.estimated_usd > 0.0, "{:?}", run.cost);
     let (metrics, entities) = state(&env, "acme", day(3)).await;
     let value = |entity_type: &str, id: &str, metric: &str| {
         metrics.iter().find(|m| m.entity_type == entity_type && m.entity_id == id && m.metric == metric).unwrap_or_else(|| panic!("{entity_type} {id} {metric}")).value
@@ -72,11 +78,14 @@ async fn running_a_date_again_changes_nothing_and_keeps_its_batch_id() {
     for (a, b) in first.runs.iter().zip(&second.runs) {
         assert_eq!(a.batch_id, batch_id("etl", &a.scope, &day(5).to_string()));
         assert_eq!(a.batch_id, b.batch_id, "the same slice is the same batch");
-        // The same report but for when it ran: its duration, and its reads' times (each
-        // read of the source is at its own instant, as in Firestore).
+        // The same report but for when it ran: its duration, its reads' times (each
+        // read of the source is at its own instant, as in Firestore), and the warehouse
+        // bytes (replacing a slice reads the one it replaces). The reads are the same.
+        assert_eq!(a.report["cost"]["source_reads"], b.report["cost"]["source_reads"]);
         let when_aside = |report: &serde_json::Value| {
             let mut report = report.clone();
             report["millis"] = 0.into();
+            report["cost"] = serde_json::Value::Null;
             for watermark in report["watermarks"].as_array_mut().into_iter().flatten() {
                 watermark["read_time"] = serde_json::Value::Null;
             }
@@ -214,6 +223,8 @@ async fn an_interrupted_replace_leaves_the_old_slice_and_says_retry() {
     assert_eq!(state(&env, "acme", day(7)).await, before, "the old slice, whole");
     let stored = env.warehouse.runs("etl", 5).await.unwrap();
     assert_eq!(stored[0].outcome, RunOutcome::Failed);
+    // The failed slice had read its 7 × 8 + 1 documents: billed, so recorded.
+    assert_eq!(stored[0].report["cost"]["source_reads"], 57, "{}", stored[0].report);
     // The retry loads the new row.
     let run = runner.run(one_day(day(7))).await.unwrap();
     assert_eq!(run.outcome, RunOutcome::Ok);

@@ -1,6 +1,8 @@
 //! Every environment variable Converge reads. Nothing else in the code base calls
 //! `std::env::var` with a literal name.
 
+use converge_core::cost::{PriceError, PriceTable};
+
 // --- Which backends -------------------------------------------------------------
 
 /// `embedded` (SQLite + DuckDB in `CONVERGE_DATA_DIR`, the default) or `cloud`
@@ -60,6 +62,31 @@ pub const AUTH_AUDIENCE: &str = "CONVERGE_AUTH_AUDIENCE";
 /// cloud backend; embedded default `operator@converge.local`, the local signer's caller.
 pub const AUTH_ALLOWED_EMAILS: &str = "CONVERGE_AUTH_ALLOWED_EMAILS";
 
+// --- What a run's cost is estimated with (`converge_core::cost`) -----------------------
+
+/// US dollars per 100,000 Firestore document reads. Default 0.03 (a regional location
+/// such as `us-central1`); a multi-region location such as `nam5` is 0.06.
+pub const PRICE_FIRESTORE_READS_PER_100K: &str = "CONVERGE_PRICE_FIRESTORE_READS_PER_100K";
+/// US dollars per TiB billed by BigQuery on-demand queries. Default 6.25.
+pub const PRICE_BIGQUERY_PER_TIB: &str = "CONVERGE_PRICE_BIGQUERY_PER_TIB";
+
+/// The price table every run record's `cost` is estimated with: Google's list prices
+/// ([`PriceTable::default`]), each replaced by its variable when set. A malformed value
+/// is an error naming the variable, so a typo cannot silently price runs at the default.
+pub fn prices_from_env() -> Result<PriceTable, PriceError> {
+    prices_from_lookup(|name| std::env::var(name).ok())
+}
+
+/// [`prices_from_env`] through `lookup`, so tests need not touch the process environment.
+pub fn prices_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<PriceTable, PriceError> {
+    let defaults = PriceTable::default();
+    let price = |name: &str, default: f64| PriceTable::price_setting(name, lookup(name).as_deref(), default);
+    Ok(PriceTable {
+        firestore_usd_per_100k_reads: price(PRICE_FIRESTORE_READS_PER_100K, defaults.firestore_usd_per_100k_reads)?,
+        bigquery_usd_per_tib: price(PRICE_BIGQUERY_PER_TIB, defaults.bigquery_usd_per_tib)?,
+    })
+}
+
 // --- Local tools --------------------------------------------------------------------
 
 /// Path of the BigQuery emulator binary (`bqemulator`), for the BigQuery adapter's
@@ -69,3 +96,17 @@ pub const BQEMULATOR: &str = "CONVERGE_BQEMULATOR";
 /// Path of Google's Firestore emulator launcher (`cloud_firestore_emulator`). Default:
 /// the Google Cloud SDK's `platform/cloud-firestore-emulator/` under `/usr/lib/google-cloud-sdk`.
 pub const FIRESTORE_EMULATOR: &str = "CONVERGE_FIRESTORE_EMULATOR";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_default_to_the_list_prices_and_a_malformed_one_names_its_variable() {
+        assert_eq!(prices_from_lookup(|_| None).unwrap(), PriceTable::default());
+        let nam5 = prices_from_lookup(|name| (name == PRICE_FIRESTORE_READS_PER_100K).then(|| "0.06".to_owned())).unwrap();
+        assert_eq!((nam5.firestore_usd_per_100k_reads, nam5.bigquery_usd_per_tib), (0.06, PriceTable::default().bigquery_usd_per_tib));
+        let error = prices_from_lookup(|name| (name == PRICE_BIGQUERY_PER_TIB).then(|| "6,25".to_owned())).unwrap_err();
+        assert!(error.to_string().starts_with("setting CONVERGE_PRICE_BIGQUERY_PER_TIB: expected a price in US dollars"), "{error}");
+    }
+}

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use converge_core::{
-    batch_id, drift::OrphanGuard, path, ChangeRow, Clock, ErrorKind, MirrorConfig, Op, Route, RowContext, RunOutcome, RunRecord, SourceStore, StoreError, Timestamp,
-    Warehouse, CODE_VERSION,
+    batch_id, drift::OrphanGuard, path, ChangeRow, Clock, ErrorKind, MirrorConfig, Op, PriceTable, Route, RowContext, RunCost, RunOutcome, RunRecord, SourceStore,
+    StoreError, Timestamp, Warehouse, CODE_VERSION,
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -86,7 +86,7 @@ pub struct TableRebuild {
 }
 
 /// The report of one rebuild; also stored (as its JSON) in the runs table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RebuildRun {
     pub batch_id: String,
     pub tenant: String,
@@ -107,6 +107,12 @@ pub struct RebuildRun {
     pub tables: Vec<TableRebuild>,
     pub max_docs_per_second: Option<u32>,
     pub millis: u64,
+    /// What it cost: every source document scanned is one read (unchanged ones and
+    /// those of other routes' tables included: the scan returned them), plus the
+    /// warehouse bytes of reading the latest states, appending and refreshing. Failed
+    /// and refused runs too: what was read was billed.
+    #[serde(default)]
+    pub cost: RunCost,
     /// Why a failed rebuild failed (nothing of it is visible).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -150,6 +156,7 @@ pub struct Rebuilder {
     warehouse: Arc<dyn Warehouse>,
     config: MirrorConfig,
     clock: Arc<dyn Clock>,
+    prices: PriceTable,
     running: Mutex<HashMap<String, Arc<RebuildProgress>>>,
 }
 
@@ -168,7 +175,13 @@ impl Drop for TenantLock<'_> {
 
 impl Rebuilder {
     pub fn new(source: Arc<dyn SourceStore>, warehouse: Arc<dyn Warehouse>, config: MirrorConfig, clock: Arc<dyn Clock>) -> Self {
-        Self { source, warehouse, config, clock, running: Mutex::new(HashMap::new()) }
+        Self { source, warehouse, config, clock, prices: PriceTable::default(), running: Mutex::new(HashMap::new()) }
+    }
+
+    /// Prices runs' costs with `prices` instead of the list prices.
+    pub fn with_prices(mut self, prices: PriceTable) -> Self {
+        self.prices = prices;
+        self
     }
 
     /// The counters of `tenant`'s running rebuild, if one runs.
@@ -223,6 +236,8 @@ impl Rebuilder {
         };
         tracing::info!(batch_id = run.batch_id, tenant = run.tenant, tables = ?routes.iter().map(|r| &r.table).collect::<Vec<_>>(),
             max_docs_per_second = request.max_docs_per_second, "rebuild started");
+        let bytes_before = self.warehouse.bytes_processed();
+        let reads = Arc::new(Mutex::new(RunCost::default()));
 
         let (sender, mut receiver) = mpsc::channel::<Result<Vec<ChangeRow>, StoreError>>(CHUNKS_AHEAD);
         let scan = Scanner {
@@ -234,6 +249,7 @@ impl Rebuilder {
             throttle: Throttle::new(request.max_docs_per_second),
             progress: progress.clone(),
             guard: OrphanGuard { max_share: request.max_orphan_share.unwrap_or(OrphanGuard::default().max_share), ..OrphanGuard::default() },
+            reads: reads.clone(),
         };
         let guard = scan.guard;
         let producer = tokio::spawn(scan.run(routes, sender));
@@ -285,6 +301,9 @@ impl Rebuilder {
                 Err(error)
             }
         };
+        let mut cost = *reads.lock().unwrap_or_else(|p| p.into_inner());
+        cost.warehouse(bytes_before, self.warehouse.bytes_processed());
+        run.cost = cost.priced(&self.prices);
         let record = RunRecord::new(run.batch_id.clone(), "rebuild", scope, started_at, self.clock.now(), run.outcome, &run);
         match outcome {
             Ok(()) => {
@@ -294,7 +313,8 @@ impl Rebuilder {
                     .await
                     .map_err(|source| RebuildError::NotRecorded { batch_id: run.batch_id.clone(), source })?;
                 tracing::info!(batch_id = run.batch_id, tenant = run.tenant, documents = run.documents, rows_written = run.rows_written,
-                    tombstones = run.tombstones, skipped = run.skipped, millis = run.millis, "rebuild finished");
+                    tombstones = run.tombstones, skipped = run.skipped, millis = run.millis, source_reads = run.cost.source_reads,
+                    warehouse_bytes = run.cost.warehouse_bytes, estimated_usd = run.cost.estimated_usd, "rebuild finished");
                 Ok(run)
             }
             Err(error) => {
@@ -322,6 +342,21 @@ struct Scanner {
     throttle: Throttle,
     progress: Arc<RebuildProgress>,
     guard: OrphanGuard,
+    /// The source reads of the scans, shared with the run: kept however the scan ends.
+    reads: Arc<Mutex<RunCost>>,
+}
+
+/// Adds one scan's documents to the run's reads when dropped, so a scan that ends
+/// early (an error, the append no longer taking rows) still counts what it read.
+struct ScanReads {
+    documents: Arc<AtomicU64>,
+    reads: Arc<Mutex<RunCost>>,
+}
+
+impl Drop for ScanReads {
+    fn drop(&mut self) {
+        self.reads.lock().unwrap_or_else(|p| p.into_inner()).docs_read(self.documents.load(Ordering::Relaxed));
+    }
 }
 
 struct Scanned {
@@ -363,9 +398,19 @@ impl Scanner {
             .map_err(|problem| StoreError::new(ErrorKind::InvalidInput, "rebuild", format!("tenant {:?}: {problem}", self.tenant)))?;
         let source = self.source.scan_documents(&scope).await?;
         let read_time: Timestamp = source.read_time;
+        // Declared before the merge, so dropped after it: it counts the whole scan.
+        let scan_reads = ScanReads { documents: Arc::new(AtomicU64::new(0)), reads: self.reads.clone() };
+        let documents = scan_reads.documents.clone();
         let (every_route, table_name) = (self.config.clone(), route.table.clone());
         let source_items = source
             .items
+            // Counted before the routing filter: a document of another route's table
+            // under this scope was returned, so billed, all the same.
+            .inspect(move |item| {
+                if item.is_ok() {
+                    documents.fetch_add(1, Ordering::Relaxed);
+                }
+            })
             .filter(move |item| std::future::ready(item.as_ref().map_or(true, |doc| every_route.routes_to(&doc.path, &table_name))))
             .boxed();
         let derived = self.warehouse.latest_states(&route.table, &self.tenant).await?;

@@ -124,12 +124,17 @@ async fn a_drifted_tenant_is_rebuilt_to_equal_the_source(s: Setup) {
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].batch_id.as_str(), records[0].outcome.as_str(), records[0].scope.as_str()), (run.batch_id.as_str(), "ok", "acme"));
     assert_eq!(records[0].report["documents"], 10);
+    // Every document scanned is one read, the 30 left alone included.
+    assert_eq!(run.cost.source_reads, 40, "{:?}", run.cost);
+    assert!(run.cost.estimated_usd > 0.0, "{:?}", run.cost);
+    assert_eq!(records[0].report["cost"]["source_reads"], 40);
 
     // Run again (same day: the same batch): the same end state, and nothing appended.
     let rows_before = s.warehouse.latest_count("records", "acme").await.unwrap();
     let again = rebuilder(&s).run(request("acme")).await.unwrap();
     assert_eq!(again.batch_id, run.batch_id);
     assert_eq!((again.documents, again.unchanged, again.tombstones, again.rows_written), (0, 40, 0, 0), "nothing differs any more: {again:#?}");
+    assert_eq!(again.cost.source_reads, 40, "nothing written, all read: {:?}", again.cost);
     assert_eq!(s.warehouse.latest_count("records", "acme").await.unwrap(), rows_before);
     assert!(converged(&s, "acme").await);
 }
@@ -143,6 +148,9 @@ async fn an_interrupted_rebuild_leaves_nothing_visible_and_runs_again(s: Setup) 
     assert_eq!(fingerprint(s.warehouse.as_ref(), "acme").await, before, "nothing of the interrupted rebuild is visible");
     let failed = s.warehouse.runs("rebuild", 10).await.unwrap();
     assert_eq!(failed[0].outcome, RunOutcome::Failed);
+    // Its 43 rows went out as one chunk after the scan read all 60 documents: a run
+    // that failed was billed its reads all the same.
+    assert_eq!(failed[0].report["cost"]["source_reads"], 60, "{}", failed[0].report);
 
     let run = rebuilder(&s).run(request("acme")).await.unwrap();
     assert_eq!(run.batch_id, failed[0].batch_id, "the re-run is the same batch");
@@ -201,6 +209,7 @@ async fn a_mass_orphan_rebuild_is_refused_unless_allowed(s: Setup) {
     assert!(run.how_to_override.as_deref().is_some_and(|h| h.contains("--max-orphan-share 1.0")), "{run:#?}");
     assert_eq!(fingerprint(s.warehouse.as_ref(), "acme").await, before, "nothing of a refused rebuild is visible");
     assert_eq!(s.warehouse.runs("rebuild", 10).await.unwrap()[0].outcome, RunOutcome::Refused);
+    assert_eq!(run.cost.source_reads, 80, "a refused rebuild read the whole source: {:?}", run.cost);
 
     let run = rebuilder(&s).run(RebuildRequest { max_orphan_share: Some(1.0), ..request("acme") }).await.unwrap();
     assert_eq!((run.outcome.as_str(), run.documents, run.tombstones), ("ok", 10, 20), "{run:#?}");
@@ -220,6 +229,7 @@ async fn bad_requests_are_refused_before_anything_runs(s: Setup) {
     // documents, nothing else is touched.
     let run = rebuilder.run(request("acme' OR '1'='1")).await.unwrap();
     assert_eq!((run.documents, run.tombstones, run.rows_written), (0, 0, 0));
+    assert_eq!(run.cost.source_reads, 1, "a scan that returns nothing is billed one read");
     assert!(converged(&s, "acme").await);
     assert_eq!(fingerprint(s.warehouse.as_ref(), "acme").await.0, 5);
 }

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use converge_core::{batch_id, ChangeRow, Op, RowContext, RunOutcome, RunRecord, SyncErrorRecord, CODE_VERSION};
+use converge_core::{batch_id, ChangeRow, Op, RowContext, RunCost, RunOutcome, RunRecord, SyncErrorRecord, CODE_VERSION};
 use serde::Serialize;
 
 use crate::run::{ReconcileError, Reconciler, REPAIR_CHUNK};
@@ -60,6 +60,11 @@ pub struct RetryRun {
     /// wrong type): the reason is logged, the record stays open.
     pub unmirrorable: u64,
     pub millis: u64,
+    /// What the pass cost: the open records read (one read each, one for an empty
+    /// answer), the documents re-read (one per path asked for, found or not), each
+    /// record resolved (read before its conditional update), and the warehouse bytes of
+    /// the appends and the refresh. With nothing open, a pass costs one read.
+    pub cost: RunCost,
 }
 
 impl Reconciler {
@@ -80,8 +85,10 @@ impl Reconciler {
             scope: scope.clone(),
             ..RetryRun::default()
         };
+        let bytes_before = self.warehouse.bytes_processed();
         let open = self.errors.open_sync_errors(tenant).await?;
         run.open_errors = open.len() as u64;
+        run.cost.docs_read(run.open_errors);
         let mut by_path: BTreeMap<String, Vec<SyncErrorRecord>> = BTreeMap::new();
         for record in open {
             by_path.entry(record.doc_path.clone()).or_default().push(record);
@@ -91,6 +98,7 @@ impl Reconciler {
         let paths: Vec<String> = by_path.keys().cloned().collect();
         for chunk in paths.chunks(REPAIR_CHUNK) {
             let read = self.source.get_all(chunk).await?;
+            run.cost.docs_read(chunk.len() as u64);
             let mut rows = Vec::with_capacity(chunk.len());
             let mut written = Vec::with_capacity(chunk.len());
             for (path, doc) in chunk.iter().zip(&read.value) {
@@ -126,7 +134,10 @@ impl Reconciler {
                 for record in &by_path[path] {
                     if record.last_seen > read.read_time {
                         run.recorded_after_read += 1;
-                    } else if self.errors.resolve_sync_error(&record.id).await? {
+                        continue;
+                    }
+                    run.cost.docs_read(1);
+                    if self.errors.resolve_sync_error(&record.id).await? {
                         run.errors_resolved += 1;
                     }
                 }
@@ -141,12 +152,78 @@ impl Reconciler {
         let left_open = run.recorded_after_read + run.unroutable + run.unmirrorable;
         run.outcome = if left_open == 0 { RunOutcome::Ok } else { RunOutcome::Partial };
         run.millis = started.elapsed().as_millis() as u64;
+        run.cost.warehouse(bytes_before, self.warehouse.bytes_processed());
+        run.cost = run.cost.priced(&self.prices);
         let record = RunRecord::new(run.batch_id.clone(), RETRY_KIND, scope, started_at, self.clock.now(), run.outcome, &run);
         self.warehouse.record_run(record).await?;
         tracing::info!(
             batch_id = run.batch_id, scope = run.scope, outcome = %run.outcome, open_errors = run.open_errors, rows_appended = run.rows_appended,
-            errors_resolved = run.errors_resolved, left_open, millis = run.millis, "sync error retry pass finished"
+            errors_resolved = run.errors_resolved, left_open, millis = run.millis, source_reads = run.cost.source_reads,
+            warehouse_bytes = run.cost.warehouse_bytes, estimated_usd = run.cost.estimated_usd, "sync error retry pass finished"
         );
         Ok(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use converge_core::value::fields_from_json;
+    use converge_core::{DocWrite, ErrorLog, MirrorConfig, SourceStore, SyncErrorRecord, SystemClock, Timestamp, Warehouse};
+    use converge_duckdb::DuckWarehouse;
+    use converge_events::EventSource;
+    use converge_sqlite::SqliteStore;
+
+    use super::RETRY_KIND;
+    use crate::Reconciler;
+
+    fn open_error(path: &str) -> SyncErrorRecord {
+        let doc_id = path.rsplit('/').next().unwrap();
+        SyncErrorRecord {
+            id: format!("error-{doc_id}"),
+            tenant: "acme".into(),
+            doc_id: doc_id.into(),
+            doc_path: path.into(),
+            action: "update".into(),
+            event_id: "lost".into(),
+            error: "warehouse unavailable".into(),
+            attempts: 1,
+            first_seen: Timestamp::new(1, 0),
+            last_seen: Timestamp::new(1, 0),
+            resolved: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pass_costs_the_records_the_documents_and_the_resolutions_it_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = SqliteStore::open(&dir.path().join("source.sqlite"), Arc::new(SystemClock), EventSource::local()).unwrap();
+        let warehouse = DuckWarehouse::open_in_memory().unwrap();
+        let config = MirrorConfig::default();
+        warehouse.ensure_tables(&config).await.unwrap();
+        let fields = fields_from_json(&serde_json::json!({"amount": 1})).unwrap();
+        source
+            .apply(["r1", "r2"].map(|id| DocWrite::Set { path: format!("orgs/acme/records/{id}"), fields: fields.clone() }).to_vec())
+            .await
+            .unwrap();
+        let reconciler = Reconciler::new(Arc::new(source.clone()), Arc::new(source.clone()), Arc::new(warehouse.clone()), config, Arc::new(SystemClock));
+
+        // Nothing open: the query for open records, answered empty, is the one read.
+        let idle = reconciler.retry_errors(None).await.unwrap();
+        assert_eq!((idle.open_errors, idle.cost.source_reads), (0, 1), "{:?}", idle.cost);
+        assert!(idle.cost.estimated_usd > 0.0, "{:?}", idle.cost);
+
+        // Two live documents, one gone (a tombstone), one of a path no route matches.
+        for path in ["orgs/acme/records/r1", "orgs/acme/records/r2", "orgs/acme/records/gone", "elsewhere/acme/things/t1"] {
+            source.record_sync_error(open_error(path)).await.unwrap();
+        }
+        let pass = reconciler.retry_errors(None).await.unwrap();
+        assert_eq!((pass.open_errors, pass.documents, pass.rows_appended, pass.errors_resolved, pass.unroutable), (4, 4, 3, 3, 1), "{pass:#?}");
+        // 4 records read; 4 documents asked for, the gone and the unroutable one too;
+        // each of the 3 resolved records read again before its update.
+        assert_eq!(pass.cost.source_reads, 4 + 4 + 3, "{:?}", pass.cost);
+        let stored = warehouse.runs(RETRY_KIND, 1).await.unwrap();
+        assert_eq!(stored[0].report["cost"]["source_reads"], 11, "{}", stored[0].report);
     }
 }

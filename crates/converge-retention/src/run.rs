@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use converge_core::{
-    batch_id, Clock, CompactionPlan, CurrentRefresh, ErrorKind, MirrorConfig, RefreshFrom, RunOutcome, RunRecord, StoreError, TableCompaction,
-    Warehouse,
+    batch_id, Clock, CompactionPlan, CurrentRefresh, ErrorKind, MirrorConfig, PriceTable, RefreshFrom, RunCost, RunOutcome, RunRecord, StoreError,
+    TableCompaction, Warehouse,
 };
 use serde::Serialize;
 
@@ -48,6 +48,9 @@ pub struct CompactRun {
     /// The full refresh of each current table that follows.
     pub refreshed: Vec<CurrentRefresh>,
     pub millis: u64,
+    /// What it cost: the warehouse bytes of compaction and refresh (BigQuery's bill,
+    /// DuckDB's estimate of it); no source reads.
+    pub cost: RunCost,
 }
 
 /// What a refresh run did, per table.
@@ -61,6 +64,8 @@ pub struct RefreshRun {
     pub bytes_processed: Option<u64>,
     pub tables: Vec<CurrentRefresh>,
     pub millis: u64,
+    /// What it cost: the warehouse bytes of the refresh; no source reads.
+    pub cost: RunCost,
 }
 
 /// Runs compaction and refreshes over a warehouse's mirrored tables.
@@ -68,6 +73,7 @@ pub struct Retention {
     warehouse: Arc<dyn Warehouse>,
     config: MirrorConfig,
     clock: Arc<dyn Clock>,
+    prices: PriceTable,
 }
 
 fn add_bytes(total: &mut Option<u64>, more: Option<u64>) {
@@ -78,7 +84,20 @@ fn add_bytes(total: &mut Option<u64>, more: Option<u64>) {
 
 impl Retention {
     pub fn new(warehouse: Arc<dyn Warehouse>, config: MirrorConfig, clock: Arc<dyn Clock>) -> Self {
-        Self { warehouse, config, clock }
+        Self { warehouse, config, clock, prices: PriceTable::default() }
+    }
+
+    /// Prices runs' costs with `prices` instead of the list prices.
+    pub fn with_prices(mut self, prices: PriceTable) -> Self {
+        self.prices = prices;
+        self
+    }
+
+    /// The warehouse bytes since `before`, priced.
+    fn cost_since(&self, before: converge_core::WarehouseBytes) -> RunCost {
+        let mut cost = RunCost::default();
+        cost.warehouse(before, self.warehouse.bytes_processed());
+        cost.priced(&self.prices)
     }
 
     /// Compacts every table to keep `retain_days` of history, then refreshes each
@@ -96,6 +115,7 @@ impl Retention {
             tombstone_horizon: plan.tombstone_horizon.to_rfc3339(),
             ..CompactRun::default()
         };
+        let bytes_before = self.warehouse.bytes_processed();
         for route in &self.config.routes {
             let table = self.warehouse.compact(&route.table, plan).await?;
             tracing::info!(
@@ -114,9 +134,11 @@ impl Retention {
             run.refreshed.push(refreshed);
         }
         run.millis = started.elapsed().as_millis() as u64;
+        run.cost = self.cost_since(bytes_before);
         let record = RunRecord::new(run.batch_id.clone(), COMPACT_KIND, "*".into(), started_at, self.clock.now(), run.outcome, &run);
         self.warehouse.record_run(record).await?;
-        tracing::info!(batch_id = run.batch_id, rows_before = run.rows_before, rows_after = run.rows_after, millis = run.millis, "compaction run finished");
+        tracing::info!(batch_id = run.batch_id, rows_before = run.rows_before, rows_after = run.rows_after, millis = run.millis,
+            warehouse_bytes = run.cost.warehouse_bytes, estimated_usd = run.cost.estimated_usd, "compaction run finished");
         Ok(run)
     }
 
@@ -126,6 +148,7 @@ impl Retention {
         let started_at = self.clock.now();
         let key = key.map(str::to_owned).unwrap_or_else(|| started_at.to_rfc3339());
         let mut run = RefreshRun { batch_id: batch_id(REFRESH_KIND, "*", &key), ..RefreshRun::default() };
+        let bytes_before = self.warehouse.bytes_processed();
         for route in &self.config.routes {
             let table = self.warehouse.refresh_current(&route.table, from).await?;
             run.full |= table.full;
@@ -135,9 +158,11 @@ impl Retention {
             run.tables.push(table);
         }
         run.millis = started.elapsed().as_millis() as u64;
+        run.cost = self.cost_since(bytes_before);
         let record = RunRecord::new(run.batch_id.clone(), REFRESH_KIND, "*".into(), started_at, self.clock.now(), run.outcome, &run);
         self.warehouse.record_run(record).await?;
-        tracing::info!(batch_id = run.batch_id, rows_read = run.rows_read, documents_merged = run.documents_merged, millis = run.millis, "current tables refreshed");
+        tracing::info!(batch_id = run.batch_id, rows_read = run.rows_read, documents_merged = run.documents_merged, millis = run.millis,
+            warehouse_bytes = run.cost.warehouse_bytes, estimated_usd = run.cost.estimated_usd, "current tables refreshed");
         Ok(run)
     }
 }
