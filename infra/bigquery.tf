@@ -43,6 +43,20 @@ resource "google_bigquery_table" "converge_runs" {
   deletion_protection = var.deletion_protection
 }
 
+# Each (table, tenant)'s verified points: the read times of reconcile runs that found
+# it equal to the source, append-only; an incremental reconcile reads from the newest
+# (converge_core::incremental). `converge setup` creates it too.
+resource "google_bigquery_table" "converge_verified_points" {
+  dataset_id  = google_bigquery_dataset.converge.dataset_id
+  table_id    = "converge_verified_points"
+  description = "Converge: each table and tenant's verified points (reconcile runs that found it equal to the source)"
+  # Columns exactly as converge_bigquery::schema::create_verified_points(); so is the
+  # clustering (a run reads one table's points).
+  schema              = file("${path.module}/schema/converge_verified_points.json")
+  clustering          = ["tbl", "tenant"]
+  deletion_protection = var.deletion_protection
+}
+
 # The latest view materialized (converge_core::retention): each document's live
 # winner, and the deletes that won beside it; refreshed from the changelog by the
 # reconciler function's refresh and compaction jobs. Columns as the changelog's;

@@ -72,6 +72,7 @@ impl FindingsWarehouse for BigQueryWarehouse {
             Ok(Err(e)) => return Err(sql_error(&context, &e)),
             Ok(Ok(done)) => done,
         };
+        self.count_job(&done).await;
         let columns: Vec<String> =
             done.metadata().schema.as_ref().map(|s| s.fields.iter().map(|f| f.name.clone()).collect()).unwrap_or_default();
         check_finding_columns(BACKEND, &label, &columns)?;

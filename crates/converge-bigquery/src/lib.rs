@@ -21,6 +21,11 @@
 //!   implementation, and `query_json` for reports.
 //! - `query`: [`QueryParam`], typed named parameters, and result rows read back;
 //!   `runs`: run records in `converge_runs`.
+//! - `incremental`: what an incremental reconcile reads (latest states of given paths
+//!   or of a path range, live counts per range and split points from the current
+//!   table) and its verified points in `converge_verified_points`.
+//! - `bytes`: the bytes every query job processed and was billed, summed per
+//!   warehouse ([`converge_core::Warehouse::bytes_processed`]).
 //! - `backfill`: `converge backfill`, a promoted column filled in place from each
 //!   row's `data` (values derived in Rust, written back by content hash).
 //! - `retention`: the current table's refresh from its watermark and compaction by
@@ -35,10 +40,12 @@
 
 pub mod arrow;
 mod backfill;
+mod bytes;
 pub mod config;
 pub mod emulator;
 pub mod error;
 pub mod findings;
+mod incremental;
 pub mod metrics;
 mod query;
 mod retention;

@@ -18,23 +18,28 @@ pub enum QueryParam {
     Bool(bool),
     /// Microseconds since the epoch.
     Timestamp(i64),
+    /// An `ARRAY<STRING>` (`doc_path IN UNNEST(@paths)`): a list of values travels as
+    /// one parameter instead of one per element.
+    Strings(Vec<String>),
 }
 
 impl QueryParam {
     pub(crate) fn to_parameter(&self, name: &str) -> QueryParameter {
+        let scalar = |ty: &str, value: String| (QueryParameterType::new().set_type(ty), QueryParameterValue::new().set_value(value));
         let (ty, value) = match self {
-            QueryParam::String(s) => ("STRING", s.clone()),
-            QueryParam::Int64(i) => ("INT64", i.to_string()),
-            QueryParam::Float64(f) if f.is_nan() => ("FLOAT64", "NaN".to_owned()),
-            QueryParam::Float64(f) if f.is_infinite() => ("FLOAT64", if *f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()),
-            QueryParam::Float64(f) => ("FLOAT64", f.to_string()),
-            QueryParam::Bool(b) => ("BOOL", b.to_string()),
-            QueryParam::Timestamp(us) => ("TIMESTAMP", format_timestamp(*us)),
+            QueryParam::String(s) => scalar("STRING", s.clone()),
+            QueryParam::Int64(i) => scalar("INT64", i.to_string()),
+            QueryParam::Float64(f) if f.is_nan() => scalar("FLOAT64", "NaN".to_owned()),
+            QueryParam::Float64(f) if f.is_infinite() => scalar("FLOAT64", if *f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()),
+            QueryParam::Float64(f) => scalar("FLOAT64", f.to_string()),
+            QueryParam::Bool(b) => scalar("BOOL", b.to_string()),
+            QueryParam::Timestamp(us) => scalar("TIMESTAMP", format_timestamp(*us)),
+            QueryParam::Strings(values) => (
+                QueryParameterType::new().set_type("ARRAY").set_array_type(QueryParameterType::new().set_type("STRING")),
+                QueryParameterValue::new().set_array_values(values.iter().map(|v| QueryParameterValue::new().set_value(v.clone()))),
+            ),
         };
-        QueryParameter::new()
-            .set_name(name)
-            .set_parameter_type(QueryParameterType::new().set_type(ty))
-            .set_parameter_value(QueryParameterValue::new().set_value(value))
+        QueryParameter::new().set_name(name).set_parameter_type(ty).set_parameter_value(value)
     }
 }
 
@@ -120,5 +125,10 @@ mod tests {
         assert_eq!(p.name, "tenant");
         assert_eq!(p.parameter_type.unwrap().r#type, "STRING");
         assert_eq!(p.parameter_value.unwrap().value.as_deref(), Some("acme"));
+        let p = QueryParam::Strings(vec!["a".into(), "b".into()]).to_parameter("paths");
+        let ty = p.parameter_type.unwrap();
+        assert_eq!((ty.r#type.as_str(), ty.array_type.unwrap().r#type.as_str()), ("ARRAY", "STRING"));
+        let values: Vec<Option<String>> = p.parameter_value.unwrap().array_values.into_iter().map(|v| v.value).collect();
+        assert_eq!(values, vec![Some("a".to_owned()), Some("b".to_owned())]);
     }
 }

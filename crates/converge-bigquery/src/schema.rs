@@ -155,8 +155,10 @@ pub fn create_dataset(config: &BigQueryConfig) -> String {
 /// then a delete over a write, then the greater content hash (NULL lowest). The winner
 /// is a pure function of the set of rows (identical copies may supply either's audit
 /// columns). Tombstones win and are then hidden. The warehouse contract suite's
-/// property test checks this view against `converge_core::RowOrder`.
-fn winners(source: &str) -> String {
+/// property test checks this view against `converge_core::RowOrder`. The incremental
+/// reads (`incremental.rs`) rank a filtered `source` with it, so the one rule is
+/// rendered once.
+pub(crate) fn winners(source: &str) -> String {
     format!(
         "SELECT * EXCEPT (_converge_rank) FROM (
            SELECT *, ROW_NUMBER() OVER (
@@ -256,12 +258,29 @@ pub fn create_runs(config: &BigQueryConfig) -> String {
     )
 }
 
+/// Where reconcile runs record each (table, tenant)'s verified point
+/// (`converge_core::incremental::VerifiedPoint`).
+pub const VERIFIED_POINTS: &str = "converge_verified_points";
+
+/// The verified points table ([`VERIFIED_POINTS`]): one row per recorded point,
+/// append-only; readers take the newest `read_time` per (tbl, tenant). `tbl` is the
+/// mirrored table's name (`table` is a reserved word in standard SQL and DuckDB).
+/// Clustered by (tbl, tenant): a run reads one table's points.
+pub fn create_verified_points(config: &BigQueryConfig) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (tbl STRING NOT NULL, tenant STRING NOT NULL, read_time TIMESTAMP NOT NULL, \
+         batch_id STRING NOT NULL, mode STRING NOT NULL, recorded_at TIMESTAMP NOT NULL) CLUSTER BY tbl, tenant \
+         OPTIONS (description = \"Converge: each table and tenant's verified points (reconcile runs that found it equal to the source)\")",
+        qualified(config, VERIFIED_POINTS)
+    )
+}
+
 /// The run kind (in `converge_runs`) of a completed setup: `ensure_tables` records one
 /// after its last statement, with batch id [`setup_batch_id`].
 pub const SETUP_KIND: &str = "setup";
 
-/// A digest of every statement `ensure_tables` runs for `mirror` (the runs table, then
-/// each route's table, added columns, view and table function, but not the dataset):
+/// A digest of every statement `ensure_tables` runs for `mirror` (the runs table, the
+/// table state, the verified points, then each route's table, added columns, view and table function, but not the dataset):
 /// equal digests, equal layouts. A function's start compares it with the last recorded
 /// setup, so a view from an older ordering rule or a route added to the configuration
 /// without setup stops the function instead of running on the wrong layout.
@@ -270,6 +289,7 @@ pub fn layout_fingerprint(config: &BigQueryConfig, mirror: &converge_core::Mirro
     let mut hasher = Sha256::new();
     let statements = std::iter::once(create_runs(config))
         .chain(create_table_state(config))
+        .chain(std::iter::once(create_verified_points(config)))
         .chain(mirror.routes.iter().flat_map(|route| create_statements(config, route)));
     for statement in statements {
         hasher.update((statement.len() as u64).to_be_bytes());

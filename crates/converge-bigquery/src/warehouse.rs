@@ -11,9 +11,11 @@
 //!   nothing is visible; an error before it abandons the stream, which BigQuery
 //!   discards.
 //!
-//! Why this file is ~550 lines: it is the one [`Warehouse`] implementation, each trait
-//! method with its body; what they share lives beside it (`query`: parameters and
-//! rows; `arrow`: row encoding and request sizes; `runs`: run records; `schema`: DDL).
+//! Why this file is ~900 lines: it is the one [`Warehouse`] implementation, and every
+//! query goes through its `run` (which counts the job's bytes); what the methods share
+//! lives beside it (`query`: parameters and rows; `arrow`: row encoding and request
+//! sizes; `runs`: run records; `incremental`: an incremental reconcile's reads and
+//! verified points; `bytes`: the byte counters; `schema`: DDL).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -25,24 +27,26 @@ use google_cloud_bigquery::client::{BigQuery, Write};
 use google_cloud_bigquery::query::{CompleteQuery, Row, RowIterator};
 use google_cloud_bigquery::write::format::Arrow;
 use google_cloud_bigquery::write::{DefaultWriter, PendingWriter};
-use google_cloud_bigquery_v2::client::{DatasetService, TableService};
+use google_cloud_bigquery_v2::client::{DatasetService, JobService, TableService};
 use google_cloud_bigquery_v2::model::TableFieldSchema;
 use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_gax::retry_policy::RetryPolicyExt;
 
 use converge_core::config::Route;
+use converge_core::incremental::{PathRange, VerifiedPoint};
 use converge_core::{
     AppendReceipt, ChangeRow, Clock, CompactionPlan, CurrentRefresh, DocState, ErrorKind, MirrorConfig, RefreshFrom, RunOutcome, RunRecord, Scan, StoreError,
-    SystemClock, TableCompaction, Timestamp, Warehouse,
+    SystemClock, TableCompaction, Timestamp, Warehouse, WarehouseBytes,
 };
 
 use crate::arrow::{arrow_rows, arrow_schema, chunks_by_size};
+use crate::bytes::JobBytes;
 use crate::query::{doc_state, row_error, row_json, QueryParam};
 use crate::config::BigQueryConfig;
 use crate::error::{from_append, from_commit, from_gax, from_query, from_writer, timed_out, BACKEND};
 use crate::schema::{
-    add_column, added_columns, as_of_query, catalog_query, changelog_order, column_type_of, columns_query, create_dataset, create_runs, create_statements, fixed_columns,
-    layout_fingerprint, qualified, setup_batch_id, SETUP_KIND, STATE_COLUMNS,
+    add_column, added_columns, as_of_query, catalog_query, changelog_order, column_type_of, columns_query, create_dataset, create_runs, create_statements,
+    create_verified_points, fixed_columns, layout_fingerprint, qualified, setup_batch_id, SETUP_KIND, STATE_COLUMNS, VERIFIED_POINTS,
 };
 use converge_core::schema_change::TableColumn;
 
@@ -69,6 +73,11 @@ struct Inner {
     /// tables.get / tables.patch: a table resource's schema after `ADD COLUMN` (see
     /// [`BigQueryWarehouse::sync_table_schema`]).
     tables: TableService,
+    /// jobs.get: a long query's billed bytes, which getQueryResults does not carry
+    /// (see `bytes`).
+    jobs: JobService,
+    /// What this warehouse's query jobs processed and were billed, summed.
+    bytes: JobBytes,
     mirror: RwLock<Option<MirrorConfig>>,
     /// One default-stream writer per table, opened on first append: it keeps its
     /// AppendRows connection open between appends.
@@ -105,10 +114,12 @@ impl BigQueryWarehouse {
         let mut write = Write::builder();
         let mut datasets = DatasetService::builder().with_retry_policy(google_cloud_gax::retry_policy::Aip194Strict.with_time_limit(config.call_timeout)).with_backoff_policy(backoff());
         let mut tables = TableService::builder().with_retry_policy(google_cloud_gax::retry_policy::Aip194Strict.with_time_limit(config.call_timeout)).with_backoff_policy(backoff());
+        let mut jobs = JobService::builder().with_retry_policy(google_cloud_gax::retry_policy::Aip194Strict.with_time_limit(config.call_timeout)).with_backoff_policy(backoff());
         if let Some(rest) = &config.rest_endpoint {
             query = query.with_endpoint(rest);
             datasets = datasets.with_endpoint(rest);
             tables = tables.with_endpoint(rest);
+            jobs = jobs.with_endpoint(rest);
         }
         if let Some(grpc) = &config.grpc_endpoint {
             write = write.with_endpoint(grpc);
@@ -118,6 +129,7 @@ impl BigQueryWarehouse {
             write = write.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
             datasets = datasets.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
             tables = tables.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
+            jobs = jobs.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
         }
         let query = query.build().await.map_err(|e| {
             StoreError::permanent(BACKEND, format!("cannot build the BigQuery client: {e} (are Application Default Credentials set up?)"))
@@ -131,8 +143,22 @@ impl BigQueryWarehouse {
         let tables = tables.build().await.map_err(|e| {
             StoreError::permanent(BACKEND, format!("cannot build the BigQuery tables client: {e} (are Application Default Credentials set up?)"))
         })?;
+        let jobs = jobs.build().await.map_err(|e| {
+            StoreError::permanent(BACKEND, format!("cannot build the BigQuery jobs client: {e} (are Application Default Credentials set up?)"))
+        })?;
         Ok(Self {
-            inner: Arc::new(Inner { config, query, write, datasets, tables, mirror: RwLock::new(None), writers: tokio::sync::Mutex::new(HashMap::new()), orders: RwLock::new(HashMap::new()) }),
+            inner: Arc::new(Inner {
+                config,
+                query,
+                write,
+                datasets,
+                tables,
+                jobs,
+                bytes: JobBytes::default(),
+                mirror: RwLock::new(None),
+                writers: tokio::sync::Mutex::new(HashMap::new()),
+                orders: RwLock::new(HashMap::new()),
+            }),
         })
     }
 
@@ -339,10 +365,45 @@ impl BigQueryWarehouse {
             query = query.set_location(location);
         }
         let timeout = self.inner.config.call_timeout;
-        match tokio::time::timeout(timeout, query.until_done()).await {
-            Err(_) => Err(timed_out(context, timeout)),
-            Ok(result) => result.map_err(|e| from_query(context, &e)),
+        let done = match tokio::time::timeout(timeout, query.until_done()).await {
+            Err(_) => return Err(timed_out(context, timeout)),
+            Ok(result) => result.map_err(|e| from_query(context, &e))?,
+        };
+        self.count_job(&done).await;
+        Ok(done)
+    }
+
+    /// Adds a finished job's processed and billed bytes to the warehouse's counters
+    /// (`bytes`: where each figure comes from). Never fails the query it counts: a
+    /// failed jobs.get is logged and the processed bytes stand in for the billed.
+    pub(crate) async fn count_job(&self, done: &CompleteQuery) {
+        let (processed, billed) = crate::bytes::reported(done.metadata());
+        let billed = match (billed, &done.metadata().job_reference) {
+            (Some(billed), _) => billed,
+            (None, _) if processed == 0 => 0,
+            (None, None) => processed,
+            (None, Some(job)) => {
+                let from_job = match self.job_billed_bytes(job).await {
+                    Ok(billed) => billed,
+                    Err(error) => {
+                        tracing::warn!(job = %job.job_id, %error, "cannot read the job's billed bytes; counting its processed bytes as billed");
+                        None
+                    }
+                };
+                crate::bytes::billed_or_processed(processed, from_job)
+            }
+        };
+        self.inner.bytes.add(processed, billed);
+    }
+
+    /// `statistics.query.totalBytesBilled` of a finished job (jobs.get).
+    async fn job_billed_bytes(&self, job: &google_cloud_bigquery_v2::model::JobReference) -> Result<Option<u64>, StoreError> {
+        let mut get = self.inner.jobs.get_job().set_project_id(&job.project_id).set_job_id(&job.job_id);
+        if let Some(location) = job.location.clone().or_else(|| self.inner.config.location.clone()) {
+            get = get.set_location(location);
         }
+        let resource = self.bounded("read a job's billed bytes", get.send(), from_gax).await?;
+        Ok(resource.statistics.and_then(|s| s.query).and_then(|q| q.total_bytes_billed).map(|b| u64::try_from(b).unwrap_or(0)))
     }
 
     /// Rows of a finished query, page by page (each page fetched when the previous one
@@ -534,6 +595,7 @@ impl Warehouse for BigQueryWarehouse {
             })
             .collect();
         self.run("create the runs table", create_runs(bq), &[]).await?;
+        self.run("create the verified points table", create_verified_points(bq), &[]).await?;
         for statement in crate::schema::create_table_state(bq) {
             self.run("create the table state", statement, &[]).await?;
         }
@@ -571,6 +633,7 @@ impl Warehouse for BigQueryWarehouse {
         let mut wanted = vec![(converge_core::RUNS_TABLE.to_owned(), TABLE)];
         wanted.push((converge_core::retention::TABLE_STATE.to_owned(), TABLE));
         wanted.push((crate::schema::WATERMARK_RESETS.to_owned(), TABLE));
+        wanted.push((VERIFIED_POINTS.to_owned(), TABLE));
         for route in &config.routes {
             wanted.push((route.table.clone(), TABLE));
             wanted.push((converge_core::retention::current_table(&route.table), TABLE));
@@ -788,5 +851,39 @@ impl Warehouse for BigQueryWarehouse {
         let route = self.route(table)?;
         let promoted = converge_core::schema_change::promoted_column(BACKEND, &route, column)?.clone();
         self.backfill_promoted_column(&route, &promoted).await
+    }
+
+    async fn latest_states_of(&self, table: &str, tenant: &str, paths: &[String]) -> Result<Vec<DocState>, StoreError> {
+        self.route(table)?;
+        self.latest_states_at_paths(table, tenant, paths).await
+    }
+
+    async fn latest_states_in(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Scan<DocState>, StoreError> {
+        self.route(table)?;
+        self.latest_states_in_ranges(table, tenant, ranges).await
+    }
+
+    async fn current_range_counts(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {
+        self.route(table)?;
+        self.current_counts_per_range(table, tenant, ranges).await
+    }
+
+    async fn split_range(&self, table: &str, tenant: &str, range: &PathRange, parts: usize) -> Result<Vec<String>, StoreError> {
+        self.route(table)?;
+        self.split_current_range(table, tenant, range, parts).await
+    }
+
+    async fn verified_points(&self, table: &str) -> Result<Vec<VerifiedPoint>, StoreError> {
+        self.route(table)?;
+        self.read_verified_points(table).await
+    }
+
+    async fn record_verified_points(&self, points: Vec<VerifiedPoint>) -> Result<(), StoreError> {
+        self.mirror()?;
+        self.insert_verified_points(points).await
+    }
+
+    fn bytes_processed(&self) -> WarehouseBytes {
+        self.inner.bytes.total()
     }
 }

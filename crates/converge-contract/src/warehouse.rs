@@ -1,5 +1,11 @@
 //! The warehouse contract: append-only rows, the latest view's winner rule, harmless
-//! redelivery, and the all-or-nothing append rebuilds depend on.
+//! redelivery, the all-or-nothing append rebuilds depend on, and what an incremental
+//! reconcile reads (states of paths and ranges equal to the latest view's, live counts
+//! per range and split points from the current table) and records (verified points).
+//!
+//! Why this file is ~700 lines: it is one suite ([`warehouse_contract`], with
+//! [`promoted_backfill_contract`] beside it), whose cases share the row helpers at the
+//! bottom; every backend runs it whole.
 //!
 //! Every case uses [`MirrorConfig::default`] (table `records`, documents at
 //! `orgs/{tenant}/records/{doc}`).
@@ -9,8 +15,8 @@ use std::sync::Arc;
 
 use converge_core::value::fields_from_json;
 use converge_core::{
-    ChangeRow, CompactionPlan, DocState, Document, ErrorKind, MirrorConfig, Op, RefreshFrom, RowContext, RunOutcome, RunRecord, StoreError, Timestamp,
-    Warehouse,
+    ChangeRow, CompactionPlan, DocState, Document, ErrorKind, MirrorConfig, Op, PathRange, ReconcileMode, RefreshFrom, RowContext, RunOutcome, RunRecord,
+    StoreError, Timestamp, VerifiedPoint, Warehouse, WarehouseBytes,
 };
 use futures::StreamExt;
 
@@ -325,6 +331,181 @@ where
     })
     .await;
 
+    case(suite, "the latest states of given paths are the latest view's, tombstoned and unknown paths absent", async {
+        let warehouse = setup().await;
+        let before = warehouse.bytes_processed();
+        let rows = incremental_rows();
+        warehouse.append(rows.clone()).await.unwrap();
+        let everything = latest(&*warehouse, "acme").await;
+        let of = |ids: &[&str]| ids.iter().map(|id| format!("orgs/acme/records/{id}")).collect::<Vec<String>>();
+        // Out of order, repeated, a deleted one, a recreated one, unknown ones, another
+        // tenant's path and a hostile one: the answer is the latest view's states of
+        // the live ones, in path order.
+        let mut asked = of(&["g", "a", "c", "nope", "a", "e", "b"]);
+        asked.extend(["orgs/globex/records/a".to_owned(), "orgs/acme/records/a' OR '1'='1".to_owned()]);
+        let states = warehouse.latest_states_of(TABLE, "acme", &asked).await.expect("latest_states_of");
+        let expected: Vec<DocState> = everything.iter().filter(|s| asked.contains(&s.doc_path)).cloned().collect();
+        assert_eq!(states, expected);
+        assert_eq!(paths_of(&states), of(&["a", "b", "e", "g"]), "c is deleted, nope unknown, globex's a another tenant's");
+        assert!(warehouse.latest_states_of(TABLE, "acme", &[]).await.unwrap().is_empty());
+        assert!(warehouse.latest_states_of(TABLE, "globex", &of(&["a"])).await.unwrap().is_empty(), "acme's path under the tenant globex");
+        // More paths than one query of either backend takes, five of them stored and
+        // spread over the list: each is found once, in path order.
+        let spread: Vec<ChangeRow> = (0..25_000).step_by(5_000).map(|i| live("acme", &format!("p{i:05}"), 10, 1.0, &format!("p{i}"))).collect();
+        warehouse.append(spread.clone()).await.unwrap();
+        let many: Vec<String> = (0..25_000).map(|i| format!("orgs/acme/records/p{i:05}")).collect();
+        let found = warehouse.latest_states_of(TABLE, "acme", &many).await.expect("latest_states_of 25,000 paths");
+        assert_eq!(found, spread.iter().map(state).collect::<Vec<_>>());
+        let error = warehouse.latest_states_of("nope", "acme", &asked).await.expect_err("unknown table");
+        assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
+        assert_non_decreasing(before, warehouse.bytes_processed());
+    })
+    .await;
+
+    case(suite, "the latest states in path ranges are the latest view's in those ranges", async {
+        let warehouse = setup().await;
+        warehouse.append(incremental_rows()).await.unwrap();
+        let everything = latest(&*warehouse, "acme").await;
+        let at = |id: &str| Some(format!("orgs/acme/records/{id}"));
+        let within = |ranges: &[PathRange]| -> Vec<DocState> { everything.iter().filter(|s| ranges.iter().any(|r| r.contains(&s.doc_path))).cloned().collect() };
+        let cases: Vec<Vec<PathRange>> = vec![
+            vec![PathRange::all()],
+            // An unbounded start, an empty range, a bounded range over a deleted
+            // document, an unbounded end.
+            vec![PathRange::new(None, at("b")), PathRange::new(at("b"), at("b")), PathRange::new(at("c"), at("f")), PathRange::new(at("g"), None)],
+            // Bounds between documents, and past every path of the tenant.
+            vec![PathRange::new(at("a0"), at("e0")), PathRange::new(at("zz"), None)],
+            vec![],
+        ];
+        for ranges in cases {
+            let scan = warehouse.latest_states_in(TABLE, "acme", &ranges).await.expect("latest_states_in");
+            let states: Vec<DocState> = scan.items.map(|item| item.expect("state in range")).collect().await;
+            assert_eq!(states, within(&ranges), "ranges {ranges:?}");
+        }
+        let split = [PathRange::new(None, at("b")), PathRange::new(at("c"), at("f")), PathRange::new(at("g"), None)];
+        let scan = warehouse.latest_states_in(TABLE, "acme", &split).await.unwrap();
+        let states: Vec<DocState> = scan.items.map(|item| item.unwrap()).collect().await;
+        let ids: Vec<Option<String>> = ["a", "e", "g", "h"].into_iter().map(at).collect();
+        assert_eq!(paths_of(&states), ids.into_iter().flatten().collect::<Vec<_>>(), "b outside, c, d and f deleted");
+        let globex = warehouse.latest_states_in(TABLE, "globex", &[PathRange::all()]).await.unwrap();
+        let globex: Vec<DocState> = globex.items.map(|item| item.unwrap()).collect().await;
+        assert_eq!(globex, latest(&*warehouse, "globex").await);
+        let error = warehouse.latest_states_in("nope", "acme", &[PathRange::all()]).await.err().expect("unknown table");
+        assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
+    })
+    .await;
+
+    case(suite, "live counts per range are the current table's, as of its last refresh", async {
+        let warehouse = setup().await;
+        warehouse.append(incremental_rows()).await.unwrap();
+        warehouse.refresh_current(TABLE, RefreshFrom::Full).await.expect("refresh");
+        let at = |id: &str| Some(format!("orgs/acme/records/{id}"));
+        // Adjacent ranges covering every path (unbounded at both ends), an empty one
+        // at a boundary, and one after every document.
+        let ranges = vec![
+            PathRange::new(None, at("b")),
+            PathRange::new(at("b"), at("d")),
+            PathRange::new(at("d"), at("d")),
+            PathRange::new(at("d"), at("g")),
+            PathRange::new(at("g"), at("x")),
+            PathRange::new(at("x"), None),
+        ];
+        let states = current(&*warehouse, "acme").await;
+        let counted = |ranges: &[PathRange]| -> Vec<u64> { ranges.iter().map(|r| states.iter().filter(|s| r.contains(&s.doc_path)).count() as u64).collect() };
+        let counts = warehouse.current_range_counts(TABLE, "acme", &ranges).await.expect("current_range_counts");
+        assert_eq!(counts, counted(&ranges));
+        assert_eq!(counts, vec![1, 1, 0, 1, 2, 0], "a | b (c deleted) | empty | e (f deleted) | g, h | nothing");
+        assert_eq!(warehouse.current_range_counts(TABLE, "acme", &[PathRange::all()]).await.unwrap(), vec![states.len() as u64]);
+        assert_eq!(warehouse.current_range_counts(TABLE, "globex", &[PathRange::all()]).await.unwrap(), vec![1]);
+        assert!(warehouse.current_range_counts(TABLE, "acme", &[]).await.unwrap().is_empty());
+        // A document written since the refresh is not counted until the next one.
+        warehouse.append(vec![live("acme", "b5", 50, 5.0, "b5-c")]).await.unwrap();
+        assert_eq!(warehouse.current_range_counts(TABLE, "acme", &ranges[1..2]).await.unwrap(), vec![1]);
+        warehouse.refresh_current(TABLE, RefreshFrom::Watermark).await.expect("refresh again");
+        assert_eq!(warehouse.current_range_counts(TABLE, "acme", &ranges[1..2]).await.unwrap(), vec![2]);
+        let error = warehouse.current_range_counts("nope", "acme", &ranges).await.expect_err("unknown table");
+        assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
+    })
+    .await;
+
+    case(suite, "split points are ascending, distinct, strictly inside the range, at most parts - 1", async {
+        let warehouse = setup().await;
+        let rows: Vec<ChangeRow> = (0..40).map(|i| live("acme", &format!("s{i:02}"), 10, 1.0, &format!("s{i}"))).collect();
+        warehouse.append(rows).await.unwrap();
+        warehouse.refresh_current(TABLE, RefreshFrom::Full).await.expect("refresh");
+        let at = |id: &str| Some(format!("orgs/acme/records/{id}"));
+        let check = |range: &PathRange, parts: usize, cuts: &[String]| {
+            assert!(cuts.len() < parts.max(1), "at most {} cuts for {parts} parts of {range}: {cuts:?}", parts.saturating_sub(1));
+            assert!(cuts.windows(2).all(|w| w[0] < w[1]), "ascending and distinct: {cuts:?}");
+            for cut in cuts {
+                assert!(range.contains(cut) && range.start.as_deref() != Some(cut.as_str()), "{cut} strictly inside {range}");
+            }
+        };
+        for (range, parts) in [
+            (PathRange::all(), 4),
+            (PathRange::new(at("s10"), at("s30")), 4),
+            (PathRange::new(at("s10"), None), 32),
+            (PathRange::new(None, at("s05")), 2),
+        ] {
+            let cuts = warehouse.split_range(TABLE, "acme", &range, parts).await.expect("split_range");
+            check(&range, parts, &cuts);
+            assert!(!cuts.is_empty(), "{range} holds at least five documents: split in {parts} parts");
+            // The parts cover the range: every document of it is in exactly one.
+            let pieces = range.split_at(&cuts);
+            let counts = warehouse.current_range_counts(TABLE, "acme", &pieces).await.unwrap();
+            let whole = warehouse.current_range_counts(TABLE, "acme", std::slice::from_ref(&range)).await.unwrap();
+            assert_eq!(counts.iter().sum::<u64>(), whole[0], "{pieces:?}");
+        }
+        for (range, parts, why) in [
+            (PathRange::new(at("s10"), at("s10")), 4, "an empty range"),
+            (PathRange::new(at("t"), None), 4, "a range without documents"),
+            (PathRange::new(at("s07"), at("s08")), 4, "a range of one document"),
+            (PathRange::all(), 1, "one part"),
+            (PathRange::all(), 0, "no parts"),
+        ] {
+            let cuts = warehouse.split_range(TABLE, "acme", &range, parts).await.expect("split_range");
+            assert!(cuts.is_empty(), "{why}: {cuts:?}");
+        }
+        assert!(warehouse.split_range(TABLE, "globex", &PathRange::all(), 4).await.unwrap().is_empty(), "another tenant's documents");
+    })
+    .await;
+
+    case(suite, "verified points read back, the newest per tenant", async {
+        let warehouse = setup().await;
+        assert!(warehouse.verified_points(TABLE).await.unwrap().is_empty());
+        let point = |tenant: &str, micros: i64, batch: &str, mode: ReconcileMode| VerifiedPoint {
+            table: TABLE.into(),
+            tenant: tenant.into(),
+            read_time: Timestamp::from_micros(micros),
+            batch_id: batch.into(),
+            mode,
+        };
+        warehouse
+            .record_verified_points(vec![
+                point("acme", 1_700_000_100_000_001, "b1", ReconcileMode::Full),
+                point("globex", 1_700_000_150_123_456, "b1", ReconcileMode::Full),
+            ])
+            .await
+            .unwrap();
+        warehouse.record_verified_points(vec![point("acme", 1_700_000_200_654_321, "b2", ReconcileMode::Incremental)]).await.unwrap();
+        // Recorded last but read earlier (a slow run finishing after a faster one):
+        // the newer read time stays the point.
+        warehouse.record_verified_points(vec![point("acme", 1_700_000_050_000_000, "b3", ReconcileMode::Full)]).await.unwrap();
+        // Another table's point is not this table's.
+        let mut other = point("initech", 1_700_000_300_000_000, "b4", ReconcileMode::Full);
+        other.table = "orders".into();
+        warehouse.record_verified_points(vec![other]).await.unwrap();
+        warehouse.record_verified_points(vec![]).await.expect("nothing to record");
+        assert_eq!(
+            warehouse.verified_points(TABLE).await.unwrap(),
+            vec![point("acme", 1_700_000_200_654_321, "b2", ReconcileMode::Incremental), point("globex", 1_700_000_150_123_456, "b1", ReconcileMode::Full)]
+        );
+        // A tenant id is data.
+        warehouse.record_verified_points(vec![point("o'brien\\", 1_700_000_400_000_000, "b5", ReconcileMode::Full)]).await.unwrap();
+        assert_eq!(warehouse.verified_points(TABLE).await.unwrap().len(), 3);
+    })
+    .await;
+
     case(suite, "compaction prunes superseded rows and old deletes, never a delete a late event could outrank", async {
         let warehouse = setup().await;
         let a = [live("acme", "a", 10, 1.0, "a1"), live("acme", "a", 20, 2.0, "a2"), live("acme", "a", 30, 3.0, "a3")];
@@ -407,6 +588,37 @@ where
         assert_eq!(latest(&*warehouse, "acme").await, vec![state(&old[0])], "no state changed");
     })
     .await;
+}
+
+/// acme's documents for the incremental reads: `a` updated, `b`, `c` created then
+/// deleted, `d` deleted before its create arrived, `e`, `f` deleted at the same
+/// version as a write, `g` deleted then recreated, `h`; and globex's `a`.
+fn incremental_rows() -> Vec<ChangeRow> {
+    vec![
+        live("acme", "a", 10, 1.0, "a-c"),
+        live("acme", "a", 20, 2.0, "a-u"),
+        live("acme", "b", 10, 1.0, "b-c"),
+        live("acme", "c", 10, 1.0, "c-c"),
+        tombstone("acme", "c", 20, "c-d"),
+        tombstone("acme", "d", 30, "d-d"),
+        live("acme", "d", 10, 1.0, "d-c"),
+        live("acme", "e", 15, 1.5, "e-c"),
+        live("acme", "f", 20, 2.0, "f-u"),
+        tombstone("acme", "f", 20, "f-d"),
+        tombstone("acme", "g", 20, "g-d"),
+        live("acme", "g", 40, 4.0, "g-c2"),
+        live("acme", "h", 10, 1.0, "h-c"),
+        live("globex", "a", 10, 1.0, "globex-a"),
+    ]
+}
+
+fn paths_of(states: &[DocState]) -> Vec<String> {
+    states.iter().map(|s| s.doc_path.clone()).collect()
+}
+
+/// The warehouse's byte counters only grow (what a run's cost takes the difference of).
+fn assert_non_decreasing(before: WarehouseBytes, after: WarehouseBytes) {
+    assert!(after.processed >= before.processed && after.billed >= before.billed, "bytes_processed went from {before:?} to {after:?}");
 }
 
 async fn current(warehouse: &dyn Warehouse, tenant: &str) -> Vec<DocState> {
