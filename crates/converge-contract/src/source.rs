@@ -622,7 +622,7 @@ fn every_type(reference_root: &str) -> Fields {
         ("yes".into(), Value::Boolean(true)),
         ("big".into(), Value::Integer(9_007_199_254_740_993)),
         ("min".into(), Value::Integer(i64::MIN)),
-        ("pi".into(), Value::Double(3.141_592_653_589_793)),
+        ("pi".into(), Value::Double(std::f64::consts::PI)),
         ("tiny".into(), Value::Double(-2.5e-300)),
         ("when".into(), Value::Timestamp(Timestamp::new(1_714_557_600, 123_456_000))),
         ("text".into(), Value::String("grants ✓ \"quoted\"".into())),
