@@ -109,6 +109,8 @@ async fn scenario(source: Arc<dyn SourceStore>, errors: Arc<dyn ErrorLog>, wareh
     let corrupted = source.get(&path(1000)).await.unwrap().unwrap();
     let mut wrong = corrupted.clone();
     wrong.fields.insert("amount".into(), Value::Integer(-7));
+    // A microsecond later than the mirrored row, so it wins whatever the hashes.
+    wrong.update_time = Timestamp::from_micros(corrupted.update_time.as_micros() + 1);
     rows.push(live(&config, &wrong, "corrupt"));
     warehouse.append(rows).await.unwrap();
 
