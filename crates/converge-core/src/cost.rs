@@ -135,12 +135,11 @@ impl Default for PriceTable {
 
 /// A configured price that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("setting {setting}: expected a price in US dollars, a plain number of at least 0 such as {example}, found {found:?}; fix it, or unset it for the default ({default})")]
+#[error("setting {setting}: expected a price in US dollars as a plain number of at least 0, such as the default {default}; found {found:?}. Fix it, or unset it to use the default")]
 pub struct PriceError {
     pub setting: String,
     pub found: String,
-    example: &'static str,
-    default: String,
+    pub default: String,
 }
 
 impl PriceTable {
@@ -158,7 +157,7 @@ impl PriceTable {
         let Some(text) = text else { return Ok(default) };
         match text.trim().parse::<f64>() {
             Ok(price) if price.is_finite() && price >= 0.0 => Ok(price),
-            _ => Err(PriceError { setting: setting.to_owned(), found: text.to_owned(), example: "0.06", default: default.to_string() }),
+            _ => Err(PriceError { setting: setting.to_owned(), found: text.to_owned(), default: default.to_string() }),
         }
     }
 }
@@ -204,7 +203,7 @@ mod tests {
             let error = PriceTable::price_setting("CONVERGE_PRICE_X", Some(bad), 0.03).unwrap_err();
             let text = error.to_string();
             assert!(text.starts_with("setting CONVERGE_PRICE_X: expected a price in US dollars"), "{text}");
-            assert!(text.contains(&format!("found {bad:?}")) && text.contains("default (0.03)"), "{text}");
+            assert!(text.contains(&format!("such as the default 0.03; found {bad:?}. Fix it, or unset it")), "{text}");
         }
     }
 }
