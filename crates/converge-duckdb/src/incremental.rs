@@ -39,8 +39,96 @@ pub const CREATE_VERIFIED_POINTS: &str = "CREATE TABLE IF NOT EXISTS converge_ve
     recorded_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 )";
 
-/// Paths per `IN` list of [`latest_states_of`].
+/// Paths per `IN` list of [`states_of`].
 const PATHS_PER_QUERY: usize = 20_000;
+/// At most this many buckets per tenant (their boundaries are read into memory by the
+/// reconciler: ~40 bytes each).
+const MAX_BUCKETS: u64 = 1 << 16;
+/// Sampled paths per bucket wanted when cutting a tenant into buckets.
+const SAMPLES_PER_BUCKET: u64 = 4;
+
+/// Cuts every tenant of changelog table `t` into buckets of about
+/// [`converge_core::incremental::BUCKET_DOCUMENTS`] documents (at most [`MAX_BUCKETS`]),
+/// from a sample of the changelog's paths, and writes their boundaries to
+/// `<t>_current_buckets` (replacing them). Run by the full refresh, in its transaction.
+pub(crate) fn write_buckets(connection: &Connection, t: &str) -> Result<(), StoreError> {
+    let buckets = crate::schema::buckets_table(t);
+    let error = |e| db_error("cut the tenants into buckets", e);
+    connection.execute(&format!("DELETE FROM {buckets}"), []).map_err(error)?;
+    let rows: i64 = connection
+        .query_row("SELECT coalesce(sum(estimated_size), 0) FROM duckdb_tables() WHERE table_name = ?", params![t], |row| row.get(0))
+        .map_err(error)?;
+    // Enough samples for the largest tenant's buckets; system sampling reads only the
+    // sampled vectors.
+    let wanted = (rows.max(0) as u64 / converge_core::incremental::BUCKET_DOCUMENTS).min(MAX_BUCKETS) * SAMPLES_PER_BUCKET;
+    let share = wanted as f64 / rows.max(1) as f64;
+    let sql = if share >= 0.5 {
+        format!("SELECT tenant, doc_path FROM {t}")
+    } else {
+        format!("SELECT tenant, doc_path FROM {t} TABLESAMPLE system({:.4}%) REPEATABLE (11)", share * 100.0)
+    };
+    let mut by_tenant: HashMap<String, Vec<String>> = HashMap::new();
+    {
+        let mut statement = connection.prepare(&sql).map_err(error)?;
+        let sampled = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))).map_err(error)?;
+        for row in sampled {
+            let (tenant, path) = row.map_err(error)?;
+            by_tenant.entry(tenant).or_default().push(path);
+        }
+    }
+    let scale = if share >= 0.5 { 1.0 } else { share };
+    let mut values = Vec::new();
+    for (tenant, mut paths) in by_tenant {
+        paths.sort_unstable();
+        paths.dedup();
+        // The tenant's documents, estimated from its share of the sample.
+        let documents = (paths.len() as f64 / scale) as u64;
+        let parts = (documents / converge_core::incremental::BUCKET_DOCUMENTS).clamp(1, MAX_BUCKETS) as usize;
+        let step = paths.len().div_ceil(parts).max(1);
+        let mut bucket = 0i64;
+        for (i, path) in paths.iter().enumerate() {
+            if i > 0 && i % step == 0 {
+                bucket += 1;
+                values.push(format!("({}, {bucket}, {})", literal(&tenant), literal(path)));
+            }
+        }
+    }
+    for chunk in values.chunks(5_000) {
+        connection.execute(&format!("INSERT INTO {buckets} VALUES {}", chunk.join(", ")), []).map_err(error)?;
+    }
+    Ok(())
+}
+
+/// A tenant's bucket boundaries: `cuts[k - 1]` is where bucket `k` starts.
+pub(crate) fn tenant_cuts(connection: &Connection, t: &str, tenant: &str) -> Result<Vec<String>, StoreError> {
+    let error = |e| db_error("read the tenant's buckets", e);
+    let mut statement = connection.prepare(&format!("SELECT start_path FROM {} WHERE tenant = ? ORDER BY bucket", crate::schema::buckets_table(t))).map_err(error)?;
+    let cuts = statement.query_map(params![tenant], |row| row.get::<_, String>(0)).map_err(error)?.collect::<Result<_, _>>().map_err(error)?;
+    Ok(cuts)
+}
+
+/// The buckets (`from..=to`) that hold any path of `range`, given the tenant's cuts.
+fn buckets_of(cuts: &[String], range: &PathRange) -> (usize, usize) {
+    // Bucket of a path: the number of cuts at or before it.
+    let bucket = |path: &str| cuts.partition_point(|cut| cut.as_str() <= path);
+    let from = range.start.as_deref().map_or(0, bucket);
+    let to = match range.end.as_deref() {
+        // The bucket holding the last path before `end`: `end`'s own bucket, or the one
+        // before when `end` starts a bucket.
+        Some(end) => {
+            let b = bucket(end);
+            if b > 0 && cuts[b - 1] == end { b - 1 } else { b }
+        }
+        None => cuts.len(),
+    };
+    (from, to.max(from))
+}
+
+/// Whether `range` is exactly a run of whole buckets (its bounds are cuts or open).
+fn aligned(cuts: &[String], range: &PathRange) -> bool {
+    let is_cut = |bound: &Option<String>| bound.as_ref().is_none_or(|b| cuts.binary_search(b).is_ok());
+    is_cut(&range.start) && is_cut(&range.end)
+}
 
 /// A SQL string literal (DuckDB: a quote is doubled; backslashes are plain).
 pub(crate) fn literal(text: &str) -> String {
@@ -69,17 +157,60 @@ pub(crate) fn range_index_sql(column: &str, ranges: &[PathRange]) -> String {
     node(column, ranges, 0)
 }
 
-/// Live documents of `tenant` per range in `current` (the current table).
-pub(crate) fn range_counts(connection: &Connection, current: &str, tenant: &str, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {
+/// Whether `t`'s current tables have a hash and a bucket in every row (rows written
+/// before those columns existed have neither until the next refresh, a full one).
+fn bucketed(connection: &Connection, t: &str) -> Result<bool, StoreError> {
+    let (current, tombstones) = (converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t));
+    let unbucketed: i64 = connection
+        .query_row(
+            &format!("SELECT (SELECT count(*) FROM {current} WHERE bucket IS NULL OR path_hash IS NULL) + (SELECT count(*) FROM {tombstones} WHERE bucket IS NULL OR path_hash IS NULL)"),
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| db_error("check the current tables' buckets", e))?;
+    Ok(unbucketed == 0)
+}
+
+/// Live documents of `tenant` per range in `t`'s current table. Ranges made of whole
+/// buckets are summed from one count per bucket (an integer group-by); others are
+/// counted by comparing paths (one scan, [`range_index_sql`]).
+pub(crate) fn range_counts(connection: &Connection, t: &str, tenant: &str, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {
+    let current = converge_core::retention::current_table(t);
     let mut counts = vec![0u64; ranges.len()];
     if ranges.is_empty() {
+        return Ok(counts);
+    }
+    let error = |e| db_error("count the current table's ranges", e);
+    let cuts = tenant_cuts(connection, t, tenant)?;
+    if ranges.iter().all(|range| aligned(&cuts, range)) && bucketed(connection, t)? {
+        let mut per_bucket = vec![0u64; cuts.len() + 1];
+        let mut statement = connection.prepare(&format!("SELECT bucket, count(*) FROM {current} WHERE tenant = $1 GROUP BY bucket")).map_err(error)?;
+        let rows = statement.query_map(params![tenant], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))).map_err(error)?;
+        for row in rows {
+            let (bucket, n) = row.map_err(error)?;
+            if let Some(slot) = per_bucket.get_mut(bucket as usize) {
+                *slot = n as u64;
+            }
+        }
+        // Prefix sums: a range of buckets is a difference of two.
+        let mut prefix = vec![0u64; per_bucket.len() + 1];
+        for (i, n) in per_bucket.iter().enumerate() {
+            prefix[i + 1] = prefix[i] + n;
+        }
+        for (count, range) in counts.iter_mut().zip(ranges) {
+            let (from, to) = buckets_of(&cuts, range);
+            // An empty range (start == end) holds nothing.
+            if range.start.is_some() && range.start == range.end {
+                continue;
+            }
+            *count = prefix[to + 1] - prefix[from];
+        }
         return Ok(counts);
     }
     let sql = format!(
         "SELECT i, count(*) FROM (SELECT {} AS i FROM {current} WHERE tenant = $1) WHERE i IS NOT NULL GROUP BY i",
         range_index_sql("doc_path", ranges)
     );
-    let error = |e| db_error("count the current table's ranges", e);
     let mut statement = connection.prepare(&sql).map_err(error)?;
     let rows = statement.query_map(params![tenant], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))).map_err(error)?;
     for row in rows {
@@ -89,20 +220,45 @@ pub(crate) fn range_counts(connection: &Connection, current: &str, tenant: &str,
     Ok(counts)
 }
 
-/// About `parts - 1` cut points of `range` from a sample of the current table's live
-/// paths in it (distinct, ascending, strictly after the range's start).
-pub(crate) fn split(connection: &Connection, current: &str, tenant: &str, range: &PathRange, parts: usize) -> Result<Vec<String>, StoreError> {
+/// About `parts - 1` cut points of `range` (distinct, ascending, strictly after the
+/// range's start): the tenant's bucket boundaries inside it when it has enough, else
+/// from a sample of the current table's live paths in it.
+pub(crate) fn split(connection: &Connection, t: &str, tenant: &str, range: &PathRange, parts: usize) -> Result<Vec<String>, StoreError> {
     if parts < 2 {
         return Ok(Vec::new());
     }
+    let cuts = tenant_cuts(connection, t, tenant)?;
+    let inside: Vec<&String> = cuts.iter().filter(|cut| range.contains(cut) && range.start.as_deref() != Some(cut.as_str())).collect();
+    if !inside.is_empty() {
+        let step = inside.len().div_ceil(parts - 1).max(1);
+        return Ok(inside.into_iter().step_by(step).cloned().collect());
+    }
+    let current = converge_core::retention::current_table(t);
     let filter = range_filter("doc_path", range);
-    // A sample several times the parts evens out the parts; the sample is taken after
-    // the filter (a subquery), so it holds only the range's paths.
-    let sample = parts.saturating_mul(4).min(1_000_000);
-    let sql = format!("SELECT doc_path FROM (SELECT doc_path FROM {current} WHERE tenant = $1 {filter}) USING SAMPLE reservoir({sample} ROWS) REPEATABLE (7)");
+    // A sample several times the parts evens them out. System sampling reads only the
+    // sampled vectors (a reservoir would read every row); the share is sized from the
+    // table's row count, and the range and tenant filter apply to the sample.
+    let rows: i64 = connection
+        .query_row("SELECT coalesce(sum(estimated_size), 0) FROM duckdb_tables() WHERE table_name = ?", params![current], |row| row.get(0))
+        .map_err(|e| db_error("read the current table's size", e))?;
+    let wanted = parts.saturating_mul(4).min(1_000_000) as f64;
+    let percent = (wanted / rows.max(1) as f64 * 100.0).clamp(0.001, 100.0);
+    let sql = if percent >= 50.0 {
+        format!("SELECT doc_path FROM {current} WHERE tenant = $1 {filter}")
+    } else {
+        format!("SELECT doc_path FROM (SELECT doc_path, tenant FROM {current} TABLESAMPLE system({percent:.4}%) REPEATABLE (7)) WHERE tenant = $1 {filter}")
+    };
     let error = |e| db_error("sample the current table's paths", e);
-    let mut statement = connection.prepare(&sql).map_err(error)?;
-    let mut paths: Vec<String> = statement.query_map(params![tenant], |row| row.get::<_, String>(0)).map_err(error)?.collect::<Result<_, _>>().map_err(error)?;
+    let read = |sql: &str| -> Result<Vec<String>, StoreError> {
+        let mut statement = connection.prepare(sql).map_err(error)?;
+        let paths = statement.query_map(params![tenant], |row| row.get::<_, String>(0)).map_err(error)?.collect::<Result<_, _>>().map_err(error)?;
+        Ok(paths)
+    };
+    let mut paths = read(&sql)?;
+    if paths.len() < parts && percent < 50.0 {
+        // A tenant (or range) small beside the table: the sample missed it; read it.
+        paths = read(&format!("SELECT doc_path FROM {current} WHERE tenant = $1 {filter}"))?;
+    }
     paths.sort_unstable();
     paths.dedup();
     let step = paths.len().div_ceil(parts).max(1);
@@ -126,10 +282,9 @@ pub(crate) fn range_filter(column: &str, range: &PathRange) -> String {
     filter
 }
 
-/// The winner per document among `table`'s rows of `tenant` that `filter` keeps, live
-/// ones only, as [`crate::schema::STATE_COLUMNS`]: one scan (`arg_max` of each column
-/// by the ordering rule's key).
-fn winners_sql(table: &str, filter: &str) -> String {
+/// The winner per document among the rows `source` selects (with the changelog's
+/// columns the rule reads), live ones only, as [`crate::schema::STATE_COLUMNS`].
+fn ranked(source: &str) -> String {
     let key = winner_key();
     format!(
         "SELECT doc_path, u, h, v FROM (
@@ -138,29 +293,84 @@ fn winners_sql(table: &str, filter: &str) -> String {
                    arg_max(content_hash, {key}) AS h,
                    arg_max(epoch_us(version), {key}) AS v,
                    arg_max(is_deleted, {key}) AS d
-            FROM {table} WHERE tenant = $1 AND {filter} GROUP BY doc_path
+            FROM ({source}) GROUP BY doc_path
          ) WHERE NOT d ORDER BY doc_path"
     )
 }
 
-/// Exact latest states of `paths` (live ones), in path order.
+/// The columns the rule and the states read.
+const RULE_COLUMNS: &str = "doc_path, update_time, version, content_hash, is_deleted, op, content_rank";
+
+/// Every row of `tenant` that can be the winner of a document `keep` (a condition on
+/// `doc_path`) holds: the current tables' rows that `narrow` (a cheap integer condition)
+/// keeps, and the changelog's rows ingested since the refresh started reading
+/// (`since`, µs): what stood at the last refresh, and everything that came after it.
+/// The current tables' rows are materialized first, so the string condition runs on
+/// the few of them only.
+fn candidates(t: &str, narrow: &str, keep: &str, since: i64) -> String {
+    let (current, tombstones) = (converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t));
+    format!(
+        "WITH standing AS MATERIALIZED (
+            SELECT {RULE_COLUMNS} FROM {current} WHERE tenant = $1 AND {narrow}
+            UNION ALL SELECT {RULE_COLUMNS} FROM {tombstones} WHERE tenant = $1 AND {narrow}
+         )
+         SELECT * FROM standing WHERE {keep}
+         UNION ALL SELECT {RULE_COLUMNS} FROM {t} WHERE ingested_at >= make_timestamp({since}::BIGINT) AND tenant = $1 AND {keep}"
+    )
+}
+
+/// Exact latest states of `paths` (live ones), in path order: from the current tables
+/// by path hash and the rows since the last refresh, or, before any refresh, from the
+/// whole changelog.
 pub(crate) fn states_of(connection: &Connection, table: &str, tenant: &str, paths: &[String]) -> Result<Vec<DocState>, StoreError> {
+    let since = if bucketed(connection, table)? { crate::retention::refresh_start(connection, table)? } else { None };
     let mut out = Vec::new();
+    let mut paths = paths.to_vec();
+    paths.sort_unstable();
+    paths.dedup();
     for chunk in paths.chunks(PATHS_PER_QUERY) {
         let list: Vec<String> = chunk.iter().map(|p| literal(p)).collect();
-        let sql = winners_sql(table, &format!("doc_path IN ({})", list.join(",")));
+        let keep = format!("doc_path IN ({})", list.join(","));
+        let sql = match since {
+            Some(since) => {
+                let hashes = format!("path_hash IN (SELECT md5_number_upper(p) FROM (VALUES ({})) AS want(p))", list.join("), ("));
+                ranked(&candidates(table, &hashes, &keep, since))
+            }
+            None => ranked(&format!("SELECT {RULE_COLUMNS} FROM {table} WHERE tenant = $1 AND {keep}")),
+        };
         out.extend(read_states(connection, &sql, tenant)?);
     }
     out.sort_unstable_by(|a, b| a.doc_path.cmp(&b.doc_path));
     Ok(out)
 }
 
-/// The query of exact latest states in any of `ranges`.
-pub(crate) fn states_in_sql(table: &str, ranges: &[PathRange]) -> String {
+/// The query of exact latest states in any of `ranges`: from the current tables' rows
+/// of the buckets the ranges touch and the rows since the last refresh, or, before any
+/// refresh, from the whole changelog.
+pub(crate) fn states_in_sql(connection: &Connection, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<String, StoreError> {
     if ranges.is_empty() {
-        return winners_sql(table, "FALSE");
+        return Ok(ranked(&format!("SELECT {RULE_COLUMNS} FROM {table} WHERE tenant = $1 AND FALSE")));
     }
-    winners_sql(table, &format!("{} IS NOT NULL", range_index_sql("doc_path", ranges)))
+    let keep = format!("{} IS NOT NULL", range_index_sql("doc_path", ranges));
+    let since = if bucketed(connection, table)? { crate::retention::refresh_start(connection, table)? } else { None };
+    Ok(match since {
+        Some(since) => {
+            let cuts = tenant_cuts(connection, table, tenant)?;
+            let mut buckets: Vec<usize> = ranges
+                .iter()
+                .flat_map(|range| {
+                    let (from, to) = buckets_of(&cuts, range);
+                    from..=to
+                })
+                .collect();
+            buckets.sort_unstable();
+            buckets.dedup();
+            let list: Vec<String> = buckets.iter().map(|b| b.to_string()).collect();
+            let narrow = format!("bucket IN (SELECT b FROM (VALUES ({})) AS touched(b))", list.join("), ("));
+            ranked(&candidates(table, &narrow, &keep, since))
+        }
+        None => ranked(&format!("SELECT {RULE_COLUMNS} FROM {table} WHERE tenant = $1 AND {keep}")),
+    })
 }
 
 fn read_states(connection: &Connection, sql: &str, tenant: &str) -> Result<Vec<DocState>, StoreError> {
@@ -236,10 +446,11 @@ impl ScanBytes {
                 Some(width) => width,
                 None => {
                     // tenant, doc_path, content_hash: 2 + length each; version,
-                    // update_time and the flag/op columns the rule reads: 8 each.
+                    // update_time and the flag/op columns the rule reads: 8 each. The
+                    // first rows stand for all (a reservoir sample would read them all).
                     let sql = format!(
                         "SELECT coalesce(avg(strlen(tenant)) + avg(strlen(doc_path)) + avg(coalesce(strlen(content_hash), 0)), 0)::BIGINT \
-                         FROM (SELECT tenant, doc_path, content_hash FROM {table} USING SAMPLE 2048 ROWS)"
+                         FROM (SELECT tenant, doc_path, content_hash FROM {table} LIMIT 2048)"
                     );
                     let strings: i64 = connection.query_row(&sql, [], |row| row.get(0)).unwrap_or(0);
                     let width = strings.max(0) as u64 + 3 * 2 + 4 * 8;

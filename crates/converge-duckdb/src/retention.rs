@@ -15,6 +15,27 @@ use crate::schema::winner_key;
 /// The temporary table of one refresh: each touched document's best new row (dropped
 /// at its end, and with its connection).
 const REFRESH_WINNERS: &str = "converge_refresh_winners";
+/// The rows standing for the touched documents in the current tables (the same).
+const REFRESH_STANDING: &str = "converge_refresh_standing";
+
+/// Writes the winners `winners` selects into `t`'s current tables (live ones and
+/// deletes), each with its path's hash and its bucket (`crate::incremental`).
+fn write_current(connection: &Connection, t: &str, winners: &str) -> Result<(), StoreError> {
+    let (current, tombstones, buckets) = (current_table(t), current_tombstones_table(t), crate::schema::buckets_table(t));
+    for (table, which) in [(&current, "NOT"), (&tombstones, "")] {
+        exec(
+            connection,
+            "write current rows",
+            &format!(
+                "INSERT INTO {table} BY NAME \
+                 SELECT w.*, md5_number_upper(w.doc_path) AS path_hash, coalesce(b.bucket, 0) AS bucket \
+                 FROM (SELECT * FROM ({winners}) WHERE {which} is_deleted) AS w \
+                 ASOF LEFT JOIN {buckets} AS b ON w.tenant = b.tenant AND w.doc_path >= b.start_path"
+            ),
+        )?;
+    }
+    Ok(())
+}
 
 fn count(connection: &Connection, context: &str, sql: &str) -> Result<u64, StoreError> {
     connection.query_row(sql, [], |row| row.get::<_, i64>(0)).map(|n| n as u64).map_err(|e| db_error(context, e))
@@ -26,7 +47,7 @@ fn exec(connection: &Connection, context: &str, sql: &str) -> Result<usize, Stor
 
 /// Where a refresh of `table` reads from, in microseconds (`None`: every row): the
 /// watermark minus the overlap, lowered by any reset recorded since.
-fn refresh_start(connection: &Connection, table: &str) -> Result<Option<i64>, StoreError> {
+pub(crate) fn refresh_start(connection: &Connection, table: &str) -> Result<Option<i64>, StoreError> {
     let watermark: Option<i64> = connection
         .query_row(&format!("SELECT epoch_us(current_watermark) FROM {TABLE_STATE} WHERE table_name = ?"), params![table], |row| row.get(0))
         .optional()
@@ -57,6 +78,14 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
         if from == RefreshFrom::Started && start.is_none() {
             return Ok(CurrentRefresh { table: t.clone(), ..CurrentRefresh::default() });
         }
+        // Rows written before the current tables had their hash and bucket columns
+        // cannot be found by hash: one full refresh writes them all again.
+        let unhashed = count(
+            connection,
+            "look for rows without a path hash",
+            &format!("SELECT (SELECT count(*) FROM {current} WHERE path_hash IS NULL) + (SELECT count(*) FROM {tombstones} WHERE path_hash IS NULL)"),
+        )?;
+        let start = if unhashed > 0 { None } else { start };
         let mut report = CurrentRefresh { table: t.clone(), full: start.is_none(), ..CurrentRefresh::default() };
         let newest: Option<i64>;
         match start {
@@ -65,9 +94,10 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                 // tables, streamed (no temporary table: those are held in memory).
                 exec(connection, "empty the current table", &format!("DELETE FROM {current}"))?;
                 exec(connection, "empty the current tombstones", &format!("DELETE FROM {tombstones}"))?;
+                // The tenants' path ranges are cut again from the whole changelog.
+                crate::incremental::write_buckets(connection, t)?;
                 let winners = format!("SELECT * FROM {t} WHERE rowid IN (SELECT arg_max(rowid, {key}) FROM {t} GROUP BY doc_path)");
-                exec(connection, "write current rows", &format!("INSERT INTO {current} BY NAME SELECT * FROM ({winners}) WHERE NOT is_deleted"))?;
-                exec(connection, "write current tombstones", &format!("INSERT INTO {tombstones} BY NAME SELECT * FROM ({winners}) WHERE is_deleted"))?;
+                write_current(connection, t, &winners)?;
                 report.rows_read = count(connection, "count the changelog", &format!("SELECT count(*) FROM {t}"))?;
                 report.documents_merged = count(connection, "count the current tables", &format!("SELECT (SELECT count(*) FROM {current}) + (SELECT count(*) FROM {tombstones})"))?;
                 newest = connection
@@ -89,24 +119,43 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                 exec(
                     connection,
                     "rank the new rows",
-                    &format!("CREATE OR REPLACE TEMP TABLE {REFRESH_WINNERS} AS SELECT doc_path, arg_max(rowid, {key}) AS rid, max({key}) AS k FROM {new_rows} GROUP BY doc_path"),
+                    &format!(
+                        "CREATE OR REPLACE TEMP TABLE {REFRESH_WINNERS} AS SELECT doc_path, md5_number_upper(doc_path) AS h, arg_max(rowid, {key}) AS rid, max({key}) AS k \
+                         FROM {new_rows} GROUP BY doc_path"
+                    ),
                 )?;
-                for standing in [&current, &tombstones] {
+                // What stands for the touched documents now, found by joining on the
+                // path's hash (an integer: a join on the paths themselves would hash
+                // every current row's string), the paths compared on the matches only.
+                exec(
+                    connection,
+                    "find what stands",
+                    &format!(
+                        "CREATE OR REPLACE TEMP TABLE {REFRESH_STANDING} AS \
+                         SELECT 'current' AS side, s.rowid AS sid, s.doc_path AS p, ({key}) AS sk FROM {current} AS s WHERE s.path_hash IN (SELECT h FROM {REFRESH_WINNERS}) \
+                         UNION ALL \
+                         SELECT 'tombstones', s.rowid, s.doc_path, ({key}) FROM {tombstones} AS s WHERE s.path_hash IN (SELECT h FROM {REFRESH_WINNERS})"
+                    ),
+                )?;
+                exec(connection, "keep only what stands for the touched documents", &format!("DELETE FROM {REFRESH_STANDING} WHERE p NOT IN (SELECT doc_path FROM {REFRESH_WINNERS})"))?;
+                exec(
+                    connection,
+                    "keep what outranks the new rows",
+                    &format!("DELETE FROM {REFRESH_WINNERS} AS w WHERE EXISTS (SELECT 1 FROM {REFRESH_STANDING} AS s WHERE s.p = w.doc_path AND s.sk >= w.k)"),
+                )?;
+                report.documents_merged = count(connection, "count merged documents", &format!("SELECT count(*) FROM {REFRESH_WINNERS}"))?;
+                for (side, table) in [("current", &current), ("tombstones", &tombstones)] {
                     exec(
                         connection,
-                        "keep what outranks the new rows",
+                        "replace what stood",
                         &format!(
-                            "DELETE FROM {REFRESH_WINNERS} AS w WHERE EXISTS (SELECT 1 FROM {standing} AS s WHERE s.doc_path = w.doc_path AND ({key}) >= w.k)"
+                            "DELETE FROM {table} WHERE rowid IN (SELECT sid FROM {REFRESH_STANDING} WHERE side = '{side}' AND p IN (SELECT doc_path FROM {REFRESH_WINNERS}))"
                         ),
                     )?;
                 }
-                report.documents_merged = count(connection, "count merged documents", &format!("SELECT count(*) FROM {REFRESH_WINNERS}"))?;
-                exec(connection, "replace current rows", &format!("DELETE FROM {current} WHERE doc_path IN (SELECT doc_path FROM {REFRESH_WINNERS})"))?;
-                exec(connection, "replace current tombstones", &format!("DELETE FROM {tombstones} WHERE doc_path IN (SELECT doc_path FROM {REFRESH_WINNERS})"))?;
                 let winners = format!("SELECT * FROM {t} WHERE rowid IN (SELECT rid FROM {REFRESH_WINNERS})");
-                exec(connection, "write current rows", &format!("INSERT INTO {current} BY NAME SELECT * FROM ({winners}) WHERE NOT is_deleted"))?;
-                exec(connection, "write current tombstones", &format!("INSERT INTO {tombstones} BY NAME SELECT * FROM ({winners}) WHERE is_deleted"))?;
-                exec(connection, "drop the ranking", &format!("DROP TABLE {REFRESH_WINNERS}"))?;
+                write_current(connection, t, &winners)?;
+                exec(connection, "drop the ranking", &format!("DROP TABLE {REFRESH_WINNERS}; DROP TABLE {REFRESH_STANDING}"))?;
             }
         }
         // Resets this transaction saw are applied; one committed meanwhile is not

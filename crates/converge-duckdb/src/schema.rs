@@ -42,6 +42,20 @@ pub const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("content_rank", "BIGINT"),
 ];
 
+/// Columns only the current tables have (DuckDB's, for the incremental reconcile's
+/// lookups without scanning strings: `crate::incremental`): `path_hash` (the upper 64
+/// bits of the path's MD5, for joins on an integer) and `bucket` (which of the
+/// tenant's path ranges in `<table>_current_buckets` holds the path). Filled by every
+/// refresh; NULL in rows written before they existed, which make the next refresh a
+/// full one.
+pub const CURRENT_COLUMNS: &[(&str, &str)] = &[("path_hash", "UBIGINT"), ("bucket", "BIGINT")];
+
+/// The table of a changelog table's bucket boundaries: bucket `k >= 1` of a tenant holds
+/// the paths from its `start_path` to the next bucket's; bucket 0 those before bucket 1.
+pub fn buckets_table(table: &str) -> String {
+    format!("{table}_current_buckets")
+}
+
 /// Rule 4 of `converge_core::version` (the greater content hash wins) as an integer:
 /// the first 15 hex digits of the hash plus one; 0 for no hash (a tombstone) or one
 /// that is not hex. Content hashes are lowercase hex SHA-256, whose order is their
@@ -74,7 +88,7 @@ fn column_type_of(sql: &str) -> Option<ColumnType> {
 
 /// Every column that is not a promoted one, whatever the configuration.
 pub(crate) fn is_fixed_column(name: &str) -> bool {
-    LEADING_COLUMNS.iter().chain(TRAILING_COLUMNS).chain(ADDED_COLUMNS).any(|(fixed, _)| *fixed == name)
+    LEADING_COLUMNS.iter().chain(TRAILING_COLUMNS).chain(ADDED_COLUMNS).chain(CURRENT_COLUMNS).any(|(fixed, _)| *fixed == name)
 }
 
 /// `table`'s columns in the catalog, in table order (empty if there is no such table).
@@ -95,7 +109,7 @@ pub(crate) fn table_columns(connection: &duckdb::Connection, table: &str) -> Res
 /// as `(table, column)`; a promoted column removed from the configuration or retyped
 /// is refused here, before any DDL (see `converge_core::schema_change`).
 pub(crate) fn promoted_changes(connection: &duckdb::Connection, route: &Route) -> Result<Vec<(String, String)>, converge_core::StoreError> {
-    let fixed: Vec<&str> = LEADING_COLUMNS.iter().chain(TRAILING_COLUMNS).chain(ADDED_COLUMNS).map(|(name, _)| *name).collect();
+    let fixed: Vec<&str> = LEADING_COLUMNS.iter().chain(TRAILING_COLUMNS).chain(ADDED_COLUMNS).chain(CURRENT_COLUMNS).map(|(name, _)| *name).collect();
     let t = &route.table;
     let mut missing = Vec::new();
     for table in [t.clone(), converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t)] {
@@ -185,9 +199,13 @@ pub fn create_statements(route: &Route) -> Vec<String> {
         // one row per document whose winner is live, and its deletes beside it.
         format!("CREATE TABLE IF NOT EXISTS {current} ({})", column_list(route)),
         format!("CREATE TABLE IF NOT EXISTS {tombstones} ({})", column_list(route)),
+        format!("CREATE TABLE IF NOT EXISTS {} (tenant VARCHAR NOT NULL, bucket BIGINT NOT NULL, start_path VARCHAR NOT NULL)", buckets_table(t)),
     ];
     for table in [t.as_str(), current.as_str(), tombstones.as_str()] {
         statements.extend(ADDED_COLUMNS.iter().map(|(name, ty)| format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ty}")));
+        if table != t.as_str() {
+            statements.extend(CURRENT_COLUMNS.iter().map(|(name, ty)| format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ty}")));
+        }
         // A promoted column added to the configuration (converge_core::schema_change):
         // nullable, appended after every other column of an existing table (the
         // appender maps by name, `crate::appender`); a no-op on a table created above.
@@ -268,7 +286,12 @@ pub fn missing_objects(connection: &duckdb::Connection, config: &converge_core::
         }
         for table in [converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t)] {
             wanted.push((format!("BASE TABLE {table}"), format!("table `{table}`")));
+            if present.contains(&format!("BASE TABLE {table}")) {
+                wanted.extend(CURRENT_COLUMNS.iter().map(|(column, _)| (format!("COLUMN {table}.{column}"), format!("column `{table}.{column}`"))));
+            }
         }
+        let buckets = buckets_table(t);
+        wanted.push((format!("BASE TABLE {buckets}"), format!("table `{buckets}`")));
         wanted.push((format!("VIEW {t}_latest"), format!("view `{t}_latest`")));
         wanted.push((format!("MACRO {t}_as_of"), format!("table macro `{t}_as_of`")));
     }

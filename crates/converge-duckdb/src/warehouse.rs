@@ -513,16 +513,21 @@ impl Warehouse for DuckWarehouse {
     async fn latest_states_in(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Scan<DocState>, StoreError> {
         self.check_table(table)?;
         self.count_scan(table)?;
-        self.stream_states(crate::incremental::states_in_sql(table, ranges), vec![tenant.to_owned().into()])
+        let connection = self.reader()?;
+        let (table_owned, tenant_owned, ranges_owned) = (table.to_owned(), tenant.to_owned(), ranges.to_vec());
+        let sql = tokio::task::spawn_blocking(move || crate::incremental::states_in_sql(&connection, &table_owned, &tenant_owned, &ranges_owned))
+            .await
+            .map_err(join_error)??;
+        self.stream_states(sql, vec![tenant.to_owned().into()])
     }
 
     async fn current_range_counts(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {
         self.check_table(table)?;
         let connection = self.reader()?;
-        let (this, current, tenant, ranges) = (self.clone(), converge_core::retention::current_table(table), tenant.to_owned(), ranges.to_vec());
+        let (this, table, tenant, ranges) = (self.clone(), table.to_owned(), tenant.to_owned(), ranges.to_vec());
         tokio::task::spawn_blocking(move || {
-            this.inner.bytes.scanned(&connection, &current);
-            crate::incremental::range_counts(&connection, &current, &tenant, &ranges)
+            this.inner.bytes.scanned(&connection, &converge_core::retention::current_table(&table));
+            crate::incremental::range_counts(&connection, &table, &tenant, &ranges)
         })
         .await
         .map_err(join_error)?
@@ -531,10 +536,10 @@ impl Warehouse for DuckWarehouse {
     async fn split_range(&self, table: &str, tenant: &str, range: &PathRange, parts: usize) -> Result<Vec<String>, StoreError> {
         self.check_table(table)?;
         let connection = self.reader()?;
-        let (this, current, tenant, range) = (self.clone(), converge_core::retention::current_table(table), tenant.to_owned(), range.clone());
+        let (this, table, tenant, range) = (self.clone(), table.to_owned(), tenant.to_owned(), range.clone());
         tokio::task::spawn_blocking(move || {
-            this.inner.bytes.scanned(&connection, &current);
-            crate::incremental::split(&connection, &current, &tenant, &range, parts)
+            this.inner.bytes.scanned(&connection, &converge_core::retention::current_table(&table));
+            crate::incremental::split(&connection, &table, &tenant, &range, parts)
         })
         .await
         .map_err(join_error)?

@@ -69,8 +69,15 @@ impl Reconciler {
         open_paths: Vec<String>,
     ) -> Result<IncrementalFind, StoreError> {
         let mut out = IncrementalFind::default();
+        let started = std::time::Instant::now();
         self.compare_changed(route, tenant, scope, field, since, open_paths, &mut out).await?;
+        let changed_millis = started.elapsed().as_millis() as u64;
         self.compare_counts(route, tenant, scope, &mut out).await?;
+        tracing::info!(
+            tenant, table = route.table, changed_docs = out.changed_docs, changed_millis,
+            counts_and_leaves_millis = started.elapsed().as_millis() as u64 - changed_millis,
+            ranges_counted = out.ranges_counted, leaves_read = out.leaves_read, "incremental pass"
+        );
         // A leaf may hold a document step 1 already judged: one finding per document.
         let mut seen = HashSet::new();
         out.found.retain(|(_, difference)| seen.insert(difference.doc_path.clone()));
@@ -172,8 +179,10 @@ impl Reconciler {
     /// bisecting ranges that disagree down to leaves read from both sides.
     async fn compare_counts(&self, route: &Route, tenant: &str, scope: &SourceScope, out: &mut IncrementalFind) -> Result<(), StoreError> {
         let table = &route.table;
+        let timer = std::time::Instant::now();
         let total = self.warehouse.current_range_counts(table, tenant, &[PathRange::all()]).await?[0];
         out.derived_docs = total;
+        let total_millis = timer.elapsed().as_millis() as u64;
         // A scope of several collections can be counted only whole (see
         // `SourceStore::count_range`); a collection is cut into fine buckets once.
         let cuts: Vec<String> = if scope.collection_path().is_some() {
@@ -182,6 +191,7 @@ impl Reconciler {
         } else {
             Vec::new()
         };
+        tracing::debug!(total, total_millis, cuts = cuts.len(), split_millis = timer.elapsed().as_millis() as u64 - total_millis, "incremental: the tenant cut into buckets");
         let bucket = |node: Node| {
             let start = (node.from > 0).then(|| cuts[node.from - 1].clone());
             let end = (node.to <= cuts.len()).then(|| cuts[node.to - 1].clone());
@@ -199,15 +209,28 @@ impl Reconciler {
             })
             .collect();
 
+        // The warehouse's live count of every fine bucket, once: a node's count is a
+        // sum of them (one query, however many levels the bisection goes down).
+        let fine: Vec<PathRange> = (0..=cuts.len()).map(|i| bucket(Node { from: i, to: i + 1 })).collect();
+        let timer = std::time::Instant::now();
+        let fine_counts = self.warehouse.current_range_counts(table, tenant, &fine).await?;
+        let mut prefix = vec![0u64; fine_counts.len() + 1];
+        for (i, n) in fine_counts.iter().enumerate() {
+            prefix[i + 1] = prefix[i] + n;
+        }
+        tracing::debug!(buckets = fine.len(), millis = timer.elapsed().as_millis() as u64, "incremental: the warehouse's bucket counts read");
+
         let mut level = children(Node { from: 0, to: cuts.len() + 1 });
         let mut leaves: Vec<PathRange> = Vec::new();
         while !level.is_empty() {
             let ranges: Vec<PathRange> = level.iter().map(|node| bucket(*node)).collect();
-            let derived_counts = self.warehouse.current_range_counts(table, tenant, &ranges).await?;
+            let timer = std::time::Instant::now();
+            let derived_counts: Vec<u64> = level.iter().map(|node| prefix[node.to] - prefix[node.from]).collect();
             let source_counts: Vec<u64> = futures::stream::iter(ranges.iter().map(|range| self.source.count_range(scope, range)))
                 .buffered(SOURCE_CONCURRENCY)
                 .try_collect()
                 .await?;
+            tracing::debug!(ranges = ranges.len(), source_millis = timer.elapsed().as_millis() as u64, "incremental: one level counted");
             let mut next = Vec::new();
             for ((node, range), (source, derived)) in level.iter().zip(&ranges).zip(source_counts.into_iter().zip(derived_counts)) {
                 out.cost.count_query(source);
@@ -246,7 +269,9 @@ impl Reconciler {
             out.source_docs += states.len() as u64;
             source_states.extend(states.into_iter().filter(|s| self.config.routes_to(&s.doc_path, table)));
         }
+        let timer = std::time::Instant::now();
         let derived_states: Vec<DocState> = self.warehouse.latest_states_in(table, tenant, &leaves).await?.items.try_collect().await?;
+        tracing::debug!(leaves = leaves.len(), millis = timer.elapsed().as_millis() as u64, "incremental: the leaves' latest states read");
         out.derived_rows += derived_states.len() as u64;
         let found = diff(
             futures::stream::iter(source_states.into_iter().map(Ok)),

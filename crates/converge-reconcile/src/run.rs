@@ -223,7 +223,9 @@ impl Reconciler {
                 ReconcileMode::Incremental => {
                     // The counts are compared with the current table: bring it up to date
                     // first (from its watermark; maintenance, so a dry run does it too).
-                    self.warehouse.refresh_current(&route.table, RefreshFrom::Watermark).await?;
+                    let timer = Instant::now();
+                    let refresh = self.warehouse.refresh_current(&route.table, RefreshFrom::Watermark).await?;
+                    tracing::info!(table = route.table, full = refresh.full, rows_read = refresh.rows_read, millis = timer.elapsed().as_millis() as u64, "incremental: current table refreshed");
                     self.warehouse.verified_points(&route.table).await?.into_iter().map(|p| (p.tenant, p.read_time)).collect()
                 }
             };
