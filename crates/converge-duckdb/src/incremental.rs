@@ -11,6 +11,15 @@
 //! range holding it with a balanced tree of `CASE` comparisons (about log2 of the
 //! ranges per row), so counting or reading any number of ranges is one scan.
 //!
+//! # Lookups by path hash
+//!
+//! Comparing paths costs ~75 ns a row (they share their prefix, so every comparison
+//! follows the pointer): a scan of ten million is most of a second. The current tables
+//! carry each path's hash (`path_hash`), so the latest states of given documents are
+//! the current tables' rows found by an integer join, plus the changelog's rows since
+//! the refresh watermark (the changelog is in ingestion order, so those are its last
+//! row groups), ranked by the one rule.
+//!
 //! # Bytes
 //!
 //! DuckDB reports no bytes scanned; what is counted is what the same query would
@@ -41,95 +50,6 @@ pub const CREATE_VERIFIED_POINTS: &str = "CREATE TABLE IF NOT EXISTS converge_ve
 
 /// Paths per `IN` list of [`states_of`].
 const PATHS_PER_QUERY: usize = 20_000;
-/// At most this many buckets per tenant (their boundaries are read into memory by the
-/// reconciler: ~40 bytes each).
-const MAX_BUCKETS: u64 = 1 << 16;
-/// Sampled paths per bucket wanted when cutting a tenant into buckets.
-const SAMPLES_PER_BUCKET: u64 = 4;
-
-/// Cuts every tenant of changelog table `t` into buckets of about
-/// [`converge_core::incremental::BUCKET_DOCUMENTS`] documents (at most [`MAX_BUCKETS`]),
-/// from a sample of the changelog's paths, and writes their boundaries to
-/// `<t>_current_buckets` (replacing them). Run by the full refresh, in its transaction.
-pub(crate) fn write_buckets(connection: &Connection, t: &str) -> Result<(), StoreError> {
-    let buckets = crate::schema::buckets_table(t);
-    let error = |e| db_error("cut the tenants into buckets", e);
-    connection.execute(&format!("DELETE FROM {buckets}"), []).map_err(error)?;
-    let rows: i64 = connection
-        .query_row("SELECT coalesce(sum(estimated_size), 0) FROM duckdb_tables() WHERE table_name = ?", params![t], |row| row.get(0))
-        .map_err(error)?;
-    // Enough samples for the largest tenant's buckets; system sampling reads only the
-    // sampled vectors.
-    let wanted = (rows.max(0) as u64 / converge_core::incremental::BUCKET_DOCUMENTS).min(MAX_BUCKETS) * SAMPLES_PER_BUCKET;
-    let share = wanted as f64 / rows.max(1) as f64;
-    let sql = if share >= 0.5 {
-        format!("SELECT tenant, doc_path FROM {t}")
-    } else {
-        format!("SELECT tenant, doc_path FROM {t} TABLESAMPLE system({:.4}%) REPEATABLE (11)", share * 100.0)
-    };
-    let mut by_tenant: HashMap<String, Vec<String>> = HashMap::new();
-    {
-        let mut statement = connection.prepare(&sql).map_err(error)?;
-        let sampled = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))).map_err(error)?;
-        for row in sampled {
-            let (tenant, path) = row.map_err(error)?;
-            by_tenant.entry(tenant).or_default().push(path);
-        }
-    }
-    let scale = if share >= 0.5 { 1.0 } else { share };
-    let mut values = Vec::new();
-    for (tenant, mut paths) in by_tenant {
-        paths.sort_unstable();
-        paths.dedup();
-        // The tenant's documents, estimated from its share of the sample.
-        let documents = (paths.len() as f64 / scale) as u64;
-        let parts = (documents / converge_core::incremental::BUCKET_DOCUMENTS).clamp(1, MAX_BUCKETS) as usize;
-        let step = paths.len().div_ceil(parts).max(1);
-        let mut bucket = 0i64;
-        for (i, path) in paths.iter().enumerate() {
-            if i > 0 && i % step == 0 {
-                bucket += 1;
-                values.push(format!("({}, {bucket}, {})", literal(&tenant), literal(path)));
-            }
-        }
-    }
-    for chunk in values.chunks(5_000) {
-        connection.execute(&format!("INSERT INTO {buckets} VALUES {}", chunk.join(", ")), []).map_err(error)?;
-    }
-    Ok(())
-}
-
-/// A tenant's bucket boundaries: `cuts[k - 1]` is where bucket `k` starts.
-pub(crate) fn tenant_cuts(connection: &Connection, t: &str, tenant: &str) -> Result<Vec<String>, StoreError> {
-    let error = |e| db_error("read the tenant's buckets", e);
-    let mut statement = connection.prepare(&format!("SELECT start_path FROM {} WHERE tenant = ? ORDER BY bucket", crate::schema::buckets_table(t))).map_err(error)?;
-    let cuts = statement.query_map(params![tenant], |row| row.get::<_, String>(0)).map_err(error)?.collect::<Result<_, _>>().map_err(error)?;
-    Ok(cuts)
-}
-
-/// The buckets (`from..=to`) that hold any path of `range`, given the tenant's cuts.
-fn buckets_of(cuts: &[String], range: &PathRange) -> (usize, usize) {
-    // Bucket of a path: the number of cuts at or before it.
-    let bucket = |path: &str| cuts.partition_point(|cut| cut.as_str() <= path);
-    let from = range.start.as_deref().map_or(0, bucket);
-    let to = match range.end.as_deref() {
-        // The bucket holding the last path before `end`: `end`'s own bucket, or the one
-        // before when `end` starts a bucket.
-        Some(end) => {
-            let b = bucket(end);
-            if b > 0 && cuts[b - 1] == end { b - 1 } else { b }
-        }
-        None => cuts.len(),
-    };
-    (from, to.max(from))
-}
-
-/// Whether `range` is exactly a run of whole buckets (its bounds are cuts or open).
-fn aligned(cuts: &[String], range: &PathRange) -> bool {
-    let is_cut = |bound: &Option<String>| bound.as_ref().is_none_or(|b| cuts.binary_search(b).is_ok());
-    is_cut(&range.start) && is_cut(&range.end)
-}
-
 /// A SQL string literal (DuckDB: a quote is doubled; backslashes are plain).
 pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -157,23 +77,22 @@ pub(crate) fn range_index_sql(column: &str, ranges: &[PathRange]) -> String {
     node(column, ranges, 0)
 }
 
-/// Whether `t`'s current tables have a hash and a bucket in every row (rows written
-/// before those columns existed have neither until the next refresh, a full one).
-fn bucketed(connection: &Connection, t: &str) -> Result<bool, StoreError> {
+/// Whether `t`'s current tables have a path hash in every row (rows written before the
+/// column existed have none until the next refresh, a full one).
+fn hashed(connection: &Connection, t: &str) -> Result<bool, StoreError> {
     let (current, tombstones) = (converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t));
-    let unbucketed: i64 = connection
+    let unhashed: i64 = connection
         .query_row(
-            &format!("SELECT (SELECT count(*) FROM {current} WHERE bucket IS NULL OR path_hash IS NULL) + (SELECT count(*) FROM {tombstones} WHERE bucket IS NULL OR path_hash IS NULL)"),
+            &format!("SELECT (SELECT count(*) FROM {current} WHERE path_hash IS NULL) + (SELECT count(*) FROM {tombstones} WHERE path_hash IS NULL)"),
             [],
             |row| row.get(0),
         )
-        .map_err(|e| db_error("check the current tables' buckets", e))?;
-    Ok(unbucketed == 0)
+        .map_err(|e| db_error("check the current tables' path hashes", e))?;
+    Ok(unhashed == 0)
 }
 
-/// Live documents of `tenant` per range in `t`'s current table. Ranges made of whole
-/// buckets are summed from one count per bucket (an integer group-by); others are
-/// counted by comparing paths (one scan, [`range_index_sql`]).
+/// Live documents of `tenant` per range in `t`'s current table: one scan comparing
+/// paths ([`range_index_sql`]).
 pub(crate) fn range_counts(connection: &Connection, t: &str, tenant: &str, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {
     let current = converge_core::retention::current_table(t);
     let mut counts = vec![0u64; ranges.len()];
@@ -181,32 +100,6 @@ pub(crate) fn range_counts(connection: &Connection, t: &str, tenant: &str, range
         return Ok(counts);
     }
     let error = |e| db_error("count the current table's ranges", e);
-    let cuts = tenant_cuts(connection, t, tenant)?;
-    if ranges.iter().all(|range| aligned(&cuts, range)) && bucketed(connection, t)? {
-        let mut per_bucket = vec![0u64; cuts.len() + 1];
-        let mut statement = connection.prepare(&format!("SELECT bucket, count(*) FROM {current} WHERE tenant = $1 GROUP BY bucket")).map_err(error)?;
-        let rows = statement.query_map(params![tenant], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))).map_err(error)?;
-        for row in rows {
-            let (bucket, n) = row.map_err(error)?;
-            if let Some(slot) = per_bucket.get_mut(bucket as usize) {
-                *slot = n as u64;
-            }
-        }
-        // Prefix sums: a range of buckets is a difference of two.
-        let mut prefix = vec![0u64; per_bucket.len() + 1];
-        for (i, n) in per_bucket.iter().enumerate() {
-            prefix[i + 1] = prefix[i] + n;
-        }
-        for (count, range) in counts.iter_mut().zip(ranges) {
-            let (from, to) = buckets_of(&cuts, range);
-            // An empty range (start == end) holds nothing.
-            if range.start.is_some() && range.start == range.end {
-                continue;
-            }
-            *count = prefix[to + 1] - prefix[from];
-        }
-        return Ok(counts);
-    }
     let sql = format!(
         "SELECT i, count(*) FROM (SELECT {} AS i FROM {current} WHERE tenant = $1) WHERE i IS NOT NULL GROUP BY i",
         range_index_sql("doc_path", ranges)
@@ -220,18 +113,11 @@ pub(crate) fn range_counts(connection: &Connection, t: &str, tenant: &str, range
     Ok(counts)
 }
 
-/// About `parts - 1` cut points of `range` (distinct, ascending, strictly after the
-/// range's start): the tenant's bucket boundaries inside it when it has enough, else
-/// from a sample of the current table's live paths in it.
+/// About `parts - 1` cut points of `range` from a sample of the current table's live
+/// paths in it (distinct, ascending, strictly after the range's start).
 pub(crate) fn split(connection: &Connection, t: &str, tenant: &str, range: &PathRange, parts: usize) -> Result<Vec<String>, StoreError> {
     if parts < 2 {
         return Ok(Vec::new());
-    }
-    let cuts = tenant_cuts(connection, t, tenant)?;
-    let inside: Vec<&String> = cuts.iter().filter(|cut| range.contains(cut) && range.start.as_deref() != Some(cut.as_str())).collect();
-    if !inside.is_empty() {
-        let step = inside.len().div_ceil(parts - 1).max(1);
-        return Ok(inside.into_iter().step_by(step).cloned().collect());
     }
     let current = converge_core::retention::current_table(t);
     let filter = range_filter("doc_path", range);
@@ -302,8 +188,8 @@ fn ranked(source: &str) -> String {
 const RULE_COLUMNS: &str = "doc_path, update_time, version, content_hash, is_deleted, op, content_rank";
 
 /// Every row of `tenant` that can be the winner of a document `keep` (a condition on
-/// `doc_path`) holds: the current tables' rows that `narrow` (a cheap integer condition)
-/// keeps, and the changelog's rows ingested since the refresh started reading
+/// `doc_path`) holds: the current tables' rows that `narrow` (an integer condition on
+/// the path hash) keeps, and the changelog's rows ingested since the refresh started reading
 /// (`since`, µs): what stood at the last refresh, and everything that came after it.
 /// The current tables' rows are materialized first, so the string condition runs on
 /// the few of them only.
@@ -323,7 +209,7 @@ fn candidates(t: &str, narrow: &str, keep: &str, since: i64) -> String {
 /// by path hash and the rows since the last refresh, or, before any refresh, from the
 /// whole changelog.
 pub(crate) fn states_of(connection: &Connection, table: &str, tenant: &str, paths: &[String]) -> Result<Vec<DocState>, StoreError> {
-    let since = if bucketed(connection, table)? { crate::retention::refresh_start(connection, table)? } else { None };
+    let since = if hashed(connection, table)? { crate::retention::refresh_start(connection, table)? } else { None };
     let mut out = Vec::new();
     let mut paths = paths.to_vec();
     paths.sort_unstable();
@@ -344,33 +230,13 @@ pub(crate) fn states_of(connection: &Connection, table: &str, tenant: &str, path
     Ok(out)
 }
 
-/// The query of exact latest states in any of `ranges`: from the current tables' rows
-/// of the buckets the ranges touch and the rows since the last refresh, or, before any
-/// refresh, from the whole changelog.
-pub(crate) fn states_in_sql(connection: &Connection, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<String, StoreError> {
+/// The query of exact latest states in any of `ranges` (one scan of the changelog,
+/// each path placed by [`range_index_sql`]).
+pub(crate) fn states_in_sql(table: &str, ranges: &[PathRange]) -> String {
     if ranges.is_empty() {
-        return Ok(ranked(&format!("SELECT {RULE_COLUMNS} FROM {table} WHERE tenant = $1 AND FALSE")));
+        return ranked(&format!("SELECT {RULE_COLUMNS} FROM {table} WHERE tenant = $1 AND FALSE"));
     }
-    let keep = format!("{} IS NOT NULL", range_index_sql("doc_path", ranges));
-    let since = if bucketed(connection, table)? { crate::retention::refresh_start(connection, table)? } else { None };
-    Ok(match since {
-        Some(since) => {
-            let cuts = tenant_cuts(connection, table, tenant)?;
-            let mut buckets: Vec<usize> = ranges
-                .iter()
-                .flat_map(|range| {
-                    let (from, to) = buckets_of(&cuts, range);
-                    from..=to
-                })
-                .collect();
-            buckets.sort_unstable();
-            buckets.dedup();
-            let list: Vec<String> = buckets.iter().map(|b| b.to_string()).collect();
-            let narrow = format!("bucket IN (SELECT b FROM (VALUES ({})) AS touched(b))", list.join("), ("));
-            ranked(&candidates(table, &narrow, &keep, since))
-        }
-        None => ranked(&format!("SELECT {RULE_COLUMNS} FROM {table} WHERE tenant = $1 AND {keep}")),
-    })
+    ranked(&format!("SELECT {RULE_COLUMNS} FROM {table} WHERE tenant = $1 AND {} IS NOT NULL", range_index_sql("doc_path", ranges)))
 }
 
 fn read_states(connection: &Connection, sql: &str, tenant: &str) -> Result<Vec<DocState>, StoreError> {

@@ -19,19 +19,13 @@ const REFRESH_WINNERS: &str = "converge_refresh_winners";
 const REFRESH_STANDING: &str = "converge_refresh_standing";
 
 /// Writes the winners `winners` selects into `t`'s current tables (live ones and
-/// deletes), each with its path's hash and its bucket (`crate::incremental`).
+/// deletes), each with its path's hash (`crate::incremental`), computed as it streams in.
 fn write_current(connection: &Connection, t: &str, winners: &str) -> Result<(), StoreError> {
-    let (current, tombstones, buckets) = (current_table(t), current_tombstones_table(t), crate::schema::buckets_table(t));
-    for (table, which) in [(&current, "NOT"), (&tombstones, "")] {
+    for (table, which) in [(current_table(t), "NOT"), (current_tombstones_table(t), "")] {
         exec(
             connection,
             "write current rows",
-            &format!(
-                "INSERT INTO {table} BY NAME \
-                 SELECT w.*, md5_number_upper(w.doc_path) AS path_hash, coalesce(b.bucket, 0) AS bucket \
-                 FROM (SELECT * FROM ({winners}) WHERE {which} is_deleted) AS w \
-                 ASOF LEFT JOIN {buckets} AS b ON w.tenant = b.tenant AND w.doc_path >= b.start_path"
-            ),
+            &format!("INSERT INTO {table} BY NAME SELECT *, md5_number_upper(doc_path) AS path_hash FROM ({winners}) WHERE {which} is_deleted"),
         )?;
     }
     Ok(())
@@ -78,8 +72,8 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
         if from == RefreshFrom::Started && start.is_none() {
             return Ok(CurrentRefresh { table: t.clone(), ..CurrentRefresh::default() });
         }
-        // Rows written before the current tables had their hash and bucket columns
-        // cannot be found by hash: one full refresh writes them all again.
+        // Rows written before the current tables had their hash column cannot be
+        // found by hash: one full refresh writes them all again.
         let unhashed = count(
             connection,
             "look for rows without a path hash",
@@ -94,8 +88,6 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                 // tables, streamed (no temporary table: those are held in memory).
                 exec(connection, "empty the current table", &format!("DELETE FROM {current}"))?;
                 exec(connection, "empty the current tombstones", &format!("DELETE FROM {tombstones}"))?;
-                // The tenants' path ranges are cut again from the whole changelog.
-                crate::incremental::write_buckets(connection, t)?;
                 let winners = format!("SELECT * FROM {t} WHERE rowid IN (SELECT arg_max(rowid, {key}) FROM {t} GROUP BY doc_path)");
                 write_current(connection, t, &winners)?;
                 report.rows_read = count(connection, "count the changelog", &format!("SELECT count(*) FROM {t}"))?;

@@ -42,19 +42,12 @@ pub const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("content_rank", "BIGINT"),
 ];
 
-/// Columns only the current tables have (DuckDB's, for the incremental reconcile's
-/// lookups without scanning strings: `crate::incremental`): `path_hash` (the upper 64
-/// bits of the path's MD5, for joins on an integer) and `bucket` (which of the
-/// tenant's path ranges in `<table>_current_buckets` holds the path). Filled by every
-/// refresh; NULL in rows written before they existed, which make the next refresh a
-/// full one.
-pub const CURRENT_COLUMNS: &[(&str, &str)] = &[("path_hash", "UBIGINT"), ("bucket", "BIGINT")];
-
-/// The table of a changelog table's bucket boundaries: bucket `k >= 1` of a tenant holds
-/// the paths from its `start_path` to the next bucket's; bucket 0 those before bucket 1.
-pub fn buckets_table(table: &str) -> String {
-    format!("{table}_current_buckets")
-}
+/// Columns only the current tables have (DuckDB's): `path_hash`, the upper 64 bits of
+/// the path's MD5, so an incremental reconcile's lookups and a refresh's find their
+/// rows by joining on an integer instead of hashing every row's path string
+/// (`crate::incremental`). Filled by every refresh; NULL in rows written before it
+/// existed, which make the next refresh a full one.
+pub const CURRENT_COLUMNS: &[(&str, &str)] = &[("path_hash", "UBIGINT")];
 
 /// Rule 4 of `converge_core::version` (the greater content hash wins) as an integer:
 /// the first 15 hex digits of the hash plus one; 0 for no hash (a tombstone) or one
@@ -199,7 +192,6 @@ pub fn create_statements(route: &Route) -> Vec<String> {
         // one row per document whose winner is live, and its deletes beside it.
         format!("CREATE TABLE IF NOT EXISTS {current} ({})", column_list(route)),
         format!("CREATE TABLE IF NOT EXISTS {tombstones} ({})", column_list(route)),
-        format!("CREATE TABLE IF NOT EXISTS {} (tenant VARCHAR NOT NULL, bucket BIGINT NOT NULL, start_path VARCHAR NOT NULL)", buckets_table(t)),
     ];
     for table in [t.as_str(), current.as_str(), tombstones.as_str()] {
         statements.extend(ADDED_COLUMNS.iter().map(|(name, ty)| format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ty}")));
@@ -290,8 +282,7 @@ pub fn missing_objects(connection: &duckdb::Connection, config: &converge_core::
                 wanted.extend(CURRENT_COLUMNS.iter().map(|(column, _)| (format!("COLUMN {table}.{column}"), format!("column `{table}.{column}`"))));
             }
         }
-        let buckets = buckets_table(t);
-        wanted.push((format!("BASE TABLE {buckets}"), format!("table `{buckets}`")));
+
         wanted.push((format!("VIEW {t}_latest"), format!("view `{t}_latest`")));
         wanted.push((format!("MACRO {t}_as_of"), format!("table macro `{t}_as_of`")));
     }

@@ -513,12 +513,7 @@ impl Warehouse for DuckWarehouse {
     async fn latest_states_in(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Scan<DocState>, StoreError> {
         self.check_table(table)?;
         self.count_scan(table)?;
-        let connection = self.reader()?;
-        let (table_owned, tenant_owned, ranges_owned) = (table.to_owned(), tenant.to_owned(), ranges.to_vec());
-        let sql = tokio::task::spawn_blocking(move || crate::incremental::states_in_sql(&connection, &table_owned, &tenant_owned, &ranges_owned))
-            .await
-            .map_err(join_error)??;
-        self.stream_states(sql, vec![tenant.to_owned().into()])
+        self.stream_states(crate::incremental::states_in_sql(table, ranges), vec![tenant.to_owned().into()])
     }
 
     async fn current_range_counts(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {

@@ -209,28 +209,18 @@ impl Reconciler {
             })
             .collect();
 
-        // The warehouse's live count of every fine bucket, once: a node's count is a
-        // sum of them (one query, however many levels the bisection goes down).
-        let fine: Vec<PathRange> = (0..=cuts.len()).map(|i| bucket(Node { from: i, to: i + 1 })).collect();
-        let timer = std::time::Instant::now();
-        let fine_counts = self.warehouse.current_range_counts(table, tenant, &fine).await?;
-        let mut prefix = vec![0u64; fine_counts.len() + 1];
-        for (i, n) in fine_counts.iter().enumerate() {
-            prefix[i + 1] = prefix[i] + n;
-        }
-        tracing::debug!(buckets = fine.len(), millis = timer.elapsed().as_millis() as u64, "incremental: the warehouse's bucket counts read");
-
         let mut level = children(Node { from: 0, to: cuts.len() + 1 });
         let mut leaves: Vec<PathRange> = Vec::new();
         while !level.is_empty() {
             let ranges: Vec<PathRange> = level.iter().map(|node| bucket(*node)).collect();
             let timer = std::time::Instant::now();
-            let derived_counts: Vec<u64> = level.iter().map(|node| prefix[node.to] - prefix[node.from]).collect();
+            let derived_counts = self.warehouse.current_range_counts(table, tenant, &ranges).await?;
+            let derived_millis = timer.elapsed().as_millis() as u64;
             let source_counts: Vec<u64> = futures::stream::iter(ranges.iter().map(|range| self.source.count_range(scope, range)))
                 .buffered(SOURCE_CONCURRENCY)
                 .try_collect()
                 .await?;
-            tracing::debug!(ranges = ranges.len(), source_millis = timer.elapsed().as_millis() as u64, "incremental: one level counted");
+            tracing::debug!(ranges = ranges.len(), derived_millis, source_millis = timer.elapsed().as_millis() as u64 - derived_millis, "incremental: one level counted");
             let mut next = Vec::new();
             for ((node, range), (source, derived)) in level.iter().zip(&ranges).zip(source_counts.into_iter().zip(derived_counts)) {
                 out.cost.count_query(source);
