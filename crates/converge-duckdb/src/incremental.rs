@@ -121,9 +121,12 @@ pub(crate) fn split(connection: &Connection, t: &str, tenant: &str, range: &Path
     }
     let current = converge_core::retention::current_table(t);
     let filter = range_filter("doc_path", range);
-    // A sample several times the parts evens them out. System sampling reads only the
-    // sampled vectors (a reservoir would read every row); the share is sized from the
-    // table's row count, and the range and tenant filter apply to the sample.
+    // A sample several times the parts evens them out. Bernoulli sampling keeps each
+    // row by chance, so the sample is spread over the paths even when the table holds
+    // them in order (system sampling takes whole vectors of consecutive rows: in a
+    // table written in path order its cuts came in clusters, and the buckets between
+    // them held thousands); the share is sized from the table's row count, and the
+    // range and tenant filter apply to the sample.
     let rows: i64 = connection
         .query_row("SELECT coalesce(sum(estimated_size), 0) FROM duckdb_tables() WHERE table_name = ?", params![current], |row| row.get(0))
         .map_err(|e| db_error("read the current table's size", e))?;
@@ -132,7 +135,7 @@ pub(crate) fn split(connection: &Connection, t: &str, tenant: &str, range: &Path
     let sql = if percent >= 50.0 {
         format!("SELECT doc_path FROM {current} WHERE tenant = $1 {filter}")
     } else {
-        format!("SELECT doc_path FROM (SELECT doc_path, tenant FROM {current} TABLESAMPLE system({percent:.4}%) REPEATABLE (7)) WHERE tenant = $1 {filter}")
+        format!("SELECT doc_path FROM (SELECT doc_path, tenant FROM {current} TABLESAMPLE bernoulli({percent:.4}%) REPEATABLE (7)) WHERE tenant = $1 {filter}")
     };
     let error = |e| db_error("sample the current table's paths", e);
     let read = |sql: &str| -> Result<Vec<String>, StoreError> {
