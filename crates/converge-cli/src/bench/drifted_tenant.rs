@@ -85,7 +85,10 @@ pub async fn generate(data_dir: &Path, records: u64) -> anyhow::Result<Generated
     let warehouse: Arc<dyn Warehouse> = backends.warehouse();
     let pattern = config.routes[0].pattern.clone();
     let now = clock.now();
-    let ctx = RowContext { ingested_at: now, run_id: format!("bench-reconcile-{records}"), code_version: env!("CARGO_PKG_VERSION").into() };
+    // Ingested a day ago, as an established tenant's rows were: the current table's
+    // refresh from its watermark then reads only what came since.
+    let ingested_at = Timestamp::from_micros(now.as_micros() - 86_400_000_000);
+    let ctx = RowContext { ingested_at, run_id: format!("bench-reconcile-{records}"), code_version: env!("CARGO_PKG_VERSION").into() };
 
     let mut injected = DriftCounts::default();
     let mut source_docs = 0u64;
@@ -104,7 +107,10 @@ pub async fn generate(data_dir: &Path, records: u64) -> anyhow::Result<Generated
         for index in start..end {
             let doc_id = bookkeeping_records::doc_id(index);
             let path = pattern.document_path(TENANT, &doc_id).expect("the default route has a plain pattern");
-            let fields = bookkeeping_records::record(SEED, index, now);
+            let mut fields = bookkeeping_records::record(SEED, index, now);
+            // Written a day ago, as far as the app's change field says: an incremental
+            // reconcile after a verified run reads none of these.
+            fields.insert(converge_core::config::DEFAULT_CHANGE_FIELD.into(), Value::Timestamp(Timestamp::from_micros(now.as_micros() - 86_400_000_000)));
             let drift = drift_of(index);
             let known = |seen: &mut u64| {
                 *seen += 1;

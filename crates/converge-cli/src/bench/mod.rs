@@ -8,6 +8,9 @@
 //! - [`drifted_tenant`]: one tenant of N documents whose warehouse rows drifted 0.1% of
 //!   each kind, the data of the reconcile and rebuild benchmarks.
 //! - [`reconcile`]: `converge bench reconcile`, reconciliation beside reladiff.
+//! - [`incremental`]: `converge bench incremental`, full and incremental
+//!   reconciliation and rebuild of one tenant up to ten million documents, beside
+//!   reladiff's joindiff.
 //! - [`rebuild`]: `converge bench rebuild`, rebuild throughput and memory.
 //! - [`compact`]: `converge bench compact`, compaction of one tenant with a superseded
 //!   version per document, and its report on the latest view and the current table.
@@ -25,6 +28,7 @@ pub mod compact;
 pub mod detect;
 pub mod drifted_tenant;
 pub mod etl;
+pub mod incremental;
 pub mod measure;
 pub mod rebuild;
 pub mod reconcile;
@@ -77,6 +81,26 @@ pub enum BenchCommand {
         #[arg(long)]
         results: Option<PathBuf>,
         /// Keep the generated data directories.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Full and incremental reconciliation (after 0.1% of the tenant changed, with
+    /// drift among changed and untouched documents) and rebuild, each run in its own
+    /// process, beside reladiff's joindiff.
+    Incremental {
+        /// Tenant sizes, documents (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000_000u64, 10_000_000])]
+        records: Vec<u64>,
+        /// Python of the venv where reladiff is installed; without it, reladiff is skipped.
+        #[arg(long)]
+        reladiff_python: Option<PathBuf>,
+        #[arg(long, default_value = "tools/reladiff/diff.py")]
+        reladiff_script: PathBuf,
+        /// Update this results file's incremental section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
         #[arg(long)]
         keep: bool,
         #[arg(long)]
@@ -157,6 +181,8 @@ pub enum BenchCommand {
         tenant: String,
         #[arg(long)]
         dry_run: bool,
+        #[arg(long, default_value = "full")]
+        mode: converge_core::ReconcileMode,
     },
 }
 
@@ -174,6 +200,11 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             let options = reconcile::ReconcileBenchOptions { records, reladiff_python, reladiff_script, keep };
             let result = reconcile::run(&options).await?;
             report(&result, results.as_deref(), reconcile::write_results, json, |result| println!("{}", reconcile::markdown(result)))
+        }
+        BenchCommand::Incremental { records, reladiff_python, reladiff_script, results, keep, json } => {
+            let options = incremental::IncrementalBenchOptions { records, reladiff_python, reladiff_script, keep };
+            let sizes = incremental::run(&options).await?;
+            report(&sizes, results.as_deref(), |path, sizes| incremental::write_results(path, sizes), json, |sizes| println!("{}", incremental::markdown(sizes)))
         }
         BenchCommand::Rebuild { records, results, keep, json } => {
             let sizes = rebuild::run(&records, keep).await?;
@@ -204,8 +235,8 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 )
             })
         }
-        BenchCommand::ReconcileOne { data_dir, tenant, dry_run } => {
-            let run = reconcile::reconcile_one(&data_dir, &tenant, dry_run).await?;
+        BenchCommand::ReconcileOne { data_dir, tenant, dry_run, mode } => {
+            let run = reconcile::reconcile_one(&data_dir, &tenant, dry_run, mode).await?;
             println!("{}", serde_json::to_string(&run)?);
             Ok(())
         }

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
 use converge_backends::EmbeddedBackends;
-use converge_core::{Clock, MirrorConfig, SourceStore, SystemClock, Warehouse};
+use converge_core::{Clock, MirrorConfig, ReconcileMode, SourceStore, SystemClock, Warehouse};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -260,7 +260,7 @@ pub async fn export_states(data_dir: &Path, file: &Path) -> anyhow::Result<()> {
 
 /// Runs reladiff's driver script on `file` with one algorithm; returns its figures and
 /// the versions of reladiff and DuckDB it ran.
-fn run_reladiff(python: &Path, script: &Path, file: &Path, algorithm: &str) -> anyhow::Result<(ReladiffRun, String, String)> {
+pub fn run_reladiff(python: &Path, script: &Path, file: &Path, algorithm: &str) -> anyhow::Result<(ReladiffRun, String, String)> {
     let output = std::process::Command::new(python)
         .arg(script)
         .arg(file)
@@ -282,9 +282,14 @@ fn run_reladiff(python: &Path, script: &Path, file: &Path, algorithm: &str) -> a
 
 /// Runs `converge bench reconcile-one` on `data_dir` in a child process.
 async fn child_run(data_dir: &Path, dry_run: bool) -> anyhow::Result<ChildRun> {
+    child_run_mode(data_dir, dry_run, ReconcileMode::Full).await
+}
+
+/// [`child_run`] in either mode.
+pub async fn child_run_mode(data_dir: &Path, dry_run: bool, mode: ReconcileMode) -> anyhow::Result<ChildRun> {
     let me = std::env::current_exe()?;
     let mut command = tokio::process::Command::new(me);
-    command.args(["bench", "reconcile-one", "--tenant", TENANT, "--data-dir"]).arg(data_dir);
+    command.args(["bench", "reconcile-one", "--tenant", TENANT, "--mode", mode.as_str(), "--data-dir"]).arg(data_dir);
     if dry_run {
         command.arg("--dry-run");
     }
@@ -298,14 +303,14 @@ async fn child_run(data_dir: &Path, dry_run: bool) -> anyhow::Result<ChildRun> {
 }
 
 /// The child's side: one reconciler run on `data_dir`, printed as one JSON line.
-pub async fn reconcile_one(data_dir: &Path, tenant: &str, dry_run: bool) -> anyhow::Result<ChildRun> {
+pub async fn reconcile_one(data_dir: &Path, tenant: &str, dry_run: bool, mode: ReconcileMode) -> anyhow::Result<ChildRun> {
     let (rss_before_kib, _) = memory_kib();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = MirrorConfig::default();
     let backends = EmbeddedBackends::open(data_dir, clock.clone()).context("opening the embedded stores")?;
     backends.warehouse.ensure_tables(&config).await?;
     let started = Instant::now();
-    let report = run_reconciler(&backends, config, clock, tenant, dry_run).await?;
+    let report = run_reconciler(&backends, config, clock, tenant, dry_run, mode).await?;
     let wall_millis = started.elapsed().as_millis() as u64;
     let (_, peak_rss_kib) = memory_kib();
     let count = |name: &str| report[name].as_u64().unwrap_or(0);
@@ -334,9 +339,11 @@ async fn run_reconciler(
     clock: Arc<dyn Clock>,
     tenant: &str,
     dry_run: bool,
+    mode: ReconcileMode,
 ) -> anyhow::Result<serde_json::Value> {
     let reconciler = converge_reconcile::Reconciler::new(backends.source_store(), backends.error_log(), backends.warehouse(), config, clock);
-    let run = reconciler.run(Some(tenant), dry_run).await?;
+    let options = converge_reconcile::RunOptions { tenant: Some(tenant.to_owned()), dry_run, mode, ..Default::default() };
+    let run = reconciler.run_with(options).await?;
     let mut report = serde_json::to_value(&run)?;
     // The silent documents are named in the reconciler's log; the figures need only counts.
     if let Some(tenants) = report["tenants"].as_array_mut() {
@@ -404,7 +411,7 @@ pub fn markdown(result: &ReconcileBenchResult) -> String {
     lines.join("\n") + "\n\n" + &notes.join("\n")
 }
 
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
