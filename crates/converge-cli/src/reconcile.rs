@@ -26,5 +26,6 @@ async fn open(data_dir: &Path, mirror: MirrorConfig) -> anyhow::Result<Reconcile
     }
     let backends = EmbeddedBackends::open(data_dir, Arc::new(SystemClock)).with_context(|| format!("opening {}", data_dir.display()))?;
     backends.warehouse.ensure_tables(&mirror).await?;
-    Ok(Reconciler::new(backends.source_store(), backends.error_log(), backends.warehouse(), mirror, Arc::new(SystemClock)))
+    let prices = converge_function::env::prices_from_env()?;
+    Ok(Reconciler::new(backends.source_store(), backends.error_log(), backends.warehouse(), mirror, Arc::new(SystemClock)).with_prices(prices))
 }

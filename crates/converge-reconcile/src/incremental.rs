@@ -9,7 +9,7 @@ use converge_core::drift::{diff, Difference, DifferenceKind};
 use converge_core::hash::content_hash;
 use converge_core::incremental::{BUCKET_DOCUMENTS, LEAF_DOCUMENTS, SPLIT_PARTS};
 use converge_core::{DocState, PathRange, Route, RunCost, SourceScope, StoreError, Timestamp};
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use crate::run::Reconciler;
 
@@ -216,10 +216,10 @@ impl Reconciler {
             let timer = std::time::Instant::now();
             let derived_counts = self.warehouse.current_range_counts(table, tenant, &ranges).await?;
             let derived_millis = timer.elapsed().as_millis() as u64;
-            let source_counts: Vec<u64> = futures::stream::iter(ranges.iter().map(|range| self.source.count_range(scope, range)))
-                .buffered(SOURCE_CONCURRENCY)
-                .try_collect()
-                .await?;
+            // Collected first: a stream over a closure is not `Send` for every lifetime,
+            // which the functions' handlers need.
+            let counts: Vec<_> = ranges.iter().map(|range| self.source.count_range(scope, range)).collect();
+            let source_counts: Vec<u64> = futures::stream::iter(counts).buffered(SOURCE_CONCURRENCY).try_collect().await?;
             tracing::debug!(ranges = ranges.len(), derived_millis, source_millis = timer.elapsed().as_millis() as u64 - derived_millis, "incremental: one level counted");
             let mut next = Vec::new();
             for ((node, range), (source, derived)) in level.iter().zip(&ranges).zip(source_counts.into_iter().zip(derived_counts)) {
@@ -243,14 +243,18 @@ impl Reconciler {
         leaves.sort_by(|a, b| a.start.cmp(&b.start));
         out.leaves_read += leaves.len() as u64;
         // Both sides of every leaf, in path order (leaves are disjoint and ascending).
-        let source_leaves: Vec<(Timestamp, Vec<DocState>)> = futures::stream::iter(leaves.iter().map(|range| async move {
-            let scan = self.source.scan_states_in(scope, range).await?;
-            let states: Vec<DocState> = scan.items.try_collect().await?;
-            Ok::<_, StoreError>((scan.read_time, states))
-        }))
-        .buffered(SOURCE_CONCURRENCY)
-        .try_collect()
-        .await?;
+        let reads: Vec<futures::future::BoxFuture<'_, Result<(Timestamp, Vec<DocState>), StoreError>>> = leaves
+            .iter()
+            .map(|range| {
+                async move {
+                    let scan = self.source.scan_states_in(scope, range).await?;
+                    let states: Vec<DocState> = scan.items.try_collect().await?;
+                    Ok((scan.read_time, states))
+                }
+                .boxed()
+            })
+            .collect();
+        let source_leaves: Vec<(Timestamp, Vec<DocState>)> = futures::stream::iter(reads).buffered(SOURCE_CONCURRENCY).try_collect().await?;
         let read_time = source_leaves.iter().map(|(t, _)| *t).min().expect("at least one leaf");
         out.saw(read_time);
         let mut source_states = Vec::new();
