@@ -51,7 +51,9 @@ pub fn cloud_emulators_present(test: &str) -> bool {
 
 /// What a fault drill must show on either backend: at least three losses of every
 /// kind × class, as many known as silent, every one found and classified as injected
-/// and repaired, no drift after repair, and a second run that finds nothing.
+/// and repaired, no drift after repair, and a second run that finds nothing; and in
+/// the incremental phase, drift of every kind found by an incremental run that reads
+/// less than half of its tenant's documents (each drift site's range, not the tenant).
 pub fn assert_drill_found_what_it_injected(summary: &converge_scenarios::drill::DrillSummary) {
     let injected = summary.injected;
     assert!(injected.missing >= 6 && injected.different >= 6 && injected.orphan >= 6, "{summary:#?}");
@@ -60,7 +62,21 @@ pub fn assert_drill_found_what_it_injected(summary: &converge_scenarios::drill::
     assert_eq!(summary.found, injected, "{summary:#?}");
     assert_eq!((summary.drift_after_repair, summary.second_run_findings), (0, 0), "{summary:#?}");
     assert_eq!(summary.repaired, injected.missing + injected.different + injected.orphan);
-    assert!(summary.passed);
+
+    let inc = &summary.incremental;
+    assert_eq!(inc.mode, converge_core::ReconcileMode::Incremental, "{inc:#?}");
+    assert!(inc.injected.missing > 0 && inc.injected.different > 0 && inc.injected.orphan > 0, "{inc:#?}");
+    assert_eq!(inc.found, inc.injected, "{inc:#?}");
+    let total = inc.injected.missing + inc.injected.different + inc.injected.orphan;
+    assert_eq!((inc.repaired, inc.drift_after_repair), (total, 0), "{inc:#?}");
+    assert!(inc.source_docs_read < inc.source_docs / 2, "an incremental run reads a fraction of the tenant: {inc:#?}");
+    // The writes since the verified point, lost and told: at least the lost updates
+    // and creates, and far fewer than the tenant.
+    assert!(inc.changed_docs >= inc.injected.different && inc.changed_docs < inc.source_docs / 10, "{inc:#?}");
+    // One leaf per range a count-changing drift is in (lost deletes and phantoms are
+    // orphans, stray tombstones missing), each in a range of its own.
+    assert!(inc.leaves_read >= 1 && inc.leaves_read <= inc.injected.orphan + inc.injected.missing, "{inc:#?}");
+    assert!(summary.passed, "{:?}", converge_scenarios::drill::mismatches(summary));
 }
 
 /// Runs `future`, failing the test if it takes longer than `seconds`.

@@ -1,6 +1,7 @@
 //! `converge drill` as a library call, at a small size: every injected loss found and
-//! classified as injected, derived == source after repair, a second run finds nothing;
-//! checked again from the stores it leaves behind.
+//! classified as injected, derived == source after repair, a second run finds nothing,
+//! the incremental phase's drift found reading a fraction of its tenant; checked again
+//! from the stores it leaves behind.
 
 use std::path::PathBuf;
 
@@ -43,10 +44,15 @@ async fn the_drill_finds_exactly_what_it_injected_and_converges() {
         let source = open_source(&path);
         let warehouse = open_warehouse(&path);
         warehouse.ensure_tables(&converge_core::MirrorConfig::default()).await.unwrap();
-        assert_converged(&source, &warehouse, &["acme", "globex", "initech", "umbrella"]).await;
+        assert_converged(&source, &warehouse, &["acme", "globex", "initech", "umbrella", &summary.incremental.tenant]).await;
         assert!(source.open_sync_errors(None).await.unwrap().is_empty());
+        // The repairing run (its override is the same batch), the second run, and the
+        // incremental run, recorded as such.
         let runs = warehouse.runs("reconcile", 10).await.unwrap();
-        assert_eq!(runs.len(), 2, "{runs:?}");
+        assert_eq!(runs.len(), 3, "{runs:?}");
+        let incremental: Vec<_> = runs.iter().filter(|run| run.report["mode"] == "incremental").collect();
+        assert_eq!(incremental.len(), 1, "{runs:?}");
+        assert_eq!((incremental[0].scope.as_str(), incremental[0].report["source_docs_read"].as_u64()), (summary.incremental.tenant.as_str(), Some(summary.incremental.source_docs_read)));
     })
     .await;
 }

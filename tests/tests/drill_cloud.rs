@@ -2,7 +2,8 @@
 //! drill on Firestore and BigQuery, both on their emulators, the Firestore emulator's
 //! triggers delivering through the Eventarc front. Every injected loss found and
 //! classified as injected, derived == source after repair, a second run finds nothing,
-//! no error record left open. Skipped, loudly, where an emulator is missing.
+//! no error record left open, the incremental phase's drift found reading a fraction of
+//! its tenant. Skipped, loudly, where an emulator is missing.
 
 use converge_scenarios::drill_cloud::{run, CloudDrillOptions};
 use converge_e2e::{assert_drill_found_what_it_injected, bounded, cloud_emulators_present};

@@ -34,6 +34,10 @@
 //! 5. **Reconcile** on Firestore and BigQuery ([`crate::drill::reconcile_phase`]): the
 //!    repairing run (which must refuse the mass orphans), the same run with the guard
 //!    lifted, another run, then source and latest view compared document by document.
+//! 6. **Incremental reconcile** ([`crate::drill::incremental_phase`]): the embedded
+//!    drill's, on Firestore and BigQuery. Its tenant is written in phase 3 through the
+//!    pipeline; its drift's events are held by the front and never delivered (the sync
+//!    process is stopped by then), so the warehouse hears only of what the drill tells it.
 //!
 //! The emulators are slow next to the embedded stores (each reconciler query is a
 //! BigQuery job), so this runs at a smaller size than the embedded drill.
@@ -52,8 +56,8 @@ use converge_function::CloudSettings;
 use crate::demo::{self, Bars};
 use crate::demo_cloud::{self, Emulators};
 use crate::drill::{
-    reconcile_phase, reorder_count, reorder_writes, wait_for, Class, Corruption, DrillServer, DrillSummary, LossPlan, NoDriftFaults,
-    OutOfOrder, DRAIN_TIMEOUT, SYNC_KILL_AT, TRANSIENT_FAILURES,
+    incremental_phase, reconcile_phase, reorder_count, reorder_writes, wait_for, Class, Corruption, DrillServer, DrillSummary, IncrementalPlan,
+    LossPlan, NoDriftFaults, OutOfOrder, DRAIN_TIMEOUT, INCREMENTAL_TENANT, SYNC_KILL_AT, TRANSIENT_FAILURES,
 };
 use crate::eventarc_delivery::{EventarcFront, FrontConfig};
 
@@ -75,9 +79,10 @@ pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
     let all = demo_cloud::tenants(options.records);
     let tenant_names: Vec<&str> = all.iter().map(|(t, _, _)| *t).collect();
 
-    // The losses, chosen up front, and the wrong rows.
+    // The losses, chosen up front, the wrong rows and the incremental phase's drift.
     let plan = LossPlan::new(&tenant_names, &pattern, LossPlan::per_cell_for(options.records));
     let corruption = Corruption::new(LossPlan::per_cell_for(options.records));
+    let incremental = IncrementalPlan::new();
 
     // Addresses in the order they are needed: the sync function's port (the front
     // delivers to it), the front's (the Firestore emulator posts to it), then the
@@ -154,8 +159,10 @@ pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
     bars.delivered.set_length(expected);
 
     // 3. Losses: the documents that lose a change exist first (their creates land),
-    // and so do the documents the wrong rows will be written for.
+    // and so do the documents the wrong rows will be written for, and the incremental
+    // phase's tenant.
     expected += apply(&source, plan.setup_writes(now).into_iter().chain(corruption.setup_writes(&pattern, now)).collect()).await?;
+    expected += incremental.write_tenant(&source, &config).await?;
     settle(&front, expected, &bars).await?;
     // Known losses: the warehouse refuses their rows for good.
     plan.refuse_known_rows(&faulty);
@@ -168,7 +175,6 @@ pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
     faults.redeliveries_skipped += server.service.committer().stats().duplicates.load(std::sync::atomic::Ordering::Relaxed);
     faults.delivery_retries = stats.retries;
     server.stop().await?;
-    front.stop().await?;
     plan.check_silent_losses(faulty.lost())?;
 
     // 4. Wrong rows, straight into BigQuery.
@@ -177,9 +183,17 @@ pub async fn run(options: CloudDrillOptions) -> anyhow::Result<DrillSummary> {
 
     // 5. Reconcile: the repairing run, again with the guard lifted, and another run;
     // then source and latest view, document by document.
-    let reconciled = reconcile_phase(stores.source, stores.errors, stores.warehouse, &config, clock.clone(), &tenant_names, &corruption).await?;
+    let reconciled =
+        reconcile_phase(stores.source.clone(), stores.errors.clone(), stores.warehouse.clone(), &config, clock.clone(), &tenant_names, &corruption).await?;
+
+    // 6. The incremental reconcile. The emulator still posts every change to the
+    // front: the phase's are held there, never delivered (the warehouse is not told).
+    let scope = pattern.tenant_scope(INCREMENTAL_TENANT).map_err(|problem| anyhow::anyhow!("tenant {INCREMENTAL_TENANT:?}: {problem}"))?;
+    front.hold_where(move |document| scope.matches(document));
+    let incremental = incremental_phase(stores.source, stores.errors, stores.warehouse, &config, clock.clone(), &incremental).await?;
+    front.stop().await?;
     let injected = corruption.injected(plan.injected());
-    let summary = DrillSummary::new("cloud", emulators.describe(), options.records, stats.accepted, injected, faults, reconciled, started);
+    let summary = DrillSummary::new("cloud", emulators.describe(), options.records, stats.accepted, injected, faults, reconciled, incremental, started);
     // Dropping the emulators stops them (and their child processes).
     drop(emulators);
     Ok(summary)

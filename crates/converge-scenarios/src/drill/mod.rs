@@ -46,6 +46,12 @@
 //!    replaces the refusal's), which must tombstone those orphans and find nothing
 //!    else; another run, which must find nothing; then source and latest view
 //!    compared document by document per tenant (which must agree).
+//! 6. **Incremental reconcile** ([`incremental`]): in a tenant of its own, written in
+//!    phase 3 with a change field an hour old, drift after phase 5's verified runs:
+//!    lost updates, creates and deletes among documents written since (beside as many
+//!    the warehouse is told of), phantom rows and stray tombstones among untouched ones;
+//!    one incremental run over the tenant must find exactly those, reading a fraction
+//!    of its documents, and leave it equal to its source.
 //!
 //! The same drill runs on the cloud adapters against both emulators
 //! ([`crate::drill_cloud`]); it shares the loss plan, the reordering, the sync
@@ -55,8 +61,8 @@
 //! Files: this one runs the phases in order (options, [`run`], the traffic's waits and
 //! kills, the out-of-order delivery); [`summary`] holds what a drill reports and its
 //! verdict; one file per phase's plan: [`reordering`] (2), [`losses`] (3),
-//! [`wrong_rows`] (4), [`reconcile_phase`] (5); [`sync_server`] runs the sync function
-//! so that it can be killed. The phase files import only [`summary`] and each other,
+//! [`wrong_rows`] (4), [`reconcile_phase`] (5), [`incremental`] (6); [`sync_server`]
+//! runs the sync function so that it can be killed. The phase files import only [`summary`] and each other,
 //! never this one, so there is no import circle.
 
 use std::path::PathBuf;
@@ -74,6 +80,7 @@ use converge_sync::SyncService;
 
 use crate::demo::{self, Bars};
 
+mod incremental;
 mod losses;
 mod reconcile_phase;
 mod reordering;
@@ -81,7 +88,8 @@ mod summary;
 mod sync_server;
 mod wrong_rows;
 
-pub use summary::{mismatches, DriftCounts, DrillSummary, NoDriftFaults};
+pub use summary::{mismatches, DriftCounts, DrillSummary, IncrementalCounts, IncrementalSection, NoDriftFaults};
+pub(crate) use incremental::{incremental_phase, IncrementalPlan, INCREMENTAL_TENANT};
 pub(crate) use losses::{Class, LossPlan};
 pub(crate) use reconcile_phase::reconcile_phase;
 pub(crate) use reordering::{reorder_count, reorder_writes, OutOfOrder};
@@ -133,9 +141,10 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     let all = demo::tenants(options.records);
     let tenant_names: Vec<&str> = all.iter().map(|(t, _, _)| *t).collect();
 
-    // The losses, chosen up front, and the wrong rows.
+    // The losses, chosen up front, the wrong rows and the incremental phase's drift.
     let plan = LossPlan::new(&tenant_names, &pattern, LossPlan::per_cell_for(options.records));
     let corruption = Corruption::new(LossPlan::per_cell_for(options.records));
+    let incremental = IncrementalPlan::new();
 
     // sync function → FaultyWarehouse (transient and known failures, silent losses, the
     // stall after a commit) → DuckDB
@@ -209,10 +218,12 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     relay = spawn_relay()?;
 
     // 3. Losses: the documents that lose a change exist first (their creates land),
-    // and so do the documents the wrong rows will be written for.
+    // and so do the documents the wrong rows will be written for, and the incremental
+    // phase's tenant.
     for chunk in plan.setup_writes(now).into_iter().chain(corruption.setup_writes(&pattern, now)).collect::<Vec<_>>().chunks(500) {
         source.apply(crate::bookkeeping_records::stamped(chunk.to_vec())).await?;
     }
+    incremental.write_tenant(&source, &config).await?;
     wait_delivered(&source, u64::MAX, &bars).await?;
     // Known losses, alone in flight: the warehouse refuses their rows for good.
     plan.refuse_known_rows(&faulty);
@@ -238,7 +249,11 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
     // 5. Reconcile: the repairing run, again with the guard lifted, and another run;
     // then source and latest view, document by document.
     let reconciled =
-        reconcile_phase(backends.source_store(), backends.error_log(), backends.warehouse(), &config, clock, &tenant_names, &corruption).await?;
+        reconcile_phase(backends.source_store(), backends.error_log(), backends.warehouse(), &config, clock.clone(), &tenant_names, &corruption).await?;
+
+    // 6. The incremental reconcile. The relay is stopped: the phase's writes stay in
+    // the outbox, never delivered, so the warehouse hears only of those the drill tells it.
+    let incremental = incremental_phase(backends.source_store(), backends.error_log(), backends.warehouse(), &config, clock, &incremental).await?;
     Ok(DrillSummary::new(
         "embedded",
         data_dir.display().to_string(),
@@ -247,6 +262,7 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<DrillSummary> {
         corruption.injected(plan.injected()),
         faults,
         reconciled,
+        incremental,
         started,
     ))
 }

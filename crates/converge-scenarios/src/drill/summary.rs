@@ -56,6 +56,44 @@ pub struct NoDriftFaults {
     pub delivery_retries: u64,
 }
 
+/// Drift of the incremental phase by the kind a reconcile finds it as; the same shape
+/// for what was injected and what was found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IncrementalCounts {
+    /// Lost creates and stray tombstones.
+    pub missing: u64,
+    /// Lost updates.
+    pub different: u64,
+    /// Lost deletes and phantom rows.
+    pub orphan: u64,
+}
+
+/// The incremental phase: drift injected after the verified full runs, in a tenant of
+/// its own, and what one incremental run over that tenant found and read.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncrementalSection {
+    pub tenant: String,
+    /// How the drifting route's tenant was reconciled: `incremental`, unless it had no
+    /// verified point (then it was read in full, and the phase proves nothing).
+    pub mode: converge_core::ReconcileMode,
+    pub injected: IncrementalCounts,
+    pub found: IncrementalCounts,
+    /// Source documents the incremental run read: changed ones and leaves of the
+    /// ranges whose counts disagreed.
+    pub source_docs_read: u64,
+    /// The tenant's documents in the source (every route), for the fraction read.
+    pub source_docs: u64,
+    /// Documents the change-field query returned.
+    pub changed_docs: u64,
+    /// Path ranges whose `count()` was compared.
+    pub ranges_counted: u64,
+    /// Ranges read from both sides.
+    pub leaves_read: u64,
+    pub repaired: u64,
+    /// Differences between the tenant's source and latest view after the run.
+    pub drift_after_repair: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillSummary {
     /// `embedded` (SQLite + DuckDB) or `cloud` (Firestore + BigQuery on their emulators).
@@ -82,7 +120,10 @@ pub struct DrillSummary {
     /// `sync_errors` records still open after the runs (the transient failures' are
     /// closed once their document is seen converged, the known losses' once repaired).
     pub open_sync_errors: u64,
-    /// found == injected, no drift after repair, and a quiet second run.
+    /// The incremental phase, after the runs above.
+    pub incremental: IncrementalSection,
+    /// Nothing in [`mismatches`]: found == injected, no drift after repair, a quiet
+    /// second run, and the incremental phase's findings as injected, read incrementally.
     pub passed: bool,
     pub total_millis: u64,
 }
@@ -99,7 +140,7 @@ pub(crate) struct Reconciled {
 }
 
 impl DrillSummary {
-    /// The verdict: found == injected, no drift after repair, and a quiet second run.
+    /// The summary and its verdict ([`mismatches`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         backend: &str,
@@ -109,10 +150,10 @@ impl DrillSummary {
         injected: DriftCounts,
         no_drift_faults: NoDriftFaults,
         reconciled: Reconciled,
+        incremental: IncrementalSection,
         started: Instant,
     ) -> Self {
-        let passed = reconciled.found == injected && reconciled.drift_after_repair == 0 && reconciled.second_run_findings == 0;
-        Self {
+        let mut summary = Self {
             backend: backend.into(),
             data_dir,
             records,
@@ -126,9 +167,12 @@ impl DrillSummary {
             drift_after_repair: reconciled.drift_after_repair,
             second_run_findings: reconciled.second_run_findings,
             open_sync_errors: reconciled.open_sync_errors,
-            passed,
+            incremental,
+            passed: false,
             total_millis: started.elapsed().as_millis() as u64,
-        }
+        };
+        summary.passed = mismatches(&summary).is_empty();
+        summary
     }
 }
 
@@ -143,6 +187,21 @@ pub fn mismatches(summary: &DrillSummary) -> Vec<String> {
     }
     if summary.second_run_findings != 0 {
         out.push(format!("the second run found {}", summary.second_run_findings));
+    }
+    let inc = &summary.incremental;
+    if inc.found != inc.injected {
+        out.push(format!("incremental: found {:?} ≠ injected {:?}", inc.found, inc.injected));
+    }
+    if inc.mode != converge_core::ReconcileMode::Incremental {
+        out.push(format!("incremental: tenant {} was read in full, not incrementally (no verified point after the full runs?)", inc.tenant));
+    } else if inc.source_docs_read >= inc.source_docs {
+        out.push(format!(
+            "incremental: the run read {} source documents of the tenant's {}: a fraction was expected (changed documents plus the leaves of the ranges whose counts disagree)",
+            inc.source_docs_read, inc.source_docs
+        ));
+    }
+    if inc.drift_after_repair != 0 {
+        out.push(format!("incremental: {} differences remain in tenant {} after its repair", inc.drift_after_repair, inc.tenant));
     }
     out
 }
