@@ -28,23 +28,41 @@ cd "$ROOT"
 # Cloud Run service (= its service account, created by infra/) | how it is invoked |
 # schedule (cron, for `schedule`). Kinds:
 #   firestore  Eventarc Firestore triggers, one per TRIGGER_PATH_PATTERNS entry
-#   schedule   a Cloud Scheduler job POSTs to the service with an OIDC token
+#   schedule   Cloud Scheduler jobs POST to the service with an OIDC token: a job named
+#              after the service POSTs to / on the schedule given here; with no schedule
+#              here, every job of the function is in SCHEDULED_PATHS (the reconciler's
+#              two reconcile runs, each with its own body)
 #   http       authenticated HTTP only (operators; nothing scheduled)
 # Only functions whose directory exists are deployed; the others are named and skipped.
 FUNCTIONS=(
   "on-write-sync|converge-sync|firestore|"
   "nightly-etl|converge-etl|schedule|0 2 * * *"
-  "reconciler|converge-reconciler|schedule|0 3 * * *"
+  "reconciler|converge-reconciler|schedule|"
   "detector-runner|converge-detectors|schedule|0 5 * * *"
   "rebuild|converge-rebuild|http|"
 )
 
 # Cloud Scheduler jobs for a scheduled function's further modes, each on its own path
 # (a `schedule` function's own job POSTs to /). One line per job: job name | function |
-# path | schedule (cron) | retry class (below). A job is made only when its function
-# is deployed; it runs as converge-scheduler, whose run.invoker on the service
-# (infra/) covers every path.
+# path | schedule (cron) | retry class (below) | body (optional: the JSON request the
+# job POSTs, without a `|`; the functions read it as JSON whatever its content type).
+# A line without a body leaves the job's body as it is, so an operator's
+# (gcloud scheduler jobs update http JOB --message-body=...) survives a deployment. A
+# job is made only when its function is deployed; it runs as converge-scheduler, whose
+# run.invoker on the service (infra/) covers every path.
 SCHEDULED_PATHS=(
+  # The reconcile runs (functions/reconciler, POST /): incremental daily at 03:00, what
+  # may have changed since each tenant's last verified point (documents whose change
+  # field is newer, and count() per path range), and in full weekly, Sunday 02:00,
+  # every document: only a full run sees a warehouse row corrupted for a document
+  # nobody touched, or a write that did not set the change field
+  # (crates/converge-core/src/incremental.rs). The daily job keeps the name of the
+  # nightly full job it replaces, so a deployment made before is updated in place.
+  # The full run ends within the service's 30-minute timeout
+  # (deploy/services/reconciler.yaml), before Sunday's incremental run starts from the
+  # point it recorded; an incremental run of a tenant with no point yet reads it in full.
+  'converge-reconciler|reconciler|/|0 3 * * *|daily|{"mode": "incremental"}'
+  'converge-reconcile-full|reconciler|/|0 2 * * 0|daily|{"mode": "full"}'
   # The error log's own retry (functions/reconciler, Reconciler::retry_errors): every
   # 10 minutes. Cloud Scheduler takes unix-cron schedules, so one minute is the finest
   # interval (https://cloud.google.com/scheduler/docs/configuring/cron-job-schedules);
@@ -55,7 +73,7 @@ SCHEDULED_PATHS=(
   # (converge_retention::Retention::refresh): every 15 minutes, so a report on them is
   # at most that far behind the changelog (repairs and rebuilds refresh at once).
   "converge-refresh-current|reconciler|/refresh-current|*/15 * * * *|frequent"
-  # Compaction with a retention horizon (Retention::compact), after the nightly
+  # Compaction with a retention horizon (Retention::compact), after the daily
   # reconcile: the body {"retain_days": N} sets the history kept (default 400 days):
   # gcloud scheduler jobs update http converge-compact --message-body='{"retain_days": 90}'
   "converge-compact|reconciler|/compact|0 4 * * *|daily"
@@ -272,14 +290,20 @@ for entry in "${FUNCTIONS[@]}"; do
   [[ -f deploy/services/$fn.yaml ]] || die "functions/$fn exists but deploy/services/$fn.yaml does not: add its Cloud Run service definition (start from deploy/services/on-write-sync.yaml)"
   SELECTED+=("$entry")
 done
+declare -A JOB_NAMES=()
 for line in "${SCHEDULED_PATHS[@]}"; do
-  IFS='|' read -r job job_fn path job_schedule retry <<<"$line"
+  IFS='|' read -r job job_fn path job_schedule retry body <<<"$line"
   found=0
   for entry in "${FUNCTIONS[@]}"; do
     IFS='|' read -r fn service kind schedule <<<"$entry"
     [[ $fn == "$job_fn" && $kind == schedule ]] && found=1
+    # A function's own job is named after its service.
+    [[ $kind == schedule && -n $schedule && $service == "$job" ]] && die "SCHEDULED_PATHS: job $job is also the own job of $fn in FUNCTIONS: give one of them another name, or $fn no schedule there"
   done
   [[ $found == 1 ]] || die "SCHEDULED_PATHS: job $job names function '$job_fn', which is not a schedule function of FUNCTIONS"
+  [[ -z ${JOB_NAMES[$job]+set} ]] || die "SCHEDULED_PATHS: job $job is listed twice: one Cloud Scheduler job per name"
+  JOB_NAMES[$job]=1
+  [[ -z $body || ($body == \{* && $body == *\}) ]] || die "SCHEDULED_PATHS: job $job's body '$body' is not a JSON object: expected {...} or nothing"
 done
 [[ ${#SELECTED[@]} -gt 0 ]] || die "no function to deploy: none of the directories under functions/ is in deploy.sh's FUNCTIONS list"
 
@@ -426,9 +450,10 @@ run env "${SETUP_ENV[@]}" "$CONVERGE_BIN" setup --backend cloud
 # --- Services, triggers, jobs -----------------------------------------------------------
 
 # One Cloud Scheduler job: POST SERVICE's URL + PATH on SCHEDULE, with RETRY's settings
-# (daily: SCHEDULER_RETRY, 30 min per attempt; frequent: FREQUENT_RETRY, 5 min).
-schedule_job() { # JOB SERVICE URL PATH SCHEDULE RETRY
-  local job=$1 service=$2 url=$3 path=$4 schedule=$5 retry=$6 deadline
+# (daily: SCHEDULER_RETRY, 30 min per attempt; frequent: FREQUENT_RETRY, 5 min), and
+# BODY as the request when one is given (none: the job's body stays as it is).
+schedule_job() { # JOB SERVICE URL PATH SCHEDULE RETRY [BODY]
+  local job=$1 service=$2 url=$3 path=$4 schedule=$5 retry=$6 body=${7:-} deadline
   local -a retries
   case "$retry" in
     daily) deadline=1800s retries=("${SCHEDULER_RETRY[@]}") ;;
@@ -436,7 +461,7 @@ schedule_job() { # JOB SERVICE URL PATH SCHEDULE RETRY
     *) die "scheduler job $job: unknown retry class '$retry' (expected daily or frequent)" ;;
   esac
   [[ $path == /* ]] || die "SCHEDULED_PATHS: job $job's path '$path' must start with /"
-  note "Cloud Scheduler job $job: '$schedule' ($SCHEDULE_TIME_ZONE) -> POST $url$path"
+  note "Cloud Scheduler job $job: '$schedule' ($SCHEDULE_TIME_ZONE) -> POST $url$path${body:+ $body}"
   local -a common=(
     --location="$REGION" --schedule="$schedule" --time-zone="$SCHEDULE_TIME_ZONE"
     --uri="$url$path" --http-method=POST
@@ -448,6 +473,8 @@ schedule_job() { # JOB SERVICE URL PATH SCHEDULE RETRY
     --attempt-deadline="$deadline"
     "${retries[@]}"
   )
+  # --message-body sets the body on create and on update alike.
+  [[ -n $body ]] && common+=(--message-body="$body")
   if exists gcloud scheduler jobs describe "$job" --location="$REGION" "${G[@]}"; then
     run gcloud scheduler jobs update http "$job" "${common[@]}" "${G[@]}"
   else
@@ -520,10 +547,10 @@ for entry in "${SELECTED[@]}"; do
       fi
       ;;
     schedule)
-      schedule_job "$service" "$service" "$url" / "$schedule" daily
+      if [[ -n $schedule ]]; then schedule_job "$service" "$service" "$url" / "$schedule" daily; fi
       for line in "${SCHEDULED_PATHS[@]}"; do
-        IFS='|' read -r job job_fn path job_schedule retry <<<"$line"
-        if [[ $job_fn == "$fn" ]]; then schedule_job "$job" "$service" "$url" "$path" "$job_schedule" "$retry"; fi
+        IFS='|' read -r job job_fn path job_schedule retry body <<<"$line"
+        if [[ $job_fn == "$fn" ]]; then schedule_job "$job" "$service" "$url" "$path" "$job_schedule" "$retry" "$body"; fi
       done
       ;;
     http)

@@ -1,9 +1,13 @@
 //! The reconciler function's router: decode the trigger, run the reconciler once, map
 //! the outcome to a status. All behaviour lives in `converge-reconcile`.
 //!
-//! Two modes, one path each, each with its own Cloud Scheduler job in
+//! Four kinds of work, one path each, each with its own Cloud Scheduler job in
 //! `deploy/deploy.sh` (`SCHEDULED_PATHS`):
-//! - `POST /` ([`RECONCILE_PATH`]): the full reconcile run, nightly.
+//! - `POST /` ([`RECONCILE_PATH`]): the reconcile run. Its request's `mode` says which:
+//!   `"incremental"` daily (what may have changed since each tenant's last verified
+//!   point; what only a full run sees is `converge_core::incremental`'s module docs),
+//!   `"full"` weekly, each its own job with its own body. No `mode` is a full run, as
+//!   every request was before there were modes.
 //! - `POST /retry-errors` ([`RETRY_ERRORS_PATH`]): the error log's own retry
 //!   (`Reconciler::retry_errors`), every few minutes: only the documents open
 //!   `sync_errors` records name are re-read and appended, their records resolved.
@@ -16,9 +20,9 @@
 //!   (`Retention::compact`), daily. Request `{"retain_days": 90}` (optional; default
 //!   [`DEFAULT_RETAIN_DAYS`]); set it on the Scheduler job's body.
 //!
-//! A further mode is one more path: a request type with its `decode`, a handler that
-//! runs it and answers through [`answer_run`], a route in [`app`], and a line in
-//! `SCHEDULED_PATHS`.
+//! A further kind of work is one more path: a request type with its `decode`, a
+//! handler that runs it and answers through [`answer_run`], a route in [`app`], and a
+//! line in `SCHEDULED_PATHS`.
 //!
 //! Triggers accepted on every path:
 //! - Cloud Scheduler through Pub/Sub and Eventarc: a CloudEvent
@@ -26,8 +30,9 @@
 //!   (base64) is the JSON request below, or empty for every tenant. The message id is
 //!   the run's key: a redelivered message is the same batch.
 //! - Cloud Scheduler's direct HTTP target (or an operator): the JSON request itself
-//!   (on `/`: `{"tenant": "acme", "dry_run": false}`, both optional); the
-//!   `X-CloudScheduler-ScheduleTime` header, when present, is the run's key.
+//!   (on `/`: `{"tenant": "acme", "dry_run": false, "mode": "incremental"}`, each
+//!   optional); the `X-CloudScheduler-ScheduleTime` header, when present, is the
+//!   run's key.
 //!
 //! Invocation is authenticated by Cloud Run's IAM invoker check (the Scheduler and
 //! Eventarc service accounts hold `run.invoker`).
@@ -42,7 +47,7 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use converge_backends::{Backends, Tables};
-use converge_core::{RefreshFrom, SystemClock};
+use converge_core::{ReconcileMode, RefreshFrom, SystemClock};
 use converge_function::answer::{failed_run, Answer};
 use converge_function::scheduled::{ScheduledFront, Trigger, Triggers};
 use converge_function::{Settings, StartError};
@@ -87,9 +92,12 @@ pub struct ReconcileRequest {
     /// The mass-tombstoning guard's share (see `converge_core::drift::OrphanGuard`).
     #[serde(default)]
     pub max_orphan_share: Option<f64>,
+    /// `"full"` (the default) or `"incremental"`.
+    #[serde(default)]
+    pub mode: ReconcileMode,
 }
 
-/// The path of the full reconcile run.
+/// The path of the reconcile run, full or incremental.
 pub const RECONCILE_PATH: &str = "/";
 /// The path of the error log's own retry pass.
 pub const RETRY_ERRORS_PATH: &str = "/retry-errors";
@@ -209,10 +217,11 @@ pub fn answer_run<T: Serialize>(what: &str, result: Result<T, ReconcileError>) -
 /// The run a trigger asks for; its key is the trigger's (a redelivered message or a
 /// retried tick is the same batch). Errors say what was expected.
 pub fn decode(trigger: &Trigger) -> Result<RunOptions, String> {
-    let request: ReconcileRequest = trigger.request("expected a JSON request {\"tenant\": \"…\", \"dry_run\": false} (both optional)")?;
+    let request: ReconcileRequest = trigger
+        .request("expected a JSON request {\"tenant\": \"…\", \"dry_run\": false, \"mode\": \"full\" or \"incremental\"} (each optional)")?;
     check_tenant(request.tenant.as_deref())?;
     let orphan_guard = request.max_orphan_share.map(|max_share| converge_reconcile::OrphanGuard { max_share, ..Default::default() });
-    Ok(RunOptions { tenant: request.tenant, dry_run: request.dry_run, key: trigger.key.clone(), orphan_guard })
+    Ok(RunOptions { tenant: request.tenant, dry_run: request.dry_run, key: trigger.key.clone(), orphan_guard, mode: request.mode })
 }
 
 /// The retry pass a trigger asks for, keyed like a run.

@@ -1,13 +1,13 @@
 //! The reconciler's router without a socket, on real SQLite and DuckDB: both trigger
-//! forms, bad requests, a run that repairs, and the error log's retry pass on its own
-//! path.
+//! forms, bad requests, a run that repairs, full and incremental runs by the request's
+//! mode, and the error log's retry pass on its own path.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
-use converge_core::{DocWrite, ErrorLog, MirrorConfig, SourceStore, SyncErrorRecord, SystemClock, Timestamp, Warehouse};
+use converge_core::{Clock, DocWrite, ErrorLog, MirrorConfig, SourceStore, SyncErrorRecord, SystemClock, Timestamp, Value, Warehouse};
 use converge_duckdb::DuckWarehouse;
 use converge_events::EventSource;
 use converge_reconcile::Reconciler;
@@ -91,6 +91,7 @@ async fn bad_requests_are_refused_with_what_was_expected() {
         (vec![], "{not json".to_owned(), "expected a JSON request"),
         (vec![], r#"{"tenant": "acme", "drop": true}"#.to_owned(), "unknown field"),
         (vec![], r#"{"tenant": "../etc"}"#.to_owned(), "not a document id"),
+        (vec![], r#"{"mode": "fast"}"#.to_owned(), "unknown variant `fast`, expected `full` or `incremental`"),
         (vec![("ce-type", "google.cloud.storage.object.v1.finalized")], "{}".to_owned(), "unexpected CloudEvent type"),
         (vec![("ce-type", reconciler::PUBSUB_EVENT_TYPE)], r#"{"message": {"data": "%%%"}}"#.to_owned(), "not base64"),
     ] {
@@ -100,6 +101,39 @@ async fn bad_requests_are_refused_with_what_was_expected() {
     }
     let (status, _) = post(&router, &[], "x".repeat(100 * 1024)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// The request's `mode` goes into the run: none is a full run (every request was one
+/// before there were modes), `"incremental"` reads what changed since the tenant's
+/// verified point, which a full run records. The two modes of one schedule time are
+/// two batches, so the weekly full run never replaces the daily incremental one's record.
+#[tokio::test]
+async fn the_request_s_mode_picks_a_full_or_an_incremental_run() {
+    let (router, source, warehouse, _dir) = router().await;
+    // No verified point yet: an incremental run reads the tenant in full, and says why.
+    let (status, first) = post(&router, &[], r#"{"tenant": "acme", "mode": "incremental", "dry_run": true}"#.into()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!((first["mode"].as_str(), first["tenants"][0]["mode"].as_str()), (Some("incremental"), Some("full")), "{first}");
+    assert!(first["tenants"][0]["full_because"].as_str().unwrap().contains("no verified point"), "{first}");
+
+    let schedule = [("x-cloudscheduler-scheduletime", "2026-11-29T03:00:00Z")];
+    let (status, full) = post(&router, &schedule, r#"{"tenant": "acme"}"#.into()).await;
+    assert_eq!((status, full["mode"].as_str(), full["repaired"].as_u64()), (StatusCode::OK, Some("full"), Some(1)), "{full}");
+    let points = warehouse.verified_points("records").await.unwrap();
+    assert_eq!(points.iter().map(|p| p.tenant.as_str()).collect::<Vec<_>>(), ["acme"], "{points:?}");
+
+    // A write since, as the app makes it (its change field set), that never reached
+    // the warehouse.
+    let mut fields = converge_core::value::fields_from_json(&serde_json::json!({"amount": 2})).unwrap();
+    fields.insert("updated_at".into(), Value::Timestamp(SystemClock.now()));
+    source.apply(vec![DocWrite::Set { path: "orgs/acme/records/c".into(), fields }]).await.unwrap();
+    let (status, run) = post(&router, &schedule, r#"{"tenant": "acme", "mode": "incremental"}"#.into()).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    let tenant = &run["tenants"][0];
+    assert_eq!((run["mode"].as_str(), tenant["mode"].as_str(), tenant["full_because"].as_str()), (Some("incremental"), Some("incremental"), None), "{run}");
+    assert_eq!((run["missing"].as_u64(), run["repaired"].as_u64(), tenant["changed_docs"].as_u64()), (Some(1), Some(1), Some(1)), "{run}");
+    assert_ne!(run["batch_id"], full["batch_id"], "same schedule time, another mode: another batch");
+    assert_eq!(warehouse.latest_count("records", "acme").await.unwrap(), 2);
 }
 
 /// An open record of a lost create of `orgs/{tenant}/records/{doc_id}`.
