@@ -239,9 +239,10 @@ fn every_trigger_has_a_dead_letter_topic_and_every_job_retries() {
     }
     assert!(out.contains("--member=serviceAccount:service-000000000000@gcp-sa-pubsub.iam.gserviceaccount.com --role=roles/pubsub.subscriber"));
     let jobs: Vec<&str> = out.lines().filter(|l| l.starts_with("+ gcloud scheduler jobs create http ")).collect();
-    // The three nightly jobs, the error log's frequent retry, the current tables'
-    // refresh and compaction.
-    assert_eq!(jobs.len(), 6, "{out}");
+    // The nightly ETL and detectors, the daily incremental and the weekly full
+    // reconcile, the error log's frequent retry, the current tables' refresh and
+    // compaction.
+    assert_eq!(jobs.len(), 7, "{out}");
     for job in jobs {
         let retries: u32 = job.split("--max-retry-attempts=").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect(job);
         assert!((1..=5).contains(&retries), "{job}");
