@@ -20,6 +20,9 @@ pub struct Settings {
     pub backend: Backend,
     /// Serve the Firestore emulator's delivery route too (local runs only).
     pub accept_emulator_events: bool,
+    /// What the runs' `cost` is estimated with (`CONVERGE_PRICE_*`, else Google's list
+    /// prices: `converge_core::cost`).
+    pub prices: converge_core::PriceTable,
 }
 
 /// Which systems the functions run on.
@@ -120,7 +123,13 @@ impl Settings {
                 problem: "the emulator delivery route is for local runs; it cannot be enabled on Cloud Run (unset it)".into(),
             });
         }
-        Ok(Self { port, bind, data_dir, mirror, max_body_bytes, backend, accept_emulator_events })
+        // A malformed price stops the start, naming the variable: a typo must not price
+        // every run at the default.
+        let prices = env::prices_from_lookup(&lookup).map_err(|e| SettingsError {
+            name: if e.setting == env::PRICE_BIGQUERY_PER_TIB { env::PRICE_BIGQUERY_PER_TIB } else { env::PRICE_FIRESTORE_READS_PER_100K },
+            problem: format!("expected a price in US dollars as a plain number of at least 0, such as the default {}; found {:?}", e.default, e.found),
+        })?;
+        Ok(Self { port, bind, data_dir, mirror, max_body_bytes, backend, accept_emulator_events, prices })
     }
 
     /// Where a function listens: [`Settings::bind`] and [`Settings::port`].
@@ -177,6 +186,18 @@ mod tests {
         assert_eq!(on(&[(env::BIND, "::1")]), "[::1]:8080");
         let err = Settings::from_lookup(|n| (n == env::BIND).then(|| "everywhere".to_owned())).unwrap_err();
         assert!(err.to_string().contains("CONVERGE_BIND"), "{err}");
+    }
+
+    #[test]
+    fn prices_come_from_the_variables_and_a_malformed_one_stops_the_start() {
+        let default = Settings::from_lookup(|_| None).unwrap();
+        assert_eq!(default.prices, converge_core::PriceTable::default());
+        let set = Settings::from_lookup(|n| (n == env::PRICE_FIRESTORE_READS_PER_100K).then(|| "0.06".to_owned())).unwrap();
+        assert_eq!(set.prices.firestore_usd_per_100k_reads, 0.06);
+        assert_eq!(set.prices.bigquery_usd_per_tib, default.prices.bigquery_usd_per_tib);
+        let err = Settings::from_lookup(|n| (n == env::PRICE_BIGQUERY_PER_TIB).then(|| "6,25".to_owned())).unwrap_err();
+        assert!(err.to_string().starts_with("setting CONVERGE_PRICE_BIGQUERY_PER_TIB: expected a price"), "{err}");
+        assert!(err.to_string().contains("\"6,25\""), "{err}");
     }
 
     #[test]

@@ -47,6 +47,20 @@ impl IncrementalFind {
     fn saw(&mut self, read_time: Timestamp) {
         self.read_time = Some(self.read_time.map_or(read_time, |t| t.min(read_time)));
     }
+
+    /// Judges source states read at `read_time` against the warehouse's (both in path
+    /// order) by core's one merge, keeping each difference with the read that proved it.
+    async fn judge(&mut self, source: Vec<DocState>, derived: Vec<DocState>, read_time: Timestamp) -> Result<(), StoreError> {
+        let found = diff(
+            futures::stream::iter(source.into_iter().map(Ok)),
+            futures::stream::iter(derived.into_iter().map(Ok)),
+            read_time.as_micros(),
+        )
+        .await?;
+        self.in_flight += found.in_flight;
+        self.found.extend(found.differences.into_iter().map(|d| (read_time, d)));
+        Ok(())
+    }
 }
 
 /// A node of the bisection: fine buckets `[from, to)` of the tenant's cut points.
@@ -164,15 +178,7 @@ impl Reconciler {
         // be orphans here (a changed document exists by definition).
         let read: HashSet<&str> = states.iter().map(|s| s.doc_path.as_str()).collect();
         let derived: Vec<DocState> = derived.into_iter().filter(|d| read.contains(d.doc_path.as_str()) || asked.contains(&d.doc_path)).collect();
-        let found = diff(
-            futures::stream::iter(states.into_iter().map(Ok)),
-            futures::stream::iter(derived.into_iter().map(Ok)),
-            read_time.as_micros(),
-        )
-        .await?;
-        out.in_flight += found.in_flight;
-        out.found.extend(found.differences.into_iter().map(|d| (read_time, d)));
-        Ok(())
+        out.judge(states, derived, read_time).await
     }
 
     /// Step 2: source `count()` against the current table's live count per range,
@@ -267,15 +273,7 @@ impl Reconciler {
         let derived_states: Vec<DocState> = self.warehouse.latest_states_in(table, tenant, &leaves).await?.items.try_collect().await?;
         tracing::debug!(leaves = leaves.len(), millis = timer.elapsed().as_millis() as u64, "incremental: the leaves' latest states read");
         out.derived_rows += derived_states.len() as u64;
-        let found = diff(
-            futures::stream::iter(source_states.into_iter().map(Ok)),
-            futures::stream::iter(derived_states.into_iter().map(Ok)),
-            read_time.as_micros(),
-        )
-        .await?;
-        out.in_flight += found.in_flight;
-        out.found.extend(found.differences.into_iter().map(|d| (read_time, d)));
-        Ok(())
+        out.judge(source_states, derived_states, read_time).await
     }
 }
 

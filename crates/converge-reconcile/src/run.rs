@@ -169,6 +169,12 @@ impl Reconciler {
         self
     }
 
+    /// The price table its runs' costs are estimated with (the reconciler function's
+    /// other modes price with it too).
+    pub fn prices(&self) -> PriceTable {
+        self.prices
+    }
+
     /// The warehouse it repairs (the reconciler function's other modes run on it too).
     pub fn warehouse(&self) -> Arc<dyn Warehouse> {
         self.warehouse.clone()

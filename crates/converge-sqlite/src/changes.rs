@@ -29,7 +29,7 @@ use converge_core::{DocState, Document, ErrorKind, Fields, PathRange, Scan, Sour
 use rusqlite::{params, Connection};
 
 use crate::error::{SqliteError, BACKEND};
-use crate::{codec, outbox, SqliteStore};
+use crate::{outbox, SqliteStore};
 
 /// The one field the embedded store indexes for incremental reconciles.
 pub const INDEXED_CHANGE_FIELD: &str = converge_core::config::DEFAULT_CHANGE_FIELD;
@@ -45,30 +45,13 @@ pub(crate) fn change_key(fields: &Fields) -> Option<i64> {
 /// Adds the change column and its index to a database created before them, filling
 /// the column from the stored documents (once). Not versioned: checked at every open.
 pub(crate) fn ensure_schema(conn: &Connection) -> Result<(), SqliteError> {
-    let has_column: bool = conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('documents') WHERE name = 'change_key'", [], |row| row.get(0))?;
-    if !has_column {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch("ALTER TABLE documents ADD COLUMN change_key INTEGER")?;
-        {
-            let mut select = tx.prepare("SELECT path, fields FROM documents")?;
-            let mut update = tx.prepare("UPDATE documents SET change_key = ?2 WHERE path = ?1")?;
-            let mut rows = select.query([])?;
-            while let Some(row) = rows.next()? {
-                let path: String = row.get(0)?;
-                let blob: Vec<u8> = row.get(1)?;
-                let fields = codec::decode_fields(&blob).map_err(|source| SqliteError::CorruptDocument { path: path.clone(), source })?;
-                if let Some(key) = change_key(&fields) {
-                    update.execute(params![path, key])?;
-                }
-            }
-        }
-        tx.commit()?;
-        tracing::info!("sqlite source store: added the change-field index to an existing database");
-    }
-    conn.execute_batch(
+    crate::schema::ensure_derived_column(
+        conn,
+        "change_key",
+        "INTEGER",
         "CREATE INDEX IF NOT EXISTS documents_by_change ON documents (change_key, collection_path, path) WHERE change_key IS NOT NULL",
-    )?;
-    Ok(())
+        |fields| change_key(fields).map(rusqlite::types::Value::Integer),
+    )
 }
 
 fn refused(detail: String) -> StoreError {

@@ -24,10 +24,10 @@ use async_trait::async_trait;
 use chrono::NaiveDate;
 use converge_core::raw_source::{check_date_range, date_text};
 use converge_core::{Document, ErrorKind, Fields, MirrorConfig, RawSource, Scan, StoreError, Value};
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 
 use crate::error::{SqliteError, BACKEND};
-use crate::{codec, path, Inner, SqliteStore};
+use crate::{path, Inner, SqliteStore};
 
 /// The one field the embedded store indexes for date ranges.
 pub const INDEXED_DATE_FIELD: &str = "date";
@@ -43,30 +43,13 @@ pub(crate) fn date_key(fields: &Fields) -> Option<&str> {
 /// Adds the date column and its index to a database created before them, filling
 /// the column from the stored documents (once). Not versioned: checked at every open.
 pub(crate) fn ensure_schema(conn: &Connection) -> Result<(), SqliteError> {
-    let has_column: bool = conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('documents') WHERE name = 'date_key'", [], |row| row.get(0))?;
-    if !has_column {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch("ALTER TABLE documents ADD COLUMN date_key TEXT")?;
-        {
-            let mut select = tx.prepare("SELECT path, fields FROM documents")?;
-            let mut update = tx.prepare("UPDATE documents SET date_key = ?2 WHERE path = ?1")?;
-            let mut rows = select.query([])?;
-            while let Some(row) = rows.next()? {
-                let path: String = row.get(0)?;
-                let blob: Vec<u8> = row.get(1)?;
-                let fields = codec::decode_fields(&blob).map_err(|source| SqliteError::CorruptDocument { path: path.clone(), source })?;
-                if let Some(key) = date_key(&fields) {
-                    update.execute(params![path, key])?;
-                }
-            }
-        }
-        tx.commit()?;
-        tracing::info!("sqlite source store: added the date index to an existing database");
-    }
-    conn.execute_batch(
+    crate::schema::ensure_derived_column(
+        conn,
+        "date_key",
+        "TEXT",
         "CREATE INDEX IF NOT EXISTS documents_by_date ON documents (collection_path, date_key, path) WHERE date_key IS NOT NULL",
-    )?;
-    Ok(())
+        |fields| date_key(fields).map(|key| rusqlite::types::Value::Text(key.to_owned())),
+    )
 }
 
 impl SqliteStore {
@@ -132,7 +115,7 @@ mod tests {
         let plan: Vec<String> = conn
             .prepare("EXPLAIN QUERY PLAN SELECT path, fields FROM documents WHERE collection_path = ?1 AND date_key IS NOT NULL AND date_key >= ?2 AND date_key <= ?3 ORDER BY date_key, path")
             .unwrap()
-            .query_map(params!["orgs/a/ga4_pages", "2025-01-01", "2025-01-01"], |row| row.get::<_, String>(3))
+            .query_map(rusqlite::params!["orgs/a/ga4_pages", "2025-01-01", "2025-01-01"], |row| row.get::<_, String>(3))
             .unwrap()
             .map(Result::unwrap)
             .collect();

@@ -176,3 +176,39 @@ pub fn read_read_floor(conn: &Connection) -> Result<Option<i64>, SqliteError> {
 pub fn write_read_floor(conn: &Connection, read_us: i64) -> Result<(), SqliteError> {
     write_meta(conn, READ_FLOOR_KEY, read_us)
 }
+
+/// Adds column `column` (of SQL type `sql_type`) to `documents` when a database created
+/// before it lacks it, filling it from each stored document's fields with `derive`
+/// (once, in one transaction), then creates `index` if missing. What the date and the
+/// change-field indexes need at every open (`crate::raw`, `crate::changes`).
+pub(crate) fn ensure_derived_column(
+    conn: &Connection,
+    column: &str,
+    sql_type: &str,
+    index: &str,
+    derive: impl Fn(&converge_core::Fields) -> Option<rusqlite::types::Value>,
+) -> Result<(), SqliteError> {
+    let has_column: bool =
+        conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('documents') WHERE name = ?1", [column], |row| row.get(0))?;
+    if !has_column {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(&format!("ALTER TABLE documents ADD COLUMN {column} {sql_type}"))?;
+        {
+            let mut select = tx.prepare("SELECT path, fields FROM documents")?;
+            let mut update = tx.prepare(&format!("UPDATE documents SET {column} = ?2 WHERE path = ?1"))?;
+            let mut rows = select.query([])?;
+            while let Some(row) = rows.next()? {
+                let path: String = row.get(0)?;
+                let blob: Vec<u8> = row.get(1)?;
+                let fields = crate::codec::decode_fields(&blob).map_err(|source| SqliteError::CorruptDocument { path: path.clone(), source })?;
+                if let Some(value) = derive(&fields) {
+                    update.execute(rusqlite::params![path, value])?;
+                }
+            }
+        }
+        tx.commit()?;
+        tracing::info!(column, "sqlite source store: added an indexed column to an existing database");
+    }
+    conn.execute_batch(index)?;
+    Ok(())
+}

@@ -84,7 +84,7 @@ impl EtlState {
             warehouse: backends.warehouse,
             metrics: backends.metrics,
         };
-        Ok(Self { runner: Arc::new(EtlRunner::new(etl, clock.clone())), verifier, clock })
+        Ok(Self { runner: Arc::new(EtlRunner::new(etl, clock.clone()).with_prices(settings.prices)), verifier, clock })
     }
 
     /// Serves [`app`] on `listener` until `shutdown` resolves.

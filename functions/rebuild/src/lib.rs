@@ -59,7 +59,7 @@ impl RebuildState {
         let backends = Backends::open(settings, clock.clone()).await.map_err(StartError::Backends)?;
         backends.open_tables(&settings.mirror, Tables::Changelog).await.map_err(StartError::Tables)?;
         tracing::info!(backend = backends.kind, "rebuild backends open");
-        let rebuilder = Rebuilder::new(backends.source, backends.warehouse, settings.mirror.clone(), clock);
+        let rebuilder = Rebuilder::new(backends.source, backends.warehouse, settings.mirror.clone(), clock).with_prices(settings.prices);
         Ok(Self { rebuilder: Arc::new(rebuilder), verifier })
     }
 

@@ -72,7 +72,7 @@ impl ReconcilerState {
         let backends = Backends::open(settings, Arc::new(SystemClock)).await.map_err(StartError::Backends)?;
         backends.open_tables(&settings.mirror, Tables::Changelog).await.map_err(StartError::Tables)?;
         tracing::info!(backend = backends.kind, "reconciler backends open");
-        let reconciler = Reconciler::new(backends.source, backends.errors, backends.warehouse, settings.mirror.clone(), Arc::new(SystemClock));
+        let reconciler = Reconciler::new(backends.source, backends.errors, backends.warehouse, settings.mirror.clone(), Arc::new(SystemClock)).with_prices(settings.prices);
         Ok(Self { reconciler: Arc::new(reconciler) })
     }
 
@@ -139,7 +139,7 @@ type AppState = (ScheduledFront, Arc<Reconciler>, Arc<Retention>);
 pub fn app(reconciler: Arc<Reconciler>) -> Router {
     // No token check in the app: Cloud Run's IAM invoker check is the gate.
     let front = ScheduledFront { name: "reconcile", verifier: None, triggers: Triggers::HttpAndPubSub };
-    let retention = Arc::new(Retention::new(reconciler.warehouse(), reconciler.config().clone(), reconciler.clock()));
+    let retention = Arc::new(Retention::new(reconciler.warehouse(), reconciler.config().clone(), reconciler.clock()).with_prices(reconciler.prices()));
     Router::new()
         .route(RECONCILE_PATH, post(reconcile))
         .route(RETRY_ERRORS_PATH, post(retry_errors))
