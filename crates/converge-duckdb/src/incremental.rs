@@ -77,6 +77,31 @@ pub(crate) fn range_index_sql(column: &str, ranges: &[PathRange]) -> String {
     node(column, ranges, 0)
 }
 
+/// The column and ranges to compare for `ranges` of one tenant's documents: when all
+/// of them lie in one collection (`collection`, a plain route's `orgs/acme/records`),
+/// their ids — `collection/` + id orders as the id, and a short id is held inline by
+/// DuckDB, so comparing it does not follow a pointer as comparing a whole path does
+/// (~75 ns a row for paths sharing their prefix) — else the paths themselves. Each
+/// bound maps monotonically: one at or before the collection's first path to `""`, one
+/// inside it to the rest after `collection/`, one past it to past every id; so
+/// `collection/id` is in a range exactly when `id` is in its image.
+pub(crate) fn comparable(collection: Option<&str>, ranges: &[PathRange]) -> (&'static str, Vec<PathRange>) {
+    let Some(collection) = collection else { return ("doc_path", ranges.to_vec()) };
+    let prefix = format!("{collection}/");
+    let map = |bound: &Option<String>| {
+        bound.as_ref().map(|b| {
+            if b.as_str() <= prefix.as_str() {
+                String::new()
+            } else if let Some(rest) = b.strip_prefix(&prefix) {
+                rest.to_owned()
+            } else {
+                char::MAX.to_string()
+            }
+        })
+    };
+    ("doc_id", ranges.iter().map(|range| PathRange::new(map(&range.start), map(&range.end))).collect())
+}
+
 /// Whether `t`'s current tables have a path hash in every row (rows written before the
 /// column existed have none until the next refresh, a full one).
 fn hashed(connection: &Connection, t: &str) -> Result<bool, StoreError> {
@@ -93,16 +118,17 @@ fn hashed(connection: &Connection, t: &str) -> Result<bool, StoreError> {
 
 /// Live documents of `tenant` per range in `t`'s current table: one scan comparing
 /// paths ([`range_index_sql`]).
-pub(crate) fn range_counts(connection: &Connection, t: &str, tenant: &str, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {
+pub(crate) fn range_counts(connection: &Connection, t: &str, tenant: &str, collection: Option<&str>, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {
     let current = converge_core::retention::current_table(t);
     let mut counts = vec![0u64; ranges.len()];
     if ranges.is_empty() {
         return Ok(counts);
     }
     let error = |e| db_error("count the current table's ranges", e);
+    let (column, compared) = comparable(collection, ranges);
     let sql = format!(
         "SELECT i, count(*) FROM (SELECT {} AS i FROM {current} WHERE tenant = $1) WHERE i IS NOT NULL GROUP BY i",
-        range_index_sql("doc_path", ranges)
+        range_index_sql(column, &compared)
     );
     let mut statement = connection.prepare(&sql).map_err(error)?;
     let rows = statement.query_map(params![tenant], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))).map_err(error)?;
@@ -235,11 +261,12 @@ pub(crate) fn states_of(connection: &Connection, table: &str, tenant: &str, path
 
 /// The query of exact latest states in any of `ranges` (one scan of the changelog,
 /// each path placed by [`range_index_sql`]).
-pub(crate) fn states_in_sql(table: &str, ranges: &[PathRange]) -> String {
+pub(crate) fn states_in_sql(table: &str, collection: Option<&str>, ranges: &[PathRange]) -> String {
     if ranges.is_empty() {
         return ranked(&format!("SELECT {RULE_COLUMNS} FROM {table} WHERE tenant = $1 AND FALSE"));
     }
-    ranked(&format!("SELECT {RULE_COLUMNS} FROM {table} WHERE tenant = $1 AND {} IS NOT NULL", range_index_sql("doc_path", ranges)))
+    let (column, compared) = comparable(collection, ranges);
+    ranked(&format!("SELECT {RULE_COLUMNS} FROM {table} WHERE tenant = $1 AND {} IS NOT NULL", range_index_sql(column, &compared)))
 }
 
 fn read_states(connection: &Connection, sql: &str, tenant: &str) -> Result<Vec<DocState>, StoreError> {
@@ -335,6 +362,27 @@ impl ScanBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_compare_as_their_paths_do() {
+        let r = |a: Option<&str>, b: Option<&str>| PathRange::new(a.map(Into::into), b.map(Into::into));
+        let ranges = vec![
+            r(None, Some("orgs/acme/records/b")),
+            r(Some("orgs/acme/records/b"), Some("orgs/acme/records/p/notes/n")),
+            r(Some("orgs/acme/records/p/notes/n"), Some("orgs/acme/records0")),
+            r(Some("orgs/acme/records0"), None),
+            r(Some("orgs/acme/reco"), Some("orgs/acme/records/")),
+        ];
+        let (column, ids) = comparable(Some("orgs/acme/records"), &ranges);
+        assert_eq!(column, "doc_id");
+        for id in ["a", "b", "ba", "p", "p-1", "p.x", "p0", "zz", "\u{10FFFE}"] {
+            let path = format!("orgs/acme/records/{id}");
+            for (range, mapped) in ranges.iter().zip(&ids) {
+                assert_eq!(range.contains(&path), mapped.contains(id), "{path} in {range} vs {id} in {mapped}");
+            }
+        }
+        assert_eq!(comparable(None, &ranges), ("doc_path", ranges.clone()));
+    }
 
     #[test]
     fn the_range_index_finds_each_path_and_nothing_between_ranges() {

@@ -513,16 +513,18 @@ impl Warehouse for DuckWarehouse {
     async fn latest_states_in(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Scan<DocState>, StoreError> {
         self.check_table(table)?;
         self.count_scan(table)?;
-        self.stream_states(crate::incremental::states_in_sql(table, ranges), vec![tenant.to_owned().into()])
+        let collection = self.route(table)?.pattern.collection_path(tenant);
+        self.stream_states(crate::incremental::states_in_sql(table, collection.as_deref(), ranges), vec![tenant.to_owned().into()])
     }
 
     async fn current_range_counts(&self, table: &str, tenant: &str, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {
         self.check_table(table)?;
         let connection = self.reader()?;
+        let collection = self.route(table)?.pattern.collection_path(tenant);
         let (this, table, tenant, ranges) = (self.clone(), table.to_owned(), tenant.to_owned(), ranges.to_vec());
         tokio::task::spawn_blocking(move || {
             this.inner.bytes.scanned(&connection, &converge_core::retention::current_table(&table));
-            crate::incremental::range_counts(&connection, &table, &tenant, &ranges)
+            crate::incremental::range_counts(&connection, &table, &tenant, collection.as_deref(), &ranges)
         })
         .await
         .map_err(join_error)?
