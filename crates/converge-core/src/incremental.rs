@@ -140,11 +140,12 @@ impl PathRange {
     /// The range cut at `cuts` (ascending, each inside the range): `cuts.len() + 1`
     /// adjacent ranges covering exactly this one.
     pub fn split_at(&self, cuts: &[String]) -> Vec<PathRange> {
-        let mut bounds: Vec<Option<String>> = Vec::with_capacity(cuts.len() + 2);
+        let mut inside: Vec<&String> = cuts.iter().filter(|cut| self.contains(cut) && Some(cut.as_str()) != self.start.as_deref()).collect();
+        inside.dedup();
+        let mut bounds: Vec<Option<String>> = Vec::with_capacity(inside.len() + 2);
         bounds.push(self.start.clone());
-        bounds.extend(cuts.iter().filter(|cut| self.contains(cut) && Some(cut.as_str()) != self.start.as_deref()).cloned().map(Some));
+        bounds.extend(inside.into_iter().cloned().map(Some));
         bounds.push(self.end.clone());
-        bounds.dedup();
         bounds.windows(2).map(|pair| PathRange::new(pair[0].clone(), pair[1].clone())).collect()
     }
 }
