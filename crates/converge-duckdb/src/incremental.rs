@@ -102,9 +102,14 @@ pub(crate) fn comparable(collection: Option<&str>, ranges: &[PathRange]) -> (&'s
     ("doc_id", ranges.iter().map(|range| PathRange::new(map(&range.start), map(&range.end))).collect())
 }
 
+/// The number of rows DuckDB's catalog estimates for `table` (no scan).
+fn estimated_rows(connection: &Connection, table: &str) -> Result<i64, duckdb::Error> {
+    connection.query_row("SELECT coalesce(sum(estimated_size), 0) FROM duckdb_tables() WHERE table_name = ?", params![table], |row| row.get(0))
+}
+
 /// Whether `t`'s current tables have a path hash in every row (rows written before the
 /// column existed have none until the next refresh, a full one).
-fn hashed(connection: &Connection, t: &str) -> Result<bool, StoreError> {
+pub(crate) fn hashed(connection: &Connection, t: &str) -> Result<bool, StoreError> {
     let (current, tombstones) = (converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t));
     let unhashed: i64 = connection
         .query_row(
@@ -153,9 +158,7 @@ pub(crate) fn split(connection: &Connection, t: &str, tenant: &str, range: &Path
     // table written in path order its cuts came in clusters, and the buckets between
     // them held thousands); the share is sized from the table's row count, and the
     // range and tenant filter apply to the sample.
-    let rows: i64 = connection
-        .query_row("SELECT coalesce(sum(estimated_size), 0) FROM duckdb_tables() WHERE table_name = ?", params![current], |row| row.get(0))
-        .map_err(|e| db_error("read the current table's size", e))?;
+    let rows = estimated_rows(connection, &current).map_err(|e| db_error("read the current table's size", e))?;
     let wanted = parts.saturating_mul(4).min(1_000_000) as f64;
     let percent = (wanted / rows.max(1) as f64 * 100.0).clamp(0.001, 100.0);
     let sql = if percent >= 50.0 {
@@ -333,9 +336,7 @@ impl ScanBytes {
 
     /// Counts a scan of `table`'s state columns (every row: DuckDB has no index).
     pub(crate) fn scanned(&self, connection: &Connection, table: &str) {
-        let rows: i64 = connection
-            .query_row("SELECT coalesce(sum(estimated_size), 0) FROM duckdb_tables() WHERE table_name = ?", params![table], |row| row.get(0))
-            .unwrap_or(0);
+        let rows = estimated_rows(connection, table).unwrap_or(0);
         let width = {
             let cached = self.widths.lock().unwrap_or_else(|p| p.into_inner()).get(table).copied();
             match cached {

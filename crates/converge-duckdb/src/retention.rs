@@ -74,12 +74,7 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
         }
         // Rows written before the current tables had their hash column cannot be
         // found by hash: one full refresh writes them all again.
-        let unhashed = count(
-            connection,
-            "look for rows without a path hash",
-            &format!("SELECT (SELECT count(*) FROM {current} WHERE path_hash IS NULL) + (SELECT count(*) FROM {tombstones} WHERE path_hash IS NULL)"),
-        )?;
-        let start = if unhashed > 0 { None } else { start };
+        let start = if crate::incremental::hashed(connection, t)? { start } else { None };
         let mut report = CurrentRefresh { table: t.clone(), full: start.is_none(), ..CurrentRefresh::default() };
         let newest: Option<i64>;
         match start {

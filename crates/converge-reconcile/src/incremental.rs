@@ -3,12 +3,12 @@
 //! since the verified point, then `count()` per path range against the current
 //! table, bisected down to leaves that are read from both sides.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 use converge_core::drift::{diff, Difference, DifferenceKind};
 use converge_core::hash::content_hash;
 use converge_core::incremental::{BUCKET_DOCUMENTS, LEAF_DOCUMENTS, SPLIT_PARTS};
-use converge_core::{DocState, PathRange, Route, RunCost, SourceScope, StoreError, Timestamp};
+use converge_core::{DocState, Document, PathRange, Route, RunCost, SourceScope, StoreError, Timestamp};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use crate::run::Reconciler;
@@ -124,7 +124,7 @@ impl Reconciler {
                 continue;
             }
             seen.insert(document.path.clone());
-            batch.push(DocState::from_source(document.path.clone(), document.update_time.as_micros(), content_hash(&document.fields)));
+            batch.push(state_of(&document));
             if batch.len() == CHANGED_BATCH {
                 self.judge_batch(route, tenant, read_time, std::mem::take(&mut batch), &[], out).await?;
             }
@@ -146,15 +146,15 @@ impl Reconciler {
                 .value
                 .iter()
                 .flatten()
-                .map(|document| DocState::from_source(document.path.clone(), document.update_time.as_micros(), content_hash(&document.fields)))
+                .map(state_of)
                 .collect();
             self.judge_batch(route, tenant, read.read_time, states, chunk, out).await?;
         }
         Ok(())
     }
 
-    /// Judges source `states` (read at `read_time`) and, for `absent_unless_read`, the
-    /// paths that were asked for: one not among `states` is gone from the source.
+    /// Judges source `states` (read at `read_time`) and the paths in `asked` (read too):
+    /// one of those not among `states` is gone from the source.
     async fn judge_batch(
         &self,
         route: &Route,
@@ -172,12 +172,11 @@ impl Reconciler {
         paths.extend(asked.iter().cloned());
         paths.sort_unstable();
         paths.dedup();
+        // The warehouse's states of exactly these paths: a path asked for but not read
+        // is absent from the source, so only those can be orphans here (a changed
+        // document exists by definition).
         let derived = self.warehouse.latest_states_of(&route.table, tenant, &paths).await?;
         out.derived_rows += derived.len() as u64;
-        // The paths asked for but not read are absent from the source: only those can
-        // be orphans here (a changed document exists by definition).
-        let read: HashSet<&str> = states.iter().map(|s| s.doc_path.as_str()).collect();
-        let derived: Vec<DocState> = derived.into_iter().filter(|d| read.contains(d.doc_path.as_str()) || asked.contains(&d.doc_path)).collect();
         out.judge(states, derived, read_time).await
     }
 
@@ -277,6 +276,11 @@ impl Reconciler {
     }
 }
 
+/// A source document's state, as the warehouse's are compared with it.
+fn state_of(document: &Document) -> DocState {
+    DocState::from_source(document.path.clone(), document.update_time.as_micros(), content_hash(&document.fields))
+}
+
 /// A node's children: up to [`SPLIT_PARTS`] nodes of about equal numbers of buckets.
 fn children(node: Node) -> Vec<Node> {
     let width = node.to - node.from;
@@ -295,8 +299,8 @@ fn children(node: Node) -> Vec<Node> {
 
 /// Paths of a tenant's open errors under `route` (for step 1), sorted.
 pub(crate) fn open_paths_in<'a>(paths: impl Iterator<Item = &'a String>, scope: &SourceScope) -> Vec<String> {
-    let set: BTreeMap<&str, ()> = paths.filter(|p| scope.matches(p)).map(|p| (p.as_str(), ())).collect();
-    set.into_keys().map(str::to_owned).collect()
+    let set: BTreeSet<&String> = paths.filter(|p| scope.matches(p)).collect();
+    set.into_iter().cloned().collect()
 }
 
 #[cfg(test)]
