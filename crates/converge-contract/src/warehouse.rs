@@ -331,6 +331,47 @@ where
     })
     .await;
 
+    case(suite, "after a refresh the latest states are the current tables' and what came since, by the one rule", async {
+        let warehouse = setup().await;
+        // Ingested two days before the rest: older than the refresh's overlap, so after
+        // the refresh only the current tables stand for these documents.
+        let early = |mut row: ChangeRow| {
+            row.ingested_at -= 2 * 86_400_000_000;
+            row
+        };
+        let (a1, b2, c1, e1) = (live("acme", "a", 10, 1.0, "a-1"), live("acme", "b", 20, 2.0, "b-2"), live("acme", "c", 10, 1.0, "c-1"), live("acme", "e", 10, 1.0, "e-1"));
+        let g1 = live("globex", "a", 10, 1.0, "g-1");
+        warehouse
+            .append(vec![early(a1.clone()), early(b2.clone()), early(c1.clone()), early(e1), early(tombstone("acme", "e", 20, "e-d")), early(g1.clone())])
+            .await
+            .unwrap();
+        // The watermark a day before the rest.
+        let mut f1 = live("acme", "f", 10, 1.0, "f-1");
+        f1.ingested_at -= 86_400_000_000;
+        warehouse.append(vec![f1.clone()]).await.unwrap();
+        warehouse.refresh_current(TABLE, RefreshFrom::Full).await.expect("refresh");
+        assert_eq!(latest(&*warehouse, "acme").await, vec![state(&a1), state(&b2), state(&c1), state(&f1)], "right after the refresh");
+        let (a3, d3) = (live("acme", "a", 30, 3.0, "a-3"), live("acme", "d", 30, 1.0, "d-3"));
+        warehouse
+            .append(vec![
+                a3.clone(),
+                live("acme", "b", 15, 9.0, "b-stale"),  // older than the current row: loses
+                tombstone("acme", "c", 30, "c-d"),      // deleted since
+                d3.clone(),                             // created since
+                live("acme", "e", 15, 9.0, "e-late"),   // a late event of a document deleted before
+                tombstone("acme", "f", 5, "f-d-stale"), // a delete older than the live row: loses
+            ])
+            .await
+            .unwrap();
+        let expected = vec![state(&a3), state(&b2), state(&d3), state(&f1)];
+        assert_eq!(latest(&*warehouse, "acme").await, expected, "what came since the refresh");
+        assert_eq!(latest(&*warehouse, "globex").await, vec![state(&g1)], "another tenant's");
+        warehouse.refresh_current(TABLE, RefreshFrom::Watermark).await.expect("refresh again");
+        assert_eq!(latest(&*warehouse, "acme").await, expected, "after the next refresh");
+        assert_eq!(current(&*warehouse, "acme").await, expected);
+    })
+    .await;
+
     case(suite, "the latest states of given paths are the latest view's, tombstoned and unknown paths absent", async {
         let warehouse = setup().await;
         let before = warehouse.bytes_processed();

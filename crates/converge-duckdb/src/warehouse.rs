@@ -250,25 +250,87 @@ impl DuckWarehouse {
     /// from `sql` with `args`, streamed: a bounded channel of chunks from a blocking
     /// reader, so memory stays flat whatever the tenant's size, the consumer sets the
     /// pace, and the threads meet once per chunk, not once per document.
-    fn stream_states(&self, sql: String, args: Vec<duckdb::types::Value>) -> Result<Scan<DocState>, StoreError> {
+    fn stream_states(
+        &self,
+        sql: String,
+        args: Vec<duckdb::types::Value>,
+    ) -> Result<Scan<DocState>, StoreError> {
+        self.stream(sql, args, Rows::States)
+    }
+
+    /// [`Self::stream_states`] over rows of [`Rows`]' shape.
+    fn stream(
+        &self,
+        sql: String,
+        args: Vec<duckdb::types::Value>,
+        shape: Rows,
+    ) -> Result<Scan<DocState>, StoreError> {
         let connection = self.reader()?;
         let read_time = converge_core::SystemClock.now_timestamp();
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Vec<DocState>, StoreError>>(STATE_CHUNKS_AHEAD);
         std::thread::spawn(move || {
             let run = || -> Result<(), StoreError> {
-                let mut statement = connection.prepare(&sql).map_err(|e| db_error("scan states", e))?;
-                let mut rows = query_streaming(&mut statement, duckdb::params_from_iter(args.iter())).map_err(|e| db_error("scan states", e))?;
+                let error = |e| db_error("scan states", e);
+                let mut statement = connection.prepare(&sql).map_err(error)?;
+                let mut rows =
+                    query_streaming(&mut statement, duckdb::params_from_iter(args.iter()))
+                        .map_err(error)?;
                 let mut chunk = Vec::with_capacity(STATE_CHUNK);
-                while let Some(row) = rows.next().map_err(|e| db_error("scan states", e))? {
-                    chunk.push(DocState {
-                        doc_path: row.get(0).map_err(|e| db_error("scan states", e))?,
-                        update_time: row.get(1).map_err(|e| db_error("scan states", e))?,
-                        content_hash: row.get::<_, Option<String>>(2).map_err(|e| db_error("scan states", e))?.unwrap_or_default(),
-                        version: row.get(3).map_err(|e| db_error("scan states", e))?,
-                    });
-                    if chunk.len() == STATE_CHUNK && sender.blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(STATE_CHUNK)))).is_err() {
-                        return Ok(()); // the consumer stopped reading
+                // Rows::Candidates: the best row so far of the document being read.
+                let mut best: Option<(DocState, bool, i128)> = None;
+                while let Some(row) = rows.next().map_err(error)? {
+                    let first: String = row.get(0).map_err(error)?;
+                    let doc_path = match &shape {
+                        Rows::Candidates {
+                            collection: Some(collection),
+                        } => format!("{collection}/{first}"),
+                        _ => first,
+                    };
+                    let state = DocState {
+                        doc_path,
+                        update_time: row.get(1).map_err(error)?,
+                        content_hash: row
+                            .get::<_, Option<String>>(2)
+                            .map_err(error)?
+                            .unwrap_or_default(),
+                        version: row.get(3).map_err(error)?,
+                    };
+                    let done = match shape {
+                        Rows::States => Some(state),
+                        Rows::Candidates { .. } => {
+                            let (deleted, key): (bool, i128) =
+                                (row.get(4).map_err(error)?, row.get(5).map_err(error)?);
+                            match &mut best {
+                                Some((held, held_deleted, held_key))
+                                    if held.doc_path == state.doc_path =>
+                                {
+                                    if key > *held_key {
+                                        (*held, *held_deleted, *held_key) = (state, deleted, key);
+                                    }
+                                    None
+                                }
+                                _ => best
+                                    .replace((state, deleted, key))
+                                    .and_then(|(held, deleted, _)| (!deleted).then_some(held)),
+                            }
+                        }
+                    };
+                    if let Some(state) = done {
+                        chunk.push(state);
+                        if chunk.len() == STATE_CHUNK
+                            && sender
+                                .blocking_send(Ok(std::mem::replace(
+                                    &mut chunk,
+                                    Vec::with_capacity(STATE_CHUNK),
+                                )))
+                                .is_err()
+                        {
+                            return Ok(()); // the consumer stopped reading
+                        }
                     }
+                }
+                if let Some((held, false, _)) = best {
+                    chunk.push(held);
                 }
                 if !chunk.is_empty() {
                     let _ = sender.blocking_send(Ok(chunk));
@@ -428,6 +490,18 @@ fn recover_journal(connection: &mut Connection, path: &Path) -> Result<(Journal,
     Ok((journal, loaded))
 }
 
+/// What the rows of a streamed state query hold.
+enum Rows {
+    /// One live document's state per row ([`STATE_COLUMNS`]), in path order.
+    States,
+    /// Every row that may be a document's winner, a document's rows together, with
+    /// `is_deleted` and the winner key after the state columns
+    /// (`crate::incremental::sorted_candidates_sql`): the greatest key of each
+    /// document's rows is its state, unless it is a delete. With a collection, the
+    /// first column is the document's id in it (the path is `collection/id`).
+    Candidates { collection: Option<String> },
+}
+
 /// States per chunk of a latest-view scan, and chunks read ahead of the consumer.
 const STATE_CHUNK: usize = 1024;
 const STATE_CHUNKS_AHEAD: usize = 4;
@@ -492,7 +566,32 @@ impl Warehouse for DuckWarehouse {
     async fn latest_states(&self, table: &str, tenant: &str) -> Result<Scan<DocState>, StoreError> {
         self.check_table(table)?;
         self.count_scan(table)?;
-        self.stream_states(crate::schema::latest_states_query(table), vec![tenant.to_owned().into()])
+        let collection = self.route(table)?.pattern.collection_path(tenant);
+        let candidates = {
+            let connection = self.reader()?;
+            let table = table.to_owned();
+            let collection = collection.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::incremental::sorted_candidates_sql(
+                    &connection,
+                    &table,
+                    collection.as_deref(),
+                )
+            })
+            .await
+            .map_err(join_error)??
+        };
+        match candidates {
+            Some(sql) => self.stream(
+                sql,
+                vec![tenant.to_owned().into()],
+                Rows::Candidates { collection },
+            ),
+            None => self.stream_states(
+                crate::schema::latest_states_query(table),
+                vec![tenant.to_owned().into()],
+            ),
+        }
     }
 
     async fn latest_states_of(&self, table: &str, tenant: &str, paths: &[String]) -> Result<Vec<DocState>, StoreError> {

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use converge_core::{
-    batch_id, drift::OrphanGuard, path, ChangeRow, Clock, ErrorKind, MirrorConfig, Op, PriceTable, Route, RowContext, RunCost, RunOutcome, RunRecord, SourceStore,
-    StoreError, Timestamp, Warehouse, CODE_VERSION,
+    batch_id, drift::OrphanGuard, path, ChangeRow, Clock, ErrorKind, MirrorConfig, Op, PriceTable,
+    RefreshFrom, Route, RowContext, RunCost, RunOutcome, RunRecord, SourceStore, StoreError,
+    Timestamp, Warehouse, CODE_VERSION,
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -239,7 +240,20 @@ impl Rebuilder {
         let bytes_before = self.warehouse.bytes_processed();
         let reads = Arc::new(Mutex::new(RunCost::default()));
 
-        let (sender, mut receiver) = mpsc::channel::<Result<Vec<ChangeRow>, StoreError>>(CHUNKS_AHEAD);
+        // The merge reads the warehouse's latest states: from the current tables plus the
+        // changelog since their watermark where it can (on DuckDB a sort within its memory
+        // cap), so bring them up to date first — from the watermark only; exact either way.
+        for route in &routes {
+            if let Err(error) = self
+                .warehouse
+                .refresh_current(&route.table, RefreshFrom::Started)
+                .await
+            {
+                tracing::warn!(batch_id = run.batch_id, table = route.table, %error, "the current table was not refreshed before the rebuild; the warehouse reads more");
+            }
+        }
+        let (sender, mut receiver) =
+            mpsc::channel::<Result<Vec<ChangeRow>, StoreError>>(CHUNKS_AHEAD);
         let scan = Scanner {
             source: self.source.clone(),
             config: self.config.clone(),
