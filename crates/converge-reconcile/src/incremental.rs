@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use converge_core::drift::{diff, Difference, DifferenceKind};
 use converge_core::hash::content_hash;
-use converge_core::incremental::{BUCKET_DOCUMENTS, LEAF_DOCUMENTS, SPLIT_PARTS};
+use converge_core::incremental::{BUCKET_DOCUMENTS, FIRST_SPLIT_PARTS, LEAF_DOCUMENTS, SPLIT_PARTS};
 use converge_core::{DocState, Document, PathRange, Route, RunCost, SourceScope, StoreError, Timestamp};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 
@@ -175,7 +175,9 @@ impl Reconciler {
         // The warehouse's states of exactly these paths: a path asked for but not read
         // is absent from the source, so only those can be orphans here (a changed
         // document exists by definition).
+        let timer = std::time::Instant::now();
         let derived = self.warehouse.latest_states_of(&route.table, tenant, &paths).await?;
+        tracing::debug!(paths = paths.len(), millis = timer.elapsed().as_millis() as u64, "incremental: the warehouse's states of changed documents");
         out.derived_rows += derived.len() as u64;
         out.judge(states, derived, read_time).await
     }
@@ -214,7 +216,7 @@ impl Reconciler {
             })
             .collect();
 
-        let mut level = children(Node { from: 0, to: cuts.len() + 1 });
+        let mut level = children(Node { from: 0, to: cuts.len() + 1 }, FIRST_SPLIT_PARTS);
         let mut leaves: Vec<PathRange> = Vec::new();
         while !level.is_empty() {
             let ranges: Vec<PathRange> = level.iter().map(|node| bucket(*node)).collect();
@@ -237,7 +239,7 @@ impl Reconciler {
                 if node.to - node.from == 1 || source <= LEAF_DOCUMENTS {
                     leaves.push(range.clone());
                 } else {
-                    next.extend(children(*node));
+                    next.extend(children(*node, SPLIT_PARTS));
                 }
             }
             level = next;
@@ -281,10 +283,10 @@ fn state_of(document: &Document) -> DocState {
     DocState::from_source(document.path.clone(), document.update_time.as_micros(), content_hash(&document.fields))
 }
 
-/// A node's children: up to [`SPLIT_PARTS`] nodes of about equal numbers of buckets.
-fn children(node: Node) -> Vec<Node> {
+/// A node's children: up to `parts` nodes of about equal numbers of buckets.
+fn children(node: Node, parts: usize) -> Vec<Node> {
     let width = node.to - node.from;
-    let parts = width.min(SPLIT_PARTS);
+    let parts = width.min(parts);
     let mut out = Vec::with_capacity(parts);
     let mut from = node.from;
     for part in 0..parts {
@@ -309,10 +311,10 @@ mod tests {
 
     #[test]
     fn children_cover_their_parent_exactly() {
-        for width in [1usize, 2, 31, 32, 33, 1000, 65_537] {
+        for (width, split) in [1usize, 2, 31, 32, 33, 1000, 1025, 65_537].into_iter().flat_map(|w| [(w, SPLIT_PARTS), (w, FIRST_SPLIT_PARTS)]) {
             let node = Node { from: 5, to: 5 + width };
-            let parts = children(node);
-            assert!(parts.len() <= SPLIT_PARTS);
+            let parts = children(node, split);
+            assert!(parts.len() <= split && parts.len() == width.min(split), "{width} in {split}: {}", parts.len());
             assert_eq!(parts.first().unwrap().from, node.from);
             assert_eq!(parts.last().unwrap().to, node.to);
             assert!(parts.windows(2).all(|w| w[0].to == w[1].from && w[0].from < w[0].to));

@@ -76,16 +76,20 @@ impl SqliteStore {
             )));
         }
         let since = since.as_micros().to_string();
+        // `+` keeps the scope's terms off the indexes (SQLite's documented way to
+        // disqualify a term from driving one): without statistics the planner chose the
+        // collection's index and read all of it — 3.1 s at 10,000,000 documents for the
+        // 9,000 changed ones, 40 ms through the change index.
         match scope.collection_path() {
             Some(collection_path) => {
                 const SQL: &str = "SELECT path, fields, create_time_us, update_time_us FROM documents \
-                                   WHERE change_key IS NOT NULL AND change_key >= CAST(?2 AS INTEGER) AND collection_path = ?1";
+                                   WHERE change_key IS NOT NULL AND change_key >= CAST(?2 AS INTEGER) AND +collection_path = ?1";
                 self.scan_query(SQL, vec![collection_path, since], crate::document_from_row).await
             }
             None => {
                 let (from, to) = crate::subtree_range(&scope.parent()).unwrap_or_else(|| (String::new(), "\u{10FFFF}".into()));
                 const SQL: &str = "SELECT path, fields, create_time_us, update_time_us FROM documents \
-                                   WHERE change_key IS NOT NULL AND change_key >= CAST(?3 AS INTEGER) AND path > ?1 AND path < ?2";
+                                   WHERE change_key IS NOT NULL AND change_key >= CAST(?3 AS INTEGER) AND +path > ?1 AND +path < ?2";
                 self.scan_filtered(SQL, vec![from, to, since], Some(scope.clone()), crate::document_from_row).await
             }
         }

@@ -85,10 +85,16 @@ pub async fn generate(data_dir: &Path, records: u64) -> anyhow::Result<Generated
     let warehouse: Arc<dyn Warehouse> = backends.warehouse();
     let pattern = config.routes[0].pattern.clone();
     let now = clock.now();
-    // Ingested a day ago, as an established tenant's rows were: the current table's
-    // refresh from its watermark then reads only what came since.
-    let ingested_at = Timestamp::from_micros(now.as_micros() - 86_400_000_000);
-    let ctx = RowContext { ingested_at, run_id: format!("bench-reconcile-{records}"), code_version: env!("CARGO_PKG_VERSION").into() };
+    // Ingested over the thirty days up to yesterday, as an established tenant's rows
+    // were: the current tables' watermark is then a day old and the rows within the
+    // refresh's overlap before it are few, so a refresh from the watermark, and a full
+    // run's read of the current tables plus the changelog since it, see only what came
+    // since (all at one time, every row would be "since").
+    let ingested_at = |start: u64| {
+        let span = 30 * 86_400_000_000i64;
+        Timestamp::from_micros(now.as_micros() - 86_400_000_000 - span + (span as f64 * start as f64 / records as f64) as i64)
+    };
+    let run_id = format!("bench-reconcile-{records}");
 
     let mut injected = DriftCounts::default();
     let mut source_docs = 0u64;
@@ -99,6 +105,7 @@ pub async fn generate(data_dir: &Path, records: u64) -> anyhow::Result<Generated
     let mut start = 0;
     while start < records {
         let end = (start + BATCH).min(records);
+        let ctx = RowContext { ingested_at: ingested_at(start), run_id: run_id.clone(), code_version: env!("CARGO_PKG_VERSION").into() };
         let mut writes = Vec::with_capacity((end - start) as usize);
         // Rows whose version is the batch's commit time, and rows with a version of their own.
         let mut rows_at_commit = Vec::with_capacity((end - start) as usize);

@@ -66,9 +66,15 @@ pub fn machine() -> String {
 /// Runs this binary as a child with `args` (its peak memory is then its own) and reads
 /// the JSON object it printed last; `what` names it in errors.
 pub async fn child_json(args: &[&str], data_dir: &Path, what: &str) -> anyhow::Result<serde_json::Value> {
+    child_json_env(args, data_dir, what, &[]).await
+}
+
+/// [`child_json`] with environment variables `env` set for the child.
+pub async fn child_json_env(args: &[&str], data_dir: &Path, what: &str, env: &[(&str, &str)]) -> anyhow::Result<serde_json::Value> {
     use anyhow::Context;
     let me = std::env::current_exe()?;
     let output = tokio::process::Command::new(me)
+        .envs(env.iter().copied())
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
