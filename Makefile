@@ -1,6 +1,7 @@
 # Converge — every set-up step lives here, so a fresh machine needs only these targets.
 #
 #   make demo    the whole pipeline on the embedded default (SQLite + DuckDB), no account
+#   make serve   the demo's workspace served: the sync and the status page (/status)
 #   make demo-cloud  the same on the cloud adapters, against the Firestore and BigQuery emulators
 #   make drill-cloud the fault drill on the cloud adapters, against both emulators
 #   make test    every test
@@ -22,7 +23,7 @@ DUCKDB_LIB := $(DUCKDB_DIR)/node_modules/@duckdb/node-bindings-linux-x64/libduck
 DATA_DIR ?= .converge
 RECORDS ?= 300000
 
-.PHONY: setup build test demo demo-cloud drill-cloud bench bench-sync bench-reconcile bench-incremental bench-rebuild bench-compact bench-detect bench-etl clean check-platform bqemulator reladiff deploy deploy-dry-run
+.PHONY: setup build test browser serve demo demo-cloud drill-cloud bench bench-sync bench-reconcile bench-incremental bench-rebuild bench-compact bench-detect bench-etl clean check-platform bqemulator reladiff deploy deploy-dry-run
 
 setup: $(DUCKDB_LIB)
 
@@ -78,9 +79,23 @@ reladiff: $(RELADIFF)
 build: setup
 	$(CARGO) build --workspace --bins
 
-test: build $(BQEMULATOR)
+# Headless Chromium from Debian's packages, for the status page's browser checks
+# (tests/tests/status_page.rs). Installed with apt-get when missing (as root, or with
+# passwordless sudo); where it cannot be, this says so loudly and those checks are
+# skipped. Once it is here, `make test` requires it (CONVERGE_REQUIRE_BROWSER=1).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "!!!!! Chromium missing and cannot be installed (not root, no passwordless sudo): the status page's browser checks will be SKIPPED. Install Debian's chromium package. !!!!!"; exit 0; fi; \
+	echo "installing Debian's chromium for the status page's browser tests"; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+	  || { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
+	  || echo "!!!!! apt-get could not install chromium: the status page's browser checks will be SKIPPED !!!!!"
+
+test: build $(BQEMULATOR) browser
 	@[ -x "$${CONVERGE_FIRESTORE_EMULATOR:-/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator}" ] && command -v "$${JAVA:-java}" >/dev/null || echo "!!!!! Firestore emulator or Java missing: the Firestore adapter tests will be SKIPPED. Install: gcloud components install cloud-firestore-emulator (or the apt package google-cloud-cli-firestore-emulator from Google's Cloud SDK repository) and a JDK 17+, or set CONVERGE_FIRESTORE_EMULATOR !!!!!"
-	$(CARGO) test --workspace --no-fail-fast
+	CONVERGE_CHROMIUM=$(CHROMIUM) CONVERGE_REQUIRE_BROWSER=$$([ -x "$(CHROMIUM)" ] && echo 1 || echo 0) $(CARGO) test --workspace --no-fail-fast
 
 # The cloud path on both emulators (started on free ports and stopped by the command):
 # Firestore's Eventarc triggers deliver to the sync function, rows land in BigQuery.
@@ -97,6 +112,12 @@ drill-cloud: build $(BQEMULATOR)
 
 demo: build
 	$(BIN)/converge demo --data-dir $(DATA_DIR) --records $(RECORDS)
+
+# The demo's workspace served: the sync function and the status page (it prints the
+# page's address; Ctrl-C stops it).
+PORT ?= 8080
+serve: build
+	$(BIN)/converge serve --data-dir $(DATA_DIR) --port $(PORT)
 
 bench: bench-sync bench-reconcile bench-incremental bench-rebuild bench-compact bench-detect bench-etl
 

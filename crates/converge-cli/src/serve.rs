@@ -1,5 +1,5 @@
 //! `converge serve`: the embedded setup in one process. The on-write sync function
-//! listens on the port; the relay delivers the source store's outbox to it; the current
+//! listens on the port, beside the status page (`GET /status`, `GET /status.json`); the relay delivers the source store's outbox to it; the current
 //! tables are refreshed from their watermarks every [`REFRESH_EVERY`] (the cloud's
 //! Scheduler job does it every 15 minutes). One process, because DuckDB allows one
 //! writing process per database file.
@@ -50,7 +50,19 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
             }
         }
     });
-    converge_function::serve(listener, converge_sync::app(Arc::new(service)), converge_function::shutdown_signal()).await?;
+    let status = converge_status::StatusSources {
+        config: options.mirror.clone(),
+        source: backends.source_store(),
+        warehouse: backends.warehouse(),
+        errors: backends.error_log(),
+        opportunities: Arc::new(backends.source.clone()),
+        clock: Arc::new(SystemClock),
+        commands: converge_status::Commands::Embedded { data_dir: options.data_dir.display().to_string() },
+    };
+    // Printed, not only logged: it is what a person opens.
+    println!("status page: http://{address}{}", converge_status::STATUS_PATH);
+    let router = converge_sync::app(Arc::new(service)).merge(converge_status::app(Arc::new(status)));
+    converge_function::serve(listener, router, converge_function::shutdown_signal()).await?;
     refresher.abort();
     running_relay.stop().await?;
     Ok(())

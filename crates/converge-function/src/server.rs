@@ -31,8 +31,32 @@ pub async fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListene
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight
 /// requests finish. Taking the listener (not a port) lets tests bind port 0.
+/// Every request is served in a span carrying its trace (see [`request_span`]).
 pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router.layer(axum::middleware::from_fn(request_span))).with_graceful_shutdown(shutdown).await
+}
+
+/// Serves a request inside a `request` span naming its trace when the caller sent a
+/// W3C `traceparent` (Cloud Run's front end adds one to each request it forwards), so
+/// every line logged for it carries the trace (`crate::telemetry`).
+pub async fn request_span(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use tracing::Instrument;
+    match traceparent(request.headers()) {
+        Some((trace, span)) => next.run(request).instrument(tracing::info_span!("request", trace_id = %trace, span_id = %span)).await,
+        None => next.run(request).await,
+    }
+}
+
+/// The trace id and parent span id of a `traceparent` header
+/// (`version-traceid-parentid-flags`: 2, 32 and 16 lowercase hex digits, then the
+/// flags; an all-zero id is invalid: <https://www.w3.org/TR/trace-context/#traceparent-header>).
+pub fn traceparent(headers: &axum::http::HeaderMap) -> Option<(String, String)> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.trim().split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let zero = |s: &str| s.bytes().all(|b| b == b'0');
+    (hex(version, 2) && version != "ff" && hex(trace, 32) && hex(span, 16) && hex(flags, 2) && !zero(trace) && !zero(span)).then(|| (trace.to_owned(), span.to_owned()))
 }
 
 /// Resolves on SIGTERM (Cloud Run's stop signal) or Ctrl-C.
@@ -107,5 +131,76 @@ mod tests {
         let completed = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
         assert_eq!(completed, CONNECTIONS, "connections left waiting for a SYN retry: the listen queue is too short");
         drop(listener);
+    }
+
+    #[test]
+    fn a_traceparent_is_read_only_when_well_formed() {
+        let headers = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert("traceparent", value.parse().unwrap());
+            headers
+        };
+        assert_eq!(
+            traceparent(&headers("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")),
+            Some(("4bf92f3577b34da6a3ce929d0e0e4736".into(), "00f067aa0ba902b7".into()))
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "nonsense",
+        ] {
+            assert_eq!(traceparent(&headers(bad)), None, "{bad}");
+        }
+        assert_eq!(traceparent(&axum::http::HeaderMap::new()), None);
+    }
+
+    /// Over the router as `serve` wraps it: a line logged while handling a request with
+    /// a traceparent carries its trace.
+    #[test]
+    fn a_request_with_a_traceparent_logs_with_its_trace() {
+        use tower::ServiceExt;
+        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let buffer = buffer.clone();
+            move || WriteTo(buffer.clone())
+        };
+        let router = Router::new()
+            .route(
+                "/",
+                get(|| async {
+                    tracing::info!("handled");
+                    "ok"
+                }),
+            )
+            .layer(axum::middleware::from_fn(request_span));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        tracing::subscriber::with_default(crate::telemetry::cloud_logging("test", Some("p".into()), writer), || {
+            runtime.block_on(async {
+                let request = axum::http::Request::get("/")
+                    .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                router.oneshot(request).await.unwrap();
+            })
+        });
+        let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line")).unwrap();
+        assert_eq!(line["message"], "handled");
+        assert_eq!(line["logging.googleapis.com/trace"], "projects/p/traces/4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    struct WriteTo(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for WriteTo {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }

@@ -53,6 +53,16 @@ pub struct SyncService {
     run_id: String,
     max_body_bytes: usize,
     counters: SyncCounters,
+    /// This minute's throughput and lag (`crate::minutes`), written each minute by the
+    /// recorder [`SyncService::start`] spawns.
+    minutes: Arc<crate::minutes::SyncMinutes>,
+    recorder: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SyncService {
+    fn drop(&mut self) {
+        self.recorder.abort();
+    }
 }
 
 /// What a [`SyncService`] is built from (see [`SyncService::start`]).
@@ -75,9 +85,13 @@ impl SyncService {
     /// Builds the service and starts its group-commit writer on the current runtime.
     pub fn start(config: SyncConfig) -> Self {
         let SyncConfig { mirror, warehouse, errors, clock, run_id, max_body_bytes, commit } = config;
+        let minutes = Arc::new(crate::minutes::SyncMinutes::default());
+        let recorder = crate::minutes::spawn_recorder(minutes.clone(), warehouse.clone(), clock.clone(), run_id.clone());
         Self {
             config: Arc::new(mirror),
             committer: GroupCommitter::start(warehouse, commit, run_id.clone()),
+            minutes,
+            recorder,
             run_id,
             errors,
             clock,
@@ -205,6 +219,7 @@ impl SyncService {
             }
         };
         let op = row.op;
+        let committed_at = row.version;
         // Made again only if its group commit must be split (see `GroupCommitter::commit`).
         let again = || match ChangeRow::from_change(&routed, &change, &context) {
             Ok(Some(row)) => Ok(row),
@@ -213,6 +228,8 @@ impl SyncService {
         match self.committer.commit(row, again).await {
             Ok(()) => {
                 self.counters.written.fetch_add(1, Ordering::Relaxed);
+                let lag_micros = self.clock.now().as_micros().saturating_sub(committed_at).max(0);
+                self.minutes.written((lag_micros / 1000) as u64);
                 SyncOutcome::Written
             }
             Err(error) => {
@@ -236,6 +253,7 @@ impl SyncService {
         match self.errors.record_sync_error(record).await {
             Ok(()) => {
                 self.counters.errors_recorded.fetch_add(1, Ordering::Relaxed);
+                self.minutes.error();
                 tracing::warn!(run_id = self.run_id, error_id, %error, retryable = error.is_retryable(), "sync failed; error recorded");
                 SyncOutcome::ErrorRecorded { error_id, error }
             }
@@ -260,6 +278,7 @@ impl SyncService {
         match self.errors.quarantine(record).await {
             Ok(()) => {
                 self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
+                self.minutes.quarantined();
                 tracing::warn!(run_id = self.run_id, record_id, reason = reason.as_str(), detail, "event quarantined");
                 SyncOutcome::Quarantined { record_id, reason, detail }
             }

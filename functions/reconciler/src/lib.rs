@@ -62,6 +62,8 @@ pub use converge_function::pubsub::MESSAGE_PUBLISHED as PUBSUB_EVENT_TYPE;
 /// The function's state: one reconciler over the backends.
 pub struct ReconcilerState {
     pub reconciler: Arc<Reconciler>,
+    /// The status page's stores (`GET /status`, `GET /status.json`).
+    pub status: Arc<converge_status::StatusSources>,
 }
 
 impl ReconcilerState {
@@ -72,13 +74,30 @@ impl ReconcilerState {
         let backends = Backends::open(settings, Arc::new(SystemClock)).await.map_err(StartError::Backends)?;
         backends.open_tables(&settings.mirror, Tables::Changelog).await.map_err(StartError::Tables)?;
         tracing::info!(backend = backends.kind, "reconciler backends open");
+        let status = converge_status::StatusSources {
+            config: settings.mirror.clone(),
+            source: backends.source.clone(),
+            warehouse: backends.warehouse.clone(),
+            errors: backends.errors.clone(),
+            opportunities: backends.opportunities.clone(),
+            clock: Arc::new(SystemClock),
+            commands: match settings.backend {
+                converge_function::settings::Backend::Embedded => converge_status::Commands::Embedded { data_dir: settings.data_dir.display().to_string() },
+                converge_function::settings::Backend::Cloud(_) => converge_status::Commands::Cloud,
+            },
+        };
         let reconciler = Reconciler::new(backends.source, backends.errors, backends.warehouse, settings.mirror.clone(), Arc::new(SystemClock)).with_prices(settings.prices);
-        Ok(Self { reconciler: Arc::new(reconciler) })
+        Ok(Self { reconciler: Arc::new(reconciler), status: Arc::new(status) })
     }
 
-    /// Serves [`app`] on `listener` until `shutdown` resolves.
+    /// Serves [`app`] and the status page on `listener` until `shutdown` resolves. The
+    /// page is behind the same IAM invoker check as the runs: a person opens it through
+    /// `gcloud run services proxy converge-reconciler --region REGION`, which serves it on
+    /// localhost with their identity token attached; they need the Cloud Run Invoker
+    /// role on the service (<https://cloud.google.com/sdk/gcloud/reference/run/services/proxy>,
+    /// <https://cloud.google.com/run/docs/authenticating/developers>).
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        converge_function::serve(listener, app(self.reconciler), shutdown).await
+        converge_function::serve(listener, app(self.reconciler).merge(converge_status::app(self.status)), shutdown).await
     }
 }
 

@@ -1,0 +1,212 @@
+//! The status page as a person sees it: `converge serve` on a demo workspace, the page
+//! and its JSON over real HTTP, and the page in a real browser — headless Chromium
+//! from Debian's packages (`make browser` installs it): it loads without a console
+//! message, shows every tenant and the charts, is kept as a screenshot at a laptop's
+//! and a phone's width (`tests/artifacts/status/`), and shows the drift a reconcile
+//! found after it ran. Nothing here depends on pixels.
+//!
+//! Without Chromium the browser half says so loudly and is skipped — unless
+//! `CONVERGE_REQUIRE_BROWSER=1` (set by `make test` once it installed Chromium), when
+//! its absence fails the test.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use converge_e2e::{binary, bounded, data_dir};
+
+/// Runs `converge <args> --data-dir DIR`, expecting success; stdout.
+fn converge(data_dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(binary("converge"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("CONVERGE_CONFIG")
+        .env("CONVERGE_LOG", "warn")
+        .output()
+        .expect("run converge");
+    assert!(output.status.success(), "converge {args:?}: exit {:?}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `converge serve` on a free port, and the status page's address it prints.
+struct Served {
+    child: Child,
+    status_url: String,
+}
+
+impl Served {
+    fn start(data_dir: &Path) -> Served {
+        let mut child = Command::new(binary("converge"))
+            .args(["serve", "--port", "0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("CONVERGE_CONFIG")
+            .env("CONVERGE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start converge serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("serve's first line");
+        let status_url = line.trim().strip_prefix("status page: ").unwrap_or_else(|| panic!("serve printed {line:?}")).to_owned();
+        Served { child, status_url }
+    }
+
+    fn json_url(&self) -> String {
+        self.status_url.replace("/status", "/status.json")
+    }
+
+    /// SIGTERM, then the exit: DuckDB's file is free for the next command.
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "serve ended with {status:?}");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Headless Chromium, if installed (see the module docs).
+fn chromium() -> Option<PathBuf> {
+    let candidate = std::env::var_os("CONVERGE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    if candidate.is_file() {
+        return Some(candidate);
+    }
+    if std::env::var("CONVERGE_REQUIRE_BROWSER").as_deref() == Ok("1") {
+        panic!("CONVERGE_REQUIRE_BROWSER=1 but there is no Chromium at {}", candidate.display());
+    }
+    eprintln!("!!!!! SKIPPED the status page's browser checks: no Chromium at {} (install Debian's `chromium`, or `make browser`)", candidate.display());
+    None
+}
+
+/// What Chromium made of `url`: the DOM after load, and every console message it logged.
+struct Loaded {
+    dom: String,
+    console: Vec<String>,
+}
+
+fn chromium_command(chromium: &Path, profile: &Path, width: u32, height: u32) -> Command {
+    let mut command = Command::new(chromium);
+    // The flags the machine's notes give for a closed network: no background
+    // connections, no first-run work, a fresh profile.
+    command.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+        &format!("--window-size={width},{height}"),
+    ]);
+    command.arg(format!("--user-data-dir={}", profile.display()));
+    command
+}
+
+fn load(chromium: &Path, url: &str) -> Loaded {
+    let profile = tempfile::tempdir().unwrap();
+    let output = chromium_command(chromium, profile.path(), 1280, 900).args(["--dump-dom", url]).output().expect("run chromium");
+    assert!(output.status.success(), "chromium --dump-dom {url}: {:?}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    let console = String::from_utf8_lossy(&output.stderr).lines().filter(|line| line.contains(":CONSOLE")).map(str::to_owned).collect();
+    Loaded { dom: String::from_utf8_lossy(&output.stdout).into_owned(), console }
+}
+
+fn screenshot(chromium: &Path, url: &str, width: u32, height: u32, file: &Path) {
+    let profile = tempfile::tempdir().unwrap();
+    let output = chromium_command(chromium, profile.path(), width, height).arg(format!("--screenshot={}", file.display())).arg(url).output().expect("run chromium");
+    assert!(output.status.success(), "chromium --screenshot: {:?}", output.status);
+    let png = std::fs::read(file).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", file.display()));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 2_000, "{} is not a picture of a page ({} bytes)", file.display(), png.len());
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts").join("status");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn status_json(served: &Served) -> serde_json::Value {
+    let response = reqwest::get(served.json_url()).await.expect("GET /status.json");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("status.json is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_every_tenant_equal_then_the_drift_a_reconcile_found() {
+    bounded(600, "status page", async {
+        let (_dir, path) = data_dir();
+        let demo: serde_json::Value = serde_json::from_str(converge(&path, &["demo", "--records", "2000", "--json"]).trim()).unwrap();
+        let tenants: Vec<String> = demo["tenants"].as_array().unwrap().iter().map(|t| t["tenant"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(tenants.len(), 4, "{demo}");
+
+        // Over HTTP: every tenant, equal to its source, with its last reconcile.
+        let served = Served::start(&path);
+        let report = status_json(&served).await;
+        let listed: Vec<&str> = report["tenants"].as_array().unwrap().iter().map(|t| t["tenant"].as_str().unwrap()).collect();
+        assert_eq!(listed, tenants.iter().map(String::as_str).collect::<Vec<_>>());
+        for tenant in report["tenants"].as_array().unwrap() {
+            assert_eq!(tenant["source_docs"], tenant["current_rows"], "{tenant}");
+            assert!(tenant["source_docs"].as_u64().unwrap() > 0, "{tenant}");
+            assert_eq!(tenant["equal"], true, "{tenant}");
+            assert!(tenant["last_reconcile"].is_object(), "the demo reconciles: {tenant}");
+        }
+        let html = reqwest::get(&served.status_url).await.unwrap().text().await.unwrap();
+        assert!(html.contains("<svg"));
+        for tenant in &tenants {
+            assert!(html.contains(&format!("data-tenant=\"{tenant}\"")), "{tenant} not on the page");
+        }
+
+        let browser = chromium();
+        if let Some(chromium) = &browser {
+            // The console check can fail: a page that logs is caught.
+            let probe = load(chromium, "data:text/html,<script>console.error('converge-probe')</script>");
+            assert!(probe.console.iter().any(|line| line.contains("converge-probe")), "Chromium's console is not captured: {:?}", probe.console);
+
+            let page = load(chromium, &served.status_url);
+            assert!(page.console.is_empty(), "the page logged to the console: {:?}", page.console);
+            for tenant in &tenants {
+                assert!(page.dom.contains(&format!("data-tenant=\"{tenant}\"")), "{tenant} not rendered");
+            }
+            assert!(page.dom.contains("<svg") && page.dom.contains("Every tenant's copy equals its source"), "{}", page.dom);
+            screenshot(chromium, &served.status_url, 1280, 900, &artifacts().join("status-laptop.png"));
+            screenshot(chromium, &served.status_url, 390, 844, &artifacts().join("status-phone.png"));
+        }
+        served.stop();
+
+        // Rows of two documents the source never had, appended behind the sync's back:
+        // the next reconcile finds them as silent orphans and tombstones them.
+        converge(
+            &path,
+            &[
+                "sql",
+                "INSERT INTO records BY NAME SELECT * EXCLUDE (path_hash) REPLACE (doc_path || '-ghost' AS doc_path, doc_id || '-ghost' AS doc_id, \
+                 'ghost-' || event_id AS event_id, (now() AT TIME ZONE 'UTC') AS ingested_at) \
+                 FROM records_current WHERE tenant = 'acme' ORDER BY doc_path LIMIT 2 RETURNING doc_path",
+            ],
+        );
+        let run: serde_json::Value = serde_json::from_str(converge(&path, &["reconcile", "--json"]).trim()).unwrap();
+        assert_eq!((run["orphan"].as_u64(), run["silent"].as_u64(), run["repaired"].as_u64()), (Some(2), Some(2), Some(2)), "{run}");
+
+        let served = Served::start(&path);
+        let report = status_json(&served).await;
+        let acme = report["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == "acme").unwrap().clone();
+        assert_eq!((acme["last_reconcile"]["orphan"].as_u64(), acme["last_reconcile"]["silent"].as_u64()), (Some(2), Some(2)), "{acme}");
+        let last = report["reconciles"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["orphan"], 2, "the drift chart's newest bar: {last}");
+        if let Some(chromium) = &browser {
+            let page = load(chromium, &served.status_url);
+            assert!(page.console.is_empty(), "{:?}", page.console);
+            let row = page.dom.split("data-tenant=\"acme\"").nth(1).expect("acme's row").split("</tr>").next().unwrap().to_owned();
+            assert!(row.contains(">0 / 2<"), "acme's row shows its two silent orphans (known / silent): {row}");
+            assert!(page.dom.contains("class=\"orphan\""), "the chart draws the orphans");
+        }
+        served.stop();
+    })
+    .await;
+}
