@@ -1,5 +1,6 @@
 //! [`DetectorRunner`]: one pass of the pack.
 
+use tracing::Instrument;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -107,6 +108,9 @@ impl DetectorRunner {
     /// outcome `partial` (`failed` if all fail) and is named in the report; only the
     /// opportunity store or the run record failing makes this an error.
     pub async fn run(&self, request: DetectRequest) -> Result<DetectRun, DetectError> {
+        // Every line of the run carries its id and kind (`converge_function::telemetry`).
+        let span = tracing::info_span!("run", kind = "detectors", run_id = tracing::field::Empty);
+        async move {
         let (specs, tenants) = self.selected(&request)?;
         let started = Instant::now();
         let started_at = self.clock.now();
@@ -119,6 +123,7 @@ impl DetectorRunner {
             code_version: CODE_VERSION.into(),
             ..DetectRun::default()
         };
+        tracing::Span::current().record("run_id", run.batch_id.as_str());
         tracing::info!(batch_id = run.batch_id, scope, as_of, detectors = specs.len(), concurrency = self.options.concurrency, "detector pass started");
         // The findings' queries run on `findings`, usually the same warehouse as `runs`
         // (whose counters these are); see `converge_core::cost`.
@@ -214,6 +219,9 @@ impl DetectorRunner {
             millis = run.millis, warehouse_bytes = run.cost.warehouse_bytes, source_reads = run.cost.source_reads,
             estimated_usd = run.cost.estimated_usd, "detector pass finished");
         Ok(run)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Compiles and runs one unit; any failure is the unit's, never the pass's.

@@ -1,6 +1,7 @@
 //! [`EtlRunner`]: one pass of the nightly ETL over tenants and dates, one slice at a
 //! time, each with its run record.
 
+use tracing::Instrument;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -242,6 +243,9 @@ impl EtlRunner {
     /// failure stops the run (the slices before it are loaded and recorded; running
     /// the same request again redoes them to the same end state).
     pub async fn run_with_progress(&self, request: EtlRequest, progress: Arc<EtlProgress>) -> Result<EtlRun, EtlError> {
+        // Every line of the run carries its id and kind (`converge_function::telemetry`).
+        let span = tracing::info_span!("run", kind = "etl", run_id = tracing::field::Empty);
+        async move {
         let dates = request.dates()?;
         let mut cost = RunCost::default();
         let tenants = match &request.tenants {
@@ -259,6 +263,7 @@ impl EtlRunner {
         };
         let (from, to) = (dates[0], dates[dates.len() - 1]);
         let run_id = batch_id("etl", &tenants.join(","), &format!("{from}..={to}"));
+        tracing::Span::current().record("run_id", run_id.as_str());
         let started = Instant::now();
         progress.slices_total.store((dates.len() * tenants.len()) as u64, Ordering::Relaxed);
         tracing::info!(run_id, %from, %to, tenants = tenants.len(), max_records_per_second = request.max_records_per_second, "etl started");
@@ -310,6 +315,9 @@ impl EtlRunner {
             rows_out = run.rows_out, quarantined = run.quarantined, millis = run.millis, source_reads = run.cost.source_reads,
             warehouse_bytes = run.cost.warehouse_bytes, estimated_usd = run.cost.estimated_usd, "etl finished");
         Ok(run)
+        }
+        .instrument(span)
+        .await
     }
 
     /// One (tenant, date): read, validate, roll up, check, replace, record.

@@ -1,5 +1,6 @@
 //! [`Rebuilder`]: one tenant's rows re-derived from the source in one atomic append.
 
+use tracing::Instrument;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -212,6 +213,9 @@ impl Rebuilder {
     /// a tombstone for every derived document the source lacks, all in one atomic
     /// append. On error nothing is visible. The run is recorded either way.
     pub async fn run(&self, request: RebuildRequest) -> Result<RebuildRun, RebuildError> {
+        // Every line of the run carries its id and kind (`converge_function::telemetry`).
+        let span = tracing::info_span!("run", kind = "rebuild", run_id = tracing::field::Empty);
+        async move {
         let routes = self.routes(&request)?;
         let progress = Arc::new(RebuildProgress::default());
         let _lock = {
@@ -235,6 +239,7 @@ impl Rebuilder {
             max_docs_per_second: request.max_docs_per_second,
             ..RebuildRun::default()
         };
+        tracing::Span::current().record("run_id", run.batch_id.as_str());
         tracing::info!(batch_id = run.batch_id, tenant = run.tenant, tables = ?routes.iter().map(|r| &r.table).collect::<Vec<_>>(),
             max_docs_per_second = request.max_docs_per_second, "rebuild started");
         let bytes_before = self.warehouse.bytes_processed();
@@ -341,6 +346,9 @@ impl Rebuilder {
                 Err(RebuildError::Store(error))
             }
         }
+        }
+        .instrument(span)
+        .await
     }
 }
 

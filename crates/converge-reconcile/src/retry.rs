@@ -14,6 +14,7 @@
 //! What it cannot find: drift no error record names (silent drift). That is the full
 //! reconcile's job, on its own schedule.
 
+use tracing::Instrument;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -75,6 +76,9 @@ impl Reconciler {
 
     /// One retry pass as `options` say.
     pub async fn retry_errors_with(&self, options: RetryOptions) -> Result<RetryRun, ReconcileError> {
+        // Every line of the run carries its id and kind (`converge_function::telemetry`).
+        let span = tracing::info_span!("run", kind = "retry_errors", run_id = tracing::field::Empty);
+        async move {
         let started = Instant::now();
         let started_at = self.clock.now();
         let tenant = options.tenant.as_deref();
@@ -85,6 +89,7 @@ impl Reconciler {
             scope: scope.clone(),
             ..RetryRun::default()
         };
+        tracing::Span::current().record("run_id", run.batch_id.as_str());
         let bytes_before = self.warehouse.bytes_processed();
         let open = self.errors.open_sync_errors(tenant).await?;
         run.open_errors = open.len() as u64;
@@ -162,6 +167,9 @@ impl Reconciler {
             warehouse_bytes = run.cost.warehouse_bytes, estimated_usd = run.cost.estimated_usd, "sync error retry pass finished"
         );
         Ok(run)
+        }
+        .instrument(span)
+        .await
     }
 }
 

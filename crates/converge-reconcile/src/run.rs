@@ -1,5 +1,6 @@
 //! [`Reconciler`]: one run over one tenant or all, with its [`ReconcileRun`] report.
 
+use tracing::Instrument;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -194,6 +195,9 @@ impl Reconciler {
     }
 
     pub async fn run_with(&self, options: RunOptions) -> Result<ReconcileRun, ReconcileError> {
+        // Every line of the run carries its id and kind (`converge_function::telemetry`).
+        let span = tracing::info_span!("run", kind = "reconcile", run_id = tracing::field::Empty);
+        async move {
         let started = Instant::now();
         let started_at = self.clock.now();
         let scope = options.tenant.clone().unwrap_or_else(|| "*".into());
@@ -211,6 +215,7 @@ impl Reconciler {
             dry_run: options.dry_run,
             ..ReconcileRun::default()
         };
+        tracing::Span::current().record("run_id", run.batch_id.as_str());
         // Open error records, by document: what makes a difference "known".
         let open = self.errors.open_sync_errors(options.tenant.as_deref()).await?;
         let mut open_by_path: HashMap<String, Vec<SyncErrorRecord>> = HashMap::new();
@@ -301,6 +306,9 @@ impl Reconciler {
             "reconcile run finished"
         );
         Ok(run)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Tenants of `route` in the source (`SourceStore::list_tenants`: at any depth, and

@@ -1,5 +1,6 @@
 //! Compaction and refresh runs over every mirrored table.
 
+use tracing::Instrument;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -104,6 +105,9 @@ impl Retention {
     /// current table in full (compaction may prune the deletes they hold). `key` makes
     /// the run this run (a scheduler tick); the start time otherwise.
     pub async fn compact(&self, retain_days: u32, key: Option<&str>) -> Result<CompactRun, RetentionError> {
+        // Every line of the run carries its id and kind (`converge_function::telemetry`).
+        let span = tracing::info_span!("run", kind = "compact", run_id = tracing::field::Empty);
+        async move {
         let started = Instant::now();
         let started_at = self.clock.now();
         let plan = CompactionPlan::retain_days(started_at, retain_days);
@@ -115,6 +119,7 @@ impl Retention {
             tombstone_horizon: plan.tombstone_horizon.to_rfc3339(),
             ..CompactRun::default()
         };
+        tracing::Span::current().record("run_id", run.batch_id.as_str());
         let bytes_before = self.warehouse.bytes_processed();
         for route in &self.config.routes {
             let table = self.warehouse.compact(&route.table, plan).await?;
@@ -140,14 +145,21 @@ impl Retention {
         tracing::info!(batch_id = run.batch_id, rows_before = run.rows_before, rows_after = run.rows_after, millis = run.millis,
             warehouse_bytes = run.cost.warehouse_bytes, estimated_usd = run.cost.estimated_usd, "compaction run finished");
         Ok(run)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Refreshes every table's current table from its watermark (or in full).
     pub async fn refresh(&self, from: RefreshFrom, key: Option<&str>) -> Result<RefreshRun, RetentionError> {
+        // Every line of the run carries its id and kind (`converge_function::telemetry`).
+        let span = tracing::info_span!("run", kind = "refresh_current", run_id = tracing::field::Empty);
+        async move {
         let started = Instant::now();
         let started_at = self.clock.now();
         let key = key.map(str::to_owned).unwrap_or_else(|| started_at.to_rfc3339());
         let mut run = RefreshRun { batch_id: batch_id(REFRESH_KIND, "*", &key), ..RefreshRun::default() };
+        tracing::Span::current().record("run_id", run.batch_id.as_str());
         let bytes_before = self.warehouse.bytes_processed();
         for route in &self.config.routes {
             let table = self.warehouse.refresh_current(&route.table, from).await?;
@@ -164,5 +176,8 @@ impl Retention {
         tracing::info!(batch_id = run.batch_id, rows_read = run.rows_read, documents_merged = run.documents_merged, millis = run.millis,
             warehouse_bytes = run.cost.warehouse_bytes, estimated_usd = run.cost.estimated_usd, "current tables refreshed");
         Ok(run)
+        }
+        .instrument(span)
+        .await
     }
 }
