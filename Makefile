@@ -79,23 +79,25 @@ reladiff: $(RELADIFF)
 build: setup
 	$(CARGO) build --workspace --bins
 
-# Headless Chromium from Debian's packages, for the status page's browser checks
+# Headless Chromium and ChromeDriver from Debian's packages, for the status page's
+# browser checks
 # (tests/tests/status_page.rs). Installed with apt-get when missing (as root, or with
 # passwordless sudo); where it cannot be, this says so loudly and those checks are
 # skipped. Once it is here, `make test` requires it (CONVERGE_REQUIRE_BROWSER=1).
 CHROMIUM ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
 browser:
-	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	@if [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
-	else echo "!!!!! Chromium missing and cannot be installed (not root, no passwordless sudo): the status page's browser checks will be SKIPPED. Install Debian's chromium package. !!!!!"; exit 0; fi; \
-	echo "installing Debian's chromium for the status page's browser tests"; \
-	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
-	  || { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
-	  || echo "!!!!! apt-get could not install chromium: the status page's browser checks will be SKIPPED !!!!!"
+	else echo "!!!!! Chromium or ChromeDriver missing and cannot be installed (not root, no passwordless sudo): the status page's browser checks will be SKIPPED. Install Debian's chromium and chromium-driver packages. !!!!!"; exit 0; fi; \
+	echo "installing Debian's chromium and chromium-driver for the status page's browser tests"; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+	  || { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; } \
+	  || echo "!!!!! apt-get could not install chromium and chromium-driver: the status page's browser checks will be SKIPPED !!!!!"
 
 test: build $(BQEMULATOR) browser
 	@[ -x "$${CONVERGE_FIRESTORE_EMULATOR:-/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator}" ] && command -v "$${JAVA:-java}" >/dev/null || echo "!!!!! Firestore emulator or Java missing: the Firestore adapter tests will be SKIPPED. Install: gcloud components install cloud-firestore-emulator (or the apt package google-cloud-cli-firestore-emulator from Google's Cloud SDK repository) and a JDK 17+, or set CONVERGE_FIRESTORE_EMULATOR !!!!!"
-	CONVERGE_CHROMIUM=$(CHROMIUM) CONVERGE_REQUIRE_BROWSER=$$([ -x "$(CHROMIUM)" ] && echo 1 || echo 0) $(CARGO) test --workspace --no-fail-fast
+	CONVERGE_CHROMIUM=$(CHROMIUM) CONVERGE_CHROMEDRIVER=$(CHROMEDRIVER) CONVERGE_REQUIRE_BROWSER=$$([ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ] && echo 1 || echo 0) $(CARGO) test --workspace --no-fail-fast
 
 # The cloud path on both emulators (started on free ports and stopped by the command):
 # Firestore's Eventarc triggers deliver to the sync function, rows land in BigQuery.

@@ -1,13 +1,14 @@
 //! The status page as a person sees it: `converge serve` on a demo workspace, the page
-//! and its JSON over real HTTP, and the page in a real browser — headless Chromium
-//! from Debian's packages (`make browser` installs it): it loads without a console
-//! message, shows every tenant and the charts, is kept as a screenshot at a laptop's
+//! and its JSON over real HTTP, and the page in a real browser — headless Chromium from
+//! Debian's packages, driven through ChromeDriver (`make browser` installs both): it
+//! loads without a console message (Chromium's console log, which a probe page proves
+//! is read), shows every tenant and the charts, is kept as a screenshot at a laptop's
 //! and a phone's width (`tests/artifacts/status/`), and shows the drift a reconcile
 //! found after it ran. Nothing here depends on pixels.
 //!
-//! Without Chromium the browser half says so loudly and is skipped — unless
-//! `CONVERGE_REQUIRE_BROWSER=1` (set by `make test` once it installed Chromium), when
-//! its absence fails the test.
+//! Without them the browser half says so loudly and is skipped — unless
+//! `CONVERGE_REQUIRE_BROWSER=1` (set by `make test` once they are installed), when their
+//! absence fails the test.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -69,60 +70,97 @@ impl Drop for Served {
     }
 }
 
-/// Headless Chromium, if installed (see the module docs).
-fn chromium() -> Option<PathBuf> {
-    let candidate = std::env::var_os("CONVERGE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if candidate.is_file() {
-        return Some(candidate);
+/// Headless Chromium and its ChromeDriver, if installed (see the module docs).
+fn browser() -> Option<(PathBuf, PathBuf)> {
+    let chromium = std::env::var_os("CONVERGE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    let driver = std::env::var_os("CONVERGE_CHROMEDRIVER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromedriver"));
+    if chromium.is_file() && driver.is_file() {
+        return Some((chromium, driver));
     }
     if std::env::var("CONVERGE_REQUIRE_BROWSER").as_deref() == Ok("1") {
-        panic!("CONVERGE_REQUIRE_BROWSER=1 but there is no Chromium at {}", candidate.display());
+        panic!("CONVERGE_REQUIRE_BROWSER=1 but Chromium ({}) or ChromeDriver ({}) is missing", chromium.display(), driver.display());
     }
-    eprintln!("!!!!! SKIPPED the status page's browser checks: no Chromium at {} (install Debian's `chromium`, or `make browser`)", candidate.display());
+    eprintln!("!!!!! SKIPPED the status page's browser checks: no Chromium at {} or ChromeDriver at {} (Debian's chromium and chromium-driver; `make browser`)", chromium.display(), driver.display());
     None
 }
 
-/// What Chromium made of `url`: the DOM after load, and every console message it logged.
+/// A headless Chromium session driven over the W3C WebDriver protocol (ChromeDriver
+/// on a loopback port), with the browser's console log kept.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+/// What the browser made of a page: the DOM after load and every console message.
 struct Loaded {
     dom: String,
     console: Vec<String>,
 }
 
-fn chromium_command(chromium: &Path, profile: &Path, width: u32, height: u32) -> Command {
-    let mut command = Command::new(chromium);
-    // The flags the machine's notes give for a closed network: no background
-    // connections, no first-run work, a fresh profile.
-    command.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--enable-logging=stderr",
-        "--v=0",
-        &format!("--window-size={width},{height}"),
-    ]);
-    command.arg(format!("--user-data-dir={}", profile.display()));
-    command
-}
+impl Browser {
+    async fn start(chromium: &Path, driver: &Path) -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Its output is not read (a closed pipe would end it at its next line).
+        let driver = Command::new(driver).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start chromedriver");
+        let (base, http) = (format!("http://127.0.0.1:{port}"), reqwest::Client::new());
+        // The flags the machine's notes give for a closed network: no background
+        // connections, no first-run work.
+        let args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+        let capabilities = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }}});
+        let mut session = None;
+        for _ in 0..50 {
+            // Until ChromeDriver listens.
+            match http.post(format!("{base}/session")).json(&capabilities).send().await {
+                Ok(response) => {
+                    let body: serde_json::Value = response.json().await.unwrap();
+                    session = Some(body["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {body}")).to_owned());
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        Browser { driver, base, session: session.expect("chromedriver answered"), http }
+    }
 
-fn load(chromium: &Path, url: &str) -> Loaded {
-    let profile = tempfile::tempdir().unwrap();
-    let output = chromium_command(chromium, profile.path(), 1280, 900).args(["--dump-dom", url]).output().expect("run chromium");
-    assert!(output.status.success(), "chromium --dump-dom {url}: {:?}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
-    let console = String::from_utf8_lossy(&output.stderr).lines().filter(|line| line.contains(":CONSOLE")).map(str::to_owned).collect();
-    Loaded { dom: String::from_utf8_lossy(&output.stdout).into_owned(), console }
-}
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let mut request = self.http.request(method, format!("{}/session/{}{path}", self.base, self.session));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let value: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+        assert!(value["value"].get("error").is_none(), "webdriver {path}: {value}");
+        value["value"].clone()
+    }
 
-fn screenshot(chromium: &Path, url: &str, width: u32, height: u32, file: &Path) {
-    let profile = tempfile::tempdir().unwrap();
-    let output = chromium_command(chromium, profile.path(), width, height).arg(format!("--screenshot={}", file.display())).arg(url).output().expect("run chromium");
-    assert!(output.status.success(), "chromium --screenshot: {:?}", output.status);
-    let png = std::fs::read(file).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", file.display()));
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 2_000, "{} is not a picture of a page ({} bytes)", file.display(), png.len());
+    async fn load(&self, url: &str, width: u32, height: u32) -> Loaded {
+        self.call(reqwest::Method::POST, "/window/rect", Some(serde_json::json!({"width": width, "height": height}))).await;
+        self.call(reqwest::Method::POST, "/url", Some(serde_json::json!({"url": url}))).await;
+        let dom = self.call(reqwest::Method::GET, "/source", None).await.as_str().unwrap().to_owned();
+        let log = self.call(reqwest::Method::POST, "/se/log", Some(serde_json::json!({"type": "browser"}))).await;
+        let console = log.as_array().unwrap().iter().map(|entry| format!("{} {}", entry["level"], entry["message"])).collect();
+        Loaded { dom, console }
+    }
+
+    /// The page as it shows at the window's size, kept as a PNG.
+    async fn screenshot(&self, file: &Path) {
+        let encoded = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        use base64::Engine;
+        let png = base64::engine::general_purpose::STANDARD.decode(encoded.as_str().unwrap()).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 2_000, "not a picture of a page ({} bytes)", png.len());
+        std::fs::write(file, png).unwrap();
+    }
+
+    async fn quit(mut self) {
+        let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
 }
 
 fn artifacts() -> PathBuf {
@@ -162,20 +200,25 @@ async fn the_status_page_shows_every_tenant_equal_then_the_drift_a_reconcile_fou
             assert!(html.contains(&format!("data-tenant=\"{tenant}\"")), "{tenant} not on the page");
         }
 
-        let browser = chromium();
-        if let Some(chromium) = &browser {
+        let browser = match browser() {
+            Some((chromium, driver)) => Some(Browser::start(&chromium, &driver).await),
+            None => None,
+        };
+        if let Some(browser) = &browser {
             // The console check can fail: a page that logs is caught.
-            let probe = load(chromium, "data:text/html,<script>console.error('converge-probe')</script>");
-            assert!(probe.console.iter().any(|line| line.contains("converge-probe")), "Chromium's console is not captured: {:?}", probe.console);
+            let probe = browser.load("data:text/html,<script>console.error('converge-probe')</script>", 800, 600).await;
+            assert!(probe.console.iter().any(|line| line.contains("converge-probe")), "the browser's console is not captured: {:?}", probe.console);
 
-            let page = load(chromium, &served.status_url);
+            let page = browser.load(&served.status_url, 1280, 900).await;
             assert!(page.console.is_empty(), "the page logged to the console: {:?}", page.console);
             for tenant in &tenants {
                 assert!(page.dom.contains(&format!("data-tenant=\"{tenant}\"")), "{tenant} not rendered");
             }
             assert!(page.dom.contains("<svg") && page.dom.contains("Every tenant's copy equals its source"), "{}", page.dom);
-            screenshot(chromium, &served.status_url, 1280, 900, &artifacts().join("status-laptop.png"));
-            screenshot(chromium, &served.status_url, 390, 844, &artifacts().join("status-phone.png"));
+            browser.screenshot(&artifacts().join("status-laptop.png")).await;
+            let phone = browser.load(&served.status_url, 390, 844).await;
+            assert!(phone.console.is_empty(), "{:?}", phone.console);
+            browser.screenshot(&artifacts().join("status-phone.png")).await;
         }
         served.stop();
 
@@ -199,12 +242,14 @@ async fn the_status_page_shows_every_tenant_equal_then_the_drift_a_reconcile_fou
         assert_eq!((acme["last_reconcile"]["orphan"].as_u64(), acme["last_reconcile"]["silent"].as_u64()), (Some(2), Some(2)), "{acme}");
         let last = report["reconciles"].as_array().unwrap().last().unwrap().clone();
         assert_eq!(last["orphan"], 2, "the drift chart's newest bar: {last}");
-        if let Some(chromium) = &browser {
-            let page = load(chromium, &served.status_url);
+        if let Some(browser) = browser {
+            let page = browser.load(&served.status_url, 1280, 900).await;
             assert!(page.console.is_empty(), "{:?}", page.console);
             let row = page.dom.split("data-tenant=\"acme\"").nth(1).expect("acme's row").split("</tr>").next().unwrap().to_owned();
             assert!(row.contains(">0 / 2<"), "acme's row shows its two silent orphans (known / silent): {row}");
             assert!(page.dom.contains("class=\"orphan\""), "the chart draws the orphans");
+            browser.screenshot(&artifacts().join("status-after-drift.png")).await;
+            browser.quit().await;
         }
         served.stop();
     })

@@ -31,6 +31,9 @@ pub fn demo(summary: &DemoSummary) -> String {
     }
     let verdict = if summary.derived_equals_source { "derived == source for every tenant" } else { "DRIFT: derived differs from source (see above)" };
     let _ = writeln!(out, "\n  {verdict}");
+    if let Some(found) = summary.reconcile_findings {
+        let _ = writeln!(out, "  a full reconcile run found {found} differences (recorded in converge_runs: the status page's last reconcile)");
+    }
     let report = &summary.report;
     let _ = writeln!(
         out,

@@ -17,6 +17,9 @@ use crate::schema::winner_key;
 const REFRESH_WINNERS: &str = "converge_refresh_winners";
 /// The rows standing for the touched documents in the current tables (the same).
 const REFRESH_STANDING: &str = "converge_refresh_standing";
+/// Documents replaced per committed part of a refresh from the watermark (see
+/// `refresh`): at most this many vectors' delete information (16 KiB each) at once.
+const REFRESH_PART: u64 = 2_500;
 
 /// Writes the winners `winners` selects into `t`'s current tables (live ones and
 /// deletes), each with its path's hash (`crate::incremental`), computed as it streams in.
@@ -131,17 +134,38 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                     &format!("DELETE FROM {REFRESH_WINNERS} AS w WHERE EXISTS (SELECT 1 FROM {REFRESH_STANDING} AS s WHERE s.p = w.doc_path AND s.sk >= w.k)"),
                 )?;
                 report.documents_merged = count(connection, "count merged documents", &format!("SELECT count(*) FROM {REFRESH_WINNERS}"))?;
-                for (side, table) in [("current", &current), ("tombstones", &tombstones)] {
-                    exec(
-                        connection,
-                        "replace what stood",
-                        &format!(
-                            "DELETE FROM {table} WHERE rowid IN (SELECT sid FROM {REFRESH_STANDING} WHERE side = '{side}' AND p IN (SELECT doc_path FROM {REFRESH_WINNERS}))"
-                        ),
-                    )?;
+                // Replaced in parts of at most REFRESH_PART documents, each committed and
+                // checkpointed: DuckDB keeps a delete's version information per vector of
+                // 2,048 rows touched (16 KiB each) until a checkpoint, so replacing
+                // documents spread over a 10,000,000-row table in one transaction needs
+                // ~80 MB, past the 96 MB cap. Each document is replaced within one part
+                // (readers see its old row or its new one), and the watermark moves only
+                // with the last part: after a failure the next refresh does it all again,
+                // the parts already done changing nothing (their rows stand, not outranked).
+                let parts = report.documents_merged.div_ceil(REFRESH_PART).max(1);
+                for part in 0..parts {
+                    let in_part = if parts == 1 { "TRUE".to_owned() } else { format!("hash(doc_path) % {parts} = {part}") };
+                    for (side, table) in [("current", &current), ("tombstones", &tombstones)] {
+                        exec(
+                            connection,
+                            "replace what stood",
+                            &format!(
+                                "DELETE FROM {table} WHERE rowid IN (SELECT sid FROM {REFRESH_STANDING} WHERE side = '{side}' AND p IN (SELECT doc_path FROM {REFRESH_WINNERS} WHERE {in_part}))"
+                            ),
+                        )?;
+                    }
+                    let winners = format!("SELECT * FROM {t} WHERE rowid IN (SELECT rid FROM {REFRESH_WINNERS} WHERE {in_part})");
+                    write_current(connection, t, &winners)?;
+                    if part + 1 < parts {
+                        exec(connection, "commit a part of the refresh", "COMMIT")?;
+                        // Best effort: a checkpoint fails while another transaction is
+                        // open (the loader appending); the next one frees it all.
+                        if let Err(error) = connection.execute_batch("CHECKPOINT") {
+                            tracing::debug!(%error, "no checkpoint between the refresh's parts");
+                        }
+                        exec(connection, "begin the next part of the refresh", "BEGIN TRANSACTION")?;
+                    }
                 }
-                let winners = format!("SELECT * FROM {t} WHERE rowid IN (SELECT rid FROM {REFRESH_WINNERS})");
-                write_current(connection, t, &winners)?;
                 exec(connection, "drop the ranking", &format!("DROP TABLE {REFRESH_WINNERS}; DROP TABLE {REFRESH_STANDING}"))?;
             }
         }
@@ -165,7 +189,15 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
         report.current_rows = count(connection, "count the current table", &format!("SELECT count(*) FROM {current}"))?;
         Ok(report)
     })();
-    finish(connection, result, started, |report, millis| report.millis = millis)
+    let report = finish(connection, result, started, |report, millis| report.millis = millis)?;
+    if report.documents_merged > 0 && !report.full {
+        // The replaced rows' delete information stays in memory until a checkpoint (see
+        // REFRESH_PART); best effort, as between the parts.
+        if let Err(error) = connection.execute_batch("CHECKPOINT") {
+            tracing::debug!(%error, "no checkpoint after the refresh");
+        }
+    }
+    Ok(report)
 }
 
 /// Commits on success, rolls back on error, and stamps the time taken.

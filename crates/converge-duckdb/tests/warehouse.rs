@@ -289,3 +289,47 @@ proptest! {
         })?;
     }
 }
+
+/// A refresh from the watermark that replaces more documents than one part holds
+/// (`REFRESH_PART`, 2,500) commits them part by part: afterwards the current table is
+/// exactly the latest view, each document once, the stale event and the deletes
+/// included, and a second refresh changes nothing.
+#[tokio::test]
+async fn a_refresh_of_many_documents_in_parts_equals_the_latest_view() {
+    let (warehouse, config) = warehouse().await;
+    let row = |i: usize, version_secs: i64, amount: f64, ingested_secs: i64| {
+        let path = format!("orgs/acme/records/d{i:05}");
+        let mut ctx = ctx();
+        ctx.ingested_at = Timestamp::new(ingested_secs, 0);
+        let routed = config.route(&path).unwrap();
+        ChangeRow::live(&routed, converge_core::Op::Update, &doc(&path, version_secs, amount), &format!("e-{i}-{version_secs}"), &ctx).unwrap()
+    };
+    warehouse.append((0..6_000).map(|i| row(i, 10, 1.0, 1_700_000_000)).collect()).await.unwrap();
+    warehouse.refresh_current("records", converge_core::RefreshFrom::Full).await.unwrap();
+    // A day later: 5,400 documents updated, one stale event, 300 deletes.
+    let later = 1_700_086_400;
+    let mut rows: Vec<ChangeRow> = (0..5_400).map(|i| row(i, 20, 2.0, later)).collect();
+    rows.push(row(5_999, 5, 9.0, later));
+    for i in 5_400..5_700 {
+        let path = format!("orgs/acme/records/d{i:05}");
+        let mut ctx = ctx();
+        ctx.ingested_at = Timestamp::new(later, 0);
+        rows.push(ChangeRow::tombstone(&config.route(&path).unwrap(), &path, converge_core::Op::Delete, Timestamp::new(30, 0).as_micros(), &format!("d-{i}"), &ctx));
+    }
+    warehouse.append(rows).await.unwrap();
+    let refresh = warehouse.refresh_current("records", converge_core::RefreshFrom::Watermark).await.unwrap();
+    assert!(!refresh.full && refresh.documents_merged >= 5_700, "{refresh:?}");
+    let current: Vec<(String, i64, String)> = warehouse
+        .current_states("records", "acme")
+        .await
+        .unwrap()
+        .items
+        .map(|s| s.unwrap())
+        .map(|s| (s.doc_path, s.version, s.content_hash))
+        .collect()
+        .await;
+    assert_eq!(current.len(), 5_700);
+    assert_eq!(current, latest(&warehouse, "acme").await);
+    let again = warehouse.refresh_current("records", converge_core::RefreshFrom::Watermark).await.unwrap();
+    assert_eq!(again.documents_merged, 0, "{again:?}");
+}

@@ -164,6 +164,10 @@ pub struct DemoSummary {
     pub open_sync_errors: u64,
     pub drain_millis: u64,
     pub derived_equals_source: bool,
+    /// What a full reconcile run found at the end (0: nothing to repair), recorded as the
+    /// schedule's would be, so the status page has a last reconcile (embedded demo only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile_findings: Option<u64>,
     pub report: ReportSummary,
     /// The nightly ETL over the seeded days (embedded demo only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -279,6 +283,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let derived_equals_source = derived_equals_source && current_equals_latest;
     tracing::info!(rows_read = refresh.rows_read, documents = refresh.documents_merged, millis = refresh.millis, current_equals_latest, "current tables refreshed");
 
+    // The reconciler as the schedule runs it, recorded (the status page's last
+    // reconcile): after the comparisons above it must find nothing.
+    let reconciler = converge_reconcile::Reconciler::new(backends.source_store(), backends.error_log(), backends.warehouse(), config.clone(), clock.clone());
+    let reconcile_findings = reconciler.run(None, false).await.map_err(|e| anyhow::anyhow!("the demo's reconcile run: {e}"))?.findings();
+    let derived_equals_source = derived_equals_source && reconcile_findings == 0;
+
     let report = run_report(&backends, all[0].0).await?;
 
     // The operational half: raw data, the ETL, the detectors.
@@ -318,6 +328,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         open_sync_errors: backends.source.open_sync_errors(None).await?.len() as u64,
         drain_millis,
         derived_equals_source,
+        reconcile_findings: Some(reconcile_findings),
         report,
         etl: Some(ops.etl),
         detectors: Some(ops.detectors),

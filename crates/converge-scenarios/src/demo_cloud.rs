@@ -156,6 +156,7 @@ pub async fn run(options: CloudDemoOptions) -> anyhow::Result<DemoSummary> {
         open_sync_errors: backends.source.open_sync_errors(None).await?.len() as u64,
         drain_millis,
         derived_equals_source,
+        reconcile_findings: None,
         report,
         // The operational half (raw data, ETL, detectors) runs in the embedded demo.
         etl: None,

@@ -75,8 +75,11 @@ pub const WRITTEN_EVENT_TYPE: &str = "google.cloud.firestore.document.v1.written
 const SCAN_CHUNK: usize = 512;
 /// Chunks a scan reads ahead of its consumer.
 const SCAN_CHUNKS_AHEAD: usize = 4;
-/// Idle read connections kept open.
-const MAX_IDLE_READERS: usize = 4;
+/// Idle read connections kept open: as many as an incremental reconcile asks at once
+/// (8 range counts). With 4, half of its 1,024 counts of a level opened a connection of
+/// their own (schema read, cold page cache): 3.3 s for what one connection counts in
+/// 0.8 s at 10,000,000 documents.
+const MAX_IDLE_READERS: usize = 8;
 
 /// The SQLite document store with its outbox, error log and quarantine.
 /// Cheap to clone: clones share the connections.

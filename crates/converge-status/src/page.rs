@@ -39,7 +39,7 @@ table { border-collapse: collapse; width: 100%; font-size: .9rem; }
 th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 code { font-size: .85rem; background: #f6f8fa; padding: .1rem .3rem; border-radius: .25rem; word-break: break-all; }
-.chart { display: block; max-width: 100%; height: auto; }
+.chart { display: block; width: 100%; max-width: 48rem; height: auto; }
 .chart .axis { stroke: var(--line); } .chart .tick, .chart .empty { font-size: 11px; fill: var(--muted); }
 .chart .missing { fill: #cf222e; } .chart .different { fill: #bf8700; } .chart .orphan { fill: #8250df; }
 .chart .events { fill: #0969da; } .chart .lag { fill: #bf8700; } .chart .zero { fill: #1a7f37; }
@@ -101,7 +101,7 @@ fn summary_cards(html: &mut String, report: &StatusReport) {
 }
 
 fn tenants(html: &mut String, tenants: &[TenantStatus]) {
-    html.push_str("<h2>Tenants</h2><div class=\"scroll\"><table id=\"tenants\"><thead><tr><th>Tenant</th><th>State</th><th class=\"n\">Source documents</th><th class=\"n\">Current rows</th><th>Last reconcile</th><th class=\"n\">Missing</th><th class=\"n\">Different</th><th class=\"n\">Orphan</th><th class=\"n\">Known / silent</th><th class=\"n\">Repaired</th><th class=\"n\">Cost</th></tr></thead><tbody>");
+    html.push_str("<h2>Tenants</h2><div class=\"scroll\"><table id=\"tenants\"><thead><tr><th>Tenant</th><th>State</th><th class=\"n\">Source documents</th><th class=\"n\">Current rows</th><th>Last reconcile</th><th class=\"n\">Missing</th><th class=\"n\">Different</th><th class=\"n\">Orphan</th><th class=\"n\">Known / silent</th><th class=\"n\">Repaired</th><th class=\"n\">Source reads</th></tr></thead><tbody>");
     if tenants.is_empty() {
         html.push_str("<tr><td colspan=\"11\">No tenant in the source or the warehouse yet.</td></tr>");
     }
@@ -111,7 +111,7 @@ fn tenants(html: &mut String, tenants: &[TenantStatus]) {
         let r = t.last_reconcile.clone().unwrap_or_default();
         let when = t.last_reconcile.as_ref().map_or("never".to_owned(), |r| format!("{} ({}, {})", short_time(&r.at), r.mode, r.outcome));
         html.push_str(&format!(
-            "<tr data-tenant=\"{tenant}\"><td><strong>{tenant}</strong></td><td>{state}</td><td class=\"n\" title=\"{routes}\">{}</td><td class=\"n\" title=\"{routes}\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} / {}</td><td class=\"n\">{}</td><td class=\"n\">${:.4}</td></tr>",
+            "<tr data-tenant=\"{tenant}\"><td><strong>{tenant}</strong></td><td>{state}</td><td class=\"n\" title=\"{routes}\">{}</td><td class=\"n\" title=\"{routes}\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} / {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             format_number(t.source_docs as f64),
             format_number(t.current_rows as f64),
             escape(&when),
@@ -121,7 +121,7 @@ fn tenants(html: &mut String, tenants: &[TenantStatus]) {
             r.known,
             r.silent,
             r.repaired,
-            r.estimated_usd,
+            format_number(r.source_reads as f64),
             tenant = escape(&t.tenant),
             routes = escape(&by_route.join("; ")),
         ));

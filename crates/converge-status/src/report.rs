@@ -123,6 +123,10 @@ pub struct ReconcileSummary {
     pub known: u64,
     pub silent: u64,
     pub repaired: u64,
+    /// Source documents read, as billed (`RunCost::source_reads`).
+    pub source_reads: u64,
+    /// The run's price; a tenant's share is not priced on its own (warehouse bytes are
+    /// the run's), so a tenant's summary has 0 here.
     pub estimated_usd: f64,
 }
 
@@ -351,6 +355,7 @@ fn summary(run: &RunRecord, entries: &[Value]) -> ReconcileSummary {
         out.known += number(&entry["known"]);
         out.silent += number(&entry["silent"]);
         out.repaired += number(&entry["repaired"]);
+        out.source_reads += number(&entry["cost"]["source_reads"]);
     }
     out
 }
@@ -362,7 +367,7 @@ fn tenant_share(run: &RunRecord, tenant: &str) -> Option<ReconcileSummary> {
         return None;
     }
     let mut share = summary(run, &entries);
-    share.estimated_usd = entries.iter().map(|t| t["cost"]["estimated_usd"].as_f64().unwrap_or(0.0)).sum();
+    share.estimated_usd = 0.0;
     Some(share)
 }
 

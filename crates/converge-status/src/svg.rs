@@ -30,7 +30,8 @@ pub fn stacked_bars(title: &str, unit: &str, bars: &[Bar]) -> String {
         svg.push_str(&format!(r#"<text class="empty" x="{}" y="{}" text-anchor="middle">nothing recorded yet</text></svg>"#, WIDTH / 2.0, plot / 2.0));
         return svg;
     }
-    let slot = WIDTH / bars.len() as f64;
+    // At least room for 30 bars: a few runs are narrow bars on the left, not slabs.
+    let slot = WIDTH / bars.len().max(30) as f64;
     let bar_width = (slot * 0.7).max(1.0);
     for (i, bar) in bars.iter().enumerate() {
         let x = i as f64 * slot + (slot - bar_width) / 2.0;
@@ -53,7 +54,10 @@ pub fn stacked_bars(title: &str, unit: &str, bars: &[Bar]) -> String {
     svg.push_str(&format!(r#"<text class="tick" x="2" y="12">{} {}</text>"#, format_number(max), escape(unit)));
     if let (Some(first), Some(last)) = (bars.first(), bars.last()) {
         svg.push_str(&format!(r#"<text class="tick" x="2" y="{}">{}</text>"#, HEIGHT - 6.0, escape(&first.label)));
-        svg.push_str(&format!(r#"<text class="tick" x="{}" y="{}" text-anchor="end">{}</text>"#, WIDTH - 2.0, HEIGHT - 6.0, escape(&last.label)));
+        if bars.len() > 1 {
+            let end = (bars.len() as f64 * slot).clamp(WIDTH / 2.0, WIDTH) - 2.0;
+            svg.push_str(&format!(r#"<text class="tick" x="{end:.1}" y="{}" text-anchor="end">{}</text>"#, HEIGHT - 6.0, escape(&last.label)));
+        }
     }
     svg.push_str("</svg>");
     svg
@@ -94,6 +98,8 @@ mod tests {
         assert!(svg.contains("a&lt;b") && !svg.contains("a<b"));
         // The tallest bar fills the plot; the other is a quarter of it.
         assert!(svg.contains(r#"class="missing" x="#) && svg.contains("height=\"66.0\""), "{svg}");
+        // Three bars take three of thirty slots.
+        assert!(svg.contains(r#"x="3.0" y="#), "the first bar sits at the left: {svg}");
         assert!(svg.contains(r#"class="zero""#), "an empty run is still marked");
         assert!(svg.contains(">4 findings<"));
     }
