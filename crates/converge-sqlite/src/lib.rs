@@ -453,7 +453,9 @@ impl Inner {
                 let mut stmt = conn.prepare_cached("SELECT count(*) FROM documents WHERE collection_path = ?1")?;
                 return Ok(outbox::non_negative(stmt.query_row([collection_path], |row| row.get(0))?));
             }
-            // A scope at any depth: its parent's subtree, counted by the paths it matches.
+            // A scope at any depth: the subtree under its leading ids (`orgs/acme/projects/`
+            // for `orgs/acme/projects/*/tasks/*`, not all of `orgs/acme`), counted by the
+            // paths it matches.
             let mut count = 0u64;
             let mut tally = |rows: &mut rusqlite::Rows<'_>| -> Result<(), SqliteError> {
                 while let Some(row) = rows.next()? {
@@ -461,7 +463,7 @@ impl Inner {
                 }
                 Ok(())
             };
-            match subtree_range(&scope.parent()) {
+            match leading_range(scope) {
                 Some((from, to)) => tally(&mut conn.prepare_cached("SELECT path FROM documents WHERE path > ?1 AND path < ?2")?.query([from, to])?)?,
                 None => tally(&mut conn.prepare_cached("SELECT path FROM documents")?.query([])?)?,
             }
@@ -669,6 +671,20 @@ struct ScopeSql {
 /// `orgs/acme0`: `0` follows `/`), or `None` for the database root.
 pub(crate) fn subtree_range(parent: &str) -> Option<(String, String)> {
     (!parent.is_empty()).then(|| (format!("{parent}/"), format!("{parent}0")))
+}
+
+/// The paths under `scope`'s leading ids (its parent document, and the collection after
+/// it when that is given too): every document of the scope lies in this range.
+pub(crate) fn leading_range(scope: &SourceScope) -> Option<(String, String)> {
+    let ids: Vec<&str> = scope
+        .segments()
+        .iter()
+        .map_while(|segment| match segment {
+            converge_core::ScopeSegment::Id(id) => Some(id.as_str()),
+            converge_core::ScopeSegment::Any => None,
+        })
+        .collect();
+    subtree_range(&ids.join("/"))
 }
 
 #[cfg(test)]

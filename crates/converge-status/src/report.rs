@@ -219,19 +219,19 @@ pub async fn collect(sources: &StatusSources) -> Result<StatusReport, StoreError
     let reconcile_runs = sources.warehouse.runs("reconcile", RECONCILE_HISTORY).await?;
 
     let tenants = tenants(sources).await?;
+    // Every (tenant, route) pair's counts at once, a few at a time.
+    let pairs: Vec<_> = tenants.iter().flat_map(|tenant| sources.config.routes.iter().map(move |route| route_counts(sources, route, tenant))).collect();
+    let mut counted: Vec<RouteStatus> = futures::stream::iter(pairs).buffered(COUNTS_AT_ONCE).try_collect().await?;
     let mut statuses = Vec::with_capacity(tenants.len());
     for tenant in tenants {
-        let mut routes = Vec::new();
-        for route in &sources.config.routes {
-            routes.push(route_counts(sources, route, &tenant));
-        }
-        let routes: Vec<RouteStatus> = futures::stream::iter(routes).buffered(COUNTS_AT_ONCE).try_collect().await?;
+        let routes: Vec<RouteStatus> = counted.drain(..sources.config.routes.len()).collect();
         let last_reconcile = reconcile_runs.iter().find_map(|run| tenant_share(run, &tenant));
         let (source_docs, current_rows) = (routes.iter().map(|r| r.source_docs).sum(), routes.iter().map(|r| r.current_rows).sum());
         let repaired_all = last_reconcile.as_ref().is_none_or(|r| r.findings() == r.repaired);
         statuses.push(TenantStatus { equal: source_docs == current_rows && repaired_all, tenant, source_docs, current_rows, routes, last_reconcile });
     }
 
+    let counts_millis = started.elapsed().as_millis() as u64;
     let mut reconciles: Vec<ReconcileSummary> = reconcile_runs.iter().map(|run| summary(run, run.report["tenants"].as_array().map(Vec::as_slice).unwrap_or(&[]))).collect();
     reconciles.reverse();
 
@@ -298,6 +298,7 @@ pub async fn collect(sources: &StatusSources) -> Result<StatusReport, StoreError
         command: String::new(),
     };
 
+    tracing::debug!(counts_millis, millis = started.elapsed().as_millis() as u64, "status collected");
     Ok(StatusReport {
         generated_at: now.to_rfc3339(),
         millis: started.elapsed().as_millis() as u64,
