@@ -84,7 +84,7 @@ APIS=(
   artifactregistry.googleapis.com bigquery.googleapis.com bigquerystorage.googleapis.com
   cloudbuild.googleapis.com cloudscheduler.googleapis.com eventarc.googleapis.com
   eventarcpublishing.googleapis.com firestore.googleapis.com iam.googleapis.com
-  logging.googleapis.com pubsub.googleapis.com run.googleapis.com secretmanager.googleapis.com
+  logging.googleapis.com monitoring.googleapis.com pubsub.googleapis.com run.googleapis.com secretmanager.googleapis.com
 )
 
 FIRESTORE_EVENT=google.cloud.firestore.document.v1.written

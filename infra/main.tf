@@ -16,6 +16,7 @@ locals {
     "firestore.googleapis.com", # source, error log
     "iam.googleapis.com",
     "logging.googleapis.com",
+    "monitoring.googleapis.com", # alert policies (monitoring.tf)
     "pubsub.googleapis.com", # Eventarc's transport
     "run.googleapis.com",
     "secretmanager.googleapis.com", # optional mirror configuration

@@ -78,3 +78,27 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "alert_notification_channels" {
+  description = "Cloud Monitoring notification channels (ids, `projects/P/notificationChannels/N`) the alert policies of monitoring.tf notify. Empty: the policies open incidents in the console only."
+  type        = list(string)
+  default     = []
+}
+
+variable "quarantine_alert_per_10m" {
+  description = "Quarantined events in 10 minutes that open an incident (monitoring.tf)."
+  type        = number
+  default     = 10
+}
+
+variable "sync_error_alert_per_10m" {
+  description = "Failed syncs (each a sync_errors record) in 10 minutes that open an incident (monitoring.tf)."
+  type        = number
+  default     = 5
+}
+
+variable "sync_lag_alert_ms" {
+  description = "Sync lag (source commit to durable, the largest of a minute) that opens an incident when it lasts 10 minutes (monitoring.tf)."
+  type        = number
+  default     = 300000
+}

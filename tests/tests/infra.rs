@@ -1821,3 +1821,35 @@ mod iam {
         }
     }
 }
+
+/// The alert policies watch log lines the code writes: every message a log-based
+/// metric of `infra/monitoring.tf` matches is written, word for word, by the code its
+/// comment names, and every field a metric extracts is one that line carries.
+#[test]
+fn every_alert_watches_a_line_the_code_writes() {
+    let monitoring = read("infra/monitoring.tf");
+    let lines = [
+        ("silent drift: differences no sync error record explains", "crates/converge-reconcile/src/run.rs", None),
+        ("event quarantined", "crates/converge-sync/src/service.rs", Some("reason")),
+        ("sync failed; error recorded", "crates/converge-sync/src/service.rs", None),
+        ("sync minute", "crates/converge-sync/src/minutes.rs", Some("lag_ms_max")),
+        ("current tables refreshed", "crates/converge-retention/src/run.rs", None),
+    ];
+    let matched: Vec<&str> = monitoring.split("jsonPayload.message=\\\"").skip(1).map(|rest| rest.split("\\\"").next().unwrap()).collect();
+    assert_eq!(matched.len(), lines.len(), "{matched:?}");
+    for (message, file, field) in lines {
+        assert!(matched.contains(&message), "no metric matches {message:?}");
+        let code = read(file);
+        assert!(code.contains(&format!("\"{message}\"")), "{file} does not log {message:?}");
+        if let Some(field) = field {
+            assert!(monitoring.contains(&format!("EXTRACT(jsonPayload.{field})")), "{field} is not extracted");
+            let statement = code.split(&format!("\"{message}\"")).next().unwrap();
+            let call = &statement[statement.rfind("tracing::").expect("a tracing macro before the message")..];
+            assert!(call.contains(field), "{file}'s {message:?} line does not carry {field}: {call}");
+        }
+    }
+    for policy in ["silent_drift", "quarantine_rate", "sync_error_rate", "freshness"] {
+        assert!(monitoring.contains(&format!("resource \"google_monitoring_alert_policy\" \"{policy}\"")), "no {policy} policy");
+    }
+    assert!(read("infra/main.tf").contains("\"monitoring.googleapis.com\""), "the Monitoring API is enabled");
+}
