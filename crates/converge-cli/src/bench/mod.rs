@@ -16,6 +16,8 @@
 //!   version per document, and its report on the latest view and the current table.
 //! - [`etl`]: `converge bench etl`, the nightly ETL of one day and of 90 days.
 //! - [`detect`]: `converge bench detect`, the whole pack over 90 days of metrics.
+//! - [`status`]: `converge bench status`, the status page's server time over the demo's
+//!   workspace.
 //!
 //! Dependencies point one way: this command → the benchmarks → `drifted_tenant` and
 //! `measure`.
@@ -32,6 +34,7 @@ pub mod incremental;
 pub mod measure;
 pub mod rebuild;
 pub mod reconcile;
+pub mod status;
 pub mod sync;
 
 #[derive(Subcommand)]
@@ -118,6 +121,23 @@ pub enum BenchCommand {
         /// Keep the generated data directories.
         #[arg(long)]
         keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The status page's server time over the demo's workspace (made by the demo in a
+    /// temporary directory unless --data-dir names one that has it).
+    Status {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Records of the demo's large tenant, when the bench makes the workspace.
+        #[arg(long, default_value_t = 300_000)]
+        records: u64,
+        /// Page loads measured.
+        #[arg(long, default_value_t = 20)]
+        loads: usize,
+        /// Update this results file's status section (e.g. bench/RESULTS.md).
+        #[arg(long)]
+        results: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -209,6 +229,12 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rebuild { records, results, keep, json } => {
             let sizes = rebuild::run(&records, keep).await?;
             report(&sizes, results.as_deref(), |path, sizes| rebuild::write_results(path, sizes), json, |_| {})
+        }
+        BenchCommand::Status { data_dir, records, loads, results, json } => {
+            let result = status::run(data_dir, records, loads).await?;
+            report(&result, results.as_deref(), status::write_results, json, |result| {
+                eprintln!("status page over {} tenants, {} source documents: median {:.1} ms, p95 {:.1} ms, slowest {:.1} ms", result.tenants, result.source_docs, result.median_ms, result.p95_ms, result.max_ms)
+            })
         }
         BenchCommand::Compact { records, results, keep, json } => {
             let sizes = compact::run(&records, keep).await?;
