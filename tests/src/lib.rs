@@ -383,6 +383,21 @@ pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// Runs `converge <args> --data-dir DIR` (the built binary, no `CONVERGE_CONFIG`, logs
+/// at warn) and expects it to succeed; its stdout.
+pub fn converge_ok(data_dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(binary("converge"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("CONVERGE_CONFIG")
+        .env("CONVERGE_LOG", "warn")
+        .output()
+        .expect("run converge");
+    assert!(output.status.success(), "converge {args:?}: exit {:?}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("converge prints UTF-8")
+}
+
 /// A binary of the workspace, built next to the running test (`current_exe()` is
 /// `target/<profile>/deps/<test>`).
 pub fn binary(name: &str) -> PathBuf {

@@ -9,21 +9,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use converge_e2e::{binary, bounded, data_dir};
+use converge_e2e::{binary, bounded, converge_ok as converge, data_dir};
 
-/// Runs `converge <args> --data-dir DIR`, expecting success; stdout.
-fn converge(data_dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(binary("converge"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("CONVERGE_CONFIG")
-        .env("CONVERGE_LOG", "warn")
-        .output()
-        .expect("run converge");
-    assert!(output.status.success(), "converge {args:?}: exit {:?}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
 
 fn json(data_dir: &Path, args: &[&str]) -> serde_json::Value {
     let stdout = converge(data_dir, args);

@@ -165,6 +165,16 @@ async fn cloud_functions_exit_until_setup_has_run_and_serve_after_it() {
         for name in FUNCTIONS {
             let (mut process, base) = spawn_function(name, &settings, logs.path());
             wait_healthy(name, &mut process, &base).await;
+            if name == "reconciler" {
+                // The status page, read from Firestore and BigQuery: nothing mirrored yet.
+                let client = reqwest::Client::new();
+                let response = client.get(format!("{base}/status.json")).send().await.unwrap();
+                assert_eq!(response.status().as_u16(), 200);
+                let report: serde_json::Value = response.json().await.unwrap();
+                assert_eq!((report["tenants"].as_array().map(Vec::len), &report["equal"]), (Some(0), &serde_json::json!(true)), "{report}");
+                let html = client.get(format!("{base}/status")).send().await.unwrap().text().await.unwrap();
+                assert!(html.contains("<svg") && html.contains("No tenant in the source or the warehouse yet"), "{html}");
+            }
             stop(name, process).await;
         }
     })

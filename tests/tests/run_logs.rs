@@ -2,37 +2,16 @@
 //! because each line names them — in the Cloud Logging format the functions write on
 //! Cloud Run (`converge_function::telemetry`).
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use converge_core::value::fields_from_json;
 use converge_core::{DocWrite, MirrorConfig, RefreshFrom, SourceStore, SystemClock, Warehouse};
 use converge_e2e::{data_dir, EmbeddedBackends};
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Buffer {
-    type Writer = Buffer;
-    fn make_writer(&'w self) -> Buffer {
-        self.clone()
-    }
-}
-
 #[test]
 fn every_line_of_a_reconcile_and_a_refresh_names_its_run() {
     let (_dir, path) = data_dir();
-    let buffer = Buffer::default();
+    let buffer = converge_function::telemetry::LogBuffer::default();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let subscriber = converge_function::telemetry::cloud_logging("reconciler", Some("p".into()), buffer.clone());
     let (reconcile_id, refresh_id) = tracing::subscriber::with_default(subscriber, || {
@@ -52,8 +31,8 @@ fn every_line_of_a_reconcile_and_a_refresh_names_its_run() {
             (run.batch_id, refresh.batch_id)
         })
     });
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let lines = buffer.lines();
+    let text = format!("{lines:#?}");
     let of = |id: &str| lines.iter().filter(|l| l["run_id"] == id).collect::<Vec<_>>();
     let (reconcile, refresh) = (of(&reconcile_id), of(&refresh_id));
     assert!(reconcile.iter().any(|l| l["severity"] == "ERROR" && l["message"].as_str().unwrap().contains("silent drift")), "{text}");

@@ -14,21 +14,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use converge_e2e::{binary, bounded, data_dir};
+use converge_e2e::{binary, bounded, converge_ok as converge, data_dir};
 
-/// Runs `converge <args> --data-dir DIR`, expecting success; stdout.
-fn converge(data_dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(binary("converge"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("CONVERGE_CONFIG")
-        .env("CONVERGE_LOG", "warn")
-        .output()
-        .expect("run converge");
-    assert!(output.status.success(), "converge {args:?}: exit {:?}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
 
 /// `converge serve` on a free port, and the status page's address it prints.
 struct Served {

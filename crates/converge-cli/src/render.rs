@@ -72,18 +72,22 @@ pub fn demo(summary: &DemoSummary) -> String {
         }
     }
     let _ = writeln!(out, "\n  total {:.1} s", summary.total_millis as f64 / 1000.0);
-    let _ = writeln!(
-        out,
-        "\n  Status page: http://127.0.0.1:{port}{path} once `converge serve --data-dir {} --port {port}` runs (it serves the sync too; Ctrl-C stops it)",
-        summary.data_dir,
-        port = STATUS_PORT,
-        path = converge_status::STATUS_PATH
-    );
+    status_line(&mut out, &summary.data_dir);
     out
 }
 
 /// The port the demo's closing line suggests for `converge serve` (its default).
 pub const STATUS_PORT: u16 = 8080;
+
+/// The closing line of the demo and the drill: where the status page is, once served.
+fn status_line(out: &mut String, data_dir: &str) {
+    let _ = writeln!(
+        out,
+        "\n  Status page: http://127.0.0.1:{port}{path} once `converge serve --data-dir {data_dir} --port {port}` runs (it serves the sync too; Ctrl-C stops it)",
+        port = STATUS_PORT,
+        path = converge_status::STATUS_PATH
+    );
+}
 
 pub fn reconcile(run: &ReconcileRun) -> String {
     let mut out = String::new();
@@ -232,13 +236,7 @@ pub fn drill(summary: &DrillSummary) -> String {
         }
     }
     let _ = writeln!(out, "\n  total {:.1} s", summary.total_millis as f64 / 1000.0);
-    let _ = writeln!(
-        out,
-        "\n  Status page: http://127.0.0.1:{port}{path} once `converge serve --data-dir {} --port {port}` runs (it serves the sync too; Ctrl-C stops it)",
-        summary.data_dir,
-        port = STATUS_PORT,
-        path = converge_status::STATUS_PATH
-    );
+    status_line(&mut out, &summary.data_dir);
     out
 }
 

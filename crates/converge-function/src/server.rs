@@ -162,11 +162,7 @@ mod tests {
     #[test]
     fn a_request_with_a_traceparent_logs_with_its_trace() {
         use tower::ServiceExt;
-        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
-        let writer = {
-            let buffer = buffer.clone();
-            move || WriteTo(buffer.clone())
-        };
+        let buffer = crate::telemetry::LogBuffer::default();
         let router = Router::new()
             .route(
                 "/",
@@ -177,7 +173,7 @@ mod tests {
             )
             .layer(axum::middleware::from_fn(request_span));
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        tracing::subscriber::with_default(crate::telemetry::cloud_logging("test", Some("p".into()), writer), || {
+        tracing::subscriber::with_default(crate::telemetry::cloud_logging("test", Some("p".into()), buffer.clone()), || {
             runtime.block_on(async {
                 let request = axum::http::Request::get("/")
                     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
@@ -186,21 +182,8 @@ mod tests {
                 router.oneshot(request).await.unwrap();
             })
         });
-        let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
-        let line: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line")).unwrap();
+        let line = buffer.lines().into_iter().next().expect("a line");
         assert_eq!(line["message"], "handled");
         assert_eq!(line["logging.googleapis.com/trace"], "projects/p/traces/4bf92f3577b34da6a3ce929d0e0e4736");
-    }
-
-    struct WriteTo(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for WriteTo {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 }

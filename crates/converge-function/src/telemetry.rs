@@ -54,6 +54,36 @@ where
         .with(tracing_subscriber::fmt::layer().event_format(CloudLoggingFormat { service: service.to_owned(), project }).with_writer(writer))
 }
 
+/// Lines written in memory, for tests of what is logged: give it to [`cloud_logging`]
+/// (it is a `MakeWriter`), then read [`LogBuffer::lines`].
+#[derive(Clone, Default)]
+pub struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// Every line written so far, each parsed as the JSON object it must be.
+    pub fn lines(&self) -> Vec<Value> {
+        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"))).collect()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'w> MakeWriter<'w> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'w self) -> LogBuffer {
+        self.clone()
+    }
+}
+
 /// Keeps each span's fields as JSON in its extensions, so [`CloudLoggingFormat`] can
 /// give them to every line logged inside it, as keys of their own.
 struct SpanFieldsLayer;
@@ -169,39 +199,11 @@ fn chrono_now() -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    /// A writer the subscriber shares with the test.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'w> MakeWriter<'w> for Buffer {
-        type Writer = Buffer;
-        fn make_writer(&'w self) -> Buffer {
-            self.clone()
-        }
-    }
-
-    fn lines(buffer: &Buffer) -> Vec<Value> {
-        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap().lines().map(|line| serde_json::from_str(line).expect("one JSON object per line")).collect()
-    }
 
     #[test]
     fn a_line_has_cloud_loggings_fields_its_spans_fields_and_the_trace() {
-        let buffer = Buffer::default();
+        let buffer = LogBuffer::default();
         tracing::subscriber::with_default(cloud_logging("reconciler", Some("my-project".into()), buffer.clone()), || {
             let run = tracing::info_span!("run", run_id = "batch-1", kind = "reconcile");
             let _run = run.enter();
@@ -210,7 +212,7 @@ mod tests {
             let _request = request.enter();
             tracing::warn!(tenant = "acme", silent = 2u64, "silent drift");
         });
-        let lines = lines(&buffer);
+        let lines = buffer.lines();
         assert_eq!(lines.len(), 2, "{lines:?}");
         let (first, second) = (&lines[0], &lines[1]);
         assert_eq!((first["severity"].as_str(), first["message"].as_str()), (Some("INFO"), Some("started")));
@@ -227,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_field_recorded_later_reaches_the_lines_after_it() {
-        let buffer = Buffer::default();
+        let buffer = LogBuffer::default();
         tracing::subscriber::with_default(cloud_logging("etl", None, buffer.clone()), || {
             let run = tracing::info_span!("run", run_id = tracing::field::Empty);
             let _run = run.enter();
@@ -235,7 +237,7 @@ mod tests {
             run.record("run_id", "batch-2");
             tracing::error!("after");
         });
-        let lines = lines(&buffer);
+        let lines = buffer.lines();
         assert!(lines[0].get("run_id").is_none());
         assert_eq!((lines[1]["run_id"].as_str(), lines[1]["severity"].as_str()), (Some("batch-2"), Some("ERROR")));
     }
