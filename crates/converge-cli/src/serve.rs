@@ -50,15 +50,12 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
             }
         }
     });
-    let status = converge_status::StatusSources {
-        config: options.mirror.clone(),
-        source: backends.source_store(),
-        warehouse: backends.warehouse(),
-        errors: backends.error_log(),
-        opportunities: Arc::new(backends.source.clone()),
-        clock: Arc::new(SystemClock),
-        commands: converge_status::Commands::Embedded { data_dir: options.data_dir.display().to_string() },
-    };
+    let status = converge_status::StatusSources::new(
+        &backends.backends(),
+        options.mirror.clone(),
+        Arc::new(SystemClock),
+        converge_status::Commands::Embedded { data_dir: options.data_dir.display().to_string() },
+    );
     // Printed, not only logged: it is what a person opens.
     println!("status page: http://{address}{}", converge_status::STATUS_PATH);
     let router = converge_sync::app(Arc::new(service)).merge(converge_status::app(Arc::new(status)));

@@ -1,6 +1,5 @@
 //! [`DetectorRunner`]: one pass of the pack.
 
-use tracing::Instrument;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +11,7 @@ use converge_core::{
 };
 use converge_detect::{compile, render_message, DetectorSpec, Pack};
 use futures::stream::{self, StreamExt};
+use tracing::Instrument;
 
 use crate::error::DetectError;
 use crate::report::{DetectRun, DetectorFailure, DetectorStats};

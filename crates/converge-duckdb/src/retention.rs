@@ -158,11 +158,7 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                     write_current(connection, t, &winners)?;
                     if part + 1 < parts {
                         exec(connection, "commit a part of the refresh", "COMMIT")?;
-                        // Best effort: a checkpoint fails while another transaction is
-                        // open (the loader appending); the next one frees it all.
-                        if let Err(error) = connection.execute_batch("CHECKPOINT") {
-                            tracing::debug!(%error, "no checkpoint between the refresh's parts");
-                        }
+                        checkpoint(connection);
                         exec(connection, "begin the next part of the refresh", "BEGIN TRANSACTION")?;
                     }
                 }
@@ -191,13 +187,19 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
     })();
     let report = finish(connection, result, started, |report, millis| report.millis = millis)?;
     if report.documents_merged > 0 && !report.full {
-        // The replaced rows' delete information stays in memory until a checkpoint (see
-        // REFRESH_PART); best effort, as between the parts.
-        if let Err(error) = connection.execute_batch("CHECKPOINT") {
-            tracing::debug!(%error, "no checkpoint after the refresh");
-        }
+        // The last part's delete information, as between the parts.
+        checkpoint(connection);
     }
     Ok(report)
+}
+
+/// Frees the replaced rows' delete information a refresh holds until a checkpoint (see
+/// `REFRESH_PART`). Best effort: a checkpoint fails while another transaction is open
+/// (the loader appending), and the next one frees it all.
+fn checkpoint(connection: &Connection) {
+    if let Err(error) = connection.execute_batch("CHECKPOINT") {
+        tracing::debug!(%error, "no checkpoint after a part of the refresh");
+    }
 }
 
 /// Commits on success, rolls back on error, and stamps the time taken.

@@ -1,7 +1,6 @@
 //! [`EtlRunner`]: one pass of the nightly ETL over tenants and dates, one slice at a
 //! time, each with its run record.
 
-use tracing::Instrument;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +14,7 @@ use converge_core::{
 use converge_rebuild::Throttle;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::checks::{duplicate_keys_check, empty_ids_check, rows_in_check, CheckPolicy, CheckResult};
 use crate::collections::{RawCollection, DATE_FIELD, RAW_COLLECTIONS, TENANT_ROOT};

@@ -1,6 +1,5 @@
 //! [`Rebuilder`]: one tenant's rows re-derived from the source in one atomic append.
 
-use tracing::Instrument;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +13,7 @@ use converge_core::{
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::merge::{MergeJoin, Rebuilt};
 use crate::throttle::Throttle;

@@ -14,12 +14,12 @@
 //! What it cannot find: drift no error record names (silent drift). That is the full
 //! reconcile's job, on its own schedule.
 
-use tracing::Instrument;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use converge_core::{batch_id, ChangeRow, Op, RowContext, RunCost, RunOutcome, RunRecord, SyncErrorRecord, CODE_VERSION};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::run::{ReconcileError, Reconciler, REPAIR_CHUNK};
 

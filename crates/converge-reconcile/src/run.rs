@@ -1,6 +1,5 @@
 //! [`Reconciler`]: one run over one tenant or all, with its [`ReconcileRun`] report.
 
-use tracing::Instrument;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use converge_core::{
 };
 use futures::StreamExt;
 use serde::Serialize;
+use tracing::Instrument;
 
 use converge_core::drift::{diff, Difference, DifferenceKind};
 

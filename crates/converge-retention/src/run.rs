@@ -1,6 +1,5 @@
 //! Compaction and refresh runs over every mirrored table.
 
-use tracing::Instrument;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,6 +8,7 @@ use converge_core::{
     TableCompaction, Warehouse,
 };
 use serde::Serialize;
+use tracing::Instrument;
 
 /// The run kinds in `converge_runs`.
 pub const COMPACT_KIND: &str = "compact";

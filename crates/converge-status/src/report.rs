@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use converge_backends::Backends;
 use converge_core::{Clock, ErrorLog, MirrorConfig, OpportunityStore, PathRange, RunRecord, SourceStore, StoreError, Timestamp, Warehouse};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -39,6 +40,21 @@ pub struct StatusSources {
     pub opportunities: Arc<dyn OpportunityStore>,
     pub clock: Arc<dyn Clock>,
     pub commands: Commands,
+}
+
+impl StatusSources {
+    /// The page over `backends`' stores (embedded or cloud), for the routes of `config`.
+    pub fn new(backends: &Backends, config: MirrorConfig, clock: Arc<dyn Clock>, commands: Commands) -> Self {
+        Self {
+            config,
+            source: backends.source.clone(),
+            warehouse: backends.warehouse.clone(),
+            errors: backends.errors.clone(),
+            opportunities: backends.opportunities.clone(),
+            clock,
+            commands,
+        }
+    }
 }
 
 /// How the commands the page suggests are spelled.

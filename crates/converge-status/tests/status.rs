@@ -39,15 +39,7 @@ async fn the_page_and_its_json_follow_the_stores() {
     backends.warehouse.ensure_tables(&config).await.unwrap();
     let source: Arc<dyn SourceStore> = backends.source_store();
     let warehouse: Arc<dyn Warehouse> = backends.warehouse();
-    let sources = StatusSources {
-        config: config.clone(),
-        source: source.clone(),
-        warehouse: warehouse.clone(),
-        errors: backends.error_log(),
-        opportunities: Arc::new(backends.source.clone()),
-        clock: Arc::new(SystemClock),
-        commands: Commands::Embedded { data_dir: "DIR".into() },
-    };
+    let sources = StatusSources::new(&backends.backends(), config.clone(), Arc::new(SystemClock), Commands::Embedded { data_dir: "DIR".into() });
     let router = converge_status::app(Arc::new(sources));
 
     // Nothing yet: a page that says so, not an error.

@@ -74,18 +74,11 @@ impl ReconcilerState {
         let backends = Backends::open(settings, Arc::new(SystemClock)).await.map_err(StartError::Backends)?;
         backends.open_tables(&settings.mirror, Tables::Changelog).await.map_err(StartError::Tables)?;
         tracing::info!(backend = backends.kind, "reconciler backends open");
-        let status = converge_status::StatusSources {
-            config: settings.mirror.clone(),
-            source: backends.source.clone(),
-            warehouse: backends.warehouse.clone(),
-            errors: backends.errors.clone(),
-            opportunities: backends.opportunities.clone(),
-            clock: Arc::new(SystemClock),
-            commands: match settings.backend {
-                converge_function::settings::Backend::Embedded => converge_status::Commands::Embedded { data_dir: settings.data_dir.display().to_string() },
-                converge_function::settings::Backend::Cloud(_) => converge_status::Commands::Cloud,
-            },
+        let commands = match settings.backend {
+            converge_function::settings::Backend::Embedded => converge_status::Commands::Embedded { data_dir: settings.data_dir.display().to_string() },
+            converge_function::settings::Backend::Cloud(_) => converge_status::Commands::Cloud,
         };
+        let status = converge_status::StatusSources::new(&backends, settings.mirror.clone(), Arc::new(SystemClock), commands);
         let reconciler = Reconciler::new(backends.source, backends.errors, backends.warehouse, settings.mirror.clone(), Arc::new(SystemClock)).with_prices(settings.prices);
         Ok(Self { reconciler: Arc::new(reconciler), status: Arc::new(status) })
     }

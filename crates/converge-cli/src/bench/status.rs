@@ -52,15 +52,12 @@ async fn measure(data_dir: &Path, records: u64, loads: usize) -> anyhow::Result<
     let mirror = crate::mirror_for(&data_dir, converge_core::MirrorConfig::default())?;
     let backends = EmbeddedBackends::open_for(&data_dir, Arc::new(SystemClock), &mirror).context("opening the workspace")?;
     backends.warehouse.ensure_tables(&mirror).await?;
-    let sources = converge_status::StatusSources {
-        config: mirror,
-        source: backends.source_store(),
-        warehouse: backends.warehouse(),
-        errors: backends.error_log(),
-        opportunities: Arc::new(backends.source.clone()),
-        clock: Arc::new(SystemClock),
-        commands: converge_status::Commands::Embedded { data_dir: data_dir.display().to_string() },
-    };
+    let sources = converge_status::StatusSources::new(
+        &backends.backends(),
+        mirror,
+        Arc::new(SystemClock),
+        converge_status::Commands::Embedded { data_dir: data_dir.display().to_string() },
+    );
     let load = || async {
         let started = Instant::now();
         let report = converge_status::collect(&sources).await?;
