@@ -146,6 +146,10 @@ fn finding_row(row: &Row, label: &str) -> Result<FindingRow, StoreError> {
         baseline_value: row.get(4).map_err(error)?,
         volume: row.get(5).map_err(error)?,
         reference_value: row.get(6).map_err(error)?,
+        baseline_volume: row.get(7).map_err(error)?,
+        statistic: row.get(8).map_err(error)?,
+        p_value: row.get(9).map_err(error)?,
+        q_value: row.get(10).map_err(error)?,
     })
 }
 

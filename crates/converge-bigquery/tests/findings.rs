@@ -12,7 +12,7 @@ use converge_core::{ErrorKind, FindingRow, FindingsParam, FindingsParamValue, Fi
 use futures::StreamExt;
 
 const SELECT: &str = "SELECT tenant, entity_type, entity_id, SUM(value) AS recent_value, CAST(NULL AS FLOAT64) AS baseline_value, \
-     CAST(COUNT(*) AS FLOAT64) AS volume, MAX(value) AS reference_value \
+     CAST(COUNT(*) AS FLOAT64) AS volume, MAX(value) AS reference_value, CAST(NULL AS FLOAT64) AS baseline_volume, CAST(NULL AS FLOAT64) AS statistic, CAST(NULL AS FLOAT64) AS p_value, CAST(NULL AS FLOAT64) AS q_value \
      FROM daily_entity_metrics \
      WHERE date <= @as_of AND (@tenant IS NULL OR tenant = @tenant) \
      GROUP BY tenant, entity_type, entity_id ORDER BY tenant, entity_id";
@@ -74,6 +74,10 @@ async fn rows_come_back_typed_across_pages_for_one_tenant_or_all() {
             baseline_value: None,
             volume: Some(1.0),
             reference_value: Some(2.5),
+            baseline_volume: None,
+            statistic: None,
+            p_value: None,
+            q_value: None,
         },
         "the day after @as_of is excluded; NULL stays NULL"
     );

@@ -30,14 +30,14 @@ fn probe(dialect: QueryDialect) -> &'static str {
     match dialect {
         QueryDialect::DuckDb => {
             "SELECT tenant, entity_type, entity_id, SUM(value) AS recent_value, CAST(NULL AS DOUBLE) AS baseline_value, \
-             CAST(COUNT(*) AS DOUBLE) AS volume, MAX(value) AS reference_value \
+             CAST(COUNT(*) AS DOUBLE) AS volume, MAX(value) AS reference_value, CAST(NULL AS DOUBLE) AS baseline_volume, CAST(NULL AS DOUBLE) AS statistic, CAST(NULL AS DOUBLE) AS p_value, CAST(NULL AS DOUBLE) AS q_value \
              FROM daily_entity_metrics \
              WHERE date <= CAST($1 AS DATE) AND (CAST($2 AS VARCHAR) IS NULL OR tenant = CAST($2 AS VARCHAR)) \
              GROUP BY tenant, entity_type, entity_id ORDER BY tenant, entity_id"
         }
         QueryDialect::BigQuery => {
             "SELECT tenant, entity_type, entity_id, SUM(value) AS recent_value, CAST(NULL AS FLOAT64) AS baseline_value, \
-             CAST(COUNT(*) AS FLOAT64) AS volume, MAX(value) AS reference_value \
+             CAST(COUNT(*) AS FLOAT64) AS volume, MAX(value) AS reference_value, CAST(NULL AS FLOAT64) AS baseline_volume, CAST(NULL AS FLOAT64) AS statistic, CAST(NULL AS FLOAT64) AS p_value, CAST(NULL AS FLOAT64) AS q_value \
              FROM daily_entity_metrics \
              WHERE date <= @as_of AND (@tenant IS NULL OR tenant = @tenant) \
              GROUP BY tenant, entity_type, entity_id ORDER BY tenant, entity_id"
@@ -48,7 +48,7 @@ fn probe(dialect: QueryDialect) -> &'static str {
 /// `sql` with the run date and `tenant` bound as a compiled detector binds them.
 fn query(dialect: QueryDialect, sql: &str, tenant: Option<&str>, timeout: Duration) -> FindingsQuery {
     let spec = raw_spec(dialect, sql);
-    let compiled = compile(&spec, dialect, run_date(), tenant).unwrap_or_else(|e| panic!("the probe compiles: {e}"));
+    let compiled = compile(&spec, dialect, run_date(), tenant, &converge_core::KnownEvents::default()).unwrap_or_else(|e| panic!("the probe compiles: {e}"));
     FindingsQuery { label: "probe".into(), ..compiled.into_query(timeout) }
 }
 
@@ -90,6 +90,20 @@ async fn seed(warehouse: &Arc<dyn MetricsAndFindings>) {
     loader.insert(rows).await;
 }
 
+/// erfc(x) to ~1e-7 (Abramowitz & Stegun 7.1.26 is too coarse for 1e-6; this is
+/// Numerical Recipes' erfcc, fractional error < 1.2e-7), for the expected p-values.
+fn libm_erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t * (-z * z - 1.26551223
+        + t * (1.00002368
+            + t * (0.37409196
+                + t * (0.09678418
+                    + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+        .exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
 /// A detector that fires on pages whose conversion rate fell below 70% of the week
 /// before, for pages matching `like`.
 fn conversion_drop(like: &str) -> DetectorSpec {
@@ -117,7 +131,7 @@ fn slow(dialect: QueryDialect) -> (&'static str, Duration) {
     match dialect {
         QueryDialect::DuckDb => (
             "SELECT 't' AS tenant, 'page' AS entity_type, 'x' AS entity_id, sum(a.range * b.range)::DOUBLE AS recent_value, \
-             NULL::DOUBLE AS baseline_value, NULL::DOUBLE AS volume, NULL::DOUBLE AS reference_value \
+             NULL::DOUBLE AS baseline_value, NULL::DOUBLE AS volume, NULL::DOUBLE AS reference_value, NULL::DOUBLE AS baseline_volume, NULL::DOUBLE AS statistic, NULL::DOUBLE AS p_value, NULL::DOUBLE AS q_value \
              FROM range(1000000) a, range(1000000) b WHERE CAST($1 AS DATE) IS NOT NULL AND (CAST($2 AS VARCHAR) IS NULL OR true)",
             Duration::from_millis(300),
         ),
@@ -152,6 +166,10 @@ where
                 baseline_value: None,
                 volume: Some(1.0),
                 reference_value: Some(2.5),
+                baseline_volume: None,
+                statistic: None,
+                p_value: None,
+                q_value: None,
             },
             "the day after the run date is excluded; NULL stays NULL"
         );
@@ -191,10 +209,20 @@ where
         loader.insert(rows).await;
 
         let dialect = warehouse.dialect();
-        let compiled = |like: &str, tenant: Option<&str>| compile(&conversion_drop(like), dialect, run_date(), tenant).expect("compiles");
+        let compiled = |like: &str, tenant: Option<&str>| compile(&conversion_drop(like), dialect, run_date(), tenant, &converge_core::KnownEvents::default()).expect("compiles");
         let fired = fire(&*warehouse, compiled("/blog/%", Some("acme"))).await.unwrap();
+        // The test: a steady 10% has no day-to-day spread, so the binomial's 0.1 × 0.9
+        // per session; z = (0.05 − 0.10) / √(0.09 × (1/700 + 1/700)) = −3.118, one-sided
+        // p = Φ(−3.118); both pages tie, so Benjamini–Hochberg leaves q = p.
+        let z = (0.05 - 0.10) / (0.09f64 * (2.0 / 700.0)).sqrt();
+        let p = 0.5 * libm_erfc(-z / std::f64::consts::SQRT_2);
+        for row in &fired {
+            let (statistic, p_value, q_value) = (row.statistic.unwrap(), row.p_value.unwrap(), row.q_value.unwrap());
+            assert!((statistic - z).abs() < 1e-6, "z {statistic}, expected {z}");
+            assert!((p_value - p).abs() < 1e-6 && (q_value - p).abs() < 1e-6, "p {p_value}, q {q_value}, expected {p}");
+        }
         assert_eq!(
-            fired,
+            fired.into_iter().map(|row| FindingRow { statistic: None, p_value: None, q_value: None, ..row }).collect::<Vec<_>>(),
             ["/blog/a", "/blog/b"]
                 .map(|page| FindingRow {
                     tenant: "acme".into(),
@@ -204,6 +232,10 @@ where
                     baseline_value: Some(10.0),
                     volume: Some(700.0),
                     reference_value: Some(7.0),
+                    baseline_volume: Some(700.0),
+                    statistic: None,
+                    p_value: None,
+                    q_value: None,
                 })
                 .to_vec()
         );

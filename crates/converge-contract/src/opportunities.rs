@@ -123,5 +123,13 @@ fn opportunity(tenant: &str, id: &str, seen: i64) -> Opportunity {
         status: OpportunityStatus::Open,
         resolved_at: None,
         batch_id: "batch-1".into(),
+        evidence: converge_core::Evidence {
+            test: "proportion against its baseline".into(),
+            effect_pct: Some(-42.5),
+            baseline_volume: Some(2800.0),
+            statistic: Some(-4.25),
+            p_value: Some(1.1e-5),
+            q_value: Some(3.0e-4),
+        },
     }
 }

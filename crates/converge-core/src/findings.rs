@@ -1,5 +1,5 @@
 //! Running detector queries on the warehouse: SQL with typed parameters in, rows of
-//! the seven finding columns out.
+//! the eleven finding columns out.
 //!
 //! The detector compiler (`converge-detect`) produces the SQL and its parameters for
 //! one [`QueryDialect`] in these types; the warehouse runs it. This trait knows
@@ -19,8 +19,19 @@ use crate::error::StoreError;
 
 /// The columns every findings query returns, in order (every detector's query, raw
 /// SQL included).
-pub const FINDING_COLUMNS: [&str; 7] =
-    ["tenant", "entity_type", "entity_id", "recent_value", "baseline_value", "volume", "reference_value"];
+pub const FINDING_COLUMNS: [&str; 11] = [
+    "tenant",
+    "entity_type",
+    "entity_id",
+    "recent_value",
+    "baseline_value",
+    "volume",
+    "reference_value",
+    "baseline_volume",
+    "statistic",
+    "p_value",
+    "q_value",
+];
 
 /// The SQL dialect a warehouse runs, so a caller compiles for the right one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,6 +106,16 @@ pub struct FindingRow {
     /// What `recent_value` was compared with (baseline × fraction, factor × percentile,
     /// the threshold, or 0).
     pub reference_value: Option<f64>,
+    /// Baseline-window sum of the gating metric (NULL without a baseline window).
+    pub baseline_volume: Option<f64>,
+    /// The test's statistic (a z score: the change in standard errors, negative for a
+    /// drop); NULL when the comparison was not tested (a rule, or raw SQL).
+    pub statistic: Option<f64>,
+    /// The one-sided p-value of the change in the detector's direction.
+    pub p_value: Option<f64>,
+    /// The p-value adjusted for the entities tested with it (Benjamini–Hochberg): a
+    /// finding fires only when this is within the detector's false-discovery rate.
+    pub q_value: Option<f64>,
 }
 
 impl FindingRow {
@@ -160,6 +181,10 @@ mod tests {
             baseline_value: Some(4.0),
             volume: None,
             reference_value: None,
+            baseline_volume: None,
+            statistic: None,
+            p_value: None,
+            q_value: None,
         };
         assert_eq!(row.change_pct(), Some(-25.0));
         row.baseline_value = Some(0.0);

@@ -27,6 +27,8 @@
 //! - [`business_metrics`]: `daily_entity_metrics`, `entity_map`, and replacing one
 //!   (tenant, date) slice atomically (the nightly ETL's output, [`MetricsWarehouse`]).
 //! - [`findings`]: running detector queries on the warehouse ([`FindingsWarehouse`]).
+//! - [`known_events`]: days a tenant declares unlike the others (holidays, outages),
+//!   which the ETL's volume check and the detectors leave out.
 //! - [`opportunity`]: detectors' findings as stored records ([`OpportunityStore`]), their ids and periods.
 //! - [`clock`]: the injected clock.
 //! - [`error`]: the errors Converge's code returns; one [`ErrorKind`] (retryable or
@@ -46,6 +48,7 @@ pub mod faulty_warehouse;
 pub mod findings;
 pub mod hash;
 pub mod incremental;
+pub mod known_events;
 pub mod opportunity;
 pub mod path;
 pub mod raw_source;
@@ -60,6 +63,7 @@ pub use change::{ChangeRow, DocumentChange, PromotedValue, RowContext, RowError}
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cost::{PriceTable, RunCost, WarehouseBytes};
 pub use incremental::{PathRange, ReconcileMode, VerifiedPoint};
+pub use known_events::{load_known_events, KnownEvent, KnownEvents};
 pub use config::{ColumnType, MirrorConfig, PathPattern, PromotedColumn, Route, RoutedPath, ScopeSegment, SourceScope};
 pub use drift::DriftReport;
 pub use error::{ConfigError, ErrorKind, StoreError};
@@ -67,7 +71,7 @@ pub use business_metrics::{EntityMapRow, MetricRow, MetricsWarehouse, ReplaceRec
 pub use raw_source::RawSource;
 pub use error_log::{ErrorLog, QuarantineReason, QuarantineRecord, QuarantineReplay, ReplayOutcome, SyncErrorRecord};
 pub use findings::{FindingRow, FindingsParam, FindingsParamValue, FindingsQuery, FindingsWarehouse, QueryDialect, FINDING_COLUMNS};
-pub use opportunity::{opportunity_id, opportunity_period, Opportunity, OpportunityStatus, OpportunityStore, UpsertOutcome};
+pub use opportunity::{opportunity_id, opportunity_period, Evidence, Opportunity, OpportunityStatus, OpportunityStore, UpsertOutcome};
 pub use retention::{CompactionPlan, CurrentRefresh, RefreshFrom, TableCompaction};
 pub use run::{batch_id, RunOutcome, RunRecord, RUNS_TABLE};
 pub use store::{flatten_chunks, AppendReceipt, DocState, ReadAt, DocWrite, Scan, SourceStore, Warehouse};

@@ -84,6 +84,30 @@ pub struct Opportunity {
     pub resolved_at: Option<Timestamp>,
     /// Batch id of the run that last wrote it (found it, or resolved it).
     pub batch_id: String,
+    /// What the finding rests on, beside `recent_value` (observed), `baseline_value`
+    /// (expected) and `volume`.
+    #[serde(default)]
+    pub evidence: Evidence,
+}
+
+/// What a finding rests on, so a person can judge it without SQL. Stored as flat
+/// fields next to the opportunity's others (`test`, `effect_pct`, `baseline_volume`,
+/// `statistic`, `p_value`, `q_value`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// How it was decided, in words: the test and its false-discovery rate, or that
+    /// the threshold decided alone (a rule).
+    pub test: String,
+    /// Relative change of the observed value against the expected one, in percent.
+    pub effect_pct: Option<f64>,
+    /// The baseline window's volume (the gating metric's sum).
+    pub baseline_volume: Option<f64>,
+    /// The test's z score.
+    pub statistic: Option<f64>,
+    /// One-sided p-value in the detector's direction.
+    pub p_value: Option<f64>,
+    /// The p-value adjusted for the entities tested with it (Benjamini–Hochberg).
+    pub q_value: Option<f64>,
 }
 
 /// What an upsert did.

@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use converge_core::business_metrics::METRICS_TABLE;
-use converge_core::{FindingsParam, FindingsParamValue, FindingsQuery, QueryDialect};
+use converge_core::{FindingsParam, FindingsParamValue, FindingsQuery, KnownEvents, QueryDialect};
 
 use crate::dialect::{number, DialectSql};
 use crate::error::CompileError;
 use crate::spec::{Comparison, DetectorSpec, EntityFilter, Form, Measure, MinVolume, Windows};
+use crate::tested::TestedQuery;
 
 /// One detector compiled for one dialect. Its parameters are the warehouse's own
 /// ([`FindingsParam`]): BigQuery binds each by `@name`; DuckDB by position (`$1` is
@@ -42,12 +43,15 @@ impl CompiledDetector {
 }
 
 /// Compiles `spec` for `dialect`, bound to the run date `as_of` (the last day of the
-/// recent window, inclusive) and one tenant, or every tenant with `None`.
+/// recent window, inclusive) and one tenant, or every tenant with `None`. A tested
+/// declarative detector leaves out the days in `known` (its tenants' declared events);
+/// rules and raw SQL read every day.
 pub fn compile(
     spec: &DetectorSpec,
     dialect: QueryDialect,
     as_of: NaiveDate,
     tenant: Option<&str>,
+    known: &KnownEvents,
 ) -> Result<CompiledDetector, CompileError> {
     let mut params = Params::new(dialect);
     params.push("as_of", FindingsParamValue::Date(as_of));
@@ -59,15 +63,18 @@ pub fn compile(
             .ok_or_else(|| CompileError::NotRunnable { detector: spec.id.clone(), dialect })?
             .trim()
             .to_string(),
-        Form::Declarative { measure, windows, comparison, min_volume, entity_filter } => {
+        Form::Declarative { measure, windows, comparison, min_volume, entity_filter, significance } => {
             let query = DeclarativeQuery { spec, measure, windows, comparison, min_volume, dialect };
-            query.sql(&mut params, entity_filter)
+            match TestedQuery::new(&query, significance) {
+                Some(tested) => tested.sql(&mut params, entity_filter, as_of, &known.for_tenant(tenant)),
+                None => query.sql(&mut params, entity_filter),
+            }
         }
     };
     Ok(CompiledDetector { detector_id: spec.id.clone(), dialect, sql, params: params.into_vec() })
 }
 
-struct Params {
+pub(crate) struct Params {
     dialect: QueryDialect,
     params: Vec<FindingsParam>,
 }
@@ -78,7 +85,7 @@ impl Params {
     }
 
     /// Adds a parameter and returns the SQL that reads it, typed.
-    fn push(&mut self, name: &str, value: FindingsParamValue) -> String {
+    pub(crate) fn push(&mut self, name: &str, value: FindingsParamValue) -> String {
         self.params.push(FindingsParam { name: name.to_owned(), value });
         self.reference(self.params.len() - 1)
     }
@@ -96,7 +103,7 @@ impl Params {
         }
     }
 
-    fn get(&self, name: &str) -> String {
+    pub(crate) fn get(&self, name: &str) -> String {
         let index = self.params.iter().position(|p| p.name == name).expect("parameter registered before use");
         self.reference(index)
     }
@@ -106,46 +113,45 @@ impl Params {
     }
 }
 
-fn quote(literal: &str) -> String {
+pub(crate) fn quote(literal: &str) -> String {
     debug_assert!(literal.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
     format!("'{literal}'")
 }
 
-struct DeclarativeQuery<'a> {
-    spec: &'a DetectorSpec,
-    measure: &'a Measure,
-    windows: &'a Windows,
-    comparison: &'a Comparison,
-    min_volume: Option<&'a MinVolume>,
-    dialect: QueryDialect,
+pub(crate) struct DeclarativeQuery<'a> {
+    pub(crate) spec: &'a DetectorSpec,
+    pub(crate) measure: &'a Measure,
+    pub(crate) windows: &'a Windows,
+    pub(crate) comparison: &'a Comparison,
+    pub(crate) min_volume: Option<&'a MinVolume>,
+    pub(crate) dialect: QueryDialect,
 }
 
 impl DeclarativeQuery<'_> {
-    fn sql(&self, params: &mut Params, entity_filter: Option<&EntityFilter>) -> String {
+    /// The SQL of the day `offset` days before the run date.
+    pub(crate) fn day(&self, params: &Params, offset: u32) -> String {
+        let as_of = params.get("as_of");
+        match (self.dialect, offset) {
+            (_, 0) => as_of,
+            (QueryDialect::DuckDb, n) => format!("{as_of} - {n}"),
+            (QueryDialect::BigQuery, n) => format!("DATE_SUB({as_of}, INTERVAL {n} DAY)"),
+        }
+    }
+
+    /// The query's first lines: its label and the `scoped` CTE (the entity type, the
+    /// metrics read and the dates of both windows, one tenant or all, entity filters).
+    pub(crate) fn scoped_cte(&self, sql: &mut String, params: &mut Params, entity_filter: Option<&EntityFilter>) {
         let dialect = self.dialect;
         let as_of = params.get("as_of");
         let tenant = params.get("tenant");
-        let day = |offset: u32| -> String {
-            match (dialect, offset) {
-                (_, 0) => as_of.clone(),
-                (QueryDialect::DuckDb, n) => format!("{as_of} - {n}"),
-                (QueryDialect::BigQuery, n) => format!("DATE_SUB({as_of}, INTERVAL {n} DAY)"),
-            }
-        };
-
-        let metrics = self.metrics_read();
-        let metric_list = metrics.iter().map(|m| quote(m)).collect::<Vec<_>>().join(", ");
-        let recent_start = day(self.windows.recent_start_offset());
-        let baseline = self.windows.baseline_offsets().map(|(first, last)| (day(first), day(last)));
-
-        let mut sql = String::new();
+        let metric_list = self.metrics_read().iter().map(|m| quote(m)).collect::<Vec<_>>().join(", ");
         let _ = writeln!(sql, "-- converge-detect: {} ({}, {})", self.spec.id, self.spec.entity_type, dialect);
         let _ = writeln!(sql, "WITH scoped AS (");
         let _ = writeln!(sql, "  SELECT tenant, entity_id, metric, date, value");
         let _ = writeln!(sql, "  FROM {METRICS_TABLE}");
         let _ = writeln!(sql, "  WHERE entity_type = {}", quote(self.spec.entity_type.as_str()));
         let _ = writeln!(sql, "    AND metric IN ({metric_list})");
-        let _ = writeln!(sql, "    AND date BETWEEN {} AND {as_of}", day(self.windows.scan_start_offset()));
+        let _ = writeln!(sql, "    AND date BETWEEN {} AND {as_of}", self.day(params, self.windows.scan_start_offset()));
         let _ = writeln!(sql, "    AND ({tenant} IS NULL OR tenant = {tenant})");
         if let Some(filter) = entity_filter {
             if let Some(like) = &filter.like {
@@ -158,6 +164,17 @@ impl DeclarativeQuery<'_> {
             }
         }
         let _ = writeln!(sql, "),");
+    }
+
+    /// A rule: the threshold decides alone (`significance.off`, and comparisons with
+    /// nothing to test, e.g. an absolute threshold on a sum).
+    fn sql(&self, params: &mut Params, entity_filter: Option<&EntityFilter>) -> String {
+        let dialect = self.dialect;
+        let metrics = self.metrics_read();
+        let recent_start = self.day(params, self.windows.recent_start_offset());
+        let baseline = self.windows.baseline_offsets().map(|(first, last)| (self.day(params, first), self.day(params, last)));
+        let mut sql = String::new();
+        self.scoped_cte(&mut sql, params, entity_filter);
 
         // One pass: every metric summed per window with conditional aggregates.
         let _ = writeln!(sql, "sums AS (");
@@ -224,9 +241,13 @@ impl DeclarativeQuery<'_> {
         let _ = writeln!(sql, ")");
         let _ = writeln!(
             sql,
-            "SELECT tenant, CAST({} AS {}) AS entity_type, entity_id, recent_value, baseline_value, volume, reference_value",
+            "SELECT tenant, CAST({} AS {}) AS entity_type, entity_id, recent_value, baseline_value, volume, reference_value,",
             quote(self.spec.entity_type.as_str()),
             dialect.string_type()
+        );
+        let _ = writeln!(
+            sql,
+            "  baseline_volume, {null_double} AS statistic, {null_double} AS p_value, {null_double} AS q_value"
         );
         let _ = writeln!(sql, "FROM compared");
         let _ = writeln!(sql, "WHERE {condition}");
@@ -235,7 +256,7 @@ impl DeclarativeQuery<'_> {
     }
 
     /// Metrics read, without repeats, in the order the spec names them.
-    fn metrics_read(&self) -> Vec<&str> {
+    pub(crate) fn metrics_read(&self) -> Vec<&str> {
         let mut metrics: Vec<&str> = Vec::new();
         let gate = self.min_volume.map(|g| g.metric.as_str());
         for metric in self.measure.metrics().into_iter().chain(gate) {
@@ -246,7 +267,7 @@ impl DeclarativeQuery<'_> {
         metrics
     }
 
-    fn volume_metric(&self) -> &str {
+    pub(crate) fn volume_metric(&self) -> &str {
         match (self.min_volume, self.measure) {
             (Some(gate), _) => &gate.metric,
             (None, Measure::Ratio { denominator, .. }) => denominator,
@@ -279,7 +300,7 @@ impl DeclarativeQuery<'_> {
 
     /// (reference_value expression, firing condition). NULL recent values never fire:
     /// every condition is a comparison, and comparisons with NULL are not true.
-    fn comparison_sql(&self) -> (String, String) {
+    pub(crate) fn comparison_sql(&self) -> (String, String) {
         match *self.comparison {
             Comparison::BelowFractionOfBaseline { fraction } => (
                 format!("baseline_value * {}", number(fraction)),

@@ -10,6 +10,9 @@
 //!   core's [`QueryDialect`](converge_core::QueryDialect) (crate-private).
 //! - [`compile`]: [`compile()`] → [`CompiledDetector`] (SQL and bound parameters) per
 //!   dialect.
+//! - `tested`: the tested form of a declarative detector — weekday-adjusted windows
+//!   less known events, a test per measure, Benjamini–Hochberg across entities (its
+//!   module documentation is the statistics' reference).
 //! - [`message_template`]: the message template — its placeholders, their check, its
 //!   rendering and how numbers are written.
 //! - [`finding_message`]: [`render_message`], a finding's words: the spec's message
@@ -33,11 +36,13 @@ pub mod finding_message;
 pub mod message_template;
 pub mod pack;
 pub mod spec;
+mod tested;
 pub mod vocabulary;
 
 pub use compile::{compile, CompiledDetector};
+pub use tested::{test_description, EFFECT_Z};
 pub use error::{CompileError, PackError, ParseError, SpecError, SpecProblem};
 pub use finding_message::render_message;
 pub use pack::{Pack, SHIPPED_PACK_TOML};
-pub use spec::{Comparison, DetectorSpec, EntityFilter, Measure, MinVolume, RawSql, Severity, Windows};
+pub use spec::{Comparison, DetectorSpec, EntityFilter, Measure, MinVolume, RawSql, Severity, Significance, Windows, DEFAULT_FDR};
 pub use vocabulary::{EntityType, MetricDef, VOCABULARY};

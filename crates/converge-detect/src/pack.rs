@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::error::{PackError, SpecError};
-use crate::spec::DetectorSpec;
+use crate::spec::{DetectorSpec, Significance};
 
 /// The shipped pack's source text.
 pub const SHIPPED_PACK_TOML: &str = include_str!("../pack/detectors.toml");
@@ -62,6 +62,24 @@ impl Pack {
             return Err(PackError::DuplicateId { source_name: source_name.to_string(), id: id.to_string(), count });
         }
         Ok(Pack { detectors })
+    }
+
+    /// The same detectors with every test switched off: each threshold decides alone,
+    /// as the pack did before it tested for noise. For comparisons (`converge bench
+    /// detect` measures both on the same data), never shipped.
+    pub fn without_tests(&self) -> Pack {
+        let detectors = self
+            .detectors
+            .iter()
+            .map(|spec| {
+                let mut spec = spec.clone();
+                if spec.raw_sql.is_none() {
+                    spec.significance = Some(Significance { off: true, ..Significance::default() });
+                }
+                spec
+            })
+            .collect();
+        Pack { detectors }
     }
 
     pub fn detectors(&self) -> &[DetectorSpec] {

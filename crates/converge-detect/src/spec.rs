@@ -42,6 +42,39 @@ pub struct DetectorSpec {
     pub entity_filter: Option<EntityFilter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_sql: Option<RawSql>,
+    /// How a declarative finding is told from noise ([`Significance`]); absent = the
+    /// default test at a false-discovery rate of [`DEFAULT_FDR`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub significance: Option<Significance>,
+}
+
+/// The false-discovery rate a detector keeps across the entities it tests for one
+/// tenant in one run, unless its spec says otherwise.
+pub const DEFAULT_FDR: f64 = 0.05;
+
+/// A declarative detector's test. By default every comparison that can be tested is:
+/// a finding fires only when its effect reaches the threshold *and* its test says it is
+/// unlikely to be noise, with the false-discovery rate kept at `fdr` (Benjamini–Hochberg)
+/// across the entities the detector tests for one tenant in one run. The tests, by
+/// measure and comparison, are described in [`crate::compile`]. `off = true` makes the
+/// threshold decide alone (a business rule, e.g. "any spend without a conversion").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Significance {
+    #[serde(default = "default_fdr")]
+    pub fdr: f64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub off: bool,
+}
+
+fn default_fdr() -> f64 {
+    DEFAULT_FDR
+}
+
+impl Default for Significance {
+    fn default() -> Self {
+        Significance { fdr: DEFAULT_FDR, off: false }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -248,6 +281,7 @@ pub(crate) enum Form<'a> {
         comparison: &'a Comparison,
         min_volume: Option<&'a MinVolume>,
         entity_filter: Option<&'a EntityFilter>,
+        significance: Significance,
     },
     Raw(&'a RawSql),
 }
@@ -299,6 +333,7 @@ impl DetectorSpec {
             ("comparison", self.comparison.is_some()),
             ("min_volume", self.min_volume.is_some()),
             ("entity_filter", self.entity_filter.is_some()),
+            ("significance", self.significance.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
@@ -357,6 +392,13 @@ impl DetectorSpec {
             }
         }
 
+        if let Some(significance) = &self.significance {
+            check_number("significance.fdr", significance.fdr, "finite, between 0 and 0.5 (0.05 = 5% of findings may be noise)", |v| {
+                v > 0.0 && v <= 0.5
+            })
+            .map_err(fail)?;
+        }
+
         if let Some(filter) = &self.entity_filter {
             if filter.like.is_none() && filter.not_like.is_none() {
                 return Err(fail(SpecProblem::MissingField {
@@ -380,6 +422,7 @@ impl DetectorSpec {
             comparison,
             min_volume: self.min_volume.as_ref(),
             entity_filter: self.entity_filter.as_ref(),
+            significance: self.significance.unwrap_or_default(),
         })
     }
 

@@ -68,6 +68,13 @@ impl fmt::Display for EntityType {
     }
 }
 
+/// Whether a metric is an amount (money, milliseconds, a position sum) rather than a
+/// count of things: a ratio of two counts is a proportion, and its tests floor the
+/// spread at the binomial's.
+pub fn is_amount(metric: &str) -> bool {
+    matches!(metric, "revenue" | "cost" | "load_time_ms_sum" | "position_sum")
+}
+
 /// One metric of the vocabulary: its `metric` column value and what a day's value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricDef {

@@ -63,7 +63,7 @@ async fn every_shipped_detector_finds_the_same_on_bigquery_as_on_duckdb() {
             })
             .await
             .unwrap();
-            let compiled = compile(spec, QueryDialect::BigQuery, as_of, tenant).unwrap();
+            let compiled = compile(spec, QueryDialect::BigQuery, as_of, tenant, &converge_core::KnownEvents::default()).unwrap();
             let sql = compiled.sql.clone();
             let on_bigquery = fire(&*warehouse, compiled).await.unwrap_or_else(|e| panic!("{} on bqemulator: {e}\n{sql}", spec.id));
             let (b, d) = (by_id(&spec.id, &period, &on_bigquery), by_id(&spec.id, &period, &on_duckdb));

@@ -1,5 +1,7 @@
 //! Each comparison kind, the volume gate, zero denominators, windows and filters, on
-//! small hand-built tables in a real (in-memory) DuckDB.
+//! small hand-built tables in a real (in-memory) DuckDB — as rules (`significance =
+//! { off = true }`: the threshold decides alone). The tests that tell noise from change
+//! are in `significance.rs`.
 
 mod common;
 
@@ -29,6 +31,7 @@ message = "{entity_id}: {recent}% from {baseline}% ({change_pct}) on {volume} se
 measure = { kind = "ratio", numerator = "conversions", denominator = "sessions", scale = 100.0 }
 windows = { recent_days = 7, baseline_days = 7 }
 comparison = { kind = "below_fraction_of_baseline", fraction = 0.7 }
+significance = { off = true }
 "#;
 
 #[test]
@@ -49,6 +52,10 @@ fn below_fraction_of_baseline_fires_under_the_fraction_only() {
             baseline_value: Some(10.0),
             volume: Some(700.0),
             reference_value: Some(7.0),
+            baseline_volume: Some(700.0),
+            statistic: None,
+            p_value: None,
+            q_value: None,
         }]
     );
 }
@@ -72,6 +79,7 @@ fn above_fraction_of_baseline_never_fires_from_a_zero_baseline() {
         measure = { kind = "ratio", numerator = "bounces", denominator = "sessions" }
         windows = { recent_days = 7, baseline_days = 7 }
         comparison = { kind = "above_fraction_of_baseline", fraction = 1.5 }
+        significance = { off = true }
         "#,
     );
     assert_eq!(db.fired_ids(&spike, as_of(), None), ["/spiked"]);
@@ -95,6 +103,7 @@ fn absolute_thresholds_are_strict() {
             measure = {{ kind = "ratio", numerator = "spam_reports", denominator = "delivered", scale = 100.0 }}
             windows = {{ recent_days = 2 }}
             comparison = {{ kind = "{kind}", threshold = {threshold:?} }}
+            significance = {{ off = true }}
             "#
         )
     };
@@ -136,6 +145,7 @@ fn percentiles_are_per_tenant_over_the_entities_that_pass_the_volume_gate() {
             measure = {{ kind = "ratio", numerator = "load_time_ms_sum", denominator = "load_time_samples" }}
             windows = {{ recent_days = 1 }}
             comparison = {{ kind = "{kind}", percentile = 0.5, factor = {factor:?} }}
+            significance = {{ off = true }}
             min_volume = {{ metric = "load_time_samples", recent = 50 }}
             "#
         )
@@ -159,6 +169,7 @@ message = "{entity_id} had no conversions in {recent_days} days, after {baseline
 measure = { kind = "sum", metric = "conversions" }
 windows = { recent_days = 3, baseline_days = 6 }
 comparison = { kind = "drop_to_zero" }
+significance = { off = true }
 "#;
 
 #[test]
@@ -192,6 +203,7 @@ fn sums_compare_with_the_baseline_rescaled_to_the_recent_windows_length() {
         measure = { kind = "sum", metric = "sessions" }
         windows = { recent_days = 7, baseline_days = 28 }
         comparison = { kind = "below_fraction_of_baseline", fraction = 0.5 }
+        significance = { off = true }
         "#,
     );
     let rows = db.fire(&drop, as_of(), None);
@@ -261,6 +273,7 @@ fn zero_denominators_give_no_value_and_never_fire() {
         measure = { kind = "ratio", numerator = "conversions", denominator = "sessions" }
         windows = { recent_days = 7 }
         comparison = { kind = "absolute_below", threshold = 0.01 }
+        significance = { off = true }
         "#,
     );
     assert_eq!(db.fired_ids(&below, as_of(), None), ["/new_page", "/zero_rate"]);
@@ -274,6 +287,7 @@ fn zero_denominators_give_no_value_and_never_fire() {
         measure = { kind = "ratio", numerator = "conversions", denominator = "sessions" }
         windows = { recent_days = 7, baseline_days = 7 }
         comparison = { kind = "drop_to_zero" }
+        significance = { off = true }
         "#,
     );
     assert_eq!(db.fired_ids(&stopped, as_of(), None), Vec::<String>::new(), "0/0 is not a drop to zero");
@@ -350,7 +364,9 @@ windows = { recent_days = 1 }
 [raw_sql]
 duckdb = """
 SELECT tenant, entity_type, entity_id, SUM(value) AS recent_value,
-  CAST(NULL AS DOUBLE) AS baseline_value, SUM(value) AS volume, 0.0 AS reference_value
+  CAST(NULL AS DOUBLE) AS baseline_value, SUM(value) AS volume, 0.0 AS reference_value,
+  CAST(NULL AS DOUBLE) AS baseline_volume, CAST(NULL AS DOUBLE) AS statistic, CAST(NULL AS DOUBLE) AS p_value,
+  CAST(NULL AS DOUBLE) AS q_value
 FROM daily_entity_metrics
 WHERE entity_type = 'page' AND metric = 'sessions' AND date = CAST($1 AS DATE)
   AND (CAST($2 AS VARCHAR) IS NULL OR tenant = CAST($2 AS VARCHAR))
@@ -372,7 +388,7 @@ fn raw_sql_runs_where_it_has_sql_and_is_reported_not_runnable_elsewhere() {
     assert_eq!(db.fired_ids(&raw, as_of(), None), ["/p", "/q"]);
 
     assert!(raw.runs_on(QueryDialect::DuckDb) && !raw.runs_on(QueryDialect::BigQuery));
-    let error = compile(&raw, QueryDialect::BigQuery, as_of(), None).unwrap_err();
+    let error = compile(&raw, QueryDialect::BigQuery, as_of(), None, &converge_core::KnownEvents::default()).unwrap_err();
     assert!(matches!(error, CompileError::NotRunnable { dialect: QueryDialect::BigQuery, .. }), "{error:?}");
     assert_eq!(
         error.to_string(),

@@ -46,7 +46,7 @@ fn compile_all(dialect: QueryDialect, tenant: Option<&str>) -> Vec<CompiledDetec
     let pack = Pack::shipped().unwrap();
     pack.detectors()
         .iter()
-        .map(|spec| compile(spec, dialect, as_of(), tenant).unwrap_or_else(|e| panic!("{}: {e}", spec.id)))
+        .map(|spec| compile(spec, dialect, as_of(), tenant, &converge_core::KnownEvents::default()).unwrap_or_else(|e| panic!("{}: {e}", spec.id)))
         .collect()
 }
 
@@ -102,7 +102,7 @@ fn bigquery_queries_parse_and_bind_exactly_the_named_parameters_they_use() {
 fn the_offline_parse_check_rejects_a_broken_query() {
     // The parse checks above have teeth: the same query with one parenthesis lost fails.
     let pack = Pack::shipped().unwrap();
-    let compiled = compile(pack.get("page_slow_load").unwrap(), QueryDialect::BigQuery, as_of(), None).unwrap();
+    let compiled = compile(pack.get("page_slow_load").unwrap(), QueryDialect::BigQuery, as_of(), None, &converge_core::KnownEvents::default()).unwrap();
     let broken = compiled.sql.replacen("),\nsums AS", ",\nsums AS", 1);
     assert_ne!(broken, compiled.sql);
     assert!(Parser::parse_sql(&BigQueryDialect {}, &broken).is_err());
@@ -123,7 +123,7 @@ fn named_parameters(sql: &str) -> BTreeSet<String> {
 fn parameters_carry_the_run_date_and_tenant() {
     let pack = Pack::shipped().unwrap();
     let spec = pack.get("landing_page_entries_drop").unwrap();
-    let compiled = compile(spec, QueryDialect::DuckDb, as_of(), Some("acme")).unwrap();
+    let compiled = compile(spec, QueryDialect::DuckDb, as_of(), Some("acme"), &converge_core::KnownEvents::default()).unwrap();
     let values: Vec<(&str, FindingsParamValue)> = compiled.params.iter().map(|p| (p.name.as_str(), p.value.clone())).collect();
     assert_eq!(
         values,
@@ -133,7 +133,7 @@ fn parameters_carry_the_run_date_and_tenant() {
             ("entity_not_like", FindingsParamValue::String(Some("/blog/%".into()))),
         ]
     );
-    let all_tenants = compile(spec, QueryDialect::BigQuery, as_of(), None).unwrap();
+    let all_tenants = compile(spec, QueryDialect::BigQuery, as_of(), None, &converge_core::KnownEvents::default()).unwrap();
     assert_eq!(all_tenants.params[1].value, FindingsParamValue::String(None));
 }
 
@@ -143,8 +143,8 @@ fn the_sql_does_not_depend_on_the_run_date_or_tenant() {
     let pack = Pack::shipped().unwrap();
     for spec in pack.detectors() {
         for dialect in [QueryDialect::DuckDb, QueryDialect::BigQuery] {
-            let one = compile(spec, dialect, as_of(), Some("acme")).unwrap();
-            let other = compile(spec, dialect, date("2024-02-29"), None).unwrap();
+            let one = compile(spec, dialect, as_of(), Some("acme"), &converge_core::KnownEvents::default()).unwrap();
+            let other = compile(spec, dialect, date("2024-02-29"), None, &converge_core::KnownEvents::default()).unwrap();
             assert_eq!(one.sql, other.sql, "{} on {dialect}", spec.id);
         }
     }
@@ -167,7 +167,7 @@ fn golden_bigquery_queries() {
         "device_mobile_conversion_gap",       // raw SQL
     ] {
         let spec = pack.get(id).unwrap_or_else(|| panic!("{id} not in the pack"));
-        let sql = compile(spec, QueryDialect::BigQuery, as_of(), None).unwrap().sql + "\n";
+        let sql = compile(spec, QueryDialect::BigQuery, as_of(), None, &converge_core::KnownEvents::default()).unwrap().sql + "\n";
         let path = golden_dir.join(format!("{id}.bigquery.sql"));
         if update {
             std::fs::write(&path, &sql).unwrap();

@@ -167,7 +167,7 @@ fn compile_refuses_an_invalid_spec() {
     let mut spec = DetectorSpec::from_toml(VALID).unwrap();
     spec.id = "x'; DROP TABLE daily_entity_metrics; --".into();
     let error =
-        compile(&spec, QueryDialect::DuckDb, chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(), None).unwrap_err();
+        compile(&spec, QueryDialect::DuckDb, chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(), None, &converge_core::KnownEvents::default()).unwrap_err();
     assert!(error.to_string().contains("id: expected 1 to 64 characters of [a-z0-9_]"), "{error}");
 }
 

@@ -30,6 +30,13 @@ pub struct DetectRun {
     /// reads, and are not in it.
     #[serde(default)]
     pub cost: RunCost,
+    /// Days the pass's tenants declared as known events (left out of tested detectors'
+    /// windows).
+    #[serde(default)]
+    pub known_event_days: u64,
+    /// Known-event documents left out, each with what was wrong.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_event_problems: Vec<String>,
     /// The findings themselves, as the opportunities upserted (for the CLI's table);
     /// not stored in the run record.
     #[serde(skip)]

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use chrono::NaiveDate;
 use converge_core::{
-    batch_id, opportunity_id, opportunity_period, path, Clock, FindingRow, FindingsWarehouse, Opportunity, OpportunityStatus,
-    OpportunityStore, PriceTable, RunOutcome, RunRecord, StoreError, UpsertOutcome, Warehouse, CODE_VERSION,
+    batch_id, load_known_events, opportunity_id, opportunity_period, path, Clock, Evidence, FindingRow, FindingsWarehouse, KnownEvents,
+    Opportunity, OpportunityStatus, OpportunityStore, PriceTable, RunOutcome, RunRecord, SourceStore, StoreError, UpsertOutcome,
+    Warehouse, CODE_VERSION,
 };
-use converge_detect::{compile, render_message, DetectorSpec, Pack};
+use converge_detect::{compile, render_message, test_description, DetectorSpec, Pack};
 use futures::stream::{self, StreamExt};
 use tracing::Instrument;
 
@@ -27,6 +28,8 @@ pub struct DetectorRunner {
     clock: Arc<dyn Clock>,
     options: RunnerOptions,
     prices: PriceTable,
+    /// Where tenants declare known events (`orgs/{tenant}/known_events`); `None` reads none.
+    known_events: Option<Arc<dyn SourceStore>>,
 }
 
 /// One query of a pass: a detector, for all tenants (`None`) or one. Owns its spec (a
@@ -56,7 +59,14 @@ impl DetectorRunner {
         options: RunnerOptions,
     ) -> Self {
         let options = RunnerOptions { concurrency: options.concurrency.max(1), ..options };
-        Self { pack, findings, runs, opportunities, clock, options, prices: PriceTable::default() }
+        Self { pack, findings, runs, opportunities, clock, options, prices: PriceTable::default(), known_events: None }
+    }
+
+    /// Reads the tenants' known events from `source` at the start of each pass, and
+    /// leaves their days out of every tested detector's windows.
+    pub fn with_known_events(mut self, source: Arc<dyn SourceStore>) -> Self {
+        self.known_events = Some(source);
+        self
     }
 
     /// Prices passes' costs with `prices` instead of the list prices.
@@ -128,12 +138,27 @@ impl DetectorRunner {
         // The findings' queries run on `findings`, usually the same warehouse as `runs`
         // (whose counters these are); see `converge_core::cost`.
         let bytes_before = self.runs.bytes_processed();
+        let known = match &self.known_events {
+            Some(source) => {
+                let tenants: Option<Vec<String>> = tenants.iter().cloned().collect();
+                let known = load_known_events(source.as_ref(), tenants.as_deref()).await.map_err(DetectError::Store)?;
+                run.cost.docs_read(known.documents_billed);
+                run.known_event_days = known.by_tenant().map(|(_, days)| days.len() as u64).sum();
+                for problem in &known.problems {
+                    tracing::warn!(batch_id = run.batch_id, problem, "known event left out: fix the document");
+                }
+                run.known_event_problems = known.problems.clone();
+                known
+            }
+            None => KnownEvents::default(),
+        };
+        let known = &known;
 
         let units: Vec<Unit> = specs
             .iter()
             .flat_map(|spec| tenants.iter().map(move |tenant| Unit { spec: (*spec).clone(), tenant: tenant.clone() }))
             .collect();
-        let mut results = stream::iter(units).map(|unit| self.execute(unit, request.as_of)).buffer_unordered(self.options.concurrency);
+        let mut results = stream::iter(units).map(|unit| self.execute(unit, request.as_of, known)).buffer_unordered(self.options.concurrency);
 
         let mut stats: BTreeMap<&str, DetectorStats> = specs
             .iter()
@@ -225,16 +250,16 @@ impl DetectorRunner {
     }
 
     /// Compiles and runs one unit; any failure is the unit's, never the pass's.
-    async fn execute(&self, unit: Unit, as_of: NaiveDate) -> UnitResult {
+    async fn execute(&self, unit: Unit, as_of: NaiveDate, known: &KnownEvents) -> UnitResult {
         let started = Instant::now();
-        let rows = self.query(&unit.spec, unit.tenant.as_deref(), as_of).await;
+        let rows = self.query(&unit.spec, unit.tenant.as_deref(), as_of, known).await;
         UnitResult { spec: unit.spec, tenant: unit.tenant, millis: started.elapsed().as_millis() as u64, rows }
     }
 
     /// The compiler writes the warehouse's own query type, and the warehouse's rows are
     /// what the message template reads: nothing to translate either way.
-    async fn query(&self, spec: &DetectorSpec, tenant: Option<&str>, as_of: NaiveDate) -> Result<Vec<FindingRow>, StoreError> {
-        let compiled = compile(spec, self.findings.dialect(), as_of, tenant).map_err(|e| StoreError::permanent("detector", e.to_string()))?;
+    async fn query(&self, spec: &DetectorSpec, tenant: Option<&str>, as_of: NaiveDate, known: &KnownEvents) -> Result<Vec<FindingRow>, StoreError> {
+        let compiled = compile(spec, self.findings.dialect(), as_of, tenant, known).map_err(|e| StoreError::permanent("detector", e.to_string()))?;
         let mut stream = self.findings.query_findings(compiled.into_query(self.options.query_timeout)).await?;
         let mut rows = Vec::new();
         while let Some(row) = stream.next().await {
@@ -272,6 +297,14 @@ impl DetectorRunner {
             status: OpportunityStatus::Open,
             resolved_at: None,
             batch_id: batch_id.into(),
+            evidence: Evidence {
+                test: test_description(spec),
+                effect_pct: row.change_pct(),
+                baseline_volume: row.baseline_volume,
+                statistic: row.statistic,
+                p_value: row.p_value,
+                q_value: row.q_value,
+            },
         }
     }
 

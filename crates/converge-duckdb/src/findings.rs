@@ -98,6 +98,10 @@ fn run_blocking(
             baseline_value: row.get(4).map_err(error)?,
             volume: row.get(5).map_err(error)?,
             reference_value: row.get(6).map_err(error)?,
+            baseline_volume: row.get(7).map_err(error)?,
+            statistic: row.get(8).map_err(error)?,
+            p_value: row.get(9).map_err(error)?,
+            q_value: row.get(10).map_err(error)?,
         });
         if chunk.len() == CHUNK && chunks.blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).is_err() {
             return Ok(());
@@ -147,7 +151,8 @@ mod tests {
     async fn rows_come_back_typed_across_chunks() {
         let warehouse = DuckWarehouse::open_in_memory().unwrap();
         let sql = "SELECT 'all' AS tenant, 'page' AS entity_type, '2025-03-31' AS entity_id, \
-                   1.5::DOUBLE AS recent_value, NULL::DOUBLE AS baseline_value, 10::DOUBLE AS volume, 2.0::DOUBLE AS reference_value \
+                   1.5::DOUBLE AS recent_value, NULL::DOUBLE AS baseline_value, 10::DOUBLE AS volume, 2.0::DOUBLE AS reference_value, \
+                   20::DOUBLE AS baseline_volume, -3.5::DOUBLE AS statistic, 0.0002::DOUBLE AS p_value, 0.004::DOUBLE AS q_value \
                    FROM range(600)";
         let rows = collect(&warehouse, query(sql, Duration::from_secs(30))).await.unwrap();
         assert_eq!(rows.len(), 600, "more rows than one chunk");
@@ -161,6 +166,10 @@ mod tests {
                 baseline_value: None,
                 volume: Some(10.0),
                 reference_value: Some(2.0),
+                baseline_volume: Some(20.0),
+                statistic: Some(-3.5),
+                p_value: Some(0.0002),
+                q_value: Some(0.004),
             }
         );
     }
@@ -181,7 +190,7 @@ mod tests {
         let warehouse = DuckWarehouse::open_in_memory().unwrap();
         // A cross join of 10^12 rows: minutes of work unless interrupted.
         let sql = "SELECT 't' AS tenant, 'page' AS entity_type, 'x' AS entity_id, sum(a.range * b.range)::DOUBLE AS recent_value, \
-                   NULL::DOUBLE AS baseline_value, NULL::DOUBLE AS volume, NULL::DOUBLE AS reference_value \
+                   NULL::DOUBLE AS baseline_value, NULL::DOUBLE AS volume, NULL::DOUBLE AS reference_value, NULL::DOUBLE AS baseline_volume, NULL::DOUBLE AS statistic, NULL::DOUBLE AS p_value, NULL::DOUBLE AS q_value \
                    FROM range(1000000) a, range(1000000) b";
         let started = std::time::Instant::now();
         let error = collect(&warehouse, query(sql, Duration::from_millis(300))).await.unwrap_err();

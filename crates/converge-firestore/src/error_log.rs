@@ -193,7 +193,7 @@ impl RecordReader {
         }
     }
 
-    fn optional_string(&mut self, field: &str) -> Result<Option<String>, FirestoreError> {
+    pub(crate) fn optional_string(&mut self, field: &str) -> Result<Option<String>, FirestoreError> {
         match self.take(field) {
             Some(pb::value::ValueType::StringValue(s)) => Ok(Some(s)),
             None | Some(pb::value::ValueType::NullValue(_)) => Ok(None),

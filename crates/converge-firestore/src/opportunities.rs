@@ -33,7 +33,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use converge_core::opportunity::OPPORTUNITIES_COLLECTION;
-use converge_core::{Opportunity, OpportunityStatus, OpportunityStore, StoreError, Timestamp, UpsertOutcome, Value};
+use converge_core::{Evidence, Opportunity, OpportunityStatus, OpportunityStore, StoreError, Timestamp, UpsertOutcome, Value};
 use firestore::gcloud_sdk::google::firestore::v1 as pb;
 use firestore::gcloud_sdk::tonic::Code;
 use pb::precondition::ConditionType;
@@ -48,7 +48,7 @@ use crate::source::{FirestoreSource, Inner};
 const ORGS: &str = "orgs";
 
 /// Every field an upsert writes except `first_seen`: the update mask of step 2.
-const UPDATED_FIELDS: [&str; 20] = [
+const UPDATED_FIELDS: [&str; 26] = [
     "id",
     "tenant",
     "detector",
@@ -69,6 +69,12 @@ const UPDATED_FIELDS: [&str; 20] = [
     "resolved_at",
     "resolved_at_nanos",
     "batch_id",
+    "test",
+    "effect_pct",
+    "baseline_volume",
+    "statistic",
+    "p_value",
+    "q_value",
 ];
 
 impl Inner {
@@ -129,6 +135,7 @@ fn fields(o: &Opportunity) -> HashMap<String, pb::Value> {
         ("period", &o.period),
         ("as_of", &o.as_of),
         ("batch_id", &o.batch_id),
+        ("test", &o.evidence.test),
     ] {
         f.insert(name.to_owned(), string(value));
     }
@@ -138,6 +145,11 @@ fn fields(o: &Opportunity) -> HashMap<String, pb::Value> {
         ("baseline_value", o.baseline_value),
         ("reference_value", o.reference_value),
         ("volume", o.volume),
+        ("effect_pct", o.evidence.effect_pct),
+        ("baseline_volume", o.evidence.baseline_volume),
+        ("statistic", o.evidence.statistic),
+        ("p_value", o.evidence.p_value),
+        ("q_value", o.evidence.q_value),
     ] {
         f.insert(name.to_owned(), double(value));
     }
@@ -193,6 +205,14 @@ fn opportunity_from_doc(doc: pb::Document) -> Result<Opportunity, FirestoreError
         status,
         resolved_at: r.optional_time("resolved_at")?,
         batch_id: r.string("batch_id")?,
+        evidence: Evidence {
+            test: r.optional_string("test")?.unwrap_or_default(),
+            effect_pct: r.optional_double("effect_pct")?,
+            baseline_volume: r.optional_double("baseline_volume")?,
+            statistic: r.optional_double("statistic")?,
+            p_value: r.optional_double("p_value")?,
+            q_value: r.optional_double("q_value")?,
+        },
     })
 }
 
@@ -316,6 +336,7 @@ mod tests {
             status: OpportunityStatus::Open,
             resolved_at: Some(Timestamp::from_micros(3)),
             batch_id: "b".into(),
+            evidence: Default::default(),
         };
         let mut stored: Vec<String> = fields(&o).into_keys().filter(|k| !k.starts_with("first_seen")).collect();
         stored.sort();

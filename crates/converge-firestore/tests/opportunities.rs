@@ -27,6 +27,7 @@ fn opportunity(tenant: &str, id: &str) -> Opportunity {
         status: OpportunityStatus::Open,
         resolved_at: None,
         batch_id: "b1".into(),
+        evidence: Default::default(),
     }
 }
 

@@ -140,6 +140,7 @@ fn opportunity(tenant: &str, id: &str, at: Timestamp) -> Opportunity {
         status: OpportunityStatus::Open,
         resolved_at: None,
         batch_id: "0f3c9a7d5e2b4c1a8d6e0f1a2b3c4d5e".into(),
+        evidence: Default::default(),
     }
 }
 

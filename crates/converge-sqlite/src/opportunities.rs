@@ -7,7 +7,7 @@
 //! create two rows or lose the first sighting.
 
 use async_trait::async_trait;
-use converge_core::{Opportunity, OpportunityStatus, OpportunityStore, StoreError, Timestamp, UpsertOutcome};
+use converge_core::{Evidence, Opportunity, OpportunityStatus, OpportunityStore, StoreError, Timestamp, UpsertOutcome};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::SqliteError;
@@ -43,14 +43,33 @@ CREATE TABLE IF NOT EXISTS opportunities (
 CREATE INDEX IF NOT EXISTS opportunities_open ON opportunities (tenant, id) WHERE status = 'open';
 ";
 
+/// Columns added after the table was first shipped: a database made before gains them
+/// on open (old rows read them as NULL: no evidence recorded).
+const EVIDENCE_COLUMNS: [(&str, &str); 6] = [
+    ("test", "TEXT"),
+    ("effect_pct", "REAL"),
+    ("baseline_volume", "REAL"),
+    ("statistic", "REAL"),
+    ("p_value", "REAL"),
+    ("q_value", "REAL"),
+];
+
 pub(crate) fn ensure_schema(conn: &Connection) -> Result<(), SqliteError> {
     conn.execute_batch(SCHEMA)?;
+    for (column, definition) in EVIDENCE_COLUMNS {
+        let has_column: bool =
+            conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('opportunities') WHERE name = ?1", [column], |row| row.get(0))?;
+        if !has_column {
+            conn.execute_batch(&format!("ALTER TABLE opportunities ADD COLUMN {column} {definition}"))?;
+        }
+    }
     Ok(())
 }
 
 const COLUMNS: &str = "tenant, id, detector, title, severity, entity_type, entity_id, message, \
      recent_value, baseline_value, reference_value, volume, period, as_of, \
-     first_seen_s, first_seen_ns, last_seen_s, last_seen_ns, status, resolved_at_s, resolved_at_ns, batch_id";
+     first_seen_s, first_seen_ns, last_seen_s, last_seen_ns, status, resolved_at_s, resolved_at_ns, batch_id, \
+     test, effect_pct, baseline_volume, statistic, p_value, q_value";
 
 #[async_trait]
 impl OpportunityStore for SqliteStore {
@@ -66,14 +85,16 @@ impl OpportunityStore for SqliteStore {
             // Every field but first_seen is replaced; it fires, so it is open again.
             let mut stmt = writer.conn.prepare_cached(&format!(
                 "INSERT INTO opportunities ({COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 'open', NULL, NULL, ?19) \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 'open', NULL, NULL, ?19, ?20, ?21, ?22, ?23, ?24, ?25) \
                  ON CONFLICT (tenant, id) DO UPDATE SET \
                      detector = excluded.detector, title = excluded.title, severity = excluded.severity, \
                      entity_type = excluded.entity_type, entity_id = excluded.entity_id, message = excluded.message, \
                      recent_value = excluded.recent_value, baseline_value = excluded.baseline_value, \
                      reference_value = excluded.reference_value, volume = excluded.volume, period = excluded.period, \
                      as_of = excluded.as_of, last_seen_s = excluded.last_seen_s, last_seen_ns = excluded.last_seen_ns, \
-                     status = 'open', resolved_at_s = NULL, resolved_at_ns = NULL, batch_id = excluded.batch_id"
+                     status = 'open', resolved_at_s = NULL, resolved_at_ns = NULL, batch_id = excluded.batch_id, \
+                     test = excluded.test, effect_pct = excluded.effect_pct, baseline_volume = excluded.baseline_volume, \
+                     statistic = excluded.statistic, p_value = excluded.p_value, q_value = excluded.q_value"
             ))?;
             stmt.execute(params![
                 o.tenant,
@@ -95,6 +116,12 @@ impl OpportunityStore for SqliteStore {
                 o.last_seen.seconds,
                 o.last_seen.nanos,
                 o.batch_id,
+                o.evidence.test,
+                o.evidence.effect_pct,
+                o.evidence.baseline_volume,
+                o.evidence.statistic,
+                o.evidence.p_value,
+                o.evidence.q_value,
             ])?;
             Ok(if existed { UpsertOutcome::Updated } else { UpsertOutcome::Opened })
         })
@@ -173,5 +200,13 @@ fn from_row(row: &Row<'_>) -> Result<Opportunity, SqliteError> {
         status: OpportunityStatus::parse(&status).ok_or(SqliteError::CorruptRow { what: "opportunity status", value: status })?,
         resolved_at: resolved_s.map(|s| Timestamp::new(s, resolved_ns.unwrap_or(0))),
         batch_id: row.get(21)?,
+        evidence: Evidence {
+            test: row.get::<_, Option<String>>(22)?.unwrap_or_default(),
+            effect_pct: row.get(23)?,
+            baseline_volume: row.get(24)?,
+            statistic: row.get(25)?,
+            p_value: row.get(26)?,
+            q_value: row.get(27)?,
+        },
     })
 }

@@ -61,7 +61,7 @@ impl MetricsDb {
 
     /// Compiles for DuckDB and runs; panics on errors (tests of errors call the parts).
     pub fn fire(&self, spec: &DetectorSpec, as_of: NaiveDate, tenant: Option<&str>) -> Vec<FindingRow> {
-        let compiled = compile(spec, QueryDialect::DuckDb, as_of, tenant).unwrap_or_else(|e| panic!("{e}"));
+        let compiled = compile(spec, QueryDialect::DuckDb, as_of, tenant, &converge_core::KnownEvents::default()).unwrap_or_else(|e| panic!("{e}"));
         self.run(&compiled).unwrap_or_else(|e| panic!("{}: {e}\n{}", spec.id, compiled.sql))
     }
 

@@ -30,7 +30,8 @@ compared AS (
   SELECT *, 1.0 AS reference_value
   FROM gated
 )
-SELECT tenant, CAST('campaign' AS STRING) AS entity_type, entity_id, recent_value, baseline_value, volume, reference_value
+SELECT tenant, CAST('campaign' AS STRING) AS entity_type, entity_id, recent_value, baseline_value, volume, reference_value,
+  baseline_volume, CAST(NULL AS FLOAT64) AS statistic, CAST(NULL AS FLOAT64) AS p_value, CAST(NULL AS FLOAT64) AS q_value
 FROM compared
 WHERE recent_value < reference_value
 ORDER BY tenant, entity_id

@@ -17,7 +17,8 @@ rates AS (
 )
 SELECT mobile.tenant, CAST('device' AS STRING) AS entity_type, mobile.entity_id,
   mobile.rate AS recent_value, desktop.rate AS baseline_value, mobile.sessions AS volume,
-  desktop.rate * 0.5 AS reference_value
+  desktop.rate * 0.5 AS reference_value, desktop.sessions AS baseline_volume,
+  CAST(NULL AS FLOAT64) AS statistic, CAST(NULL AS FLOAT64) AS p_value, CAST(NULL AS FLOAT64) AS q_value
 FROM rates AS mobile
 JOIN rates AS desktop ON desktop.tenant = mobile.tenant AND desktop.entity_id = 'desktop'
 WHERE mobile.entity_id = 'mobile'

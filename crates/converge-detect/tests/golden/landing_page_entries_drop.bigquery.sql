@@ -8,20 +8,68 @@ WITH scoped AS (
     AND (@tenant IS NULL OR tenant = @tenant)
     AND entity_id NOT LIKE @entity_not_like
 ),
+-- Each window's calendar days per tenant, with their weekday, less known events.
+calendar AS (
+  SELECT t.tenant, DATE_ADD(DATE_SUB(@as_of, INTERVAL 34 DAY), INTERVAL i DAY) AS date, EXTRACT(DAYOFWEEK FROM DATE_ADD(DATE_SUB(@as_of, INTERVAL 34 DAY), INTERVAL i DAY)) AS dow,
+    CASE WHEN i >= 28 THEN 'recent' ELSE 'baseline' END AS win
+  FROM (SELECT DISTINCT tenant FROM scoped) AS t
+  CROSS JOIN UNNEST(GENERATE_ARRAY(0, 34)) AS i
+),
+daily AS (
+  SELECT s.tenant, s.entity_id, c.date, c.dow, c.win,
+    SUM(CASE WHEN s.metric = 'entries' THEN s.value ELSE 0.0 END) AS day_entries
+  FROM scoped AS s
+  JOIN calendar AS c ON c.tenant = s.tenant AND c.date = s.date
+  GROUP BY s.tenant, s.entity_id, c.date, c.dow, c.win
+),
+-- The site's weekday profile over the baseline: each weekday's mean day over the mean day.
+site_days AS (
+  SELECT c.tenant, c.date, c.dow, c.win, COALESCE(SUM(d.day_entries), 0.0) AS total
+  FROM calendar AS c LEFT JOIN daily AS d ON d.tenant = c.tenant AND d.date = c.date
+  GROUP BY c.tenant, c.date, c.dow, c.win
+),
+weekday_means AS (
+  SELECT tenant, dow, AVG(CASE WHEN win = 'baseline' THEN total END) AS dow_mean FROM site_days GROUP BY tenant, dow
+),
+day_means AS (
+  SELECT tenant, AVG(CASE WHEN win = 'baseline' THEN total END) AS day_mean FROM site_days GROUP BY tenant
+),
+weekday_factors AS (
+  SELECT w.tenant, w.dow,
+    CASE WHEN w.dow_mean IS NULL OR NOT (m.day_mean > 0) THEN 1.0 ELSE GREATEST(CASE WHEN m.day_mean > 0 THEN SAFE_DIVIDE(w.dow_mean, m.day_mean) END, 0.01) END AS factor
+  FROM weekday_means AS w JOIN day_means AS m ON m.tenant = w.tenant
+),
+weights AS (
+  SELECT c.tenant,
+    SUM(CASE WHEN c.win = 'recent' THEN f.factor ELSE 0.0 END) AS recent_weight,
+    SUM(CASE WHEN c.win = 'baseline' THEN f.factor ELSE 0.0 END) AS baseline_weight,
+    SUM(CASE WHEN c.win = 'baseline' THEN 1 ELSE 0 END) AS baseline_days
+  FROM calendar AS c JOIN weekday_factors AS f ON f.tenant = c.tenant AND f.dow = c.dow
+  GROUP BY c.tenant
+),
 sums AS (
-  SELECT tenant, entity_id,
-    COALESCE(SUM(CASE WHEN metric = 'entries' AND date >= DATE_SUB(@as_of, INTERVAL 6 DAY) THEN value END), 0.0) AS recent_entries,
-    COALESCE(SUM(CASE WHEN metric = 'entries' AND date BETWEEN DATE_SUB(@as_of, INTERVAL 34 DAY) AND DATE_SUB(@as_of, INTERVAL 7 DAY) THEN value END), 0.0) AS baseline_entries
-  FROM scoped
-  GROUP BY tenant, entity_id
+  SELECT d.tenant, d.entity_id,
+    COALESCE(SUM(CASE WHEN d.win = 'recent' THEN d.day_entries END), 0.0) AS recent_entries,
+    COALESCE(SUM(CASE WHEN d.win = 'baseline' THEN d.day_entries END), 0.0) AS baseline_entries,
+    -- Σ day² / weekday factor over the baseline, for its dispersion
+    COALESCE(SUM(CASE WHEN d.win = 'baseline' THEN d.day_entries * d.day_entries / f.factor END), 0.0) AS spread_sq
+  FROM daily AS d JOIN weekday_factors AS f ON f.tenant = d.tenant AND f.dow = d.dow
+  GROUP BY d.tenant, d.entity_id
+),
+estimated AS (
+  SELECT s.*, w.baseline_days,
+    CASE WHEN w.baseline_weight > 0 THEN SAFE_DIVIDE((s.baseline_entries * w.recent_weight), w.baseline_weight) END AS expected,
+    CASE WHEN s.baseline_entries > 0 AND w.baseline_days > 1 THEN GREATEST(1.0, (CASE WHEN s.baseline_entries > 0 THEN SAFE_DIVIDE((s.spread_sq * w.baseline_weight), s.baseline_entries) END - s.baseline_entries) / (w.baseline_days - 1)) END AS dispersion
+  FROM sums AS s JOIN weights AS w ON w.tenant = s.tenant
 ),
 measured AS (
   SELECT tenant, entity_id,
     recent_entries AS recent_value,
-    baseline_entries * 0.25 AS baseline_value,
+    expected AS baseline_value,
     recent_entries AS volume,
-    baseline_entries AS baseline_volume
-  FROM sums
+    baseline_entries AS baseline_volume,
+    recent_entries AS recent_count, baseline_entries AS baseline_count, expected, dispersion
+  FROM estimated
 ),
 gated AS (
   SELECT * FROM measured
@@ -30,8 +78,35 @@ gated AS (
 compared AS (
   SELECT *, baseline_value * 0.5 AS reference_value
   FROM gated
+),
+tested AS (
+  SELECT *, CASE WHEN (SQRT(dispersion * (expected + CASE WHEN baseline_count > 0 THEN SAFE_DIVIDE((expected * expected), baseline_count) END))) > 0 THEN SAFE_DIVIDE((recent_count - expected), (SQRT(dispersion * (expected + CASE WHEN baseline_count > 0 THEN SAFE_DIVIDE((expected * expected), baseline_count) END)))) END AS statistic,
+    CASE WHEN (SQRT(dispersion * (0.5 * expected + 0.5 * 0.5 * CASE WHEN baseline_count > 0 THEN SAFE_DIVIDE((expected * expected), baseline_count) END))) > 0 THEN SAFE_DIVIDE((recent_count - 0.5 * expected), (SQRT(dispersion * (0.5 * expected + 0.5 * 0.5 * CASE WHEN baseline_count > 0 THEN SAFE_DIVIDE((expected * expected), baseline_count) END)))) END AS effect_z
+  FROM compared
+),
+alarms AS (
+  SELECT *, -statistic AS alarm FROM tested
+),
+tails AS (
+  SELECT *, 1.0 / (1.0 + 0.2316419 * ABS(alarm)) AS tail_k FROM alarms
+),
+scored AS (
+  SELECT *, CASE WHEN alarm IS NULL THEN NULL
+    WHEN alarm >= 0 THEN 0.3989422804014327 * EXP(-LEAST(alarm * alarm, 1400.0) / 2.0) * tail_k * (0.319381530 + tail_k * (-0.356563782 + tail_k * (1.781477937 + tail_k * (-1.821255978 + tail_k * 1.330274429))))
+    ELSE 1.0 - 0.3989422804014327 * EXP(-LEAST(alarm * alarm, 1400.0) / 2.0) * tail_k * (0.319381530 + tail_k * (-0.356563782 + tail_k * (1.781477937 + tail_k * (-1.821255978 + tail_k * 1.330274429)))) END AS p_value
+  FROM tails
+),
+ranked AS (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY p_value, entity_id) AS p_rank,
+    COUNT(*) OVER (PARTITION BY tenant) AS tested_entities
+  FROM scored WHERE p_value IS NOT NULL
+),
+adjusted AS (
+  SELECT *, MIN(LEAST(1.0, p_value * tested_entities / p_rank)) OVER (PARTITION BY tenant ORDER BY p_rank DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS q_value
+  FROM ranked
 )
-SELECT tenant, CAST('page' AS STRING) AS entity_type, entity_id, recent_value, baseline_value, volume, reference_value
-FROM compared
-WHERE baseline_value > 0 AND recent_value < reference_value
+SELECT tenant, CAST('page' AS STRING) AS entity_type, entity_id, recent_value, baseline_value, volume, reference_value,
+  baseline_volume, statistic, p_value, q_value
+FROM adjusted
+WHERE baseline_value > 0 AND q_value <= 0.05 AND effect_z <= 2.326
 ORDER BY tenant, entity_id
