@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::NaiveDate;
 use converge_backends::{CloudBackends, EmbeddedBackends};
-use converge_core::{Clock, FindingsWarehouse, OpportunityStore, SystemClock, Warehouse};
+use converge_core::{Clock, FindingsWarehouse, OpportunityStore, SourceStore, SystemClock, Warehouse};
 use converge_detect::Pack;
 use converge_detector_runner::{DetectRequest, DetectRun, DetectorRunner, RunnerOptions};
 
@@ -36,7 +36,15 @@ const NO_METRICS: &str = "daily_entity_metrics is empty: run `converge etl` (or 
 pub async fn run(options: DetectOptions) -> anyhow::Result<DetectRun> {
     let prices = converge_function::env::prices_from_env()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (findings, runs, opportunities, latest): (Arc<dyn FindingsWarehouse>, Arc<dyn Warehouse>, Arc<dyn OpportunityStore>, Option<String>) =
+    // The source store holds both the opportunities and the tenants' known events.
+    #[allow(clippy::type_complexity)]
+    let (findings, runs, opportunities, source, latest): (
+        Arc<dyn FindingsWarehouse>,
+        Arc<dyn Warehouse>,
+        Arc<dyn OpportunityStore>,
+        Arc<dyn SourceStore>,
+        Option<String>,
+    ) =
         match options.target {
             DetectTarget::Embedded(data_dir) => {
                 let backends = EmbeddedBackends::open(&data_dir, clock.clone()).context("opening the data directory")?;
@@ -51,7 +59,7 @@ pub async fn run(options: DetectOptions) -> anyhow::Result<DetectRun> {
                             .context("reading the latest date of daily_entity_metrics (has `converge etl` run? or pass --as-of YYYY-MM-DD)")?,
                     ),
                 };
-                (Arc::new(warehouse.clone()), Arc::new(warehouse), Arc::new(backends.source.clone()), latest)
+                (Arc::new(warehouse.clone()), Arc::new(warehouse), Arc::new(backends.source.clone()), Arc::new(backends.source.clone()), latest)
             }
             DetectTarget::Cloud(settings) => {
                 let backends = CloudBackends::open(&settings).await.context("connecting to BigQuery and Firestore")?;
@@ -70,7 +78,7 @@ pub async fn run(options: DetectOptions) -> anyhow::Result<DetectRun> {
                         )?)
                     }
                 };
-                (Arc::new(warehouse.clone()), Arc::new(warehouse), Arc::new(backends.source.clone()), latest)
+                (Arc::new(warehouse.clone()), Arc::new(warehouse), Arc::new(backends.source.clone()), Arc::new(backends.source.clone()), latest)
             }
         };
     let as_of = match options.as_of {
@@ -88,7 +96,8 @@ pub async fn run(options: DetectOptions) -> anyhow::Result<DetectRun> {
         clock,
         RunnerOptions { concurrency: options.concurrency, ..RunnerOptions::default() },
     )
-    .with_prices(prices);
+    .with_prices(prices)
+    .with_known_events(source);
     Ok(runner.run(DetectRequest { as_of, tenants: options.tenants, detectors: None }).await?)
 }
 

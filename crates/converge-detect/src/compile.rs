@@ -66,7 +66,7 @@ pub fn compile(
         Form::Declarative { measure, windows, comparison, min_volume, entity_filter, significance } => {
             let query = DeclarativeQuery { spec, measure, windows, comparison, min_volume, dialect };
             match TestedQuery::new(&query, significance) {
-                Some(tested) => tested.sql(&mut params, entity_filter, as_of, &known.for_tenant(tenant)),
+                Some(tested) => tested.sql(&mut params, entity_filter, &known.for_tenant(tenant)),
                 None => query.sql(&mut params, entity_filter),
             }
         }

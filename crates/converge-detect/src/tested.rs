@@ -48,7 +48,6 @@
 
 use std::fmt::Write as _;
 
-use chrono::NaiveDate;
 use converge_core::{FindingsParamValue, KnownEvents, QueryDialect};
 
 use crate::compile::{quote, DeclarativeQuery, Params};
@@ -124,7 +123,6 @@ impl<'q, 'a> TestedQuery<'q, 'a> {
         &self,
         params: &mut Params,
         entity_filter: Option<&EntityFilter>,
-        as_of: NaiveDate,
         known: &KnownEvents,
     ) -> String {
         let q = self.query;

@@ -6,6 +6,8 @@
 //!   [`CheckPolicy::trailing_loads`] loads with data before that day (from
 //!   `etl_loads`). With fewer than [`CheckPolicy::min_history`] such loads there is no
 //!   baseline yet and the check passes, saying so.
+//!   A day the tenant declared as a known event passes, saying so, and declared days
+//!   are left out of the median ([`declared_day_check`]).
 //! - `duplicate_keys`: no natural key twice in one collection's day (the same export
 //!   row landed under two document ids would count twice).
 //! - `empty_entity_ids`: no record whose raw id canonicalises to nothing (a blank
@@ -72,6 +74,14 @@ pub fn rows_in_check(rows_in: u64, earlier_rows_in: &[u64], policy: &CheckPolicy
         if passed { "" } else { ": far below the usual volume, an export is probably missing or partial; the old slice stays" }
     );
     CheckResult::new(NAME, passed, detail)
+}
+
+/// A day the tenant declared as a known event (`orgs/{tenant}/known_events`): its
+/// volume is expected to be unusual, so the check passes and says why; such days are
+/// also left out of later days' trailing median.
+pub fn declared_day_check(rows_in: u64, reason: &str) -> CheckResult {
+    let reason = if reason.is_empty() { "no reason given" } else { reason };
+    CheckResult::new("rows_in_vs_trailing_median", true, format!("{rows_in} rows in; a declared known event ({reason}): volume not checked"))
 }
 
 pub fn duplicate_keys_check(slice: &SliceBuilder) -> CheckResult {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{Days, NaiveDate};
 use converge_core::error_log::QUARANTINE_PAYLOAD_LIMIT;
 use converge_core::{
-    batch_id, path, Clock, ErrorKind, ErrorLog, MetricsWarehouse, PriceTable, QuarantineReason, QuarantineRecord, RawSource, RunCost, RunOutcome,
+    batch_id, load_known_events, path, Clock, ErrorKind, ErrorLog, MetricsWarehouse, PriceTable, QuarantineReason, QuarantineRecord, RawSource, RunCost, RunOutcome,
     RunRecord, SliceLoad, SliceRow, SourceStore, StoreError, Timestamp, Warehouse, CODE_VERSION,
 };
 use converge_rebuild::Throttle;
@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use crate::checks::{duplicate_keys_check, empty_ids_check, rows_in_check, CheckPolicy, CheckResult};
+use crate::checks::{declared_day_check, duplicate_keys_check, empty_ids_check, rows_in_check, CheckPolicy, CheckResult};
 use crate::collections::{RawCollection, DATE_FIELD, RAW_COLLECTIONS, TENANT_ROOT};
 use crate::slice::SliceBuilder;
 use crate::validate::validate;
@@ -408,9 +408,24 @@ impl EtlRunner {
             report.watermarks.push(watermark);
         }
         report.rows_in = slice.rows_in;
-        let earlier: Vec<u64> =
-            self.backends.metrics.loads_before(tenant, date, self.policy.trailing_loads * 2).await?.into_iter().map(|load| load.rows_in).collect();
-        report.checks = vec![rows_in_check(slice.rows_in, &earlier, &self.policy), duplicate_keys_check(&slice), empty_ids_check(&slice)];
+        // Declared days (a holiday, an outage) are neither checked nor part of the baseline.
+        let tenant_list = [tenant.to_string()];
+        let known = load_known_events(self.backends.source.as_ref(), Some(&tenant_list)).await?;
+        report.cost.docs_read(known.documents_billed);
+        let earlier: Vec<u64> = self
+            .backends
+            .metrics
+            .loads_before(tenant, date, self.policy.trailing_loads * 2)
+            .await?
+            .into_iter()
+            .filter(|load| !known.contains(tenant, load.date))
+            .map(|load| load.rows_in)
+            .collect();
+        let volume = match known.reason(tenant, date) {
+            Some(reason) => declared_day_check(slice.rows_in, reason),
+            None => rows_in_check(slice.rows_in, &earlier, &self.policy),
+        };
+        report.checks = vec![volume, duplicate_keys_check(&slice), empty_ids_check(&slice)];
         if report.checks.iter().any(|check| !check.passed) {
             report.outcome = RunOutcome::Failed;
             return Ok(false);

@@ -38,8 +38,9 @@ async fn raw_ids_roll_up_to_canonical_entities_with_the_vocabulary_metrics() {
     let run = env.runner().run(one_day(day(3))).await.unwrap();
     assert_eq!((run.outcome.as_str(), run.rows_in), ("ok", 4));
     // One read per document the day's queries returned, and one for each of the other
-    // collections' empty answers; the pass also read the tenant list (one id).
-    let empty = converge_etl::RAW_COLLECTIONS.len() as u64 - 3;
+    // collections' empty answers, and one for the tenant's (empty) known events; the
+    // pass also read the tenant list (one id).
+    let empty = converge_etl::RAW_COLLECTIONS.len() as u64 - 3 + 1;
     assert_eq!(report(&run, 0).cost.source_reads, 4 + empty, "{:?}", report(&run, 0).cost);
     assert_eq!(run.cost.source_reads, 4 + empty + 1, "{:?}", run.cost);
     assert!(run.cost.estimated_usd > 0.0, "{:?}", run.cost);
@@ -223,8 +224,9 @@ async fn an_interrupted_replace_leaves_the_old_slice_and_says_retry() {
     assert_eq!(state(&env, "acme", day(7)).await, before, "the old slice, whole");
     let stored = env.warehouse.runs("etl", 5).await.unwrap();
     assert_eq!(stored[0].outcome, RunOutcome::Failed);
-    // The failed slice had read its 7 × 8 + 1 documents: billed, so recorded.
-    assert_eq!(stored[0].report["cost"]["source_reads"], 57, "{}", stored[0].report);
+    // The failed slice had read its 7 × 8 + 1 documents and its (empty) known events:
+    // billed, so recorded.
+    assert_eq!(stored[0].report["cost"]["source_reads"], 58, "{}", stored[0].report);
     // The retry loads the new row.
     let run = runner.run(one_day(day(7))).await.unwrap();
     assert_eq!(run.outcome, RunOutcome::Ok);
@@ -261,4 +263,31 @@ async fn raw_writes_produce_no_outbox_events_under_the_mirror_filter() {
     env.write(day_writes("acme", day(9), 3)).await;
     assert_eq!(env.source.outbox_stats().await.unwrap().pending, 0, "raw collections are not mirrored");
     assert!(env.source.count(&SourceScope::collection("orgs/acme/ga4_pages").unwrap()).await.unwrap() > 0);
+}
+
+#[tokio::test]
+async fn a_declared_known_event_passes_the_volume_check_and_stays_out_of_the_median() {
+    let env = Env::new().await;
+    for d in 1..=5 {
+        env.write(day_writes("acme", day(d), 10)).await;
+    }
+    // Day 6 is a holiday: one row per collection instead of ten. Undeclared, it fails.
+    env.write(day_writes("acme", day(6), 1)).await;
+    let run = env.runner().run(EtlRequest { from: Some(day(1)), ..one_day(day(6)) }).await.unwrap();
+    assert_eq!(run.failed_slices, 1, "an undeclared dip fails the volume check");
+
+    let holiday = converge_core::KnownEvent { tenant: "acme".into(), id: "holiday".into(), from: day(6), until: day(6), reason: "holiday".into() };
+    env.write(vec![holiday.to_write()]).await;
+    let run = env.runner().run(one_day(day(6))).await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Ok);
+    let check = report(&run, 0).checks.into_iter().find(|c| c.name == "rows_in_vs_trailing_median").unwrap();
+    assert!(check.passed && check.detail.contains("declared known event (holiday)"), "{}", check.detail);
+
+    // The day after is checked against the days before the holiday: at 5 rows a
+    // collection (half of 10) it passes; had the holiday's 7 rows counted in the
+    // median of the last loads, the floor would have been lower still.
+    env.write(day_writes("acme", day(7), 10)).await;
+    let run = env.runner().run(one_day(day(7))).await.unwrap();
+    let check = report(&run, 0).checks.into_iter().find(|c| c.name == "rows_in_vs_trailing_median").unwrap();
+    assert!(check.passed && check.detail.contains("median of the last 5 loads with data 70"), "{}", check.detail);
 }

@@ -349,7 +349,8 @@ pub async fn detect(backends: &EmbeddedBackends, clock: Arc<dyn Clock>, as_of: N
         Arc::new(backends.source.clone()),
         clock,
         RunnerOptions::default(),
-    );
+    )
+    .with_known_events(Arc::new(backends.source.clone()));
     Ok(runner.run(DetectRequest { as_of, tenants: None, detectors: None }).await?)
 }
 

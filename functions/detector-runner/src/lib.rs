@@ -69,7 +69,9 @@ impl DetectorRunnerState {
         backends.open_tables(&settings.mirror, Tables::ChangelogAndMetrics).await.map_err(StartError::Tables)?;
         tracing::info!(backend = backends.kind, "detector-runner backends open");
         let pack = Pack::shipped().map_err(|e| StartError::Other { step: "loading the shipped detector pack", source: e.into() })?;
-        let runner = DetectorRunner::new(pack, backends.findings, backends.warehouse, backends.opportunities, clock.clone(), RunnerOptions::default()).with_prices(settings.prices);
+        let runner = DetectorRunner::new(pack, backends.findings, backends.warehouse, backends.opportunities, clock.clone(), RunnerOptions::default())
+            .with_prices(settings.prices)
+            .with_known_events(backends.source);
         Ok(Self { runner: Arc::new(runner), verifier, clock })
     }
 
