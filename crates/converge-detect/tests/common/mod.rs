@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use converge_contract::kit::{self, MetricsLoader};
-use converge_core::{FindingRow, MetricRow, QueryDialect, StoreError};
+use converge_core::{FindingRow, KnownEvents, MetricRow, QueryDialect, StoreError};
 use converge_detect::{compile, CompiledDetector, DetectorSpec};
 use converge_duckdb::DuckWarehouse;
 
@@ -61,7 +61,12 @@ impl MetricsDb {
 
     /// Compiles for DuckDB and runs; panics on errors (tests of errors call the parts).
     pub fn fire(&self, spec: &DetectorSpec, as_of: NaiveDate, tenant: Option<&str>) -> Vec<FindingRow> {
-        let compiled = compile(spec, QueryDialect::DuckDb, as_of, tenant, &converge_core::KnownEvents::default()).unwrap_or_else(|e| panic!("{e}"));
+        self.fire_with(spec, as_of, tenant, &KnownEvents::default())
+    }
+
+    /// [`MetricsDb::fire`] with the tenants' known events.
+    pub fn fire_with(&self, spec: &DetectorSpec, as_of: NaiveDate, tenant: Option<&str>, known: &KnownEvents) -> Vec<FindingRow> {
+        let compiled = compile(spec, QueryDialect::DuckDb, as_of, tenant, known).unwrap_or_else(|e| panic!("{e}"));
         self.run(&compiled).unwrap_or_else(|e| panic!("{}: {e}\n{}", spec.id, compiled.sql))
     }
 
