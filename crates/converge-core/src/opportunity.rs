@@ -90,6 +90,34 @@ pub struct Opportunity {
     pub evidence: Evidence,
 }
 
+impl Opportunity {
+    /// A copy with every number to `digits` significant digits, for comparing two
+    /// passes over the same data: a warehouse sums floating-point terms in whatever
+    /// order its threads take them, so the same finding's values agree only to ~12
+    /// digits, and a p-value of 1e-98 moves in its 11th.
+    pub fn with_numbers_rounded(&self, digits: usize) -> Opportunity {
+        let round = |x: Option<f64>| {
+            x.map(|x| format!("{x:.prec$e}", prec = digits.saturating_sub(1)).parse::<f64>().expect("a formatted number parses"))
+        };
+        let e = &self.evidence;
+        Opportunity {
+            recent_value: round(self.recent_value),
+            baseline_value: round(self.baseline_value),
+            reference_value: round(self.reference_value),
+            volume: round(self.volume),
+            evidence: Evidence {
+                test: e.test.clone(),
+                effect_pct: round(e.effect_pct),
+                baseline_volume: round(e.baseline_volume),
+                statistic: round(e.statistic),
+                p_value: round(e.p_value),
+                q_value: round(e.q_value),
+            },
+            ..self.clone()
+        }
+    }
+}
+
 /// What a finding rests on, so a person can judge it without SQL. Stored as flat
 /// fields next to the opportunity's others (`test`, `effect_pct`, `baseline_volume`,
 /// `statistic`, `p_value`, `q_value`).
@@ -184,6 +212,39 @@ mod tests {
         // One-day windows: one period per day.
         assert_eq!(opportunity_period(date("2025-03-31"), 1), "2025-03-31/1d");
         assert_eq!(opportunity_period(date("2025-03-31"), 0), "2025-03-31/1d");
+    }
+
+    #[test]
+    fn numbers_rounded_agree_whatever_order_a_sum_took() {
+        let terms = [0.1, 0.2, 0.3, 1e-9, 7.7];
+        let forward: f64 = terms.iter().sum();
+        let backward: f64 = terms.iter().rev().sum();
+        assert_ne!(forward, backward, "the order changes the last bits");
+        let opportunity = |value: f64| Opportunity {
+            id: "x".into(),
+            tenant: "t".into(),
+            detector: "d".into(),
+            title: String::new(),
+            severity: "info".into(),
+            entity_type: "page".into(),
+            entity_id: "/".into(),
+            message: String::new(),
+            recent_value: Some(value),
+            baseline_value: None,
+            reference_value: None,
+            volume: None,
+            period: String::new(),
+            as_of: String::new(),
+            first_seen: Timestamp::new(0, 0),
+            last_seen: Timestamp::new(0, 0),
+            status: OpportunityStatus::Open,
+            resolved_at: None,
+            batch_id: String::new(),
+            evidence: Evidence { p_value: Some(value * 1e-98), ..Evidence::default() },
+        };
+        assert_eq!(opportunity(forward).with_numbers_rounded(8), opportunity(backward).with_numbers_rounded(8));
+        assert_eq!(opportunity(forward).with_numbers_rounded(8).recent_value, Some(8.3));
+        assert_ne!(opportunity(1.0).with_numbers_rounded(8), opportunity(1.001).with_numbers_rounded(8));
     }
 
     #[test]

@@ -235,21 +235,41 @@ impl<'q, 'a> TestedQuery<'q, 'a> {
         let _ = writeln!(sql, "),");
         let _ = writeln!(sql, "sums AS (");
         let _ = writeln!(sql, "  SELECT d.tenant, d.entity_id,");
-        let _ = writeln!(sql, "{},", window_sums.join(",\n"));
-        let _ = writeln!(sql, "    -- Σ day² / weekday factor over the baseline, for its dispersion");
-        let _ = writeln!(sql, "    COALESCE(SUM(CASE WHEN d.win = 'baseline' THEN d.day_{metric} * d.day_{metric} / f.factor END), 0.0) AS spread_sq");
-        let _ = writeln!(sql, "  FROM daily AS d JOIN weekday_factors AS f ON f.tenant = d.tenant AND f.dow = d.dow");
+        let _ = writeln!(sql, "{}", window_sums.join(",\n"));
+        let _ = writeln!(sql, "  FROM daily AS d");
         let _ = writeln!(sql, "  GROUP BY d.tenant, d.entity_id");
         let _ = writeln!(sql, "),");
         let _ = writeln!(sql, "estimated AS (");
         let _ = writeln!(sql, "  SELECT s.*, w.baseline_days,");
         let _ = writeln!(sql, "    {} AS expected,", self.div(&format!("s.baseline_{metric} * w.recent_weight"), "w.baseline_weight"));
+        let _ = writeln!(sql, "    {} AS day_level", self.div(&format!("s.baseline_{metric}"), "w.baseline_weight"));
+        let _ = writeln!(sql, "  FROM sums AS s JOIN weights AS w ON w.tenant = s.tenant");
+        let _ = writeln!(sql, "),");
+        // Pearson's χ² of the baseline days against their weekday-adjusted level, in two
+        // passes (the level first): Σ (c − e)² / e over the days with rows, plus e for
+        // each day without (a day of 0), which is the baseline's sum less Σ e over the
+        // days with rows.
+        let expected_day = "e.day_level * f.factor";
+        let _ = writeln!(sql, "spread AS (");
+        let _ = writeln!(sql, "  SELECT d.tenant, d.entity_id,");
         let _ = writeln!(
             sql,
-            "    CASE WHEN s.baseline_{metric} > 0 AND w.baseline_days > 1 THEN GREATEST(1.0, ({} - s.baseline_{metric}) / (w.baseline_days - 1)) END AS dispersion",
-            self.div(&format!("s.spread_sq * w.baseline_weight"), &format!("s.baseline_{metric}"))
+            "    SUM({} - {expected_day}) AS pearson_present",
+            self.div(&format!("(d.day_{metric} - {expected_day}) * (d.day_{metric} - {expected_day})"), expected_day)
         );
-        let _ = writeln!(sql, "  FROM sums AS s JOIN weights AS w ON w.tenant = s.tenant");
+        let _ = writeln!(sql, "  FROM daily AS d");
+        let _ = writeln!(sql, "  JOIN estimated AS e ON e.tenant = d.tenant AND e.entity_id = d.entity_id");
+        let _ = writeln!(sql, "  JOIN weekday_factors AS f ON f.tenant = d.tenant AND f.dow = d.dow");
+        let _ = writeln!(sql, "  WHERE d.win = 'baseline' AND e.day_level > 0");
+        let _ = writeln!(sql, "  GROUP BY d.tenant, d.entity_id");
+        let _ = writeln!(sql, "),");
+        let _ = writeln!(sql, "dispersed AS (");
+        let _ = writeln!(sql, "  SELECT e.*,");
+        let _ = writeln!(
+            sql,
+            "    CASE WHEN e.baseline_{metric} > 0 AND e.baseline_days > 1 THEN GREATEST(1.0, (COALESCE(p.pearson_present, 0.0) + e.baseline_{metric}) / (e.baseline_days - 1)) END AS dispersion"
+        );
+        let _ = writeln!(sql, "  FROM estimated AS e LEFT JOIN spread AS p ON p.tenant = e.tenant AND p.entity_id = e.entity_id");
         let _ = writeln!(sql, "),");
         let volume = q.volume_metric();
         let scaled = |expr: &str| if scale == 1.0 { expr.to_string() } else { format!("{expr} * {}", number(scale)) };
@@ -260,7 +280,7 @@ impl<'q, 'a> TestedQuery<'q, 'a> {
         let _ = writeln!(sql, "    recent_{volume} AS volume,");
         let _ = writeln!(sql, "    baseline_{volume} AS baseline_volume,");
         let _ = writeln!(sql, "    recent_{metric} AS recent_count, baseline_{metric} AS baseline_count, expected, dispersion");
-        let _ = writeln!(sql, "  FROM estimated");
+        let _ = writeln!(sql, "  FROM dispersed");
         let _ = writeln!(sql, "),");
     }
 
@@ -272,14 +292,7 @@ impl<'q, 'a> TestedQuery<'q, 'a> {
         let proportion = !is_amount(numerator) && !is_amount(denominator);
         let _ = writeln!(sql, "sums AS (");
         let _ = writeln!(sql, "  SELECT d.tenant, d.entity_id,");
-        let _ = writeln!(sql, "{},", window_sums.join(",\n"));
-        let _ = writeln!(sql, "    -- Σ x² / n and the days with n > 0 over the {spread_window} window, for its spread");
-        let _ = writeln!(
-            sql,
-            "    COALESCE(SUM(CASE WHEN d.win = '{spread_window}' AND d.day_{denominator} > 0 THEN {} END), 0.0) AS spread_sq,",
-            self.div(&format!("d.day_{numerator} * d.day_{numerator}"), &format!("d.day_{denominator}"))
-        );
-        let _ = writeln!(sql, "    SUM(CASE WHEN d.win = '{spread_window}' AND d.day_{denominator} > 0 THEN 1 ELSE 0 END) AS spread_days");
+        let _ = writeln!(sql, "{}", window_sums.join(",\n"));
         let _ = writeln!(sql, "  FROM daily AS d");
         let _ = writeln!(sql, "  GROUP BY d.tenant, d.entity_id");
         let _ = writeln!(sql, "),");
@@ -299,6 +312,18 @@ impl<'q, 'a> TestedQuery<'q, 'a> {
         );
         let _ = writeln!(sql, "  FROM sums AS s");
         let _ = writeln!(sql, "),");
+        // The days' spread around the window's rate, in two passes (the rate first):
+        // Σ (x_d − r·n_d)² / n_d over the days with n_d > 0.
+        let residual = format!("d.day_{numerator} - e.spread_rate * d.day_{denominator}");
+        let _ = writeln!(sql, "spread AS (");
+        let _ = writeln!(sql, "  SELECT d.tenant, d.entity_id,");
+        let _ = writeln!(sql, "    SUM({}) AS spread_sq,", self.div(&format!("({residual}) * ({residual})"), &format!("d.day_{denominator}")));
+        let _ = writeln!(sql, "    COUNT(*) AS spread_days");
+        let _ = writeln!(sql, "  FROM daily AS d");
+        let _ = writeln!(sql, "  JOIN estimated AS e ON e.tenant = d.tenant AND e.entity_id = d.entity_id");
+        let _ = writeln!(sql, "  WHERE d.win = '{spread_window}' AND d.day_{denominator} > 0");
+        let _ = writeln!(sql, "  GROUP BY d.tenant, d.entity_id");
+        let _ = writeln!(sql, "),");
         // The binomial floor for a proportion; an amount's spread is only what the days show.
         let floor = if proportion { "CASE WHEN spread_rate < 1 THEN spread_rate * (1.0 - spread_rate) ELSE 0.0 END" } else { "0.0" };
         let without_days = if proportion { floor.to_string() } else { format!("CAST(NULL AS {})", q.dialect.double_type()) };
@@ -315,7 +340,7 @@ impl<'q, 'a> TestedQuery<'q, 'a> {
         };
         let scaled = |expr: &str| if scale == 1.0 { expr.to_string() } else { format!("({expr}) * {}", number(scale)) };
         let _ = writeln!(sql, "measured AS (");
-        let _ = writeln!(sql, "  SELECT tenant, entity_id,");
+        let _ = writeln!(sql, "  SELECT e.tenant, e.entity_id,");
         let _ = writeln!(sql, "    {} AS recent_value,", scaled("recent_rate"));
         let _ = writeln!(sql, "    {} AS baseline_value,", scaled("baseline_rate"));
         let _ = writeln!(sql, "    recent_{volume} AS volume,");
@@ -323,9 +348,9 @@ impl<'q, 'a> TestedQuery<'q, 'a> {
         let _ = writeln!(sql, "    recent_rate, baseline_rate, recent_{denominator} AS recent_trials, {baseline_trials} AS baseline_trials,");
         let _ = writeln!(
             sql,
-            "    CASE WHEN spread_days > 1 THEN GREATEST({floor}, (spread_sq - spread_rate * {spread_window}_{numerator}) / (spread_days - 1)) ELSE {without_days} END AS unit_variance"
+            "    CASE WHEN p.spread_days > 1 THEN GREATEST({floor}, p.spread_sq / (p.spread_days - 1)) ELSE {without_days} END AS unit_variance"
         );
-        let _ = writeln!(sql, "  FROM estimated");
+        let _ = writeln!(sql, "  FROM estimated AS e LEFT JOIN spread AS p ON p.tenant = e.tenant AND p.entity_id = e.entity_id");
         let _ = writeln!(sql, "),");
     }
 

@@ -85,14 +85,14 @@ async fn on_bigquery_and_firestore_the_runner_opens_what_it_opens_embedded_and_a
     // The same findings; only the sighting times of the pass differ.
     let unsighted = |run: &converge_detector_runner::DetectRun| -> Vec<converge_core::Opportunity> {
         let never = converge_core::Timestamp::new(0, 0);
-        run.findings.iter().map(|o| converge_core::Opportunity { first_seen: never, last_seen: never, ..rounded(o) }).collect()
+        run.findings.iter().map(|o| converge_core::Opportunity { first_seen: never, last_seen: never, ..o.with_numbers_rounded(8) }).collect()
     };
     assert_eq!(unsighted(&second), unsighted(&first));
     let after = store.open_opportunities(None).await.unwrap();
     assert_eq!(after.len(), open.len(), "no duplicates");
     for (old, new) in open.iter().zip(&after) {
         assert_eq!(new.last_seen, clock_now(&clock));
-        assert_eq!(Opportunity { last_seen: old.last_seen, ..rounded(new) }, rounded(old));
+        assert_eq!(Opportunity { last_seen: old.last_seen, ..new.with_numbers_rounded(8) }, old.with_numbers_rounded(8));
     }
     assert_eq!(warehouse.runs("detectors", 10).await.unwrap().len(), 1, "one record per batch");
 }
@@ -101,24 +101,3 @@ fn clock_now(clock: &ManualClock) -> Timestamp {
     converge_core::Clock::now(clock)
 }
 
-/// `o` with its numbers to 8 significant digits: they are sums of floating-point terms
-/// in whatever order the engine's threads add them, equal run to run only that far (a p-value of 1e-98 moves in its 11th digit).
-fn rounded(o: &Opportunity) -> Opportunity {
-    let close = |x: Option<f64>| x.map(|x| format!("{x:.7e}").parse::<f64>().expect("a number"));
-    let e = &o.evidence;
-    Opportunity {
-        recent_value: close(o.recent_value),
-        baseline_value: close(o.baseline_value),
-        reference_value: close(o.reference_value),
-        volume: close(o.volume),
-        evidence: converge_core::Evidence {
-            effect_pct: close(e.effect_pct),
-            baseline_volume: close(e.baseline_volume),
-            statistic: close(e.statistic),
-            p_value: close(e.p_value),
-            q_value: close(e.q_value),
-            test: e.test.clone(),
-        },
-        ..o.clone()
-    }
-}

@@ -95,13 +95,13 @@ async fn running_again_changes_nothing_but_last_seen() {
     // The same findings; only the sighting times of the pass differ.
     let unsighted = |run: &converge_detector_runner::DetectRun| -> Vec<converge_core::Opportunity> {
         let never = converge_core::Timestamp::new(0, 0);
-        run.findings.iter().map(|o| converge_core::Opportunity { first_seen: never, last_seen: never, ..rounded(o) }).collect()
+        run.findings.iter().map(|o| converge_core::Opportunity { first_seen: never, last_seen: never, ..o.with_numbers_rounded(8) }).collect()
     };
     assert_eq!(unsighted(&second), unsighted(&first));
     let after = all_opportunities(&env.store, &ids).await;
     for (old, new) in before.iter().zip(&after) {
         assert_eq!(new.last_seen, env.clock.now_ts(), "last_seen is the one field a re-run moves");
-        assert_eq!(Opportunity { last_seen: old.last_seen, ..rounded(new) }, rounded(old));
+        assert_eq!(Opportunity { last_seen: old.last_seen, ..new.with_numbers_rounded(8) }, old.with_numbers_rounded(8));
     }
     assert_eq!(env.store.open_opportunities(None).await.unwrap().len(), ids.len(), "no duplicates");
     assert_eq!(env.warehouse.runs("detectors", 10).await.unwrap().len(), 1, "one record per batch");
@@ -299,24 +299,3 @@ async fn no_more_queries_run_at_once_than_the_limit() {
     }
 }
 
-/// `o` with its numbers to 8 significant digits: they are sums of floating-point terms
-/// in whatever order the engine's threads add them, equal run to run only that far (a p-value of 1e-98 moves in its 11th digit).
-fn rounded(o: &Opportunity) -> Opportunity {
-    let close = |x: Option<f64>| x.map(|x| format!("{x:.7e}").parse::<f64>().expect("a number"));
-    let e = &o.evidence;
-    Opportunity {
-        recent_value: close(o.recent_value),
-        baseline_value: close(o.baseline_value),
-        reference_value: close(o.reference_value),
-        volume: close(o.volume),
-        evidence: converge_core::Evidence {
-            effect_pct: close(e.effect_pct),
-            baseline_volume: close(e.baseline_volume),
-            statistic: close(e.statistic),
-            p_value: close(e.p_value),
-            q_value: close(e.q_value),
-            test: e.test.clone(),
-        },
-        ..o.clone()
-    }
-}

@@ -13,11 +13,12 @@ use converge_core::{Clock, MetricsWarehouse, MirrorConfig, Opportunity, Opportun
 use converge_etl::EtlRequest;
 use indicatif::ProgressBar;
 
-fn opportunities_but_last_seen(mut opportunities: Vec<Opportunity>) -> Vec<Opportunity> {
+/// Opportunities by id, `last_seen` aside, numbers to 8 significant digits (the
+/// warehouse's parallel sums differ run to run in the last bits).
+fn opportunities_but_last_seen(opportunities: Vec<Opportunity>) -> Vec<Opportunity> {
+    let mut opportunities: Vec<Opportunity> =
+        opportunities.iter().map(|o| Opportunity { last_seen: o.first_seen, ..o.with_numbers_rounded(8) }).collect();
     opportunities.sort_by(|a, b| a.id.cmp(&b.id));
-    for opportunity in &mut opportunities {
-        opportunity.last_seen = opportunity.first_seen;
-    }
     opportunities
 }
 

@@ -49,17 +49,29 @@ weights AS (
 sums AS (
   SELECT d.tenant, d.entity_id,
     COALESCE(SUM(CASE WHEN d.win = 'recent' THEN d.day_impressions END), 0.0) AS recent_impressions,
-    COALESCE(SUM(CASE WHEN d.win = 'baseline' THEN d.day_impressions END), 0.0) AS baseline_impressions,
-    -- Σ day² / weekday factor over the baseline, for its dispersion
-    COALESCE(SUM(CASE WHEN d.win = 'baseline' THEN d.day_impressions * d.day_impressions / f.factor END), 0.0) AS spread_sq
-  FROM daily AS d JOIN weekday_factors AS f ON f.tenant = d.tenant AND f.dow = d.dow
+    COALESCE(SUM(CASE WHEN d.win = 'baseline' THEN d.day_impressions END), 0.0) AS baseline_impressions
+  FROM daily AS d
   GROUP BY d.tenant, d.entity_id
 ),
 estimated AS (
   SELECT s.*, w.baseline_days,
     CASE WHEN w.baseline_weight > 0 THEN SAFE_DIVIDE((s.baseline_impressions * w.recent_weight), w.baseline_weight) END AS expected,
-    CASE WHEN s.baseline_impressions > 0 AND w.baseline_days > 1 THEN GREATEST(1.0, (CASE WHEN s.baseline_impressions > 0 THEN SAFE_DIVIDE((s.spread_sq * w.baseline_weight), s.baseline_impressions) END - s.baseline_impressions) / (w.baseline_days - 1)) END AS dispersion
+    CASE WHEN w.baseline_weight > 0 THEN SAFE_DIVIDE(s.baseline_impressions, w.baseline_weight) END AS day_level
   FROM sums AS s JOIN weights AS w ON w.tenant = s.tenant
+),
+spread AS (
+  SELECT d.tenant, d.entity_id,
+    SUM(CASE WHEN (e.day_level * f.factor) > 0 THEN SAFE_DIVIDE(((d.day_impressions - e.day_level * f.factor) * (d.day_impressions - e.day_level * f.factor)), (e.day_level * f.factor)) END - e.day_level * f.factor) AS pearson_present
+  FROM daily AS d
+  JOIN estimated AS e ON e.tenant = d.tenant AND e.entity_id = d.entity_id
+  JOIN weekday_factors AS f ON f.tenant = d.tenant AND f.dow = d.dow
+  WHERE d.win = 'baseline' AND e.day_level > 0
+  GROUP BY d.tenant, d.entity_id
+),
+dispersed AS (
+  SELECT e.*,
+    CASE WHEN e.baseline_impressions > 0 AND e.baseline_days > 1 THEN GREATEST(1.0, (COALESCE(p.pearson_present, 0.0) + e.baseline_impressions) / (e.baseline_days - 1)) END AS dispersion
+  FROM estimated AS e LEFT JOIN spread AS p ON p.tenant = e.tenant AND p.entity_id = e.entity_id
 ),
 measured AS (
   SELECT tenant, entity_id,
@@ -68,7 +80,7 @@ measured AS (
     recent_impressions AS volume,
     baseline_impressions AS baseline_volume,
     recent_impressions AS recent_count, baseline_impressions AS baseline_count, expected, dispersion
-  FROM estimated
+  FROM dispersed
 ),
 gated AS (
   SELECT * FROM measured

@@ -50,17 +50,29 @@ weights AS (
 sums AS (
   SELECT d.tenant, d.entity_id,
     COALESCE(SUM(CASE WHEN d.win = 'recent' THEN d.day_entries END), 0.0) AS recent_entries,
-    COALESCE(SUM(CASE WHEN d.win = 'baseline' THEN d.day_entries END), 0.0) AS baseline_entries,
-    -- Σ day² / weekday factor over the baseline, for its dispersion
-    COALESCE(SUM(CASE WHEN d.win = 'baseline' THEN d.day_entries * d.day_entries / f.factor END), 0.0) AS spread_sq
-  FROM daily AS d JOIN weekday_factors AS f ON f.tenant = d.tenant AND f.dow = d.dow
+    COALESCE(SUM(CASE WHEN d.win = 'baseline' THEN d.day_entries END), 0.0) AS baseline_entries
+  FROM daily AS d
   GROUP BY d.tenant, d.entity_id
 ),
 estimated AS (
   SELECT s.*, w.baseline_days,
     CASE WHEN w.baseline_weight > 0 THEN SAFE_DIVIDE((s.baseline_entries * w.recent_weight), w.baseline_weight) END AS expected,
-    CASE WHEN s.baseline_entries > 0 AND w.baseline_days > 1 THEN GREATEST(1.0, (CASE WHEN s.baseline_entries > 0 THEN SAFE_DIVIDE((s.spread_sq * w.baseline_weight), s.baseline_entries) END - s.baseline_entries) / (w.baseline_days - 1)) END AS dispersion
+    CASE WHEN w.baseline_weight > 0 THEN SAFE_DIVIDE(s.baseline_entries, w.baseline_weight) END AS day_level
   FROM sums AS s JOIN weights AS w ON w.tenant = s.tenant
+),
+spread AS (
+  SELECT d.tenant, d.entity_id,
+    SUM(CASE WHEN (e.day_level * f.factor) > 0 THEN SAFE_DIVIDE(((d.day_entries - e.day_level * f.factor) * (d.day_entries - e.day_level * f.factor)), (e.day_level * f.factor)) END - e.day_level * f.factor) AS pearson_present
+  FROM daily AS d
+  JOIN estimated AS e ON e.tenant = d.tenant AND e.entity_id = d.entity_id
+  JOIN weekday_factors AS f ON f.tenant = d.tenant AND f.dow = d.dow
+  WHERE d.win = 'baseline' AND e.day_level > 0
+  GROUP BY d.tenant, d.entity_id
+),
+dispersed AS (
+  SELECT e.*,
+    CASE WHEN e.baseline_entries > 0 AND e.baseline_days > 1 THEN GREATEST(1.0, (COALESCE(p.pearson_present, 0.0) + e.baseline_entries) / (e.baseline_days - 1)) END AS dispersion
+  FROM estimated AS e LEFT JOIN spread AS p ON p.tenant = e.tenant AND p.entity_id = e.entity_id
 ),
 measured AS (
   SELECT tenant, entity_id,
@@ -69,7 +81,7 @@ measured AS (
     recent_entries AS volume,
     baseline_entries AS baseline_volume,
     recent_entries AS recent_count, baseline_entries AS baseline_count, expected, dispersion
-  FROM estimated
+  FROM dispersed
 ),
 gated AS (
   SELECT * FROM measured

@@ -27,10 +27,7 @@ sums AS (
     COALESCE(SUM(CASE WHEN d.win = 'recent' THEN d.day_conversions END), 0.0) AS recent_conversions,
     COALESCE(SUM(CASE WHEN d.win = 'baseline' THEN d.day_conversions END), 0.0) AS baseline_conversions,
     COALESCE(SUM(CASE WHEN d.win = 'recent' THEN d.day_sessions END), 0.0) AS recent_sessions,
-    COALESCE(SUM(CASE WHEN d.win = 'baseline' THEN d.day_sessions END), 0.0) AS baseline_sessions,
-    -- Σ x² / n and the days with n > 0 over the baseline window, for its spread
-    COALESCE(SUM(CASE WHEN d.win = 'baseline' AND d.day_sessions > 0 THEN CASE WHEN d.day_sessions > 0 THEN SAFE_DIVIDE((d.day_conversions * d.day_conversions), d.day_sessions) END END), 0.0) AS spread_sq,
-    SUM(CASE WHEN d.win = 'baseline' AND d.day_sessions > 0 THEN 1 ELSE 0 END) AS spread_days
+    COALESCE(SUM(CASE WHEN d.win = 'baseline' THEN d.day_sessions END), 0.0) AS baseline_sessions
   FROM daily AS d
   GROUP BY d.tenant, d.entity_id
 ),
@@ -41,15 +38,24 @@ estimated AS (
     CASE WHEN baseline_sessions > 0 THEN SAFE_DIVIDE(baseline_conversions, baseline_sessions) END AS spread_rate
   FROM sums AS s
 ),
+spread AS (
+  SELECT d.tenant, d.entity_id,
+    SUM(CASE WHEN d.day_sessions > 0 THEN SAFE_DIVIDE(((d.day_conversions - e.spread_rate * d.day_sessions) * (d.day_conversions - e.spread_rate * d.day_sessions)), d.day_sessions) END) AS spread_sq,
+    COUNT(*) AS spread_days
+  FROM daily AS d
+  JOIN estimated AS e ON e.tenant = d.tenant AND e.entity_id = d.entity_id
+  WHERE d.win = 'baseline' AND d.day_sessions > 0
+  GROUP BY d.tenant, d.entity_id
+),
 measured AS (
-  SELECT tenant, entity_id,
+  SELECT e.tenant, e.entity_id,
     (recent_rate) * 100.0 AS recent_value,
     (baseline_rate) * 100.0 AS baseline_value,
     recent_sessions AS volume,
     baseline_sessions AS baseline_volume,
     recent_rate, baseline_rate, recent_sessions AS recent_trials, baseline_sessions AS baseline_trials,
-    CASE WHEN spread_days > 1 THEN GREATEST(CASE WHEN spread_rate < 1 THEN spread_rate * (1.0 - spread_rate) ELSE 0.0 END, (spread_sq - spread_rate * baseline_conversions) / (spread_days - 1)) ELSE CASE WHEN spread_rate < 1 THEN spread_rate * (1.0 - spread_rate) ELSE 0.0 END END AS unit_variance
-  FROM estimated
+    CASE WHEN p.spread_days > 1 THEN GREATEST(CASE WHEN spread_rate < 1 THEN spread_rate * (1.0 - spread_rate) ELSE 0.0 END, p.spread_sq / (p.spread_days - 1)) ELSE CASE WHEN spread_rate < 1 THEN spread_rate * (1.0 - spread_rate) ELSE 0.0 END END AS unit_variance
+  FROM estimated AS e LEFT JOIN spread AS p ON p.tenant = e.tenant AND p.entity_id = e.entity_id
 ),
 gated AS (
   SELECT * FROM measured

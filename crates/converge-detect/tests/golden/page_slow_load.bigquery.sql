@@ -25,10 +25,7 @@ daily AS (
 sums AS (
   SELECT d.tenant, d.entity_id,
     COALESCE(SUM(CASE WHEN d.win = 'recent' THEN d.day_load_time_ms_sum END), 0.0) AS recent_load_time_ms_sum,
-    COALESCE(SUM(CASE WHEN d.win = 'recent' THEN d.day_load_time_samples END), 0.0) AS recent_load_time_samples,
-    -- Σ x² / n and the days with n > 0 over the recent window, for its spread
-    COALESCE(SUM(CASE WHEN d.win = 'recent' AND d.day_load_time_samples > 0 THEN CASE WHEN d.day_load_time_samples > 0 THEN SAFE_DIVIDE((d.day_load_time_ms_sum * d.day_load_time_ms_sum), d.day_load_time_samples) END END), 0.0) AS spread_sq,
-    SUM(CASE WHEN d.win = 'recent' AND d.day_load_time_samples > 0 THEN 1 ELSE 0 END) AS spread_days
+    COALESCE(SUM(CASE WHEN d.win = 'recent' THEN d.day_load_time_samples END), 0.0) AS recent_load_time_samples
   FROM daily AS d
   GROUP BY d.tenant, d.entity_id
 ),
@@ -39,15 +36,24 @@ estimated AS (
     CASE WHEN recent_load_time_samples > 0 THEN SAFE_DIVIDE(recent_load_time_ms_sum, recent_load_time_samples) END AS spread_rate
   FROM sums AS s
 ),
+spread AS (
+  SELECT d.tenant, d.entity_id,
+    SUM(CASE WHEN d.day_load_time_samples > 0 THEN SAFE_DIVIDE(((d.day_load_time_ms_sum - e.spread_rate * d.day_load_time_samples) * (d.day_load_time_ms_sum - e.spread_rate * d.day_load_time_samples)), d.day_load_time_samples) END) AS spread_sq,
+    COUNT(*) AS spread_days
+  FROM daily AS d
+  JOIN estimated AS e ON e.tenant = d.tenant AND e.entity_id = d.entity_id
+  WHERE d.win = 'recent' AND d.day_load_time_samples > 0
+  GROUP BY d.tenant, d.entity_id
+),
 measured AS (
-  SELECT tenant, entity_id,
+  SELECT e.tenant, e.entity_id,
     recent_rate AS recent_value,
     baseline_rate AS baseline_value,
     recent_load_time_samples AS volume,
     CAST(NULL AS FLOAT64) AS baseline_volume,
     recent_rate, baseline_rate, recent_load_time_samples AS recent_trials, CAST(NULL AS FLOAT64) AS baseline_trials,
-    CASE WHEN spread_days > 1 THEN GREATEST(0.0, (spread_sq - spread_rate * recent_load_time_ms_sum) / (spread_days - 1)) ELSE CAST(NULL AS FLOAT64) END AS unit_variance
-  FROM estimated
+    CASE WHEN p.spread_days > 1 THEN GREATEST(0.0, p.spread_sq / (p.spread_days - 1)) ELSE CAST(NULL AS FLOAT64) END AS unit_variance
+  FROM estimated AS e LEFT JOIN spread AS p ON p.tenant = e.tenant AND p.entity_id = e.entity_id
 ),
 gated AS (
   SELECT * FROM measured
