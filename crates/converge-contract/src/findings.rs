@@ -211,10 +211,11 @@ where
         let dialect = warehouse.dialect();
         let compiled = |like: &str, tenant: Option<&str>| compile(&conversion_drop(like), dialect, run_date(), tenant, &converge_core::KnownEvents::default()).expect("compiles");
         let fired = fire(&*warehouse, compiled("/blog/%", Some("acme"))).await.unwrap();
-        // The test: a steady 10% has no day-to-day spread, so the binomial's 0.1 × 0.9
-        // per session; z = (0.05 − 0.10) / √(0.09 × (1/700 + 1/700)) = −3.118, one-sided
-        // p = Φ(−3.118); both pages tie, so Benjamini–Hochberg leaves q = p.
-        let z = (0.05 - 0.10) / (0.09f64 * (2.0 / 700.0)).sqrt();
+        // The test: steady rates have no day-to-day spread, so the binomial's p(1 − p)
+        // per session at the pooled rate p = 105 / 1,400 = 0.075; z = (0.05 − 0.10) /
+        // √(0.075 × 0.925 × (1/700 + 1/700)) = −3.551, one-sided p = Φ(−3.551); both
+        // pages tie, so Benjamini–Hochberg leaves q = p.
+        let z = (0.05 - 0.10) / (0.075f64 * 0.925 * (2.0 / 700.0)).sqrt();
         let p = 0.5 * libm_erfc(-z / std::f64::consts::SQRT_2);
         for row in &fired {
             let (statistic, p_value, q_value) = (row.statistic.unwrap(), row.p_value.unwrap(), row.q_value.unwrap());

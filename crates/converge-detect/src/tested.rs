@@ -20,10 +20,12 @@
 //! - **A rate against its baseline** (`kind = "ratio"`: conversion, bounce, click, open
 //!   rates; revenue per session, cost per click, load time): the two windows' rates,
 //!   z = (r − b) / √(σ²·(1/n_recent + 1/n_baseline)) with σ² the per-unit variance
-//!   estimated from the baseline's days (Σ (x_d − b·n_d)² / n_d over days − 1: the
-//!   quasi-binomial spread, which includes day-to-day changes of the rate itself); for
-//!   a proportion of counts (conversions of sessions) at least the binomial b(1 − b).
-//!   This is the test for two proportions with the variance taken from the data.
+//!   estimated from the baseline's days — the ratio estimator's variance by days (delta
+//!   method): Σ (x_d − b·n_d)² · k / ((k − 1) · n_baseline), every day with a row, so a
+//!   day of spend with no conversion counts and day-to-day changes of the rate itself
+//!   are in it; for a proportion of counts (conversions of sessions) at least the
+//!   binomial p(1 − p) at the two windows' pooled rate. This is the test for two
+//!   proportions with the variance taken from the data.
 //! - **A rate against a fixed reference** (an absolute threshold, or a factor of the
 //!   tenant's percentile): z = (r − reference) / √(σ²/n_recent), σ² from the recent
 //!   window's days.
@@ -307,25 +309,34 @@ impl<'q, 'a> TestedQuery<'q, 'a> {
         let _ = writeln!(sql, "    {baseline_rate} AS baseline_rate,");
         let _ = writeln!(
             sql,
-            "    {} AS spread_rate",
+            "    {} AS spread_rate,",
             self.div(&format!("{spread_window}_{numerator}"), &format!("{spread_window}_{denominator}"))
         );
+        // Under "no change" both windows share one rate: the binomial floor uses it.
+        let pooled = if self.test == Test::RateAgainstBaseline {
+            self.div(&format!("recent_{numerator} + baseline_{numerator}"), &format!("recent_{denominator} + baseline_{denominator}"))
+        } else {
+            self.div(&format!("recent_{numerator}"), &format!("recent_{denominator}"))
+        };
+        let _ = writeln!(sql, "    {pooled} AS pooled_rate");
         let _ = writeln!(sql, "  FROM sums AS s");
         let _ = writeln!(sql, "),");
-        // The days' spread around the window's rate, in two passes (the rate first):
-        // Σ (x_d − r·n_d)² / n_d over the days with n_d > 0.
+        // The days' spread around the window's rate, in two passes (the rate first): the
+        // ratio estimator's variance by days (delta method), Σ (x_d − r·n_d)² over every
+        // day with a row — a day of cost and no conversion counts — per unit of the
+        // window's mean day: σ² = Σ res² · k / ((k − 1) · N).
         let residual = format!("d.day_{numerator} - e.spread_rate * d.day_{denominator}");
         let _ = writeln!(sql, "spread AS (");
         let _ = writeln!(sql, "  SELECT d.tenant, d.entity_id,");
-        let _ = writeln!(sql, "    SUM({}) AS spread_sq,", self.div(&format!("({residual}) * ({residual})"), &format!("d.day_{denominator}")));
+        let _ = writeln!(sql, "    SUM(({residual}) * ({residual})) AS spread_sq,");
         let _ = writeln!(sql, "    COUNT(*) AS spread_days");
         let _ = writeln!(sql, "  FROM daily AS d");
         let _ = writeln!(sql, "  JOIN estimated AS e ON e.tenant = d.tenant AND e.entity_id = d.entity_id");
-        let _ = writeln!(sql, "  WHERE d.win = '{spread_window}' AND d.day_{denominator} > 0");
+        let _ = writeln!(sql, "  WHERE d.win = '{spread_window}'");
         let _ = writeln!(sql, "  GROUP BY d.tenant, d.entity_id");
         let _ = writeln!(sql, "),");
         // The binomial floor for a proportion; an amount's spread is only what the days show.
-        let floor = if proportion { "CASE WHEN spread_rate < 1 THEN spread_rate * (1.0 - spread_rate) ELSE 0.0 END" } else { "0.0" };
+        let floor = if proportion { "CASE WHEN pooled_rate < 1 THEN pooled_rate * (1.0 - pooled_rate) ELSE 0.0 END" } else { "0.0" };
         let without_days = if proportion { floor.to_string() } else { format!("CAST(NULL AS {})", q.dialect.double_type()) };
         let volume = q.volume_metric();
         let baseline_volume = if q.windows.baseline_days.is_some() {
@@ -348,7 +359,8 @@ impl<'q, 'a> TestedQuery<'q, 'a> {
         let _ = writeln!(sql, "    recent_rate, baseline_rate, recent_{denominator} AS recent_trials, {baseline_trials} AS baseline_trials,");
         let _ = writeln!(
             sql,
-            "    CASE WHEN p.spread_days > 1 THEN GREATEST({floor}, p.spread_sq / (p.spread_days - 1)) ELSE {without_days} END AS unit_variance"
+            "    CASE WHEN p.spread_days > 1 THEN GREATEST({floor}, {}) ELSE {without_days} END AS unit_variance",
+            self.div("p.spread_sq * p.spread_days", &format!("(p.spread_days - 1) * e.{spread_window}_{denominator}"))
         );
         let _ = writeln!(sql, "  FROM estimated AS e LEFT JOIN spread AS p ON p.tenant = e.tenant AND p.entity_id = e.entity_id");
         let _ = writeln!(sql, "),");

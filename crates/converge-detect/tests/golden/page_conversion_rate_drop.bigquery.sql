@@ -35,16 +35,17 @@ estimated AS (
   SELECT s.*,
     CASE WHEN recent_sessions > 0 THEN SAFE_DIVIDE(recent_conversions, recent_sessions) END AS recent_rate,
     CASE WHEN baseline_sessions > 0 THEN SAFE_DIVIDE(baseline_conversions, baseline_sessions) END AS baseline_rate,
-    CASE WHEN baseline_sessions > 0 THEN SAFE_DIVIDE(baseline_conversions, baseline_sessions) END AS spread_rate
+    CASE WHEN baseline_sessions > 0 THEN SAFE_DIVIDE(baseline_conversions, baseline_sessions) END AS spread_rate,
+    CASE WHEN (recent_sessions + baseline_sessions) > 0 THEN SAFE_DIVIDE((recent_conversions + baseline_conversions), (recent_sessions + baseline_sessions)) END AS pooled_rate
   FROM sums AS s
 ),
 spread AS (
   SELECT d.tenant, d.entity_id,
-    SUM(CASE WHEN d.day_sessions > 0 THEN SAFE_DIVIDE(((d.day_conversions - e.spread_rate * d.day_sessions) * (d.day_conversions - e.spread_rate * d.day_sessions)), d.day_sessions) END) AS spread_sq,
+    SUM((d.day_conversions - e.spread_rate * d.day_sessions) * (d.day_conversions - e.spread_rate * d.day_sessions)) AS spread_sq,
     COUNT(*) AS spread_days
   FROM daily AS d
   JOIN estimated AS e ON e.tenant = d.tenant AND e.entity_id = d.entity_id
-  WHERE d.win = 'baseline' AND d.day_sessions > 0
+  WHERE d.win = 'baseline'
   GROUP BY d.tenant, d.entity_id
 ),
 measured AS (
@@ -54,7 +55,7 @@ measured AS (
     recent_sessions AS volume,
     baseline_sessions AS baseline_volume,
     recent_rate, baseline_rate, recent_sessions AS recent_trials, baseline_sessions AS baseline_trials,
-    CASE WHEN p.spread_days > 1 THEN GREATEST(CASE WHEN spread_rate < 1 THEN spread_rate * (1.0 - spread_rate) ELSE 0.0 END, p.spread_sq / (p.spread_days - 1)) ELSE CASE WHEN spread_rate < 1 THEN spread_rate * (1.0 - spread_rate) ELSE 0.0 END END AS unit_variance
+    CASE WHEN p.spread_days > 1 THEN GREATEST(CASE WHEN pooled_rate < 1 THEN pooled_rate * (1.0 - pooled_rate) ELSE 0.0 END, CASE WHEN ((p.spread_days - 1) * e.baseline_sessions) > 0 THEN SAFE_DIVIDE((p.spread_sq * p.spread_days), ((p.spread_days - 1) * e.baseline_sessions)) END) ELSE CASE WHEN pooled_rate < 1 THEN pooled_rate * (1.0 - pooled_rate) ELSE 0.0 END END AS unit_variance
   FROM estimated AS e LEFT JOIN spread AS p ON p.tenant = e.tenant AND p.entity_id = e.entity_id
 ),
 gated AS (

@@ -33,16 +33,17 @@ estimated AS (
   SELECT s.*,
     CASE WHEN recent_load_time_samples > 0 THEN SAFE_DIVIDE(recent_load_time_ms_sum, recent_load_time_samples) END AS recent_rate,
     CAST(NULL AS FLOAT64) AS baseline_rate,
-    CASE WHEN recent_load_time_samples > 0 THEN SAFE_DIVIDE(recent_load_time_ms_sum, recent_load_time_samples) END AS spread_rate
+    CASE WHEN recent_load_time_samples > 0 THEN SAFE_DIVIDE(recent_load_time_ms_sum, recent_load_time_samples) END AS spread_rate,
+    CASE WHEN recent_load_time_samples > 0 THEN SAFE_DIVIDE(recent_load_time_ms_sum, recent_load_time_samples) END AS pooled_rate
   FROM sums AS s
 ),
 spread AS (
   SELECT d.tenant, d.entity_id,
-    SUM(CASE WHEN d.day_load_time_samples > 0 THEN SAFE_DIVIDE(((d.day_load_time_ms_sum - e.spread_rate * d.day_load_time_samples) * (d.day_load_time_ms_sum - e.spread_rate * d.day_load_time_samples)), d.day_load_time_samples) END) AS spread_sq,
+    SUM((d.day_load_time_ms_sum - e.spread_rate * d.day_load_time_samples) * (d.day_load_time_ms_sum - e.spread_rate * d.day_load_time_samples)) AS spread_sq,
     COUNT(*) AS spread_days
   FROM daily AS d
   JOIN estimated AS e ON e.tenant = d.tenant AND e.entity_id = d.entity_id
-  WHERE d.win = 'recent' AND d.day_load_time_samples > 0
+  WHERE d.win = 'recent'
   GROUP BY d.tenant, d.entity_id
 ),
 measured AS (
@@ -52,7 +53,7 @@ measured AS (
     recent_load_time_samples AS volume,
     CAST(NULL AS FLOAT64) AS baseline_volume,
     recent_rate, baseline_rate, recent_load_time_samples AS recent_trials, CAST(NULL AS FLOAT64) AS baseline_trials,
-    CASE WHEN p.spread_days > 1 THEN GREATEST(0.0, p.spread_sq / (p.spread_days - 1)) ELSE CAST(NULL AS FLOAT64) END AS unit_variance
+    CASE WHEN p.spread_days > 1 THEN GREATEST(0.0, CASE WHEN ((p.spread_days - 1) * e.recent_load_time_samples) > 0 THEN SAFE_DIVIDE((p.spread_sq * p.spread_days), ((p.spread_days - 1) * e.recent_load_time_samples)) END) ELSE CAST(NULL AS FLOAT64) END AS unit_variance
   FROM estimated AS e LEFT JOIN spread AS p ON p.tenant = e.tenant AND p.entity_id = e.entity_id
 ),
 gated AS (
