@@ -50,7 +50,7 @@ pub struct DetectorSpec {
 
 /// The false-discovery rate a detector keeps across the entities it tests for one
 /// tenant in one run, unless its spec says otherwise.
-pub const DEFAULT_FDR: f64 = 0.05;
+pub const DEFAULT_FDR: f64 = 0.01;
 
 /// A declarative detector's test. By default every comparison that can be tested is:
 /// a finding fires only when its effect reaches the threshold *and* its test says it is

@@ -19,6 +19,11 @@ pub struct DetectRun {
     /// Detectors that failed (for at least one tenant).
     pub failed: u64,
     pub failures: Vec<DetectorFailure>,
+    /// Detectors whose query failed for a passing reason beside the others (out of
+    /// memory under a shared cap, a timeout) and ran again alone; a failure the second
+    /// time is in `failures`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retried_alone: Vec<String>,
     pub opportunities: OpportunityCounts,
     /// Per detector, in pack order: findings and query time.
     pub detectors: Vec<DetectorStats>,

@@ -168,11 +168,35 @@ impl DetectorRunner {
         let mut succeeded: HashSet<(String, Option<String>)> = HashSet::new();
         let mut found: HashSet<(String, String)> = HashSet::new();
         let mut outcome: Result<(), StoreError> = Ok(());
-        while let Some(result) = results.next().await {
+        // A query that failed for a passing reason beside the others (out of memory under
+        // the embedded warehouse's shared cap, a timeout) runs once more, alone, after them.
+        let mut again: Vec<Unit> = Vec::new();
+        let mut alone = false;
+        loop {
+            let result = if alone {
+                match again.pop() {
+                    Some(unit) => self.execute(unit, request.as_of, known).await,
+                    None => break,
+                }
+            } else {
+                match results.next().await {
+                    Some(result) => result,
+                    None => {
+                        alone = true;
+                        continue;
+                    }
+                }
+            };
             let entry = stats.get_mut(result.spec.id.as_str()).expect("every unit's detector has stats");
             entry.millis += result.millis;
             let rows = match result.rows {
                 Ok(rows) => rows,
+                Err(error) if !alone && error.is_retryable() && self.options.concurrency > 1 => {
+                    tracing::info!(batch_id = run.batch_id, detector = result.spec.id, tenant = result.tenant, %error, "detector failed beside others; it runs again alone after them");
+                    run.retried_alone.push(result.spec.id.clone());
+                    again.push(Unit { spec: result.spec, tenant: result.tenant });
+                    continue;
+                }
                 Err(error) => {
                     tracing::warn!(batch_id = run.batch_id, detector = result.spec.id, tenant = result.tenant, %error, "detector failed");
                     entry.ok = false;
@@ -214,6 +238,8 @@ impl DetectorRunner {
         run.detectors = stats.into_values().collect();
         let order: BTreeMap<&str, usize> = specs.iter().enumerate().map(|(i, spec)| (spec.id.as_str(), i)).collect();
         run.detectors.sort_by_key(|d| order[d.id.as_str()]);
+        run.retried_alone.sort_by_key(|id| order[id.as_str()]);
+        run.retried_alone.dedup();
         run.failures.sort_by(|a, b| order[a.detector.as_str()].cmp(&order[b.detector.as_str()]).then_with(|| a.tenant.cmp(&b.tenant)));
         run.findings.sort_by(|a, b| {
             (order[a.detector.as_str()], &a.tenant, &a.entity_id).cmp(&(order[b.detector.as_str()], &b.tenant, &b.entity_id))

@@ -299,3 +299,62 @@ async fn no_more_queries_run_at_once_than_the_limit() {
     }
 }
 
+
+/// The real warehouse, except that `page_slow_load`'s query fails with a passing
+/// (retryable) error while another query is in flight: DuckDB's shared memory cap.
+struct CrowdedWarehouse {
+    inner: Arc<dyn FindingsWarehouse>,
+    in_flight: Arc<AtomicUsize>,
+    crowded_failures: AtomicUsize,
+}
+
+#[async_trait]
+impl FindingsWarehouse for CrowdedWarehouse {
+    fn dialect(&self) -> QueryDialect {
+        self.inner.dialect()
+    }
+
+    async fn query_findings(&self, query: FindingsQuery) -> Result<BoxStream<'static, Result<FindingRow, StoreError>>, StoreError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let guard = InFlight(self.in_flight.clone());
+        if query.label == "page_slow_load" && now > 1 {
+            self.crowded_failures.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::retryable("duckdb", "query `page_slow_load`: Out of Memory Error: could not allocate block"));
+        }
+        // Keep every other query in flight a moment, so page_slow_load meets company.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let rows = self.inner.query_findings(query).await?;
+        Ok(rows.map(move |row| (&guard, row).1).boxed())
+    }
+}
+
+#[tokio::test]
+async fn a_query_that_fails_beside_others_for_a_passing_reason_runs_again_alone() {
+    let env = Embedded::planted().await;
+    let crowded = Arc::new(CrowdedWarehouse { inner: Arc::new(env.warehouse.clone()), in_flight: Arc::new(AtomicUsize::new(0)), crowded_failures: AtomicUsize::new(0) });
+    let runner = DetectorRunner::new(
+        Pack::shipped().unwrap(),
+        crowded.clone(),
+        Arc::new(env.warehouse.clone()),
+        Arc::new(env.store.clone()),
+        env.clock.clone(),
+        RunnerOptions { concurrency: 4, ..RunnerOptions::default() },
+    );
+    let run = runner.run(request()).await.unwrap();
+    assert_eq!(crowded.crowded_failures.load(Ordering::SeqCst), 1, "it failed once, beside others");
+    assert_eq!((run.outcome, run.failed, run.retried_alone.as_slice()), (RunOutcome::Ok, 0, &["page_slow_load".to_string()][..]));
+    assert!(run.findings.iter().any(|f| f.detector == "page_slow_load" && f.entity_id == "/checkout"), "found on the second try");
+
+    // One at a time there is nobody to wait for: a failure is a failure.
+    let lone = DetectorRunner::new(
+        Pack::shipped().unwrap(),
+        Arc::new(CrowdedWarehouse { inner: Arc::new(env.warehouse.clone()), in_flight: Arc::new(AtomicUsize::new(1)), crowded_failures: AtomicUsize::new(0) }),
+        Arc::new(env.warehouse.clone()),
+        Arc::new(env.store.clone()),
+        env.clock.clone(),
+        RunnerOptions { concurrency: 1, ..RunnerOptions::default() },
+    );
+    let run = lone.run(request()).await.unwrap();
+    assert_eq!((run.outcome, run.failed), (RunOutcome::Partial, 1));
+    assert!(run.retried_alone.is_empty() && run.failures[0].retryable);
+}

@@ -114,10 +114,13 @@ fn run_blocking(
 }
 
 /// A detector's SQL that DuckDB refuses (binder, parser, type errors) will be refused
-/// again: permanent. Lock and I/O trouble may pass.
+/// again: permanent. Lock and I/O trouble may pass, and so may running out of memory:
+/// the memory limit is shared by the queries in flight, and one that failed beside
+/// others can run alone (the detector runner does).
 fn query_error(label: &str, error: duckdb::Error) -> StoreError {
     let text = error.to_string();
-    let kind = if text.contains("Could not set lock") || text.contains("IO Error") { ErrorKind::Retryable } else { ErrorKind::Permanent };
+    let passing = ["Could not set lock", "IO Error", "Out of Memory"];
+    let kind = if passing.iter().any(|p| text.contains(p)) { ErrorKind::Retryable } else { ErrorKind::Permanent };
     StoreError::new(kind, BACKEND, format!("query `{label}`: {text}"))
 }
 

@@ -16,6 +16,9 @@
 //!   version per document, and its report on the latest view and the current table.
 //! - [`etl`]: `converge bench etl`, the nightly ETL of one day and of 90 days.
 //! - [`detect`]: `converge bench detect`, the whole pack over 90 days of metrics.
+//! - [`detect_accuracy`]: the second part of `converge bench detect`, the pack's
+//!   measured recall and false positives on synthetic data with planted effects, with
+//!   its tests and without.
 //! - [`status`]: `converge bench status`, the status page's server time over the demo's
 //!   workspace.
 //!
@@ -28,6 +31,7 @@ use clap::Subcommand;
 
 pub mod compact;
 pub mod detect;
+pub mod detect_accuracy;
 pub mod drifted_tenant;
 pub mod etl;
 pub mod incremental;
@@ -157,7 +161,8 @@ pub enum BenchCommand {
         json: bool,
     },
     /// The whole detector pack over 90 days of metrics at the demo's scale (DuckDB):
-    /// wall time of the pack and per detector.
+    /// wall time of the pack and per detector; then its recall and false positives on
+    /// synthetic data with planted effects (its own section, `detect-accuracy`).
     Detect {
         /// Tenants, each at one real account's scale.
         #[arg(long, default_value_t = 4)]
@@ -167,10 +172,11 @@ pub enum BenchCommand {
         passes: usize,
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
-        /// Data directory (replaced).
+        /// Data directory (replaced; the accuracy part uses a sibling, `…-accuracy`).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Update this results file's detect section (e.g. bench/RESULTS.md).
+        /// Update this results file's detect and detect-accuracy sections (e.g.
+        /// bench/RESULTS.md).
         #[arg(long)]
         results: Option<PathBuf>,
         #[arg(long)]
@@ -248,6 +254,13 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                     "{} metric rows ({} tenants, generated in {} ms); whole pack p50 {} ms, max {} ms over {} passes; {} findings, {} failed",
                     result.metric_rows, result.tenants, result.generate_ms, result.pack_p50_ms, result.pack_max_ms, result.passes, result.findings, result.failed
                 )
+            })?;
+            // Then the pack's accuracy, on its own data (a second JSON line with --json).
+            let accuracy = detect_accuracy::run(&detect_accuracy::data_dir_beside(&data_dir)).await?;
+            report(&accuracy, results.as_deref(), detect_accuracy::write_results, json, |accuracy| {
+                for line in detect_accuracy::summary_lines(accuracy) {
+                    eprintln!("{line}");
+                }
             })
         }
         BenchCommand::Etl { days, data_dir, results, json } => {
