@@ -119,5 +119,5 @@ adjusted AS (
 SELECT tenant, CAST('campaign' AS STRING) AS entity_type, entity_id, recent_value, baseline_value, volume, reference_value,
   baseline_volume, statistic, p_value, q_value
 FROM adjusted
-WHERE baseline_value > 0 AND recent_value = 0 AND q_value <= 0.05
+WHERE baseline_value > 0 AND recent_value = 0 AND q_value <= 0.01
 ORDER BY tenant, entity_id

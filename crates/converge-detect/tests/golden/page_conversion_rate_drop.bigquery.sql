@@ -95,5 +95,5 @@ adjusted AS (
 SELECT tenant, CAST('page' AS STRING) AS entity_type, entity_id, recent_value, baseline_value, volume, reference_value,
   baseline_volume, statistic, p_value, q_value
 FROM adjusted
-WHERE baseline_value > 0 AND q_value <= 0.05 AND effect_z <= 2.326
+WHERE baseline_value > 0 AND q_value <= 0.01 AND effect_z <= 2.326
 ORDER BY tenant, entity_id

@@ -93,5 +93,5 @@ adjusted AS (
 SELECT tenant, CAST('page' AS STRING) AS entity_type, entity_id, recent_value, baseline_value, volume, reference_value,
   baseline_volume, statistic, p_value, q_value
 FROM adjusted
-WHERE recent_value > reference_value AND q_value <= 0.05
+WHERE recent_value > reference_value AND q_value <= 0.01
 ORDER BY tenant, entity_id
