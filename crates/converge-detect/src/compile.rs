@@ -218,6 +218,28 @@ impl DeclarativeQuery<'_> {
         let _ = writeln!(sql, "  FROM sums");
         let _ = writeln!(sql, "),");
 
+        self.gated_and_compared_ctes(&mut sql);
+        let _ = writeln!(sql, ")");
+        let (_, condition) = self.comparison_sql();
+        let _ = writeln!(
+            sql,
+            "SELECT tenant, CAST({} AS {}) AS entity_type, entity_id, recent_value, baseline_value, volume, reference_value,",
+            quote(self.spec.entity_type.as_str()),
+            dialect.string_type()
+        );
+        let _ = writeln!(
+            sql,
+            "  baseline_volume, {null_double} AS statistic, {null_double} AS p_value, {null_double} AS q_value"
+        );
+        let _ = writeln!(sql, "FROM compared");
+        let _ = writeln!(sql, "WHERE {condition}");
+        let _ = write!(sql, "ORDER BY tenant, entity_id");
+        sql
+    }
+
+    /// `gated` (the volume gate over `measured`) and `compared` (with `reference_value`),
+    /// the last CTE left open for the caller to close with `)` or `),`.
+    pub(crate) fn gated_and_compared_ctes(&self, sql: &mut String) {
         let mut gates = Vec::new();
         if let Some(min_volume) = self.min_volume {
             if let Some(recent) = min_volume.recent {
@@ -233,26 +255,10 @@ impl DeclarativeQuery<'_> {
             let _ = writeln!(sql, "  WHERE {}", gates.join(" AND "));
         }
         let _ = writeln!(sql, "),");
-
-        let (reference, condition) = self.comparison_sql();
+        let (reference, _) = self.comparison_sql();
         let _ = writeln!(sql, "compared AS (");
         let _ = writeln!(sql, "  SELECT *, {reference} AS reference_value");
         let _ = writeln!(sql, "  FROM gated");
-        let _ = writeln!(sql, ")");
-        let _ = writeln!(
-            sql,
-            "SELECT tenant, CAST({} AS {}) AS entity_type, entity_id, recent_value, baseline_value, volume, reference_value,",
-            quote(self.spec.entity_type.as_str()),
-            dialect.string_type()
-        );
-        let _ = writeln!(
-            sql,
-            "  baseline_volume, {null_double} AS statistic, {null_double} AS p_value, {null_double} AS q_value"
-        );
-        let _ = writeln!(sql, "FROM compared");
-        let _ = writeln!(sql, "WHERE {condition}");
-        let _ = write!(sql, "ORDER BY tenant, entity_id");
-        sql
     }
 
     /// Metrics read, without repeats, in the order the spec names them.

@@ -370,25 +370,7 @@ impl<'q, 'a> TestedQuery<'q, 'a> {
     fn decision_ctes(&self, sql: &mut String) {
         let q = self.query;
         let dialect = q.dialect;
-        let mut gates = Vec::new();
-        if let Some(min_volume) = q.min_volume {
-            if let Some(recent) = min_volume.recent {
-                gates.push(format!("volume >= {}", number(recent)));
-            }
-            if let Some(minimum) = min_volume.baseline {
-                gates.push(format!("baseline_volume >= {}", number(minimum)));
-            }
-        }
-        let _ = writeln!(sql, "gated AS (");
-        let _ = writeln!(sql, "  SELECT * FROM measured");
-        if !gates.is_empty() {
-            let _ = writeln!(sql, "  WHERE {}", gates.join(" AND "));
-        }
-        let _ = writeln!(sql, "),");
-        let (reference, _) = q.comparison_sql();
-        let _ = writeln!(sql, "compared AS (");
-        let _ = writeln!(sql, "  SELECT *, {reference} AS reference_value");
-        let _ = writeln!(sql, "  FROM gated");
+        q.gated_and_compared_ctes(sql);
         let _ = writeln!(sql, "),");
 
         // The statistic (z), and how far the data are from the threshold's effect.
