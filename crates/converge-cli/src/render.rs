@@ -59,8 +59,9 @@ pub fn demo(summary: &DemoSummary) -> String {
         let _ = writeln!(out, "  etl                 {} rows in, {} rows out of daily_entity_metrics in {} ms", etl.rows_in, etl.rows_out, etl.millis);
         let _ = writeln!(
             out,
-            "  detectors           {} run as of {}, {} fired, {} failed in {} ms; planted found {}/{}, unexpected {}",
-            detectors.run, ops.as_of, detectors.fired, detectors.failed, detectors.millis, detectors.planted_found, detectors.planted_total, detectors.unexpected
+            "  detectors           {} run as of {}, {} fired, {} failed in {} ms; planted found {}/{}, unexpected {}; {} declared known-event day(s) left out",
+            detectors.run, ops.as_of, detectors.fired, detectors.failed, detectors.millis, detectors.planted_found, detectors.planted_total, detectors.unexpected,
+            detectors.known_event_days
         );
         let _ = writeln!(out, "\n  Opportunities ({}):", ops.opportunities.len());
         for o in &ops.opportunities {

@@ -358,3 +358,43 @@ async fn a_query_that_fails_beside_others_for_a_passing_reason_runs_again_alone(
     assert_eq!((run.outcome, run.failed), (RunOutcome::Partial, 1));
     assert!(run.retried_alone.is_empty() && run.failures[0].retryable);
 }
+
+#[tokio::test]
+async fn declared_known_events_are_read_from_the_source_and_left_out() {
+    let env = Embedded::planted().await;
+    let as_of = planted::as_of();
+    // acme declares its last two days an outage; quiet declares a day with no date.
+    let outage = converge_core::KnownEvent {
+        tenant: "acme".into(),
+        id: "outage".into(),
+        from: as_of - chrono::Days::new(1),
+        until: as_of,
+        reason: "tracking outage".into(),
+    };
+    let mut broken = converge_core::Fields::new();
+    broken.insert("reason".into(), converge_core::Value::String("holiday".into()));
+    converge_core::SourceStore::apply(
+        &env.store,
+        vec![outage.to_write(), converge_core::DocWrite::Set { path: "orgs/quiet/known_events/x".into(), fields: broken }],
+    )
+    .await
+    .unwrap();
+
+    let plain = env.runner(Pack::shipped().unwrap(), RunnerOptions::default()).run(request()).await.unwrap();
+    assert!(plain.findings.iter().any(|f| f.detector == "funnel_step_stalled"), "without known events the stall fires");
+    assert_eq!(plain.known_event_days, 0);
+
+    let runner = env.runner(Pack::shipped().unwrap(), RunnerOptions::default()).with_known_events(Arc::new(env.store.clone()));
+    let run = runner.run(DetectRequest { tenants: Some(vec!["acme".into(), "quiet".into()]), ..request() }).await.unwrap();
+    assert_eq!(run.known_event_days, 2);
+    assert_eq!(run.known_event_problems.len(), 1, "{:?}", run.known_event_problems);
+    assert!(run.known_event_problems[0].starts_with("orgs/quiet/known_events/x: `date`"), "{:?}", run.known_event_problems);
+    assert!(
+        !run.findings.iter().any(|f| f.detector == "funnel_step_stalled"),
+        "its two-day window is the declared outage: nothing left to judge"
+    );
+    assert!(run.findings.iter().any(|f| f.detector == "page_conversion_rate_drop"), "the rest of the month still speaks");
+    // Two tenants' known events read (the outage; the broken one), on top of the open
+    // opportunities the pass lists.
+    assert!(run.cost.source_reads >= 2, "{:?}", run.cost);
+}

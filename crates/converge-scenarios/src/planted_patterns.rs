@@ -7,7 +7,8 @@
 //! unsubscribes triple, …). [`expected_findings`] lists exactly what the pack must
 //! report for them, including the detectors a pattern rightly trips together (a page
 //! that stops converting also loses revenue per session). Everything else in the
-//! dataset is healthy and must stay quiet.
+//! dataset is healthy and must stay quiet — the planted tenant's declared holiday
+//! ([`HOLIDAY_DAYS_BEFORE_END`], a fifth of the usual traffic) included.
 //!
 //! [`run`] is the part of `converge demo` that uses them: seed every tenant's raw
 //! collections, run the ETL over every day, run the pack as of the last day, and
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::NaiveDate;
 use converge_backends::EmbeddedBackends;
-use converge_core::{Clock, DocWrite, Opportunity, RunOutcome, SourceStore};
+use converge_core::{Clock, DocWrite, KnownEvent, Opportunity, RunOutcome, SourceStore};
 use converge_detect::Pack;
 use converge_detector_runner::{DetectRequest, DetectRun, DetectorRunner, RunnerOptions};
 use converge_etl::{EtlProgress, EtlRequest, EtlRun};
@@ -53,6 +54,17 @@ fn volume(row: &mut RawRow<'_>, factor: f64) {
     }
 }
 
+/// The planted tenant's holiday: this many days before the last, its site traffic is a
+/// fifth of a usual day's, and the tenant declares it as a known event (`seed`), so
+/// the detectors leave it out of their windows.
+pub const HOLIDAY_DAYS_BEFORE_END: i64 = 9;
+
+/// The holiday's known event, as the planted tenant declares it.
+pub fn holiday(tenant: &str, last_day: NaiveDate) -> KnownEvent {
+    let day = last_day - chrono::Days::new(HOLIDAY_DAYS_BEFORE_END as u64);
+    KnownEvent { tenant: tenant.into(), id: "holiday".into(), from: day, until: day, reason: "public holiday: a fifth of the usual traffic".into() }
+}
+
 const PAGE_VOLUME: &[&str] = &[
     "sessions", "screen_page_views", "engaged_sessions", "bounces", "conversions", "purchase_revenue", "entrances", "exits", "page_load_samples",
     "page_load_time_ms_sum",
@@ -66,6 +78,9 @@ impl Planter for PlantedPatterns {
         // Whether the row's day is one of the dataset's last `n`.
         let days_before_end = (self.last_day - row.date).num_days();
         let last = |n: i64| days_before_end < n;
+        if days_before_end == HOLIDAY_DAYS_BEFORE_END && matches!(row.collection.name, "ga4_pages" | "ga4_devices" | "ga4_traffic_sources") {
+            volume(row, 0.2);
+        }
         match (row.collection.name, row.entity_id) {
             ("ga4_pages", page) => {
                 let planted_pages = ["/pricing", "/signup", "/blog/launch", "/checkout", "/features", "/about", "/contact", "/blog/guide", "/docs"];
@@ -260,6 +275,9 @@ pub struct DetectorsSummary {
     pub planted_total: u64,
     /// Findings not in the planted list.
     pub unexpected: u64,
+    /// Days the tenants declared as known events, left out of the tested detectors'
+    /// windows (the planted tenant's holiday).
+    pub known_event_days: u64,
 }
 
 /// What the operational part of the demo did and found.
@@ -332,6 +350,7 @@ pub async fn run(backends: &EmbeddedBackends, clock: Arc<dyn Clock>, plan: &OpsP
             planted_found: (expected.len() - missed.len()) as u64,
             planted_total: expected.len() as u64,
             unexpected: unexpected.len() as u64,
+            known_event_days: detect_run.known_event_days,
         },
         etl_run,
         detect_run,
@@ -379,5 +398,6 @@ async fn seed(source: &dyn SourceStore, plan: &OpsPlan, bar: &ProgressBar) -> an
             bar.inc(writes_len);
         }
     }
+    source.apply(vec![holiday(&plan.planted_tenant, plan.last_day()).to_write()]).await?;
     Ok(rows)
 }

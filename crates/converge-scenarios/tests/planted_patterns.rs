@@ -97,4 +97,5 @@ async fn at_the_demos_scale_the_planted_patterns_and_nothing_else_fire() {
     assert_eq!((outcome.missed.as_slice(), outcome.unexpected.as_slice()), (&[][..], &[][..]), "findings:\n{}", found.join("\n"));
     assert_eq!(outcome.detectors.planted_found, expected_findings("acme").len() as u64);
     assert_eq!(outcome.detect_run.failed, 0, "{:?}", outcome.detect_run.failures);
+    assert_eq!(outcome.detectors.known_event_days, 1, "acme's declared holiday, read and left out");
 }
