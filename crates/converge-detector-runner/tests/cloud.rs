@@ -95,6 +95,30 @@ async fn on_bigquery_and_firestore_the_runner_opens_what_it_opens_embedded_and_a
         assert_eq!(Opportunity { last_seen: old.last_seen, ..new.with_numbers_rounded(8) }, old.with_numbers_rounded(8));
     }
     assert_eq!(warehouse.runs("detectors", 10).await.unwrap().len(), 1, "one record per batch");
+
+    // acme declares its last two days an outage in Firestore: read over the wire, the
+    // stalled funnel step's two-day window is left with nothing to judge, and its open
+    // opportunity is resolved (the detector ran and did not find it).
+    let outage = converge_core::KnownEvent {
+        tenant: "acme".into(),
+        id: "outage".into(),
+        from: planted::as_of() - chrono::Days::new(1),
+        until: planted::as_of(),
+        reason: "tracking outage".into(),
+    };
+    converge_core::SourceStore::apply(&store, vec![outage.to_write()]).await.unwrap();
+    let declared = DetectorRunner::new(
+        Pack::shipped().unwrap(),
+        Arc::new(warehouse.clone()),
+        Arc::new(warehouse.clone()),
+        Arc::new(store.clone()),
+        clock.clone(),
+        RunnerOptions::default(),
+    )
+    .with_known_events(Arc::new(store.clone()));
+    let request = DetectRequest { tenants: Some(vec!["acme".into()]), detectors: Some(vec!["funnel_step_stalled".into()]), ..DetectRequest::all(planted::as_of()) };
+    let run = declared.run(request).await.unwrap();
+    assert_eq!((run.outcome.as_str(), run.known_event_days, run.fired, run.opportunities.resolved), ("ok", 2, 0, 1), "{:?}", run.known_event_problems);
 }
 
 fn clock_now(clock: &ManualClock) -> Timestamp {
