@@ -354,6 +354,14 @@ fn converge_detectors_list_prints_the_shipped_pack_one_json_object_per_line() {
     for entity in ["page", "campaign", "email", "funnel_step", "device", "traffic_source"] {
         assert!(entities.contains(entity), "no {entity} detector");
     }
+    // How each decides: most are tested, spend-without-conversion stays a rule.
+    let decides = |id: &str| detectors.iter().find(|d| d["id"] == id).map(|d| d["decides"].as_str().unwrap().to_owned()).unwrap();
+    assert_eq!(decides("page_conversion_rate_drop"), "tested");
+    assert_eq!(decides("campaign_spend_without_conversions"), "rule");
+    assert_eq!(decides("device_mobile_conversion_gap"), "raw_sql");
+    let tested = detectors.iter().filter(|d| d["decides"] == "tested").count();
+    assert!(tested >= 25, "{tested} tested detectors");
+    assert!(detectors.iter().all(|d| d["test"].as_str().is_some_and(|t| !t.is_empty())));
 }
 
 fn page_record(date: &str, url: &str) -> converge_core::Fields {

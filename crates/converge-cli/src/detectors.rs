@@ -15,6 +15,11 @@ pub struct DetectorListing {
     pub form: &'static str,
     /// The warehouses it can run on.
     pub runs_on: Vec<&'static str>,
+    /// `tested` (threshold and a test against noise), `rule` (the threshold alone) or
+    /// `raw_sql`.
+    pub decides: &'static str,
+    /// How, in words (the test and its false-discovery rate).
+    pub test: String,
 }
 
 impl DetectorListing {
@@ -31,6 +36,8 @@ impl DetectorListing {
             severity: spec.severity.as_str().to_owned(),
             form: if spec.raw_sql.is_some() { "raw_sql" } else { "declarative" },
             runs_on,
+            decides: converge_detect::decision(spec),
+            test: converge_detect::test_description(spec),
         }
     }
 }

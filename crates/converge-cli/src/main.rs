@@ -495,7 +495,7 @@ async fn main() -> anyhow::Result<()> {
                 let written = if json {
                     writeln!(out, "{}", serde_json::to_string(&detector)?)
                 } else {
-                    writeln!(out, "{:<40} {:<15} {:<9} {}", detector.id, detector.entity, detector.severity, detector.title)
+                    writeln!(out, "{:<40} {:<15} {:<9} {:<8} {}", detector.id, detector.entity, detector.severity, detector.decides, detector.title)
                 };
                 match written {
                     // The reader stopped early (`| head`): not an error.

@@ -40,7 +40,7 @@ mod tested;
 pub mod vocabulary;
 
 pub use compile::{compile, CompiledDetector};
-pub use tested::{test_description, EFFECT_Z};
+pub use tested::{decision, test_description, EFFECT_Z};
 pub use error::{CompileError, PackError, ParseError, SpecError, SpecProblem};
 pub use finding_message::render_message;
 pub use pack::{Pack, SHIPPED_PACK_TOML};

@@ -60,6 +60,22 @@ use crate::vocabulary::is_amount;
 /// The effect's one-sided bound (z of the 99th percentile).
 pub const EFFECT_Z: f64 = 2.326;
 
+/// How a detector decides, in a word: `tested` (its threshold and a test against
+/// noise), `rule` (the threshold alone) or `raw_sql` (its own conditions).
+pub fn decision(spec: &DetectorSpec) -> &'static str {
+    match spec.form() {
+        Ok(Form::Declarative { measure, comparison, significance, .. }) => {
+            let nothing_to_test = matches!(measure, Measure::Sum { .. }) && !comparison.needs_baseline();
+            if significance.off || nothing_to_test {
+                "rule"
+            } else {
+                "tested"
+            }
+        }
+        _ => "raw_sql",
+    }
+}
+
 /// How `spec` decides, in words, for a finding's evidence.
 pub fn test_description(spec: &DetectorSpec) -> String {
     let Ok(Form::Declarative { measure, comparison, significance, .. }) = spec.form() else {
