@@ -118,7 +118,30 @@ pub struct FindingRow {
     pub q_value: Option<f64>,
 }
 
+/// `x` to `digits` significant digits (at least one).
+pub fn round_significant(x: f64, digits: usize) -> f64 {
+    format!("{x:.prec$e}", prec = digits.saturating_sub(1)).parse::<f64>().expect("a formatted number parses")
+}
+
 impl FindingRow {
+    /// A copy with every number to `digits` significant digits, for comparing two runs
+    /// of one query: the warehouse sums in parallel, so they agree only to ~12 digits
+    /// (see [`crate::Opportunity::with_numbers_rounded`]).
+    pub fn with_numbers_rounded(&self, digits: usize) -> FindingRow {
+        let round = |x: Option<f64>| x.map(|x| round_significant(x, digits));
+        FindingRow {
+            recent_value: round(self.recent_value),
+            baseline_value: round(self.baseline_value),
+            volume: round(self.volume),
+            reference_value: round(self.reference_value),
+            baseline_volume: round(self.baseline_volume),
+            statistic: round(self.statistic),
+            p_value: round(self.p_value),
+            q_value: round(self.q_value),
+            ..self.clone()
+        }
+    }
+
     /// Relative change of the recent value against the baseline, in percent; `None`
     /// without a non-zero baseline.
     pub fn change_pct(&self) -> Option<f64> {

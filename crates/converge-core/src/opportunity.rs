@@ -96,9 +96,7 @@ impl Opportunity {
     /// order its threads take them, so the same finding's values agree only to ~12
     /// digits, and a p-value of 1e-98 moves in its 11th.
     pub fn with_numbers_rounded(&self, digits: usize) -> Opportunity {
-        let round = |x: Option<f64>| {
-            x.map(|x| format!("{x:.prec$e}", prec = digits.saturating_sub(1)).parse::<f64>().expect("a formatted number parses"))
-        };
+        let round = |x: Option<f64>| x.map(|x| crate::findings::round_significant(x, digits));
         let e = &self.evidence;
         Opportunity {
             recent_value: round(self.recent_value),

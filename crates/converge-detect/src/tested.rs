@@ -100,6 +100,16 @@ pub fn test_description(spec: &DetectorSpec) -> String {
     }
 }
 
+/// `sums`: each metric's sum per window and entity, over `daily`.
+fn sums_cte(sql: &mut String, window_sums: &[String]) {
+    let _ = writeln!(sql, "sums AS (");
+    let _ = writeln!(sql, "  SELECT d.tenant, d.entity_id,");
+    let _ = writeln!(sql, "{}", window_sums.join(",\n"));
+    let _ = writeln!(sql, "  FROM daily AS d");
+    let _ = writeln!(sql, "  GROUP BY d.tenant, d.entity_id");
+    let _ = writeln!(sql, "),");
+}
+
 /// Which test a detector's comparison gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Test {
@@ -251,12 +261,7 @@ impl<'q, 'a> TestedQuery<'q, 'a> {
         let _ = writeln!(sql, "  FROM calendar AS c JOIN weekday_factors AS f ON f.tenant = c.tenant AND f.dow = c.dow");
         let _ = writeln!(sql, "  GROUP BY c.tenant");
         let _ = writeln!(sql, "),");
-        let _ = writeln!(sql, "sums AS (");
-        let _ = writeln!(sql, "  SELECT d.tenant, d.entity_id,");
-        let _ = writeln!(sql, "{}", window_sums.join(",\n"));
-        let _ = writeln!(sql, "  FROM daily AS d");
-        let _ = writeln!(sql, "  GROUP BY d.tenant, d.entity_id");
-        let _ = writeln!(sql, "),");
+        sums_cte(sql, window_sums);
         let _ = writeln!(sql, "estimated AS (");
         let _ = writeln!(sql, "  SELECT s.*, w.baseline_days,");
         let _ = writeln!(sql, "    {} AS expected,", self.div(&format!("s.baseline_{metric} * w.recent_weight"), "w.baseline_weight"));
@@ -308,12 +313,7 @@ impl<'q, 'a> TestedQuery<'q, 'a> {
         let q = self.query;
         let spread_window = if self.test == Test::RateAgainstBaseline { "baseline" } else { "recent" };
         let proportion = !is_amount(numerator) && !is_amount(denominator);
-        let _ = writeln!(sql, "sums AS (");
-        let _ = writeln!(sql, "  SELECT d.tenant, d.entity_id,");
-        let _ = writeln!(sql, "{}", window_sums.join(",\n"));
-        let _ = writeln!(sql, "  FROM daily AS d");
-        let _ = writeln!(sql, "  GROUP BY d.tenant, d.entity_id");
-        let _ = writeln!(sql, "),");
+        sums_cte(sql, window_sums);
         let _ = writeln!(sql, "estimated AS (");
         let _ = writeln!(sql, "  SELECT s.*,");
         let _ = writeln!(sql, "    {} AS recent_rate,", self.div(&format!("recent_{numerator}"), &format!("recent_{denominator}")));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{Days, NaiveDate};
 use converge_core::error_log::QUARANTINE_PAYLOAD_LIMIT;
 use converge_core::{
-    batch_id, load_known_events, path, Clock, ErrorKind, ErrorLog, MetricsWarehouse, PriceTable, QuarantineReason, QuarantineRecord, RawSource, RunCost, RunOutcome,
+    batch_id, load_known_events, path, Clock, ErrorKind, ErrorLog, KnownEvents, MetricsWarehouse, PriceTable, QuarantineReason, QuarantineRecord, RawSource, RunCost, RunOutcome,
     RunRecord, SliceLoad, SliceRow, SourceStore, StoreError, Timestamp, Warehouse, CODE_VERSION,
 };
 use converge_rebuild::Throttle;
@@ -86,6 +86,8 @@ pub enum EtlError {
     Store { tenant: String, date: NaiveDate, source: StoreError },
     #[error("listing tenants under `{TENANT_ROOT}` failed: {0}")]
     Tenants(StoreError),
+    #[error("reading the tenants' known events (`{TENANT_ROOT}/{{tenant}}/known_events`) failed, nothing was loaded; run it again: {0}")]
+    KnownEvents(StoreError),
     #[error("ETL slice committed (batch {batch_id}): its rows are visible, but its run record could not be stored: {source}; running it again is safe")]
     NotRecorded { batch_id: String, source: StoreError },
 }
@@ -99,7 +101,9 @@ impl EtlError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             EtlError::InvalidRequest(_) | EtlError::InvalidTenant { .. } => ErrorKind::InvalidInput,
-            EtlError::Store { source, .. } | EtlError::NotRecorded { source, .. } | EtlError::Tenants(source) => match source.kind {
+            EtlError::Store { source, .. } | EtlError::NotRecorded { source, .. }
+            | EtlError::Tenants(source)
+            | EtlError::KnownEvents(source) => match source.kind {
                 ErrorKind::Retryable => ErrorKind::Retryable,
                 ErrorKind::InvalidInput => ErrorKind::InvalidInput,
                 _ => ErrorKind::Permanent,
@@ -261,6 +265,10 @@ impl EtlRunner {
                 tenants
             }
         };
+        // Declared days (a holiday, an outage) are neither checked nor part of the
+        // baseline: read once for the run, not per slice.
+        let known = load_known_events(self.backends.source.as_ref(), Some(&tenants)).await.map_err(EtlError::KnownEvents)?;
+        cost.docs_read(known.documents_billed);
         let (from, to) = (dates[0], dates[dates.len() - 1]);
         let run_id = batch_id("etl", &tenants.join(","), &format!("{from}..={to}"));
         tracing::Span::current().record("run_id", run_id.as_str());
@@ -289,7 +297,7 @@ impl EtlRunner {
         };
         for date in &dates {
             for tenant in &tenants {
-                let record = self.slice(&run_id, tenant, *date, &mut throttle, &progress).await?;
+                let record = self.slice(&run_id, tenant, *date, &known, &mut throttle, &progress).await?;
                 let report: SliceReport = serde_json::from_value(record.report.clone()).expect("the report was written from a SliceReport");
                 run.slices += 1;
                 run.rows_in += report.rows_in;
@@ -321,13 +329,21 @@ impl EtlRunner {
     }
 
     /// One (tenant, date): read, validate, roll up, check, replace, record.
-    async fn slice(&self, run_id: &str, tenant: &str, date: NaiveDate, throttle: &mut Throttle, progress: &EtlProgress) -> Result<RunRecord, EtlError> {
+    async fn slice(
+        &self,
+        run_id: &str,
+        tenant: &str,
+        date: NaiveDate,
+        known: &KnownEvents,
+        throttle: &mut Throttle,
+        progress: &EtlProgress,
+    ) -> Result<RunRecord, EtlError> {
         let started = Instant::now();
         let started_at = self.clock.now();
         let batch = batch_id("etl", tenant, &date.to_string());
         let mut report = SliceReport { batch_id: batch.clone(), run_id: run_id.into(), tenant: tenant.into(), date: date.to_string(), ..SliceReport::default() };
         let bytes_before = self.backends.warehouse.bytes_processed();
-        let result = self.load(tenant, date, &mut report, throttle, progress).await;
+        let result = self.load(tenant, date, known, &mut report, throttle, progress).await;
         report.millis = started.elapsed().as_millis() as u64;
         // Failed slices too: what was read and queried was billed.
         report.cost.warehouse(bytes_before, self.backends.warehouse.bytes_processed());
@@ -368,7 +384,15 @@ impl EtlRunner {
     }
 
     /// Fills `report`; returns whether the slice was replaced (false: a check failed).
-    async fn load(&self, tenant: &str, date: NaiveDate, report: &mut SliceReport, throttle: &mut Throttle, progress: &EtlProgress) -> Result<bool, StoreError> {
+    async fn load(
+        &self,
+        tenant: &str,
+        date: NaiveDate,
+        known: &KnownEvents,
+        report: &mut SliceReport,
+        throttle: &mut Throttle,
+        progress: &EtlProgress,
+    ) -> Result<bool, StoreError> {
         let mut slice = SliceBuilder::default();
         let mut last_log = Instant::now();
         for collection in RAW_COLLECTIONS {
@@ -408,10 +432,6 @@ impl EtlRunner {
             report.watermarks.push(watermark);
         }
         report.rows_in = slice.rows_in;
-        // Declared days (a holiday, an outage) are neither checked nor part of the baseline.
-        let tenant_list = [tenant.to_string()];
-        let known = load_known_events(self.backends.source.as_ref(), Some(&tenant_list)).await?;
-        report.cost.docs_read(known.documents_billed);
         let earlier: Vec<u64> = self
             .backends
             .metrics

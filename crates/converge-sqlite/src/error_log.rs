@@ -35,13 +35,7 @@ const REPLAY_COLUMNS: [(&str, &str); 5] = [
 ];
 
 pub(crate) fn ensure_schema(conn: &Connection) -> Result<(), SqliteError> {
-    for (column, definition) in REPLAY_COLUMNS {
-        let has_column: bool = conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('quarantine') WHERE name = ?1", [column], |row| row.get(0))?;
-        if !has_column {
-            conn.execute_batch(&format!("ALTER TABLE quarantine ADD COLUMN {column} {definition}"))?;
-        }
-    }
-    Ok(())
+    crate::schema::add_missing_columns(conn, "quarantine", &REPLAY_COLUMNS)
 }
 
 #[async_trait]

@@ -56,14 +56,7 @@ const EVIDENCE_COLUMNS: [(&str, &str); 6] = [
 
 pub(crate) fn ensure_schema(conn: &Connection) -> Result<(), SqliteError> {
     conn.execute_batch(SCHEMA)?;
-    for (column, definition) in EVIDENCE_COLUMNS {
-        let has_column: bool =
-            conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('opportunities') WHERE name = ?1", [column], |row| row.get(0))?;
-        if !has_column {
-            conn.execute_batch(&format!("ALTER TABLE opportunities ADD COLUMN {column} {definition}"))?;
-        }
-    }
-    Ok(())
+    crate::schema::add_missing_columns(conn, "opportunities", &EVIDENCE_COLUMNS)
 }
 
 const COLUMNS: &str = "tenant, id, detector, title, severity, entity_type, entity_id, message, \

@@ -177,6 +177,22 @@ pub fn write_read_floor(conn: &Connection, read_us: i64) -> Result<(), SqliteErr
     write_meta(conn, READ_FLOOR_KEY, read_us)
 }
 
+/// Whether `table` has `column`.
+pub(crate) fn has_column(conn: &Connection, table: &'static str, column: &str) -> Result<bool, SqliteError> {
+    Ok(conn.query_row(&format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"), [column], |row| row.get(0))?)
+}
+
+/// Adds each of `columns` (name, SQL definition) that `table` lacks: how a table made by
+/// an older version gains the columns added since (old rows read their default).
+pub(crate) fn add_missing_columns(conn: &Connection, table: &'static str, columns: &[(&str, &str)]) -> Result<(), SqliteError> {
+    for (column, definition) in columns {
+        if !has_column(conn, table, column)? {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Adds column `column` (of SQL type `sql_type`) to `documents` when a database created
 /// before it lacks it, filling it from each stored document's fields with `derive`
 /// (once, in one transaction), then creates `index` if missing. What the date and the
@@ -188,9 +204,7 @@ pub(crate) fn ensure_derived_column(
     index: &str,
     derive: impl Fn(&converge_core::Fields) -> Option<rusqlite::types::Value>,
 ) -> Result<(), SqliteError> {
-    let has_column: bool =
-        conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('documents') WHERE name = ?1", [column], |row| row.get(0))?;
-    if !has_column {
+    if !has_column(conn, "documents", column)? {
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(&format!("ALTER TABLE documents ADD COLUMN {column} {sql_type}"))?;
         {

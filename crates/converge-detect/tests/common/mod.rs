@@ -76,25 +76,6 @@ impl MetricsDb {
     }
 }
 
-/// `rows` with every number to 10 significant digits: the engine sums in parallel, so
-/// two runs of one query agree only that far (see `Opportunity::with_numbers_rounded`).
-pub fn rounded(rows: &[FindingRow]) -> Vec<FindingRow> {
-    let round = |x: Option<f64>| x.map(|x| format!("{x:.9e}").parse::<f64>().expect("a number"));
-    rows.iter()
-        .map(|r| FindingRow {
-            recent_value: round(r.recent_value),
-            baseline_value: round(r.baseline_value),
-            volume: round(r.volume),
-            reference_value: round(r.reference_value),
-            baseline_volume: round(r.baseline_volume),
-            statistic: round(r.statistic),
-            p_value: round(r.p_value),
-            q_value: round(r.q_value),
-            ..r.clone()
-        })
-        .collect()
-}
-
 pub fn date(text: &str) -> NaiveDate {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("YYYY-MM-DD")
 }
