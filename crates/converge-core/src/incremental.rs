@@ -69,6 +69,12 @@ pub const LEAF_DOCUMENTS: u64 = 64;
 /// for a very large tenant: see the reconciler's bucket cap).
 pub const BUCKET_DOCUMENTS: u64 = 32;
 
+/// At most this many fine buckets per tenant (the bisection's finest ranges): a larger
+/// tenant's buckets hold more than [`BUCKET_DOCUMENTS`] each. Their cut points are held
+/// in memory by a run (~40 bytes each), and the embedded warehouse keeps a live count
+/// per bucket.
+pub const MAX_BUCKETS: u64 = 1 << 16;
+
 /// How many parts a disagreeing range is split into per level.
 pub const SPLIT_PARTS: usize = 32;
 

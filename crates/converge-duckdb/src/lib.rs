@@ -17,6 +17,8 @@
 //! - `incremental`: the warehouse's side of an incremental reconcile (states of paths
 //!   and ranges, range counts and split points in one scan each, verified points) and
 //!   the bytes-processed estimate.
+//! - `buckets`: live documents per fine path range of each tenant, kept by every
+//!   refresh, so an incremental reconcile's counts and cuts do not scan.
 //! - `retention`: the current table's refresh from its watermark and compaction
 //!   (`converge_core::retention`'s rules in DuckDB SQL).
 //! - [`findings`]: detector queries ([`converge_core::FindingsWarehouse`]), with timeouts.
@@ -29,6 +31,7 @@
 
 mod appender;
 mod backfill;
+mod buckets;
 mod db;
 pub mod metrics;
 pub mod findings;

@@ -88,6 +88,7 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                 exec(connection, "empty the current tombstones", &format!("DELETE FROM {tombstones}"))?;
                 let winners = format!("SELECT * FROM {t} WHERE rowid IN (SELECT arg_max(rowid, {key}) FROM {t} GROUP BY doc_path)");
                 write_current(connection, t, &winners)?;
+                crate::buckets::cut(connection, route, None)?;
                 report.rows_read = count(connection, "count the changelog", &format!("SELECT count(*) FROM {t}"))?;
                 report.documents_merged = count(connection, "count the current tables", &format!("SELECT (SELECT count(*) FROM {current}) + (SELECT count(*) FROM {tombstones})"))?;
                 newest = connection
@@ -102,15 +103,16 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                 report.rows_read = rows_read as u64;
                 newest = newest_new;
                 // Each touched document's best new row, by the one rule, as (path, row
-                // id, rank key): key columns only, so memory stays small whatever the
-                // rows hold. Then only the documents whose best new row outranks what
+                // id, rank key, tenant, whether it is a delete — for the buckets): key
+                // columns only, so memory stays small whatever the rows hold. Then only the documents whose best new row outranks what
                 // stands for them now (their current row, or the delete that beat it)
                 // are replaced: a stale event loses, an identical copy changes nothing.
                 exec(
                     connection,
                     "rank the new rows",
                     &format!(
-                        "CREATE OR REPLACE TEMP TABLE {REFRESH_WINNERS} AS SELECT doc_path, md5_number_upper(doc_path) AS h, arg_max(rowid, {key}) AS rid, max({key}) AS k \
+                        "CREATE OR REPLACE TEMP TABLE {REFRESH_WINNERS} AS SELECT doc_path, md5_number_upper(doc_path) AS h, arg_max(rowid, {key}) AS rid, max({key}) AS k, \
+                         any_value(tenant) AS tenant, arg_max(is_deleted, {key}) AS dead \
                          FROM {new_rows} GROUP BY doc_path"
                     ),
                 )?;
@@ -145,6 +147,17 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                 let parts = report.documents_merged.div_ceil(REFRESH_PART).max(1);
                 for part in 0..parts {
                     let in_part = if parts == 1 { "TRUE".to_owned() } else { format!("hash(doc_path) % {parts} = {part}") };
+                    if part > 0 {
+                        // Row ids hold only within a transaction: the checkpoint between
+                        // parts vacuums deleted rows and renumbers the rows after them
+                        // (DuckDB 1.5: measured, `a_refresh_in_parts_survives_the_vacuum`),
+                        // so each later part finds its documents' rows again — their best
+                        // new rows, and what stands for them — in its own transaction.
+                        restate_part(connection, &new_rows, &current, &tombstones, &in_part)?;
+                    }
+                    if crate::buckets::kept(route) {
+                        crate::buckets::apply_changes(connection, t, REFRESH_WINNERS, REFRESH_STANDING, &in_part)?;
+                    }
                     for (side, table) in [("current", &current), ("tombstones", &tombstones)] {
                         exec(
                             connection,
@@ -162,9 +175,11 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                         exec(connection, "begin the next part of the refresh", "BEGIN TRANSACTION")?;
                     }
                 }
+                crate::buckets::after_refresh(connection, route, &format!("SELECT tenant FROM {REFRESH_WINNERS}"))?;
                 exec(connection, "drop the ranking", &format!("DROP TABLE {REFRESH_WINNERS}; DROP TABLE {REFRESH_STANDING}"))?;
             }
         }
+        crate::buckets::check(connection, route)?;
         // Resets this transaction saw are applied; one committed meanwhile is not
         // visible here, so it stays for the next refresh.
         connection.execute("DELETE FROM converge_watermark_resets WHERE table_name = ?", params![t]).map_err(|e| db_error("clear watermark resets", e))?;
@@ -191,6 +206,37 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
         checkpoint(connection);
     }
     Ok(report)
+}
+
+/// The row ids of the documents in one part of a refresh (`in_part`), found again in
+/// the part's own transaction: each one's best row among `new_rows` (and whether it is a
+/// delete), and the rows standing for it in `current` and `tombstones`.
+fn restate_part(connection: &Connection, new_rows: &str, current: &str, tombstones: &str, in_part: &str) -> Result<(), StoreError> {
+    let key = winner_key();
+    let paths = format!("(SELECT doc_path FROM {REFRESH_WINNERS} WHERE {in_part})");
+    let hashes = format!("(SELECT h FROM {REFRESH_WINNERS} WHERE {in_part})");
+    exec(
+        connection,
+        "find the part's best new rows again",
+        &format!(
+            "UPDATE {REFRESH_WINNERS} AS w SET rid = x.rid, k = x.k, dead = x.dead FROM (
+                SELECT doc_path, arg_max(rowid, {key}) AS rid, max({key}) AS k, arg_max(is_deleted, {key}) AS dead
+                FROM {new_rows} AND doc_path IN {paths} GROUP BY doc_path
+             ) AS x WHERE w.doc_path = x.doc_path"
+        ),
+    )?;
+    exec(connection, "forget what stood for the part", &format!("DELETE FROM {REFRESH_STANDING} WHERE p IN {paths}"))?;
+    exec(
+        connection,
+        "find what stands for the part again",
+        &format!(
+            "INSERT INTO {REFRESH_STANDING} \
+             SELECT 'current', s.rowid, s.doc_path, ({key}) FROM {current} AS s WHERE s.path_hash IN {hashes} AND s.doc_path IN {paths} \
+             UNION ALL \
+             SELECT 'tombstones', s.rowid, s.doc_path, ({key}) FROM {tombstones} AS s WHERE s.path_hash IN {hashes} AND s.doc_path IN {paths}"
+        ),
+    )?;
+    Ok(())
 }
 
 /// Frees the replaced rows' delete information a refresh holds until a checkpoint (see

@@ -517,6 +517,7 @@ impl Warehouse for DuckWarehouse {
             connection
                 .execute_batch(crate::incremental::CREATE_VERIFIED_POINTS)
                 .map_err(|e| db_error("create the verified points table", e))?;
+            connection.execute_batch(crate::buckets::CREATE_CURRENT_BUCKETS).map_err(|e| db_error("create the buckets table", e))?;
             // A promoted column removed from the configuration or retyped is refused
             // before any DDL; added ones are added by `create_statements`.
             for route in &config.routes {
@@ -622,6 +623,11 @@ impl Warehouse for DuckWarehouse {
         let collection = self.route(table)?.pattern.collection_path(tenant);
         let (this, table, tenant, ranges) = (self.clone(), table.to_owned(), tenant.to_owned(), ranges.to_vec());
         tokio::task::spawn_blocking(move || {
+            // Ranges on the tenant's cut points are added up from its buckets.
+            if let Some(counts) = crate::buckets::read(&connection, &table, &tenant)?.and_then(|buckets| crate::buckets::range_counts(&buckets, &ranges)) {
+                this.inner.bytes.scanned(&connection, crate::buckets::TABLE);
+                return Ok(counts);
+            }
             this.inner.bytes.scanned(&connection, &converge_core::retention::current_table(&table));
             crate::incremental::range_counts(&connection, &table, &tenant, collection.as_deref(), &ranges)
         })
@@ -634,6 +640,13 @@ impl Warehouse for DuckWarehouse {
         let connection = self.reader()?;
         let (this, table, tenant, range) = (self.clone(), table.to_owned(), tenant.to_owned(), range.clone());
         tokio::task::spawn_blocking(move || {
+            // A whole tenant is cut where its buckets begin.
+            if range.is_all() {
+                if let Some(buckets) = crate::buckets::read(&connection, &table, &tenant)? {
+                    this.inner.bytes.scanned(&connection, crate::buckets::TABLE);
+                    return Ok(crate::buckets::cuts(&buckets, parts));
+                }
+            }
             this.inner.bytes.scanned(&connection, &converge_core::retention::current_table(&table));
             crate::incremental::split(&connection, &table, &tenant, &range, parts)
         })

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use converge_core::drift::{diff, Difference, DifferenceKind};
 use converge_core::hash::content_hash;
-use converge_core::incremental::{BUCKET_DOCUMENTS, FIRST_SPLIT_PARTS, LEAF_DOCUMENTS, SPLIT_PARTS};
+use converge_core::incremental::{BUCKET_DOCUMENTS, FIRST_SPLIT_PARTS, LEAF_DOCUMENTS, MAX_BUCKETS, SPLIT_PARTS};
 use converge_core::{DocState, Document, PathRange, Route, RunCost, SourceScope, StoreError, Timestamp};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 
@@ -18,9 +18,6 @@ const CHANGED_BATCH: usize = 10_000;
 /// Source `count()` and leaf reads in flight at once (Firestore answers each in tens
 /// of milliseconds; the embedded store in microseconds).
 const SOURCE_CONCURRENCY: usize = 8;
-/// At most this many fine buckets per tenant (the bisection's finest ranges): their
-/// cut points are held in memory (~40 bytes each) and sampled from the current table.
-const MAX_BUCKETS: u64 = 1 << 16;
 
 /// What one incremental pass over a tenant found and read.
 #[derive(Debug, Default)]

@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{ensure, Context};
+use anyhow::{bail, ensure, Context};
 use converge_backends::EmbeddedBackends;
 use converge_core::{ChangeRow, Clock, DocWrite, Document, MirrorConfig, Op, ReconcileMode, RowContext, SourceStore, SystemClock, Timestamp, Value, Warehouse};
 use converge_scenarios::bookkeeping_records;
@@ -46,6 +46,8 @@ pub struct IncrementalBenchOptions {
     pub reladiff_python: Option<std::path::PathBuf>,
     pub reladiff_script: std::path::PathBuf,
     pub keep: bool,
+    /// Stop after the changes (see `converge bench incremental --stop-after-changes`).
+    pub stop_after_changes: bool,
 }
 
 /// What step 4 changed and lost.
@@ -170,6 +172,9 @@ async fn one_size(records: u64, data_dir: &Path, options: &IncrementalBenchOptio
         changes.changed(), changes.updated, changes.created, changes.deleted, changes.lost_updates, changes.lost_creates, changes.lost_deletes,
         changes.phantoms, changes.stray_tombstones, changes.corrupted, changes.millis
     );
+    if options.stop_after_changes {
+        bail!("stopped after the changes, as asked: the data is kept in {} for incremental runs", data_dir.display());
+    }
     let incremental_dry_run = child_run_mode(data_dir, true, ReconcileMode::Incremental).await?;
     report("incremental dry run", &incremental_dry_run);
     let expected = changes.visible();

@@ -110,6 +110,11 @@ pub enum BenchCommand {
         results: Option<PathBuf>,
         #[arg(long)]
         keep: bool,
+        /// Stop once the documents are changed, before any incremental run, keeping the
+        /// data directory: to profile incremental runs on it (`bench reconcile-one
+        /// --mode incremental --dry-run --data-dir …`). Implies --keep.
+        #[arg(long, hide = true)]
+        stop_after_changes: bool,
         #[arg(long)]
         json: bool,
     },
@@ -227,8 +232,8 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             let result = reconcile::run(&options).await?;
             report(&result, results.as_deref(), reconcile::write_results, json, |result| println!("{}", reconcile::markdown(result)))
         }
-        BenchCommand::Incremental { records, reladiff_python, reladiff_script, results, keep, json } => {
-            let options = incremental::IncrementalBenchOptions { records, reladiff_python, reladiff_script, keep };
+        BenchCommand::Incremental { records, reladiff_python, reladiff_script, results, keep, stop_after_changes, json } => {
+            let options = incremental::IncrementalBenchOptions { records, reladiff_python, reladiff_script, keep: keep || stop_after_changes, stop_after_changes };
             let sizes = incremental::run(&options).await?;
             report(&sizes, results.as_deref(), |path, sizes| incremental::write_results(path, sizes), json, |sizes| println!("{}", incremental::markdown(sizes)))
         }
