@@ -54,8 +54,8 @@ const RECENT_SHARE: i64 = 8;
 /// Up to this many rows since the watermark the sort is cheap either way.
 const RECENT_ROWS_SORTED_ANYWAY: i64 = 100_000;
 
-/// Paths per `IN` list of [`states_of`].
-const PATHS_PER_QUERY: usize = 20_000;
+/// The temporary table of the paths [`states_of`] looks up (per connection).
+const WANTED: &str = "converge_wanted_paths";
 /// A SQL string literal (DuckDB: a quote is doubled; backslashes are plain).
 pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -293,22 +293,28 @@ pub(crate) fn sorted_candidates_sql(connection: &Connection, t: &str, collection
 /// whole changelog.
 pub(crate) fn states_of(connection: &Connection, table: &str, tenant: &str, paths: &[String]) -> Result<Vec<DocState>, StoreError> {
     let since = if hashed(connection, table)? { crate::retention::refresh_start(connection, table)? } else { None };
-    let mut out = Vec::new();
-    let mut paths = paths.to_vec();
-    paths.sort_unstable();
-    paths.dedup();
-    for chunk in paths.chunks(PATHS_PER_QUERY) {
-        let list: Vec<String> = chunk.iter().map(|p| literal(p)).collect();
-        let keep = format!("doc_path IN ({})", list.join(","));
-        let sql = match since {
-            Some(since) => {
-                let hashes = format!("path_hash IN (SELECT md5_number_upper(p) FROM (VALUES ({})) AS want(p))", list.join("), ("));
-                ranked(&candidates(table, &hashes, &keep, since))
+    // The paths go in through a temporary table filled by the appender: spelled as
+    // literals, 9,000 paths made a query DuckDB took longer to parse and plan than to
+    // run (1.8 s against 0.75 s at 10,000,000 documents).
+    let error = |e| db_error("stage the paths to look up", e);
+    connection.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE {WANTED} (p VARCHAR NOT NULL)")).map_err(error)?;
+    let result = (|| {
+        {
+            let mut appender = connection.appender_to_catalog_and_db(WANTED, "temp", "main").map_err(error)?;
+            for path in paths {
+                appender.append_row(params![path]).map_err(error)?;
             }
+            appender.flush().map_err(error)?;
+        }
+        let keep = format!("doc_path IN (SELECT p FROM {WANTED})");
+        let sql = match since {
+            Some(since) => ranked(&candidates(table, &format!("path_hash IN (SELECT md5_number_upper(p) FROM {WANTED})"), &keep, since)),
             None => ranked(&format!("SELECT {RULE_COLUMNS} FROM {table} WHERE tenant = $1 AND {keep}")),
         };
-        out.extend(read_states(connection, &sql, tenant)?);
-    }
+        read_states(connection, &sql, tenant)
+    })();
+    connection.execute_batch(&format!("DROP TABLE IF EXISTS {WANTED}")).map_err(error)?;
+    let mut out = result?;
     out.sort_unstable_by(|a, b| a.doc_path.cmp(&b.doc_path));
     Ok(out)
 }
