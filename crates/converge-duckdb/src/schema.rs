@@ -260,6 +260,7 @@ pub fn missing_objects(connection: &duckdb::Connection, config: &converge_core::
     let mut wanted = vec![
         ("BASE TABLE converge_runs".to_owned(), "table `converge_runs`".to_owned()),
         ("BASE TABLE converge_verified_points".to_owned(), "table `converge_verified_points`".to_owned()),
+        (format!("BASE TABLE {}", crate::buckets::TABLE), format!("table `{}`", crate::buckets::TABLE)),
     ];
     for table in [converge_core::retention::TABLE_STATE, "converge_watermark_resets"] {
         wanted.push((format!("BASE TABLE {table}"), format!("table `{table}`")));
