@@ -104,9 +104,10 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                 newest = newest_new;
                 // Each touched document's best new row, by the one rule, as (path, row
                 // id, rank key, tenant, whether it is a delete — for the buckets): key
-                // columns only, so memory stays small whatever the rows hold. Then only the documents whose best new row outranks what
-                // stands for them now (their current row, or the delete that beat it)
-                // are replaced: a stale event loses, an identical copy changes nothing.
+                // columns only, so memory stays small whatever the rows hold. Then only
+                // the documents whose best new row outranks what stands for them now
+                // (their current row, or the delete that beat it) are replaced: a stale
+                // event loses, an identical copy changes nothing.
                 exec(
                     connection,
                     "rank the new rows",
