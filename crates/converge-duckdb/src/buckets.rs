@@ -128,7 +128,11 @@ fn start_path(route: &Route, tenant: &str, id: &str) -> Result<String, StoreErro
 /// document's best new row (`tenant`, `doc_path`, `dead`), restricted by `in_part`;
 /// `standing` its table of what stands for them (`side`, `p`). A tenant without buckets
 /// is skipped here and cut once the refresh is written ([`after_refresh`]).
-pub(crate) fn apply_changes(connection: &Connection, t: &str, winners: &str, standing: &str, in_part: &str) -> Result<(), StoreError> {
+pub(crate) fn apply_changes(connection: &Connection, route: &Route, winners: &str, standing: &str, in_part: &str) -> Result<(), StoreError> {
+    if !kept(route) {
+        return Ok(());
+    }
+    let t = &route.table;
     connection
         .execute(
             &format!(

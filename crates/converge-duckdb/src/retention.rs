@@ -156,9 +156,7 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                         // new rows, and what stands for them — in its own transaction.
                         restate_part(connection, &new_rows, &current, &tombstones, &in_part)?;
                     }
-                    if crate::buckets::kept(route) {
-                        crate::buckets::apply_changes(connection, t, REFRESH_WINNERS, REFRESH_STANDING, &in_part)?;
-                    }
+                    crate::buckets::apply_changes(connection, route, REFRESH_WINNERS, REFRESH_STANDING, &in_part)?;
                     for (side, table) in [("current", &current), ("tombstones", &tombstones)] {
                         exec(
                             connection,
