@@ -226,21 +226,32 @@ fn ranked(source: &str) -> String {
 const RULE_COLUMNS: &str = "doc_path, update_time, version, content_hash, is_deleted, op, content_rank";
 
 /// Every row of `tenant` that can be the winner of a document `keep` (a condition on
-/// `doc_path`) holds: the current tables' rows that `narrow` (an integer condition on
-/// the path hash) keeps, and the changelog's rows ingested since the refresh started reading
+/// `doc_path`) holds: the current tables' rows whose path hash is among `hashes` (a
+/// subquery), and the changelog's rows ingested since the refresh started reading
 /// (`since`, µs): what stood at the last refresh, and everything that came after it.
 /// The current tables' rows are materialized first, so the string condition runs on
 /// the few of them only.
-fn candidates(t: &str, narrow: &str, keep: &str, since: i64) -> String {
+fn candidates(t: &str, hashes: &str, keep: &str, since: i64) -> String {
     let (current, tombstones) = (converge_core::retention::current_table(t), converge_core::retention::current_tombstones_table(t));
     format!(
         "WITH standing AS MATERIALIZED (
-            SELECT {RULE_COLUMNS} FROM {current} WHERE tenant = $1 AND {narrow}
-            UNION ALL SELECT {RULE_COLUMNS} FROM {tombstones} WHERE tenant = $1 AND {narrow}
+            SELECT {RULE_COLUMNS} FROM {current} WHERE tenant = $1 AND {}
+            UNION ALL SELECT {RULE_COLUMNS} FROM {tombstones} WHERE tenant = $1 AND {}
          )
          SELECT * FROM standing WHERE {keep}
-         UNION ALL SELECT {RULE_COLUMNS} FROM {t} WHERE ingested_at >= make_timestamp({since}::BIGINT) AND tenant = $1 AND {keep}"
+         UNION ALL SELECT {RULE_COLUMNS} FROM {t} WHERE ingested_at >= make_timestamp({since}::BIGINT) AND tenant = $1 AND {keep}",
+        rows_with_hash_in(&current, hashes),
+        rows_with_hash_in(&tombstones, hashes),
     )
+}
+
+/// A condition on `table`'s `rowid`: the rows whose `path_hash` is among `hashes` (a
+/// parenthesized subquery or list). Filtered on the hash itself, DuckDB reads every
+/// row's other columns beside it; by row id it scans the hash column alone, then
+/// fetches the few rows that matched (10,000,000 current rows, 8,000 paths: 1.0 s
+/// against 0.23 s).
+pub(crate) fn rows_with_hash_in(table: &str, hashes: &str) -> String {
+    format!("rowid IN (SELECT rowid FROM {table} WHERE path_hash IN {hashes})")
 }
 
 /// The query of every row of tenant `$1` that may be a document's winner, a document's
@@ -308,7 +319,7 @@ pub(crate) fn states_of(connection: &Connection, table: &str, tenant: &str, path
         }
         let keep = format!("doc_path IN (SELECT p FROM {WANTED})");
         let sql = match since {
-            Some(since) => ranked(&candidates(table, &format!("path_hash IN (SELECT md5_number_upper(p) FROM {WANTED})"), &keep, since)),
+            Some(since) => ranked(&candidates(table, &format!("(SELECT md5_number_upper(p) FROM {WANTED})"), &keep, since)),
             None => ranked(&format!("SELECT {RULE_COLUMNS} FROM {table} WHERE tenant = $1 AND {keep}")),
         };
         read_states(connection, &sql, tenant)

@@ -10,6 +10,7 @@ use converge_core::StoreError;
 use duckdb::{params, Connection, OptionalExt};
 
 use crate::db::db_error;
+use crate::incremental::rows_with_hash_in;
 use crate::schema::winner_key;
 
 /// The temporary table of one refresh: each touched document's best new row (dropped
@@ -125,9 +126,11 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                     "find what stands",
                     &format!(
                         "CREATE OR REPLACE TEMP TABLE {REFRESH_STANDING} AS \
-                         SELECT 'current' AS side, s.rowid AS sid, s.doc_path AS p, ({key}) AS sk FROM {current} AS s WHERE s.path_hash IN (SELECT h FROM {REFRESH_WINNERS}) \
+                         SELECT 'current' AS side, s.rowid AS sid, s.doc_path AS p, ({key}) AS sk FROM {current} AS s WHERE s.{} \
                          UNION ALL \
-                         SELECT 'tombstones', s.rowid, s.doc_path, ({key}) FROM {tombstones} AS s WHERE s.path_hash IN (SELECT h FROM {REFRESH_WINNERS})"
+                         SELECT 'tombstones', s.rowid, s.doc_path, ({key}) FROM {tombstones} AS s WHERE s.{}",
+                        rows_with_hash_in(&current, &format!("(SELECT h FROM {REFRESH_WINNERS})")),
+                        rows_with_hash_in(&tombstones, &format!("(SELECT h FROM {REFRESH_WINNERS})")),
                     ),
                 )?;
                 exec(connection, "keep only what stands for the touched documents", &format!("DELETE FROM {REFRESH_STANDING} WHERE p NOT IN (SELECT doc_path FROM {REFRESH_WINNERS})"))?;
@@ -230,9 +233,11 @@ fn restate_part(connection: &Connection, new_rows: &str, current: &str, tombston
         "find what stands for the part again",
         &format!(
             "INSERT INTO {REFRESH_STANDING} \
-             SELECT 'current', s.rowid, s.doc_path, ({key}) FROM {current} AS s WHERE s.path_hash IN {hashes} AND s.doc_path IN {paths} \
+             SELECT 'current', s.rowid, s.doc_path, ({key}) FROM {current} AS s WHERE s.{} AND s.doc_path IN {paths} \
              UNION ALL \
-             SELECT 'tombstones', s.rowid, s.doc_path, ({key}) FROM {tombstones} AS s WHERE s.path_hash IN {hashes} AND s.doc_path IN {paths}"
+             SELECT 'tombstones', s.rowid, s.doc_path, ({key}) FROM {tombstones} AS s WHERE s.{} AND s.doc_path IN {paths}",
+            rows_with_hash_in(current, &hashes),
+            rows_with_hash_in(tombstones, &hashes),
         ),
     )?;
     Ok(())

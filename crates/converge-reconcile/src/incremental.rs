@@ -81,11 +81,22 @@ impl Reconciler {
     ) -> Result<IncrementalFind, StoreError> {
         let mut out = IncrementalFind::default();
         let started = std::time::Instant::now();
-        self.compare_changed(route, tenant, scope, field, since, open_paths, &mut out).await?;
+        let tenant_cut = self.cut_tenant(&route.table, tenant, scope).await?;
+        out.derived_docs = tenant_cut.total;
+        // Step 1 and the source's first level of counts need nothing of each other (the
+        // counts only the cut points): they run at once, the counts on the store's
+        // readers while step 1 waits on its query and the warehouse. At 10,000,000
+        // documents the first level is most of the source's counting.
+        let first_level = tenant_cut.first_level();
+        let first_ranges: Vec<PathRange> = first_level.iter().map(|node| tenant_cut.range(*node)).collect();
+        let (_, first_counts) = futures::try_join!(
+            self.compare_changed(route, tenant, scope, field, since, open_paths, &mut out),
+            self.source_counts(scope, &first_ranges),
+        )?;
         let changed_millis = started.elapsed().as_millis() as u64;
-        self.compare_counts(route, tenant, scope, &mut out).await?;
+        self.compare_counts(route, tenant, scope, &tenant_cut, (first_level, first_counts), &mut out).await?;
         tracing::info!(
-            tenant, table = route.table, changed_docs = out.changed_docs, changed_millis,
+            tenant, table = route.table, changed_docs = out.changed_docs, changed_and_first_counts_millis = changed_millis,
             counts_and_leaves_millis = started.elapsed().as_millis() as u64 - changed_millis,
             ranges_counted = out.ranges_counted, leaves_read = out.leaves_read, "incremental pass"
         );
@@ -179,16 +190,13 @@ impl Reconciler {
         out.judge(states, derived, read_time).await
     }
 
-    /// Step 2: source `count()` against the current table's live count per range,
-    /// bisecting ranges that disagree down to leaves read from both sides.
-    async fn compare_counts(&self, route: &Route, tenant: &str, scope: &SourceScope, out: &mut IncrementalFind) -> Result<(), StoreError> {
-        let table = &route.table;
+    /// The tenant's live count in the current table and its cut points: a collection is
+    /// cut into fine buckets once (a scope of several collections can be counted only
+    /// whole, see `SourceStore::count_range`).
+    async fn cut_tenant(&self, table: &str, tenant: &str, scope: &SourceScope) -> Result<TenantCut, StoreError> {
         let timer = std::time::Instant::now();
         let total = self.warehouse.current_range_counts(table, tenant, &[PathRange::all()]).await?[0];
-        out.derived_docs = total;
         let total_millis = timer.elapsed().as_millis() as u64;
-        // A scope of several collections can be counted only whole (see
-        // `SourceStore::count_range`); a collection is cut into fine buckets once.
         let cuts: Vec<String> = if scope.collection_path().is_some() {
             let buckets = (total / BUCKET_DOCUMENTS).clamp(1, MAX_BUCKETS) as usize;
             self.warehouse.split_range(table, tenant, &PathRange::all(), buckets).await?
@@ -196,11 +204,33 @@ impl Reconciler {
             Vec::new()
         };
         tracing::debug!(total, total_millis, cuts = cuts.len(), split_millis = timer.elapsed().as_millis() as u64 - total_millis, "incremental: the tenant cut into buckets");
-        let bucket = |node: Node| {
-            let start = (node.from > 0).then(|| cuts[node.from - 1].clone());
-            let end = (node.to <= cuts.len()).then(|| cuts[node.to - 1].clone());
-            PathRange::new(start, end)
-        };
+        Ok(TenantCut { total, cuts })
+    }
+
+    /// The source's `count()` of each range, [`SOURCE_CONCURRENCY`] at a time.
+    async fn source_counts(&self, scope: &SourceScope, ranges: &[PathRange]) -> Result<Vec<u64>, StoreError> {
+        let timer = std::time::Instant::now();
+        // Collected first: a stream over a closure is not `Send` for every lifetime,
+        // which the functions' handlers need.
+        let counts: Vec<_> = ranges.iter().map(|range| self.source.count_range(scope, range)).collect();
+        let counted: Vec<u64> = futures::stream::iter(counts).buffered(SOURCE_CONCURRENCY).try_collect().await?;
+        tracing::debug!(ranges = ranges.len(), millis = timer.elapsed().as_millis() as u64, "incremental: the source counted");
+        Ok(counted)
+    }
+
+    /// Step 2: source `count()` against the current table's live count per range,
+    /// bisecting ranges that disagree down to leaves read from both sides. The first
+    /// level's source counts come counted (`first`, beside step 1).
+    async fn compare_counts(
+        &self,
+        route: &Route,
+        tenant: &str,
+        scope: &SourceScope,
+        tenant_cut: &TenantCut,
+        first: (Vec<Node>, Vec<u64>),
+        out: &mut IncrementalFind,
+    ) -> Result<(), StoreError> {
+        let table = &route.table;
         // What step 1 found changes the counts it expects: a missing document is in
         // the source's count and (after its repair) the warehouse's; an orphan the reverse.
         let adjustments: Vec<(String, i64)> = out
@@ -213,18 +243,17 @@ impl Reconciler {
             })
             .collect();
 
-        let mut level = children(Node { from: 0, to: cuts.len() + 1 }, FIRST_SPLIT_PARTS);
+        let (mut level, mut counted) = (first.0, Some(first.1));
         let mut leaves: Vec<PathRange> = Vec::new();
         while !level.is_empty() {
-            let ranges: Vec<PathRange> = level.iter().map(|node| bucket(*node)).collect();
+            let ranges: Vec<PathRange> = level.iter().map(|node| tenant_cut.range(*node)).collect();
             let timer = std::time::Instant::now();
             let derived_counts = self.warehouse.current_range_counts(table, tenant, &ranges).await?;
-            let derived_millis = timer.elapsed().as_millis() as u64;
-            // Collected first: a stream over a closure is not `Send` for every lifetime,
-            // which the functions' handlers need.
-            let counts: Vec<_> = ranges.iter().map(|range| self.source.count_range(scope, range)).collect();
-            let source_counts: Vec<u64> = futures::stream::iter(counts).buffered(SOURCE_CONCURRENCY).try_collect().await?;
-            tracing::debug!(ranges = ranges.len(), derived_millis, source_millis = timer.elapsed().as_millis() as u64 - derived_millis, "incremental: one level counted");
+            tracing::debug!(ranges = ranges.len(), millis = timer.elapsed().as_millis() as u64, "incremental: the current table counted");
+            let source_counts = match counted.take() {
+                Some(counts) => counts,
+                None => self.source_counts(scope, &ranges).await?,
+            };
             let mut next = Vec::new();
             for ((node, range), (source, derived)) in level.iter().zip(&ranges).zip(source_counts.into_iter().zip(derived_counts)) {
                 out.cost.count_query(source);
@@ -272,6 +301,27 @@ impl Reconciler {
         tracing::debug!(leaves = leaves.len(), millis = timer.elapsed().as_millis() as u64, "incremental: the leaves' latest states read");
         out.derived_rows += derived_states.len() as u64;
         out.judge(source_states, derived_states, read_time).await
+    }
+}
+
+/// A tenant's live documents in the current table, and the cut points of its fine
+/// buckets (none for a scope of several collections).
+struct TenantCut {
+    total: u64,
+    cuts: Vec<String>,
+}
+
+impl TenantCut {
+    /// The bisection's first level: the whole tenant in [`FIRST_SPLIT_PARTS`] nodes.
+    fn first_level(&self) -> Vec<Node> {
+        children(Node { from: 0, to: self.cuts.len() + 1 }, FIRST_SPLIT_PARTS)
+    }
+
+    /// The paths of `node`'s buckets.
+    fn range(&self, node: Node) -> PathRange {
+        let start = (node.from > 0).then(|| self.cuts[node.from - 1].clone());
+        let end = (node.to <= self.cuts.len()).then(|| self.cuts[node.to - 1].clone());
+        PathRange::new(start, end)
     }
 }
 

@@ -42,8 +42,17 @@ pub(crate) fn change_key(fields: &Fields) -> Option<i64> {
     }
 }
 
+/// The index `count()` reads: a collection's paths and nothing else. The scans'
+/// covering index (`documents_by_collection`) also carries each document's update time
+/// and 64-character hash, ~120 bytes an entry against ~50 here, and a count's time is
+/// the entries' bytes: 1,024 ranges over 10,000,000 documents took 2.3 s on the wide
+/// index and 1.6 s on this one (one reader, 1.4 s and 0.9 s on two). Only a create or a
+/// delete writes it (an update keeps a document's path).
+const COUNT_INDEX: &str = "documents_by_collection_path";
+
 /// Adds the change column and its index to a database created before them, filling
-/// the column from the stored documents (once). Not versioned: checked at every open.
+/// the column from the stored documents (once), and the count index. Not versioned:
+/// checked at every open.
 pub(crate) fn ensure_schema(conn: &Connection) -> Result<(), SqliteError> {
     crate::schema::ensure_derived_column(
         conn,
@@ -51,7 +60,15 @@ pub(crate) fn ensure_schema(conn: &Connection) -> Result<(), SqliteError> {
         "INTEGER",
         "CREATE INDEX IF NOT EXISTS documents_by_change ON documents (change_key, collection_path, path) WHERE change_key IS NOT NULL",
         |fields| change_key(fields).map(rusqlite::types::Value::Integer),
-    )
+    )?;
+    let exists: bool = conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'index' AND name = ?1", [COUNT_INDEX], |row| row.get(0))?;
+    if !exists {
+        // Minutes on a database of tens of millions of documents, once.
+        let timer = std::time::Instant::now();
+        conn.execute_batch(&format!("CREATE INDEX {COUNT_INDEX} ON documents (collection_path, path)"))?;
+        tracing::info!(index = COUNT_INDEX, millis = timer.elapsed().as_millis() as u64, "sqlite source store: created the count index");
+    }
+    Ok(())
 }
 
 fn refused(detail: String) -> StoreError {
@@ -107,7 +124,7 @@ impl SqliteStore {
         let (start, end) = collection_bounds(&collection_path, range);
         self.blocking(move |inner| {
             inner.with_reader(|conn| {
-                let mut stmt = conn.prepare_cached("SELECT count(*) FROM documents WHERE collection_path = ?1 AND path >= ?2 AND path < ?3")?;
+                let mut stmt = conn.prepare_cached("SELECT count(*) FROM documents INDEXED BY documents_by_collection_path WHERE collection_path = ?1 AND path >= ?2 AND path < ?3")?;
                 Ok(outbox::non_negative(stmt.query_row(params![collection_path, start, end], |row| row.get(0))?))
             })
         })
@@ -127,5 +144,56 @@ impl SqliteStore {
         const SQL: &str = "SELECT path, update_time_us, content_hash FROM documents \
                            WHERE collection_path = ?1 AND path >= ?2 AND path < ?3 ORDER BY path";
         self.scan_query(SQL, vec![collection_path, start, end], |path, row| Ok(DocState::from_source(path.to_owned(), row.get(1)?, row.get(2)?))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use converge_core::value::fields_from_json;
+    use converge_core::{DocWrite, SourceStore, SystemClock};
+    use converge_events::EventSource;
+
+    use super::*;
+    use crate::schema;
+
+    fn open(dir: &std::path::Path) -> SqliteStore {
+        SqliteStore::open(&dir.join("s.sqlite"), Arc::new(SystemClock), EventSource::local()).unwrap()
+    }
+
+    fn write(paths: &[&str]) -> Vec<DocWrite> {
+        paths.iter().map(|path| DocWrite::Set { path: (*path).into(), fields: fields_from_json(&serde_json::json!({"n": 1})).unwrap() }).collect()
+    }
+
+    #[tokio::test]
+    async fn a_range_is_counted_on_the_narrow_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.apply(write(&["c/a", "c/b"])).await.unwrap();
+        let conn = schema::open_reader(&dir.path().join("s.sqlite")).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN SELECT count(*) FROM documents INDEXED BY {COUNT_INDEX} WHERE collection_path = ?1 AND path >= ?2 AND path < ?3"))
+            .unwrap()
+            .query_map(params!["c", "c/", "c0"], |row| row.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(plan.iter().any(|step| step.contains(&format!("COVERING INDEX {COUNT_INDEX}"))), "plan: {plan:?}");
+        let scope = SourceScope::collection("c").unwrap();
+        assert_eq!(store.count_range(&scope, &PathRange::new(Some("c/b".into()), None)).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_the_count_index_gains_it() {
+        let dir = tempfile::tempdir().unwrap();
+        open(dir.path()).apply(write(&["c/a", "c/b", "c/b/d/e"])).await.unwrap();
+        // Take the database back to its shape before the count index.
+        let conn = Connection::open(dir.path().join("s.sqlite")).unwrap();
+        conn.execute_batch(&format!("DROP INDEX {COUNT_INDEX}")).unwrap();
+        drop(conn);
+        let store = open(dir.path());
+        assert_eq!(store.count_range(&SourceScope::collection("c").unwrap(), &PathRange::all()).await.unwrap(), 2, "the existing documents are counted on reopening");
+        assert_eq!(store.count(&SourceScope::collection("c").unwrap()).await.unwrap(), 2);
     }
 }
