@@ -118,6 +118,7 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                          FROM {new_rows} GROUP BY doc_path"
                     ),
                 )?;
+                let winner_hashes = format!("(SELECT h FROM {REFRESH_WINNERS})");
                 // What stands for the touched documents now, found by joining on the
                 // path's hash (an integer: a join on the paths themselves would hash
                 // every current row's string), the paths compared on the matches only.
@@ -129,8 +130,8 @@ pub(crate) fn refresh(connection: &Connection, route: &Route, from: RefreshFrom)
                          SELECT 'current' AS side, s.rowid AS sid, s.doc_path AS p, ({key}) AS sk FROM {current} AS s WHERE s.{} \
                          UNION ALL \
                          SELECT 'tombstones', s.rowid, s.doc_path, ({key}) FROM {tombstones} AS s WHERE s.{}",
-                        rows_with_hash_in(&current, &format!("(SELECT h FROM {REFRESH_WINNERS})")),
-                        rows_with_hash_in(&tombstones, &format!("(SELECT h FROM {REFRESH_WINNERS})")),
+                        rows_with_hash_in(&current, &winner_hashes),
+                        rows_with_hash_in(&tombstones, &winner_hashes),
                     ),
                 )?;
                 exec(connection, "keep only what stands for the touched documents", &format!("DELETE FROM {REFRESH_STANDING} WHERE p NOT IN (SELECT doc_path FROM {REFRESH_WINNERS})"))?;

@@ -450,7 +450,7 @@ impl Inner {
     fn count(&self, scope: &SourceScope) -> Result<u64, SqliteError> {
         self.with_reader(|conn| {
             if let Some(collection_path) = scope.collection_path() {
-                let mut stmt = conn.prepare_cached("SELECT count(*) FROM documents INDEXED BY documents_by_collection_path WHERE collection_path = ?1")?;
+                let mut stmt = conn.prepare_cached(concat!("SELECT count(*) FROM documents INDEXED BY ", crate::changes::count_index!(), " WHERE collection_path = ?1"))?;
                 return Ok(outbox::non_negative(stmt.query_row([collection_path], |row| row.get(0))?));
             }
             // A scope at any depth: the subtree under its leading ids (`orgs/acme/projects/`
